@@ -1,0 +1,91 @@
+//! Events: the append-only record of a run. Each is stored with a sequence number and a
+//! time; the CLI's live display and `--json` output are renderings of them.
+use serde::{Deserialize, Serialize};
+
+use crate::state::{RunState, TaskState};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    RunCreated { title: String, repo: String, base_branch: String, test_command: String },
+    StateChanged { from: RunState, to: RunState, #[serde(skip_serializing_if = "Option::is_none", default)] reason: Option<String> },
+    PlanRejected { reason: String },
+    PlanAccepted { summary: String, tasks: Vec<PlanTaskView> },
+    PlanApproved { by: String, #[serde(default)] comment: String },
+    TaskStateChanged { task: String, state: TaskState, #[serde(skip_serializing_if = "Option::is_none", default)] reason: Option<String> },
+    AgentStep { conversation: String, turn: u32, tool: String, target: String },
+    ToolFinished { conversation: String, turn: u32, tool: String, ok: bool, summary: String },
+    ModelCall { conversation: String, turn: u32, provider: String, model: String, input_tokens: u64, output_tokens: u64, cost_micros: i64, latency_ms: u64 },
+    ContextCompacted { conversation: String, turn: u32, elided_messages: u32, tokens_before: u64, tokens_after: u64, window: u64 },
+    TaskCommitted { task: String, commit: String },
+    MergeConflict { task: String, files: Vec<String> },
+    TaskMerged { task: String, commit: String },
+    TestRun { round: u32, passed: bool, exit_code: Option<i32>, duration_ms: u64, tail: String },
+    Delivered { branch: String, commits: Vec<String>, report: String, patch: String },
+    Warning { message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanTaskView {
+    pub id: String,
+    pub title: String,
+    pub depends_on: Vec<String>,
+}
+
+/// A stored event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: i64,
+    pub run_id: String,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl EventKind {
+    /// The `type` tag, for storage and filtering.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::RunCreated { .. } => "run_created",
+            EventKind::StateChanged { .. } => "state_changed",
+            EventKind::PlanRejected { .. } => "plan_rejected",
+            EventKind::PlanAccepted { .. } => "plan_accepted",
+            EventKind::PlanApproved { .. } => "plan_approved",
+            EventKind::TaskStateChanged { .. } => "task_state_changed",
+            EventKind::AgentStep { .. } => "agent_step",
+            EventKind::ToolFinished { .. } => "tool_finished",
+            EventKind::ModelCall { .. } => "model_call",
+            EventKind::ContextCompacted { .. } => "context_compacted",
+            EventKind::TaskCommitted { .. } => "task_committed",
+            EventKind::MergeConflict { .. } => "merge_conflict",
+            EventKind::TaskMerged { .. } => "task_merged",
+            EventKind::TestRun { .. } => "test_run",
+            EventKind::Delivered { .. } => "delivered",
+            EventKind::Warning { .. } => "warning",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_json_is_flat_and_tagged() {
+        let e = Event {
+            seq: 3,
+            run_id: "r".into(),
+            at_ms: 10,
+            kind: EventKind::TaskStateChanged { task: "t1".into(), state: TaskState::Running, reason: None },
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"seq": 3, "run_id": "r", "at_ms": 10, "type": "task_state_changed", "task": "t1", "state": "running"})
+        );
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(e.kind.name(), "task_state_changed");
+    }
+}

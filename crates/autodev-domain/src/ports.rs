@@ -1,0 +1,77 @@
+//! The traits adapters implement for the engine.
+use std::time::Duration;
+
+use crate::message::{ModelRequest, ModelResponse};
+
+/// A model error, classified by what the caller should do about it.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ModelError {
+    /// The key is missing, wrong or lacks access. Give up and tell the user to fix the key.
+    #[error("{provider} rejected the credentials (HTTP {status}): {message}; check the API key")]
+    Auth { provider: String, status: u16, message: String },
+    /// The vendor asks us to slow down. Retry after `retry_after` (or with backoff).
+    #[error("{provider} rate limit (HTTP 429): {message}")]
+    RateLimited { provider: String, retry_after: Option<Duration>, message: String },
+    /// A 5xx or an overload answer. Retry with backoff.
+    #[error("{provider} server error (HTTP {status}): {message}")]
+    Server { provider: String, status: u16, retry_after: Option<Duration>, message: String },
+    /// The connection failed or timed out. Retry with backoff.
+    #[error("could not reach {provider}: {message}")]
+    Network { provider: String, message: String },
+    /// The vendor refused the request (unknown model, bad parameters). Give up: retrying
+    /// the same request gives the same answer.
+    #[error("{provider} refused the request (HTTP {status}): {message}")]
+    Request { provider: String, status: u16, message: String },
+    /// The vendor answered with something we could not read. Retry once or twice; vendors
+    /// occasionally cut a stream short.
+    #[error("{provider} sent a response that could not be read: {message}")]
+    Malformed { provider: String, message: String },
+    /// Replay found no recorded answer for this call. Give up: the cassette does not match
+    /// the run (different spec, plan or prompts).
+    #[error("the cassette has no recorded answer for {conversation} turn {turn}: {hint}")]
+    ReplayMiss { conversation: String, turn: u32, hint: String },
+    /// Writing the cassette failed. Give up.
+    #[error("could not record the model call: {0}")]
+    Record(String),
+}
+
+impl ModelError {
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ModelError::RateLimited { .. }
+            | ModelError::Server { .. }
+            | ModelError::Network { .. }
+            | ModelError::Malformed { .. } => true,
+            ModelError::Auth { .. }
+            | ModelError::Request { .. }
+            | ModelError::ReplayMiss { .. }
+            | ModelError::Record(_) => false,
+        }
+    }
+
+    /// The wait the vendor asked for, if any (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ModelError::RateLimited { retry_after, .. } | ModelError::Server { retry_after, .. } => {
+                *retry_after
+            }
+            ModelError::Auth { .. }
+            | ModelError::Network { .. }
+            | ModelError::Request { .. }
+            | ModelError::Malformed { .. }
+            | ModelError::ReplayMiss { .. }
+            | ModelError::Record(_) => None,
+        }
+    }
+}
+
+/// A model provider. Implementations map [`ModelRequest`] to their vendor's wire format.
+#[async_trait::async_trait]
+pub trait ModelClient: Send + Sync {
+    /// The provider's name as used in the price table and in usage records
+    /// (`openai`, `anthropic`, `replay`, ...).
+    fn provider(&self) -> &str;
+
+    async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError>;
+}
