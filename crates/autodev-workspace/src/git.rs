@@ -1,0 +1,278 @@
+//! A typed wrapper over the `git` CLI. We shell out rather than link libgit2 or gix so that
+//! worktrees, merges and the user's own configuration behave exactly as `git` does (see
+//! CRATES.md §Git). Only porcelain output is parsed.
+use std::path::{Path, PathBuf};
+
+/// The identity Autodev commits under, so agent commits are recognisable in `git log`.
+pub const AUTHOR_NAME: &str = "Autodev";
+pub const AUTHOR_EMAIL: &str = "autodev@localhost";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// `git` is not installed or could not be started. Tell the user to install git.
+    #[error("could not run git: {0}; install git and make sure it is on PATH")]
+    Spawn(#[from] std::io::Error),
+    /// A git command failed. The message is git's own.
+    #[error("`git {args}` failed in {dir}: {stderr}")]
+    Failed { args: String, dir: String, stderr: String },
+}
+
+pub type Result<T> = std::result::Result<T, GitError>;
+
+/// The outcome of merging a branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// Merged; the new head.
+    Merged(String),
+    /// Nothing to merge: the branch is already contained.
+    UpToDate,
+    /// Conflicts left in the working tree, in these files.
+    Conflict(Vec<String>),
+}
+
+/// A git working directory (a repository or one of its worktrees).
+#[derive(Clone, Debug)]
+pub struct Git {
+    dir: PathBuf,
+}
+
+impl Git {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    async fn output(&self, args: &[&str]) -> Result<std::process::Output> {
+        let out = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.dir)
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_AUTHOR_NAME", AUTHOR_NAME)
+            .env("GIT_AUTHOR_EMAIL", AUTHOR_EMAIL)
+            .env("GIT_COMMITTER_NAME", AUTHOR_NAME)
+            .env("GIT_COMMITTER_EMAIL", AUTHOR_EMAIL)
+            .env("LC_ALL", "C")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await?;
+        Ok(out)
+    }
+
+    /// Runs git and returns its stdout, or the error with git's stderr.
+    pub async fn run(&self, args: &[&str]) -> Result<String> {
+        let out = self.output(args).await?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(GitError::Failed {
+                args: args.join(" "),
+                dir: self.dir.display().to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    /// Runs git and reports only whether it succeeded.
+    async fn check(&self, args: &[&str]) -> Result<bool> {
+        Ok(self.output(args).await?.status.success())
+    }
+
+    /// The top level of the repository containing `dir`, or `None` when it is not one.
+    pub async fn toplevel(&self) -> Result<Option<PathBuf>> {
+        let out = self.output(&["rev-parse", "--show-toplevel"]).await?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        Ok(Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())))
+    }
+
+    /// The commit a revision names, or `None`.
+    pub async fn rev_parse(&self, rev: &str) -> Result<Option<String>> {
+        let spec = format!("{rev}^{{commit}}");
+        let out = self.output(&["rev-parse", "--verify", "--quiet", &spec]).await?;
+        Ok(out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+    }
+
+    /// The checked-out branch, or `None` on a detached head.
+    pub async fn current_branch(&self) -> Result<Option<String>> {
+        let out = self.output(&["symbolic-ref", "--quiet", "--short", "HEAD"]).await?;
+        Ok(out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+    }
+
+    pub async fn branch_exists(&self, branch: &str) -> Result<bool> {
+        self.check(&["show-ref", "--verify", "--quiet", &format!("refs/heads/{branch}")]).await
+    }
+
+    /// Adds a worktree at `path` on `branch`, creating the branch from `start` if it does not
+    /// exist. If the worktree is already there (a resumed run), it is reused.
+    pub async fn worktree_add(&self, path: &Path, branch: &str, start: &str) -> Result<()> {
+        if path.join(".git").exists() {
+            Git::new(path).clear_stale_locks()?;
+            return Ok(());
+        }
+        // A worktree directory removed by hand leaves metadata that blocks a new one.
+        self.run(&["worktree", "prune"]).await?;
+        let p = path.to_string_lossy();
+        if self.branch_exists(branch).await? {
+            self.run(&["worktree", "add", "--quiet", &p, branch]).await?;
+        } else {
+            self.run(&["worktree", "add", "--quiet", "-b", branch, &p, start]).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn worktree_remove(&self, path: &Path) -> Result<()> {
+        if path.exists() {
+            self.run(&["worktree", "remove", "--force", &path.to_string_lossy()]).await?;
+        }
+        self.run(&["worktree", "prune"]).await?;
+        Ok(())
+    }
+
+    /// Removes an `index.lock` left by a git process that was killed; a worktree with one
+    /// refuses every later command.
+    pub fn clear_stale_locks(&self) -> Result<()> {
+        let dot_git = self.dir.join(".git");
+        let git_dir = if dot_git.is_file() {
+            let text = std::fs::read_to_string(&dot_git)?;
+            let rel = text.trim().strip_prefix("gitdir:").unwrap_or("").trim().to_string();
+            self.dir.join(rel)
+        } else {
+            dot_git
+        };
+        let lock = git_dir.join("index.lock");
+        if lock.exists() {
+            std::fs::remove_file(lock)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the working tree has uncommitted changes (untracked files included).
+    pub async fn is_dirty(&self) -> Result<bool> {
+        let out = self.run(&["status", "--porcelain=v2", "-z", "--untracked-files=all"]).await?;
+        Ok(!out.is_empty())
+    }
+
+    /// Stages everything and commits; returns the new commit, or `None` when there was
+    /// nothing to commit.
+    pub async fn commit_all(&self, message: &str) -> Result<Option<String>> {
+        self.run(&["add", "-A"]).await?;
+        if !self.is_dirty().await? {
+            return Ok(None);
+        }
+        self.run(&["commit", "--quiet", "--no-verify", "-m", message]).await?;
+        self.rev_parse("HEAD").await
+    }
+
+    /// Merges `branch` into the checked-out branch with a merge commit.
+    pub async fn merge(&self, branch: &str, message: &str) -> Result<MergeOutcome> {
+        let before = self.rev_parse("HEAD").await?;
+        let out = self.output(&["merge", "--no-ff", "--no-edit", "-m", message, branch]).await?;
+        if out.status.success() {
+            let after = self.rev_parse("HEAD").await?;
+            return Ok(match after {
+                Some(head) if after != before => MergeOutcome::Merged(head),
+                _ => MergeOutcome::UpToDate,
+            });
+        }
+        let conflicted = self.run(&["diff", "--name-only", "--diff-filter=U", "-z"]).await?;
+        let files: Vec<String> =
+            conflicted.split('\0').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        if files.is_empty() {
+            return Err(GitError::Failed {
+                args: format!("merge {branch}"),
+                dir: self.dir.display().to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(MergeOutcome::Conflict(files))
+    }
+
+    /// Whether a merge is in progress (conflicts being resolved).
+    pub async fn merge_in_progress(&self) -> Result<bool> {
+        self.check(&["rev-parse", "--verify", "--quiet", "MERGE_HEAD"]).await
+    }
+
+    /// Whether `ancestor` is contained in `descendant`.
+    pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool> {
+        self.check(&["merge-base", "--is-ancestor", ancestor, descendant]).await
+    }
+
+    /// The commits in `range` (`base..head`), oldest first, as `(sha, subject)`.
+    pub async fn log(&self, range: &str) -> Result<Vec<(String, String)>> {
+        let out = self.run(&["log", "--reverse", "--format=%H%x00%s", range]).await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\0'))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect())
+    }
+
+    /// The patch from `base` to `head` (three-dot: what `head` adds since they diverged).
+    pub async fn diff(&self, base: &str, head: &str) -> Result<String> {
+        self.run(&["diff", "--binary", &format!("{base}...{head}")]).await
+    }
+
+    /// Files changed between two commits, with counts, for reports.
+    pub async fn diff_stat(&self, base: &str, head: &str) -> Result<String> {
+        self.run(&["diff", "--stat", &format!("{base}...{head}")]).await
+    }
+
+    /// `git --version`, for `autodev doctor`.
+    pub async fn version() -> Result<String> {
+        let out = tokio::process::Command::new("git").arg("--version").output().await?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn repo() -> (tempfile::TempDir, Git) {
+        let dir = tempfile::tempdir().unwrap();
+        let git = Git::new(dir.path());
+        git.run(&["init", "--quiet", "-b", "main"]).await.unwrap();
+        std::fs::write(dir.path().join("a.txt"), "one\n").unwrap();
+        git.commit_all("first").await.unwrap().unwrap();
+        (dir, git)
+    }
+
+    #[tokio::test]
+    async fn worktree_commit_and_merge_round_trip() {
+        let (dir, git) = repo().await;
+        let wt = dir.path().join("wt");
+        git.worktree_add(&wt, "feature", "main").await.unwrap();
+        let wgit = Git::new(&wt);
+        std::fs::write(wt.join("b.txt"), "two\n").unwrap();
+        let sha = wgit.commit_all("add b").await.unwrap().unwrap();
+        assert_eq!(wgit.commit_all("nothing").await.unwrap(), None);
+        assert!(git.is_ancestor("main", &sha).await.unwrap());
+        assert_eq!(git.log("main..feature").await.unwrap(), vec![(sha.clone(), "add b".to_string())]);
+        let outcome = git.merge("feature", "merge feature").await.unwrap();
+        assert!(matches!(outcome, MergeOutcome::Merged(_)));
+        assert_eq!(git.merge("feature", "again").await.unwrap(), MergeOutcome::UpToDate);
+        // Re-adding an existing worktree is a no-op (resume).
+        git.worktree_add(&wt, "feature", "main").await.unwrap();
+        git.worktree_remove(&wt).await.unwrap();
+        assert!(!wt.exists());
+    }
+
+    #[tokio::test]
+    async fn conflicting_merge_names_the_files() {
+        let (dir, git) = repo().await;
+        let wt = dir.path().join("wt");
+        git.worktree_add(&wt, "other", "main").await.unwrap();
+        std::fs::write(wt.join("a.txt"), "theirs\n").unwrap();
+        Git::new(&wt).commit_all("theirs").await.unwrap();
+        std::fs::write(dir.path().join("a.txt"), "ours\n").unwrap();
+        git.commit_all("ours").await.unwrap();
+        let outcome = git.merge("other", "merge other").await.unwrap();
+        assert_eq!(outcome, MergeOutcome::Conflict(vec!["a.txt".to_string()]));
+        assert!(git.merge_in_progress().await.unwrap());
+    }
+}

@@ -1,0 +1,470 @@
+//! The v1 agent tool interface (DESIGN.md, a public contract): `list_files`, `read_file`,
+//! `write_file`, `edit_file`, `search`, `run`, `finish`. Every failure — bad arguments, a
+//! path outside the workspace, a missing file, an ambiguous edit — is a tool result the
+//! model can read and act on, never a crash.
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use autodev_domain::ToolSpec;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::paths::{self, resolve};
+use crate::sandbox::{SandboxPolicy, run_command};
+
+/// Limits that keep tool output inside a model's context.
+const MAX_LIST_ENTRIES: usize = 1_000;
+const DEFAULT_READ_LINES: usize = 2_000;
+const MAX_READ_BYTES: usize = 100 * 1024;
+const MAX_SEARCH_MATCHES: usize = 200;
+const MAX_LINE_CHARS: usize = 300;
+const MAX_WRITE_BYTES: usize = 4 * 1024 * 1024;
+const RUN_OUTPUT_LINES: usize = 200;
+
+/// The result of one tool call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolOutcome {
+    pub content: String,
+    pub is_error: bool,
+    /// Set by `finish`: the agent's summary; the task ends.
+    pub finished: Option<String>,
+}
+
+impl ToolOutcome {
+    fn ok(content: impl Into<String>) -> Self {
+        Self { content: content.into(), is_error: false, finished: None }
+    }
+    fn err(content: impl Into<String>) -> Self {
+        Self { content: content.into(), is_error: true, finished: None }
+    }
+}
+
+/// The tools bound to one workspace root.
+#[derive(Clone, Debug)]
+pub struct ToolBox {
+    root: PathBuf,
+    policy: SandboxPolicy,
+    default_timeout: Duration,
+    max_timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListArgs {
+    #[serde(default)]
+    path: Option<String>,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadArgs {
+    path: String,
+    #[serde(default)]
+    offset: Option<usize>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteArgs {
+    path: String,
+    content: String,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditArgs {
+    path: String,
+    old_text: String,
+    new_text: String,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchArgs {
+    pattern: String,
+    #[serde(default)]
+    path: Option<String>,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunArgs {
+    command: String,
+    #[serde(default)]
+    timeout_secs: Option<u64>,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FinishArgs {
+    summary: String,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(tool: &str, arguments: &str) -> Result<T, ToolOutcome> {
+    let text = if arguments.trim().is_empty() { "{}" } else { arguments };
+    serde_json::from_str(text).map_err(|e| {
+        ToolOutcome::err(format!(
+            "invalid arguments for {tool}: {e}. Send a JSON object matching the tool's schema."
+        ))
+    })
+}
+
+impl ToolBox {
+    /// `root` is canonicalised; it must exist.
+    pub fn new(root: &Path, policy: SandboxPolicy) -> std::io::Result<Self> {
+        Ok(Self {
+            root: root.canonicalize()?,
+            policy,
+            default_timeout: Duration::from_secs(120),
+            max_timeout: Duration::from_secs(1800),
+        })
+    }
+
+    pub fn with_default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = timeout;
+        self.max_timeout = self.max_timeout.max(timeout);
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn policy(&self) -> &SandboxPolicy {
+        &self.policy
+    }
+
+    /// The JSON schemas the model sees.
+    pub fn specs() -> Vec<ToolSpec> {
+        let spec = |name: &str, description: &str, parameters: serde_json::Value| ToolSpec {
+            name: name.to_string(),
+            description: description.to_string(),
+            parameters,
+        };
+        vec![
+            spec(
+                "list_files",
+                "List files under a directory of the workspace (recursively, respecting .gitignore).",
+                json!({"type": "object", "properties": {"path": {"type": "string", "description": "Directory relative to the workspace root; default the root."}}, "additionalProperties": false}),
+            ),
+            spec(
+                "read_file",
+                "Read a text file, with line numbers. Use offset and limit (in lines) for large files.",
+                json!({"type": "object", "properties": {"path": {"type": "string"}, "offset": {"type": "integer", "minimum": 1, "description": "First line to read (1-based)."}, "limit": {"type": "integer", "minimum": 1, "description": "Number of lines."}}, "required": ["path"], "additionalProperties": false}),
+            ),
+            spec(
+                "write_file",
+                "Create or replace a file with the given content (parent directories are created).",
+                json!({"type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}}, "required": ["path", "content"], "additionalProperties": false}),
+            ),
+            spec(
+                "edit_file",
+                "Replace the one exact occurrence of old_text with new_text. Zero or several occurrences is an error: include enough context to make old_text unique.",
+                json!({"type": "object", "properties": {"path": {"type": "string"}, "old_text": {"type": "string"}, "new_text": {"type": "string"}}, "required": ["path", "old_text", "new_text"], "additionalProperties": false}),
+            ),
+            spec(
+                "search",
+                "Search file contents with a regular expression. Returns matching lines as path:line:text.",
+                json!({"type": "object", "properties": {"pattern": {"type": "string", "description": "Rust regex syntax."}, "path": {"type": "string", "description": "Directory or file to search; default the root."}}, "required": ["pattern"], "additionalProperties": false}),
+            ),
+            spec(
+                "run",
+                "Run a shell command in the workspace (sandboxed: no network, writes only inside the workspace). Returns the exit code and the tail of stdout/stderr.",
+                json!({"type": "object", "properties": {"command": {"type": "string"}, "timeout_secs": {"type": "integer", "minimum": 1, "maximum": 1800, "description": "Default 120."}}, "required": ["command"], "additionalProperties": false}),
+            ),
+            spec(
+                "finish",
+                "End the task. Call this once the work is done and checked, with a short summary of what changed.",
+                json!({"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"], "additionalProperties": false}),
+            ),
+        ]
+    }
+
+    /// A short description of a call for the live display: (`edit_file`, `src/lib.rs`).
+    pub fn describe(name: &str, arguments: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(arguments).unwrap_or_default();
+        let field = match name {
+            "run" => "command",
+            "search" => "pattern",
+            "finish" => "summary",
+            _ => "path",
+        };
+        let target = v.get(field).and_then(|x| x.as_str()).unwrap_or("");
+        let one_line: String = target.lines().next().unwrap_or("").chars().take(80).collect();
+        if one_line.is_empty() && name == "list_files" { ".".to_string() } else { one_line }
+    }
+
+    /// Runs one tool call.
+    pub async fn execute(&self, name: &str, arguments: &str) -> ToolOutcome {
+        let result = match name {
+            "list_files" => self.list_files(arguments),
+            "read_file" => self.read_file(arguments),
+            "write_file" => self.write_file(arguments),
+            "edit_file" => self.edit_file(arguments),
+            "search" => self.search(arguments),
+            "run" => self.run(arguments).await,
+            "finish" => parse::<FinishArgs>(name, arguments).map(|a| ToolOutcome {
+                content: "Task finished.".to_string(),
+                is_error: false,
+                finished: Some(a.summary),
+            }),
+            other => Err(ToolOutcome::err(format!(
+                "unknown tool `{other}`; the tools are list_files, read_file, write_file, edit_file, search, run, finish"
+            ))),
+        };
+        result.unwrap_or_else(|e| e)
+    }
+
+    fn path(&self, rel: &str) -> Result<PathBuf, ToolOutcome> {
+        resolve(&self.root, rel).map_err(|e| ToolOutcome::err(e.to_string()))
+    }
+
+    fn list_files(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
+        let args: ListArgs = parse("list_files", arguments)?;
+        let rel = args.path.unwrap_or_default();
+        let dir = self.path(&rel)?;
+        if !dir.is_dir() {
+            return Err(ToolOutcome::err(format!("`{rel}` is not a directory")));
+        }
+        let mut entries = Vec::new();
+        let mut more = false;
+        for entry in walker(&dir).build().flatten() {
+            if entry.depth() == 0 || !entry.file_type().is_some_and(|t| t.is_file() || t.is_symlink()) {
+                continue;
+            }
+            if entries.len() == MAX_LIST_ENTRIES {
+                more = true;
+                break;
+            }
+            entries.push(paths::display(&self.root, entry.path()));
+        }
+        entries.sort();
+        let mut out = entries.join("\n");
+        if entries.is_empty() {
+            out = "(no files)".to_string();
+        }
+        if more {
+            let _ = write!(out, "\n... more than {MAX_LIST_ENTRIES} files; list a subdirectory");
+        }
+        Ok(ToolOutcome::ok(out))
+    }
+
+    fn read_file(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
+        let args: ReadArgs = parse("read_file", arguments)?;
+        let path = self.path(&args.path)?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| ToolOutcome::err(format!("cannot read `{}`: {e}", args.path)))?;
+        if bytes.contains(&0) {
+            return Err(ToolOutcome::err(format!("`{}` is a binary file", args.path)));
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let offset = args.offset.unwrap_or(1).max(1);
+        let limit = args.limit.unwrap_or(DEFAULT_READ_LINES).max(1);
+        let total = text.lines().count();
+        if total == 0 {
+            return Ok(ToolOutcome::ok("(empty file)"));
+        }
+        if offset > total {
+            return Err(ToolOutcome::err(format!(
+                "offset {offset} is past the end of `{}` ({total} lines)",
+                args.path
+            )));
+        }
+        let mut out = String::new();
+        let mut last = offset - 1;
+        for (i, line) in text.lines().enumerate().skip(offset - 1).take(limit) {
+            if out.len() > MAX_READ_BYTES {
+                break;
+            }
+            let _ = writeln!(out, "{:>6}\t{}", i + 1, line);
+            last = i + 1;
+        }
+        if last < total {
+            let _ = write!(out, "... ({total} lines in all; read on with offset {})", last + 1);
+        }
+        Ok(ToolOutcome::ok(out))
+    }
+
+    fn write_file(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
+        let args: WriteArgs = parse("write_file", arguments)?;
+        if args.content.len() > MAX_WRITE_BYTES {
+            return Err(ToolOutcome::err("content is over 4 MiB; write smaller files"));
+        }
+        let path = self.path(&args.path)?;
+        if path.is_dir() {
+            return Err(ToolOutcome::err(format!("`{}` is a directory", args.path)));
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| ToolOutcome::err(format!("cannot create directories for `{}`: {e}", args.path)))?;
+        }
+        let existed = path.exists();
+        std::fs::write(&path, &args.content)
+            .map_err(|e| ToolOutcome::err(format!("cannot write `{}`: {e}", args.path)))?;
+        let lines = args.content.lines().count();
+        Ok(ToolOutcome::ok(format!(
+            "{} `{}` ({lines} lines)",
+            if existed { "replaced" } else { "created" },
+            args.path
+        )))
+    }
+
+    fn edit_file(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
+        let args: EditArgs = parse("edit_file", arguments)?;
+        if args.old_text.is_empty() {
+            return Err(ToolOutcome::err("old_text is empty; to create a file use write_file"));
+        }
+        let path = self.path(&args.path)?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ToolOutcome::err(format!("cannot read `{}`: {e}", args.path)))?;
+        let count = text.matches(&args.old_text).count();
+        match count {
+            0 => Err(ToolOutcome::err(format!(
+                "old_text was not found in `{}`; read the file and copy the text exactly (whitespace included)",
+                args.path
+            ))),
+            1 => {
+                let updated = text.replacen(&args.old_text, &args.new_text, 1);
+                std::fs::write(&path, updated)
+                    .map_err(|e| ToolOutcome::err(format!("cannot write `{}`: {e}", args.path)))?;
+                let line = text[..text.find(&args.old_text).unwrap_or(0)].matches('\n').count() + 1;
+                Ok(ToolOutcome::ok(format!("edited `{}` at line {line}", args.path)))
+            }
+            n => Err(ToolOutcome::err(format!(
+                "old_text occurs {n} times in `{}`; include more surrounding lines so it occurs once",
+                args.path
+            ))),
+        }
+    }
+
+    fn search(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
+        let args: SearchArgs = parse("search", arguments)?;
+        let re = regex::RegexBuilder::new(&args.pattern)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| ToolOutcome::err(format!("invalid pattern: {e}")))?;
+        let base = self.path(args.path.as_deref().unwrap_or(""))?;
+        let mut out = String::new();
+        let mut matches = 0usize;
+        'files: for entry in walker(&base).build().flatten() {
+            if !entry.file_type().is_some_and(|t| t.is_file()) {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(entry.path()) else { continue };
+            if bytes.contains(&0) {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let rel = paths::display(&self.root, entry.path());
+            for (i, line) in text.lines().enumerate() {
+                if re.is_match(line) {
+                    if matches == MAX_SEARCH_MATCHES {
+                        let _ = write!(out, "... more than {MAX_SEARCH_MATCHES} matches; narrow the pattern or path");
+                        break 'files;
+                    }
+                    let shown: String = line.chars().take(MAX_LINE_CHARS).collect();
+                    let _ = writeln!(out, "{rel}:{}:{shown}", i + 1);
+                    matches += 1;
+                }
+            }
+        }
+        if matches == 0 {
+            out = "(no matches)".to_string();
+        }
+        Ok(ToolOutcome::ok(out))
+    }
+
+    async fn run(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
+        let args: RunArgs = parse("run", arguments)?;
+        if args.command.trim().is_empty() {
+            return Err(ToolOutcome::err("command is empty"));
+        }
+        let timeout = args
+            .timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(self.default_timeout)
+            .min(self.max_timeout);
+        let outcome = run_command(&self.root, &args.command, timeout, &self.policy)
+            .await
+            .map_err(|e| ToolOutcome::err(e.to_string()))?;
+        let text = outcome.render(RUN_OUTPUT_LINES);
+        Ok(if outcome.success() { ToolOutcome::ok(text) } else { ToolOutcome::err(text) })
+    }
+}
+
+/// A directory walker that respects .gitignore (even outside a git repository), shows
+/// hidden files, and never enters `.git`.
+fn walker(dir: &Path) -> ignore::WalkBuilder {
+    let mut w = ignore::WalkBuilder::new(dir);
+    w.hidden(false)
+        .require_git(false)
+        .follow_links(false)
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .filter_entry(|e| e.file_name() != ".git");
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    fn toolbox() -> (tempfile::TempDir, ToolBox) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ws");
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("src/lib.rs"), "fn a() {}\nfn b() {}\nfn a2() {}\n").unwrap();
+        std::fs::write(root.join(".gitignore"), "target/\n").unwrap();
+        std::fs::create_dir_all(root.join("target")).unwrap();
+        std::fs::write(root.join("target/junk"), "x").unwrap();
+        let tb = ToolBox::new(&root, SandboxPolicy::new(dir.path().join("tmp"))).unwrap();
+        (dir, tb)
+    }
+
+    #[tokio::test]
+    async fn list_read_write_edit_search_work_together() {
+        let (_d, tb) = toolbox();
+        let list = tb.execute("list_files", "{}").await;
+        assert_eq!(list.content, ".gitignore\nsrc/lib.rs");
+        let read = tb.execute("read_file", r#"{"path": "src/lib.rs", "offset": 2, "limit": 1}"#).await;
+        assert_eq!(read.content, "     2\tfn b() {}\n... (3 lines in all; read on with offset 3)");
+        let w = tb.execute("write_file", r#"{"path": "src/new/mod.rs", "content": "pub fn x() {}\n"}"#).await;
+        assert!(!w.is_error, "{w:?}");
+        let e = tb.execute("edit_file", r#"{"path": "src/lib.rs", "old_text": "fn b() {}", "new_text": "fn c() {}"}"#).await;
+        assert_eq!(e.content, "edited `src/lib.rs` at line 2");
+        let s = tb.execute("search", r#"{"pattern": "fn (c|x)"}"#).await;
+        assert_eq!(s.content, "src/lib.rs:2:fn c() {}\nsrc/new/mod.rs:1:pub fn x() {}\n");
+    }
+
+    #[tokio::test]
+    async fn tool_errors_are_results_the_model_can_read() {
+        let (_d, tb) = toolbox();
+        let cases = [
+            ("edit_file", r#"{"path": "src/lib.rs", "old_text": "fn a", "new_text": "x"}"#, "occurs 2 times"),
+            ("edit_file", r#"{"path": "src/lib.rs", "old_text": "nope", "new_text": "x"}"#, "was not found"),
+            ("read_file", r#"{"path": "../../etc/passwd"}"#, "leaves the workspace"),
+            ("write_file", r#"{"path": "/tmp/x", "content": ""}"#, "is absolute"),
+            ("read_file", r#"{"path": "missing.rs"}"#, "cannot read"),
+            ("read_file", r#"{"path": 3}"#, "invalid arguments for read_file"),
+            ("read_file", "{not json", "invalid arguments"),
+            ("search", r#"{"pattern": "("}"#, "invalid pattern"),
+            ("delete_everything", "{}", "unknown tool"),
+        ];
+        for (tool, args, want) in cases {
+            let out = tb.execute(tool, args).await;
+            assert!(out.is_error, "{tool} {args}: {out:?}");
+            assert!(out.content.contains(want), "{tool} {args}: {}", out.content);
+        }
+    }
+
+    #[tokio::test]
+    async fn run_reports_exit_code_and_finish_ends_the_task() {
+        let (_d, tb) = toolbox();
+        let out = tb.execute("run", r#"{"command": "echo hello; exit 2"}"#).await;
+        assert!(out.is_error);
+        assert_eq!(out.content, "exit code 2\n--- stdout ---\nhello");
+        let out = tb.execute("run", r#"{"command": "sleep 5", "timeout_secs": 1}"#).await;
+        assert!(out.content.starts_with("timed out"), "{}", out.content);
+        let fin = tb.execute("finish", r#"{"summary": "did it"}"#).await;
+        assert_eq!(fin.finished.as_deref(), Some("did it"));
+        assert_eq!(ToolBox::describe("edit_file", r#"{"path": "src/lib.rs"}"#), "src/lib.rs");
+        assert_eq!(ToolBox::describe("run", r#"{"command": "cargo test\nmore"}"#), "cargo test");
+    }
+}
