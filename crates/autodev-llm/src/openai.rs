@@ -1,0 +1,257 @@
+//! The OpenAI-compatible chat-completions adapter: OpenAI itself and anything that speaks
+//! its API at another base URL (Groq, Ollama, vLLM, llama.cpp, LiteLLM).
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use autodev_domain::{
+    Message, ModelClient, ModelError, ModelRequest, ModelResponse, Role, StopReason, ToolCall, Usage,
+};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+use crate::http::{status_error, transport_error};
+
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+#[derive(Clone)]
+pub struct OpenAiClient {
+    name: String,
+    base_url: String,
+    api_key: Option<SecretString>,
+    stream: bool,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for OpenAiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiClient")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiClient {
+    /// `name` is the provider name used for pricing and usage (`openai`, `groq`, `ollama`).
+    pub fn new(name: &str, base_url: &str, api_key: Option<SecretString>, stream: bool) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .timeout(Duration::from_secs(600))
+            .build()
+            .unwrap_or_default();
+        Self {
+            name: name.to_string(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key,
+            stream,
+            http,
+        }
+    }
+
+    /// The request body for a [`ModelRequest`].
+    pub fn body(&self, req: &ModelRequest, stream: bool) -> Value {
+        let messages: Vec<Value> = req.messages.iter().map(message_json).collect();
+        let mut body = json!({ "model": req.model, "messages": messages });
+        if !req.tools.is_empty() {
+            body["tools"] = req
+                .tools
+                .iter()
+                .map(|t| {
+                    json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}})
+                })
+                .collect();
+        }
+        // OpenAI's own API replaced max_tokens with max_completion_tokens (reasoning models
+        // refuse the old name); compatible servers mostly know only max_tokens.
+        let key = if self.base_url.contains("api.openai.com") { "max_completion_tokens" } else { "max_tokens" };
+        body[key] = json!(req.max_output_tokens);
+        if stream {
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        body
+    }
+
+    async fn send(&self, body: &Value) -> Result<reqwest::Response, ModelError> {
+        let mut rb = self.http.post(format!("{}/chat/completions", self.base_url)).json(body);
+        if let Some(key) = &self.api_key {
+            rb = rb.bearer_auth(key.expose_secret());
+        }
+        let resp = rb.send().await.map_err(|e| transport_error(&self.name, &e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        Err(status_error(&self.name, status.as_u16(), &headers, &text))
+    }
+
+    fn malformed(&self, message: impl Into<String>) -> ModelError {
+        ModelError::Malformed { provider: self.name.clone(), message: message.into() }
+    }
+
+    /// Parses a non-streaming response body.
+    pub fn parse_response(&self, v: &Value) -> Result<ModelResponse, ModelError> {
+        let choice = v
+            .pointer("/choices/0")
+            .ok_or_else(|| self.malformed("no choices in the response"))?;
+        let msg = choice.get("message").ok_or_else(|| self.malformed("choice has no message"))?;
+        let content = msg.get("content").and_then(Value::as_str).unwrap_or("").to_string();
+        let mut calls = Vec::new();
+        if let Some(list) = msg.get("tool_calls").and_then(Value::as_array) {
+            for (i, c) in list.iter().enumerate() {
+                let name = c
+                    .pointer("/function/name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| self.malformed("tool call without a function name"))?;
+                let arguments = match c.pointer("/function/arguments") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                let id = c.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("call_{i}"));
+                calls.push(ToolCall { id, name: name.to_string(), arguments });
+            }
+        }
+        Ok(ModelResponse {
+            stop_reason: stop_reason(choice.get("finish_reason").and_then(Value::as_str), !calls.is_empty()),
+            message: Message::assistant(content, calls),
+            usage: usage(v.get("usage")),
+            model: v.get("model").and_then(Value::as_str).unwrap_or_default().to_string(),
+        })
+    }
+
+    async fn complete_streaming(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
+        let resp = self.send(&self.body(req, true)).await?;
+        let mut events = resp.bytes_stream().eventsource();
+        let mut content = String::new();
+        // Tool calls arrive in pieces keyed by index: the first piece carries id and name,
+        // later ones append to the arguments.
+        let mut calls: BTreeMap<u64, (String, String, String)> = BTreeMap::new();
+        let mut finish: Option<String> = None;
+        let mut use_ = Usage::default();
+        let mut model = String::new();
+        let mut done = false;
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| self.malformed(format!("broken event stream: {e}")))?;
+            if event.data.trim() == "[DONE]" {
+                done = true;
+                break;
+            }
+            let v: Value = serde_json::from_str(&event.data)
+                .map_err(|e| self.malformed(format!("stream chunk is not JSON: {e}")))?;
+            if let Some(err) = v.get("error") {
+                return Err(ModelError::Server {
+                    provider: self.name.clone(),
+                    status: 500,
+                    retry_after: None,
+                    message: crate::http::error_message(&json!({"error": err}).to_string()),
+                });
+            }
+            if let Some(m) = v.get("model").and_then(Value::as_str) {
+                model = m.to_string();
+            }
+            if v.get("usage").is_some_and(|u| !u.is_null()) {
+                use_ = usage(v.get("usage"));
+            }
+            let Some(choice) = v.pointer("/choices/0") else { continue };
+            if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+                finish = Some(f.to_string());
+            }
+            let Some(delta) = choice.get("delta") else { continue };
+            if let Some(text) = delta.get("content").and_then(Value::as_str) {
+                content.push_str(text);
+            }
+            for piece in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                let index = piece.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let entry = calls.entry(index).or_default();
+                if let Some(id) = piece.get("id").and_then(Value::as_str) {
+                    entry.0 = id.to_string();
+                }
+                if let Some(name) = piece.pointer("/function/name").and_then(Value::as_str) {
+                    entry.1.push_str(name);
+                }
+                if let Some(args) = piece.pointer("/function/arguments").and_then(Value::as_str) {
+                    entry.2.push_str(args);
+                }
+            }
+        }
+        if !done && finish.is_none() {
+            return Err(self.malformed("the stream ended before the response was complete"));
+        }
+        let calls: Vec<ToolCall> = calls
+            .into_iter()
+            .map(|(i, (id, name, arguments))| ToolCall {
+                id: if id.is_empty() { format!("call_{i}") } else { id },
+                name,
+                arguments,
+            })
+            .collect();
+        if calls.iter().any(|c| c.name.is_empty()) {
+            return Err(self.malformed("a streamed tool call had no function name"));
+        }
+        Ok(ModelResponse {
+            stop_reason: stop_reason(finish.as_deref(), !calls.is_empty()),
+            message: Message::assistant(content, calls),
+            usage: use_,
+            model,
+        })
+    }
+}
+
+fn message_json(m: &Message) -> Value {
+    match m.role {
+        Role::System => json!({"role": "system", "content": m.content}),
+        Role::User => json!({"role": "user", "content": m.content}),
+        Role::Assistant => {
+            let mut v = json!({"role": "assistant", "content": if m.content.is_empty() && !m.tool_calls.is_empty() { Value::Null } else { json!(m.content) }});
+            if !m.tool_calls.is_empty() {
+                v["tool_calls"] = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                    .collect();
+            }
+            v
+        }
+        Role::Tool => json!({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}),
+    }
+}
+
+fn usage(v: Option<&Value>) -> Usage {
+    let get = |k: &str| v.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    Usage { input_tokens: get("prompt_tokens"), output_tokens: get("completion_tokens") }
+}
+
+fn stop_reason(finish: Option<&str>, has_calls: bool) -> StopReason {
+    match finish {
+        Some("tool_calls") | Some("function_call") => StopReason::ToolUse,
+        Some("length") => StopReason::MaxTokens,
+        Some("stop") if has_calls => StopReason::ToolUse,
+        Some("stop") => StopReason::EndTurn,
+        _ if has_calls => StopReason::ToolUse,
+        _ => StopReason::Other,
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelClient for OpenAiClient {
+    fn provider(&self) -> &str {
+        &self.name
+    }
+
+    async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
+        if self.stream {
+            return self.complete_streaming(req).await;
+        }
+        let resp = self.send(&self.body(req, false)).await?;
+        let text = resp.text().await.map_err(|e| transport_error(&self.name, &e))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| self.malformed(format!("response is not JSON: {e}")))?;
+        self.parse_response(&v)
+    }
+}

@@ -1,0 +1,60 @@
+//! Retries with exponential backoff and jitter (backon), honouring the vendor's
+//! `Retry-After` when it gives one.
+use std::sync::Arc;
+use std::time::Duration;
+
+use autodev_domain::{ModelClient, ModelError, ModelRequest, ModelResponse};
+use backon::{ExponentialBuilder, Retryable};
+
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub max_retries: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_retries: 4, min_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
+    }
+}
+
+pub struct RetryingClient {
+    inner: Arc<dyn ModelClient>,
+    policy: RetryPolicy,
+}
+
+impl RetryingClient {
+    pub fn new(inner: Arc<dyn ModelClient>, policy: RetryPolicy) -> Self {
+        Self { inner, policy }
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelClient for RetryingClient {
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+
+    async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.policy.min_delay)
+            .with_max_delay(self.policy.max_delay)
+            .with_max_times(self.policy.max_retries)
+            .with_jitter();
+        let max_delay = self.policy.max_delay.max(Duration::from_secs(300));
+        (|| self.inner.complete(req))
+            .retry(backoff)
+            .when(ModelError::is_retryable)
+            .adjust(move |err: &ModelError, planned| match (err.retry_after(), planned) {
+                // The vendor said how long; wait that long (bounded) instead of our guess,
+                // but only while retries remain.
+                (Some(wait), Some(_)) => Some(wait.min(max_delay)),
+                (_, planned) => planned,
+            })
+            .notify(|err: &ModelError, wait: Duration| {
+                tracing::warn!(error = %err, wait_ms = wait.as_millis() as u64, "model call failed; retrying");
+            })
+            .await
+    }
+}

@@ -1,0 +1,3 @@
+//! Wire-format tests: each provider against a local mock server answering with the
+//! vendors' documented response shapes (see `fixtures/README.md`).
+mod suite;
