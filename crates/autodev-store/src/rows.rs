@@ -1,0 +1,104 @@
+//! Row types. Plain strings and integers as stored; the engine parses them into domain types.
+use autodev_domain::{RunState, TaskState};
+
+/// What is needed to create a run.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub id: String,
+    pub short_id: String,
+    pub title: String,
+    pub spec: String,
+    pub repo: String,
+    pub base_branch: String,
+    pub base_commit: String,
+    pub branch: String,
+    /// JSON of the engine's run settings.
+    pub settings: String,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: String,
+    pub short_id: String,
+    pub title: String,
+    pub spec: String,
+    pub repo: String,
+    pub base_branch: String,
+    pub base_commit: String,
+    pub branch: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub settings: String,
+    pub plan: Option<String>,
+    pub repair_round: i64,
+    pub test_passed: Option<bool>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micros: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl RunRow {
+    /// The state; a value no version of Autodev writes reads as `failed`.
+    pub fn run_state(&self) -> RunState {
+        self.state.parse().unwrap_or(RunState::Failed)
+    }
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct TaskRow {
+    pub run_id: String,
+    pub task_key: String,
+    pub position: i64,
+    pub title: String,
+    pub description: String,
+    pub depends_on: String,
+    pub acceptance: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub summary: Option<String>,
+    pub commit_sha: Option<String>,
+    pub updated_at: i64,
+}
+
+impl TaskRow {
+    pub fn task_state(&self) -> TaskState {
+        self.state.parse().unwrap_or(TaskState::Failed)
+    }
+
+    pub fn deps(&self) -> Vec<String> {
+        serde_json::from_str(&self.depends_on).unwrap_or_default()
+    }
+
+    pub fn acceptance_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.acceptance).unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct StoredModelCall {
+    pub turn: i64,
+    pub provider: String,
+    pub model: String,
+    pub response: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micros: i64,
+    pub latency_ms: i64,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct StoredToolCall {
+    pub turn: i64,
+    pub idx: i64,
+    pub call_id: String,
+    pub name: String,
+    pub arguments: String,
+    pub status: String,
+    pub result: Option<String>,
+    pub is_error: bool,
+}

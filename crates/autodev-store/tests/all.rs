@@ -1,0 +1,2 @@
+//! Store tests against a real SQLite file per test.
+mod suite;

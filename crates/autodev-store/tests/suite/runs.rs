@@ -1,0 +1,108 @@
+use std::time::Duration;
+
+use autodev_domain::{EventKind, Plan, RunId, RunState, TaskState};
+use autodev_store::{NewRun, Store, StoreError};
+use pretty_assertions::assert_eq;
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("autodev.db")).await.unwrap();
+    (dir, store)
+}
+
+fn new_run() -> NewRun {
+    let id = RunId::new();
+    NewRun {
+        id: id.to_string(),
+        short_id: id.short(),
+        title: "Add a flag".into(),
+        spec: "# Add a flag".into(),
+        repo: "/tmp/repo".into(),
+        base_branch: "main".into(),
+        base_commit: "abc".into(),
+        branch: format!("autodev/{}-add-a-flag", id.short()),
+        settings: "{}".into(),
+    }
+}
+
+fn created() -> EventKind {
+    EventKind::RunCreated { title: "t".into(), repo: "r".into(), base_branch: "main".into(), test_command: "true".into() }
+}
+
+#[tokio::test]
+async fn run_lifecycle_is_enforced_and_recorded_as_events() {
+    let (_d, store) = store().await;
+    let run = new_run();
+    store.insert_run(&run, created()).await.unwrap();
+    store.set_run_state(&run.id, RunState::Planning, None).await.unwrap();
+    let err = store.set_run_state(&run.id, RunState::Succeeded, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Transition { .. }), "{err}");
+    store.set_run_state(&run.id, RunState::Failed, Some("boom")).await.unwrap();
+    let row = store.get_run(&run.id).await.unwrap();
+    assert_eq!(row.run_state(), RunState::Failed);
+    assert_eq!(row.reason.as_deref(), Some("boom"));
+    assert!(row.finished_at.is_some());
+    let names: Vec<_> = store.events(&run.id, 0).await.unwrap().iter().map(|e| e.kind.name()).collect();
+    assert_eq!(names, ["run_created", "state_changed", "state_changed"]);
+    let later = store.events(&run.id, 2).await.unwrap();
+    assert_eq!(later.len(), 1);
+}
+
+#[tokio::test]
+async fn runs_are_found_by_id_short_id_or_prefix() {
+    let (_d, store) = store().await;
+    let a = new_run();
+    store.insert_run(&a, created()).await.unwrap();
+    assert_eq!(store.find_run(&a.id).await.unwrap().id, a.id);
+    assert_eq!(store.find_run(&a.short_id).await.unwrap().id, a.id);
+    assert_eq!(store.find_run(&a.short_id[..5]).await.unwrap().id, a.id);
+    assert!(matches!(store.find_run("zzzz").await, Err(StoreError::RunNotFound(_))));
+    let b = new_run();
+    store.insert_run(&b, created()).await.unwrap();
+    let listed: Vec<_> = store.list_runs(10).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(listed, vec![b.id.clone(), a.id.clone()]);
+}
+
+#[tokio::test]
+async fn steps_are_persisted_with_usage_and_read_back_in_order() {
+    let (_d, store) = store().await;
+    let run = new_run();
+    store.insert_run(&run, created()).await.unwrap();
+    let plan = Plan::from_arguments(r#"{"summary": "s", "tasks": [{"id": "t1", "title": "T1"}]}"#).unwrap();
+    store.set_plan(&run.id, &plan, EventKind::PlanAccepted { summary: "s".into(), tasks: vec![] }).await.unwrap();
+    store.set_task_state(&run.id, "t1", TaskState::Running, None, None).await.unwrap();
+    assert_eq!(store.put_conversation(&run.id, "task:t1", "[1]").await.unwrap(), "[1]");
+    assert_eq!(store.put_conversation(&run.id, "task:t1", "[2]").await.unwrap(), "[1]");
+    store.record_model_call(&run.id, "task:t1", 0, "openai", "gpt-4o", "{}", 100, 20, 450, 12).await.unwrap();
+    store.record_model_call(&run.id, "task:t1", 1, "openai", "gpt-4o", "{}", 200, 10, 600, 9).await.unwrap();
+    // A turn is recorded once: a second write of the same turn is refused.
+    assert!(store.record_model_call(&run.id, "task:t1", 1, "openai", "gpt-4o", "{}", 1, 1, 1, 1).await.is_err());
+    store.tool_started(&run.id, "task:t1", 0, 0, "c1", "read_file", "{}", "a.rs").await.unwrap();
+    store.tool_finished(&run.id, "task:t1", 0, 0, "read_file", "text", false, "ok").await.unwrap();
+    store.tool_started(&run.id, "task:t1", 1, 0, "c2", "run", "{}", "cargo test").await.unwrap();
+
+    let calls = store.model_calls(&run.id, "task:t1").await.unwrap();
+    assert_eq!(calls.iter().map(|c| c.turn).collect::<Vec<_>>(), vec![0, 1]);
+    let tools = store.tool_calls(&run.id, "task:t1").await.unwrap();
+    assert_eq!(tools.iter().map(|t| t.status.as_str()).collect::<Vec<_>>(), vec!["finished", "started"]);
+    let row = store.get_run(&run.id).await.unwrap();
+    assert_eq!((row.input_tokens, row.output_tokens, row.cost_micros), (300, 30, 1050));
+    let tasks = store.tasks(&run.id).await.unwrap();
+    assert_eq!(tasks[0].task_state(), TaskState::Running);
+}
+
+#[tokio::test]
+async fn a_lease_held_by_another_owner_blocks_until_forced_or_expired() {
+    let (_d, store) = store().await;
+    let run = new_run();
+    store.insert_run(&run, created()).await.unwrap();
+    store.claim_run(&run.id, "host:1", Duration::from_secs(60), false).await.unwrap();
+    store.claim_run(&run.id, "host:1", Duration::from_secs(60), false).await.unwrap();
+    let err = store.claim_run(&run.id, "host:2", Duration::from_secs(60), false).await.unwrap_err();
+    assert!(err.to_string().contains("host:1"), "{err}");
+    store.claim_run(&run.id, "host:2", Duration::from_secs(60), true).await.unwrap();
+    store.release_run(&run.id, "host:2").await.unwrap();
+    store.claim_run(&run.id, "host:3", Duration::from_millis(1), false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store.claim_run(&run.id, "host:4", Duration::from_secs(60), false).await.unwrap();
+}
