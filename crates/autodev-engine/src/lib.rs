@@ -1,1 +1,30 @@
-//! placeholder
+//! Autodev's use-cases: create a run from a spec, plan it, execute the plan's tasks with
+//! coding agents in parallel worktrees, verify with the project's tests (repairing
+//! failures), deliver a branch with a report — and resume any of it after a crash.
+//!
+//! What it is for: the order of things and the rules (persist before acting, budgets, the
+//! run and task lifecycles). What it is not for: wire formats, SQL or process management,
+//! which live in the adapters (`autodev-llm`, `autodev-store`, `autodev-workspace`).
+//!
+//! # Layout
+//! - [`Engine`] (`engine.rs`): creating, driving, approving and cancelling runs.
+//! - `agent.rs`: one agent conversation, persisted turn by turn, resumable.
+//! - `phases.rs`: planning, executing (parallel tasks, commits, merges), verifying,
+//!   delivering.
+//! - [`compact`]: keeping a conversation inside the context window.
+//! - [`prompts`]: the opening messages of each kind of conversation.
+//! - [`detect`]: test-command detection and the planner's view of the repository.
+//! - [`settings`]: the per-run settings stored with the run.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod agent;
+pub mod compact;
+pub mod detect;
+mod engine;
+mod phases;
+pub mod prompts;
+pub mod report;
+pub mod settings;
+
+pub use engine::{Engine, EngineError, Outcome, RunRequest};
+pub use settings::RunSettings;

@@ -1,0 +1,306 @@
+//! One agent conversation, persisted turn by turn.
+//!
+//! Turn `n`: the model's reply is stored before any of its tool calls run (or, on resume,
+//! read back instead of calling the model again); each tool call is stored as started before
+//! it runs and as finished with its result after (or, on resume, a finished call's result is
+//! read back; a call that was started but never finished runs again). The opening messages
+//! are stored once, so the conversation rebuilt on resume is the one the model saw.
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use autodev_domain::{CallMeta, EventKind, Message, ModelRequest, ModelResponse, Plan, ToolSpec};
+use autodev_workspace::{ToolBox, ToolOutcome};
+
+use crate::compact;
+use crate::engine::{EngineError, Result, RunCtx};
+use crate::prompts;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AgentKind {
+    /// Read-only tools plus `submit_plan`; ends with an accepted plan.
+    Planner,
+    /// The v1 tools; ends with `finish`.
+    Coder,
+}
+
+pub(crate) struct AgentSpec<'a> {
+    pub conversation: String,
+    pub header: Vec<Message>,
+    pub kind: AgentKind,
+    pub toolbox: &'a ToolBox,
+    pub max_steps: u32,
+    /// Input + output tokens this conversation may spend.
+    pub token_budget: Option<u64>,
+}
+
+#[derive(Debug)]
+pub(crate) enum AgentEnd {
+    Finished(String),
+    Plan(Plan),
+}
+
+const PLANNER_TOOLS: &[&str] = &["list_files", "read_file", "search"];
+/// Plans refused before the planner is given up on.
+const MAX_PLAN_REJECTIONS: u32 = 3;
+
+fn tool_specs(kind: AgentKind) -> Vec<ToolSpec> {
+    match kind {
+        AgentKind::Coder => ToolBox::specs(),
+        AgentKind::Planner => {
+            let mut specs: Vec<ToolSpec> =
+                ToolBox::specs().into_iter().filter(|s| PLANNER_TOOLS.contains(&s.name.as_str())).collect();
+            specs.push(prompts::submit_plan_spec());
+            specs
+        }
+    }
+}
+
+/// What a tool call produced, and whether it ends the conversation.
+struct CallResult {
+    content: String,
+    is_error: bool,
+    end: Option<AgentEnd>,
+}
+
+/// Runs the tool (or validates the plan). Deterministic for `submit_plan` and `finish`, so
+/// a recorded result can be turned back into the same ending on resume.
+async fn execute(kind: AgentKind, toolbox: &ToolBox, name: &str, arguments: &str) -> CallResult {
+    match (kind, name) {
+        (AgentKind::Planner, "submit_plan") => plan_result(arguments),
+        (AgentKind::Planner, n) if !PLANNER_TOOLS.contains(&n) => CallResult {
+            content: format!("the planner cannot use `{n}`; use list_files, read_file, search, and submit_plan"),
+            is_error: true,
+            end: None,
+        },
+        _ => {
+            let ToolOutcome { content, is_error, finished } = toolbox.execute(name, arguments).await;
+            CallResult { content, is_error, end: finished.map(AgentEnd::Finished) }
+        }
+    }
+}
+
+fn plan_result(arguments: &str) -> CallResult {
+    match Plan::from_arguments(arguments) {
+        Ok(plan) => CallResult { content: "Plan accepted.".into(), is_error: false, end: Some(AgentEnd::Plan(plan)) },
+        Err(e) => CallResult {
+            content: format!("plan refused: {e}. Fix the plan and call submit_plan again."),
+            is_error: true,
+            end: None,
+        },
+    }
+}
+
+/// The ending a recorded, finished call implies (resume).
+fn recorded_end(kind: AgentKind, name: &str, arguments: &str, is_error: bool) -> Option<AgentEnd> {
+    if is_error {
+        return None;
+    }
+    match (kind, name) {
+        (AgentKind::Planner, "submit_plan") => plan_result(arguments).end,
+        (AgentKind::Coder, "finish") => {
+            let v: serde_json::Value = serde_json::from_str(arguments).unwrap_or_default();
+            Some(AgentEnd::Finished(v.get("summary").and_then(|s| s.as_str()).unwrap_or_default().to_string()))
+        }
+        _ => None,
+    }
+}
+
+fn short(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    let cut: String = line.chars().take(120).collect();
+    if cut.len() < text.len() { format!("{cut}…") } else { cut }
+}
+
+pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<AgentEnd> {
+    let store = &ctx.engine.store;
+    let run_id = ctx.run.id.as_str();
+    let conv = spec.conversation.as_str();
+    let header_json = serde_json::to_string(&spec.header).map_err(autodev_store::StoreError::from)?;
+    let header: Vec<Message> = serde_json::from_str(&store.put_conversation(run_id, conv, &header_json).await?)
+        .map_err(autodev_store::StoreError::from)?;
+    let header_len = header.len();
+    let mut recorded: HashMap<u32, ModelResponse> = HashMap::new();
+    let mut spent: u64 = 0;
+    for c in store.model_calls(run_id, conv).await? {
+        spent += (c.input_tokens + c.output_tokens) as u64;
+        let resp: ModelResponse = serde_json::from_str(&c.response).map_err(autodev_store::StoreError::from)?;
+        recorded.insert(c.turn as u32, resp);
+    }
+    let mut finished_tools: HashMap<(u32, u32), (String, bool)> = HashMap::new();
+    for t in store.tool_calls(run_id, conv).await? {
+        if t.status == "finished" {
+            finished_tools.insert((t.turn as u32, t.idx as u32), (t.result.unwrap_or_default(), t.is_error));
+        }
+    }
+    let tools = tool_specs(spec.kind);
+    let tools_tokens: u64 = tools.iter().map(|t| (t.description.len() + t.parameters.to_string().len()) as u64 / 4 + 8).sum();
+    let window = ctx.settings.context_window.unwrap_or_else(|| ctx.engine.prices.context_window(&ctx.settings.model));
+    let budget = window
+        .saturating_sub(ctx.settings.max_output_tokens as u64)
+        .saturating_sub(tools_tokens)
+        .saturating_mul(95)
+        / 100;
+    let mut messages = header;
+    let mut rejections = 0u32;
+    let mut last_compaction: Option<u32> = None;
+    for turn in 0.. {
+        ctx.check_cancel()?;
+        if turn >= spec.max_steps {
+            return Err(EngineError::Failed(format!(
+                "{conv} reached its step limit ({} model turns) without finishing",
+                spec.max_steps
+            )));
+        }
+        let step_started = Instant::now();
+        let mut excluded = Duration::ZERO;
+        let replayed = recorded.remove(&turn);
+        let response = match replayed {
+            Some(r) => r,
+            None => {
+                if let Some(limit) = spec.token_budget.filter(|l| spent >= *l) {
+                    return Err(EngineError::Failed(format!(
+                        "{conv} spent its token budget ({spent} of {limit} tokens) without finishing"
+                    )));
+                }
+                if let Some(max) = ctx.settings.max_cost_usd {
+                    let cost = ctx.cost_micros.load(Ordering::Relaxed) as f64 / 1e6;
+                    if cost >= max {
+                        return Err(EngineError::Failed(format!(
+                            "the run's cost budget is spent (${cost:.4} of ${max:.4})"
+                        )));
+                    }
+                }
+                let (fitted, compaction) = compact::fit(&messages, header_len, budget);
+                if let Some(c) = compaction {
+                    // Log each new level of compaction once, not on every turn.
+                    if last_compaction != Some(c.elided_messages) {
+                        last_compaction = Some(c.elided_messages);
+                        ctx.event(EventKind::ContextCompacted {
+                            conversation: conv.to_string(),
+                            turn,
+                            elided_messages: c.elided_messages,
+                            tokens_before: c.tokens_before,
+                            tokens_after: c.tokens_after,
+                            window,
+                        })
+                        .await?;
+                    }
+                }
+                let request = ModelRequest {
+                    model: ctx.settings.model.clone(),
+                    messages: fitted,
+                    tools: tools.clone(),
+                    max_output_tokens: ctx.settings.max_output_tokens,
+                    meta: CallMeta { conversation: conv.to_string(), turn },
+                };
+                let started = Instant::now();
+                let response = tokio::select! {
+                    r = ctx.engine.model.complete(&request) => r?,
+                    _ = ctx.cancel.cancelled() => return Err(EngineError::Cancelled),
+                };
+                let latency = started.elapsed();
+                excluded += latency;
+                let cost = match ctx.engine.prices.cost(&ctx.settings.model, response.usage.input_tokens, response.usage.output_tokens) {
+                    Some(c) => c.0,
+                    None => {
+                        if !ctx.warned_unpriced.swap(true, Ordering::Relaxed) {
+                            ctx.event(EventKind::Warning {
+                                message: format!(
+                                    "model `{}` is not in the price table; its calls are counted at $0 (add it under [prices] in autodev.toml)",
+                                    ctx.settings.model
+                                ),
+                            })
+                            .await?;
+                        }
+                        0
+                    }
+                };
+                ctx.cost_micros.fetch_add(cost, Ordering::Relaxed);
+                let json = serde_json::to_string(&response).map_err(autodev_store::StoreError::from)?;
+                let e = ctx
+                    .engine
+                    .store
+                    .record_model_call(
+                        run_id,
+                        conv,
+                        turn,
+                        ctx.engine.model.provider(),
+                        &ctx.settings.model,
+                        &json,
+                        response.usage.input_tokens,
+                        response.usage.output_tokens,
+                        cost,
+                        latency.as_millis() as u64,
+                    )
+                    .await?;
+                ctx.emit(e).await;
+                response
+            }
+        };
+        spent += response.usage.input_tokens + response.usage.output_tokens;
+        let calls = response.message.tool_calls.clone();
+        messages.push(response.message);
+        if calls.is_empty() {
+            messages.push(Message::user(match spec.kind {
+                AgentKind::Planner => prompts::PLANNER_NUDGE,
+                AgentKind::Coder => prompts::NUDGE,
+            }));
+            continue;
+        }
+        let mut end = None;
+        for (idx, call) in calls.iter().enumerate() {
+            let idx = idx as u32;
+            let (content, is_error, call_end, fresh) = match finished_tools.remove(&(turn, idx)) {
+                Some((content, is_error)) => {
+                    let call_end = recorded_end(spec.kind, &call.name, &call.arguments, is_error);
+                    (content, is_error, call_end, false)
+                }
+                None => {
+                    let target = ToolBox::describe(&call.name, &call.arguments);
+                    let e = ctx
+                        .engine
+                        .store
+                        .tool_started(run_id, conv, turn, idx, &call.id, &call.name, &call.arguments, &target)
+                        .await?;
+                    ctx.emit(e).await;
+                    let tool_started = Instant::now();
+                    let result = execute(spec.kind, spec.toolbox, &call.name, &call.arguments).await;
+                    excluded += tool_started.elapsed();
+                    let e = ctx
+                        .engine
+                        .store
+                        .tool_finished(run_id, conv, turn, idx, &call.name, &result.content, result.is_error, &short(&result.content))
+                        .await?;
+                    ctx.emit(e).await;
+                    (result.content, result.is_error, result.end, true)
+                }
+            };
+            if spec.kind == AgentKind::Planner && call.name == "submit_plan" && is_error {
+                rejections += 1;
+                if fresh {
+                    ctx.event(EventKind::PlanRejected { reason: content.clone() }).await?;
+                }
+            }
+            messages.push(Message::tool(call.id.clone(), content, is_error));
+            if end.is_none() {
+                end = call_end;
+            }
+        }
+        if let Some(overheads) = &ctx.engine.step_overheads {
+            if let Ok(mut v) = overheads.lock() {
+                v.push(step_started.elapsed().saturating_sub(excluded));
+            }
+        }
+        if let Some(end) = end {
+            return Ok(end);
+        }
+        if rejections >= MAX_PLAN_REJECTIONS {
+            return Err(EngineError::Failed(format!(
+                "the planner did not produce a valid plan after {rejections} attempts; last reason: {}",
+                messages.last().map(|m| m.content.clone()).unwrap_or_default()
+            )));
+        }
+    }
+    Err(EngineError::Failed(format!("{conv} ended without finishing")))
+}

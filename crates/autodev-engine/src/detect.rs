@@ -1,0 +1,84 @@
+//! What the engine learns from a repository on its own: the test command, and the compact
+//! view of the repository the planner starts from.
+use std::path::Path;
+
+/// Detects the test command from the files at the repository root, or `None`.
+pub fn detect_test_command(repo: &Path) -> Option<String> {
+    let exists = |name: &str| repo.join(name).exists();
+    if exists("Cargo.toml") {
+        return Some("cargo test".into());
+    }
+    if exists("package.json") {
+        let text = std::fs::read_to_string(repo.join("package.json")).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let script = v.pointer("/scripts/test").and_then(|s| s.as_str()).unwrap_or("");
+        // `npm init` writes a test script that only fails; it is not a test suite.
+        if !script.is_empty() && !script.contains("no test specified") {
+            return Some("npm test".into());
+        }
+    }
+    if exists("go.mod") {
+        return Some("go test ./...".into());
+    }
+    let pyproject = std::fs::read_to_string(repo.join("pyproject.toml")).unwrap_or_default();
+    if pyproject.contains("pytest") || exists("pytest.ini") || exists("conftest.py") {
+        return Some("python3 -m pytest -q".into());
+    }
+    if exists("Makefile") || exists("makefile") {
+        let name = if exists("Makefile") { "Makefile" } else { "makefile" };
+        let text = std::fs::read_to_string(repo.join(name)).unwrap_or_default();
+        if text.lines().any(|l| l.starts_with("test:") || l.starts_with("test ")) {
+            return Some("make test".into());
+        }
+    }
+    if exists("pyproject.toml") || exists("setup.py") {
+        return Some("python3 -m pytest -q".into());
+    }
+    None
+}
+
+/// Files worth showing the planner in full (cut short).
+const KEY_FILES: &[&str] = &[
+    "README.md", "README", "Cargo.toml", "package.json", "pyproject.toml", "go.mod", "Makefile",
+    "setup.py", "autodev.toml",
+];
+
+/// A compact view of the repository: the tracked files (capped) and the key files' heads.
+pub async fn repo_view(worktree: &Path) -> String {
+    let git = autodev_workspace::Git::new(worktree);
+    let files = git.run(&["ls-files"]).await.unwrap_or_default();
+    let all: Vec<&str> = files.lines().collect();
+    let mut out = String::from("## Files\n");
+    for f in all.iter().take(400) {
+        out.push_str(f);
+        out.push('\n');
+    }
+    if all.len() > 400 {
+        out.push_str(&format!("... and {} more files\n", all.len() - 400));
+    }
+    for name in KEY_FILES {
+        let Ok(text) = std::fs::read_to_string(worktree.join(name)) else { continue };
+        let cut: String = text.chars().take(3_000).collect();
+        out.push_str(&format!("\n## {name}\n```\n{cut}\n```\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_command_is_detected_from_manifests() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(detect_test_command(d.path()), None);
+        std::fs::write(d.path().join("package.json"), r#"{"scripts": {"test": "echo \"Error: no test specified\" && exit 1"}}"#).unwrap();
+        assert_eq!(detect_test_command(d.path()), None);
+        std::fs::write(d.path().join("Makefile"), "build:\n\tcc x.c\ntest: build\n\t./t\n").unwrap();
+        assert_eq!(detect_test_command(d.path()).as_deref(), Some("make test"));
+        std::fs::write(d.path().join("package.json"), r#"{"scripts": {"test": "vitest run"}}"#).unwrap();
+        assert_eq!(detect_test_command(d.path()).as_deref(), Some("npm test"));
+        std::fs::write(d.path().join("Cargo.toml"), "[package]").unwrap();
+        assert_eq!(detect_test_command(d.path()).as_deref(), Some("cargo test"));
+    }
+}

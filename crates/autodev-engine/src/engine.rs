@@ -1,0 +1,365 @@
+//! The engine: creating runs and driving them through their lifecycle.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use autodev_domain::{Event, EventKind, ModelClient, ModelError, RunId, RunState, Spec, slugify};
+use autodev_llm::PriceTable;
+use autodev_store::{NewRun, RunRow, Store, StoreError};
+use autodev_workspace::{Git, GitError, SandboxPolicy};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::RunSettings;
+
+/// Why the engine stopped a run or refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Bad input from the user (repo, branch, spec, settings). Fix the input; exit code 2.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The model failed in a way retries did not fix. The run fails with this reason.
+    #[error("model call failed: {0}")]
+    Model(#[from] ModelError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The run was cancelled while it was being driven.
+    #[error("the run was cancelled")]
+    Cancelled,
+    /// A budget (steps, tokens, cost) ran out, or an agent could not finish its work.
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// How driving a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The run reached a terminal state.
+    Finished(RunState),
+    /// The run waits at the plan-approval gate.
+    AwaitingApproval,
+}
+
+/// A request for a new run.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub repo: PathBuf,
+    pub spec: Spec,
+    /// The branch to start from; `None` takes the repository's checked-out branch.
+    pub base: Option<String>,
+    pub settings: RunSettings,
+}
+
+/// Everything a run being driven needs, shared by its tasks.
+pub(crate) struct RunCtx {
+    pub engine: Engine,
+    pub run: RunRow,
+    pub settings: RunSettings,
+    pub dir: PathBuf,
+    pub cancel: CancellationToken,
+    pub cost_micros: AtomicI64,
+    pub warned_unpriced: std::sync::atomic::AtomicBool,
+}
+
+impl RunCtx {
+    pub fn worktree(&self, name: &str) -> PathBuf {
+        self.dir.join("worktrees").join(name)
+    }
+
+    pub fn repo(&self) -> Git {
+        Git::new(&self.run.repo)
+    }
+
+    pub fn policy(&self) -> SandboxPolicy {
+        let mut p = SandboxPolicy::new(self.dir.join("tmp"));
+        p.network = self.settings.sandbox_network;
+        p.pass_env = self.settings.sandbox_pass_env.clone();
+        p.writable.extend(self.settings.sandbox_writable.iter().cloned());
+        p
+    }
+
+    pub async fn emit(&self, e: Event) {
+        self.engine.publish(e);
+    }
+
+    pub async fn event(&self, kind: EventKind) -> Result<()> {
+        let e = self.engine.store.append_event(&self.run.id, kind).await?;
+        self.engine.publish(e);
+        Ok(())
+    }
+
+    pub fn check_cancel(&self) -> Result<()> {
+        if self.cancel.is_cancelled() { Err(EngineError::Cancelled) } else { Ok(()) }
+    }
+}
+
+/// The engine. Cheap to clone; clones share the store, the model and the event channel.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) store: Store,
+    pub(crate) model: Arc<dyn ModelClient>,
+    pub(crate) prices: Arc<PriceTable>,
+    pub(crate) home: PathBuf,
+    events: broadcast::Sender<Event>,
+    owner: String,
+    pub(crate) step_overheads: Option<Arc<Mutex<Vec<Duration>>>>,
+}
+
+const LEASE_TTL: Duration = Duration::from_secs(15);
+
+impl Engine {
+    pub fn new(store: Store, model: Arc<dyn ModelClient>, prices: PriceTable, home: &Path) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
+        Self {
+            store,
+            model,
+            prices: Arc::new(prices),
+            home: home.to_path_buf(),
+            events,
+            owner: format!("{}:{}", host.trim(), std::process::id()),
+            step_overheads: None,
+        }
+    }
+
+    /// Collects the engine's own time per agent step (for the benchmark).
+    pub fn collect_step_overheads(mut self) -> Self {
+        self.step_overheads = Some(Arc::new(Mutex::new(Vec::new())));
+        self
+    }
+
+    pub fn take_step_overheads(&self) -> Vec<Duration> {
+        self.step_overheads
+            .as_ref()
+            .and_then(|m| m.lock().ok().map(|mut v| std::mem::take(&mut *v)))
+            .unwrap_or_default()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn publish(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    /// The folder of a run: worktrees, temp files, report and patch.
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.home.join("runs").join(run_id)
+    }
+
+    /// Validates a request and stores the run as `queued`. Nothing in the user's repository
+    /// or working tree changes.
+    pub async fn create_run(&self, req: RunRequest) -> Result<RunRow> {
+        if !req.repo.is_dir() {
+            return Err(EngineError::Invalid(format!(
+                "repository `{}` does not exist or is not a directory",
+                req.repo.display()
+            )));
+        }
+        let top = Git::new(&req.repo).toplevel().await?.ok_or_else(|| {
+            EngineError::Invalid(format!(
+                "`{}` is not a git repository: run `git init` and commit, or pass --repo with a repository",
+                req.repo.display()
+            ))
+        })?;
+        let top = top.canonicalize()?;
+        let git = Git::new(&top);
+        let base = match req.base {
+            Some(b) => b,
+            None => git.current_branch().await?.ok_or_else(|| {
+                EngineError::Invalid("the repository has a detached HEAD: pass --base BRANCH".into())
+            })?,
+        };
+        let base_commit = git.rev_parse(&base).await?.ok_or_else(|| {
+            EngineError::Invalid(format!(
+                "base branch `{base}` has no commits or does not exist in {}: pass --base with an existing branch",
+                top.display()
+            ))
+        })?;
+        if req.settings.test_command.trim().is_empty() {
+            return Err(EngineError::Invalid(
+                "no test command: pass --test-command or set test_command in autodev.toml".into(),
+            ));
+        }
+        if req.settings.max_parallel == 0 {
+            return Err(EngineError::Invalid("--max-parallel must be at least 1".into()));
+        }
+        let id = RunId::new();
+        let title = req.spec.title();
+        let branch = format!("autodev/{}-{}", id.short(), slugify(&title, 40));
+        let run = NewRun {
+            id: id.to_string(),
+            short_id: id.short(),
+            title: title.clone(),
+            spec: req.spec.text().to_string(),
+            repo: top.display().to_string(),
+            base_branch: base.clone(),
+            base_commit,
+            branch,
+            settings: serde_json::to_string(&req.settings).map_err(StoreError::from)?,
+        };
+        let created = EventKind::RunCreated {
+            title,
+            repo: run.repo.clone(),
+            base_branch: base,
+            test_command: req.settings.test_command.clone(),
+        };
+        let e = self.store.insert_run(&run, created).await?;
+        self.publish(e);
+        if git.is_dirty().await.unwrap_or(false) {
+            let e = self
+                .store
+                .append_event(
+                    &run.id,
+                    EventKind::Warning {
+                        message: "the repository has uncommitted changes; the run starts from the base branch's last commit and leaves your working tree alone".into(),
+                    },
+                )
+                .await?;
+            self.publish(e);
+        }
+        Ok(self.store.get_run(&run.id).await?)
+    }
+
+    /// Takes the run's lease. A lease held by a process of this host that no longer exists
+    /// (killed) is taken over.
+    async fn claim(&self, run_id: &str) -> Result<()> {
+        match self.store.claim_run(run_id, &self.owner, LEASE_TTL, false).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Leased { owner, .. }) if holder_is_dead(&owner, &self.owner) => {
+                Ok(self.store.claim_run(run_id, &self.owner, LEASE_TTL, true).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Drives a run until it finishes or waits for approval. Safe to call on a run that was
+    /// interrupted at any point: recorded model calls are not repeated.
+    pub async fn drive(&self, run_id: &str, cancel: CancellationToken) -> Result<Outcome> {
+        let run = self.store.get_run(run_id).await?;
+        if run.run_state().is_terminal() {
+            return Ok(Outcome::Finished(run.run_state()));
+        }
+        self.claim(run_id).await?;
+        let settings: RunSettings = serde_json::from_str(&run.settings)
+            .map_err(|e| EngineError::Invalid(format!("stored settings of run {run_id} are unreadable: {e}")))?;
+        let dir = self.run_dir(run_id);
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        let ctx = Arc::new(RunCtx {
+            engine: self.clone(),
+            cost_micros: AtomicI64::new(run.cost_micros),
+            run,
+            settings,
+            dir,
+            cancel: cancel.child_token(),
+            warned_unpriced: Default::default(),
+        });
+        // Heartbeat: keep the lease, and notice a cancel made by another process.
+        let watcher = {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                let mut beats = 0u32;
+                loop {
+                    tick.tick().await;
+                    if matches!(ctx.engine.store.run_state(&ctx.run.id).await, Ok(RunState::Cancelled)) {
+                        ctx.cancel.cancel();
+                        break;
+                    }
+                    beats += 1;
+                    if beats % 10 == 0 {
+                        let _ = ctx.engine.store.claim_run(&ctx.run.id, &ctx.engine.owner, LEASE_TTL, false).await;
+                    }
+                }
+            })
+        };
+        let result = crate::phases::drive(&ctx).await;
+        watcher.abort();
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(EngineError::Cancelled) => {
+                if let Some(e) = self.store.set_run_state(run_id, RunState::Cancelled, Some("cancelled")).await.ok().flatten() {
+                    self.publish(e);
+                }
+                Outcome::Finished(RunState::Cancelled)
+            }
+            Err(err) => {
+                let state = self.store.run_state(run_id).await?;
+                if state == RunState::Cancelled {
+                    Outcome::Finished(RunState::Cancelled)
+                } else {
+                    tracing::error!(run = run_id, error = %err, "run failed");
+                    if let Some(e) = self.store.set_run_state(run_id, RunState::Failed, Some(&err.to_string())).await? {
+                        self.publish(e);
+                    }
+                    Outcome::Finished(RunState::Failed)
+                }
+            }
+        };
+        self.store.release_run(run_id, &self.owner).await?;
+        Ok(outcome)
+    }
+
+    /// Approves (or rejects, which cancels the run) a plan waiting at the gate.
+    pub async fn approve(&self, run_id: &str, approved: bool, by: &str, comment: &str) -> Result<()> {
+        let state = self.store.run_state(run_id).await?;
+        if state != RunState::AwaitingApproval {
+            return Err(EngineError::Invalid(format!("run {run_id} is {state}, not awaiting_approval")));
+        }
+        if approved {
+            let e = self
+                .store
+                .append_event(run_id, EventKind::PlanApproved { by: by.to_string(), comment: comment.to_string() })
+                .await?;
+            self.publish(e);
+            if let Some(e) = self.store.set_run_state(run_id, RunState::Executing, None).await? {
+                self.publish(e);
+            }
+        } else {
+            let reason = if comment.is_empty() { "plan rejected".to_string() } else { format!("plan rejected: {comment}") };
+            if let Some(e) = self.store.set_run_state(run_id, RunState::Cancelled, Some(&reason)).await? {
+                self.publish(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels a run. A process driving it notices within a second and stops.
+    pub async fn cancel(&self, run_id: &str) -> Result<RunState> {
+        let state = self.store.run_state(run_id).await?;
+        if state.is_terminal() {
+            return Ok(state);
+        }
+        if let Some(e) = self.store.set_run_state(run_id, RunState::Cancelled, Some("cancelled by the user")).await? {
+            self.publish(e);
+        }
+        Ok(RunState::Cancelled)
+    }
+}
+
+/// Whether a lease owner `host:pid` on this host names a process that no longer exists.
+fn holder_is_dead(owner: &str, me: &str) -> bool {
+    let (Some((host, pid)), Some((my_host, _))) = (owner.rsplit_once(':'), me.rsplit_once(':')) else {
+        return false;
+    };
+    if host != my_host {
+        return false;
+    }
+    let Ok(pid) = pid.parse::<i32>() else { return false };
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    !alive
+}

@@ -1,0 +1,405 @@
+//! The run's phases, each resumable: re-entering a phase after a crash picks up from what
+//! the store and git already show.
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use autodev_domain::{EventKind, Plan, RunState, TaskState};
+use autodev_store::TaskRow;
+use autodev_workspace::{Git, MergeOutcome, ToolBox, sandbox::run_command};
+use tokio::task::JoinSet;
+
+use crate::agent::{AgentEnd, AgentKind, AgentSpec, run_agent};
+use crate::engine::{EngineError, Outcome, Result, RunCtx};
+use crate::{detect, prompts, report};
+
+/// Model turns the planner may take.
+const PLANNER_STEPS: u32 = 30;
+/// Lines of failing test output handed to the repair agent.
+const FAILURE_LINES: usize = 200;
+
+pub(crate) async fn drive(ctx: &Arc<RunCtx>) -> Result<Outcome> {
+    loop {
+        ctx.check_cancel()?;
+        let state = ctx.engine.store.run_state(&ctx.run.id).await?;
+        match state {
+            RunState::Queued => transition(ctx, RunState::Planning, None).await?,
+            RunState::Planning => plan(ctx).await?,
+            RunState::AwaitingApproval => return Ok(Outcome::AwaitingApproval),
+            RunState::Executing => execute(ctx).await?,
+            RunState::Verifying => verify(ctx).await?,
+            RunState::Delivering => deliver(ctx).await?,
+            RunState::Succeeded | RunState::Failed | RunState::Cancelled => return Ok(Outcome::Finished(state)),
+        }
+    }
+}
+
+async fn transition(ctx: &RunCtx, to: RunState, reason: Option<&str>) -> Result<()> {
+    if let Some(e) = ctx.engine.store.set_run_state(&ctx.run.id, to, reason).await? {
+        ctx.emit(e).await;
+    }
+    Ok(())
+}
+
+fn toolbox(ctx: &RunCtx, dir: &std::path::Path) -> Result<ToolBox> {
+    Ok(ToolBox::new(dir, ctx.policy())?.with_default_timeout(Duration::from_secs(ctx.settings.command_timeout_secs)))
+}
+
+/// The worktree on the run branch, where merges, tests and repairs happen.
+async fn run_worktree(ctx: &RunCtx) -> Result<PathBuf> {
+    let wt = ctx.worktree("run");
+    ctx.repo().worktree_add(&wt, &ctx.run.branch, &ctx.run.base_commit).await?;
+    Ok(wt)
+}
+
+fn task_branch(ctx: &RunCtx, key: &str) -> String {
+    format!("autodev/{}-tasks/{key}", ctx.run.short_id)
+}
+
+async fn load_plan(ctx: &RunCtx) -> Result<Plan> {
+    let run = ctx.engine.store.get_run(&ctx.run.id).await?;
+    let text = run.plan.ok_or_else(|| EngineError::Failed("the run has no plan".into()))?;
+    serde_json::from_str(&text).map_err(|e| EngineError::Failed(format!("the stored plan is unreadable: {e}")))
+}
+
+async fn plan(ctx: &Arc<RunCtx>) -> Result<()> {
+    let run = ctx.engine.store.get_run(&ctx.run.id).await?;
+    if run.plan.is_none() {
+        let wt = run_worktree(ctx).await?;
+        let tb = toolbox(ctx, &wt)?;
+        let header = if ctx.engine.store.conversation_exists(&run.id, "planner").await? {
+            Vec::new() // the stored header is used
+        } else {
+            prompts::planner(&run.spec, &detect::repo_view(&wt).await, &ctx.settings.test_command)
+        };
+        let end = run_agent(
+            ctx,
+            AgentSpec {
+                conversation: "planner".into(),
+                header,
+                kind: AgentKind::Planner,
+                toolbox: &tb,
+                max_steps: PLANNER_STEPS,
+                token_budget: Some(ctx.settings.max_task_tokens),
+            },
+        )
+        .await?;
+        let AgentEnd::Plan(plan) = end else {
+            return Err(EngineError::Failed("the planner finished without submitting a plan".into()));
+        };
+        let view = plan
+            .tasks
+            .iter()
+            .map(|t| autodev_domain::event::PlanTaskView { id: t.id.clone(), title: t.title.clone(), depends_on: t.depends_on.clone() })
+            .collect();
+        let e = ctx
+            .engine
+            .store
+            .set_plan(&run.id, &plan, EventKind::PlanAccepted { summary: plan.summary.clone(), tasks: view })
+            .await?;
+        ctx.emit(e).await;
+    }
+    let next = if ctx.settings.approval { RunState::AwaitingApproval } else { RunState::Executing };
+    transition(ctx, next, None).await
+}
+
+async fn set_task(ctx: &RunCtx, key: &str, state: TaskState, reason: Option<&str>, summary: Option<&str>) -> Result<()> {
+    let e = ctx.engine.store.set_task_state(&ctx.run.id, key, state, reason, summary).await?;
+    ctx.emit(e).await;
+    Ok(())
+}
+
+async fn execute(ctx: &Arc<RunCtx>) -> Result<()> {
+    let plan = Arc::new(load_plan(ctx).await?);
+    let run_wt = run_worktree(ctx).await?;
+    let mut running: JoinSet<(String, Result<String>)> = JoinSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    loop {
+        ctx.check_cancel()?;
+        let tasks = ctx.engine.store.tasks(&ctx.run.id).await?;
+        let states: HashMap<String, TaskState> = tasks.iter().map(|t| (t.task_key.clone(), t.task_state())).collect();
+        for t in &tasks {
+            if matches!(t.task_state(), TaskState::Pending | TaskState::Ready) {
+                if let Some(dep) = t.deps().into_iter().find(|d| matches!(states.get(d), Some(TaskState::Failed | TaskState::Skipped))) {
+                    set_task(ctx, &t.task_key, TaskState::Skipped, Some(&format!("depends on {dep}, which did not complete")), None).await?;
+                }
+            }
+        }
+        let tasks = ctx.engine.store.tasks(&ctx.run.id).await?;
+        for t in &tasks {
+            if in_flight.len() >= ctx.settings.max_parallel {
+                break;
+            }
+            if in_flight.contains(&t.task_key) {
+                continue;
+            }
+            let deps_done = t.deps().iter().all(|d| states.get(d) == Some(&TaskState::Done));
+            match t.task_state() {
+                TaskState::Pending if deps_done => {
+                    set_task(ctx, &t.task_key, TaskState::Ready, None, None).await?;
+                    set_task(ctx, &t.task_key, TaskState::Running, None, None).await?;
+                }
+                TaskState::Ready => set_task(ctx, &t.task_key, TaskState::Running, None, None).await?,
+                // Running without a worker here: interrupted by a crash; pick it up again.
+                TaskState::Running => {}
+                TaskState::Pending | TaskState::Done | TaskState::Failed | TaskState::Skipped => continue,
+            }
+            in_flight.insert(t.task_key.clone());
+            let (ctx2, task, plan) = (ctx.clone(), t.clone(), plan.clone());
+            running.spawn(async move {
+                let key = task.task_key.clone();
+                (key, task_agent(&ctx2, &task, &plan).await)
+            });
+        }
+        if in_flight.is_empty() {
+            let tasks = ctx.engine.store.tasks(&ctx.run.id).await?;
+            if tasks.iter().all(|t| t.task_state().is_terminal()) {
+                break;
+            }
+            return Err(EngineError::Failed("no task can start: the plan's dependencies cannot be met".into()));
+        }
+        let joined = tokio::select! {
+            j = running.join_next() => j,
+            _ = ctx.cancel.cancelled() => return Err(EngineError::Cancelled),
+        };
+        let Some(joined) = joined else { continue };
+        let (key, result) = joined.map_err(|e| EngineError::Failed(format!("a task crashed: {e}")))?;
+        in_flight.remove(&key);
+        match result {
+            Ok(summary) => {
+                let task = plan.task(&key).cloned().ok_or_else(|| EngineError::Failed(format!("task {key} is not in the plan")))?;
+                match merge_task(ctx, &run_wt, &task).await {
+                    Ok(()) => set_task(ctx, &key, TaskState::Done, None, Some(&summary)).await?,
+                    Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
+                    Err(e) => set_task(ctx, &key, TaskState::Failed, Some(&e.to_string()), Some(&summary)).await?,
+                }
+            }
+            Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
+            Err(e) => set_task(ctx, &key, TaskState::Failed, Some(&e.to_string()), None).await?,
+        }
+    }
+    let tasks = ctx.engine.store.tasks(&ctx.run.id).await?;
+    let failed: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.task_state() == TaskState::Failed)
+        .map(|t| format!("task {} failed: {}", t.task_key, t.reason.clone().unwrap_or_default()))
+        .collect();
+    if !failed.is_empty() {
+        return Err(EngineError::Failed(failed.join("; ")));
+    }
+    transition(ctx, RunState::Verifying, None).await
+}
+
+/// One task: an agent in its own worktree on a task branch from the run branch; its work is
+/// committed with the task's title as the message.
+async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<String> {
+    let key = &task.task_key;
+    let planned = plan.task(key).cloned().ok_or_else(|| EngineError::Failed(format!("task {key} is not in the plan")))?;
+    let wt = ctx.worktree(&format!("task-{key}"));
+    ctx.repo().worktree_add(&wt, &task_branch(ctx, key), &ctx.run.branch).await?;
+    let tb = toolbox(ctx, &wt)?;
+    let end = run_agent(
+        ctx,
+        AgentSpec {
+            conversation: format!("task:{key}"),
+            header: prompts::task(&ctx.run.spec, plan, &planned, &ctx.settings.test_command),
+            kind: AgentKind::Coder,
+            toolbox: &tb,
+            max_steps: ctx.settings.max_steps,
+            token_budget: Some(ctx.settings.max_task_tokens),
+        },
+    )
+    .await?;
+    let AgentEnd::Finished(summary) = end else {
+        return Err(EngineError::Failed(format!("task {key} ended without finishing")));
+    };
+    let git = Git::new(&wt);
+    git.clear_stale_locks()?;
+    let message = format!("{}\n\nAutodev run {}, task {key}.\n\n{summary}", planned.title, ctx.run.short_id);
+    if let Some(sha) = git.commit_all(&message).await? {
+        let e = ctx.engine.store.set_task_commit(&ctx.run.id, key, &sha).await?;
+        ctx.emit(e).await;
+    }
+    Ok(summary)
+}
+
+/// Merges a finished task's branch into the run branch. Already merged (resume) is a no-op;
+/// a conflict goes to an agent, and the merge is committed only when no marker remains.
+async fn merge_task(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_domain::PlannedTask) -> Result<()> {
+    let git = Git::new(run_wt);
+    git.clear_stale_locks()?;
+    let branch = task_branch(ctx, &task.id);
+    let message = format!("Merge task {}: {}", task.id, task.title);
+    if !git.merge_in_progress().await? {
+        let head = ctx.repo().rev_parse(&branch).await?.ok_or_else(|| EngineError::Failed(format!("task branch {branch} is missing")))?;
+        if git.is_ancestor(&head, "HEAD").await? {
+            return Ok(());
+        }
+        match git.merge(&branch, &message).await? {
+            MergeOutcome::Merged(sha) => {
+                ctx.event(EventKind::TaskMerged { task: task.id.clone(), commit: sha }).await?;
+                return Ok(());
+            }
+            MergeOutcome::UpToDate => return Ok(()),
+            MergeOutcome::Conflict(files) => {
+                ctx.event(EventKind::MergeConflict { task: task.id.clone(), files }).await?;
+            }
+        }
+    }
+    let conflicted: Vec<String> = git
+        .run(&["diff", "--name-only", "--diff-filter=U", "-z"])
+        .await?
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let tb = toolbox(ctx, run_wt)?;
+    run_agent(
+        ctx,
+        AgentSpec {
+            conversation: format!("merge:{}", task.id),
+            header: prompts::merge(task, &conflicted, &ctx.settings.test_command),
+            kind: AgentKind::Coder,
+            toolbox: &tb,
+            max_steps: ctx.settings.max_steps,
+            token_budget: Some(ctx.settings.max_task_tokens),
+        },
+    )
+    .await?;
+    let unresolved: Vec<&String> = conflicted
+        .iter()
+        .filter(|f| {
+            std::fs::read_to_string(run_wt.join(f))
+                .map(|text| text.lines().any(|l| l.starts_with("<<<<<<< ") || l.starts_with(">>>>>>> ")))
+                .unwrap_or(false)
+        })
+        .collect();
+    if !unresolved.is_empty() {
+        let _ = git.run(&["merge", "--abort"]).await;
+        return Err(EngineError::Failed(format!(
+            "merge conflict not resolved in {}",
+            unresolved.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let sha = git.commit_all(&message).await?.unwrap_or_default();
+    ctx.event(EventKind::TaskMerged { task: task.id.clone(), commit: sha }).await
+}
+
+async fn run_tests(ctx: &RunCtx, wt: &std::path::Path, round: u32) -> Result<(bool, String)> {
+    let outcome = run_command(
+        wt,
+        &ctx.settings.test_command,
+        Duration::from_secs(ctx.settings.test_timeout_secs),
+        &ctx.policy(),
+    )
+    .await
+    .map_err(|e| EngineError::Failed(format!("could not run the test command: {e}")))?;
+    let passed = outcome.success();
+    let tail = outcome.render(40);
+    let e = ctx
+        .engine
+        .store
+        .record_test_run(
+            &ctx.run.id,
+            passed,
+            EventKind::TestRun {
+                round,
+                passed,
+                exit_code: outcome.exit_code,
+                duration_ms: outcome.duration.as_millis() as u64,
+                tail,
+            },
+        )
+        .await?;
+    ctx.emit(e).await;
+    Ok((passed, outcome.render(FAILURE_LINES)))
+}
+
+async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
+    let wt = run_worktree(ctx).await?;
+    let plan = load_plan(ctx).await.ok();
+    let mut failure: Option<String> = None;
+    loop {
+        ctx.check_cancel()?;
+        let round = ctx.engine.store.get_run(&ctx.run.id).await?.repair_round as u32;
+        if round > 0 {
+            let conv = format!("repair:{round}");
+            let header = if ctx.engine.store.conversation_exists(&ctx.run.id, &conv).await? {
+                Vec::new()
+            } else {
+                let text = match failure.take() {
+                    Some(text) => text,
+                    None => {
+                        let (passed, text) = run_tests(ctx, &wt, round - 1).await?;
+                        if passed {
+                            return transition(ctx, RunState::Delivering, None).await;
+                        }
+                        text
+                    }
+                };
+                prompts::repair(&ctx.run.spec, plan.as_ref(), round, &ctx.settings.test_command, &text)
+            };
+            let tb = toolbox(ctx, &wt)?;
+            run_agent(
+                ctx,
+                AgentSpec {
+                    conversation: conv,
+                    header,
+                    kind: AgentKind::Coder,
+                    toolbox: &tb,
+                    max_steps: ctx.settings.max_steps,
+                    token_budget: Some(ctx.settings.max_task_tokens),
+                },
+            )
+            .await?;
+            let git = Git::new(&wt);
+            git.clear_stale_locks()?;
+            git.commit_all(&format!("Fix failing tests (repair round {round})\n\nAutodev run {}.", ctx.run.short_id)).await?;
+        }
+        let (passed, text) = run_tests(ctx, &wt, round).await?;
+        if passed {
+            return transition(ctx, RunState::Delivering, None).await;
+        }
+        if round >= ctx.settings.max_repair_rounds {
+            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            return Err(EngineError::Failed(format!(
+                "tests still fail after {round} repair round(s): {last}"
+            )));
+        }
+        ctx.engine.store.set_repair_round(&ctx.run.id, round + 1).await?;
+        failure = Some(text);
+    }
+}
+
+async fn deliver(ctx: &Arc<RunCtx>) -> Result<()> {
+    let repo = ctx.repo();
+    let range = format!("{}..{}", ctx.run.base_commit, ctx.run.branch);
+    let commits = repo.log(&range).await?;
+    let patch = repo.diff(&ctx.run.base_commit, &ctx.run.branch).await?;
+    let patch_path = ctx.dir.join("changes.patch");
+    std::fs::write(&patch_path, &patch)?;
+    let report_path = ctx.dir.join("report.md");
+    let text = report::render(&ctx.engine.store, &ctx.run.id, &commits, &repo.diff_stat(&ctx.run.base_commit, &ctx.run.branch).await?).await?;
+    std::fs::write(&report_path, text)?;
+    if !ctx.settings.keep_worktrees {
+        let tasks = ctx.engine.store.tasks(&ctx.run.id).await?;
+        for t in &tasks {
+            repo.worktree_remove(&ctx.worktree(&format!("task-{}", t.task_key))).await?;
+            let branch = task_branch(ctx, &t.task_key);
+            if repo.branch_exists(&branch).await? {
+                repo.run(&["branch", "-D", &branch]).await?;
+            }
+        }
+        repo.worktree_remove(&ctx.worktree("run")).await?;
+        let _ = std::fs::remove_dir_all(ctx.dir.join("tmp"));
+    }
+    ctx.event(EventKind::Delivered {
+        branch: ctx.run.branch.clone(),
+        commits: commits.iter().map(|(sha, subject)| format!("{} {subject}", &sha[..sha.len().min(12)])).collect(),
+        report: report_path.display().to_string(),
+        patch: patch_path.display().to_string(),
+    })
+    .await?;
+    transition(ctx, RunState::Succeeded, None).await
+}

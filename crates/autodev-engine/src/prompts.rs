@@ -1,0 +1,118 @@
+//! The prompts. Each conversation's opening messages are built here once and stored, so a
+//! resumed run continues from exactly what the model saw.
+use autodev_domain::{Message, Plan, PlannedTask, ToolSpec};
+use serde_json::json;
+
+pub const NUDGE: &str = "Continue by calling a tool. When the work is complete and checked, call `finish` with a short summary.";
+pub const PLANNER_NUDGE: &str = "Answer by calling `submit_plan` with the plan.";
+
+/// The planner's only tool besides the read-only workspace tools.
+pub fn submit_plan_spec() -> ToolSpec {
+    ToolSpec {
+        name: "submit_plan".into(),
+        description: "Submit the plan: a summary and a list of tasks forming a DAG through depends_on.".into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {
+                "summary": {"type": "string", "description": "What the change does, in two or three sentences."},
+                "tasks": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string", "description": "Short unique id such as t1."},
+                            "title": {"type": "string", "description": "Imperative one-line title; becomes the commit message."},
+                            "description": {"type": "string", "description": "What to change and where."},
+                            "depends_on": {"type": "array", "items": {"type": "string"}, "description": "Ids of tasks that must be done first."},
+                            "acceptance": {"type": "array", "items": {"type": "string"}, "description": "Checkable acceptance criteria."}
+                        },
+                        "required": ["id", "title", "description", "depends_on", "acceptance"]
+                    }
+                }
+            },
+            "required": ["summary", "tasks"],
+            "additionalProperties": false
+        }),
+    }
+}
+
+pub fn planner(spec: &str, repo_view: &str, test_command: &str) -> Vec<Message> {
+    vec![
+        Message::system(format!(
+            "You are the planner of Autodev, which turns a spec into a tested change on a git branch.\n\
+             Break the spec into a small DAG of tasks that coding agents will carry out, each in its own \
+             worktree, in parallel where dependencies allow. Prefer few, coherent tasks (one to five); \
+             make a task depend on another only when it needs that task's changes. Tasks that edit the \
+             same lines should not run in parallel. Each task gets checkable acceptance criteria.\n\
+             You may explore the repository with list_files, read_file and search. Then call submit_plan.\n\
+             The project's tests run with: `{test_command}`."
+        )),
+        Message::user(format!("# Spec\n\n{spec}\n\n# Repository\n\n{repo_view}")),
+    ]
+}
+
+fn plan_overview(plan: &Plan) -> String {
+    let mut out = format!("{}\n", plan.summary);
+    for t in &plan.tasks {
+        let deps = if t.depends_on.is_empty() { String::new() } else { format!(" (after {})", t.depends_on.join(", ")) };
+        out.push_str(&format!("- {}: {}{}\n", t.id, t.title, deps));
+    }
+    out
+}
+
+fn coder_system(test_command: &str) -> String {
+    format!(
+        "You are a careful software engineer working through tools in a git worktree of the project.\n\
+         Read before you write; make the smallest change that meets the acceptance criteria; keep the \
+         project's style. Use edit_file for changes to existing files and write_file for new files. \
+         Run the tests (`{test_command}`) with the run tool before you finish, and fix what fails. \
+         Commands run sandboxed: no network, writes only inside the worktree. Do not commit: Autodev \
+         commits your work. When done, call finish with a short summary of what changed."
+    )
+}
+
+pub fn task(spec: &str, plan: &Plan, task: &PlannedTask, test_command: &str) -> Vec<Message> {
+    let acceptance = if task.acceptance.is_empty() {
+        "- (none given: the spec and the tests decide)".to_string()
+    } else {
+        task.acceptance.iter().map(|a| format!("- {a}")).collect::<Vec<_>>().join("\n")
+    };
+    vec![
+        Message::system(coder_system(test_command)),
+        Message::user(format!(
+            "# Spec\n\n{spec}\n\n# Plan\n\n{}\n# Your task: {} — {}\n\n{}\n\nAcceptance criteria:\n{acceptance}\n\n\
+             Other tasks of the plan are done by other agents; stay within yours.",
+            plan_overview(plan),
+            task.id,
+            task.title,
+            task.description
+        )),
+    ]
+}
+
+pub fn repair(spec: &str, plan: Option<&Plan>, round: u32, test_command: &str, failure: &str) -> Vec<Message> {
+    let plan = plan.map(plan_overview).unwrap_or_default();
+    vec![
+        Message::system(coder_system(test_command)),
+        Message::user(format!(
+            "# Spec\n\n{spec}\n\n# Plan (done)\n\n{plan}\n# Failing tests (repair round {round})\n\n\
+             The change for this spec is in the worktree, but `{test_command}` fails:\n\n```\n{failure}\n```\n\n\
+             Find the cause and fix it so the tests pass, without weakening or deleting tests that check \
+             the spec. Then call finish."
+        )),
+    ]
+}
+
+pub fn merge(task: &PlannedTask, files: &[String], test_command: &str) -> Vec<Message> {
+    vec![
+        Message::system(coder_system(test_command)),
+        Message::user(format!(
+            "# Merge conflict\n\nMerging task {} — {} into the run branch left conflict markers \
+             (<<<<<<<, =======, >>>>>>>) in:\n{}\n\nResolve every conflict so both sides' intent is kept, \
+             remove all markers, check that the project still builds and its tests pass, then call finish.",
+            task.id,
+            task.title,
+            files.iter().map(|f| format!("- {f}")).collect::<Vec<_>>().join("\n")
+        )),
+    ]
+}

@@ -1,0 +1,83 @@
+//! `report.md`: what a reviewer reads after a run.
+use std::fmt::Write as _;
+
+use autodev_domain::{EventKind, MicroUsd, Plan};
+use autodev_store::{Store, StoreError, now_ms};
+
+/// Renders the report of a run from the store.
+pub async fn render(store: &Store, run_id: &str, commits: &[(String, String)], diffstat: &str) -> Result<String, StoreError> {
+    let run = store.get_run(run_id).await?;
+    let tasks = store.tasks(run_id).await?;
+    let events = store.events(run_id, 0).await?;
+    let plan: Option<Plan> = run.plan.as_deref().and_then(|p| serde_json::from_str(p).ok());
+    let mut out = String::new();
+    let _ = writeln!(out, "# Autodev report: {}\n", run.title);
+    let _ = writeln!(out, "| | |\n|---|---|");
+    let _ = writeln!(out, "| run | `{}` |", run.id);
+    let _ = writeln!(out, "| repository | `{}` |", run.repo);
+    let _ = writeln!(out, "| branch | `{}` (from `{}` at `{}`) |", run.branch, run.base_branch, &run.base_commit[..run.base_commit.len().min(12)]);
+    let secs = (run.finished_at.unwrap_or_else(now_ms) - run.created_at) as f64 / 1000.0;
+    let _ = writeln!(out, "| time | {secs:.1} s |");
+    let _ = writeln!(
+        out,
+        "| usage | {} input + {} output tokens, {} |",
+        run.input_tokens,
+        run.output_tokens,
+        MicroUsd(run.cost_micros)
+    );
+    let summary: String = run.spec.lines().take(12).collect::<Vec<_>>().join("\n");
+    let _ = writeln!(out, "\n## Spec\n\n{summary}\n");
+    if let Some(plan) = &plan {
+        let _ = writeln!(out, "## Plan\n\n{}\n", plan.summary);
+    }
+    let _ = writeln!(out, "## Tasks\n");
+    for t in &tasks {
+        let deps = t.deps();
+        let after = if deps.is_empty() { String::new() } else { format!(" (after {})", deps.join(", ")) };
+        let _ = writeln!(out, "### {} — {}{} — {}\n", t.task_key, t.title, after, t.state);
+        if let Some(s) = &t.summary {
+            let _ = writeln!(out, "{s}\n");
+        }
+        if let Some(r) = &t.reason {
+            let _ = writeln!(out, "Reason: {r}\n");
+        }
+    }
+    let _ = writeln!(out, "## Tests\n");
+    for e in &events {
+        if let EventKind::TestRun { round, passed, exit_code, duration_ms, tail } = &e.kind {
+            let _ = writeln!(
+                out,
+                "- round {round}: {} (exit {}, {:.1} s)",
+                if *passed { "passed" } else { "failed" },
+                exit_code.map_or("none".to_string(), |c| c.to_string()),
+                *duration_ms as f64 / 1000.0
+            );
+            if !passed {
+                let _ = writeln!(out, "\n```\n{}\n```", tail.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
+        }
+    }
+    let _ = writeln!(out, "\n## Commits\n");
+    for (sha, subject) in commits {
+        let _ = writeln!(out, "- `{}` {subject}", &sha[..sha.len().min(12)]);
+    }
+    if !diffstat.trim().is_empty() {
+        let _ = writeln!(out, "\n```\n{}\n```", diffstat.trim_end());
+    }
+    let _ = writeln!(out, "\n## Model calls\n");
+    let mut by_conv: std::collections::BTreeMap<String, (u32, u64, u64, i64)> = Default::default();
+    for e in &events {
+        if let EventKind::ModelCall { conversation, input_tokens, output_tokens, cost_micros, .. } = &e.kind {
+            let entry = by_conv.entry(conversation.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += input_tokens;
+            entry.2 += output_tokens;
+            entry.3 += cost_micros;
+        }
+    }
+    let _ = writeln!(out, "| conversation | calls | input | output | cost |\n|---|---|---|---|---|");
+    for (conv, (n, i, o, c)) in by_conv {
+        let _ = writeln!(out, "| {conv} | {n} | {i} | {o} | {} |", MicroUsd(c));
+    }
+    Ok(out)
+}

@@ -1,0 +1,76 @@
+//! The settings a run is created with. They are stored with the run, so `resume` continues
+//! with exactly the settings the run started with.
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    pub test_command: String,
+    pub provider: String,
+    pub model: String,
+    /// Ready tasks run in parallel up to this many.
+    pub max_parallel: usize,
+    /// Rounds of "tests failed → repair agent" before the run fails.
+    pub max_repair_rounds: u32,
+    /// Model turns one agent may take.
+    pub max_steps: u32,
+    /// Input + output tokens one task's agent may spend.
+    pub max_task_tokens: u64,
+    /// The run fails before a model call that would start past this cost (USD).
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    /// Output tokens asked for per call.
+    pub max_output_tokens: u32,
+    /// The model's context window; `None` takes it from the price table.
+    #[serde(default)]
+    pub context_window: Option<u64>,
+    /// Stop at `awaiting_approval` after planning.
+    pub approval: bool,
+    /// Seconds an agent's `run` command may take unless it asks for more.
+    pub command_timeout_secs: u64,
+    /// Seconds the test command may take.
+    pub test_timeout_secs: u64,
+    /// Allow agent commands (and tests) to open TCP connections.
+    #[serde(default)]
+    pub sandbox_network: bool,
+    /// More variables passed to commands (secrets are still filtered out).
+    #[serde(default)]
+    pub sandbox_pass_env: Vec<String>,
+    /// More directories commands may write to.
+    #[serde(default)]
+    pub sandbox_writable: Vec<PathBuf>,
+    #[serde(default)]
+    pub record: Option<PathBuf>,
+    #[serde(default)]
+    pub replay: Option<PathBuf>,
+    /// Keep worktrees after delivery (for debugging).
+    #[serde(default)]
+    pub keep_worktrees: bool,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self {
+            test_command: String::new(),
+            provider: "openai".into(),
+            model: "gpt-4.1".into(),
+            max_parallel: 2,
+            max_repair_rounds: 2,
+            max_steps: 40,
+            max_task_tokens: 2_000_000,
+            max_cost_usd: None,
+            max_output_tokens: 8_192,
+            context_window: None,
+            approval: false,
+            command_timeout_secs: 120,
+            test_timeout_secs: 900,
+            sandbox_network: false,
+            sandbox_pass_env: Vec::new(),
+            sandbox_writable: Vec::new(),
+            record: None,
+            replay: None,
+            keep_worktrees: false,
+        }
+    }
+}
