@@ -76,10 +76,12 @@ pub fn fit(messages: &[Message], header_len: usize, budget: u64) -> (Vec<Message
     }
     // Stage 3: whole old turns (an assistant message with its tool results) are dropped.
     if current > budget {
+        // Room for the note that replaces the dropped turns.
+        let reserve = note(9_999).estimated_tokens();
         let mut start = header_len;
         let mut dropped_turns = 0u32;
         let mut end = start;
-        while end < tail_start && current > budget {
+        while end < tail_start && current + reserve > budget {
             // One turn: from an assistant message up to the next one.
             let mut next = end + 1;
             while next < tail_start && out[next].role != Role::Assistant {
@@ -95,15 +97,17 @@ pub fn fit(messages: &[Message], header_len: usize, budget: u64) -> (Vec<Message
             while start < end && out[start].role != Role::Assistant {
                 start += 1;
             }
-            let note = Message::user(format!(
-                "[{dropped_turns} earlier steps were removed to fit the context window; the files in the workspace reflect their work]"
-            ));
-            current += note.estimated_tokens();
-            out.splice(start..end, [note]);
+            out.splice(start..end, [note(dropped_turns)]);
         }
     }
     let after = total(&out);
-    (out, Some(Compaction { elided_messages: elided, tokens_before: before, tokens_after: after.min(current.max(after)) }))
+    (out, Some(Compaction { elided_messages: elided, tokens_before: before, tokens_after: after }))
+}
+
+fn note(dropped_turns: u32) -> Message {
+    Message::user(format!(
+        "[{dropped_turns} earlier steps were removed to fit the context window; the files in the workspace reflect their work]"
+    ))
 }
 
 #[cfg(test)]

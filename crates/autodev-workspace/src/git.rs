@@ -204,7 +204,7 @@ impl Git {
 
     /// The commits in `range` (`base..head`), oldest first, as `(sha, subject)`.
     pub async fn log(&self, range: &str) -> Result<Vec<(String, String)>> {
-        let out = self.run(&["log", "--reverse", "--format=%H%x00%s", range]).await?;
+        let out = self.run(&["log", "--reverse", "--topo-order", "--format=%H%x00%s", range]).await?;
         Ok(out
             .lines()
             .filter_map(|l| l.split_once('\0'))

@@ -1,0 +1,106 @@
+use autodev_domain::{EventKind, RunState};
+use autodev_engine::Outcome;
+use pretty_assertions::assert_eq;
+use serde_json::json;
+
+use super::harness::*;
+
+fn tool_results(body: &serde_json::Value) -> Vec<String> {
+    body["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").map(|m| m["content"].as_str().unwrap_or("").to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_path_escape_is_refused_and_the_model_reads_why() {
+    let app = TestApp::new().await;
+    let secret = app.repo.parent().unwrap().join("secret.txt");
+    std::fs::write(&secret, "top secret").unwrap();
+    // A symlink committed in the repository that points outside it.
+    std::os::unix::fs::symlink(&secret, app.repo.join("escape_link")).unwrap();
+    git(&app.repo, &["add", "escape_link"]);
+    git(&app.repo, &["commit", "--quiet", "-m", "add a link"]);
+    app.script
+        .plan(json!([{"id": "t1", "title": "Try to escape", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![
+            call("read_file", json!({"path": "../secret.txt"})),
+            call("read_file", json!({"path": secret.to_str().unwrap()})),
+            call("write_file", json!({"path": "../../evil.txt", "content": "x"})),
+            call("read_file", json!({"path": "escape_link"})),
+        ])
+        .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+    let (id, outcome) = app.run(settings(&app.server), "# Escape").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    let results = tool_results(&app.script.requests_for("task:t1")[1]);
+    assert_eq!(results.len(), 4);
+    assert!(results[0].contains("leaves the workspace"), "{}", results[0]);
+    assert!(results[1].contains("is absolute"), "{}", results[1]);
+    assert!(results[2].contains("leaves the workspace"), "{}", results[2]);
+    assert!(results[3].contains("symlink to outside the workspace"), "{}", results[3]);
+    assert!(results.iter().all(|r| !r.contains("top secret")));
+    let failed: Vec<bool> = app.events(&id).await.iter().filter_map(|e| match &e.kind { EventKind::ToolFinished { ok, conversation, .. } if conversation == "task:t1" => Some(*ok), _ => None }).collect();
+    assert_eq!(&failed[..4], &[false, false, false, false]);
+}
+
+#[tokio::test]
+async fn a_command_that_times_out_is_killed_and_reported() {
+    let app = TestApp::new().await;
+    app.script
+        .plan(json!([{"id": "t1", "title": "Hang", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![call("run", json!({"command": "sleep 60; echo late", "timeout_secs": 1}))])
+        .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+    let started = std::time::Instant::now();
+    let (id, outcome) = app.run(settings(&app.server), "# Hang").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let results = tool_results(&app.script.requests_for("task:t1")[1]);
+    assert!(results[0].starts_with("timed out after 1."), "{}", results[0]);
+}
+
+#[tokio::test]
+async fn invalid_tool_arguments_and_unknown_tools_go_back_to_the_model() {
+    let app = TestApp::new().await;
+    app.script
+        .plan(json!([{"id": "t1", "title": "Sloppy", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![
+            json!({"name": "write_file", "arguments": "{\"path\": \"greeting.txt\", \"content\": "}),
+            call("rm_rf", json!({})),
+        ])
+        .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+    let (id, outcome) = app.run(settings(&app.server), "# Sloppy").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    let results = tool_results(&app.script.requests_for("task:t1")[1]);
+    assert!(results[0].starts_with("invalid arguments for write_file"), "{}", results[0]);
+    assert!(results[1].starts_with("unknown tool `rm_rf`"), "{}", results[1]);
+}
+
+#[tokio::test]
+async fn agent_commands_do_not_see_secrets_from_the_environment() {
+    let app = TestApp::new().await;
+    app.script
+        .plan(json!([{"id": "t1", "title": "Env", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![call("run", json!({"command": "env | cut -d= -f1"}))])
+        .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+    let mut s = settings(&app.server);
+    s.sandbox_pass_env = vec!["MY_SERVICE_TOKEN".into()];
+    let (id, outcome) = app.run(s, "# Env").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    let names = &tool_results(&app.script.requests_for("task:t1")[1])[0];
+    for bad in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "TOKEN", "SECRET", "DATABASE_URL"] {
+        assert!(!names.contains(bad), "{bad} leaked: {names}");
+    }
+    assert!(names.contains("PATH"), "{names}");
+}
+
+#[tokio::test]
+async fn an_agent_that_never_finishes_hits_the_step_limit() {
+    let app = TestApp::new().await;
+    app.script.plan(json!([{"id": "t1", "title": "Loop", "description": "", "depends_on": [], "acceptance": []}]));
+    for turn in 0..5 {
+        app.script.on("task:t1", turn, vec![call("list_files", json!({}))]);
+    }
+    let mut s = settings(&app.server);
+    s.max_steps = 3;
+    let (id, outcome) = app.run(s, "# Loop").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    assert_eq!(app.reason(&id).await, "task t1 failed: task:t1 reached its step limit (3 model turns) without finishing");
+    assert_eq!(app.script.requests_for("task:t1").len(), 3);
+}
