@@ -45,6 +45,9 @@ pub enum Outcome {
     Finished(RunState),
     /// The run waits at the plan-approval gate.
     AwaitingApproval,
+    /// The caller's token stopped the driving (Ctrl-C, shutdown); the run keeps its state
+    /// and can be resumed.
+    Interrupted(RunState),
 }
 
 /// A request for a new run.
@@ -246,7 +249,8 @@ impl Engine {
     }
 
     /// Drives a run until it finishes or waits for approval. Safe to call on a run that was
-    /// interrupted at any point: recorded model calls are not repeated.
+    /// interrupted at any point: recorded model calls are not repeated. Cancelling `cancel`
+    /// interrupts (the run stays resumable); `Engine::cancel` ends the run.
     pub async fn drive(&self, run_id: &str, cancel: CancellationToken) -> Result<Outcome> {
         let run = self.store.get_run(run_id).await?;
         if run.run_state().is_terminal() {
@@ -290,10 +294,12 @@ impl Engine {
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(EngineError::Cancelled) => {
-                if let Some(e) = self.store.set_run_state(run_id, RunState::Cancelled, Some("cancelled")).await.ok().flatten() {
-                    self.publish(e);
+                let state = self.store.run_state(run_id).await?;
+                if state == RunState::Cancelled {
+                    Outcome::Finished(RunState::Cancelled)
+                } else {
+                    Outcome::Interrupted(state)
                 }
-                Outcome::Finished(RunState::Cancelled)
             }
             Err(err) => {
                 let state = self.store.run_state(run_id).await?;

@@ -1,0 +1,139 @@
+//! Command-line arguments.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "autodev", version, about = "Turn specs into tested code changes with LLM agents.")]
+pub struct Cli {
+    /// Config file (default: autodev.toml in AUTODEV_HOME).
+    #[arg(long, global = true, env = "AUTODEV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: database, worktrees, run folders.
+    #[arg(long, global = true, env = "AUTODEV_HOME", default_value = ".autodev")]
+    pub home: PathBuf,
+    /// Log level filter for diagnostics on stderr (e.g. `info`, `autodev_engine=debug`).
+    #[arg(long, global = true, env = "AUTODEV_LOG", default_value = "warn")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Plan, implement, test and deliver a spec on a new branch.
+    Run(RunArgs),
+    /// Continue an interrupted run without repeating recorded model calls.
+    Resume(ResumeArgs),
+    /// Cancel a run (a process driving it stops within a second).
+    Cancel(RunRef),
+    /// List and inspect runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Check what this host supports and what is configured.
+    Doctor(DoctorArgs),
+    /// Run the bundled example offline from a recorded cassette.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model id (e.g. gpt-4.1, claude-sonnet-4-5, llama-3.3-70b-versatile).
+    #[arg(long, env = "AUTODEV_MODEL")]
+    pub model: Option<String>,
+    /// Provider: openai (any OpenAI-compatible server), anthropic, groq, ollama.
+    #[arg(long, env = "AUTODEV_PROVIDER")]
+    pub provider: Option<String>,
+    /// Write every model exchange to this cassette file.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Answer model calls from this cassette, with no network.
+    #[arg(long, value_name = "FILE", conflicts_with = "record")]
+    pub replay: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The repository to work on (it is never modified except for the new branch).
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// The spec: a Markdown file describing the change.
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// The command that runs the project's tests (default: autodev.toml, then detected).
+    #[arg(long)]
+    pub test_command: Option<String>,
+    /// Branch to start from (default: the repository's checked-out branch).
+    #[arg(long)]
+    pub base: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Ready tasks run in parallel up to this many.
+    #[arg(long)]
+    pub max_parallel: Option<usize>,
+    /// Rounds of repairing failing tests before the run fails.
+    #[arg(long)]
+    pub max_repair_rounds: Option<u32>,
+    /// Model turns one agent may take.
+    #[arg(long)]
+    pub max_steps: Option<u32>,
+    /// Stop after planning and ask on the terminal before executing.
+    #[arg(long)]
+    pub approve: bool,
+    /// Print events and the summary as JSON lines instead of the live display.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Run id, short id or unique prefix.
+    pub run: String,
+    /// Cassette to replay from (default: the one the run was started with).
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunRef {
+    /// Run id, short id or unique prefix.
+    pub run: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Runs, newest first.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: state, plan, tasks, usage, and its events.
+    Show {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Repository whose test command to look for.
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// Do not try to reach the model providers.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to put the demo's copy of the example (default: a new temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}

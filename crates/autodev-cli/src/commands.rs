@@ -1,0 +1,393 @@
+//! `run`, `resume`, `cancel` and `runs`.
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use autodev_domain::{MicroUsd, ModelClient, RunState, Spec};
+use autodev_engine::{Engine, EngineError, Outcome, RunRequest, RunSettings, detect};
+use autodev_llm::PriceTable;
+use autodev_store::{RunRow, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, ResumeArgs, RunArgs, RunsCommand};
+use crate::config::FileConfig;
+use crate::display::Display;
+use crate::{Exit, provider};
+
+pub async fn dispatch(cli: Cli) -> Exit {
+    let home = cli.home.clone();
+    match cli.command {
+        Command::Run(args) => run(&home, cli.config.as_deref(), args).await,
+        Command::Resume(args) => resume(&home, cli.config.as_deref(), args).await,
+        Command::Cancel(r) => cancel(&home, &r.run).await,
+        Command::Runs(RunsCommand::List { limit, json }) => list(&home, limit, json).await,
+        Command::Runs(RunsCommand::Show { run, json }) => show(&home, &run, json).await,
+        Command::Doctor(args) => crate::doctor::doctor(&home, cli.config.as_deref(), args).await,
+        Command::Demo(args) => crate::demo::demo(&home, args).await,
+    }
+}
+
+pub async fn open_store(home: &Path) -> Result<Store, Exit> {
+    Store::open(&home.join("autodev.db"))
+        .await
+        .map_err(|e| Exit::Usage(format!("cannot open the database in {}: {e} (check AUTODEV_HOME)", home.display())))
+}
+
+fn store_error(e: StoreError) -> Exit {
+    match e {
+        StoreError::RunNotFound(_) | StoreError::Ambiguous(_) | StoreError::Leased { .. } => Exit::Usage(e.to_string()),
+        other => {
+            eprintln!("error: {other}");
+            Exit::Failed
+        }
+    }
+}
+
+fn engine(store: Store, model: Arc<dyn ModelClient>, cfg: &FileConfig, home: &Path) -> Engine {
+    Engine::new(store, model, PriceTable::with_overrides(&cfg.prices), home)
+}
+
+/// Turns flags and config into the run's settings.
+pub fn settings(args: &RunArgs, cfg: &FileConfig, test_command: String) -> RunSettings {
+    let d = RunSettings::default();
+    let model_name = args.model.model.clone().or_else(|| cfg.model.clone());
+    let provider = args
+        .model
+        .provider
+        .clone()
+        .or_else(|| cfg.provider.clone())
+        .unwrap_or_else(|| provider::default_provider(model_name.as_deref()));
+    let model = model_name.unwrap_or_else(|| provider::default_model(&provider).to_string());
+    RunSettings {
+        test_command,
+        provider: if args.model.replay.is_some() { "replay".into() } else { provider },
+        model,
+        max_parallel: args.max_parallel.or(cfg.max_parallel).unwrap_or(d.max_parallel),
+        max_repair_rounds: args.max_repair_rounds.or(cfg.max_repair_rounds).unwrap_or(d.max_repair_rounds),
+        max_steps: args.max_steps.or(cfg.max_steps).unwrap_or(d.max_steps),
+        max_task_tokens: cfg.max_task_tokens.unwrap_or(d.max_task_tokens),
+        max_cost_usd: cfg.max_cost_usd,
+        max_output_tokens: cfg.max_output_tokens.unwrap_or(d.max_output_tokens),
+        context_window: cfg.context_window,
+        approval: args.approve,
+        command_timeout_secs: cfg.command_timeout_secs.unwrap_or(d.command_timeout_secs),
+        test_timeout_secs: cfg.test_timeout_secs.unwrap_or(d.test_timeout_secs),
+        sandbox_network: cfg.sandbox.network.unwrap_or(false),
+        sandbox_pass_env: cfg.sandbox.pass_env.clone(),
+        sandbox_writable: cfg.sandbox.writable.clone(),
+        record: args.model.record.as_ref().map(|p| absolute(p)),
+        replay: args.model.replay.as_ref().map(|p| absolute(p)),
+        keep_worktrees: false,
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+pub fn read_spec(path: &Path) -> Result<Spec, Exit> {
+    let bytes = std::fs::read(path).map_err(|e| Exit::Usage(format!("cannot read spec {}: {e}", path.display())))?;
+    Spec::parse(&bytes).map_err(|e| Exit::Usage(format!("{}: {e}", path.display())))
+}
+
+pub async fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Exit {
+    match run_inner(home, config, args).await {
+        Ok(exit) | Err(exit) => exit,
+    }
+}
+
+async fn run_inner(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<Exit, Exit> {
+    let spec = read_spec(&args.spec)?;
+    if !args.repo.is_dir() {
+        return Err(Exit::Usage(format!("repository {} does not exist (--repo)", args.repo.display())));
+    }
+    let cfg = FileConfig::load(home, config, Some(&args.repo)).map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
+    let test_command = match args.test_command.clone().or_else(|| cfg.test_command.clone()) {
+        Some(t) if !t.trim().is_empty() => t,
+        _ => detect::detect_test_command(&args.repo).ok_or_else(|| {
+            Exit::Usage(format!(
+                "no test command found for {}: pass --test-command \"...\" or set test_command in autodev.toml (looked for Cargo.toml, package.json with a test script, go.mod, pytest config, a Makefile test target)",
+                args.repo.display()
+            ))
+        })?,
+    };
+    let settings = settings(&args, &cfg, test_command);
+    let model = provider::build(&settings.provider, &cfg, settings.record.as_deref(), settings.replay.as_deref()).map_err(Exit::Usage)?;
+    let store = open_store(home).await?;
+    let engine = engine(store, model, &cfg, home);
+    let mut display = Display::new(args.json);
+    let mut events = engine.subscribe();
+    let req = RunRequest { repo: args.repo.clone(), spec, base: args.base.clone(), settings };
+    let run = match engine.create_run(req).await {
+        Ok(run) => run,
+        Err(EngineError::Invalid(msg)) => return Err(Exit::Usage(msg)),
+        Err(e) => return Err(Exit::Usage(e.to_string())),
+    };
+    while let Ok(e) = events.try_recv() {
+        display.event(&e);
+    }
+    drive_and_report(&engine, &run, display, events, args.approve).await
+}
+
+pub async fn drive_and_report(
+    engine: &Engine,
+    run: &RunRow,
+    mut display: Display,
+    mut events: tokio::sync::broadcast::Receiver<autodev_domain::Event>,
+    approve_on_terminal: bool,
+) -> Result<Exit, Exit> {
+    let interrupt = CancellationToken::new();
+    {
+        let interrupt = interrupt.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupt.cancel();
+            }
+        });
+    }
+    let outcome = loop {
+        let drive = engine.drive(&run.id, interrupt.clone());
+        tokio::pin!(drive);
+        let outcome = loop {
+            tokio::select! {
+                r = &mut drive => break r,
+                e = events.recv() => if let Ok(e) = e { display.event(&e) },
+            }
+        };
+        while let Ok(e) = events.try_recv() {
+            display.event(&e);
+        }
+        match outcome {
+            Ok(Outcome::AwaitingApproval) if approve_on_terminal => {
+                let approved = ask_approval(&display);
+                engine.approve(&run.id, approved, &whoami(), "").await.map_err(|e| Exit::Usage(e.to_string()))?;
+                if !approved {
+                    while let Ok(e) = events.try_recv() {
+                        display.event(&e);
+                    }
+                    break Ok(Outcome::Finished(RunState::Cancelled));
+                }
+            }
+            other => break other,
+        }
+    };
+    display.finish();
+    let outcome = outcome.map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Failed
+    })?;
+    let row = engine.store().get_run(&run.id).await.map_err(store_error)?;
+    summary(engine, &row, display.is_json()).await;
+    Ok(match outcome {
+        Outcome::Finished(RunState::Succeeded) => Exit::Ok,
+        Outcome::Finished(_) => Exit::Failed,
+        Outcome::AwaitingApproval => {
+            eprintln!("the plan awaits approval; rerun with --approve to decide on the terminal");
+            Exit::Ok
+        }
+        Outcome::Interrupted(state) => {
+            eprintln!("interrupted while {state}; continue with: autodev resume {}", row.short_id);
+            Exit::Interrupted
+        }
+    })
+}
+
+fn whoami() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "terminal".into())
+}
+
+fn ask_approval(display: &Display) -> bool {
+    display.note("\nApprove this plan and start the agents? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(0) | Err(_) => false,
+        Ok(_) => matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
+    }
+}
+
+/// The closing summary: branch, commits, tests, usage, cost, report.
+async fn summary(engine: &Engine, run: &RunRow, json: bool) {
+    let events = engine.store().events(&run.id, 0).await.unwrap_or_default();
+    let mut commits: Vec<String> = Vec::new();
+    let mut report = None;
+    let mut patch = None;
+    for e in &events {
+        if let autodev_domain::EventKind::Delivered { commits: c, report: r, patch: p, .. } = &e.kind {
+            commits = c.clone();
+            report = Some(r.clone());
+            patch = Some(p.clone());
+        }
+    }
+    let state = run.run_state();
+    if json {
+        let v = serde_json::json!({
+            "type": "summary",
+            "run_id": run.id,
+            "short_id": run.short_id,
+            "state": state,
+            "reason": run.reason,
+            "branch": run.branch,
+            "commits": commits,
+            "tests_passed": run.test_passed,
+            "input_tokens": run.input_tokens,
+            "output_tokens": run.output_tokens,
+            "cost_usd": MicroUsd(run.cost_micros).as_usd(),
+            "report": report,
+            "patch": patch,
+        });
+        println!("{v}");
+        return;
+    }
+    println!();
+    match state {
+        RunState::Succeeded => println!("✔ run {} succeeded", run.short_id),
+        other => println!("✘ run {} {other}{}", run.short_id, run.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()),
+    }
+    println!("  branch   {}", run.branch);
+    if !commits.is_empty() {
+        println!("  commits  {}", commits.join("\n           "));
+    }
+    let tests = match run.test_passed {
+        Some(true) => "passed",
+        Some(false) => "failed",
+        None => "not run",
+    };
+    println!("  tests    {tests}");
+    println!("  usage    {} input + {} output tokens", run.input_tokens, run.output_tokens);
+    println!("  cost     {}", MicroUsd(run.cost_micros));
+    if let Some(r) = report {
+        println!("  report   {r}");
+    }
+    if let Some(p) = patch {
+        println!("  patch    {p}");
+    }
+}
+
+pub async fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Exit {
+    let inner = async {
+        let store = open_store(home).await?;
+        let row = store.find_run(&args.run).await.map_err(store_error)?;
+        if row.run_state().is_terminal() {
+            return Err(Exit::Usage(format!("run {} is already {}; nothing to resume", row.short_id, row.state)));
+        }
+        let settings: RunSettings = serde_json::from_str(&row.settings).map_err(|e| Exit::Usage(format!("stored settings unreadable: {e}")))?;
+        let cfg = FileConfig::load(home, config, Some(Path::new(&row.repo))).map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
+        let replay = args.replay.as_ref().map(|p| absolute(p)).or(settings.replay.clone());
+        let provider = if replay.is_some() { "replay".to_string() } else { settings.provider.clone() };
+        let model = provider::build(&provider, &cfg, settings.record.as_deref(), replay.as_deref()).map_err(Exit::Usage)?;
+        let engine = engine(store, model, &cfg, home);
+        let display = Display::new(args.json);
+        display.note(&format!("resuming run {} ({}) at {}", row.short_id, row.title, row.state));
+        let events = engine.subscribe();
+        drive_and_report(&engine, &row, display, events, false).await
+    };
+    match inner.await {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+pub async fn cancel(home: &Path, key: &str) -> Exit {
+    let inner = async {
+        let store = open_store(home).await?;
+        let row = store.find_run(key).await.map_err(store_error)?;
+        let state = if row.run_state().is_terminal() {
+            row.run_state()
+        } else {
+            store.set_run_state(&row.id, RunState::Cancelled, Some("cancelled by the user")).await.map_err(store_error)?;
+            RunState::Cancelled
+        };
+        println!("run {} is {state}", row.short_id);
+        Ok::<Exit, Exit>(Exit::Ok)
+    };
+    match inner.await {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+fn run_json(r: &RunRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id, "short_id": r.short_id, "title": r.title, "state": r.state, "reason": r.reason,
+        "repo": r.repo, "base_branch": r.base_branch, "branch": r.branch,
+        "tests_passed": r.test_passed, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+        "cost_usd": MicroUsd(r.cost_micros).as_usd(), "created_at_ms": r.created_at, "finished_at_ms": r.finished_at,
+    })
+}
+
+fn age(ms: i64) -> String {
+    let secs = (autodev_store::now_ms() - ms).max(0) / 1000;
+    match secs {
+        s if s < 120 => format!("{s}s ago"),
+        s if s < 7_200 => format!("{}m ago", s / 60),
+        s if s < 172_800 => format!("{}h ago", s / 3_600),
+        s => format!("{}d ago", s / 86_400),
+    }
+}
+
+pub async fn list(home: &Path, limit: i64, json: bool) -> Exit {
+    let inner = async {
+        let store = open_store(home).await?;
+        let runs = store.list_runs(limit.clamp(1, 1000)).await.map_err(store_error)?;
+        if json {
+            println!("{}", serde_json::Value::Array(runs.iter().map(run_json).collect()));
+            return Ok(Exit::Ok);
+        }
+        if runs.is_empty() {
+            println!("no runs yet; start one with: autodev run --spec SPEC.md");
+            return Ok(Exit::Ok);
+        }
+        println!("{:<9} {:<18} {:<9} {:<10} {}", "RUN", "STATE", "COST", "CREATED", "TITLE");
+        for r in &runs {
+            let title: String = r.title.chars().take(50).collect();
+            println!("{:<9} {:<18} {:<9} {:<10} {title}", r.short_id, r.state, MicroUsd(r.cost_micros).to_string(), age(r.created_at));
+        }
+        Ok::<Exit, Exit>(Exit::Ok)
+    };
+    match inner.await {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+pub async fn show(home: &Path, key: &str, json: bool) -> Exit {
+    let inner = async {
+        let store = open_store(home).await?;
+        let r = store.find_run(key).await.map_err(store_error)?;
+        let tasks = store.tasks(&r.id).await.map_err(store_error)?;
+        let events = store.events(&r.id, 0).await.map_err(store_error)?;
+        if json {
+            let mut v = run_json(&r);
+            v["plan"] = r.plan.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or(serde_json::Value::Null);
+            v["tasks"] = tasks
+                .iter()
+                .map(|t| serde_json::json!({"id": t.task_key, "title": t.title, "state": t.state, "depends_on": t.deps(), "summary": t.summary, "reason": t.reason, "commit": t.commit_sha}))
+                .collect();
+            v["events"] = serde_json::to_value(&events).unwrap_or_default();
+            println!("{v}");
+            return Ok(Exit::Ok);
+        }
+        println!("run      {} ({})", r.id, r.short_id);
+        println!("title    {}", r.title);
+        println!("state    {}{}", r.state, r.reason.as_deref().map(|x| format!(": {x}")).unwrap_or_default());
+        println!("repo     {} (base {})", r.repo, r.base_branch);
+        println!("branch   {}", r.branch);
+        println!("usage    {} input + {} output tokens, {}", r.input_tokens, r.output_tokens, MicroUsd(r.cost_micros));
+        if !tasks.is_empty() {
+            println!("tasks");
+            for t in &tasks {
+                let deps = t.deps();
+                let after = if deps.is_empty() { String::new() } else { format!(" (after {})", deps.join(", ")) };
+                println!("  {:<8} {:<8} {}{after}", t.task_key, t.state, t.title);
+            }
+        }
+        println!("events");
+        let mut display = Display::new(false);
+        for e in &events {
+            display.event(e);
+        }
+        display.finish();
+        Ok::<Exit, Exit>(Exit::Ok)
+    };
+    match inner.await {
+        Ok(e) | Err(e) => e,
+    }
+}

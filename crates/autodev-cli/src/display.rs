@@ -1,0 +1,157 @@
+//! The live display of a run (and its `--json` form): one line per thing that happened,
+//! under a status line with the state, task progress, tokens and cost so far.
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use autodev_domain::{Event, EventKind, MicroUsd, TaskState};
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub struct Display {
+    json: bool,
+    bar: ProgressBar,
+    started: Instant,
+    state: String,
+    tasks: BTreeMap<String, TaskState>,
+    tokens: u64,
+    cost: i64,
+}
+
+/// `task:t1` → `[t1]`, `planner` → `[plan]`, `repair:1` → `[repair 1]`.
+fn label(conversation: &str) -> String {
+    match conversation.split_once(':') {
+        Some(("task", k)) => format!("[{k}]"),
+        Some((kind, k)) => format!("[{kind} {k}]"),
+        None if conversation == "planner" => "[plan]".into(),
+        None => format!("[{conversation}]"),
+    }
+}
+
+fn tokens(n: u64) -> String {
+    if n >= 10_000 { format!("{:.1}k", n as f64 / 1000.0) } else { n.to_string() }
+}
+
+impl Display {
+    pub fn new(json: bool) -> Self {
+        let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            ProgressBar::hidden()
+        } else {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        };
+        Self { json, bar, started: Instant::now(), state: "queued".into(), tasks: BTreeMap::new(), tokens: 0, cost: 0 }
+    }
+
+    fn line(&self, text: String) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        self.bar.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{elapsed:>6.1}s  {text}");
+        });
+    }
+
+    fn status(&self) {
+        let done = self.tasks.values().filter(|s| **s == TaskState::Done).count();
+        let running = self.tasks.values().filter(|s| **s == TaskState::Running).count();
+        let tasks = if self.tasks.is_empty() { String::new() } else { format!(" · tasks {done}/{} ({running} running)", self.tasks.len()) };
+        self.bar.set_message(format!("{}{tasks} · {} tokens · {}", self.state, tokens(self.tokens), MicroUsd(self.cost)));
+    }
+
+    pub fn event(&mut self, e: &Event) {
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default());
+            return;
+        }
+        match &e.kind {
+            EventKind::RunCreated { title, repo, base_branch, test_command } => {
+                self.line(format!("run {} · {title}", &e.run_id[..e.run_id.len().min(36)]));
+                self.line(format!("      repo {repo} · base {base_branch} · tests `{test_command}`"));
+            }
+            EventKind::StateChanged { to, reason, .. } => {
+                self.state = to.to_string();
+                match reason {
+                    Some(r) => self.line(format!("● {to}: {r}")),
+                    None => self.line(format!("● {to}")),
+                }
+            }
+            EventKind::PlanRejected { reason } => self.line(format!("  [plan] refused: {}", first_line(reason))),
+            EventKind::PlanAccepted { summary, tasks } => {
+                self.line(format!("plan: {}", first_line(summary)));
+                for t in tasks {
+                    let after = if t.depends_on.is_empty() { String::new() } else { format!("  (after {})", t.depends_on.join(", ")) };
+                    self.line(format!("  {:<8} {}{after}", t.id, t.title));
+                    self.tasks.insert(t.id.clone(), TaskState::Pending);
+                }
+            }
+            EventKind::PlanApproved { by, comment } => self.line(format!("plan approved by {by}{}", if comment.is_empty() { String::new() } else { format!(": {comment}") })),
+            EventKind::TaskStateChanged { task, state, reason } => {
+                self.tasks.insert(task.clone(), *state);
+                if *state != TaskState::Ready {
+                    let why = reason.as_deref().map(|r| format!(": {}", first_line(r))).unwrap_or_default();
+                    self.line(format!("  [{task}] {state}{why}"));
+                }
+            }
+            EventKind::AgentStep { conversation, tool, target, .. } => {
+                self.line(format!("  {} {tool} {target}", label(conversation)));
+            }
+            EventKind::ToolFinished { conversation, tool, ok, summary, .. } => {
+                if !ok {
+                    self.line(format!("  {}   ✗ {tool}: {summary}", label(conversation)));
+                }
+            }
+            EventKind::ModelCall { input_tokens, output_tokens, cost_micros, .. } => {
+                self.tokens += input_tokens + output_tokens;
+                self.cost += cost_micros;
+            }
+            EventKind::ContextCompacted { conversation, tokens_before, tokens_after, window, .. } => self.line(format!(
+                "  {} context compacted: {} → {} tokens (window {})",
+                label(conversation),
+                tokens(*tokens_before),
+                tokens(*tokens_after),
+                tokens(*window)
+            )),
+            EventKind::TaskCommitted { task, commit } => self.line(format!("  [{task}] committed {}", &commit[..commit.len().min(10)])),
+            EventKind::MergeConflict { task, files } => self.line(format!("  [{task}] merge conflict in {}: handing to an agent", files.join(", "))),
+            EventKind::TaskMerged { task, .. } => self.line(format!("  [{task}] merged into the run branch")),
+            EventKind::TestRun { round, passed, duration_ms, tail, exit_code } => {
+                let secs = *duration_ms as f64 / 1000.0;
+                if *passed {
+                    self.line(format!("tests (round {round}): passed in {secs:.1}s"));
+                } else {
+                    let code = exit_code.map_or("killed".to_string(), |c| format!("exit {c}"));
+                    self.line(format!("tests (round {round}): FAILED ({code}, {secs:.1}s)"));
+                    let lines: Vec<&str> = tail.lines().collect();
+                    for l in &lines[lines.len().saturating_sub(8)..] {
+                        self.line(format!("    | {l}"));
+                    }
+                }
+            }
+            EventKind::Delivered { branch, .. } => self.line(format!("delivered branch {branch}")),
+            EventKind::Warning { message } => self.line(format!("! {message}")),
+        }
+        self.status();
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    /// Prints free text above the status line (or nothing in JSON mode).
+    pub fn note(&self, text: &str) {
+        if !self.json {
+            self.bar.suspend(|| println!("{text}"));
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    let l = s.lines().next().unwrap_or("");
+    l.chars().take(160).collect()
+}

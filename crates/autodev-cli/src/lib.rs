@@ -1,0 +1,59 @@
+//! The `autodev` command line: argument parsing, configuration, wiring of the engine to its
+//! adapters, and the live display. No business logic lives here.
+//!
+//! # Layout
+//! - [`cli`]: the clap definitions.
+//! - `config.rs`: layered configuration and `X_FILE` secrets.
+//! - `provider.rs`: building the model client.
+//! - `display.rs`: the live display and `--json` output.
+//! - `commands.rs`: `run`, `resume`, `cancel`, `runs`; `doctor.rs`; `demo.rs`.
+
+pub mod cli;
+mod commands;
+mod config;
+mod demo;
+mod display;
+mod doctor;
+mod provider;
+
+use std::process::ExitCode;
+
+pub use cli::Cli;
+
+/// How the process ends. `Usage` is for bad input and config (exit 2), like clap's own.
+#[derive(Debug)]
+pub enum Exit {
+    Ok,
+    Failed,
+    Usage(String),
+    Interrupted,
+}
+
+impl Exit {
+    fn code(&self) -> ExitCode {
+        match self {
+            Exit::Ok => ExitCode::SUCCESS,
+            Exit::Failed => ExitCode::from(1),
+            Exit::Usage(_) => ExitCode::from(2),
+            Exit::Interrupted => ExitCode::from(130),
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let exit = runtime.block_on(commands::dispatch(cli));
+    match &exit {
+        Exit::Usage(msg) => eprintln!("error: {msg}"),
+        Exit::Ok | Exit::Failed | Exit::Interrupted => {}
+    }
+    exit.code()
+}
