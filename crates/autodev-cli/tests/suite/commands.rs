@@ -1,0 +1,168 @@
+use autodev_testkit::{Script, call, finish, make_repo, write};
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+
+use super::{autodev, output};
+
+fn spec(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let p = dir.join("spec.md");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_successful_run_exits_0_and_prints_a_json_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    let script = Script::default();
+    script
+        .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), call("run", json!({"command": "sh check.sh"}))])
+        .on("task:t1", 1, vec![finish("added the greeting")]);
+    let server = script.serve(std::time::Duration::ZERO).await;
+    let home = dir.path().join("home");
+    let spec = spec(dir.path(), "# Greet\n\nWrite hello into greeting.txt.\n");
+    let (code, stdout, stderr) = output(
+        autodev(&home)
+            .args(["run", "--json", "--test-command", "sh check.sh", "--model", "gpt-4.1-mini"])
+            .arg("--repo").arg(&repo)
+            .arg("--spec").arg(&spec)
+            .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
+            .env("OPENAI_API_KEY", "sk-test-not-a-real-key"),
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["type"], "run_created");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["state"], "succeeded");
+    assert_eq!(summary["tests_passed"], true);
+    assert!(summary["branch"].as_str().unwrap().starts_with("autodev/"));
+    assert_eq!(summary["commits"].as_array().unwrap().len(), 2);
+    // The API key appears nowhere in what the run printed or stored.
+    assert!(!stdout.contains("sk-test-not-a-real-key"));
+    let db = std::fs::read(home.join("autodev.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains("sk-test-not-a-real-key"));
+    // Streaming was used (the default), and the model saw the test output.
+    let reqs = script.requests_for("task:t1");
+    assert_eq!(reqs[0]["stream"], true);
+    assert!(reqs[1].to_string().contains("all good"));
+
+    let (code, stdout, _) = output(autodev(&home).args(["runs", "list", "--json"]));
+    assert_eq!(code, 0);
+    let runs: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(runs[0]["state"], "succeeded");
+    let short = runs[0]["short_id"].as_str().unwrap().to_string();
+    let (code, stdout, _) = output(autodev(&home).args(["runs", "show", &short]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("state    succeeded") && stdout.contains("t1       done"), "{stdout}");
+    let (code, stdout, _) = output(autodev(&home).args(["cancel", &short]));
+    assert_eq!((code, stdout.trim()), (0, format!("run {short} is succeeded").as_str()));
+    let (code, _, stderr) = output(autodev(&home).args(["resume", &short]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("already succeeded"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_run_exits_1_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    let script = Script::default(); // answers 400 "no script" to everything
+    let server = script.serve(std::time::Duration::ZERO).await;
+    let home = dir.path().join("home");
+    let spec = spec(dir.path(), "# Greet\n");
+    let (code, stdout, stderr) = output(
+        autodev(&home)
+            .args(["run", "--test-command", "sh check.sh"])
+            .arg("--repo").arg(&repo)
+            .arg("--spec").arg(&spec)
+            .env("OPENAI_BASE_URL", server.uri()),
+    );
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(stdout.contains("failed: model call failed: openai refused the request (HTTP 400): no script for planner turn 0"), "{stdout}");
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message_that_names_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    let home = dir.path().join("home");
+    let good_spec = spec(dir.path(), "# Do it\n");
+    let empty = dir.path().join("empty.md");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let binary = dir.path().join("bin.md");
+    std::fs::write(&binary, b"\x00\x01\x02").unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let provider = [("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")];
+    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str)> = vec![
+        (vec!["--spec".into(), "missing.md".into()], provider.to_vec(), "cannot read spec missing.md"),
+        (vec!["--spec".into(), empty.display().to_string()], provider.to_vec(), "spec is empty"),
+        (vec!["--spec".into(), binary.display().to_string()], provider.to_vec(), "spec is not text"),
+        (vec!["--spec".into(), good_spec.display().to_string(), "--repo".into(), plain.display().to_string(), "--test-command".into(), "true".into()], provider.to_vec(), "is not a git repository"),
+        (vec!["--spec".into(), good_spec.display().to_string(), "--repo".into(), repo.display().to_string()], provider.to_vec(), "no test command found"),
+        (vec!["--spec".into(), good_spec.display().to_string(), "--repo".into(), repo.display().to_string(), "--test-command".into(), "true".into()], vec![], "no model provider configured"),
+        (vec!["--spec".into(), good_spec.display().to_string(), "--repo".into(), repo.display().to_string(), "--test-command".into(), "true".into(), "--provider".into(), "mistery".into()], vec![], "unknown provider `mistery`"),
+        (vec!["--spec".into(), good_spec.display().to_string(), "--repo".into(), repo.display().to_string(), "--test-command".into(), "true".into(), "--base".into(), "nope".into()], provider.to_vec(), "base branch `nope`"),
+        (vec!["--spec".into(), good_spec.display().to_string(), "--test-command".into(), "true".into(), "--replay".into(), "no-such.jsonl".into()], vec![], "cannot read cassette"),
+        (vec!["--max-parallel".into(), "lots".into(), "--spec".into(), "x".into()], vec![], "invalid value 'lots'"),
+    ];
+    for (args, env, want) in cases {
+        let mut cmd = autodev(&home);
+        cmd.arg("run").args(&args).current_dir(&repo);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (code, stdout, stderr) = output(&mut cmd);
+        assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains(want), "{args:?}: want `{want}` in: {stderr}");
+    }
+    // Nothing was created by the refused runs.
+    let (_, stdout, _) = output(autodev(&home).args(["runs", "list", "--json"]));
+    assert_eq!(stdout.trim(), "[]");
+}
+
+#[test]
+fn an_invalid_config_file_lists_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("autodev.toml"), "max_paralel = 3\n").unwrap();
+    std::fs::write(repo.join("autodev.toml"), "max_parallel = 0\n").unwrap();
+    let spec = spec(dir.path(), "# x\n");
+    let (code, _, stderr) = output(autodev(&home).arg("run").arg("--spec").arg(&spec).arg("--repo").arg(&repo).env("OPENAI_BASE_URL", "http://127.0.0.1:9"));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("max_paralel"), "{stderr}");
+    let (code, stdout, _) = output(autodev(&home).args(["doctor", "--offline"]).arg("--repo").arg(&repo));
+    assert_eq!(code, 1);
+    assert!(stdout.contains("[FAIL] config"), "{stdout}");
+}
+
+#[test]
+fn doctor_reports_host_support_and_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    std::fs::write(repo.join("Cargo.toml"), "[package]\nname = \"x\"\n").unwrap();
+    let home = dir.path().join("home");
+    let (code, stdout, stderr) = output(autodev(&home).args(["doctor", "--offline"]).arg("--repo").arg(&repo).env("OPENAI_API_KEY", "sk-x"));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for want in ["] git ", "] sandbox ", "] data directory ", "] provider openai ", "] test command       `cargo test`"] {
+        assert!(stdout.contains(want), "want `{want}` in:\n{stdout}");
+    }
+    assert!(!stdout.contains("sk-x"));
+}
+
+#[test]
+fn the_demo_runs_offline_and_ends_green() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (code, stdout, stderr) = output(autodev(&home).args(["demo", "--json"]).arg("--dir").arg(dir.path().join("demo")));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["state"], "succeeded");
+    assert_eq!(summary["tests_passed"], true);
+    // The demo shows a repair round: the first test run fails, the second passes.
+    let tests: Vec<bool> = stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["type"] == "test_run").map(|v| v["passed"].as_bool().unwrap()).collect();
+    assert_eq!(tests, vec![false, true]);
+}

@@ -1,0 +1,151 @@
+//! Test support shared by the engine and CLI test suites: a model that answers from a
+//! script over real HTTP (wiremock, OpenAI chat-completions format), and throwaway git
+//! repositories. Test code only; `unwrap` is fine here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::method};
+
+/// Which conversation a chat-completions request belongs to, read from its prompts, and the
+/// turn (the number of assistant messages already in it).
+pub fn conversation_of(body: &Value) -> (String, u32) {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let text: String = messages.iter().filter_map(|m| m["content"].as_str()).collect::<Vec<_>>().join("\n");
+    let turn = messages.iter().filter(|m| m["role"] == "assistant").count() as u32;
+    let conv = if text.contains("You are the planner") {
+        "planner".to_string()
+    } else if let Some(rest) = text.split("# Your task: ").nth(1) {
+        format!("task:{}", rest.split(' ').next().unwrap_or(""))
+    } else if let Some(rest) = text.split("(repair round ").nth(1) {
+        format!("repair:{}", rest.split(')').next().unwrap_or(""))
+    } else if let Some(rest) = text.split("Merging task ").nth(1) {
+        format!("merge:{}", rest.split(' ').next().unwrap_or(""))
+    } else {
+        "unknown".to_string()
+    };
+    (conv, turn)
+}
+
+pub fn call(name: &str, args: Value) -> Value {
+    json!({"name": name, "arguments": args.to_string()})
+}
+
+/// A model answering from a script: (conversation, turn) → tool calls.
+#[derive(Clone, Default)]
+pub struct Script {
+    turns: Arc<Mutex<HashMap<(String, u32), Vec<Value>>>>,
+    pub requests: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Script {
+    pub fn on(&self, conv: &str, turn: u32, calls: Vec<Value>) -> &Self {
+        self.turns.lock().unwrap().insert((conv.to_string(), turn), calls);
+        self
+    }
+
+    pub fn plan(&self, tasks: Value) -> &Self {
+        self.on("planner", 0, vec![call("submit_plan", json!({"summary": "The plan.", "tasks": tasks}))])
+    }
+
+    /// Requests received for a conversation.
+    pub fn requests_for(&self, conv: &str) -> Vec<Value> {
+        self.requests.lock().unwrap().iter().filter(|b| conversation_of(b).0 == conv).cloned().collect()
+    }
+}
+
+impl Respond for Script {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        self.requests.lock().unwrap().push(body.clone());
+        let (conv, turn) = conversation_of(&body);
+        let Some(calls) = self.turns.lock().unwrap().get(&(conv.clone(), turn)).cloned() else {
+            return ResponseTemplate::new(400).set_body_json(json!({"error": {"message": format!("no script for {conv} turn {turn}")}}));
+        };
+        let tool_calls: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| json!({"id": format!("call_{conv}_{turn}_{i}"), "type": "function", "function": c}))
+            .collect();
+        let usage = json!({"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100});
+        if body["stream"] == json!(true) {
+            // Chat-completions streaming: the id and name first, the arguments in two pieces.
+            let mut sse = String::new();
+            let mut chunk = |delta: Value, finish: Value, usage: Value| {
+                let c = json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "model": body["model"], "choices": if delta.is_null() { json!([]) } else { json!([{"index": 0, "delta": delta, "finish_reason": finish}]) }, "usage": usage});
+                sse.push_str(&format!("data: {c}\n\n"));
+            };
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null);
+            for (i, call) in tool_calls.iter().enumerate() {
+                let args = call["function"]["arguments"].as_str().unwrap_or("").to_string();
+                let (a, b) = args.split_at(args.char_indices().nth(args.chars().count() / 2).map_or(0, |(i, _)| i));
+                chunk(json!({"tool_calls": [{"index": i, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": a}}]}), Value::Null, Value::Null);
+                chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": b}}]}), Value::Null, Value::Null);
+            }
+            chunk(json!({}), json!("tool_calls"), Value::Null);
+            chunk(Value::Null, Value::Null, usage);
+            sse.push_str("data: [DONE]\n\n");
+            return ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream");
+        }
+        ResponseTemplate::new(200).set_body_json(json!({
+            "id": "chatcmpl-test", "object": "chat.completion", "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": tool_calls}, "finish_reason": "tool_calls"}],
+            "usage": usage
+        }))
+    }
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A repository whose test (`sh check.sh`) passes when `greeting.txt` says hello.
+pub fn make_repo(root: &Path) -> PathBuf {
+    let repo = root.join("project");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "--quiet", "-b", "main"]);
+    std::fs::write(repo.join("README.md"), "# Project\n").unwrap();
+    std::fs::write(repo.join("check.sh"), "#!/bin/sh\nset -e\ngrep -q hello greeting.txt\necho all good\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "initial"]);
+    repo
+}
+
+struct DelayedScript(Script, Duration);
+
+impl Respond for DelayedScript {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        self.0.respond(request).set_delay(self.1)
+    }
+}
+
+pub fn write(path: &str, content: &str) -> Value {
+    call("write_file", json!({"path": path, "content": content}))
+}
+
+pub fn finish(summary: &str) -> Value {
+    call("finish", json!({"summary": summary}))
+}
+
+impl Script {
+    /// Serves this script on a new mock server, each answer after `delay`.
+    pub async fn serve(&self, delay: Duration) -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method("POST")).respond_with(DelayedScript(self.clone(), delay)).mount(&server).await;
+        server
+    }
+}
