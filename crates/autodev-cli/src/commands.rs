@@ -101,7 +101,8 @@ async fn run_inner(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<
     if !args.repo.is_dir() {
         return Err(Exit::Usage(format!("repository {} does not exist (--repo)", args.repo.display())));
     }
-    let cfg = FileConfig::load(home, config, Some(&args.repo)).map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
+    let cfg = FileConfig::load(home, config, Some(&args.repo))
+        .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
     let test_command = match args.test_command.clone().or_else(|| cfg.test_command.clone()) {
         Some(t) if !t.trim().is_empty() => t,
         _ => detect::detect_test_command(&args.repo).ok_or_else(|| {
@@ -112,7 +113,8 @@ async fn run_inner(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<
         })?,
     };
     let settings = settings(&args, &cfg, test_command);
-    let model = provider::build(&settings.provider, &cfg, settings.record.as_deref(), settings.replay.as_deref()).map_err(Exit::Usage)?;
+    let model = provider::build(&settings.provider, &cfg, settings.record.as_deref(), settings.replay.as_deref())
+        .map_err(Exit::Usage)?;
     let store = open_store(home).await?;
     let engine = engine(store, model, &cfg, home);
     let mut display = Display::new(args.json);
@@ -242,7 +244,11 @@ async fn summary(engine: &Engine, run: &RunRow, json: bool) {
     println!();
     match state {
         RunState::Succeeded => println!("✔ run {} succeeded", run.short_id),
-        other => println!("✘ run {} {other}{}", run.short_id, run.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()),
+        other => println!(
+            "✘ run {} {other}{}",
+            run.short_id,
+            run.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        ),
     }
     println!("  branch   {}", run.branch);
     if !commits.is_empty() {
@@ -271,11 +277,14 @@ pub async fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Exi
         if row.run_state().is_terminal() {
             return Err(Exit::Usage(format!("run {} is already {}; nothing to resume", row.short_id, row.state)));
         }
-        let settings: RunSettings = serde_json::from_str(&row.settings).map_err(|e| Exit::Usage(format!("stored settings unreadable: {e}")))?;
-        let cfg = FileConfig::load(home, config, Some(Path::new(&row.repo))).map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
+        let settings: RunSettings =
+            serde_json::from_str(&row.settings).map_err(|e| Exit::Usage(format!("stored settings unreadable: {e}")))?;
+        let cfg = FileConfig::load(home, config, Some(Path::new(&row.repo)))
+            .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
         let replay = args.replay.as_ref().map(|p| absolute(p)).or(settings.replay.clone());
         let provider = if replay.is_some() { "replay".to_string() } else { settings.provider.clone() };
-        let model = provider::build(&provider, &cfg, settings.record.as_deref(), replay.as_deref()).map_err(Exit::Usage)?;
+        let model =
+            provider::build(&provider, &cfg, settings.record.as_deref(), replay.as_deref()).map_err(Exit::Usage)?;
         let engine = engine(store, model, &cfg, home);
         let display = Display::new(args.json);
         display.note(&format!("resuming run {} ({}) at {}", row.short_id, row.title, row.state));
@@ -294,7 +303,10 @@ pub async fn cancel(home: &Path, key: &str) -> Exit {
         let state = if row.run_state().is_terminal() {
             row.run_state()
         } else {
-            store.set_run_state(&row.id, RunState::Cancelled, Some("cancelled by the user")).await.map_err(store_error)?;
+            store
+                .set_run_state(&row.id, RunState::Cancelled, Some("cancelled by the user"))
+                .await
+                .map_err(store_error)?;
             RunState::Cancelled
         };
         println!("run {} is {state}", row.short_id);
@@ -336,10 +348,16 @@ pub async fn list(home: &Path, limit: i64, json: bool) -> Exit {
             println!("no runs yet; start one with: autodev run --spec SPEC.md");
             return Ok(Exit::Ok);
         }
-        println!("{:<9} {:<18} {:<9} {:<10} {}", "RUN", "STATE", "COST", "CREATED", "TITLE");
+        println!("{:<9} {:<18} {:<9} {:<10} TITLE", "RUN", "STATE", "COST", "CREATED");
         for r in &runs {
             let title: String = r.title.chars().take(50).collect();
-            println!("{:<9} {:<18} {:<9} {:<10} {title}", r.short_id, r.state, MicroUsd(r.cost_micros).to_string(), age(r.created_at));
+            println!(
+                "{:<9} {:<18} {:<9} {:<10} {title}",
+                r.short_id,
+                r.state,
+                MicroUsd(r.cost_micros).to_string(),
+                age(r.created_at)
+            );
         }
         Ok::<Exit, Exit>(Exit::Ok)
     };

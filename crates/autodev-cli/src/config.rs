@@ -55,9 +55,19 @@ pub struct FileConfig {
 
 /// `AUTODEV_*` variables read as config keys (others, like `AUTODEV_HOME`, are flags).
 const ENV_KEYS: &[&str] = &[
-    "model", "provider", "test_command", "max_parallel", "max_repair_rounds", "max_steps",
-    "max_task_tokens", "max_cost_usd", "max_output_tokens", "context_window",
-    "command_timeout_secs", "test_timeout_secs", "stream",
+    "model",
+    "provider",
+    "test_command",
+    "max_parallel",
+    "max_repair_rounds",
+    "max_steps",
+    "max_task_tokens",
+    "max_cost_usd",
+    "max_output_tokens",
+    "context_window",
+    "command_timeout_secs",
+    "test_timeout_secs",
+    "stream",
 ];
 
 impl FileConfig {
@@ -66,7 +76,9 @@ impl FileConfig {
         let mut problems = Vec::new();
         let mut fig = Figment::from(Serialized::defaults(FileConfig::default()));
         match explicit {
-            Some(path) if !path.is_file() => problems.push(format!("config file {} does not exist (--config / AUTODEV_CONFIG)", path.display())),
+            Some(path) if !path.is_file() => {
+                problems.push(format!("config file {} does not exist (--config / AUTODEV_CONFIG)", path.display()))
+            }
             Some(path) => fig = fig.merge(Toml::file(path)),
             None => fig = fig.merge(Toml::file(home.join("autodev.toml"))),
         }
@@ -95,10 +107,8 @@ impl FileConfig {
         if self.max_steps == Some(0) {
             p.push("max_steps must be at least 1".into());
         }
-        if let Some(c) = self.max_cost_usd {
-            if !(c > 0.0) {
-                p.push(format!("max_cost_usd must be a positive number of dollars, not {c}"));
-            }
+        if let Some(c) = self.max_cost_usd.filter(|c| c.is_nan() || *c <= 0.0) {
+            p.push(format!("max_cost_usd must be a positive number of dollars, not {c}"));
         }
         if self.context_window.is_some_and(|w| w < 2_000) {
             p.push("context_window must be at least 2000 tokens".into());
@@ -117,10 +127,8 @@ impl FileConfig {
 
 /// A secret from `NAME`, or from the file named by `NAME_FILE` (trailing newline trimmed).
 pub fn secret(name: &str) -> Result<Option<SecretString>, String> {
-    if let Ok(v) = std::env::var(name) {
-        if !v.trim().is_empty() {
-            return Ok(Some(SecretString::from(v.trim().to_string())));
-        }
+    if let Some(v) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
+        return Ok(Some(SecretString::from(v.trim().to_string())));
     }
     let file_var = format!("{name}_FILE");
     if let Some(path) = std::env::var_os(&file_var) {

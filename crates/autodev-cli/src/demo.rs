@@ -39,13 +39,20 @@ fn git(dir: &Path, args: &[&str]) -> Result<(), Exit> {
         .stdout(std::process::Stdio::null())
         .status()
         .map_err(|e| Exit::Usage(format!("cannot run git: {e}; install git")))?;
-    if status.success() { Ok(()) } else { Err(Exit::Usage(format!("git {} failed in {}", args.join(" "), dir.display()))) }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Exit::Usage(format!("git {} failed in {}", args.join(" "), dir.display())))
+    }
 }
 
 pub async fn demo(home: &Path, args: DemoArgs) -> Exit {
     let example = examples_dir().join("textstats");
     if !example.join("project").is_dir() {
-        return Exit::Usage(format!("example not found at {}: run the demo from the source tree, or set AUTODEV_EXAMPLES", example.display()));
+        return Exit::Usage(format!(
+            "example not found at {}: run the demo from the source tree, or set AUTODEV_EXAMPLES",
+            example.display()
+        ));
     }
     let dir = args.dir.unwrap_or_else(|| {
         let stamp = autodev_store::now_ms();
@@ -58,21 +65,30 @@ pub async fn demo(home: &Path, args: DemoArgs) -> Exit {
     if let Err(e) = copy_dir(&example.join("project"), &repo) {
         return Exit::Usage(format!("cannot copy the example to {}: {e}", repo.display()));
     }
-    for step in [&["init", "--quiet", "-b", "main"][..], &["add", "-A"], &["commit", "--quiet", "-m", "textstats: count words"]] {
+    for step in
+        [&["init", "--quiet", "-b", "main"][..], &["add", "-A"], &["commit", "--quiet", "-m", "textstats: count words"]]
+    {
         if let Err(e) = git(&repo, step) {
             return e;
         }
     }
     if !args.json {
         println!("demo: example project copied to {}", repo.display());
-        println!("demo: running examples/textstats/SPEC.md with the model replayed from examples/textstats/cassette.jsonl\n");
+        println!(
+            "demo: running examples/textstats/SPEC.md with the model replayed from examples/textstats/cassette.jsonl\n"
+        );
     }
     let run_args = RunArgs {
         repo: repo.clone(),
         spec: example.join("SPEC.md"),
         test_command: None,
         base: None,
-        model: ModelArgs { model: Some("gpt-4.1".into()), provider: None, record: None, replay: Some(example.join("cassette.jsonl")) },
+        model: ModelArgs {
+            model: Some("gpt-4.1".into()),
+            provider: None,
+            record: None,
+            replay: Some(example.join("cassette.jsonl")),
+        },
         max_parallel: Some(2),
         max_repair_rounds: None,
         max_steps: None,

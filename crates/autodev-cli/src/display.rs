@@ -37,7 +37,9 @@ impl Display {
             ProgressBar::hidden()
         } else {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         };
@@ -55,8 +57,17 @@ impl Display {
     fn status(&self) {
         let done = self.tasks.values().filter(|s| **s == TaskState::Done).count();
         let running = self.tasks.values().filter(|s| **s == TaskState::Running).count();
-        let tasks = if self.tasks.is_empty() { String::new() } else { format!(" · tasks {done}/{} ({running} running)", self.tasks.len()) };
-        self.bar.set_message(format!("{}{tasks} · {} tokens · {}", self.state, tokens(self.tokens), MicroUsd(self.cost)));
+        let tasks = if self.tasks.is_empty() {
+            String::new()
+        } else {
+            format!(" · tasks {done}/{} ({running} running)", self.tasks.len())
+        };
+        self.bar.set_message(format!(
+            "{}{tasks} · {} tokens · {}",
+            self.state,
+            tokens(self.tokens),
+            MicroUsd(self.cost)
+        ));
     }
 
     pub fn event(&mut self, e: &Event) {
@@ -81,12 +92,19 @@ impl Display {
             EventKind::PlanAccepted { summary, tasks } => {
                 self.line(format!("plan: {}", first_line(summary)));
                 for t in tasks {
-                    let after = if t.depends_on.is_empty() { String::new() } else { format!("  (after {})", t.depends_on.join(", ")) };
+                    let after = if t.depends_on.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  (after {})", t.depends_on.join(", "))
+                    };
                     self.line(format!("  {:<8} {}{after}", t.id, t.title));
                     self.tasks.insert(t.id.clone(), TaskState::Pending);
                 }
             }
-            EventKind::PlanApproved { by, comment } => self.line(format!("plan approved by {by}{}", if comment.is_empty() { String::new() } else { format!(": {comment}") })),
+            EventKind::PlanApproved { by, comment } => self.line(format!(
+                "plan approved by {by}{}",
+                if comment.is_empty() { String::new() } else { format!(": {comment}") }
+            )),
             EventKind::TaskStateChanged { task, state, reason } => {
                 self.tasks.insert(task.clone(), *state);
                 if *state != TaskState::Ready {
@@ -106,15 +124,21 @@ impl Display {
                 self.tokens += input_tokens + output_tokens;
                 self.cost += cost_micros;
             }
-            EventKind::ContextCompacted { conversation, tokens_before, tokens_after, window, .. } => self.line(format!(
-                "  {} context compacted: {} → {} tokens (window {})",
-                label(conversation),
-                tokens(*tokens_before),
-                tokens(*tokens_after),
-                tokens(*window)
-            )),
-            EventKind::TaskCommitted { task, commit } => self.line(format!("  [{task}] committed {}", &commit[..commit.len().min(10)])),
-            EventKind::MergeConflict { task, files } => self.line(format!("  [{task}] merge conflict in {}: handing to an agent", files.join(", "))),
+            EventKind::ContextCompacted { conversation, tokens_before, tokens_after, window, .. } => {
+                self.line(format!(
+                    "  {} context compacted: {} → {} tokens (window {})",
+                    label(conversation),
+                    tokens(*tokens_before),
+                    tokens(*tokens_after),
+                    tokens(*window)
+                ))
+            }
+            EventKind::TaskCommitted { task, commit } => {
+                self.line(format!("  [{task}] committed {}", &commit[..commit.len().min(10)]))
+            }
+            EventKind::MergeConflict { task, files } => {
+                self.line(format!("  [{task}] merge conflict in {}: handing to an agent", files.join(", ")))
+            }
             EventKind::TaskMerged { task, .. } => self.line(format!("  [{task}] merged into the run branch")),
             EventKind::TestRun { round, passed, duration_ms, tail, exit_code } => {
                 let secs = *duration_ms as f64 / 1000.0;

@@ -35,15 +35,35 @@ pub async fn doctor(home: &Path, config: Option<&Path>, args: DoctorArgs) -> Exi
             });
             match ok {
                 Some(ver) if ver >= (2, 25) => failed |= report(Level::Ok, "git", &v),
-                _ => failed |= report(Level::Fail, "git", &format!("{v}: Autodev needs git 2.25 or newer (worktrees); upgrade git")),
+                _ => {
+                    failed |= report(
+                        Level::Fail,
+                        "git",
+                        &format!("{v}: Autodev needs git 2.25 or newer (worktrees); upgrade git"),
+                    )
+                }
             }
         }
         Err(e) => failed |= report(Level::Fail, "git", &format!("{e}")),
     }
     let support = SandboxSupport::probe();
     match support.landlock_abi {
-        Some(abi) => failed |= report(Level::Ok, "sandbox", &format!("Landlock ABI {abi}: agent commands can write only to their workspace; TCP blocked unless allowed")),
-        None => failed |= report(Level::Warn, "sandbox", "Landlock unavailable (kernel < 5.13 or disabled): agent commands run with a scrubbed environment, time and output limits, but unconfined writes; use a kernel with CONFIG_SECURITY_LANDLOCK=y and lsm=landlock"),
+        Some(abi) => {
+            failed |= report(
+                Level::Ok,
+                "sandbox",
+                &format!(
+                    "Landlock ABI {abi}: agent commands can write only to their workspace; TCP blocked unless allowed"
+                ),
+            )
+        }
+        None => {
+            failed |= report(
+                Level::Warn,
+                "sandbox",
+                "Landlock unavailable (kernel < 5.13 or disabled): agent commands run with a scrubbed environment, time and output limits, but unconfined writes; use a kernel with CONFIG_SECURITY_LANDLOCK=y and lsm=landlock",
+            )
+        }
     }
     failed |= report(
         if support.user_namespaces { Level::Ok } else { Level::Warn },
@@ -56,7 +76,13 @@ pub async fn doctor(home: &Path, config: Option<&Path>, args: DoctorArgs) -> Exi
             let _ = std::fs::remove_file(&probe);
             failed |= report(Level::Ok, "data directory", &format!("{} is writable", home.display()));
         }
-        Err(e) => failed |= report(Level::Fail, "data directory", &format!("{}: {e}; set AUTODEV_HOME to a writable directory", home.display())),
+        Err(e) => {
+            failed |= report(
+                Level::Fail,
+                "data directory",
+                &format!("{}: {e}; set AUTODEV_HOME to a writable directory", home.display()),
+            )
+        }
     }
     let cfg = match FileConfig::load(home, config, Some(&args.repo)) {
         Ok(cfg) => {
@@ -73,9 +99,23 @@ pub async fn doctor(home: &Path, config: Option<&Path>, args: DoctorArgs) -> Exi
     let mut any_provider = false;
     for name in provider::PROVIDERS {
         let configured = match *name {
-            "openai" => std::env::var_os("OPENAI_API_KEY").is_some() || std::env::var_os("OPENAI_API_KEY_FILE").is_some() || std::env::var_os("OPENAI_BASE_URL").is_some() || cfg.openai.api_key.is_some() || cfg.openai.base_url.is_some(),
-            "anthropic" => std::env::var_os("ANTHROPIC_API_KEY").is_some() || std::env::var_os("ANTHROPIC_API_KEY_FILE").is_some() || cfg.anthropic.api_key.is_some(),
-            "groq" => std::env::var_os("GROQ_API_KEY").is_some() || std::env::var_os("GROQ_API_KEY_FILE").is_some() || cfg.groq.api_key.is_some(),
+            "openai" => {
+                std::env::var_os("OPENAI_API_KEY").is_some()
+                    || std::env::var_os("OPENAI_API_KEY_FILE").is_some()
+                    || std::env::var_os("OPENAI_BASE_URL").is_some()
+                    || cfg.openai.api_key.is_some()
+                    || cfg.openai.base_url.is_some()
+            }
+            "anthropic" => {
+                std::env::var_os("ANTHROPIC_API_KEY").is_some()
+                    || std::env::var_os("ANTHROPIC_API_KEY_FILE").is_some()
+                    || cfg.anthropic.api_key.is_some()
+            }
+            "groq" => {
+                std::env::var_os("GROQ_API_KEY").is_some()
+                    || std::env::var_os("GROQ_API_KEY_FILE").is_some()
+                    || cfg.groq.api_key.is_some()
+            }
             _ => std::env::var_os("OLLAMA_HOST").is_some() || cfg.ollama.base_url.is_some(),
         };
         if !configured {
@@ -84,20 +124,45 @@ pub async fn doctor(home: &Path, config: Option<&Path>, args: DoctorArgs) -> Exi
         any_provider = true;
         let base = provider::base_url(name, &cfg);
         if args.offline {
-            failed |= report(Level::Ok, &format!("provider {name}"), &format!("configured at {base} (not contacted: --offline)"));
+            failed |= report(
+                Level::Ok,
+                &format!("provider {name}"),
+                &format!("configured at {base} (not contacted: --offline)"),
+            );
             continue;
         }
         match reach(&base).await {
-            Ok(status) => failed |= report(Level::Ok, &format!("provider {name}"), &format!("{base} answered (HTTP {status})")),
-            Err(e) => failed |= report(Level::Warn, &format!("provider {name}"), &format!("{base} unreachable: {e}; check the URL, proxy and network")),
+            Ok(status) => {
+                failed |= report(Level::Ok, &format!("provider {name}"), &format!("{base} answered (HTTP {status})"))
+            }
+            Err(e) => {
+                failed |= report(
+                    Level::Warn,
+                    &format!("provider {name}"),
+                    &format!("{base} unreachable: {e}; check the URL, proxy and network"),
+                )
+            }
         }
     }
     if !any_provider {
-        failed |= report(Level::Warn, "model provider", "none configured: set OPENAI_API_KEY (or OPENAI_BASE_URL), ANTHROPIC_API_KEY, GROQ_API_KEY or OLLAMA_HOST; `autodev demo` and --replay need none");
+        failed |= report(
+            Level::Warn,
+            "model provider",
+            "none configured: set OPENAI_API_KEY (or OPENAI_BASE_URL), ANTHROPIC_API_KEY, GROQ_API_KEY or OLLAMA_HOST; `autodev demo` and --replay need none",
+        );
     }
     match cfg.test_command.clone().or_else(|| detect::detect_test_command(&args.repo)) {
         Some(cmd) => failed |= report(Level::Ok, "test command", &format!("`{cmd}` for {}", args.repo.display())),
-        None => failed |= report(Level::Warn, "test command", &format!("none found in {}: pass --test-command or set test_command in autodev.toml", args.repo.display())),
+        None => {
+            failed |= report(
+                Level::Warn,
+                "test command",
+                &format!(
+                    "none found in {}: pass --test-command or set test_command in autodev.toml",
+                    args.repo.display()
+                ),
+            )
+        }
     }
     if failed { Exit::Failed } else { Exit::Ok }
 }

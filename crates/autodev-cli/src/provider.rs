@@ -42,14 +42,29 @@ pub const PROVIDERS: &[&str] = &["openai", "anthropic", "groq", "ollama"];
 pub fn base_url(provider: &str, cfg: &FileConfig) -> String {
     let env = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
     match provider {
-        "anthropic" => cfg.anthropic.base_url.clone().or_else(|| env("ANTHROPIC_BASE_URL")).unwrap_or_else(|| autodev_llm::anthropic::DEFAULT_BASE_URL.into()),
-        "groq" => cfg.groq.base_url.clone().or_else(|| env("GROQ_BASE_URL")).unwrap_or_else(|| "https://api.groq.com/openai/v1".into()),
+        "anthropic" => cfg
+            .anthropic
+            .base_url
+            .clone()
+            .or_else(|| env("ANTHROPIC_BASE_URL"))
+            .unwrap_or_else(|| autodev_llm::anthropic::DEFAULT_BASE_URL.into()),
+        "groq" => cfg
+            .groq
+            .base_url
+            .clone()
+            .or_else(|| env("GROQ_BASE_URL"))
+            .unwrap_or_else(|| "https://api.groq.com/openai/v1".into()),
         "ollama" => cfg.ollama.base_url.clone().unwrap_or_else(|| {
             let host = env("OLLAMA_HOST").unwrap_or_else(|| "http://localhost:11434".into());
             let host = if host.starts_with("http") { host } else { format!("http://{host}") };
             format!("{}/v1", host.trim_end_matches('/'))
         }),
-        _ => cfg.openai.base_url.clone().or_else(|| env("OPENAI_BASE_URL")).unwrap_or_else(|| autodev_llm::openai::DEFAULT_BASE_URL.into()),
+        _ => cfg
+            .openai
+            .base_url
+            .clone()
+            .or_else(|| env("OPENAI_BASE_URL"))
+            .unwrap_or_else(|| autodev_llm::openai::DEFAULT_BASE_URL.into()),
     }
 }
 

@@ -7,22 +7,95 @@ use crate::state::{RunState, TaskState};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    RunCreated { title: String, repo: String, base_branch: String, test_command: String },
-    StateChanged { from: RunState, to: RunState, #[serde(skip_serializing_if = "Option::is_none", default)] reason: Option<String> },
-    PlanRejected { reason: String },
-    PlanAccepted { summary: String, tasks: Vec<PlanTaskView> },
-    PlanApproved { by: String, #[serde(default)] comment: String },
-    TaskStateChanged { task: String, state: TaskState, #[serde(skip_serializing_if = "Option::is_none", default)] reason: Option<String> },
-    AgentStep { conversation: String, turn: u32, tool: String, target: String },
-    ToolFinished { conversation: String, turn: u32, tool: String, ok: bool, summary: String },
-    ModelCall { conversation: String, turn: u32, provider: String, model: String, input_tokens: u64, output_tokens: u64, cost_micros: i64, latency_ms: u64 },
-    ContextCompacted { conversation: String, turn: u32, elided_messages: u32, tokens_before: u64, tokens_after: u64, window: u64 },
-    TaskCommitted { task: String, commit: String },
-    MergeConflict { task: String, files: Vec<String> },
-    TaskMerged { task: String, commit: String },
-    TestRun { round: u32, passed: bool, exit_code: Option<i32>, duration_ms: u64, tail: String },
-    Delivered { branch: String, commits: Vec<String>, report: String, patch: String },
-    Warning { message: String },
+    RunCreated {
+        title: String,
+        repo: String,
+        base_branch: String,
+        test_command: String,
+    },
+    StateChanged {
+        from: RunState,
+        to: RunState,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        reason: Option<String>,
+    },
+    PlanRejected {
+        reason: String,
+    },
+    PlanAccepted {
+        summary: String,
+        tasks: Vec<PlanTaskView>,
+    },
+    PlanApproved {
+        by: String,
+        #[serde(default)]
+        comment: String,
+    },
+    TaskStateChanged {
+        task: String,
+        state: TaskState,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        reason: Option<String>,
+    },
+    AgentStep {
+        conversation: String,
+        turn: u32,
+        tool: String,
+        target: String,
+    },
+    ToolFinished {
+        conversation: String,
+        turn: u32,
+        tool: String,
+        ok: bool,
+        summary: String,
+    },
+    ModelCall {
+        conversation: String,
+        turn: u32,
+        provider: String,
+        model: String,
+        input_tokens: u64,
+        output_tokens: u64,
+        cost_micros: i64,
+        latency_ms: u64,
+    },
+    ContextCompacted {
+        conversation: String,
+        turn: u32,
+        elided_messages: u32,
+        tokens_before: u64,
+        tokens_after: u64,
+        window: u64,
+    },
+    TaskCommitted {
+        task: String,
+        commit: String,
+    },
+    MergeConflict {
+        task: String,
+        files: Vec<String>,
+    },
+    TaskMerged {
+        task: String,
+        commit: String,
+    },
+    TestRun {
+        round: u32,
+        passed: bool,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        tail: String,
+    },
+    Delivered {
+        branch: String,
+        commits: Vec<String>,
+        report: String,
+        patch: String,
+    },
+    Warning {
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,9 +27,7 @@ pub mod state;
 
 pub use event::{Event, EventKind};
 pub use ids::RunId;
-pub use message::{
-    CallMeta, Message, ModelRequest, ModelResponse, Role, StopReason, ToolCall, ToolSpec, Usage,
-};
+pub use message::{CallMeta, Message, ModelRequest, ModelResponse, Role, StopReason, ToolCall, ToolSpec, Usage};
 pub use money::MicroUsd;
 pub use plan::{Plan, PlanError, PlannedTask};
 pub use ports::{ModelClient, ModelError};

@@ -55,8 +55,8 @@ impl Message {
     /// A cheap, provider-neutral estimate of the tokens this message costs (about four
     /// characters a token, plus framing). Used to keep requests inside the context window.
     pub fn estimated_tokens(&self) -> u64 {
-        let chars = self.content.len()
-            + self.tool_calls.iter().map(|c| c.name.len() + c.arguments.len() + 16).sum::<usize>();
+        let chars =
+            self.content.len() + self.tool_calls.iter().map(|c| c.name.len() + c.arguments.len() + 16).sum::<usize>();
         (chars as u64).div_ceil(4) + 4
     }
 }

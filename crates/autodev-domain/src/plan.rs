@@ -37,9 +37,7 @@ pub enum PlanError {
     NoTasks,
     #[error("the plan has {0} tasks; at most {MAX_TASKS} are allowed: merge small tasks")]
     TooManyTasks(usize),
-    #[error(
-        "task id `{0}` is invalid: use 1-64 characters from letters, digits, `-`, `_` and `.`"
-    )]
+    #[error("task id `{0}` is invalid: use 1-64 characters from letters, digits, `-`, `_` and `.`")]
     BadId(String),
     #[error("task `{0}` has an empty title")]
     EmptyTitle(String),
@@ -56,8 +54,7 @@ pub enum PlanError {
 impl Plan {
     /// Parses and validates the JSON arguments of a `submit_plan` call.
     pub fn from_arguments(arguments: &str) -> Result<Self, PlanError> {
-        let raw: Plan =
-            serde_json::from_str(arguments).map_err(|e| PlanError::Json(e.to_string()))?;
+        let raw: Plan = serde_json::from_str(arguments).map_err(|e| PlanError::Json(e.to_string()))?;
         Self::validate(raw)
     }
 
@@ -112,11 +109,8 @@ impl Plan {
 
 /// Kahn's algorithm, always taking the earliest-listed ready task so the order is stable.
 fn topological_order(tasks: &[PlannedTask]) -> Result<Vec<PlannedTask>, PlanError> {
-    let mut remaining: BTreeMap<usize, BTreeSet<&str>> = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (i, t.depends_on.iter().map(String::as_str).collect()))
-        .collect();
+    let mut remaining: BTreeMap<usize, BTreeSet<&str>> =
+        tasks.iter().enumerate().map(|(i, t)| (i, t.depends_on.iter().map(String::as_str).collect())).collect();
     let mut order = Vec::with_capacity(tasks.len());
     while !remaining.is_empty() {
         let next = remaining.iter().find(|(_, deps)| deps.is_empty()).map(|(i, _)| *i);
@@ -138,15 +132,11 @@ fn find_cycle(tasks: &[PlannedTask], remaining: &BTreeMap<usize, BTreeSet<&str>>
     let Some((&start, _)) = remaining.iter().next() else {
         return Vec::new();
     };
-    let by_id: BTreeMap<&str, usize> =
-        tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+    let by_id: BTreeMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
     let mut path: Vec<usize> = vec![start];
     let mut current = start;
     loop {
-        let dep = remaining
-            .get(&current)
-            .and_then(|deps| deps.iter().next())
-            .and_then(|d| by_id.get(d).copied());
+        let dep = remaining.get(&current).and_then(|deps| deps.iter().next()).and_then(|d| by_id.get(d).copied());
         let Some(next) = dep else {
             return path.iter().map(|i| tasks[*i].id.clone()).collect();
         };
@@ -200,18 +190,12 @@ mod tests {
     fn bad_plans_are_refused_with_reasons() {
         let cases = [
             (json!([]), PlanError::NoTasks),
-            (
-                json!([{"id": "a", "title": "A"}, {"id": "a", "title": "A2"}]),
-                PlanError::DuplicateId("a".into()),
-            ),
+            (json!([{"id": "a", "title": "A"}, {"id": "a", "title": "A2"}]), PlanError::DuplicateId("a".into())),
             (
                 json!([{"id": "a", "title": "A", "depends_on": ["zz"]}]),
                 PlanError::UnknownDependency { task: "a".into(), dep: "zz".into() },
             ),
-            (
-                json!([{"id": "a", "title": "A", "depends_on": ["a"]}]),
-                PlanError::SelfDependency("a".into()),
-            ),
+            (json!([{"id": "a", "title": "A", "depends_on": ["a"]}]), PlanError::SelfDependency("a".into())),
             (json!([{"id": "a b", "title": "A"}]), PlanError::BadId("a b".into())),
             (json!([{"id": "a", "title": " "}]), PlanError::EmptyTitle("a".into())),
         ];

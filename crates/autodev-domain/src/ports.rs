@@ -53,9 +53,7 @@ impl ModelError {
     /// The wait the vendor asked for, if any (`Retry-After`).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ModelError::RateLimited { retry_after, .. } | ModelError::Server { retry_after, .. } => {
-                *retry_after
-            }
+            ModelError::RateLimited { retry_after, .. } | ModelError::Server { retry_after, .. } => *retry_after,
             ModelError::Auth { .. }
             | ModelError::Network { .. }
             | ModelError::Request { .. }

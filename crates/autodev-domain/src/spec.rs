@@ -31,8 +31,7 @@ impl Spec {
         if bytes.contains(&0) {
             return Err(SpecError::Binary { what: "NUL bytes" });
         }
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| SpecError::Binary { what: "bytes that are not UTF-8" })?;
+        let text = std::str::from_utf8(bytes).map_err(|_| SpecError::Binary { what: "bytes that are not UTF-8" })?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         if text.trim().is_empty() {
             return Err(SpecError::Empty);

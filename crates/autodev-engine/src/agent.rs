@@ -134,13 +134,12 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
         }
     }
     let tools = tool_specs(spec.kind);
-    let tools_tokens: u64 = tools.iter().map(|t| (t.description.len() + t.parameters.to_string().len()) as u64 / 4 + 8).sum();
+    let tools_tokens: u64 =
+        tools.iter().map(|t| (t.description.len() + t.parameters.to_string().len()) as u64 / 4 + 8).sum();
     let window = ctx.settings.context_window.unwrap_or_else(|| ctx.engine.prices.context_window(&ctx.settings.model));
-    let budget = window
-        .saturating_sub(ctx.settings.max_output_tokens as u64)
-        .saturating_sub(tools_tokens)
-        .saturating_mul(95)
-        / 100;
+    let budget =
+        window.saturating_sub(ctx.settings.max_output_tokens as u64).saturating_sub(tools_tokens).saturating_mul(95)
+            / 100;
     let mut messages = header;
     let mut rejections = 0u32;
     let mut last_compaction: Option<u32> = None;
@@ -201,7 +200,11 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                 };
                 let latency = started.elapsed();
                 excluded += latency;
-                let cost = match ctx.engine.prices.cost(&ctx.settings.model, response.usage.input_tokens, response.usage.output_tokens) {
+                let cost = match ctx.engine.prices.cost(
+                    &ctx.settings.model,
+                    response.usage.input_tokens,
+                    response.usage.output_tokens,
+                ) {
                     Some(c) => c.0,
                     None => {
                         if !ctx.warned_unpriced.swap(true, Ordering::Relaxed) {
@@ -270,7 +273,16 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                     let e = ctx
                         .engine
                         .store
-                        .tool_finished(run_id, conv, turn, idx, &call.name, &result.content, result.is_error, &short(&result.content))
+                        .tool_finished(
+                            run_id,
+                            conv,
+                            turn,
+                            idx,
+                            &call.name,
+                            &result.content,
+                            result.is_error,
+                            &short(&result.content),
+                        )
                         .await?;
                     ctx.emit(e).await;
                     (result.content, result.is_error, result.end, true)
@@ -287,10 +299,8 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                 end = call_end;
             }
         }
-        if let Some(overheads) = &ctx.engine.step_overheads {
-            if let Ok(mut v) = overheads.lock() {
-                v.push(step_started.elapsed().saturating_sub(excluded));
-            }
+        if let Some(Ok(mut v)) = ctx.engine.step_overheads.as_ref().map(|o| o.lock()) {
+            v.push(step_started.elapsed().saturating_sub(excluded));
         }
         if let Some(end) = end {
             return Ok(end);

@@ -43,11 +43,10 @@ pub fn fit(messages: &[Message], header_len: usize, budget: u64) -> (Vec<Message
     let mut elided = 0u32;
     let mut current = before;
     // Stage 1: old tool results become one-line summaries, oldest first.
-    for i in header_len..tail_start {
+    for m in &mut out[header_len..tail_start] {
         if current <= budget {
             break;
         }
-        let m = &mut out[i];
         if m.role == Role::Tool && m.content.len() > 200 {
             let what = m.tool_call_id.as_ref().and_then(|id| calls.get(id)).cloned().unwrap_or_else(|| "tool".into());
             let old = m.estimated_tokens();
@@ -61,11 +60,10 @@ pub fn fit(messages: &[Message], header_len: usize, budget: u64) -> (Vec<Message
         }
     }
     // Stage 2: old long assistant texts are cut.
-    for i in header_len..tail_start {
+    for m in &mut out[header_len..tail_start] {
         if current <= budget {
             break;
         }
-        let m = &mut out[i];
         if m.role == Role::Assistant && m.content.len() > 600 {
             let old = m.estimated_tokens();
             let head: String = m.content.chars().take(300).collect();
@@ -118,7 +116,14 @@ mod tests {
     fn turn(i: usize, size: usize) -> Vec<Message> {
         let id = format!("c{i}");
         vec![
-            Message::assistant("", vec![ToolCall { id: id.clone(), name: "read_file".into(), arguments: format!(r#"{{"path": "f{i}.rs"}}"#) }]),
+            Message::assistant(
+                "",
+                vec![ToolCall {
+                    id: id.clone(),
+                    name: "read_file".into(),
+                    arguments: format!(r#"{{"path": "f{i}.rs"}}"#),
+                }],
+            ),
             Message::tool(id, "x\n".repeat(size), false),
         ]
     }

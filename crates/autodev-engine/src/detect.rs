@@ -39,8 +39,15 @@ pub fn detect_test_command(repo: &Path) -> Option<String> {
 
 /// Files worth showing the planner in full (cut short).
 const KEY_FILES: &[&str] = &[
-    "README.md", "README", "Cargo.toml", "package.json", "pyproject.toml", "go.mod", "Makefile",
-    "setup.py", "autodev.toml",
+    "README.md",
+    "README",
+    "Cargo.toml",
+    "package.json",
+    "pyproject.toml",
+    "go.mod",
+    "Makefile",
+    "setup.py",
+    "autodev.toml",
 ];
 
 /// A compact view of the repository: the tracked files (capped) and the key files' heads.
@@ -72,7 +79,11 @@ mod tests {
     fn test_command_is_detected_from_manifests() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(detect_test_command(d.path()), None);
-        std::fs::write(d.path().join("package.json"), r#"{"scripts": {"test": "echo \"Error: no test specified\" && exit 1"}}"#).unwrap();
+        std::fs::write(
+            d.path().join("package.json"),
+            r#"{"scripts": {"test": "echo \"Error: no test specified\" && exit 1"}}"#,
+        )
+        .unwrap();
         assert_eq!(detect_test_command(d.path()), None);
         std::fs::write(d.path().join("Makefile"), "build:\n\tcc x.c\ntest: build\n\t./t\n").unwrap();
         assert_eq!(detect_test_command(d.path()).as_deref(), Some("make test"));

@@ -181,9 +181,10 @@ impl Engine {
         let git = Git::new(&top);
         let base = match req.base {
             Some(b) => b,
-            None => git.current_branch().await?.ok_or_else(|| {
-                EngineError::Invalid("the repository has a detached HEAD: pass --base BRANCH".into())
-            })?,
+            None => git
+                .current_branch()
+                .await?
+                .ok_or_else(|| EngineError::Invalid("the repository has a detached HEAD: pass --base BRANCH".into()))?,
         };
         let base_commit = git.rev_parse(&base).await?.ok_or_else(|| {
             EngineError::Invalid(format!(
@@ -283,7 +284,7 @@ impl Engine {
                         break;
                     }
                     beats += 1;
-                    if beats % 10 == 0 {
+                    if beats.is_multiple_of(10) {
                         let _ = ctx.engine.store.claim_run(&ctx.run.id, &ctx.engine.owner, LEASE_TTL, false).await;
                     }
                 }
@@ -334,7 +335,8 @@ impl Engine {
                 self.publish(e);
             }
         } else {
-            let reason = if comment.is_empty() { "plan rejected".to_string() } else { format!("plan rejected: {comment}") };
+            let reason =
+                if comment.is_empty() { "plan rejected".to_string() } else { format!("plan rejected: {comment}") };
             if let Some(e) = self.store.set_run_state(run_id, RunState::Cancelled, Some(&reason)).await? {
                 self.publish(e);
             }
@@ -365,7 +367,7 @@ fn holder_is_dead(owner: &str, me: &str) -> bool {
     }
     let Ok(pid) = pid.parse::<i32>() else { return false };
     // SAFETY: kill with signal 0 only checks whether the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let alive =
+        unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     !alive
 }

@@ -91,7 +91,11 @@ async fn plan(ctx: &Arc<RunCtx>) -> Result<()> {
         let view = plan
             .tasks
             .iter()
-            .map(|t| autodev_domain::event::PlanTaskView { id: t.id.clone(), title: t.title.clone(), depends_on: t.depends_on.clone() })
+            .map(|t| autodev_domain::event::PlanTaskView {
+                id: t.id.clone(),
+                title: t.title.clone(),
+                depends_on: t.depends_on.clone(),
+            })
             .collect();
         let e = ctx
             .engine
@@ -104,7 +108,13 @@ async fn plan(ctx: &Arc<RunCtx>) -> Result<()> {
     transition(ctx, next, None).await
 }
 
-async fn set_task(ctx: &RunCtx, key: &str, state: TaskState, reason: Option<&str>, summary: Option<&str>) -> Result<()> {
+async fn set_task(
+    ctx: &RunCtx,
+    key: &str,
+    state: TaskState,
+    reason: Option<&str>,
+    summary: Option<&str>,
+) -> Result<()> {
     let e = ctx.engine.store.set_task_state(&ctx.run.id, key, state, reason, summary).await?;
     ctx.emit(e).await;
     Ok(())
@@ -118,13 +128,20 @@ async fn execute(ctx: &Arc<RunCtx>) -> Result<()> {
     loop {
         ctx.check_cancel()?;
         let tasks = ctx.engine.store.tasks(&ctx.run.id).await?;
-        let states: HashMap<String, TaskState> = tasks.iter().map(|t| (t.task_key.clone(), t.task_state())).collect();
-        for t in &tasks {
-            if matches!(t.task_state(), TaskState::Pending | TaskState::Ready) {
-                if let Some(dep) = t.deps().into_iter().find(|d| matches!(states.get(d), Some(TaskState::Failed | TaskState::Skipped))) {
-                    set_task(ctx, &t.task_key, TaskState::Skipped, Some(&format!("depends on {dep}, which did not complete")), None).await?;
-                }
-            }
+        let mut states: HashMap<String, TaskState> =
+            tasks.iter().map(|t| (t.task_key.clone(), t.task_state())).collect();
+        // A task whose dependency failed or was skipped is skipped, transitively.
+        loop {
+            let skip = tasks.iter().find_map(|t| {
+                let state = states.get(&t.task_key).copied();
+                let waiting = matches!(state, Some(TaskState::Pending | TaskState::Ready));
+                let dead = |d: &String| matches!(states.get(d), Some(TaskState::Failed | TaskState::Skipped));
+                t.deps().into_iter().find(|d| waiting && dead(d)).map(|dep| (t.task_key.clone(), dep))
+            });
+            let Some((key, dep)) = skip else { break };
+            let reason = format!("depends on {dep}, which did not complete");
+            set_task(ctx, &key, TaskState::Skipped, Some(&reason), None).await?;
+            states.insert(key, TaskState::Skipped);
         }
         let tasks = ctx.engine.store.tasks(&ctx.run.id).await?;
         for t in &tasks {
@@ -168,7 +185,10 @@ async fn execute(ctx: &Arc<RunCtx>) -> Result<()> {
         in_flight.remove(&key);
         match result {
             Ok(summary) => {
-                let task = plan.task(&key).cloned().ok_or_else(|| EngineError::Failed(format!("task {key} is not in the plan")))?;
+                let task = plan
+                    .task(&key)
+                    .cloned()
+                    .ok_or_else(|| EngineError::Failed(format!("task {key} is not in the plan")))?;
                 match merge_task(ctx, &run_wt, &task).await {
                     Ok(()) => set_task(ctx, &key, TaskState::Done, None, Some(&summary)).await?,
                     Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
@@ -195,7 +215,8 @@ async fn execute(ctx: &Arc<RunCtx>) -> Result<()> {
 /// committed with the task's title as the message.
 async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<String> {
     let key = &task.task_key;
-    let planned = plan.task(key).cloned().ok_or_else(|| EngineError::Failed(format!("task {key} is not in the plan")))?;
+    let planned =
+        plan.task(key).cloned().ok_or_else(|| EngineError::Failed(format!("task {key} is not in the plan")))?;
     let wt = ctx.worktree(&format!("task-{key}"));
     ctx.repo().worktree_add(&wt, &task_branch(ctx, key), &ctx.run.branch).await?;
     let tb = toolbox(ctx, &wt)?;
@@ -232,7 +253,11 @@ async fn merge_task(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_domai
     let branch = task_branch(ctx, &task.id);
     let message = format!("Merge task {}: {}", task.id, task.title);
     if !git.merge_in_progress().await? {
-        let head = ctx.repo().rev_parse(&branch).await?.ok_or_else(|| EngineError::Failed(format!("task branch {branch} is missing")))?;
+        let head = ctx
+            .repo()
+            .rev_parse(&branch)
+            .await?
+            .ok_or_else(|| EngineError::Failed(format!("task branch {branch} is missing")))?;
         if git.is_ancestor(&head, "HEAD").await? {
             return Ok(());
         }
@@ -287,14 +312,10 @@ async fn merge_task(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_domai
 }
 
 async fn run_tests(ctx: &RunCtx, wt: &std::path::Path, round: u32) -> Result<(bool, String)> {
-    let outcome = run_command(
-        wt,
-        &ctx.settings.test_command,
-        Duration::from_secs(ctx.settings.test_timeout_secs),
-        &ctx.policy(),
-    )
-    .await
-    .map_err(|e| EngineError::Failed(format!("could not run the test command: {e}")))?;
+    let outcome =
+        run_command(wt, &ctx.settings.test_command, Duration::from_secs(ctx.settings.test_timeout_secs), &ctx.policy())
+            .await
+            .map_err(|e| EngineError::Failed(format!("could not run the test command: {e}")))?;
     let passed = outcome.success();
     let tail = outcome.render(40);
     let e = ctx
@@ -355,7 +376,8 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
             .await?;
             let git = Git::new(&wt);
             git.clear_stale_locks()?;
-            git.commit_all(&format!("Fix failing tests (repair round {round})\n\nAutodev run {}.", ctx.run.short_id)).await?;
+            git.commit_all(&format!("Fix failing tests (repair round {round})\n\nAutodev run {}.", ctx.run.short_id))
+                .await?;
         }
         let (passed, text) = run_tests(ctx, &wt, round).await?;
         if passed {
@@ -363,9 +385,7 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
         }
         if round >= ctx.settings.max_repair_rounds {
             let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-            return Err(EngineError::Failed(format!(
-                "tests still fail after {round} repair round(s): {last}"
-            )));
+            return Err(EngineError::Failed(format!("tests still fail after {round} repair round(s): {last}")));
         }
         ctx.engine.store.set_repair_round(&ctx.run.id, round + 1).await?;
         failure = Some(text);
@@ -380,7 +400,13 @@ async fn deliver(ctx: &Arc<RunCtx>) -> Result<()> {
     let patch_path = ctx.dir.join("changes.patch");
     std::fs::write(&patch_path, &patch)?;
     let report_path = ctx.dir.join("report.md");
-    let text = report::render(&ctx.engine.store, &ctx.run.id, &commits, &repo.diff_stat(&ctx.run.base_commit, &ctx.run.branch).await?).await?;
+    let text = report::render(
+        &ctx.engine.store,
+        &ctx.run.id,
+        &commits,
+        &repo.diff_stat(&ctx.run.base_commit, &ctx.run.branch).await?,
+    )
+    .await?;
     std::fs::write(&report_path, text)?;
     if !ctx.settings.keep_worktrees {
         let tasks = ctx.engine.store.tasks(&ctx.run.id).await?;

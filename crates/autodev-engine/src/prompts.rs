@@ -3,7 +3,8 @@
 use autodev_domain::{Message, Plan, PlannedTask, ToolSpec};
 use serde_json::json;
 
-pub const NUDGE: &str = "Continue by calling a tool. When the work is complete and checked, call `finish` with a short summary.";
+pub const NUDGE: &str =
+    "Continue by calling a tool. When the work is complete and checked, call `finish` with a short summary.";
 pub const PLANNER_NUDGE: &str = "Answer by calling `submit_plan` with the plan.";
 
 /// The planner's only tool besides the read-only workspace tools.
@@ -54,7 +55,8 @@ pub fn planner(spec: &str, repo_view: &str, test_command: &str) -> Vec<Message> 
 fn plan_overview(plan: &Plan) -> String {
     let mut out = format!("{}\n", plan.summary);
     for t in &plan.tasks {
-        let deps = if t.depends_on.is_empty() { String::new() } else { format!(" (after {})", t.depends_on.join(", ")) };
+        let deps =
+            if t.depends_on.is_empty() { String::new() } else { format!(" (after {})", t.depends_on.join(", ")) };
         out.push_str(&format!("- {}: {}{}\n", t.id, t.title, deps));
     }
     out

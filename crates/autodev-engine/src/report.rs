@@ -5,7 +5,12 @@ use autodev_domain::{EventKind, MicroUsd, Plan};
 use autodev_store::{Store, StoreError, now_ms};
 
 /// Renders the report of a run from the store.
-pub async fn render(store: &Store, run_id: &str, commits: &[(String, String)], diffstat: &str) -> Result<String, StoreError> {
+pub async fn render(
+    store: &Store,
+    run_id: &str,
+    commits: &[(String, String)],
+    diffstat: &str,
+) -> Result<String, StoreError> {
     let run = store.get_run(run_id).await?;
     let tasks = store.tasks(run_id).await?;
     let events = store.events(run_id, 0).await?;
@@ -15,7 +20,13 @@ pub async fn render(store: &Store, run_id: &str, commits: &[(String, String)], d
     let _ = writeln!(out, "| | |\n|---|---|");
     let _ = writeln!(out, "| run | `{}` |", run.id);
     let _ = writeln!(out, "| repository | `{}` |", run.repo);
-    let _ = writeln!(out, "| branch | `{}` (from `{}` at `{}`) |", run.branch, run.base_branch, &run.base_commit[..run.base_commit.len().min(12)]);
+    let _ = writeln!(
+        out,
+        "| branch | `{}` (from `{}` at `{}`) |",
+        run.branch,
+        run.base_branch,
+        &run.base_commit[..run.base_commit.len().min(12)]
+    );
     let secs = (run.finished_at.unwrap_or_else(now_ms) - run.created_at) as f64 / 1000.0;
     let _ = writeln!(out, "| time | {secs:.1} s |");
     let _ = writeln!(
@@ -53,7 +64,11 @@ pub async fn render(store: &Store, run_id: &str, commits: &[(String, String)], d
                 *duration_ms as f64 / 1000.0
             );
             if !passed {
-                let _ = writeln!(out, "\n```\n{}\n```", tail.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+                let _ = writeln!(
+                    out,
+                    "\n```\n{}\n```",
+                    tail.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
             }
         }
     }

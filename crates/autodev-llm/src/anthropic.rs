@@ -54,7 +54,9 @@ impl AnthropicClient {
                 Role::User => ("user", vec![json!({"type": "text", "text": non_empty(&m.content)})]),
                 Role::Tool => (
                     "user",
-                    vec![json!({"type": "tool_result", "tool_use_id": m.tool_call_id, "content": non_empty(&m.content), "is_error": m.is_error})],
+                    vec![
+                        json!({"type": "tool_result", "tool_use_id": m.tool_call_id, "content": non_empty(&m.content), "is_error": m.is_error}),
+                    ],
                 ),
                 Role::Assistant => {
                     let mut blocks = Vec::new();
@@ -245,7 +247,12 @@ impl AnthropicClient {
                 _ => {}
             }
         }
-        Ok(ModelResponse { stop_reason: stop_reason(stop.as_deref()), message: Message::assistant(text, calls), usage: use_, model })
+        Ok(ModelResponse {
+            stop_reason: stop_reason(stop.as_deref()),
+            message: Message::assistant(text, calls),
+            usage: use_,
+            model,
+        })
     }
 }
 
@@ -282,8 +289,7 @@ impl ModelClient for AnthropicClient {
         }
         let resp = self.send(&self.body(req, false)).await?;
         let text = resp.text().await.map_err(|e| transport_error("anthropic", &e))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| self.malformed(format!("response is not JSON: {e}")))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| self.malformed(format!("response is not JSON: {e}")))?;
         self.parse_response(&v)
     }
 }

@@ -89,8 +89,8 @@ pub enum CassetteError {
 impl Replayer {
     pub fn load(path: &Path) -> Result<Self, CassetteError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| CassetteError::Read { path: display.clone(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| CassetteError::Read { path: display.clone(), source })?;
         let mut answers = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
@@ -125,16 +125,15 @@ impl ModelClient for Replayer {
     }
 
     async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
-        self.answers
-            .get(&(req.meta.conversation.clone(), req.meta.turn))
-            .cloned()
-            .ok_or_else(|| ModelError::ReplayMiss {
+        self.answers.get(&(req.meta.conversation.clone(), req.meta.turn)).cloned().ok_or_else(|| {
+            ModelError::ReplayMiss {
                 conversation: req.meta.conversation.clone(),
                 turn: req.meta.turn,
                 hint: format!(
                     "{} was recorded for a different spec or plan; record it again with --record",
                     self.path.display()
                 ),
-            })
+            }
+        })
     }
 }

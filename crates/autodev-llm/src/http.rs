@@ -10,10 +10,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// Reads `Retry-After` (seconds; an HTTP date is treated as "a while") and the
 /// `retry-after-ms` header some vendors send.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers.get("retry-after-ms").and_then(|v| v.to_str().ok()) {
-        if let Ok(ms) = ms.trim().parse::<f64>() {
-            return Some(Duration::from_secs_f64((ms / 1000.0).max(0.0)).min(MAX_RETRY_AFTER));
-        }
+    if let Some(ms) = headers.get("retry-after-ms").and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok()) {
+        return Some(Duration::from_secs_f64((ms / 1000.0).max(0.0)).min(MAX_RETRY_AFTER));
     }
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     match value.parse::<f64>() {
@@ -44,9 +42,7 @@ pub fn status_error(provider: &str, status: u16, headers: &HeaderMap, body: &str
     match status {
         401 | 403 => ModelError::Auth { provider, status, message },
         429 => ModelError::RateLimited { provider, retry_after: retry_after(headers), message },
-        408 | 409 | 500..=599 => {
-            ModelError::Server { provider, status, retry_after: retry_after(headers), message }
-        }
+        408 | 409 | 500..=599 => ModelError::Server { provider, status, retry_after: retry_after(headers), message },
         _ => ModelError::Request { provider, status, message },
     }
 }
@@ -85,7 +81,12 @@ mod tests {
                 message: "Rate limit reached".into()
             }
         );
-        let e = status_error("anthropic", 401, &HeaderMap::new(), r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#);
+        let e = status_error(
+            "anthropic",
+            401,
+            &HeaderMap::new(),
+            r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
+        );
         assert!(!e.is_retryable());
         assert!(e.to_string().contains("invalid x-api-key"));
         assert!(status_error("x", 529, &HeaderMap::new(), "overloaded").is_retryable());

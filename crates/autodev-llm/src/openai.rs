@@ -42,13 +42,7 @@ impl OpenAiClient {
             .timeout(Duration::from_secs(600))
             .build()
             .unwrap_or_default();
-        Self {
-            name: name.to_string(),
-            base_url: base_url.trim_end_matches('/').to_string(),
-            api_key,
-            stream,
-            http,
-        }
+        Self { name: name.to_string(), base_url: base_url.trim_end_matches('/').to_string(), api_key, stream, http }
     }
 
     /// The request body for a [`ModelRequest`].
@@ -96,9 +90,7 @@ impl OpenAiClient {
 
     /// Parses a non-streaming response body.
     pub fn parse_response(&self, v: &Value) -> Result<ModelResponse, ModelError> {
-        let choice = v
-            .pointer("/choices/0")
-            .ok_or_else(|| self.malformed("no choices in the response"))?;
+        let choice = v.pointer("/choices/0").ok_or_else(|| self.malformed("no choices in the response"))?;
         let msg = choice.get("message").ok_or_else(|| self.malformed("choice has no message"))?;
         let content = msg.get("content").and_then(Value::as_str).unwrap_or("").to_string();
         let mut calls = Vec::new();
@@ -250,8 +242,7 @@ impl ModelClient for OpenAiClient {
         }
         let resp = self.send(&self.body(req, false)).await?;
         let text = resp.text().await.map_err(|e| transport_error(&self.name, &e))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| self.malformed(format!("response is not JSON: {e}")))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| self.malformed(format!("response is not JSON: {e}")))?;
         self.parse_response(&v)
     }
 }

@@ -38,10 +38,7 @@ pub enum StoreError {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -72,11 +69,7 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -91,15 +84,14 @@ impl Store {
         if let Some(obj) = data.as_object_mut() {
             obj.remove("type");
         }
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO events (run_id, at_ms, kind, data) VALUES ($1, $2, $3, $4) RETURNING seq",
-        )
-        .bind(run_id)
-        .bind(at_ms)
-        .bind(kind.name())
-        .bind(data.to_string())
-        .fetch_one(&mut **tx)
-        .await?;
+        let seq: i64 =
+            sqlx::query_scalar("INSERT INTO events (run_id, at_ms, kind, data) VALUES ($1, $2, $3, $4) RETURNING seq")
+                .bind(run_id)
+                .bind(at_ms)
+                .bind(kind.name())
+                .bind(data.to_string())
+                .fetch_one(&mut **tx)
+                .await?;
         Ok(Event { seq, run_id: run_id.to_string(), at_ms, kind })
     }
 
@@ -113,13 +105,12 @@ impl Store {
 
     /// Events of a run after `after_seq`, oldest first.
     pub async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<Event>> {
-        let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
-            "SELECT seq, at_ms, kind, data FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
-        )
-        .bind(run_id)
-        .bind(after_seq)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(i64, i64, String, String)> =
+            sqlx::query_as("SELECT seq, at_ms, kind, data FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq")
+                .bind(run_id)
+                .bind(after_seq)
+                .fetch_all(&self.pool)
+                .await?;
         let mut out = Vec::with_capacity(rows.len());
         for (seq, at_ms, kind, data) in rows {
             let mut v: serde_json::Value = serde_json::from_str(&data)?;
@@ -194,9 +185,9 @@ impl Store {
     /// Runs, newest first.
     pub async fn list_runs(&self, limit: i64) -> Result<Vec<RunRow>> {
         Ok(sqlx::query_as::<_, RunRow>(run_sql("ORDER BY created_at DESC, id DESC LIMIT $1"))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Moves a run to `to` if the lifecycle allows it from its current state, recording the
@@ -225,12 +216,8 @@ impl Store {
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
-        let e = Self::append(
-            &mut tx,
-            run_id,
-            EventKind::StateChanged { from, to, reason: reason.map(str::to_string) },
-        )
-        .await?;
+        let e = Self::append(&mut tx, run_id, EventKind::StateChanged { from, to, reason: reason.map(str::to_string) })
+            .await?;
         tx.commit().await?;
         Ok(Some(e))
     }
@@ -488,7 +475,12 @@ impl Store {
         let e = Self::append(
             &mut tx,
             run_id,
-            EventKind::AgentStep { conversation: conversation.to_string(), turn, tool: name.to_string(), target: target.to_string() },
+            EventKind::AgentStep {
+                conversation: conversation.to_string(),
+                turn,
+                tool: name.to_string(),
+                target: target.to_string(),
+            },
         )
         .await?;
         tx.commit().await?;

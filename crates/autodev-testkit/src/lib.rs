@@ -34,10 +34,13 @@ pub fn call(name: &str, args: Value) -> Value {
     json!({"name": name, "arguments": args.to_string()})
 }
 
+/// Scripted answers: (conversation, turn) → tool calls.
+type Turns = HashMap<(String, u32), Vec<Value>>;
+
 /// A model answering from a script: (conversation, turn) → tool calls.
 #[derive(Clone, Default)]
 pub struct Script {
-    turns: Arc<Mutex<HashMap<(String, u32), Vec<Value>>>>,
+    turns: Arc<Mutex<Turns>>,
     pub requests: Arc<Mutex<Vec<Value>>>,
 }
 
@@ -63,7 +66,8 @@ impl Respond for Script {
         self.requests.lock().unwrap().push(body.clone());
         let (conv, turn) = conversation_of(&body);
         let Some(calls) = self.turns.lock().unwrap().get(&(conv.clone(), turn)).cloned() else {
-            return ResponseTemplate::new(400).set_body_json(json!({"error": {"message": format!("no script for {conv} turn {turn}")}}));
+            return ResponseTemplate::new(400)
+                .set_body_json(json!({"error": {"message": format!("no script for {conv} turn {turn}")}}));
         };
         let tool_calls: Vec<Value> = calls
             .iter()
@@ -82,7 +86,11 @@ impl Respond for Script {
             for (i, call) in tool_calls.iter().enumerate() {
                 let args = call["function"]["arguments"].as_str().unwrap_or("").to_string();
                 let (a, b) = args.split_at(args.char_indices().nth(args.chars().count() / 2).map_or(0, |(i, _)| i));
-                chunk(json!({"tool_calls": [{"index": i, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": a}}]}), Value::Null, Value::Null);
+                chunk(
+                    json!({"tool_calls": [{"index": i, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": a}}]}),
+                    Value::Null,
+                    Value::Null,
+                );
                 chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": b}}]}), Value::Null, Value::Null);
             }
             chunk(json!({}), json!("tool_calls"), Value::Null);

@@ -180,8 +180,7 @@ impl Git {
             });
         }
         let conflicted = self.run(&["diff", "--name-only", "--diff-filter=U", "-z"]).await?;
-        let files: Vec<String> =
-            conflicted.split('\0').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let files: Vec<String> = conflicted.split('\0').filter(|s| !s.is_empty()).map(str::to_string).collect();
         if files.is_empty() {
             return Err(GitError::Failed {
                 args: format!("merge {branch}"),
@@ -205,11 +204,7 @@ impl Git {
     /// The commits in `range` (`base..head`), oldest first, as `(sha, subject)`.
     pub async fn log(&self, range: &str) -> Result<Vec<(String, String)>> {
         let out = self.run(&["log", "--reverse", "--topo-order", "--format=%H%x00%s", range]).await?;
-        Ok(out
-            .lines()
-            .filter_map(|l| l.split_once('\0'))
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect())
+        Ok(out.lines().filter_map(|l| l.split_once('\0')).map(|(a, b)| (a.to_string(), b.to_string())).collect())
     }
 
     /// The patch from `base` to `head` (three-dot: what `head` adds since they diverged).

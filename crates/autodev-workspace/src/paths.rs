@@ -51,8 +51,7 @@ pub fn resolve(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
             None => return Err(PathError::Escapes(rel.to_string())),
         }
     }
-    let canonical =
-        existing.canonicalize().map_err(|_| PathError::SymlinkEscape(rel.to_string()))?;
+    let canonical = existing.canonicalize().map_err(|_| PathError::SymlinkEscape(rel.to_string()))?;
     if !canonical.starts_with(root) {
         return Err(PathError::SymlinkEscape(rel.to_string()));
     }

@@ -9,23 +9,53 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use landlock::{
-    ABI, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr,
-    RulesetCreated, RulesetCreatedAttr, RulesetStatus, path_beneath_rules,
+    ABI, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr,
+    RulesetStatus, path_beneath_rules,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Variables passed through to commands when set. Everything else is dropped.
 const PASS_ENV: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TERM", "TZ", "SHELL", "CARGO_HOME",
-    "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "GOPATH", "GOROOT", "GOCACHE", "GOFLAGS", "JAVA_HOME",
-    "VIRTUAL_ENV", "PYENV_ROOT", "PYTHONPATH", "NODE_PATH", "NVM_DIR", "CC", "CXX",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "TZ",
+    "SHELL",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "GOPATH",
+    "GOROOT",
+    "GOCACHE",
+    "GOFLAGS",
+    "JAVA_HOME",
+    "VIRTUAL_ENV",
+    "PYENV_ROOT",
+    "PYTHONPATH",
+    "NODE_PATH",
+    "NVM_DIR",
+    "CC",
+    "CXX",
 ];
 
 /// Parts of a variable name that mark it as a secret; such a variable never reaches a
 /// command, even when listed in `pass_env`.
 const SECRET_MARKERS: &[&str] = &[
-    "KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "COOKIE", "SESSION",
-    "DATABASE_URL", "PRIVATE",
+    "KEY",
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "CREDENTIAL",
+    "AUTH",
+    "COOKIE",
+    "SESSION",
+    "DATABASE_URL",
+    "PRIVATE",
 ];
 
 /// Whether a variable name looks like it holds a secret.
@@ -97,9 +127,7 @@ impl SandboxSupport {
     pub fn probe() -> Self {
         // SAFETY: landlock_create_ruleset with a null attribute, size 0 and the VERSION flag
         // only queries the ABI version; it creates nothing and touches no memory.
-        let abi = unsafe {
-            libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32)
-        };
+        let abi = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
         let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
@@ -143,10 +171,9 @@ impl CommandOutcome {
             }
         };
         let mut out = status;
-        for (name, tail, total) in [
-            ("stdout", &self.stdout_tail, self.stdout_bytes),
-            ("stderr", &self.stderr_tail, self.stderr_bytes),
-        ] {
+        for (name, tail, total) in
+            [("stdout", &self.stdout_tail, self.stdout_bytes), ("stderr", &self.stderr_tail, self.stderr_bytes)]
+        {
             if tail.is_empty() {
                 continue;
             }
@@ -176,11 +203,8 @@ fn landlock_ruleset(root: &Path, policy: &SandboxPolicy) -> Option<RulesetCreate
     let build = || -> Result<RulesetCreated, landlock::RulesetError> {
         let ruleset = Ruleset::default().set_compatibility(CompatLevel::BestEffort);
         let ruleset = ruleset.handle_access(AccessFs::from_write(abi))?;
-        let ruleset = if policy.network {
-            ruleset
-        } else {
-            ruleset.handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)?
-        };
+        let ruleset =
+            if policy.network { ruleset } else { ruleset.handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)? };
         ruleset.create()?.add_rules(path_beneath_rules(&writable, AccessFs::from_write(abi)))
     };
     match build() {
@@ -330,9 +354,7 @@ mod tests {
         let root = dir.path().canonicalize().unwrap();
         let mut p = policy(&root);
         p.output_cap = 1000;
-        let out = run_command(&root, "seq 1 100000; echo done >&2; exit 3", Duration::from_secs(20), &p)
-            .await
-            .unwrap();
+        let out = run_command(&root, "seq 1 100000; echo done >&2; exit 3", Duration::from_secs(20), &p).await.unwrap();
         assert_eq!(out.exit_code, Some(3));
         assert!(out.stdout_tail.len() <= 1000);
         assert!(out.stdout_tail.ends_with("100000\n"));

@@ -100,9 +100,7 @@ struct FinishArgs {
 fn parse<T: for<'de> Deserialize<'de>>(tool: &str, arguments: &str) -> Result<T, ToolOutcome> {
     let text = if arguments.trim().is_empty() { "{}" } else { arguments };
     serde_json::from_str(text).map_err(|e| {
-        ToolOutcome::err(format!(
-            "invalid arguments for {tool}: {e}. Send a JSON object matching the tool's schema."
-        ))
+        ToolOutcome::err(format!("invalid arguments for {tool}: {e}. Send a JSON object matching the tool's schema."))
     })
 }
 
@@ -249,8 +247,7 @@ impl ToolBox {
     fn read_file(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
         let args: ReadArgs = parse("read_file", arguments)?;
         let path = self.path(&args.path)?;
-        let bytes = std::fs::read(&path)
-            .map_err(|e| ToolOutcome::err(format!("cannot read `{}`: {e}", args.path)))?;
+        let bytes = std::fs::read(&path).map_err(|e| ToolOutcome::err(format!("cannot read `{}`: {e}", args.path)))?;
         if bytes.contains(&0) {
             return Err(ToolOutcome::err(format!("`{}` is a binary file", args.path)));
         }
@@ -299,11 +296,7 @@ impl ToolBox {
         std::fs::write(&path, &args.content)
             .map_err(|e| ToolOutcome::err(format!("cannot write `{}`: {e}", args.path)))?;
         let lines = args.content.lines().count();
-        Ok(ToolOutcome::ok(format!(
-            "{} `{}` ({lines} lines)",
-            if existed { "replaced" } else { "created" },
-            args.path
-        )))
+        Ok(ToolOutcome::ok(format!("{} `{}` ({lines} lines)", if existed { "replaced" } else { "created" }, args.path)))
     }
 
     fn edit_file(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
@@ -376,11 +369,7 @@ impl ToolBox {
         if args.command.trim().is_empty() {
             return Err(ToolOutcome::err("command is empty"));
         }
-        let timeout = args
-            .timeout_secs
-            .map(Duration::from_secs)
-            .unwrap_or(self.default_timeout)
-            .min(self.max_timeout);
+        let timeout = args.timeout_secs.map(Duration::from_secs).unwrap_or(self.default_timeout).min(self.max_timeout);
         let outcome = run_command(&self.root, &args.command, timeout, &self.policy)
             .await
             .map_err(|e| ToolOutcome::err(e.to_string()))?;
@@ -427,7 +416,9 @@ mod tests {
         assert_eq!(read.content, "     2\tfn b() {}\n... (3 lines in all; read on with offset 3)");
         let w = tb.execute("write_file", r#"{"path": "src/new/mod.rs", "content": "pub fn x() {}\n"}"#).await;
         assert!(!w.is_error, "{w:?}");
-        let e = tb.execute("edit_file", r#"{"path": "src/lib.rs", "old_text": "fn b() {}", "new_text": "fn c() {}"}"#).await;
+        let e = tb
+            .execute("edit_file", r#"{"path": "src/lib.rs", "old_text": "fn b() {}", "new_text": "fn c() {}"}"#)
+            .await;
         assert_eq!(e.content, "edited `src/lib.rs` at line 2");
         let s = tb.execute("search", r#"{"pattern": "fn (c|x)"}"#).await;
         assert_eq!(s.content, "src/lib.rs:2:fn c() {}\nsrc/new/mod.rs:1:pub fn x() {}\n");

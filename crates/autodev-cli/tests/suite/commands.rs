@@ -25,8 +25,10 @@ async fn a_successful_run_exits_0_and_prints_a_json_summary() {
     let (code, stdout, stderr) = output(
         autodev(&home)
             .args(["run", "--json", "--test-command", "sh check.sh", "--model", "gpt-4.1-mini"])
-            .arg("--repo").arg(&repo)
-            .arg("--spec").arg(&spec)
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--spec")
+            .arg(&spec)
             .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
             .env("OPENAI_API_KEY", "sk-test-not-a-real-key"),
     );
@@ -74,12 +76,18 @@ async fn a_failed_run_exits_1_with_the_reason() {
     let (code, stdout, stderr) = output(
         autodev(&home)
             .args(["run", "--test-command", "sh check.sh"])
-            .arg("--repo").arg(&repo)
-            .arg("--spec").arg(&spec)
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--spec")
+            .arg(&spec)
             .env("OPENAI_BASE_URL", server.uri()),
     );
     assert_eq!(code, 1, "{stdout}\n{stderr}");
-    assert!(stdout.contains("failed: model call failed: openai refused the request (HTTP 400): no script for planner turn 0"), "{stdout}");
+    assert!(
+        stdout
+            .contains("failed: model call failed: openai refused the request (HTTP 400): no script for planner turn 0"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -95,16 +103,80 @@ fn bad_input_exits_2_with_a_message_that_names_the_fix() {
     let plain = dir.path().join("plain");
     std::fs::create_dir(&plain).unwrap();
     let provider = [("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")];
-    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["--spec".into(), "missing.md".into()], provider.to_vec(), "cannot read spec missing.md"),
         (vec!["--spec".into(), empty.display().to_string()], provider.to_vec(), "spec is empty"),
         (vec!["--spec".into(), binary.display().to_string()], provider.to_vec(), "spec is not text"),
-        (vec!["--spec".into(), good_spec.display().to_string(), "--repo".into(), plain.display().to_string(), "--test-command".into(), "true".into()], provider.to_vec(), "is not a git repository"),
-        (vec!["--spec".into(), good_spec.display().to_string(), "--repo".into(), repo.display().to_string()], provider.to_vec(), "no test command found"),
-        (vec!["--spec".into(), good_spec.display().to_string(), "--repo".into(), repo.display().to_string(), "--test-command".into(), "true".into()], vec![], "no model provider configured"),
-        (vec!["--spec".into(), good_spec.display().to_string(), "--repo".into(), repo.display().to_string(), "--test-command".into(), "true".into(), "--provider".into(), "mistery".into()], vec![], "unknown provider `mistery`"),
-        (vec!["--spec".into(), good_spec.display().to_string(), "--repo".into(), repo.display().to_string(), "--test-command".into(), "true".into(), "--base".into(), "nope".into()], provider.to_vec(), "base branch `nope`"),
-        (vec!["--spec".into(), good_spec.display().to_string(), "--test-command".into(), "true".into(), "--replay".into(), "no-such.jsonl".into()], vec![], "cannot read cassette"),
+        (
+            vec![
+                "--spec".into(),
+                good_spec.display().to_string(),
+                "--repo".into(),
+                plain.display().to_string(),
+                "--test-command".into(),
+                "true".into(),
+            ],
+            provider.to_vec(),
+            "is not a git repository",
+        ),
+        (
+            vec!["--spec".into(), good_spec.display().to_string(), "--repo".into(), repo.display().to_string()],
+            provider.to_vec(),
+            "no test command found",
+        ),
+        (
+            vec![
+                "--spec".into(),
+                good_spec.display().to_string(),
+                "--repo".into(),
+                repo.display().to_string(),
+                "--test-command".into(),
+                "true".into(),
+            ],
+            vec![],
+            "no model provider configured",
+        ),
+        (
+            vec![
+                "--spec".into(),
+                good_spec.display().to_string(),
+                "--repo".into(),
+                repo.display().to_string(),
+                "--test-command".into(),
+                "true".into(),
+                "--provider".into(),
+                "mistery".into(),
+            ],
+            vec![],
+            "unknown provider `mistery`",
+        ),
+        (
+            vec![
+                "--spec".into(),
+                good_spec.display().to_string(),
+                "--repo".into(),
+                repo.display().to_string(),
+                "--test-command".into(),
+                "true".into(),
+                "--base".into(),
+                "nope".into(),
+            ],
+            provider.to_vec(),
+            "base branch `nope`",
+        ),
+        (
+            vec![
+                "--spec".into(),
+                good_spec.display().to_string(),
+                "--test-command".into(),
+                "true".into(),
+                "--replay".into(),
+                "no-such.jsonl".into(),
+            ],
+            vec![],
+            "cannot read cassette",
+        ),
         (vec!["--max-parallel".into(), "lots".into(), "--spec".into(), "x".into()], vec![], "invalid value 'lots'"),
     ];
     for (args, env, want) in cases {
@@ -131,7 +203,15 @@ fn an_invalid_config_file_lists_every_problem() {
     std::fs::write(home.join("autodev.toml"), "max_paralel = 3\n").unwrap();
     std::fs::write(repo.join("autodev.toml"), "max_parallel = 0\n").unwrap();
     let spec = spec(dir.path(), "# x\n");
-    let (code, _, stderr) = output(autodev(&home).arg("run").arg("--spec").arg(&spec).arg("--repo").arg(&repo).env("OPENAI_BASE_URL", "http://127.0.0.1:9"));
+    let (code, _, stderr) = output(
+        autodev(&home)
+            .arg("run")
+            .arg("--spec")
+            .arg(&spec)
+            .arg("--repo")
+            .arg(&repo)
+            .env("OPENAI_BASE_URL", "http://127.0.0.1:9"),
+    );
     assert_eq!(code, 2);
     assert!(stderr.contains("max_paralel"), "{stderr}");
     let (code, stdout, _) = output(autodev(&home).args(["doctor", "--offline"]).arg("--repo").arg(&repo));
@@ -145,9 +225,11 @@ fn doctor_reports_host_support_and_configuration() {
     let repo = make_repo(dir.path());
     std::fs::write(repo.join("Cargo.toml"), "[package]\nname = \"x\"\n").unwrap();
     let home = dir.path().join("home");
-    let (code, stdout, stderr) = output(autodev(&home).args(["doctor", "--offline"]).arg("--repo").arg(&repo).env("OPENAI_API_KEY", "sk-x"));
+    let (code, stdout, stderr) =
+        output(autodev(&home).args(["doctor", "--offline"]).arg("--repo").arg(&repo).env("OPENAI_API_KEY", "sk-x"));
     assert_eq!(code, 0, "{stdout}{stderr}");
-    for want in ["] git ", "] sandbox ", "] data directory ", "] provider openai ", "] test command       `cargo test`"] {
+    for want in ["] git ", "] sandbox ", "] data directory ", "] provider openai ", "] test command       `cargo test`"]
+    {
         assert!(stdout.contains(want), "want `{want}` in:\n{stdout}");
     }
     assert!(!stdout.contains("sk-x"));
@@ -157,12 +239,18 @@ fn doctor_reports_host_support_and_configuration() {
 fn the_demo_runs_offline_and_ends_green() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let (code, stdout, stderr) = output(autodev(&home).args(["demo", "--json"]).arg("--dir").arg(dir.path().join("demo")));
+    let (code, stdout, stderr) =
+        output(autodev(&home).args(["demo", "--json"]).arg("--dir").arg(dir.path().join("demo")));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["state"], "succeeded");
     assert_eq!(summary["tests_passed"], true);
     // The demo shows a repair round: the first test run fails, the second passes.
-    let tests: Vec<bool> = stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["type"] == "test_run").map(|v| v["passed"].as_bool().unwrap()).collect();
+    let tests: Vec<bool> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "test_run")
+        .map(|v| v["passed"].as_bool().unwrap())
+        .collect();
     assert_eq!(tests, vec![false, true]);
 }

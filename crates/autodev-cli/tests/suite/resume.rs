@@ -75,7 +75,9 @@ async fn a_run_killed_twice_resumes_to_the_end_without_repeating_model_calls() {
     let spec = dir.path().join("spec.md");
     std::fs::write(&spec, "# Greet and part\n").unwrap();
     let env = |cmd: &mut std::process::Command| {
-        cmd.env("OPENAI_BASE_URL", format!("{}/v1", server.uri())).env("OPENAI_API_KEY", "sk-test").env("AUTODEV_MODEL", "gpt-4.1-mini");
+        cmd.env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
+            .env("OPENAI_API_KEY", "sk-test")
+            .env("AUTODEV_MODEL", "gpt-4.1-mini");
     };
 
     let mut cmd = autodev(&home);
@@ -88,14 +90,16 @@ async fn a_run_killed_twice_resumes_to_the_end_without_repeating_model_calls() {
     // Kill 1: in the planner's wake, during task t1. Kill 2: later, during task t2.
     let mut before_kill: Vec<(usize, HashSet<(String, u32)>)> = Vec::new();
     kill_after(&mut child, &home, &run_id, 3).await;
-    before_kill.push((script.requests.lock().unwrap().len(), recorded(&home, &run_id).await));
+    let seen = script.requests.lock().unwrap().len();
+    before_kill.push((seen, recorded(&home, &run_id).await));
 
     let mut cmd = autodev(&home);
     cmd.args(["resume", "--json", &run_id[run_id.len() - 8..]]);
     env(&mut cmd);
     let (mut child, _lines) = start(&mut cmd);
     kill_after(&mut child, &home, &run_id, 6).await;
-    before_kill.push((script.requests.lock().unwrap().len(), recorded(&home, &run_id).await));
+    let seen = script.requests.lock().unwrap().len();
+    before_kill.push((seen, recorded(&home, &run_id).await));
 
     let mut cmd = autodev(&home);
     cmd.args(["resume", "--json", &run_id]);
@@ -125,7 +129,12 @@ async fn a_run_killed_twice_resumes_to_the_end_without_repeating_model_calls() {
     let subjects = git(&repo, &["log", "--format=%s", "--topo-order", "--reverse", &format!("main..{branch}")]);
     assert_eq!(
         subjects.lines().collect::<Vec<_>>(),
-        vec!["Write the greeting", "Merge task t1: Write the greeting", "Write the farewell", "Merge task t2: Write the farewell"]
+        vec![
+            "Write the greeting",
+            "Merge task t1: Write the greeting",
+            "Write the farewell",
+            "Merge task t2: Write the farewell"
+        ]
     );
     assert_eq!(git(&repo, &["show", &format!("{branch}:farewell.txt")]), "bye");
     git(&repo, &["fsck", "--no-progress"]);

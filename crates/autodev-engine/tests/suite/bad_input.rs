@@ -12,15 +12,26 @@ async fn a_directory_that_is_not_a_git_repository_is_refused() {
     let app = TestApp::new().await;
     let plain = app.repo.parent().unwrap().join("plain");
     std::fs::create_dir_all(&plain).unwrap();
-    let req = RunRequest { repo: plain, spec: Spec::parse(b"# x").unwrap(), base: None, settings: settings(&app.server) };
+    let req =
+        RunRequest { repo: plain, spec: Spec::parse(b"# x").unwrap(), base: None, settings: settings(&app.server) };
     let err = app.engine.create_run(req).await.unwrap_err();
     assert!(matches!(err, EngineError::Invalid(_)));
     assert!(err.to_string().contains("is not a git repository"), "{err}");
 
-    let req = RunRequest { repo: app.repo.join("nope"), spec: Spec::parse(b"# x").unwrap(), base: None, settings: settings(&app.server) };
+    let req = RunRequest {
+        repo: app.repo.join("nope"),
+        spec: Spec::parse(b"# x").unwrap(),
+        base: None,
+        settings: settings(&app.server),
+    };
     assert!(app.engine.create_run(req).await.unwrap_err().to_string().contains("does not exist"));
 
-    let req = RunRequest { repo: app.repo.clone(), spec: Spec::parse(b"# x").unwrap(), base: Some("release".into()), settings: settings(&app.server) };
+    let req = RunRequest {
+        repo: app.repo.clone(),
+        spec: Spec::parse(b"# x").unwrap(),
+        base: Some("release".into()),
+        settings: settings(&app.server),
+    };
     assert!(app.engine.create_run(req).await.unwrap_err().to_string().contains("base branch `release`"));
     assert!(app.engine.store().list_runs(10).await.unwrap().is_empty());
 }
@@ -32,13 +43,21 @@ async fn a_dirty_working_tree_is_left_untouched() {
     std::fs::write(app.repo.join("notes.txt"), "untracked\n").unwrap();
     app.script
         .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
-        .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), write("README.md", "# Project\nrewritten\n"), finish("ok")]);
+        .on(
+            "task:t1",
+            0,
+            vec![write("greeting.txt", "hello\n"), write("README.md", "# Project\nrewritten\n"), finish("ok")],
+        );
     let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     assert_eq!(std::fs::read_to_string(app.repo.join("README.md")).unwrap(), "# Project\nmy local edit\n");
     assert_eq!(std::fs::read_to_string(app.repo.join("notes.txt")).unwrap(), "untracked\n");
     assert_eq!(git(&app.repo, &["status", "--porcelain"]), "M README.md\n?? notes.txt".trim_start());
-    let warned = app.events(&id).await.iter().any(|e| matches!(&e.kind, EventKind::Warning { message } if message.contains("uncommitted changes")));
+    let warned = app
+        .events(&id)
+        .await
+        .iter()
+        .any(|e| matches!(&e.kind, EventKind::Warning { message } if message.contains("uncommitted changes")));
     assert!(warned);
 }
 
@@ -52,7 +71,8 @@ async fn a_model_the_vendor_does_not_know_fails_the_run_with_its_message() {
         .mount(&server)
         .await;
     let client = std::sync::Arc::new(autodev_llm::OpenAiClient::new("openai", &server.uri(), None, false));
-    let engine = autodev_engine::Engine::new(app.engine.store().clone(), client, autodev_llm::PriceTable::default(), &app.home);
+    let engine =
+        autodev_engine::Engine::new(app.engine.store().clone(), client, autodev_llm::PriceTable::default(), &app.home);
     let mut s = settings(&app.server);
     s.model = "gpt-9".into();
     let req = RunRequest { repo: app.repo.clone(), spec: Spec::parse(b"# x").unwrap(), base: None, settings: s };
@@ -75,7 +95,12 @@ async fn a_model_missing_from_the_price_table_costs_nothing_and_warns_once() {
     s.model = "my-local-llama".into();
     let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
-    let warnings = app.events(&id).await.iter().filter(|e| matches!(&e.kind, EventKind::Warning { message } if message.contains("not in the price table"))).count();
+    let warnings = app
+        .events(&id)
+        .await
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Warning { message } if message.contains("not in the price table")))
+        .count();
     assert_eq!(warnings, 1);
     assert_eq!(app.engine.store().get_run(&id).await.unwrap().cost_micros, 0);
 }

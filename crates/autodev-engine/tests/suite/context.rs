@@ -12,9 +12,14 @@ async fn a_long_task_is_kept_inside_a_small_context_window() {
     std::fs::write(app.repo.join("big.txt"), &big).unwrap();
     git(&app.repo, &["add", "big.txt"]);
     git(&app.repo, &["commit", "--quiet", "-m", "big file"]);
-    app.script.plan(json!([{"id": "t1", "title": "Read a lot", "description": "", "depends_on": [], "acceptance": []}]));
+    app.script
+        .plan(json!([{"id": "t1", "title": "Read a lot", "description": "", "depends_on": [], "acceptance": []}]));
     for turn in 0..6 {
-        app.script.on("task:t1", turn, vec![call("read_file", json!({"path": "big.txt", "offset": turn * 400 + 1, "limit": 400}))]);
+        app.script.on(
+            "task:t1",
+            turn,
+            vec![call("read_file", json!({"path": "big.txt", "offset": turn * 400 + 1, "limit": 400}))],
+        );
     }
     app.script.on("task:t1", 6, vec![write("greeting.txt", "hello\n"), finish("ok")]);
     let mut s = settings(&app.server);
@@ -23,7 +28,17 @@ async fn a_long_task_is_kept_inside_a_small_context_window() {
     let (id, outcome) = app.run(s, "# Read").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
 
-    let compactions: Vec<(u64, u64, u64)> = app.events(&id).await.iter().filter_map(|e| match &e.kind { EventKind::ContextCompacted { tokens_before, tokens_after, window, .. } => Some((*tokens_before, *tokens_after, *window)), _ => None }).collect();
+    let compactions: Vec<(u64, u64, u64)> = app
+        .events(&id)
+        .await
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ContextCompacted { tokens_before, tokens_after, window, .. } => {
+                Some((*tokens_before, *tokens_after, *window))
+            }
+            _ => None,
+        })
+        .collect();
     assert!(!compactions.is_empty());
     for (before, after, window) in &compactions {
         assert_eq!(*window, 12_000);

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use autodev_testkit::*;
 use autodev_domain::{Event, RunState, Spec};
 use autodev_engine::{Engine, Outcome, RunRequest, RunSettings};
 use autodev_llm::{OpenAiClient, PriceTable, RetryPolicy, RetryingClient};
 use autodev_store::Store;
+pub use autodev_testkit::*;
 use tokio_util::sync::CancellationToken;
 use wiremock::MockServer;
 
@@ -45,14 +45,16 @@ impl TestApp {
         let server = script.serve(delay).await;
         let store = Store::open(&home.join("autodev.db")).await.unwrap();
         let client = Arc::new(OpenAiClient::new("openai", &format!("{}/v1", server.uri()), None, false));
-        let policy = RetryPolicy { max_retries: 1, min_delay: Duration::from_millis(5), max_delay: Duration::from_millis(20) };
+        let policy =
+            RetryPolicy { max_retries: 1, min_delay: Duration::from_millis(5), max_delay: Duration::from_millis(20) };
         let model = Arc::new(RetryingClient::new(client, policy));
         let engine = Engine::new(store, model, PriceTable::default(), &home);
         Self { _dir: dir, repo, home, server, script, engine }
     }
 
     pub async fn create(&self, settings: RunSettings, spec: &str) -> String {
-        let req = RunRequest { repo: self.repo.clone(), spec: Spec::parse(spec.as_bytes()).unwrap(), base: None, settings };
+        let req =
+            RunRequest { repo: self.repo.clone(), spec: Spec::parse(spec.as_bytes()).unwrap(), base: None, settings };
         self.engine.create_run(req).await.unwrap().id
     }
 
@@ -74,4 +76,3 @@ impl TestApp {
 pub fn succeeded() -> Outcome {
     Outcome::Finished(RunState::Succeeded)
 }
-

@@ -26,10 +26,16 @@ async fn two_task_plan_with_a_dependency_delivers_a_tested_branch() {
 
     let run = app.engine.store().get_run(&id).await.unwrap();
     // The run branch is in the user's repository, with both tasks' commits in order.
-    let subjects = git(&app.repo, &["log", "--format=%s", "--reverse", "--topo-order", &format!("main..{}", run.branch)]);
+    let subjects =
+        git(&app.repo, &["log", "--format=%s", "--reverse", "--topo-order", &format!("main..{}", run.branch)]);
     assert_eq!(
         subjects.lines().collect::<Vec<_>>(),
-        vec!["Add the greeting file", "Merge task t1: Add the greeting file", "Greet the world", "Merge task t2: Greet the world"]
+        vec![
+            "Add the greeting file",
+            "Merge task t1: Add the greeting file",
+            "Greet the world",
+            "Merge task t2: Greet the world"
+        ]
     );
     assert_eq!(git(&app.repo, &["show", &format!("{}:greeting.txt", run.branch)]), "hello world");
     // t2 saw t1's work: it started from the run branch after t1 was merged.
@@ -49,8 +55,19 @@ async fn two_task_plan_with_a_dependency_delivers_a_tested_branch() {
     assert!(!dir.join("worktrees/run").exists());
     assert_eq!(git(&app.repo, &["branch", "--list", "autodev/*-tasks/*"]), "");
     // States went the documented way; usage was counted (4 task turns + 1 planner turn).
-    let states: Vec<RunState> = app.events(&id).await.iter().filter_map(|e| match e.kind { EventKind::StateChanged { to, .. } => Some(to), _ => None }).collect();
-    assert_eq!(states, vec![RunState::Planning, RunState::Executing, RunState::Verifying, RunState::Delivering, RunState::Succeeded]);
+    let states: Vec<RunState> = app
+        .events(&id)
+        .await
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::StateChanged { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![RunState::Planning, RunState::Executing, RunState::Verifying, RunState::Delivering, RunState::Succeeded]
+    );
     assert_eq!(run.input_tokens, 5 * 1000);
     // gpt-4.1-mini: 5,000 in at $0.40/M + 500 out at $1.60/M = $0.0028.
     assert_eq!(run.cost_micros, 2_800);
@@ -73,7 +90,14 @@ async fn independent_tasks_run_in_parallel() {
     let events = app.events(&id).await;
     let order: Vec<(String, TaskState)> = events
         .iter()
-        .filter_map(|e| match &e.kind { EventKind::TaskStateChanged { task, state, .. } if matches!(state, TaskState::Running | TaskState::Done) => Some((task.clone(), *state)), _ => None })
+        .filter_map(|e| match &e.kind {
+            EventKind::TaskStateChanged { task, state, .. }
+                if matches!(state, TaskState::Running | TaskState::Done) =>
+            {
+                Some((task.clone(), *state))
+            }
+            _ => None,
+        })
         .collect();
     // a and b were both running before either was done; c ran after both.
     assert_eq!(&order[..2], &[("a".to_string(), TaskState::Running), ("b".to_string(), TaskState::Running)]);
@@ -89,7 +113,15 @@ async fn a_failing_test_goes_to_a_repair_agent_which_fixes_it() {
         .on("repair:1", 0, vec![write("greeting.txt", "hello\n"), finish("fixed the greeting")]);
     let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
-    let tests: Vec<(u32, bool)> = app.events(&id).await.iter().filter_map(|e| match &e.kind { EventKind::TestRun { round, passed, .. } => Some((*round, *passed)), _ => None }).collect();
+    let tests: Vec<(u32, bool)> = app
+        .events(&id)
+        .await
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TestRun { round, passed, .. } => Some((*round, *passed)),
+            _ => None,
+        })
+        .collect();
     assert_eq!(tests, vec![(0, false), (1, true)]);
     // The repair agent was shown the failing output.
     let repair = &app.script.requests_for("repair:1")[0];
@@ -126,9 +158,21 @@ async fn a_plan_with_a_cycle_is_refused_and_the_planner_corrects_it() {
         .on("task:a", 0, vec![write("greeting.txt", "hello\n"), finish("ok")]);
     let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
-    let rejected: Vec<String> = app.events(&id).await.iter().filter_map(|e| match &e.kind { EventKind::PlanRejected { reason } => Some(reason.clone()), _ => None }).collect();
+    let rejected: Vec<String> = app
+        .events(&id)
+        .await
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PlanRejected { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(rejected.len(), 1);
-    assert!(rejected[0].contains("cycle: a -> b -> a") || rejected[0].contains("cycle: b -> a -> b"), "{}", rejected[0]);
+    assert!(
+        rejected[0].contains("cycle: a -> b -> a") || rejected[0].contains("cycle: b -> a -> b"),
+        "{}",
+        rejected[0]
+    );
     // The planner saw the reason as the tool result.
     let second = &app.script.requests_for("planner")[1];
     assert!(second.to_string().contains("plan refused"), "{second}");
@@ -161,7 +205,15 @@ async fn a_merge_conflict_is_handed_to_an_agent_and_resolved() {
         .on("merge:y", 0, vec![write("greeting.txt", "hello and hi\n"), finish("kept both")]);
     let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
-    let conflicts: Vec<Vec<String>> = app.events(&id).await.iter().filter_map(|e| match &e.kind { EventKind::MergeConflict { files, .. } => Some(files.clone()), _ => None }).collect();
+    let conflicts: Vec<Vec<String>> = app
+        .events(&id)
+        .await
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::MergeConflict { files, .. } => Some(files.clone()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(conflicts, vec![vec!["greeting.txt".to_string()]]);
     let run = app.engine.store().get_run(&id).await.unwrap();
     assert_eq!(git(&app.repo, &["show", &format!("{}:greeting.txt", run.branch)]), "hello and hi");
@@ -182,7 +234,16 @@ async fn the_approval_gate_stops_after_planning_until_approved() {
     let outcome = app.engine.drive(&id, CancellationToken::new()).await.unwrap();
     assert_eq!(outcome, succeeded());
 
-    let (id2, _) = app.run({ let mut s = settings(&app.server); s.approval = true; s }, "# Greet again").await;
+    let (id2, _) = app
+        .run(
+            {
+                let mut s = settings(&app.server);
+                s.approval = true;
+                s
+            },
+            "# Greet again",
+        )
+        .await;
     app.engine.approve(&id2, false, "tester", "too big").await.unwrap();
     assert_eq!(app.engine.store().run_state(&id2).await.unwrap(), RunState::Cancelled);
     assert_eq!(app.reason(&id2).await, "plan rejected: too big");
@@ -205,4 +266,23 @@ async fn cancelling_a_run_stops_it_between_steps() {
     let outcome = tokio::time::timeout(Duration::from_secs(10), driver).await.unwrap().unwrap().unwrap();
     assert_eq!(outcome, Outcome::Finished(RunState::Cancelled));
     assert!(app.script.requests_for("task:t1").len() < 3);
+}
+
+/// Regression: a task two steps downstream of a failed one stayed pending, and the run
+/// reported "no task can start" instead of naming the failure.
+#[tokio::test]
+async fn a_failed_task_skips_its_dependents_transitively_and_fails_the_run() {
+    let app = TestApp::new().await;
+    app.script.plan(json!([
+        {"id": "a", "title": "A", "description": "", "depends_on": [], "acceptance": []},
+        {"id": "b", "title": "B", "description": "", "depends_on": ["a"], "acceptance": []},
+        {"id": "c", "title": "C", "description": "", "depends_on": ["b"], "acceptance": []}
+    ]));
+    // Task a gets no script: the model refuses, the task fails.
+    let (id, outcome) = app.run(settings(&app.server), "# Chain").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    let tasks = app.engine.store().tasks(&id).await.unwrap();
+    let states: Vec<(&str, TaskState)> = tasks.iter().map(|t| (t.task_key.as_str(), t.task_state())).collect();
+    assert_eq!(states, vec![("a", TaskState::Failed), ("b", TaskState::Skipped), ("c", TaskState::Skipped)]);
+    assert!(app.reason(&id).await.starts_with("task a failed: model call failed"), "{}", app.reason(&id).await);
 }

@@ -1,5 +1,5 @@
-pub mod harness;
 mod bad_input;
 mod context;
+pub mod harness;
 mod lifecycle;
 mod tools;

@@ -6,7 +6,13 @@ use serde_json::json;
 use super::harness::*;
 
 fn tool_results(body: &serde_json::Value) -> Vec<String> {
-    body["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").map(|m| m["content"].as_str().unwrap_or("").to_string()).collect()
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -20,12 +26,16 @@ async fn a_path_escape_is_refused_and_the_model_reads_why() {
     git(&app.repo, &["commit", "--quiet", "-m", "add a link"]);
     app.script
         .plan(json!([{"id": "t1", "title": "Try to escape", "description": "", "depends_on": [], "acceptance": []}]))
-        .on("task:t1", 0, vec![
-            call("read_file", json!({"path": "../secret.txt"})),
-            call("read_file", json!({"path": secret.to_str().unwrap()})),
-            call("write_file", json!({"path": "../../evil.txt", "content": "x"})),
-            call("read_file", json!({"path": "escape_link"})),
-        ])
+        .on(
+            "task:t1",
+            0,
+            vec![
+                call("read_file", json!({"path": "../secret.txt"})),
+                call("read_file", json!({"path": secret.to_str().unwrap()})),
+                call("write_file", json!({"path": "../../evil.txt", "content": "x"})),
+                call("read_file", json!({"path": "escape_link"})),
+            ],
+        )
         .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
     let (id, outcome) = app.run(settings(&app.server), "# Escape").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
@@ -36,7 +46,15 @@ async fn a_path_escape_is_refused_and_the_model_reads_why() {
     assert!(results[2].contains("leaves the workspace"), "{}", results[2]);
     assert!(results[3].contains("symlink to outside the workspace"), "{}", results[3]);
     assert!(results.iter().all(|r| !r.contains("top secret")));
-    let failed: Vec<bool> = app.events(&id).await.iter().filter_map(|e| match &e.kind { EventKind::ToolFinished { ok, conversation, .. } if conversation == "task:t1" => Some(*ok), _ => None }).collect();
+    let failed: Vec<bool> = app
+        .events(&id)
+        .await
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ToolFinished { ok, conversation, .. } if conversation == "task:t1" => Some(*ok),
+            _ => None,
+        })
+        .collect();
     assert_eq!(&failed[..4], &[false, false, false, false]);
 }
 
@@ -60,10 +78,14 @@ async fn invalid_tool_arguments_and_unknown_tools_go_back_to_the_model() {
     let app = TestApp::new().await;
     app.script
         .plan(json!([{"id": "t1", "title": "Sloppy", "description": "", "depends_on": [], "acceptance": []}]))
-        .on("task:t1", 0, vec![
-            json!({"name": "write_file", "arguments": "{\"path\": \"greeting.txt\", \"content\": "}),
-            call("rm_rf", json!({})),
-        ])
+        .on(
+            "task:t1",
+            0,
+            vec![
+                json!({"name": "write_file", "arguments": "{\"path\": \"greeting.txt\", \"content\": "}),
+                call("rm_rf", json!({})),
+            ],
+        )
         .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
     let (id, outcome) = app.run(settings(&app.server), "# Sloppy").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
@@ -101,6 +123,9 @@ async fn an_agent_that_never_finishes_hits_the_step_limit() {
     s.max_steps = 3;
     let (id, outcome) = app.run(s, "# Loop").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
-    assert_eq!(app.reason(&id).await, "task t1 failed: task:t1 reached its step limit (3 model turns) without finishing");
+    assert_eq!(
+        app.reason(&id).await,
+        "task t1 failed: task:t1 reached its step limit (3 model turns) without finishing"
+    );
     assert_eq!(app.script.requests_for("task:t1").len(), 3);
 }

@@ -15,7 +15,10 @@ pub fn request(model: &str) -> ModelRequest {
         messages: vec![
             Message::system("You are a coding agent."),
             Message::user("Fix the bug."),
-            Message::assistant("", vec![ToolCall { id: "c1".into(), name: "read_file".into(), arguments: r#"{"path":"a.rs"}"#.into() }]),
+            Message::assistant(
+                "",
+                vec![ToolCall { id: "c1".into(), name: "read_file".into(), arguments: r#"{"path":"a.rs"}"#.into() }],
+            ),
             Message::tool("c1", "1\tfn a() {}", false),
         ],
         tools: vec![ToolSpec {

@@ -29,14 +29,22 @@ async fn openai_tool_calls_are_parsed_and_the_request_is_in_openai_format() {
         .expect(1)
         .mount(&server)
         .await;
-    let client = OpenAiClient::new("openai", &format!("{}/v1", server.uri()), Some(SecretString::from("sk-test")), false);
+    let client =
+        OpenAiClient::new("openai", &format!("{}/v1", server.uri()), Some(SecretString::from("sk-test")), false);
     let resp = client.complete(&request("gpt-4o")).await.unwrap();
     assert_eq!(resp.stop_reason, StopReason::ToolUse);
     assert_eq!(resp.usage, Usage { input_tokens: 82, output_tokens: 17 });
     assert_eq!(resp.model, "gpt-4o-2024-08-06");
-    let calls: Vec<_> = resp.message.tool_calls.iter().map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str())).collect();
+    let calls: Vec<_> =
+        resp.message.tool_calls.iter().map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str())).collect();
     // The second call's arguments are invalid JSON, passed through for the engine to report.
-    assert_eq!(calls, vec![("call_abc123", "read_file", r#"{"path":"src/lib.rs"}"#), ("call_def456", "search", r#"{"pattern":"fn main""#)]);
+    assert_eq!(
+        calls,
+        vec![
+            ("call_abc123", "read_file", r#"{"path":"src/lib.rs"}"#),
+            ("call_def456", "search", r#"{"pattern":"fn main""#)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -78,16 +86,24 @@ async fn openai_stream_cut_short_is_malformed_not_a_panic() {
 async fn openai_errors_are_classified() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(404).set_body_raw(fixture("openai_model_not_found.json"), "application/json"))
+        .respond_with(
+            ResponseTemplate::new(404).set_body_raw(fixture("openai_model_not_found.json"), "application/json"),
+        )
         .mount(&server)
         .await;
     let client = OpenAiClient::new("openai", &server.uri(), None, false);
     let err = client.complete(&request("gpt-9-turbo")).await.unwrap_err();
     assert!(!err.is_retryable());
-    assert_eq!(err.to_string(), "openai refused the request (HTTP 404): The model `gpt-9-turbo` does not exist or you do not have access to it.");
+    assert_eq!(
+        err.to_string(),
+        "openai refused the request (HTTP 404): The model `gpt-9-turbo` does not exist or you do not have access to it."
+    );
 
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200).set_body_string("<html>oops</html>")).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>oops</html>"))
+        .mount(&server)
+        .await;
     let client = OpenAiClient::new("openai", &server.uri(), None, false);
     assert!(matches!(client.complete(&request("m")).await.unwrap_err(), ModelError::Malformed { .. }));
 

@@ -16,7 +16,11 @@ fn policy() -> RetryPolicy {
 async fn rate_limit_is_retried_after_the_wait_the_vendor_asked_for() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1").set_body_string(r#"{"error":{"message":"slow down"}}"#))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "1")
+                .set_body_string(r#"{"error":{"message":"slow down"}}"#),
+        )
         .up_to_n_times(1)
         .expect(1)
         .mount(&server)
@@ -39,7 +43,9 @@ async fn rate_limit_is_retried_after_the_wait_the_vendor_asked_for() {
 async fn errors_that_cannot_succeed_are_not_retried() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(401).set_body_string(r#"{"error":{"message":"Incorrect API key provided"}}"#))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_string(r#"{"error":{"message":"Incorrect API key provided"}}"#),
+        )
         .expect(1)
         .mount(&server)
         .await;

@@ -26,7 +26,12 @@ fn new_run() -> NewRun {
 }
 
 fn created() -> EventKind {
-    EventKind::RunCreated { title: "t".into(), repo: "r".into(), base_branch: "main".into(), test_command: "true".into() }
+    EventKind::RunCreated {
+        title: "t".into(),
+        repo: "r".into(),
+        base_branch: "main".into(),
+        test_command: "true".into(),
+    }
 }
 
 #[tokio::test]
