@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use autodev_domain::{CallMeta, EventKind, Message, ModelRequest, ModelResponse, Plan, ToolSpec};
+use autodev_store::{ModelCallRecord, ToolStart};
 use autodev_workspace::{ToolBox, ToolOutcome};
 
 use crate::compact;
@@ -154,6 +155,7 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
         let step_started = Instant::now();
         let mut excluded = Duration::ZERO;
         let replayed = recorded.remove(&turn);
+        let mut first_started = false;
         let response = match replayed {
             Some(r) => r,
             None => {
@@ -221,23 +223,33 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                 };
                 ctx.cost_micros.fetch_add(cost, Ordering::Relaxed);
                 let json = serde_json::to_string(&response).map_err(autodev_store::StoreError::from)?;
-                let e = ctx
-                    .engine
-                    .store
-                    .record_model_call(
-                        run_id,
-                        conv,
-                        turn,
-                        ctx.engine.model.provider(),
-                        &ctx.settings.model,
-                        &json,
-                        response.usage.input_tokens,
-                        response.usage.output_tokens,
-                        cost,
-                        latency.as_millis() as u64,
-                    )
-                    .await?;
-                ctx.emit(e).await;
+                // The reply and the start of its first tool call are stored together, before
+                // the tool runs.
+                let first = response.message.tool_calls.first();
+                let target = first.map(|c| ToolBox::describe(&c.name, &c.arguments)).unwrap_or_default();
+                let start = first.map(|c| ToolStart {
+                    idx: 0,
+                    call_id: &c.id,
+                    name: &c.name,
+                    arguments: &c.arguments,
+                    target: &target,
+                });
+                let rec = ModelCallRecord {
+                    run_id,
+                    conversation: conv,
+                    turn,
+                    provider: ctx.engine.model.provider(),
+                    model: &ctx.settings.model,
+                    response_json: &json,
+                    input_tokens: response.usage.input_tokens,
+                    output_tokens: response.usage.output_tokens,
+                    cost_micros: cost,
+                    latency_ms: latency.as_millis() as u64,
+                };
+                for e in ctx.engine.store.record_model_call(&rec, start.as_ref()).await? {
+                    ctx.emit(e).await;
+                }
+                first_started = start.is_some();
                 response
             }
         };
@@ -260,13 +272,18 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                     (content, is_error, call_end, false)
                 }
                 None => {
-                    let target = ToolBox::describe(&call.name, &call.arguments);
-                    let e = ctx
-                        .engine
-                        .store
-                        .tool_started(run_id, conv, turn, idx, &call.id, &call.name, &call.arguments, &target)
-                        .await?;
-                    ctx.emit(e).await;
+                    if !(idx == 0 && first_started) {
+                        let target = ToolBox::describe(&call.name, &call.arguments);
+                        let start = ToolStart {
+                            idx,
+                            call_id: &call.id,
+                            name: &call.name,
+                            arguments: &call.arguments,
+                            target: &target,
+                        };
+                        let e = ctx.engine.store.tool_started(run_id, conv, turn, &start).await?;
+                        ctx.emit(e).await;
+                    }
                     let tool_started = Instant::now();
                     let result = execute(spec.kind, spec.toolbox, &call.name, &call.arguments).await;
                     excluded += tool_started.elapsed();

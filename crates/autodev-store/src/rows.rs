@@ -102,3 +102,29 @@ pub struct StoredToolCall {
     pub result: Option<String>,
     pub is_error: bool,
 }
+
+/// A model reply to persist (see `Store::record_model_call`).
+#[derive(Clone, Copy, Debug)]
+pub struct ModelCallRecord<'a> {
+    pub run_id: &'a str,
+    pub conversation: &'a str,
+    pub turn: u32,
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub response_json: &'a str,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_micros: i64,
+    pub latency_ms: u64,
+}
+
+/// A tool call about to run.
+#[derive(Clone, Copy, Debug)]
+pub struct ToolStart<'a> {
+    pub idx: u32,
+    pub call_id: &'a str,
+    pub name: &'a str,
+    pub arguments: &'a str,
+    /// What the display shows: the path, command or pattern.
+    pub target: &'a str,
+}

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use autodev_domain::{EventKind, Plan, RunId, RunState, TaskState};
-use autodev_store::{NewRun, Store, StoreError};
+use autodev_store::{ModelCallRecord, NewRun, Store, StoreError, ToolStart};
 use pretty_assertions::assert_eq;
 
 async fn store() -> (tempfile::TempDir, Store) {
@@ -78,13 +78,31 @@ async fn steps_are_persisted_with_usage_and_read_back_in_order() {
     store.set_task_state(&run.id, "t1", TaskState::Running, None, None).await.unwrap();
     assert_eq!(store.put_conversation(&run.id, "task:t1", "[1]").await.unwrap(), "[1]");
     assert_eq!(store.put_conversation(&run.id, "task:t1", "[2]").await.unwrap(), "[1]");
-    store.record_model_call(&run.id, "task:t1", 0, "openai", "gpt-4o", "{}", 100, 20, 450, 12).await.unwrap();
-    store.record_model_call(&run.id, "task:t1", 1, "openai", "gpt-4o", "{}", 200, 10, 600, 9).await.unwrap();
-    // A turn is recorded once: a second write of the same turn is refused.
-    assert!(store.record_model_call(&run.id, "task:t1", 1, "openai", "gpt-4o", "{}", 1, 1, 1, 1).await.is_err());
-    store.tool_started(&run.id, "task:t1", 0, 0, "c1", "read_file", "{}", "a.rs").await.unwrap();
+    let rec = |turn, input, output, cost| ModelCallRecord {
+        run_id: &run.id,
+        conversation: "task:t1",
+        turn,
+        provider: "openai",
+        model: "gpt-4o",
+        response_json: "{}",
+        input_tokens: input,
+        output_tokens: output,
+        cost_micros: cost,
+        latency_ms: 10,
+    };
+    let read = ToolStart { idx: 0, call_id: "c1", name: "read_file", arguments: "{}", target: "a.rs" };
+    let events = store.record_model_call(&rec(0, 100, 20, 450), Some(&read)).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.kind.name()).collect::<Vec<_>>(), vec!["model_call", "agent_step"]);
+    assert!(events[0].seq < events[1].seq);
     store.tool_finished(&run.id, "task:t1", 0, 0, "read_file", "text", false, "ok").await.unwrap();
-    store.tool_started(&run.id, "task:t1", 1, 0, "c2", "run", "{}", "cargo test").await.unwrap();
+    store.record_model_call(&rec(1, 200, 10, 600), None).await.unwrap();
+    // A turn is recorded once: a second write of the same turn is refused, and leaves
+    // nothing behind (the whole batch is rolled back).
+    let before = store.events(&run.id, 0).await.unwrap().len();
+    assert!(store.record_model_call(&rec(1, 1, 1, 1), None).await.is_err());
+    assert_eq!(store.events(&run.id, 0).await.unwrap().len(), before);
+    let run_cmd = ToolStart { idx: 0, call_id: "c2", name: "run", arguments: "{}", target: "cargo test" };
+    store.tool_started(&run.id, "task:t1", 1, &run_cmd).await.unwrap();
 
     let calls = store.model_calls(&run.id, "task:t1").await.unwrap();
     assert_eq!(calls.iter().map(|c| c.turn).collect::<Vec<_>>(), vec![0, 1]);
