@@ -50,7 +50,7 @@ impl ModelClient for InstantModel {
             )
         } else if turn >= self.steps {
             ("finish", json!({"summary": "done"}))
-        } else if turn % 2 == 0 {
+        } else if turn.is_multiple_of(2) {
             ("write_file", json!({"path": format!("notes/n{}.txt", turn % 16), "content": format!("step {turn}\n")}))
         } else {
             ("read_file", json!({"path": format!("notes/n{}.txt", (turn - 1) % 16)}))
