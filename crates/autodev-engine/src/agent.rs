@@ -134,7 +134,7 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
             finished_tools.insert((t.turn as u32, t.idx as u32), (t.result.unwrap_or_default(), t.is_error));
         }
     }
-    let tools = tool_specs(spec.kind);
+    let mut tools = tool_specs(spec.kind);
     let tools_tokens: u64 =
         tools.iter().map(|t| (t.description.len() + t.parameters.to_string().len()) as u64 / 4 + 8).sum();
     let window = ctx.settings.context_window.unwrap_or_else(|| ctx.engine.prices.context_window(&ctx.settings.model));
@@ -172,8 +172,10 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                         )));
                     }
                 }
-                let (fitted, compaction) = compact::fit(&messages, header_len, budget);
-                if let Some(c) = compaction {
+                // The request borrows the conversation by moving it in and out, so a step does
+                // not copy the whole history; a compacted copy is made only when needed.
+                let fitted = compact::fit(&messages, header_len, budget);
+                if let Some((_, c)) = &fitted {
                     // Log each new level of compaction once, not on every turn.
                     if last_compaction != Some(c.elided_messages) {
                         last_compaction = Some(c.elided_messages);
@@ -188,17 +190,29 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                         .await?;
                     }
                 }
-                let request = ModelRequest {
+                let compacted = fitted.is_some();
+                let mut request = ModelRequest {
                     model: ctx.settings.model.clone(),
-                    messages: fitted,
-                    tools: tools.clone(),
+                    messages: match fitted {
+                        Some((fitted, _)) => fitted,
+                        None => std::mem::take(&mut messages),
+                    },
+                    tools: std::mem::take(&mut tools),
                     max_output_tokens: ctx.settings.max_output_tokens,
                     meta: CallMeta { conversation: conv.to_string(), turn },
                 };
                 let started = Instant::now();
-                let response = tokio::select! {
-                    r = ctx.engine.model.complete(&request) => r?,
-                    _ = ctx.cancel.cancelled() => return Err(EngineError::Cancelled),
+                let result = tokio::select! {
+                    r = ctx.engine.model.complete(&request) => Some(r),
+                    _ = ctx.cancel.cancelled() => None,
+                };
+                tools = std::mem::take(&mut request.tools);
+                if !compacted {
+                    messages = std::mem::take(&mut request.messages);
+                }
+                let response = match result {
+                    Some(r) => r?,
+                    None => return Err(EngineError::Cancelled),
                 };
                 let latency = started.elapsed();
                 excluded += latency;

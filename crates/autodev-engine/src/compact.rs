@@ -19,12 +19,12 @@ fn total(messages: &[Message]) -> u64 {
     messages.iter().map(Message::estimated_tokens).sum()
 }
 
-/// Returns `messages` fitted to `budget` tokens (estimated), and what was done, if anything.
-/// `header_len` opening messages are never touched.
-pub fn fit(messages: &[Message], header_len: usize, budget: u64) -> (Vec<Message>, Option<Compaction>) {
+/// `None` when `messages` fit in `budget` tokens (estimated) as they are; otherwise a fitted
+/// copy and what was done. `header_len` opening messages are never touched.
+pub fn fit(messages: &[Message], header_len: usize, budget: u64) -> Option<(Vec<Message>, Compaction)> {
     let before = total(messages);
     if before <= budget {
-        return (messages.to_vec(), None);
+        return None;
     }
     let mut out = messages.to_vec();
     let header_len = header_len.min(out.len());
@@ -99,7 +99,7 @@ pub fn fit(messages: &[Message], header_len: usize, budget: u64) -> (Vec<Message
         }
     }
     let after = total(&out);
-    (out, Some(Compaction { elided_messages: elided, tokens_before: before, tokens_after: after }))
+    Some((out, Compaction { elided_messages: elided, tokens_before: before, tokens_after: after }))
 }
 
 fn note(dropped_turns: u32) -> Message {
@@ -131,9 +131,7 @@ mod tests {
     #[test]
     fn small_conversations_are_left_alone() {
         let msgs = vec![Message::system("s"), Message::user("u")];
-        let (out, c) = fit(&msgs, 2, 1_000);
-        assert_eq!(out, msgs);
-        assert!(c.is_none());
+        assert!(fit(&msgs, 2, 1_000).is_none());
     }
 
     #[test]
@@ -143,8 +141,7 @@ mod tests {
             msgs.extend(turn(i, 2_000));
         }
         let budget = 3_000;
-        let (out, c) = fit(&msgs, 2, budget);
-        let c = c.unwrap();
+        let (out, c) = fit(&msgs, 2, budget).unwrap();
         assert!(c.tokens_after <= budget, "{c:?}");
         assert!(c.tokens_before > budget);
         assert_eq!(out[..2], msgs[..2]);
@@ -159,8 +156,7 @@ mod tests {
         for i in 0..200 {
             msgs.extend(turn(i, 10));
         }
-        let (out, c) = fit(&msgs, 2, 500);
-        let c = c.unwrap();
+        let (out, c) = fit(&msgs, 2, 500).unwrap();
         assert!(c.tokens_after <= 500, "{c:?}");
         assert_eq!(out[..2], msgs[..2]);
         assert!(out[2].content.contains("earlier steps were removed"), "{}", out[2].content);
