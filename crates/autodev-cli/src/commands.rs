@@ -199,8 +199,10 @@ fn whoami() -> String {
 }
 
 fn ask_approval(display: &Display) -> bool {
-    display.note("\nApprove this plan and start the agents? [y/N] ");
-    let _ = std::io::stdout().flush();
+    // The question goes to stderr so it shows in --json mode too; the plan is above it.
+    display.finish();
+    eprint!("\nApprove this plan and start the agents? [y/N] ");
+    let _ = std::io::stderr().flush();
     let mut line = String::new();
     match std::io::stdin().lock().read_line(&mut line) {
         Ok(0) | Err(_) => false,

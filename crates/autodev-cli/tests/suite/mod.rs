@@ -1,4 +1,5 @@
 mod commands;
+mod more;
 mod resume;
 
 use std::path::Path;

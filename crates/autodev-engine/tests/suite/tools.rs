@@ -129,3 +129,43 @@ async fn an_agent_that_never_finishes_hits_the_step_limit() {
     );
     assert_eq!(app.script.requests_for("task:t1").len(), 3);
 }
+
+#[tokio::test]
+async fn a_task_that_spends_its_token_budget_fails() {
+    let app = TestApp::new().await;
+    app.script.plan(json!([{"id": "t1", "title": "Chatty", "description": "", "depends_on": [], "acceptance": []}]));
+    for turn in 0..10 {
+        app.script.on("task:t1", turn, vec![call("list_files", json!({}))]);
+    }
+    let mut s = settings(&app.server);
+    // Each scripted call reports 1,100 tokens: the third call would start past 2,500.
+    s.max_task_tokens = 2_500;
+    let (id, outcome) = app.run(s, "# Chatty").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    assert_eq!(
+        app.reason(&id).await,
+        "task t1 failed: task:t1 spent its token budget (3300 of 2500 tokens) without finishing"
+    );
+    assert_eq!(app.script.requests_for("task:t1").len(), 3);
+}
+
+#[tokio::test]
+async fn the_run_stops_calling_the_model_once_its_cost_budget_is_spent() {
+    let app = TestApp::new().await;
+    app.script.plan(json!([{"id": "t1", "title": "Costly", "description": "", "depends_on": [], "acceptance": []}]));
+    for turn in 0..10 {
+        app.script.on("task:t1", turn, vec![call("list_files", json!({}))]);
+    }
+    let mut s = settings(&app.server);
+    s.model = "gpt-4.1".into(); // $2/M in, $8/M out: 1,000 + 100 tokens = $0.0028 a call
+    s.max_cost_usd = Some(0.01);
+    let (id, outcome) = app.run(s, "# Costly").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    assert!(
+        app.reason(&id).await.contains("the run's cost budget is spent ($0.0112 of $0.0100)"),
+        "{}",
+        app.reason(&id).await
+    );
+    // Planner + 3 task calls = $0.0112: the fifth call was never made.
+    assert_eq!(app.script.requests.lock().unwrap().len(), 4);
+}

@@ -1,0 +1,142 @@
+use std::io::{BufRead, Write};
+use std::process::Stdio;
+use std::time::Duration;
+
+use autodev_testkit::{Script, call, finish, git, make_repo, write};
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+
+use super::{autodev, output};
+
+fn script() -> Script {
+    let s = Script::default();
+    s.plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![call("list_files", json!({}))])
+        .on("task:t1", 1, vec![write("greeting.txt", "hello\n")])
+        .on("task:t1", 2, vec![finish("greeting added")]);
+    s
+}
+
+fn spec(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("spec.md");
+    std::fs::write(&p, "# Greet\n\nSay hello.\n").unwrap();
+    p
+}
+
+fn last_json(stdout: &str) -> Value {
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_run_replays_exactly_with_no_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = script();
+    let server = script.serve(Duration::ZERO).await;
+    let cassette = dir.path().join("run.cassette.jsonl");
+    let repo = make_repo(&dir.path().join("a"));
+    let (code, stdout, stderr) = output(
+        autodev(&dir.path().join("home-a"))
+            .args(["run", "--json", "--test-command", "sh check.sh"])
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--spec")
+            .arg(spec(dir.path()))
+            .arg("--record")
+            .arg(&cassette)
+            .env("OPENAI_BASE_URL", server.uri()),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let recorded = last_json(&stdout);
+    let asked = script.requests.lock().unwrap().len();
+    assert_eq!(std::fs::read_to_string(&cassette).unwrap().lines().count(), asked);
+    drop(server);
+
+    // The same spec on a fresh copy, replayed: the same plan, steps, files and outcome.
+    let repo_b = make_repo(&dir.path().join("b"));
+    let (code, stdout, stderr) = output(
+        autodev(&dir.path().join("home-b"))
+            .args(["run", "--json", "--test-command", "sh check.sh"])
+            .arg("--repo")
+            .arg(&repo_b)
+            .arg("--spec")
+            .arg(spec(dir.path()))
+            .arg("--replay")
+            .arg(&cassette),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let replayed = last_json(&stdout);
+    for field in ["state", "tests_passed", "input_tokens", "output_tokens"] {
+        assert_eq!(replayed[field], recorded[field], "{field}");
+    }
+    let tree = |repo: &std::path::Path, branch: &str| git(repo, &["rev-parse", &format!("{branch}^{{tree}}")]);
+    assert_eq!(tree(&repo_b, replayed["branch"].as_str().unwrap()), tree(&repo, recorded["branch"].as_str().unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_interrupts_a_run_which_resume_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = script();
+    let server = script.serve(Duration::from_millis(400)).await;
+    let repo = make_repo(dir.path());
+    let home = dir.path().join("home");
+    let mut child = autodev(&home)
+        .args(["run", "--json", "--test-command", "sh check.sh"])
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--spec")
+        .arg(spec(dir.path()))
+        .env("OPENAI_BASE_URL", server.uri())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let run_id =
+        serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap()["run_id"].as_str().unwrap().to_string();
+    // Wait for the task to start, then press Ctrl-C.
+    for line in lines.by_ref() {
+        if line.unwrap().contains("\"task_state_changed\"") {
+            break;
+        }
+    }
+    let ok = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted while executing; continue with: autodev resume"), "{stderr}");
+
+    let (code, stdout, stderr) =
+        output(autodev(&home).args(["resume", "--json", &run_id]).env("OPENAI_BASE_URL", server.uri()));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(last_json(&stdout)["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approve_asks_on_the_terminal_and_no_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = script();
+    let server = script.serve(Duration::ZERO).await;
+    for (answer, code_want, state_want) in [("y\n", 0, "succeeded"), ("n\n", 1, "cancelled")] {
+        let repo = make_repo(&dir.path().join(answer.trim()));
+        let mut child = autodev(&dir.path().join(format!("home-{}", answer.trim())))
+            .args(["run", "--json", "--approve", "--test-command", "sh check.sh"])
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--spec")
+            .arg(spec(dir.path()))
+            .env("OPENAI_BASE_URL", server.uri())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(answer.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code_want), "{stdout}");
+        let summary = last_json(&stdout);
+        assert_eq!(summary["state"], state_want);
+        assert!(stdout.contains("\"to\":\"awaiting_approval\""), "{stdout}");
+    }
+}
