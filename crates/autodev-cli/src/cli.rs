@@ -92,6 +92,9 @@ pub struct ResumeArgs {
     /// Cassette to replay from (default: the one the run was started with).
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
+    /// If the run waits at the plan-approval gate, ask on the terminal.
+    #[arg(long)]
+    pub approve: bool,
     #[arg(long)]
     pub json: bool,
 }

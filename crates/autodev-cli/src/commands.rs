@@ -184,7 +184,7 @@ pub async fn drive_and_report(
         Outcome::Finished(RunState::Succeeded) => Exit::Ok,
         Outcome::Finished(_) => Exit::Failed,
         Outcome::AwaitingApproval => {
-            eprintln!("the plan awaits approval; rerun with --approve to decide on the terminal");
+            eprintln!("the plan awaits approval; decide with: autodev resume --approve {}", row.short_id);
             Exit::Ok
         }
         Outcome::Interrupted(state) => {
@@ -291,7 +291,7 @@ pub async fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Exi
         let display = Display::new(args.json);
         display.note(&format!("resuming run {} ({}) at {}", row.short_id, row.title, row.state));
         let events = engine.subscribe();
-        drive_and_report(&engine, &row, display, events, false).await
+        drive_and_report(&engine, &row, display, events, args.approve).await
     };
     match inner.await {
         Ok(e) | Err(e) => e,

@@ -222,6 +222,7 @@ impl Engine {
         };
         let e = self.store.insert_run(&run, created).await?;
         self.publish(e);
+        self.exclude_home_from(&git, &top).await?;
         if git.is_dirty().await.unwrap_or(false) {
             let e = self
                 .store
@@ -235,6 +236,33 @@ impl Engine {
             self.publish(e);
         }
         Ok(self.store.get_run(&run.id).await?)
+    }
+
+    /// When the data directory is inside the repository (the default `./.autodev` run from
+    /// the project's root), lists it in `.git/info/exclude` so the user's `git status` does
+    /// not show it. That file is git's own metadata, not part of the working tree.
+    async fn exclude_home_from(&self, git: &Git, top: &Path) -> Result<()> {
+        let Ok(home) = self.home.canonicalize() else { return Ok(()) };
+        let Ok(rel) = home.strip_prefix(top) else { return Ok(()) };
+        if rel.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let common = git.run(&["rev-parse", "--git-common-dir"]).await?;
+        let common = top.join(common.trim());
+        let exclude = common.join("info").join("exclude");
+        let pattern = format!("/{}/", rel.to_string_lossy().trim_end_matches('/'));
+        let current = std::fs::read_to_string(&exclude).unwrap_or_default();
+        if current.lines().any(|l| l.trim() == pattern) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(common.join("info"))?;
+        let mut text = current;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("# Autodev's data directory\n{pattern}\n"));
+        std::fs::write(&exclude, text)?;
+        Ok(())
     }
 
     /// Takes the run's lease. A lease held by a process of this host that no longer exists

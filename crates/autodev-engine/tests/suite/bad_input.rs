@@ -104,3 +104,26 @@ async fn a_model_missing_from_the_price_table_costs_nothing_and_warns_once() {
     assert_eq!(warnings, 1);
     assert_eq!(app.engine.store().get_run(&id).await.unwrap().cost_micros, 0);
 }
+
+#[tokio::test]
+async fn a_data_directory_inside_the_repository_stays_out_of_git_status() {
+    let app = TestApp::new().await;
+    app.script
+        .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+    // AUTODEV_HOME=./.autodev, run from the project's root.
+    let home = app.repo.join(".autodev");
+    let store = autodev_store::Store::open(&home.join("autodev.db")).await.unwrap();
+    let client =
+        std::sync::Arc::new(autodev_llm::OpenAiClient::new("openai", &format!("{}/v1", app.server.uri()), None, false));
+    let engine = autodev_engine::Engine::new(store, client, autodev_llm::PriceTable::default(), &home);
+    let mut s = settings(&app.server);
+    s.keep_worktrees = true;
+    let req = RunRequest { repo: app.repo.clone(), spec: Spec::parse(b"# Greet").unwrap(), base: None, settings: s };
+    let id = engine.create_run(req).await.unwrap().id;
+    assert_eq!(engine.drive(&id, Default::default()).await.unwrap(), Outcome::Finished(RunState::Succeeded));
+    assert!(home.join("runs").join(&id).join("worktrees/run").exists());
+    assert_eq!(git(&app.repo, &["status", "--porcelain"]), "");
+    let exclude = std::fs::read_to_string(app.repo.join(".git/info/exclude")).unwrap();
+    assert_eq!(exclude.matches("/.autodev/").count(), 1);
+}
