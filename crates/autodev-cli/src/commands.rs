@@ -15,7 +15,7 @@ use crate::display::Display;
 use crate::{Exit, provider};
 
 pub async fn dispatch(cli: Cli) -> Exit {
-    let home = cli.home.clone();
+    let home = absolute(&cli.home);
     match cli.command {
         Command::Run(args) => run(&home, cli.config.as_deref(), args).await,
         Command::Resume(args) => resume(&home, cli.config.as_deref(), args).await,

@@ -125,7 +125,9 @@ impl Engine {
             store,
             model,
             prices: Arc::new(prices),
-            home: home.to_path_buf(),
+            // Worktree paths are handed to `git -C <repo>`, which would resolve a relative
+            // path against the repository, not against our working directory.
+            home: std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf()),
             events,
             owner: format!("{}:{}", host.trim(), std::process::id()),
             step_overheads: None,
@@ -335,7 +337,7 @@ impl Engine {
                 if state == RunState::Cancelled {
                     Outcome::Finished(RunState::Cancelled)
                 } else {
-                    tracing::error!(run = run_id, error = %err, "run failed");
+                    tracing::info!(run = run_id, error = %err, "run failed");
                     if let Some(e) = self.store.set_run_state(run_id, RunState::Failed, Some(&err.to_string())).await? {
                         self.publish(e);
                     }

@@ -43,7 +43,9 @@ async fn transition(ctx: &RunCtx, to: RunState, reason: Option<&str>) -> Result<
 }
 
 fn toolbox(ctx: &RunCtx, dir: &std::path::Path) -> Result<ToolBox> {
-    Ok(ToolBox::new(dir, ctx.policy())?.with_default_timeout(Duration::from_secs(ctx.settings.command_timeout_secs)))
+    let tb = ToolBox::new(dir, ctx.policy())
+        .map_err(|e| EngineError::Failed(format!("cannot open the workspace {}: {e}", dir.display())))?;
+    Ok(tb.with_default_timeout(Duration::from_secs(ctx.settings.command_timeout_secs)))
 }
 
 /// The worktree on the run branch, where merges, tests and repairs happen.

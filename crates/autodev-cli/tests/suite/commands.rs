@@ -235,6 +235,23 @@ fn doctor_reports_host_support_and_configuration() {
     assert!(!stdout.contains("sk-x"));
 }
 
+/// Regression: with the default relative `AUTODEV_HOME` (`.autodev`), worktree paths were
+/// resolved by git against the repository instead of the working directory, and every run
+/// failed with "No such file or directory" at planning.
+#[test]
+fn the_demo_runs_with_the_default_relative_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = output(
+        autodev(std::path::Path::new(".autodev"))
+            .args(["demo", "--json"])
+            .arg("--dir")
+            .arg(dir.path().join("demo"))
+            .current_dir(dir.path()),
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(dir.path().join(".autodev/autodev.db").exists());
+}
+
 #[test]
 fn the_demo_runs_offline_and_ends_green() {
     let dir = tempfile::tempdir().unwrap();
