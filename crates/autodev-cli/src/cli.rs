@@ -9,9 +9,10 @@ pub struct Cli {
     /// Config file (default: autodev.toml in AUTODEV_HOME).
     #[arg(long, global = true, env = "AUTODEV_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Data directory: database, worktrees, run folders.
-    #[arg(long, global = true, env = "AUTODEV_HOME", default_value = ".autodev")]
-    pub home: PathBuf,
+    /// Data directory: database, worktrees, run folders [default: .autodev; for `demo`, next
+    /// to the demo's copy of the example].
+    #[arg(long, global = true, env = "AUTODEV_HOME")]
+    pub home: Option<PathBuf>,
     /// Log level filter for diagnostics on stderr (e.g. `info`, `autodev_engine=debug`).
     #[arg(long, global = true, env = "AUTODEV_LOG", default_value = "warn")]
     pub log: String,

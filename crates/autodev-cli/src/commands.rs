@@ -15,7 +15,10 @@ use crate::display::Display;
 use crate::{Exit, provider};
 
 pub async fn dispatch(cli: Cli) -> Exit {
-    let home = absolute(&cli.home);
+    if let Command::Demo(args) = cli.command {
+        return crate::demo::demo(cli.home.as_deref().map(absolute), args).await;
+    }
+    let home = absolute(cli.home.as_deref().unwrap_or(Path::new(".autodev")));
     match cli.command {
         Command::Run(args) => run(&home, cli.config.as_deref(), args).await,
         Command::Resume(args) => resume(&home, cli.config.as_deref(), args).await,
@@ -23,7 +26,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Runs(RunsCommand::List { limit, json }) => list(&home, limit, json).await,
         Command::Runs(RunsCommand::Show { run, json }) => show(&home, &run, json).await,
         Command::Doctor(args) => crate::doctor::doctor(&home, cli.config.as_deref(), args).await,
-        Command::Demo(args) => crate::demo::demo(&home, args).await,
+        Command::Demo(_) => Exit::Usage("demo is handled above".into()),
     }
 }
 
@@ -81,7 +84,7 @@ pub fn settings(args: &RunArgs, cfg: &FileConfig, test_command: String) -> RunSe
     }
 }
 
-fn absolute(p: &Path) -> PathBuf {
+pub fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 

@@ -46,7 +46,11 @@ fn git(dir: &Path, args: &[&str]) -> Result<(), Exit> {
     }
 }
 
-pub async fn demo(home: &Path, args: DemoArgs) -> Exit {
+/// `home`: the data directory given with --home / AUTODEV_HOME; by default the demo keeps its
+/// own next to its copy of the example. (A data directory inside another Cargo workspace —
+/// say, Autodev's own source tree — would make `cargo test` in the demo's worktrees refuse
+/// to build.)
+pub async fn demo(home: Option<PathBuf>, args: DemoArgs) -> Exit {
     let example = examples_dir().join("textstats");
     if !example.join("project").is_dir() {
         return Exit::Usage(format!(
@@ -59,6 +63,7 @@ pub async fn demo(home: &Path, args: DemoArgs) -> Exit {
         std::env::temp_dir().join(format!("autodev-demo-{stamp}"))
     });
     let repo = dir.join("textstats");
+    let home = home.unwrap_or_else(|| dir.join(".autodev"));
     if repo.exists() {
         return Exit::Usage(format!("{} already exists: pass another --dir", repo.display()));
     }
@@ -95,9 +100,10 @@ pub async fn demo(home: &Path, args: DemoArgs) -> Exit {
         approve: false,
         json: args.json,
     };
-    let exit = crate::commands::run(home, None, run_args).await;
+    let exit = crate::commands::run(&home, None, run_args).await;
     if !args.json && matches!(exit, Exit::Ok) {
         println!("\ndemo: look at the result with  git -C {} log --oneline --graph --all", repo.display());
+        println!("demo: and at the run with      AUTODEV_HOME={} autodev runs show --json <run>", home.display());
     }
     exit
 }

@@ -239,8 +239,9 @@ fn doctor_reports_host_support_and_configuration() {
 /// resolved by git against the repository instead of the working directory, and every run
 /// failed with "No such file or directory" at planning.
 #[test]
-fn the_demo_runs_with_the_default_relative_data_directory() {
+fn a_run_works_with_a_relative_data_directory() {
     let dir = tempfile::tempdir().unwrap();
+    // An explicit relative home, used as is.
     let (code, stdout, stderr) = output(
         autodev(std::path::Path::new(".autodev"))
             .args(["demo", "--json"])
@@ -250,6 +251,28 @@ fn the_demo_runs_with_the_default_relative_data_directory() {
     );
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(dir.path().join(".autodev/autodev.db").exists());
+}
+
+/// Regression: run from Autodev's own source tree, the demo's data directory (`./.autodev`)
+/// sat inside a Cargo workspace, and `cargo test` in its worktrees refused to build.
+#[test]
+fn the_demo_keeps_its_data_next_to_its_copy_of_the_example() {
+    let dir = tempfile::tempdir().unwrap();
+    // Run from inside a Cargo workspace (as from Autodev's source tree); the demo copies the
+    // example elsewhere.
+    let workspace = dir.path().join("ws");
+    std::fs::create_dir_all(&workspace).unwrap();
+    std::fs::write(workspace.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+    let mut cmd = autodev(std::path::Path::new("unused"));
+    cmd.env_remove("AUTODEV_HOME")
+        .args(["demo", "--json"])
+        .arg("--dir")
+        .arg(dir.path().join("demo"))
+        .current_dir(&workspace);
+    let (code, stdout, stderr) = output(&mut cmd);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(dir.path().join("demo/.autodev/autodev.db").exists());
+    assert!(!workspace.join(".autodev").exists());
 }
 
 #[test]
