@@ -107,6 +107,13 @@ fn recorded_end(kind: AgentKind, name: &str, arguments: &str, is_error: bool) ->
     }
 }
 
+/// A plan written as a JSON object in a reply's text (bare or in a code fence).
+fn plan_in_text(text: &str) -> Option<Plan> {
+    let start = text.find('{')?;
+    let end = text.rfind('}')?;
+    (start < end).then(|| Plan::from_arguments(&text[start..=end]).ok()).flatten()
+}
+
 fn short(text: &str) -> String {
     let line = text.lines().next().unwrap_or("");
     let cut: String = line.chars().take(120).collect();
@@ -143,6 +150,7 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
             / 100;
     let mut messages = header;
     let mut rejections = 0u32;
+    let mut quiet_turns = 0u32;
     let mut last_compaction: Option<u32> = None;
     for turn in 0.. {
         ctx.check_cancel()?;
@@ -269,14 +277,33 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
         };
         spent += response.usage.input_tokens + response.usage.output_tokens;
         let calls = response.message.tool_calls.clone();
+        let text = response.message.content.clone();
         messages.push(response.message);
         if calls.is_empty() {
-            messages.push(Message::user(match spec.kind {
-                AgentKind::Planner => prompts::PLANNER_NUDGE,
-                AgentKind::Coder => prompts::NUDGE,
-            }));
+            match spec.kind {
+                AgentKind::Planner => {
+                    // Some models write the plan as JSON in their reply instead of calling
+                    // the tool; a plan that parses and validates is taken as submitted.
+                    if let Some(plan) = plan_in_text(&text) {
+                        return Ok(AgentEnd::Plan(plan));
+                    }
+                    messages.push(Message::user(prompts::PLANNER_NUDGE));
+                }
+                AgentKind::Coder => {
+                    // Many models end their work by answering without a tool call. After one
+                    // reminder to call `finish`, a second such answer ends the task with its
+                    // text as the summary.
+                    if quiet_turns >= 1 {
+                        let summary = if text.trim().is_empty() { "(no summary given)".to_string() } else { text };
+                        return Ok(AgentEnd::Finished(summary));
+                    }
+                    messages.push(Message::user(prompts::NUDGE));
+                }
+            }
+            quiet_turns += 1;
             continue;
         }
+        quiet_turns = 0;
         let mut end = None;
         for (idx, call) in calls.iter().enumerate() {
             let idx = idx as u32;

@@ -160,6 +160,10 @@ impl AnthropicClient {
 
     async fn complete_streaming(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
         let resp = self.send(&self.body(req, true)).await?;
+        if !crate::openai::is_event_stream(&resp) {
+            // A proxy or mock that ignores `stream` answers with one JSON body.
+            return self.parse_body(resp).await;
+        }
         let mut events = resp.bytes_stream().eventsource();
         // Blocks by index: text accumulates; tool_use gets id/name at start and its input as
         // partial JSON deltas.
@@ -288,6 +292,12 @@ impl ModelClient for AnthropicClient {
             return self.complete_streaming(req).await;
         }
         let resp = self.send(&self.body(req, false)).await?;
+        self.parse_body(resp).await
+    }
+}
+
+impl AnthropicClient {
+    async fn parse_body(&self, resp: reqwest::Response) -> Result<ModelResponse, ModelError> {
         let text = resp.text().await.map_err(|e| transport_error("anthropic", &e))?;
         let v: Value = serde_json::from_str(&text).map_err(|e| self.malformed(format!("response is not JSON: {e}")))?;
         self.parse_response(&v)

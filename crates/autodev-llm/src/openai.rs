@@ -119,6 +119,10 @@ impl OpenAiClient {
 
     async fn complete_streaming(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
         let resp = self.send(&self.body(req, true)).await?;
+        if !is_event_stream(&resp) {
+            // Some compatible servers ignore `stream` and answer with one JSON body.
+            return self.parse_body(resp).await;
+        }
         let mut events = resp.bytes_stream().eventsource();
         let mut content = String::new();
         // Tool calls arrive in pieces keyed by index: the first piece carries id and name,
@@ -241,6 +245,20 @@ impl ModelClient for OpenAiClient {
             return self.complete_streaming(req).await;
         }
         let resp = self.send(&self.body(req, false)).await?;
+        self.parse_body(resp).await
+    }
+}
+
+/// Whether a response is a Server-Sent Events stream.
+pub(crate) fn is_event_stream(resp: &reqwest::Response) -> bool {
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"))
+}
+
+impl OpenAiClient {
+    async fn parse_body(&self, resp: reqwest::Response) -> Result<ModelResponse, ModelError> {
         let text = resp.text().await.map_err(|e| transport_error(&self.name, &e))?;
         let v: Value = serde_json::from_str(&text).map_err(|e| self.malformed(format!("response is not JSON: {e}")))?;
         self.parse_response(&v)

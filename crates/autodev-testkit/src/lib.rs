@@ -69,6 +69,9 @@ impl Respond for Script {
             return ResponseTemplate::new(400)
                 .set_body_json(json!({"error": {"message": format!("no script for {conv} turn {turn}")}}));
         };
+        // A scripted item `{"text": …}` is the reply's text rather than a tool call.
+        let content: String = calls.iter().filter_map(|c| c["text"].as_str()).collect();
+        let calls: Vec<Value> = calls.into_iter().filter(|c| c.get("text").is_none()).collect();
         let tool_calls: Vec<Value> = calls
             .iter()
             .enumerate()
@@ -82,7 +85,7 @@ impl Respond for Script {
                 let c = json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "model": body["model"], "choices": if delta.is_null() { json!([]) } else { json!([{"index": 0, "delta": delta, "finish_reason": finish}]) }, "usage": usage});
                 sse.push_str(&format!("data: {c}\n\n"));
             };
-            chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null);
+            chunk(json!({"role": "assistant", "content": content}), Value::Null, Value::Null);
             for (i, call) in tool_calls.iter().enumerate() {
                 let args = call["function"]["arguments"].as_str().unwrap_or("").to_string();
                 let (a, b) = args.split_at(args.char_indices().nth(args.chars().count() / 2).map_or(0, |(i, _)| i));
@@ -93,14 +96,15 @@ impl Respond for Script {
                 );
                 chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": b}}]}), Value::Null, Value::Null);
             }
-            chunk(json!({}), json!("tool_calls"), Value::Null);
+            let finish = if tool_calls.is_empty() { "stop" } else { "tool_calls" };
+            chunk(json!({}), json!(finish), Value::Null);
             chunk(Value::Null, Value::Null, usage);
             sse.push_str("data: [DONE]\n\n");
             return ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream");
         }
         ResponseTemplate::new(200).set_body_json(json!({
             "id": "chatcmpl-test", "object": "chat.completion", "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": tool_calls}, "finish_reason": "tool_calls"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "tool_calls": tool_calls}, "finish_reason": if tool_calls.is_empty() { "stop" } else { "tool_calls" }}],
             "usage": usage
         }))
     }
@@ -143,6 +147,11 @@ impl Respond for DelayedScript {
 
 pub fn write(path: &str, content: &str) -> Value {
     call("write_file", json!({"path": path, "content": content}))
+}
+
+/// A reply with text and no tool call.
+pub fn text(content: &str) -> Value {
+    json!({"text": content})
 }
 
 pub fn finish(summary: &str) -> Value {

@@ -286,3 +286,22 @@ async fn a_failed_task_skips_its_dependents_transitively_and_fails_the_run() {
     assert_eq!(states, vec![("a", TaskState::Failed), ("b", TaskState::Skipped), ("c", TaskState::Skipped)]);
     assert!(app.reason(&id).await.starts_with("task a failed: model call failed"), "{}", app.reason(&id).await);
 }
+
+#[tokio::test]
+async fn models_that_answer_in_text_instead_of_calling_tools_still_finish() {
+    let app = TestApp::new().await;
+    let plan = json!({"summary": "s", "tasks": [{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]});
+    app.script
+        // The planner writes the plan in its reply, in a code fence.
+        .on("planner", 0, vec![text(&format!("Here is the plan:\n```json\n{plan}\n```"))])
+        .on("task:t1", 0, vec![write("greeting.txt", "hello\n")])
+        // The agent says it is done instead of calling finish; reminded once, it says so again.
+        .on("task:t1", 1, vec![text("I wrote the greeting.")])
+        .on("task:t1", 2, vec![text("Done: greeting.txt says hello.")]);
+    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    let tasks = app.engine.store().tasks(&id).await.unwrap();
+    assert_eq!(tasks[0].summary.as_deref(), Some("Done: greeting.txt says hello."));
+    let reminder = &app.script.requests_for("task:t1")[2];
+    assert!(reminder.to_string().contains("call `finish`"), "{reminder}");
+}

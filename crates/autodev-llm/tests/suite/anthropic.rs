@@ -82,3 +82,15 @@ async fn anthropic_overload_is_retryable_and_a_bad_key_is_not() {
     let err = client.complete(&request("claude-sonnet-4-5")).await.unwrap_err();
     assert!(matches!(err, ModelError::Auth { status: 401, .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_proxy_that_ignores_stream_and_answers_json_still_works() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(fixture("anthropic_tool_use.json"), "application/json"))
+        .mount(&server)
+        .await;
+    let client = AnthropicClient::new(&server.uri(), SecretString::from("k"), true);
+    let resp = client.complete(&request("claude-sonnet-4-5")).await.unwrap();
+    assert_eq!(resp.message.tool_calls[0].name, "read_file");
+}

@@ -110,3 +110,17 @@ async fn openai_errors_are_classified() {
     let client = OpenAiClient::new("openai", "http://127.0.0.1:9", None, false);
     assert!(matches!(client.complete(&request("m")).await.unwrap_err(), ModelError::Network { .. }));
 }
+
+#[tokio::test]
+async fn a_server_that_ignores_stream_and_answers_json_still_works() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"stream": true})))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(fixture("openai_tool_call.json"), "application/json"))
+        .mount(&server)
+        .await;
+    let client = OpenAiClient::new("openai", &server.uri(), None, true);
+    let resp = client.complete(&request("gpt-4o")).await.unwrap();
+    assert_eq!(resp.message.tool_calls.len(), 2);
+    assert_eq!(resp.usage, Usage { input_tokens: 82, output_tokens: 17 });
+}
