@@ -152,6 +152,14 @@ pub async fn doctor(home: &Path, config: Option<&Path>, args: DoctorArgs) -> Exi
         );
     }
     match cfg.test_command.clone().or_else(|| detect::detect_test_command(&args.repo)) {
+        Some(cmd) if !program_on_path(&cmd) => {
+            let program = cmd.split_whitespace().next().unwrap_or("");
+            failed |= report(
+                Level::Warn,
+                "test command",
+                &format!("`{cmd}`: `{program}` is not on PATH; install it or set test_command"),
+            )
+        }
         Some(cmd) => failed |= report(Level::Ok, "test command", &format!("`{cmd}` for {}", args.repo.display())),
         None => {
             failed |= report(
@@ -175,4 +183,18 @@ async fn reach(base: &str) -> Result<u16, String> {
 
 fn reqwest_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder().timeout(Duration::from_secs(3)).build()
+}
+
+/// Whether the first word of a shell command names a program on PATH (or a path that
+/// exists). Commands starting with shell syntax (`cd x && …`, `VAR=1 …`) are given the
+/// benefit of the doubt.
+fn program_on_path(command: &str) -> bool {
+    let Some(program) = command.split_whitespace().next() else { return false };
+    if program.contains('=') || ["cd", "(", "{", "!", "exec", "env"].contains(&program) {
+        return true;
+    }
+    if program.contains('/') {
+        return std::path::Path::new(program).exists();
+    }
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }

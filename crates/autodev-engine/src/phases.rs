@@ -313,7 +313,7 @@ async fn merge_task(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_domai
     ctx.event(EventKind::TaskMerged { task: task.id.clone(), commit: sha }).await
 }
 
-async fn run_tests(ctx: &RunCtx, wt: &std::path::Path, round: u32) -> Result<(bool, String)> {
+async fn run_tests(ctx: &RunCtx, wt: &std::path::Path, round: u32) -> Result<(bool, String, Option<i32>)> {
     let outcome =
         run_command(wt, &ctx.settings.test_command, Duration::from_secs(ctx.settings.test_timeout_secs), &ctx.policy())
             .await
@@ -336,7 +336,7 @@ async fn run_tests(ctx: &RunCtx, wt: &std::path::Path, round: u32) -> Result<(bo
         )
         .await?;
     ctx.emit(e).await;
-    Ok((passed, outcome.render(FAILURE_LINES)))
+    Ok((passed, outcome.render(FAILURE_LINES), outcome.exit_code))
 }
 
 async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
@@ -354,7 +354,7 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
                 let text = match failure.take() {
                     Some(text) => text,
                     None => {
-                        let (passed, text) = run_tests(ctx, &wt, round - 1).await?;
+                        let (passed, text, _) = run_tests(ctx, &wt, round - 1).await?;
                         if passed {
                             return transition(ctx, RunState::Delivering, None).await;
                         }
@@ -381,9 +381,18 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
             git.commit_all(&format!("Fix failing tests (repair round {round})\n\nAutodev run {}.", ctx.run.short_id))
                 .await?;
         }
-        let (passed, text) = run_tests(ctx, &wt, round).await?;
+        let (passed, text, exit_code) = run_tests(ctx, &wt, round).await?;
         if passed {
             return transition(ctx, RunState::Delivering, None).await;
+        }
+        // 126/127: the shell could not run the command at all. No agent can repair that,
+        // so no repair round is spent on it.
+        if matches!(exit_code, Some(126 | 127)) {
+            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            return Err(EngineError::Failed(format!(
+                "the test command `{}` could not run ({last}); fix --test-command or test_command in autodev.toml",
+                ctx.settings.test_command
+            )));
         }
         if round >= ctx.settings.max_repair_rounds {
             let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();

@@ -19,6 +19,24 @@ pub enum GitError {
 
 pub type Result<T> = std::result::Result<T, GitError>;
 
+/// What agents' test runs leave behind and no commit should carry, whether or not the
+/// repository's .gitignore knows them (pathspecs for `git add`).
+const ARTIFACT_EXCLUDES: &[&str] = &[
+    ":(exclude,glob)**/__pycache__/**",
+    ":(exclude,glob)**/*.pyc",
+    ":(exclude,glob)**/.pytest_cache/**",
+    ":(exclude,glob)**/.mypy_cache/**",
+    ":(exclude,glob)**/.ruff_cache/**",
+    ":(exclude,glob)**/.tox/**",
+    ":(exclude,glob)**/.venv/**",
+    ":(exclude,glob)**/node_modules/**",
+    ":(exclude,glob)**/.gradle/**",
+    ":(exclude,glob)**/.DS_Store",
+    // `**/` also for the top level: an anchored pathspec that names an ignored path makes
+    // `git add` fail ("paths are ignored by one of your .gitignore files").
+    ":(exclude,glob)**/target/**",
+];
+
 /// The outcome of merging a branch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergeOutcome {
@@ -157,11 +175,15 @@ impl Git {
         Ok(!out.is_empty())
     }
 
-    /// Stages everything and commits; returns the new commit, or `None` when there was
-    /// nothing to commit.
+    /// Stages everything except caches and dependency directories that test runs leave
+    /// behind, and commits; returns the new commit, or `None` when nothing was staged.
     pub async fn commit_all(&self, message: &str) -> Result<Option<String>> {
-        self.run(&["add", "-A"]).await?;
-        if !self.is_dirty().await? {
+        let mut args = vec!["add", "-A", "--", "."];
+        args.extend(ARTIFACT_EXCLUDES);
+        self.run(&args).await?;
+        let staged = !self.check(&["diff", "--cached", "--quiet"]).await?;
+        // Concluding a merge commits even when the resolution changed nothing.
+        if !staged && !self.merge_in_progress().await? {
             return Ok(None);
         }
         self.run(&["commit", "--quiet", "--no-verify", "-m", message]).await?;
@@ -255,6 +277,27 @@ mod tests {
         git.worktree_add(&wt, "feature", "main").await.unwrap();
         git.worktree_remove(&wt).await.unwrap();
         assert!(!wt.exists());
+    }
+
+    #[tokio::test]
+    async fn caches_left_by_test_runs_are_not_committed() {
+        let (dir, git) = repo().await;
+        for f in [
+            "__pycache__/m.cpython-311.pyc",
+            "pkg/__pycache__/x.pyc",
+            "node_modules/a/index.js",
+            ".pytest_cache/v",
+            "target/debug/app",
+        ] {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "junk").unwrap();
+        }
+        assert_eq!(git.commit_all("only junk").await.unwrap(), None);
+        std::fs::write(dir.path().join("pkg/mod.py"), "x = 1\n").unwrap();
+        let sha = git.commit_all("real change").await.unwrap().unwrap();
+        let files = git.run(&["show", "--name-only", "--format=", &sha]).await.unwrap();
+        assert_eq!(files.trim(), "pkg/mod.py");
     }
 
     #[tokio::test]

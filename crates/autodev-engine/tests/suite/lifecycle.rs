@@ -305,3 +305,19 @@ async fn models_that_answer_in_text_instead_of_calling_tools_still_finish() {
     let reminder = &app.script.requests_for("task:t1")[2];
     assert!(reminder.to_string().contains("call `finish`"), "{reminder}");
 }
+
+#[tokio::test]
+async fn a_test_command_that_cannot_run_fails_without_repair_rounds() {
+    let app = TestApp::new().await;
+    app.script
+        .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+    let mut s = settings(&app.server);
+    s.test_command = "no-such-test-runner --all".into();
+    let (id, outcome) = app.run(s, "# Greet").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    let reason = app.reason(&id).await;
+    assert!(reason.starts_with("the test command `no-such-test-runner --all` could not run ("), "{reason}");
+    assert!(reason.contains("not found"), "{reason}");
+    assert!(app.script.requests_for("repair:1").is_empty());
+}
