@@ -24,7 +24,15 @@ pub(crate) async fn drive(ctx: &Arc<RunCtx>) -> Result<Outcome> {
         ctx.check_cancel()?;
         let state = ctx.engine.store.run_state(&ctx.run.id).await?;
         match state {
-            RunState::Queued => transition(ctx, RunState::Planning, None).await?,
+            RunState::Queued => {
+                if autodev_workspace::SandboxSupport::cached().landlock_abi.is_none() {
+                    ctx.event(EventKind::Warning {
+                        message: "this kernel has no Landlock: agent commands run with a scrubbed environment and time limits, but without write confinement (see `autodev doctor`)".into(),
+                    })
+                    .await?;
+                }
+                transition(ctx, RunState::Planning, None).await?
+            }
             RunState::Planning => plan(ctx).await?,
             RunState::AwaitingApproval => return Ok(Outcome::AwaitingApproval),
             RunState::Executing => execute(ctx).await?,

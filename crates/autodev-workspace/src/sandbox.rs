@@ -124,6 +124,12 @@ pub struct SandboxSupport {
 }
 
 impl SandboxSupport {
+    /// The probe, made once per process.
+    pub fn cached() -> &'static SandboxSupport {
+        static SUPPORT: std::sync::OnceLock<SandboxSupport> = std::sync::OnceLock::new();
+        SUPPORT.get_or_init(SandboxSupport::probe)
+    }
+
     pub fn probe() -> Self {
         // SAFETY: landlock_create_ruleset with a null attribute, size 0 and the VERSION flag
         // only queries the ABI version; it creates nothing and touches no memory.
@@ -197,6 +203,16 @@ pub enum SandboxError {
 /// Builds the Landlock ruleset in the parent (it opens directories, which is not safe to do
 /// between fork and exec); the child only calls `restrict_self`.
 fn landlock_ruleset(root: &Path, policy: &SandboxPolicy) -> Option<RulesetCreated> {
+    if SandboxSupport::cached().landlock_abi.is_none() {
+        // Best-effort mode would "succeed" without enforcing anything; say so instead.
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "this kernel has no Landlock: agent commands run without write confinement (see `autodev doctor`)"
+            )
+        });
+        return None;
+    }
     let abi = ABI::V5;
     let mut writable: Vec<PathBuf> = vec![root.to_path_buf(), policy.tmp_dir.clone(), "/dev".into()];
     writable.extend(policy.writable.iter().cloned());
