@@ -46,6 +46,14 @@ pub enum StoreError {
     Poisoned,
 }
 
+impl StoreError {
+    /// Whether SQLite refused because another connection held a lock (worth retrying).
+    pub fn is_locked(&self) -> bool {
+        let text = self.to_string();
+        text.contains("database is locked") || text.contains("database is busy") || text.contains("(code: 5)")
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -74,8 +82,20 @@ fn run_sql(tail: &'static str) -> sqlx::AssertSqlSafe<String> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file and applies migrations.
+    /// Opens (creating if needed) the database file and applies migrations. Several
+    /// processes opening a new database at once race in the migrations, and SQLite answers
+    /// "database is locked" at once rather than waiting; that is retried for a few seconds.
     pub async fn open(path: &Path) -> Result<Self> {
+        use backon::{ExponentialBuilder, Retryable};
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(20))
+            .with_max_delay(Duration::from_millis(500))
+            .with_max_times(20)
+            .with_jitter();
+        (|| Self::open_once(path)).retry(backoff).when(StoreError::is_locked).await
+    }
+
+    async fn open_once(path: &Path) -> Result<Self> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         }
@@ -87,7 +107,22 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(options).await?;
-        MIGRATOR.run(&pool).await?;
+        // sqlx's SQLite migrator takes no lock: two processes starting on a new database would
+        // both apply migration 1. An OS file lock beside the database serialises them.
+        let lock_path = path.with_extension("migrate.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+            .await
+            .map_err(|e| StoreError::Db(sqlx::Error::Io(std::io::Error::other(e))))?
+            .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        let migrated = MIGRATOR.run(&pool).await;
+        drop(lock);
+        migrated?;
         let hot = rusqlite::Connection::open(path)?;
         hot.busy_timeout(Duration::from_secs(10))?;
         hot.pragma_update(None, "synchronous", "NORMAL")?;

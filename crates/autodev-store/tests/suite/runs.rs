@@ -129,3 +129,22 @@ async fn a_lease_held_by_another_owner_blocks_until_forced_or_expired() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     store.claim_run(&run.id, "host:4", Duration::from_secs(60), false).await.unwrap();
 }
+
+/// Regression: two `autodev` processes starting at once on a new data directory raced in the
+/// migrations and one failed with "database is locked".
+#[tokio::test(flavor = "multi_thread")]
+async fn many_openers_of_a_new_database_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("autodev.db");
+    let opens: Vec<_> = (0..6)
+        .map(|_| {
+            tokio::spawn({
+                let path = path.clone();
+                async move { Store::open(&path).await.map(|_| ()) }
+            })
+        })
+        .collect();
+    for open in opens {
+        open.await.unwrap().unwrap();
+    }
+}
