@@ -33,6 +33,9 @@ pub enum Command {
     Runs(RunsCommand),
     /// Check what this host supports and what is configured.
     Doctor(DoctorArgs),
+    /// API keys for the HTTP API.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Run the bundled example offline from a recorded cassette.
     Demo(DemoArgs),
 }
@@ -121,6 +124,25 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once, alone on the last line.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin (projects, keys), operator (runs), or viewer (read only).
+        #[arg(long, value_parser = ["admin", "operator", "viewer"])]
+        role: String,
+    },
+    /// Keys with their names, roles and prefixes (never the keys).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id or name.
+    Revoke { key: String },
 }
 
 #[derive(Debug, Args)]

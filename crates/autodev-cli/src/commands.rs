@@ -26,6 +26,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Runs(RunsCommand::List { limit, json }) => list(&home, limit, json).await,
         Command::Runs(RunsCommand::Show { run, json }) => show(&home, &run, json).await,
         Command::Doctor(args) => crate::doctor::doctor(&home, cli.config.as_deref(), args).await,
+        Command::Keys(cmd) => keys(&home, cmd).await,
         Command::Demo(_) => Exit::Usage("demo is handled above".into()),
     }
 }
@@ -408,6 +409,61 @@ pub async fn show(home: &Path, key: &str, json: bool) -> Exit {
             display.event(e);
         }
         display.finish();
+        Ok::<Exit, Exit>(Exit::Ok)
+    };
+    match inner.await {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+pub async fn keys(home: &Path, cmd: crate::cli::KeysCommand) -> Exit {
+    use autodev_server::auth;
+    use secrecy::ExposeSecret;
+    let inner = async {
+        let store = open_store(home).await?;
+        match cmd {
+            crate::cli::KeysCommand::Create { name, role } => {
+                let role: autodev_domain::AccessRole =
+                    role.parse().map_err(|e: autodev_domain::access::UnknownRole| Exit::Usage(e.to_string()))?;
+                let configured = crate::config::secret("AUTODEV_KEY_PEPPER").map_err(Exit::Usage)?;
+                let pepper = auth::Pepper::load(configured, home).map_err(|e| Exit::Usage(e.to_string()))?;
+                let new = auth::create_key(&store, &pepper, &name, role).await.map_err(|e| match e {
+                    auth::AuthError::Invalid(m) => Exit::Usage(m),
+                    auth::AuthError::Store(StoreError::Conflict(m)) => Exit::Usage(m),
+                    other => Exit::Usage(other.to_string()),
+                })?;
+                println!("created key {} ({}) for {}, role {}", new.row.id, new.row.prefix, new.row.name, new.row.role);
+                println!("store it now: it is not shown again. Send it as `Authorization: Bearer <key>`.");
+                println!("{}", new.key.expose_secret());
+            }
+            crate::cli::KeysCommand::List { json } => {
+                let keys = store.list_keys().await.map_err(store_error)?;
+                if json {
+                    let v: Vec<serde_json::Value> = keys
+                        .iter()
+                        .map(|k| serde_json::json!({"id": k.id, "name": k.name, "role": k.role, "prefix": k.prefix, "created_at_ms": k.created_at, "last_used_at_ms": k.last_used_at, "revoked": k.revoked_at.is_some()}))
+                        .collect();
+                    println!("{}", serde_json::Value::Array(v));
+                } else if keys.is_empty() {
+                    println!("no keys yet; create one with: autodev keys create --name NAME --role admin");
+                } else {
+                    println!("{:<36} {:<20} {:<9} {:<13} STATUS", "ID", "NAME", "ROLE", "PREFIX");
+                    for k in &keys {
+                        let status = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                        println!("{:<36} {:<20} {:<9} {:<13} {status}", k.id, k.name, k.role, k.prefix);
+                    }
+                }
+            }
+            crate::cli::KeysCommand::Revoke { key } => {
+                if store.revoke_key(&key).await.map_err(store_error)? {
+                    println!("revoked {key}");
+                } else {
+                    return Err(Exit::Usage(format!(
+                        "no active key with id or name `{key}`; `autodev keys list` shows them"
+                    )));
+                }
+            }
+        }
         Ok::<Exit, Exit>(Exit::Ok)
     };
     match inner.await {

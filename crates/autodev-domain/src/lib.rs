@@ -14,8 +14,10 @@
 //! - [`event`]: the append-only record of a run.
 //! - [`money`]: cost in micro-dollars.
 //! - [`ports`]: `ModelClient`, the one trait the engine needs from a model provider.
+//! - [`access`]: API roles.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod access;
 pub mod event;
 pub mod ids;
 pub mod message;
@@ -25,6 +27,7 @@ pub mod ports;
 pub mod spec;
 pub mod state;
 
+pub use access::AccessRole;
 pub use event::{Event, EventKind};
 pub use ids::RunId;
 pub use message::{CallMeta, Message, ModelRequest, ModelResponse, Role, StopReason, ToolCall, ToolSpec, Usage};

@@ -128,3 +128,16 @@ pub struct ToolStart<'a> {
     /// What the display shows: the path, command or pattern.
     pub target: &'a str,
 }
+
+/// An API key as stored: never the key itself, only its keyed hash and a display prefix.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct KeyRow {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub prefix: String,
+    pub hash: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}

@@ -11,7 +11,7 @@ use rusqlite::OptionalExtension;
 use sqlx::SqlitePool;
 
 use crate::Result;
-use crate::rows::{ModelCallRecord, NewRun, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart};
+use crate::rows::{KeyRow, ModelCallRecord, NewRun, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,6 +41,9 @@ pub enum StoreError {
     /// The writer connection failed (see `Db`).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The record conflicts with one that exists (a name in use). Tell the user.
+    #[error("{0}")]
+    Conflict(String),
     /// A thread panicked while holding the writer connection. Restart the process.
     #[error("the database connection was poisoned by a panic")]
     Poisoned,
@@ -597,6 +600,92 @@ impl Store {
                 "UPDATE runs SET lease_owner = NULL, lease_until = 0 WHERE id = ?1 AND lease_owner = ?2",
             )?
             .execute([run_id, owner])?;
+            Ok(())
+        })
+    }
+
+    /// Stores a new API key (its hash only). A name already in use is refused.
+    pub async fn insert_key(&self, key: &KeyRow) -> Result<()> {
+        self.write(|tx| {
+            let taken: Option<String> = tx
+                .prepare_cached("SELECT id FROM api_keys WHERE name = ?1")?
+                .query_row([&key.name], |r| r.get(0))
+                .optional()?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "a key named `{}` exists; pick another name or revoke it",
+                    key.name
+                )));
+            }
+            tx.prepare_cached(
+                "INSERT INTO api_keys (id, name, role, prefix, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(rusqlite::params![
+                key.id,
+                key.name,
+                key.role,
+                key.prefix,
+                key.hash,
+                key.created_at
+            ])?;
+            Ok(())
+        })
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<KeyRow>> {
+        Ok(sqlx::query_as::<_, KeyRow>(
+            "SELECT id, name, role, prefix, hash, created_at, last_used_at, revoked_at FROM api_keys ORDER BY created_at, name",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The active (not revoked) key with this hash.
+    pub async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRow>> {
+        Ok(sqlx::query_as::<_, KeyRow>(
+            "SELECT id, name, role, prefix, hash, created_at, last_used_at, revoked_at FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Revokes a key by id or name; returns whether one was revoked now.
+    pub async fn revoke_key(&self, id_or_name: &str) -> Result<bool> {
+        let now = now_ms();
+        let n = self.write(|tx| {
+            Ok(tx
+                .prepare_cached(
+                    "UPDATE api_keys SET revoked_at = ?1 WHERE (id = ?2 OR name = ?2) AND revoked_at IS NULL",
+                )?
+                .execute(rusqlite::params![now, id_or_name])?)
+        })?;
+        Ok(n > 0)
+    }
+
+    /// Records a mutating request in the audit log.
+    pub async fn audit(
+        &self,
+        key: Option<&KeyRow>,
+        method: &str,
+        path: &str,
+        status: u16,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        let now = now_ms();
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO audit_log (at_ms, key_id, key_name, method, path, status, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(rusqlite::params![
+                now,
+                key.map(|k| k.id.as_str()),
+                key.map(|k| k.name.as_str()),
+                method,
+                path,
+                status,
+                detail
+            ])?;
             Ok(())
         })
     }

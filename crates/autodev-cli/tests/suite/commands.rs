@@ -294,3 +294,33 @@ fn the_demo_runs_offline_and_ends_green() {
         .collect();
     assert_eq!(tests, vec![false, true]);
 }
+
+#[test]
+fn keys_are_printed_once_listed_without_secrets_and_revocable() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (code, stdout, stderr) =
+        output(autodev(&home).args(["keys", "create", "--name", "ci-bot", "--role", "operator"]));
+    assert_eq!(code, 0, "{stderr}");
+    let key = stdout.lines().last().unwrap().to_string();
+    assert!(key.starts_with("adk_") && key.len() == 68, "{stdout}");
+    let (code, stdout, _) = output(autodev(&home).args(["keys", "list", "--json"]));
+    assert_eq!(code, 0);
+    let keys: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(keys[0]["name"], "ci-bot");
+    assert_eq!(keys[0]["role"], "operator");
+    assert!(!stdout.contains(&key[4..]));
+    let (code, _, stderr) = output(autodev(&home).args(["keys", "create", "--name", "ci-bot", "--role", "viewer"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("a key named `ci-bot` exists"), "{stderr}");
+    let (code, _, stderr) = output(autodev(&home).args(["keys", "create", "--name", "x", "--role", "root"]));
+    assert_eq!(code, 2, "{stderr}");
+    let (code, stdout, _) = output(autodev(&home).args(["keys", "revoke", "ci-bot"]));
+    assert_eq!((code, stdout.trim()), (0, "revoked ci-bot"));
+    let (code, _, _) = output(autodev(&home).args(["keys", "revoke", "ci-bot"]));
+    assert_eq!(code, 2);
+    // The pepper is private to its owner.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.join("key-pepper")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0);
+}
