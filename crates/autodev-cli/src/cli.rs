@@ -33,6 +33,8 @@ pub enum Command {
     Runs(RunsCommand),
     /// Check what this host supports and what is configured.
     Doctor(DoctorArgs),
+    /// Serve the HTTP API (runs, their event streams, health).
+    Serve(ServeArgs),
     /// API keys for the HTTP API.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -124,6 +126,13 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "AUTODEV_LISTEN")]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,6 +27,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Runs(RunsCommand::Show { run, json }) => show(&home, &run, json).await,
         Command::Doctor(args) => crate::doctor::doctor(&home, cli.config.as_deref(), args).await,
         Command::Keys(cmd) => keys(&home, cmd).await,
+        Command::Serve(args) => serve(&home, cli.config.as_deref(), args).await,
         Command::Demo(_) => Exit::Usage("demo is handled above".into()),
     }
 }
@@ -464,6 +465,59 @@ pub async fn keys(home: &Path, cmd: crate::cli::KeysCommand) -> Exit {
                 }
             }
         }
+        Ok::<Exit, Exit>(Exit::Ok)
+    };
+    match inner.await {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+/// `autodev serve`: the HTTP API until SIGINT or SIGTERM.
+pub async fn serve(home: &Path, config: Option<&Path>, args: crate::cli::ServeArgs) -> Exit {
+    let inner = async {
+        let cfg = FileConfig::load(home, config, None)
+            .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
+        let store = open_store(home).await?;
+        let configured = crate::config::secret("AUTODEV_KEY_PEPPER").map_err(Exit::Usage)?;
+        let pepper = autodev_server::auth::Pepper::load(configured, home).map_err(|e| Exit::Usage(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| Exit::Usage(format!("cannot listen on {}: {e} (--listen)", args.listen)))?;
+        let state = autodev_server::AppState {
+            store,
+            pepper,
+            home: home.to_path_buf(),
+            providers_configured: provider::any_configured(&cfg),
+            poll: std::time::Duration::from_millis(250),
+        };
+        let shutdown = CancellationToken::new();
+        {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                let term = async {
+                    match term.as_mut() {
+                        Some(t) => {
+                            t.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term => {}
+                }
+                shutdown.cancel();
+            });
+        }
+        eprintln!(
+            "autodev serve: listening on http://{}",
+            listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        autodev_server::serve(listener, state, shutdown)
+            .await
+            .map_err(|e| Exit::Usage(format!("server error: {e}")))?;
+        eprintln!("autodev serve: stopped");
         Ok::<Exit, Exit>(Exit::Ok)
     };
     match inner.await {

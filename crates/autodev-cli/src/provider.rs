@@ -120,3 +120,18 @@ pub fn build(
         None => Ok(client),
     }
 }
+
+/// Whether any model provider is configured (for readiness).
+pub fn any_configured(cfg: &FileConfig) -> bool {
+    let has = |n: &str| std::env::var_os(n).is_some() || std::env::var_os(format!("{n}_FILE")).is_some();
+    has("OPENAI_API_KEY")
+        || std::env::var_os("OPENAI_BASE_URL").is_some()
+        || has("ANTHROPIC_API_KEY")
+        || has("GROQ_API_KEY")
+        || std::env::var_os("OLLAMA_HOST").is_some()
+        || cfg.openai.api_key.is_some()
+        || cfg.openai.base_url.is_some()
+        || cfg.anthropic.api_key.is_some()
+        || cfg.groq.api_key.is_some()
+        || cfg.ollama.base_url.is_some()
+}

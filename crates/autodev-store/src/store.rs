@@ -228,6 +228,29 @@ impl Store {
         }
     }
 
+    /// A page of runs, newest first, optionally in one state, strictly before the cursor
+    /// `(created_at, id)`.
+    pub async fn list_runs_page(
+        &self,
+        state: Option<RunState>,
+        limit: i64,
+        before: Option<(i64, String)>,
+    ) -> Result<Vec<RunRow>> {
+        let (at, id) = before.unwrap_or((i64::MAX, String::new()));
+        let has_cursor = at != i64::MAX;
+        Ok(sqlx::query_as::<_, RunRow>(run_sql(
+            "WHERE ($1 IS NULL OR state = $1) AND (NOT $2 OR created_at < $3 OR (created_at = $3 AND id < $4))
+             ORDER BY created_at DESC, id DESC LIMIT $5",
+        ))
+        .bind(state.map(RunState::as_str))
+        .bind(has_cursor)
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Runs, newest first.
     pub async fn list_runs(&self, limit: i64) -> Result<Vec<RunRow>> {
         Ok(sqlx::query_as::<_, RunRow>(run_sql("ORDER BY created_at DESC, id DESC LIMIT $1"))
@@ -688,6 +711,11 @@ impl Store {
             ])?;
             Ok(())
         })
+    }
+
+    /// How many requests the audit log holds.
+    pub async fn audit_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM audit_log").fetch_one(&self.pool).await?)
     }
 
     /// The current state, cheaply (used to notice a cancel from another process).

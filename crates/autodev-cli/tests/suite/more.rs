@@ -140,3 +140,45 @@ async fn approve_asks_on_the_terminal_and_no_cancels() {
         assert!(stdout.contains("\"to\":\"awaiting_approval\""), "{stdout}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_answers_with_keys_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    // A run made by the CLI is visible through the API.
+    let script = script();
+    let server = script.serve(Duration::ZERO).await;
+    let repo = make_repo(dir.path());
+    let (code, _, stderr) = output(
+        autodev(&home)
+            .args(["run", "--json", "--test-command", "sh check.sh"])
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--spec")
+            .arg(spec(dir.path()))
+            .env("OPENAI_BASE_URL", server.uri()),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let (_, stdout, _) = output(autodev(&home).args(["keys", "create", "--name", "reader", "--role", "viewer"]));
+    let key = stdout.lines().last().unwrap().to_string();
+
+    let mut child = autodev(&home).args(["serve", "--listen", "127.0.0.1:0"]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let base = first.rsplit(' ').next().unwrap().to_string();
+    assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(format!("{base}/health")).send().await.unwrap().text().await.unwrap(), "ok");
+    // No provider is configured in this environment: not ready, and it says why.
+    let ready = http.get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    assert_eq!(http.get(format!("{base}/api/v1/runs")).send().await.unwrap().status().as_u16(), 401);
+    let v: Value =
+        http.get(format!("{base}/api/v1/runs")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["runs"][0]["state"], "succeeded");
+    assert_eq!(v["runs"][0]["tests_passed"], true);
+
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,261 @@
+//! The HTTP application: routes, auth, and the handlers.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use autodev_domain::{AccessRole, RunState};
+use autodev_store::{KeyRow, RunRow, Store};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{self, Pepper};
+use crate::error::ApiError;
+
+/// Request bodies larger than this are refused with 413.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub pepper: Pepper,
+    pub home: PathBuf,
+    /// Whether at least one model provider is configured (for /ready).
+    pub providers_configured: bool,
+    /// How often an event stream looks for new events.
+    pub poll: Duration,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/api/v1/runs", get(list_runs))
+        .route("/api/v1/runs/{id}", get(get_run))
+        .route("/api/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/api/v1/runs/{id}/events", get(run_events))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The caller, authenticated by `Authorization: Bearer KEY`.
+pub struct Caller {
+    pub key: KeyRow,
+    pub role: AccessRole,
+}
+
+impl Caller {
+    pub fn require(&self, role: AccessRole) -> Result<(), ApiError> {
+        if self.role.allows(role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this needs the {role} role; the key `{}` is {}",
+                self.key.name, self.role
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header =
+            parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+                ApiError::unauthorized("missing `Authorization: Bearer KEY`; create a key with `autodev keys create`")
+            })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer KEY`"))?;
+        match auth::authenticate(&state.store, &state.pepper, token.trim()).await {
+            Ok(Some((key, role))) => Ok(Caller { key, role }),
+            Ok(None) => Err(ApiError::unauthorized("invalid or revoked API key")),
+            Err(auth::AuthError::Store(e)) => Err(e.into()),
+            Err(e) => Err(ApiError::internal(&e)),
+        }
+    }
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let database = state.store.list_runs(1).await.is_ok();
+    let ok = database && state.providers_configured;
+    let body = json!({
+        "status": if ok { "ready" } else { "not_ready" },
+        "checks": {"database": database, "migrations": database, "model_provider": state.providers_configured},
+    });
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+pub fn run_json(r: &RunRow) -> Value {
+    json!({
+        "id": r.id,
+        "short_id": r.short_id,
+        "title": r.title,
+        "state": r.state,
+        "reason": r.reason,
+        "repository": r.repo,
+        "base_branch": r.base_branch,
+        "branch": r.branch,
+        "tests_passed": r.test_passed,
+        "usage": {"input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "cost_usd": r.cost_micros as f64 / 1e6},
+        "created_at_ms": r.created_at,
+        "finished_at_ms": r.finished_at,
+        "links": {"self": format!("/api/v1/runs/{}", r.id), "events": format!("/api/v1/runs/{}/events", r.id)},
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+async fn list_runs(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AccessRole::Viewer)?;
+    let filter = match q.state.as_deref() {
+        Some(s) => Some(s.parse::<RunState>().map_err(|e| ApiError::invalid("state", e.to_string()))?),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid("limit", "limit must be between 1 and 200"));
+    }
+    let before = match q.cursor.as_deref() {
+        Some(c) => {
+            let (at, id) = c
+                .split_once('_')
+                .ok_or_else(|| ApiError::invalid("cursor", "malformed cursor; pass back next_cursor as given"))?;
+            let at: i64 = at
+                .parse()
+                .map_err(|_| ApiError::invalid("cursor", "malformed cursor; pass back next_cursor as given"))?;
+            Some((at, id.to_string()))
+        }
+        None => None,
+    };
+    let rows = state.store.list_runs_page(filter, limit + 1, before).await?;
+    let more = rows.len() as i64 > limit;
+    let page: Vec<&RunRow> = rows.iter().take(limit as usize).collect();
+    let next = if more { page.last().map(|r| format!("{}_{}", r.created_at, r.id)) } else { None };
+    Ok(Json(json!({"runs": page.iter().map(|r| run_json(r)).collect::<Vec<_>>(), "next_cursor": next})))
+}
+
+async fn get_run(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AccessRole::Viewer)?;
+    let run = state.store.find_run(&id).await?;
+    let tasks = state.store.tasks(&run.id).await?;
+    let mut v = run_json(&run);
+    v["plan"] = run.plan.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or(Value::Null);
+    v["tasks"] = tasks
+        .iter()
+        .map(|t| json!({"id": t.task_key, "title": t.title, "state": t.state, "depends_on": t.deps(), "summary": t.summary, "reason": t.reason, "commit": t.commit_sha}))
+        .collect();
+    Ok(Json(v))
+}
+
+async fn cancel_run(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AccessRole::Operator)?;
+    let run = state.store.find_run(&id).await?;
+    let result = if run.run_state().is_terminal() {
+        Err(ApiError::conflict(format!("run {} is already {}", run.short_id, run.state)))
+    } else {
+        state
+            .store
+            .set_run_state(&run.id, RunState::Cancelled, Some(&format!("cancelled by {}", caller.key.name)))
+            .await
+            .map_err(ApiError::from)
+    };
+    let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
+    state.store.audit(Some(&caller.key), "POST", &format!("/api/v1/runs/{}/cancel", run.id), status, None).await?;
+    result?;
+    Ok(Json(run_json(&state.store.get_run(&run.id).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Replay events after this sequence number (like `Last-Event-ID`).
+    after: Option<i64>,
+}
+
+/// Server-Sent Events: every event of the run after `Last-Event-ID` (or `?after=`), then new
+/// ones as they are stored, until the run has finished. The store is polled, so this works
+/// the same whichever process drives the run.
+async fn run_events(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
+    caller.require(AccessRole::Viewer)?;
+    let run = state.store.find_run(&id).await?;
+    let header_seq = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| v.trim().parse::<i64>());
+    let after = match header_seq {
+        Some(Ok(seq)) => seq,
+        Some(Err(_)) => {
+            return Err(ApiError::invalid("Last-Event-ID", "Last-Event-ID must be an event's sequence number"));
+        }
+        None => q.after.unwrap_or(0),
+    };
+    let store = state.store.clone();
+    let poll = state.poll;
+    let run_id = run.id.clone();
+    let stream =
+        futures::stream::unfold((after, Vec::<SseEvent>::new(), false), move |(mut after, mut queue, mut done)| {
+            let store = store.clone();
+            let run_id = run_id.clone();
+            async move {
+                loop {
+                    if let Some(e) = queue.pop() {
+                        return Some((Ok(e), (after, queue, done)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    // Read the state first: events written before a terminal state are all in.
+                    let finished = store.run_state(&run_id).await.map(RunState::is_terminal).unwrap_or(true);
+                    let events = store.events(&run_id, after).await.unwrap_or_default();
+                    for e in events.iter().rev() {
+                        let data = serde_json::to_string(e).unwrap_or_default();
+                        queue.push(SseEvent::default().id(e.seq.to_string()).event(e.kind.name()).data(data));
+                    }
+                    if let Some(last) = events.last() {
+                        after = last.seq;
+                    }
+                    if finished {
+                        done = true;
+                    } else if queue.is_empty() {
+                        tokio::time::sleep(poll).await;
+                    }
+                }
+            }
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,131 @@
+use std::time::Duration;
+
+use autodev_domain::{EventKind, RunState};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::Value;
+
+use super::spawn_app;
+
+#[tokio::test]
+async fn health_and_ready_answer_without_a_key() {
+    let app = spawn_app().await;
+    let r = app.get("/health", None).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "ok".to_string()));
+    let r = app.get("/ready", None).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["checks"]["database"], true);
+    // Shutdown: the server stops accepting connections.
+    app.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(app.get("/health", None).send().await.is_err());
+}
+
+#[tokio::test]
+async fn the_auth_matrix_is_enforced_with_one_error_shape() {
+    let app = spawn_app().await;
+    let id = app.run_with_events("Auth", 0).await;
+    let cancel = format!("/api/v1/runs/{id}/cancel");
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (app.get("/api/v1/runs", None), 401, "unauthorized"),
+        (app.get("/api/v1/runs", Some("adk_0123")), 401, "unauthorized"),
+        (app.get("/api/v1/runs", None).header("authorization", "Basic abc"), 401, "unauthorized"),
+        (app.post(&cancel, Some(&app.viewer)), 403, "forbidden"),
+        (app.get("/api/v1/runs/ffffffff", Some(&app.viewer)), 404, "not_found"),
+        (app.get("/api/v1/runs?state=running", Some(&app.viewer)), 422, "invalid"),
+        (app.get("/api/v1/runs?limit=0", Some(&app.viewer)), 422, "invalid"),
+        (app.get("/api/v1/nope", Some(&app.viewer)), 404, "not_found"),
+    ];
+    for (rb, status, code) in cases {
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().len() > 5);
+    }
+    let r = app.get("/api/v1/runs?state=running", Some(&app.viewer)).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["field"], "state");
+    // A viewer reads; an operator cancels (once); the cancel is audited.
+    assert_eq!(app.get(&format!("/api/v1/runs/{id}"), Some(&app.viewer)).send().await.unwrap().status().as_u16(), 200);
+    let r = app.post(&cancel, Some(&app.operator)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["state"], "cancelled");
+    assert_eq!(v["reason"], "cancelled by op");
+    assert_eq!(app.post(&cancel, Some(&app.admin)).send().await.unwrap().status().as_u16(), 409);
+    assert_eq!(app.store.audit_count().await.unwrap(), 2);
+    // A revoked key stops working at once.
+    app.store.revoke_key("viewer").await.unwrap();
+    assert_eq!(app.get("/api/v1/runs", Some(&app.viewer)).send().await.unwrap().status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn runs_are_listed_newest_first_with_a_cursor_and_a_state_filter() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(app.run_with_events(&format!("Run {i}"), 0).await);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    app.store.set_run_state(&ids[1], RunState::Cancelled, None).await.unwrap();
+    let mut seen = Vec::new();
+    let mut url = "/api/v1/runs?limit=2".to_string();
+    loop {
+        let v: Value = app.get(&url, Some(&app.viewer)).send().await.unwrap().json().await.unwrap();
+        for r in v["runs"].as_array().unwrap() {
+            seen.push(r["id"].as_str().unwrap().to_string());
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => url = format!("/api/v1/runs?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+    let v: Value =
+        app.get("/api/v1/runs?state=cancelled", Some(&app.viewer)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(v["runs"][0]["title"], "Run 1");
+}
+
+#[tokio::test]
+async fn the_event_stream_replays_from_last_event_id_then_follows_until_the_run_ends() {
+    let app = spawn_app().await;
+    let id = app.run_with_events("Stream", 3).await;
+    // Events 1..=4 exist (run_created + 3 warnings). Resume after 2.
+    let resp = app
+        .get(&format!("/api/v1/runs/{id}/events"), Some(&app.viewer))
+        .header("Last-Event-ID", "2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut events = resp.bytes_stream().eventsource();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let e = events.next().await.unwrap().unwrap();
+        got.push((e.id.clone(), e.event.clone()));
+    }
+    let first_seq: i64 = got[0].0.parse().unwrap();
+    assert!(first_seq > 2);
+    assert_eq!(got[0].1, "warning");
+    // Live: a new event and then the end of the run arrive on the open stream.
+    let store = app.store.clone();
+    let id2 = id.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        store.append_event(&id2, EventKind::Warning { message: "live".into() }).await.unwrap();
+        store.set_run_state(&id2, RunState::Failed, Some("done")).await.unwrap();
+    });
+    let mut rest = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap() {
+        let e = e.unwrap();
+        let v: Value = serde_json::from_str(&e.data).unwrap();
+        rest.push(v["type"].as_str().unwrap().to_string());
+    }
+    // The stream closes by itself once the run is terminal.
+    assert_eq!(rest, vec!["warning", "state_changed"]);
+}

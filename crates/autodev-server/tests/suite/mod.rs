@@ -1,0 +1,93 @@
+mod api;
+
+use std::time::Duration;
+
+use autodev_domain::{AccessRole, EventKind, RunId};
+use autodev_server::auth::{Pepper, create_key};
+use autodev_server::{AppState, serve};
+use autodev_store::{NewRun, Store};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub _dir: tempfile::TempDir,
+    pub base: String,
+    pub store: Store,
+    pub admin: String,
+    pub operator: String,
+    pub viewer: String,
+    pub http: reqwest::Client,
+    pub shutdown: CancellationToken,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("autodev.db")).await.unwrap();
+    let pepper = Pepper::new(SecretString::from("test-pepper"));
+    let key = |name: &'static str, role| {
+        let (store, pepper) = (store.clone(), pepper.clone());
+        async move { create_key(&store, &pepper, name, role).await.unwrap().key.expose_secret().to_string() }
+    };
+    let (admin, operator, viewer) = (
+        key("admin", AccessRole::Admin).await,
+        key("op", AccessRole::Operator).await,
+        key("viewer", AccessRole::Viewer).await,
+    );
+    let state = AppState {
+        store: store.clone(),
+        pepper,
+        home: dir.path().to_path_buf(),
+        providers_configured: true,
+        poll: Duration::from_millis(20),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, state, shutdown.clone()));
+    TestApp { _dir: dir, base, store, admin, operator, viewer, http: reqwest::Client::new(), shutdown }
+}
+
+impl TestApp {
+    /// A run stored directly (as the engine would), with `n` warning events.
+    pub async fn run_with_events(&self, title: &str, n: usize) -> String {
+        let id = RunId::new();
+        let run = NewRun {
+            id: id.to_string(),
+            short_id: id.short(),
+            title: title.into(),
+            spec: format!("# {title}"),
+            repo: "/tmp/repo".into(),
+            base_branch: "main".into(),
+            base_commit: "abc".into(),
+            branch: format!("autodev/{}-x", id.short()),
+            settings: "{}".into(),
+        };
+        let created = EventKind::RunCreated {
+            title: title.into(),
+            repo: "/tmp/repo".into(),
+            base_branch: "main".into(),
+            test_command: "true".into(),
+        };
+        self.store.insert_run(&run, created).await.unwrap();
+        for i in 0..n {
+            self.store.append_event(&run.id, EventKind::Warning { message: format!("w{i}") }).await.unwrap();
+        }
+        run.id
+    }
+
+    pub fn get(&self, path: &str, key: Option<&str>) -> reqwest::RequestBuilder {
+        let rb = self.http.get(format!("{}{path}", self.base));
+        match key {
+            Some(k) => rb.bearer_auth(k),
+            None => rb,
+        }
+    }
+
+    pub fn post(&self, path: &str, key: Option<&str>) -> reqwest::RequestBuilder {
+        let rb = self.http.post(format!("{}{path}", self.base));
+        match key {
+            Some(k) => rb.bearer_auth(k),
+            None => rb,
+        }
+    }
+}
