@@ -133,6 +133,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", env = "AUTODEV_LISTEN")]
     pub listen: std::net::SocketAddr,
+    /// In-process workers that execute runs created through the API (0: API only).
+    #[arg(long, default_value_t = 2, env = "AUTODEV_WORKERS")]
+    pub workers: usize,
 }
 
 #[derive(Debug, Subcommand)]

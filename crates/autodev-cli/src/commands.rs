@@ -489,6 +489,8 @@ pub async fn serve(home: &Path, config: Option<&Path>, args: crate::cli::ServeAr
             home: home.to_path_buf(),
             providers_configured: provider::any_configured(&cfg),
             poll: std::time::Duration::from_millis(250),
+            prices: std::sync::Arc::new(PriceTable::with_overrides(&cfg.prices)),
+            models: std::sync::Arc::new(provider::ConfiguredModels { cfg }),
         };
         let shutdown = CancellationToken::new();
         {
@@ -514,9 +516,11 @@ pub async fn serve(home: &Path, config: Option<&Path>, args: crate::cli::ServeAr
             "autodev serve: listening on http://{}",
             listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
         );
-        autodev_server::serve(listener, state, shutdown)
-            .await
-            .map_err(|e| Exit::Usage(format!("server error: {e}")))?;
+        let workers = tokio::spawn(autodev_server::workers::run_workers(state.clone(), args.workers, shutdown.clone()));
+        let served = autodev_server::serve(listener, state, shutdown).await;
+        // Workers interrupt their runs between steps; the runs stay resumable.
+        let _ = workers.await;
+        served.map_err(|e| Exit::Usage(format!("server error: {e}")))?;
         eprintln!("autodev serve: stopped");
         Ok::<Exit, Exit>(Exit::Ok)
     };

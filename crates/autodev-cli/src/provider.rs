@@ -135,3 +135,24 @@ pub fn any_configured(cfg: &FileConfig) -> bool {
         || cfg.groq.api_key.is_some()
         || cfg.ollama.base_url.is_some()
 }
+
+/// Model clients for runs made through the API, from the same configuration as `autodev run`.
+pub struct ConfiguredModels {
+    pub cfg: FileConfig,
+}
+
+impl autodev_server::workers::ModelFactory for ConfiguredModels {
+    fn defaults(&self) -> (String, String) {
+        let model = std::env::var("AUTODEV_MODEL").ok().or_else(|| self.cfg.model.clone());
+        let provider = std::env::var("AUTODEV_PROVIDER")
+            .ok()
+            .or_else(|| self.cfg.provider.clone())
+            .unwrap_or_else(|| default_provider(model.as_deref()));
+        let model = model.unwrap_or_else(|| default_model(&provider).to_string());
+        (provider, model)
+    }
+
+    fn build(&self, settings: &autodev_engine::RunSettings) -> Result<Arc<dyn ModelClient>, String> {
+        build(&settings.provider, &self.cfg, settings.record.as_deref(), settings.replay.as_deref())
+    }
+}

@@ -120,7 +120,6 @@ const LEASE_TTL: Duration = Duration::from_secs(15);
 impl Engine {
     pub fn new(store: Store, model: Arc<dyn ModelClient>, prices: PriceTable, home: &Path) -> Self {
         let (events, _) = broadcast::channel(4096);
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
         Self {
             store,
             model,
@@ -129,9 +128,14 @@ impl Engine {
             // path against the repository, not against our working directory.
             home: std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf()),
             events,
-            owner: format!("{}:{}", host.trim(), std::process::id()),
+            owner: process_owner(),
             step_overheads: None,
         }
+    }
+
+    /// The lease owner this process uses (`host:pid`).
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// Collects the engine's own time per agent step (for the benchmark).
@@ -351,25 +355,8 @@ impl Engine {
 
     /// Approves (or rejects, which cancels the run) a plan waiting at the gate.
     pub async fn approve(&self, run_id: &str, approved: bool, by: &str, comment: &str) -> Result<()> {
-        let state = self.store.run_state(run_id).await?;
-        if state != RunState::AwaitingApproval {
-            return Err(EngineError::Invalid(format!("run {run_id} is {state}, not awaiting_approval")));
-        }
-        if approved {
-            let e = self
-                .store
-                .append_event(run_id, EventKind::PlanApproved { by: by.to_string(), comment: comment.to_string() })
-                .await?;
+        for e in approve_plan(&self.store, run_id, approved, by, comment).await? {
             self.publish(e);
-            if let Some(e) = self.store.set_run_state(run_id, RunState::Executing, None).await? {
-                self.publish(e);
-            }
-        } else {
-            let reason =
-                if comment.is_empty() { "plan rejected".to_string() } else { format!("plan rejected: {comment}") };
-            if let Some(e) = self.store.set_run_state(run_id, RunState::Cancelled, Some(&reason)).await? {
-                self.publish(e);
-            }
         }
         Ok(())
     }
@@ -385,6 +372,34 @@ impl Engine {
         }
         Ok(RunState::Cancelled)
     }
+}
+
+/// The lease owner of this process: `host:pid`.
+pub fn process_owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+/// Approves a plan waiting at the gate (the run goes on to `executing`), or rejects it (the
+/// run is cancelled with the comment as the reason). Returns the events written.
+pub async fn approve_plan(store: &Store, run_id: &str, approved: bool, by: &str, comment: &str) -> Result<Vec<Event>> {
+    let state = store.run_state(run_id).await?;
+    if state != RunState::AwaitingApproval {
+        return Err(EngineError::Invalid(format!("run {run_id} is {state}, not awaiting_approval")));
+    }
+    let mut events = Vec::new();
+    if approved {
+        events.push(
+            store
+                .append_event(run_id, EventKind::PlanApproved { by: by.to_string(), comment: comment.to_string() })
+                .await?,
+        );
+        events.extend(store.set_run_state(run_id, RunState::Executing, None).await?);
+    } else {
+        let reason = if comment.is_empty() { "plan rejected".to_string() } else { format!("plan rejected: {comment}") };
+        events.extend(store.set_run_state(run_id, RunState::Cancelled, Some(&reason)).await?);
+    }
+    Ok(events)
 }
 
 /// Whether a lease owner `host:pid` on this host names a process that no longer exists.

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{self, Pepper};
 use crate::error::ApiError;
+use crate::workers::ModelFactory;
 
 /// Request bodies larger than this are refused with 413.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -28,17 +29,27 @@ pub struct AppState {
     pub home: PathBuf,
     /// Whether at least one model provider is configured (for /ready).
     pub providers_configured: bool,
-    /// How often an event stream looks for new events.
+    /// How often an event stream (and an idle worker) looks for news.
     pub poll: Duration,
+    /// Builds the model client for a run's settings; knows the default provider and model.
+    pub models: std::sync::Arc<dyn ModelFactory>,
+    pub prices: std::sync::Arc<autodev_llm::PriceTable>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/api/v1/runs", get(list_runs))
+        .route("/api/v1/projects", get(crate::projects::list).post(crate::projects::create))
+        .route(
+            "/api/v1/projects/{key}",
+            get(crate::projects::get).patch(crate::projects::update).delete(crate::projects::delete),
+        )
+        .route("/api/v1/runs", get(list_runs).post(crate::runs::create))
         .route("/api/v1/runs/{id}", get(get_run))
         .route("/api/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/api/v1/runs/{id}/approve", post(crate::runs::approve))
+        .route("/api/v1/runs/{id}/reject", post(crate::runs::reject))
         .route("/api/v1/runs/{id}/events", get(run_events))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -97,6 +108,38 @@ async fn ready(State(state): State<AppState>) -> Response {
     });
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
+}
+
+/// A JSON body that could not be read: 400 for malformed JSON, 422 naming the field for a
+/// body of the wrong shape, 413 for one that is too large.
+pub fn json_error(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    use axum::extract::rejection::JsonRejection;
+    let text = e.body_text();
+    match e {
+        JsonRejection::JsonDataError(_) => {
+            // After "target type: " comes either the path of the bad value ("name: invalid
+            // type…") or, at the top level, "unknown field `x`" / "missing field `y`".
+            let detail = text.split("target type: ").nth(1).unwrap_or("");
+            let field = if detail.starts_with("unknown field `") || detail.starts_with("missing field `") {
+                detail.split('`').nth(1).unwrap_or("body").to_string()
+            } else {
+                match detail.split_once(": ") {
+                    Some((path, _)) if !path.is_empty() && !path.contains(' ') => path.to_string(),
+                    _ => "body".to_string(),
+                }
+            };
+            ApiError { field: Some(field), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", text) }
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send `Content-Type: application/json`",
+        ),
+        _ if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is over 1 MiB")
+        }
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed", text),
+    }
 }
 
 pub fn run_json(r: &RunRow) -> Value {

@@ -51,6 +51,7 @@ impl From<autodev_store::StoreError> for ApiError {
         use autodev_store::StoreError;
         match e {
             StoreError::RunNotFound(key) => ApiError::not_found(format!("no run `{key}`")),
+            StoreError::NotFound(msg) => ApiError::not_found(msg),
             StoreError::Ambiguous(key) => {
                 ApiError::invalid("id", format!("`{key}` matches several runs; give more of the id"))
             }

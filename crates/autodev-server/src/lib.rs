@@ -9,12 +9,17 @@
 //!   server-side pepper) for storage and lookup.
 //! - [`app`]: the axum router, the `Caller` extractor (bearer key → role), the handlers.
 //! - [`error`]: the one JSON error shape.
+//! - [`projects`], [`runs`]: the handlers that create and change things.
+//! - [`workers`]: in-process workers that claim queued runs (with leases) and drive them.
 //! - [`serve`]: binding and graceful shutdown.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod app;
 pub mod auth;
 pub mod error;
+pub mod projects;
+pub mod runs;
+pub mod workers;
 
 pub use app::{AppState, router};
 

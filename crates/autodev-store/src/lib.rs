@@ -19,7 +19,9 @@
 mod rows;
 mod store;
 
-pub use rows::{KeyRow, ModelCallRecord, NewRun, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart};
+pub use rows::{
+    KeyRow, ModelCallRecord, NewRun, ProjectRow, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart,
+};
 pub use store::{Store, StoreError, now_ms};
 
 pub type Result<T> = std::result::Result<T, StoreError>;

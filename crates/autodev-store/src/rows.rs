@@ -141,3 +141,18 @@ pub struct KeyRow {
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
 }
+
+/// A project: a repository with its settings.
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
+pub struct ProjectRow {
+    pub id: String,
+    pub name: String,
+    /// A local path or a clone URL.
+    pub repository: String,
+    pub base_branch: Option<String>,
+    pub test_command: Option<String>,
+    /// JSON object of further settings.
+    pub settings: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}

@@ -11,7 +11,9 @@ use rusqlite::OptionalExtension;
 use sqlx::SqlitePool;
 
 use crate::Result;
-use crate::rows::{KeyRow, ModelCallRecord, NewRun, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart};
+use crate::rows::{
+    KeyRow, ModelCallRecord, NewRun, ProjectRow, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,6 +43,9 @@ pub enum StoreError {
     /// The writer connection failed (see `Db`).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A record other than a run was not found. Tell the user.
+    #[error("{0}")]
+    NotFound(String),
     /// The record conflicts with one that exists (a name in use). Tell the user.
     #[error("{0}")]
     Conflict(String),
@@ -710,6 +715,103 @@ impl Store {
                 detail
             ])?;
             Ok(())
+        })
+    }
+
+    pub async fn insert_project(&self, p: &ProjectRow) -> Result<()> {
+        self.write(|tx| {
+            let taken: Option<String> =
+                tx.prepare_cached("SELECT id FROM projects WHERE name = ?1")?.query_row([&p.name], |r| r.get(0)).optional()?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(format!("a project named `{}` exists", p.name)));
+            }
+            tx.prepare_cached(
+                "INSERT INTO projects (id, name, repository, base_branch, test_command, settings, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            )?
+            .execute(rusqlite::params![p.id, p.name, p.repository, p.base_branch, p.test_command, p.settings, p.created_at])?;
+            Ok(())
+        })
+    }
+
+    /// Replaces a project's settable fields (name, repository, base branch, test command,
+    /// settings).
+    pub async fn update_project(&self, p: &ProjectRow) -> Result<()> {
+        let n = self.write(|tx| {
+            let clash: Option<String> = tx
+                .prepare_cached("SELECT id FROM projects WHERE name = ?1 AND id <> ?2")?
+                .query_row([&p.name, &p.id], |r| r.get(0))
+                .optional()?;
+            if clash.is_some() {
+                return Err(StoreError::Conflict(format!("a project named `{}` exists", p.name)));
+            }
+            Ok(tx
+                .prepare_cached(
+                    "UPDATE projects SET name = ?1, repository = ?2, base_branch = ?3, test_command = ?4, settings = ?5, updated_at = ?6 WHERE id = ?7",
+                )?
+                .execute(rusqlite::params![p.name, p.repository, p.base_branch, p.test_command, p.settings, now_ms(), p.id])?)
+        })?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("no project `{}`", p.id)));
+        }
+        Ok(())
+    }
+
+    pub async fn delete_project(&self, id: &str) -> Result<bool> {
+        Ok(self.write(|tx| Ok(tx.prepare_cached("DELETE FROM projects WHERE id = ?1")?.execute([id])?))? > 0)
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<ProjectRow>> {
+        Ok(sqlx::query_as::<_, ProjectRow>(
+            "SELECT id, name, repository, base_branch, test_command, settings, created_at, updated_at FROM projects ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A project by id or name.
+    pub async fn find_project(&self, key: &str) -> Result<ProjectRow> {
+        sqlx::query_as::<_, ProjectRow>(
+            "SELECT id, name, repository, base_branch, test_command, settings, created_at, updated_at FROM projects WHERE id = $1 OR name = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no project `{key}`")))
+    }
+
+    /// Ties a run to its project.
+    pub async fn set_run_project(&self, run_id: &str, project_id: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.prepare_cached("UPDATE runs SET project_id = ?1 WHERE id = ?2")?.execute([project_id, run_id])?;
+            Ok(())
+        })
+    }
+
+    /// Claims the oldest API-made run (one with a project) that needs a worker: queued, or
+    /// left unfinished by a worker whose lease expired (crashed). Runs waiting for approval
+    /// are not claimed, nor runs started with `autodev run`, which their own process drives
+    /// (and which Ctrl-C leaves paused, not up for grabs). SQLite has
+    /// one writer, so the select-and-update is atomic under the writer's transaction.
+    pub async fn claim_next_run(&self, owner: &str, ttl: Duration) -> Result<Option<String>> {
+        let now = now_ms();
+        let until = now + ttl.as_millis() as i64;
+        self.write(|tx| {
+            let id: Option<String> = tx
+                .prepare_cached(
+                    "SELECT id FROM runs
+                     WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'awaiting_approval')
+                       AND project_id IS NOT NULL
+                       AND (lease_owner IS NULL OR lease_until < ?1)
+                     ORDER BY created_at, id LIMIT 1",
+                )?
+                .query_row([now], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = &id {
+                tx.prepare_cached("UPDATE runs SET lease_owner = ?1, lease_until = ?2 WHERE id = ?3")?
+                    .execute(rusqlite::params![owner, until, id])?;
+            }
+            Ok(id)
         })
     }
 

@@ -8,6 +8,15 @@ use serde_json::{Value, json};
 
 use super::{autodev, output};
 
+/// Kills a spawned server when a test ends, even by panicking, so no child outlives it.
+struct Reaper(u32);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+    }
+}
+
 fn script() -> Script {
     let s = Script::default();
     s.plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
@@ -163,6 +172,7 @@ async fn serve_answers_with_keys_and_stops_on_sigterm() {
     let key = stdout.lines().last().unwrap().to_string();
 
     let mut child = autodev(&home).args(["serve", "--listen", "127.0.0.1:0"]).stderr(Stdio::piped()).spawn().unwrap();
+    let _reaper = Reaper(child.id());
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let base = first.rsplit(' ').next().unwrap().to_string();
@@ -181,4 +191,57 @@ async fn serve_answers_with_keys_and_stops_on_sigterm() {
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_executes_a_run_created_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let script = script();
+    let server = script.serve(Duration::ZERO).await;
+    let repo = make_repo(dir.path());
+    let (_, stdout, _) = output(autodev(&home).args(["keys", "create", "--name", "boss", "--role", "admin"]));
+    let key = stdout.lines().last().unwrap().to_string();
+    let mut child = autodev(&home)
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .env("OPENAI_BASE_URL", server.uri())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _reaper = Reaper(child.id());
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(format!("{base}/ready")).send().await.unwrap().status().as_u16(), 200);
+    let r = http
+        .post(format!("{base}/api/v1/projects"))
+        .bearer_auth(&key)
+        .json(&json!({"name": "proj", "repository": repo, "test_command": "sh check.sh"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let r = http
+        .post(format!("{base}/api/v1/runs"))
+        .bearer_auth(&key)
+        .json(&json!({"project": "proj", "spec": "# Greet"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let run: Value = r.json().await.unwrap();
+    let id = run["id"].as_str().unwrap();
+    let mut state = Value::Null;
+    for _ in 0..200 {
+        let v: Value =
+            http.get(format!("{base}/api/v1/runs/{id}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        state = v["state"].clone();
+        if state == "succeeded" || state == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "succeeded");
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }

@@ -1,4 +1,5 @@
 mod api;
+mod flow;
 
 use std::time::Duration;
 
@@ -9,8 +10,28 @@ use autodev_store::{NewRun, Store};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
+/// Model clients pointing at a scripted model server.
+pub struct TestModels(pub String);
+
+impl autodev_server::workers::ModelFactory for TestModels {
+    fn defaults(&self) -> (String, String) {
+        ("openai".into(), "gpt-4.1-mini".into())
+    }
+    fn build(
+        &self,
+        settings: &autodev_engine::RunSettings,
+    ) -> Result<std::sync::Arc<dyn autodev_domain::ModelClient>, String> {
+        if settings.model == "unconfigured" {
+            return Err("provider openai needs OPENAI_API_KEY".into());
+        }
+        Ok(std::sync::Arc::new(autodev_llm::OpenAiClient::new("openai", &self.0, None, true)))
+    }
+}
+
 pub struct TestApp {
     pub _dir: tempfile::TempDir,
+    pub script: autodev_testkit::Script,
+    pub state: AppState,
     pub base: String,
     pub store: Store,
     pub admin: String,
@@ -22,6 +43,11 @@ pub struct TestApp {
 
 pub async fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
+    let script = autodev_testkit::Script::default();
+    let model_server = script.serve(Duration::from_millis(5)).await;
+    let model_url = format!("{}/v1", model_server.uri());
+    // The mock server lives as long as the test.
+    std::mem::forget(model_server);
     let store = Store::open(&dir.path().join("autodev.db")).await.unwrap();
     let pepper = Pepper::new(SecretString::from("test-pepper"));
     let key = |name: &'static str, role| {
@@ -39,12 +65,14 @@ pub async fn spawn_app() -> TestApp {
         home: dir.path().to_path_buf(),
         providers_configured: true,
         poll: Duration::from_millis(20),
+        models: std::sync::Arc::new(TestModels(model_url)),
+        prices: std::sync::Arc::new(autodev_llm::PriceTable::default()),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    tokio::spawn(serve(listener, state, shutdown.clone()));
-    TestApp { _dir: dir, base, store, admin, operator, viewer, http: reqwest::Client::new(), shutdown }
+    tokio::spawn(serve(listener, state.clone(), shutdown.clone()));
+    TestApp { _dir: dir, script, state, base, store, admin, operator, viewer, http: reqwest::Client::new(), shutdown }
 }
 
 impl TestApp {

@@ -1,0 +1,128 @@
+//! Creating runs through the API, and the approval gate.
+use autodev_domain::{AccessRole, Spec};
+use autodev_engine::{Engine, EngineError, RunRequest, RunSettings, approve_plan, detect};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::app::{AppState, Caller, json_error, run_json};
+use crate::error::ApiError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRun {
+    project: String,
+    spec: String,
+    title: Option<String>,
+    model: Option<String>,
+    max_parallel: Option<usize>,
+    /// Stop at `awaiting_approval` after planning.
+    approval: Option<bool>,
+}
+
+pub async fn create(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: Result<Json<CreateRun>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(AccessRole::Operator)?;
+    let Json(body) = body.map_err(json_error)?;
+    let project = state.store.find_project(body.project.trim()).await.map_err(|_| {
+        ApiError::invalid("project", format!("no project `{}`; create it first (POST /api/v1/projects)", body.project))
+    })?;
+    let mut text = body.spec;
+    if let Some(title) = body.title.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        text = format!("# {title}\n\n{text}");
+    }
+    let spec = Spec::parse(text.as_bytes()).map_err(|e| ApiError::invalid("spec", e.to_string()))?;
+    if let Some(n) = body.max_parallel.filter(|n| !(1..=16).contains(n)) {
+        return Err(ApiError::invalid("max_parallel", format!("max_parallel must be 1 to 16, not {n}")));
+    }
+    let repo = std::path::PathBuf::from(&project.repository);
+    if !repo.is_absolute() {
+        return Err(ApiError::invalid("project", "clone URLs are not supported yet: give the project a local path"));
+    }
+    let test_command =
+        project.test_command.clone().or_else(|| detect::detect_test_command(&repo)).ok_or_else(|| {
+            ApiError::invalid(
+                "project",
+                "the project has no test_command and none could be detected; set one (PATCH the project)",
+            )
+        })?;
+    let (provider, default_model) = state.models.defaults();
+    let defaults = RunSettings::default();
+    let settings = RunSettings {
+        test_command,
+        provider,
+        model: body.model.unwrap_or(default_model),
+        max_parallel: body.max_parallel.unwrap_or(defaults.max_parallel),
+        approval: body.approval.unwrap_or(false),
+        ..defaults
+    };
+    // Build the client now so a run for a provider that is not configured is refused here,
+    // not found failing later in a worker.
+    let model = state.models.build(&settings).map_err(|e| ApiError::invalid("model", e))?;
+    let engine = Engine::new(state.store.clone(), model, (*state.prices).clone(), &state.home);
+    let req = RunRequest { repo, spec, base: project.base_branch.clone(), settings };
+    let run = match engine.create_run(req).await {
+        Ok(run) => run,
+        Err(EngineError::Invalid(msg)) => return Err(ApiError::invalid("project", msg)),
+        Err(EngineError::Store(e)) => return Err(e.into()),
+        Err(other) => return Err(ApiError::internal(&other)),
+    };
+    state.store.set_run_project(&run.id, &project.id).await?;
+    state.store.audit(Some(&caller.key), "POST", "/api/v1/runs", 201, Some(&run.id)).await?;
+    Ok((StatusCode::CREATED, Json(run_json(&run))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    #[serde(default)]
+    comment: String,
+}
+
+async fn decide(
+    caller: Caller,
+    state: AppState,
+    id: String,
+    body: Option<Decision>,
+    approved: bool,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AccessRole::Operator)?;
+    let run = state.store.find_run(&id).await?;
+    let comment = body.unwrap_or_default().comment;
+    let verb = if approved { "approve" } else { "reject" };
+    let result = approve_plan(&state.store, &run.id, approved, &caller.key.name, &comment).await;
+    let status = if result.is_ok() { 200 } else { 409 };
+    state.store.audit(Some(&caller.key), "POST", &format!("/api/v1/runs/{}/{verb}", run.id), status, None).await?;
+    match result {
+        Ok(_) => Ok(Json(run_json(&state.store.get_run(&run.id).await?))),
+        Err(EngineError::Invalid(msg)) => Err(ApiError::conflict(msg)),
+        Err(EngineError::Store(e)) => Err(e.into()),
+        Err(other) => Err(ApiError::internal(&other)),
+    }
+}
+
+/// `POST /api/v1/runs/{id}/approve` with an optional `{"comment"}`.
+pub async fn approve(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Option<Json<Decision>>,
+) -> Result<Json<Value>, ApiError> {
+    decide(caller, state, id, body.map(|Json(b)| b), true).await
+}
+
+/// `POST /api/v1/runs/{id}/reject` with an optional `{"comment"}`: the run is cancelled.
+pub async fn reject(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Option<Json<Decision>>,
+) -> Result<Json<Value>, ApiError> {
+    decide(caller, state, id, body.map(|Json(b)| b), false).await
+}

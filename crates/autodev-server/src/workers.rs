@@ -1,0 +1,78 @@
+//! In-process workers: each claims the oldest run that needs driving (with a lease the
+//! engine keeps alive while it works), builds the run's model client, and drives the run.
+//! On shutdown a worker stops claiming and interrupts its run between steps; the run stays
+//! resumable and another worker (or this one, restarted) picks it up.
+use std::sync::Arc;
+use std::time::Duration;
+
+use autodev_domain::{ModelClient, RunState};
+use autodev_engine::{Engine, RunSettings};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+
+/// Builds model clients for runs.
+pub trait ModelFactory: Send + Sync {
+    /// The provider and model a run gets when its request names none.
+    fn defaults(&self) -> (String, String);
+    /// The client for a run's settings, or why there is none (the provider is not configured).
+    fn build(&self, settings: &RunSettings) -> Result<Arc<dyn ModelClient>, String>;
+}
+
+/// How long a claimed run stays leased without a heartbeat (the engine renews it).
+const LEASE: Duration = Duration::from_secs(15);
+
+/// Runs `count` workers until `shutdown`.
+pub async fn run_workers(state: AppState, count: usize, shutdown: CancellationToken) {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        set.spawn(worker(state.clone(), shutdown.clone()));
+    }
+    while set.join_next().await.is_some() {}
+}
+
+async fn worker(state: AppState, shutdown: CancellationToken) {
+    let owner = autodev_engine::process_owner();
+    while !shutdown.is_cancelled() {
+        let claimed = match state.store.claim_next_run(&owner, LEASE).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::error!(error = %e, "could not claim a run");
+                None
+            }
+        };
+        let Some(run_id) = claimed else {
+            tokio::select! {
+                _ = tokio::time::sleep(state.poll) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            continue;
+        };
+        drive(&state, &run_id, &shutdown).await;
+    }
+}
+
+async fn drive(state: &AppState, run_id: &str, shutdown: &CancellationToken) {
+    let settings = match state.store.get_run(run_id).await.map(|r| serde_json::from_str::<RunSettings>(&r.settings)) {
+        Ok(Ok(settings)) => settings,
+        Ok(Err(e)) => return fail(state, run_id, &format!("the run's stored settings are unreadable: {e}")).await,
+        Err(e) => {
+            tracing::error!(run = run_id, error = %e, "could not read a claimed run");
+            return;
+        }
+    };
+    let model = match state.models.build(&settings) {
+        Ok(model) => model,
+        Err(e) => return fail(state, run_id, &format!("no model client: {e}")).await,
+    };
+    let engine = Engine::new(state.store.clone(), model, (*state.prices).clone(), &state.home);
+    match engine.drive(run_id, shutdown.child_token()).await {
+        Ok(outcome) => tracing::info!(run = run_id, ?outcome, "worker finished driving a run"),
+        Err(e) => tracing::error!(run = run_id, error = %e, "worker could not drive a run"),
+    }
+}
+
+async fn fail(state: &AppState, run_id: &str, reason: &str) {
+    tracing::error!(run = run_id, reason, "run failed before it started");
+    let _ = state.store.set_run_state(run_id, RunState::Failed, Some(reason)).await;
+}

@@ -1,0 +1,155 @@
+use std::time::Duration;
+
+use autodev_testkit::{finish, make_repo, write};
+use serde_json::{Value, json};
+
+use super::spawn_app;
+
+async fn json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn projects_are_managed_by_admins_and_validated_field_by_field() {
+    let app = spawn_app().await;
+    let repo = make_repo(app._dir.path());
+    let body = json!({"name": "greeter", "repository": repo, "test_command": "sh check.sh"});
+    let (status, _) = json(app.post("/api/v1/projects", Some(&app.operator)).json(&body).send().await.unwrap()).await;
+    assert_eq!(status, 403);
+    let (status, created) =
+        json(app.post("/api/v1/projects", Some(&app.admin)).json(&body).send().await.unwrap()).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["name"], "greeter");
+    let (status, _) = json(app.post("/api/v1/projects", Some(&app.admin)).json(&body).send().await.unwrap()).await;
+    assert_eq!(status, 409);
+    let bad: Vec<(Value, &str)> = vec![
+        (json!({"name": "x y", "repository": "/tmp"}), "name"),
+        (json!({"name": "ok", "repository": "relative/path"}), "repository"),
+        (json!({"name": "ok"}), "repository"),
+        (json!({"name": "ok", "repository": "/tmp", "colour": "red"}), "colour"),
+        (json!({"name": 3, "repository": "/tmp"}), "name"),
+        (json!({"name": "ok", "repository": "/tmp", "settings": [1]}), "settings"),
+    ];
+    for (body, field) in bad {
+        let (status, v) = json(app.post("/api/v1/projects", Some(&app.admin)).json(&body).send().await.unwrap()).await;
+        assert_eq!(status, 422, "{body}: {v}");
+        assert_eq!(v["error"]["field"], field, "{body}: {v}");
+    }
+    let r = app
+        .post("/api/v1/projects", Some(&app.admin))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = app
+        .post("/api/v1/projects", Some(&app.admin))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    // By name or id; update; list; delete.
+    let id = created["id"].as_str().unwrap();
+    let (status, got) = json(app.get("/api/v1/projects/greeter", Some(&app.viewer)).send().await.unwrap()).await;
+    assert_eq!((status, got["id"].as_str().unwrap()), (200, id));
+    let (status, updated) = json(
+        app.http
+            .patch(format!("{}/api/v1/projects/{id}", app.base))
+            .bearer_auth(&app.admin)
+            .json(&json!({"base_branch": "main"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, updated["base_branch"].as_str()), (200, Some("main")));
+    let (_, list) = json(app.get("/api/v1/projects", Some(&app.viewer)).send().await.unwrap()).await;
+    assert_eq!(list["projects"].as_array().unwrap().len(), 1);
+    let r =
+        app.http.delete(format!("{}/api/v1/projects/greeter", app.base)).bearer_auth(&app.admin).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(app.get("/api/v1/projects/greeter", Some(&app.viewer)).send().await.unwrap().status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_created_over_http_is_executed_by_a_worker_after_approval() {
+    let app = spawn_app().await;
+    let repo = make_repo(app._dir.path());
+    app.script
+        .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+    let project = json!({"name": "greeter", "repository": repo, "test_command": "sh check.sh"});
+    app.post("/api/v1/projects", Some(&app.admin)).json(&project).send().await.unwrap();
+    let workers = tokio::spawn(autodev_server::workers::run_workers(app.state.clone(), 2, app.shutdown.clone()));
+
+    // Validation first: unknown project, empty spec, a provider that is not configured.
+    for (body, field) in [
+        (json!({"project": "nope", "spec": "# x"}), "project"),
+        (json!({"project": "greeter", "spec": "  "}), "spec"),
+        (json!({"project": "greeter", "spec": "# x", "model": "unconfigured"}), "model"),
+        (json!({"project": "greeter", "spec": "# x", "max_parallel": 0}), "max_parallel"),
+    ] {
+        let (status, v) = json(app.post("/api/v1/runs", Some(&app.operator)).json(&body).send().await.unwrap()).await;
+        assert_eq!((status, v["error"]["field"].as_str()), (422, Some(field)), "{body}: {v}");
+    }
+    let (status, _) = json(
+        app.post("/api/v1/runs", Some(&app.viewer))
+            .json(&json!({"project": "greeter", "spec": "# x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    let body =
+        json!({"project": "greeter", "spec": "Write hello into greeting.txt.", "title": "Greet", "approval": true});
+    let (status, run) = json(app.post("/api/v1/runs", Some(&app.operator)).json(&body).send().await.unwrap()).await;
+    assert_eq!(status, 201, "{run}");
+    assert_eq!(run["state"], "queued");
+    assert!(run["branch"].as_str().unwrap().starts_with("autodev/"));
+    let id = run["id"].as_str().unwrap().to_string();
+
+    let wait_for = |want: &'static str| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            for _ in 0..300 {
+                let (_, v) =
+                    json(app.get(&format!("/api/v1/runs/{id}"), Some(&app.viewer)).send().await.unwrap()).await;
+                if v["state"] == want {
+                    return v;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("run never reached {want}");
+        }
+    };
+    let waiting = wait_for("awaiting_approval").await;
+    assert_eq!(waiting["tasks"][0]["id"], "t1");
+    let (status, _) = json(
+        app.post(&format!("/api/v1/runs/{id}/approve"), Some(&app.operator))
+            .json(&json!({"comment": "go"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let done = wait_for("succeeded").await;
+    assert_eq!(done["tests_passed"], true);
+    assert_eq!(
+        autodev_testkit::git(&repo, &["show", &format!("{}:greeting.txt", done["branch"].as_str().unwrap())]),
+        "hello"
+    );
+    // Approving again is a conflict.
+    let (status, _) =
+        json(app.post(&format!("/api/v1/runs/{id}/approve"), Some(&app.operator)).send().await.unwrap()).await;
+    assert_eq!(status, 409);
+    app.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), workers).await.unwrap().unwrap();
+}
