@@ -37,6 +37,21 @@ const ARTIFACT_EXCLUDES: &[&str] = &[
     ":(exclude,glob)**/target/**",
 ];
 
+/// One lock per repository (by its path), for git operations on the repository's shared
+/// worktree metadata.
+fn repo_lock(dir: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::OnceLock::new();
+    let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let map = LOCKS.get_or_init(Default::default);
+    match map.lock() {
+        Ok(mut m) => m.entry(key).or_default().clone(),
+        // A panic elsewhere poisoned the map: fall back to no sharing rather than failing.
+        Err(_) => std::sync::Arc::new(tokio::sync::Mutex::new(())),
+    }
+}
+
 /// The outcome of merging a branch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergeOutcome {
@@ -127,23 +142,46 @@ impl Git {
 
     /// Adds a worktree at `path` on `branch`, creating the branch from `start` if it does not
     /// exist. If the worktree is already there (a resumed run), it is reused.
+    ///
+    /// Concurrent `git worktree add` on one repository fails now and then ("failed to read
+    /// .git/worktrees/…/commondir": seen 4 times in 36 here), and parallel tasks do exactly
+    /// that. So adds and removes are serialised per repository within the process, and a
+    /// failed add (another process racing us) is cleaned up and retried.
     pub async fn worktree_add(&self, path: &Path, branch: &str, start: &str) -> Result<()> {
         if path.join(".git").exists() {
             Git::new(path).clear_stale_locks()?;
             return Ok(());
         }
-        // A worktree directory removed by hand leaves metadata that blocks a new one.
-        self.run(&["worktree", "prune"]).await?;
+        let lock = repo_lock(&self.dir);
+        let _guard = lock.lock().await;
         let p = path.to_string_lossy();
-        if self.branch_exists(branch).await? {
-            self.run(&["worktree", "add", "--quiet", &p, branch]).await?;
-        } else {
-            self.run(&["worktree", "add", "--quiet", "-b", branch, &p, start]).await?;
+        let mut attempt = 0;
+        loop {
+            // A worktree directory removed by hand, or a half-made one, blocks a new one.
+            self.run(&["worktree", "prune"]).await?;
+            if path.exists() && !path.join(".git").exists() {
+                std::fs::remove_dir_all(path)?;
+            }
+            let result = if self.branch_exists(branch).await? {
+                self.run(&["worktree", "add", "--quiet", &p, branch]).await
+            } else {
+                self.run(&["worktree", "add", "--quiet", "-b", branch, &p, start]).await
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 4 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "git worktree add failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
     }
 
     pub async fn worktree_remove(&self, path: &Path) -> Result<()> {
+        let lock = repo_lock(&self.dir);
+        let _guard = lock.lock().await;
         if path.exists() {
             self.run(&["worktree", "remove", "--force", &path.to_string_lossy()]).await?;
         }
@@ -277,6 +315,25 @@ mod tests {
         git.worktree_add(&wt, "feature", "main").await.unwrap();
         git.worktree_remove(&wt).await.unwrap();
         assert!(!wt.exists());
+    }
+
+    /// Regression: parallel tasks adding worktrees at once sometimes failed with "failed to
+    /// read .git/worktrees/…/commondir".
+    #[tokio::test(flavor = "multi_thread")]
+    async fn many_worktrees_added_at_once_all_succeed() {
+        let (dir, git) = repo().await;
+        let adds: Vec<_> = (0..24)
+            .map(|i| {
+                let git = git.clone();
+                let path = dir.path().join(format!("wt{i}"));
+                tokio::spawn(async move { git.worktree_add(&path, &format!("b{i}"), "main").await })
+            })
+            .collect();
+        for add in adds {
+            add.await.unwrap().unwrap();
+        }
+        let list = git.run(&["worktree", "list", "--porcelain"]).await.unwrap();
+        assert_eq!(list.matches("worktree ").count(), 25);
     }
 
     #[tokio::test]
