@@ -98,26 +98,7 @@ pub async fn doctor(home: &Path, config: Option<&Path>, args: DoctorArgs) -> Exi
     };
     let mut any_provider = false;
     for name in provider::PROVIDERS {
-        let configured = match *name {
-            "openai" => {
-                std::env::var_os("OPENAI_API_KEY").is_some()
-                    || std::env::var_os("OPENAI_API_KEY_FILE").is_some()
-                    || std::env::var_os("OPENAI_BASE_URL").is_some()
-                    || cfg.openai.api_key.is_some()
-                    || cfg.openai.base_url.is_some()
-            }
-            "anthropic" => {
-                std::env::var_os("ANTHROPIC_API_KEY").is_some()
-                    || std::env::var_os("ANTHROPIC_API_KEY_FILE").is_some()
-                    || cfg.anthropic.api_key.is_some()
-            }
-            "groq" => {
-                std::env::var_os("GROQ_API_KEY").is_some()
-                    || std::env::var_os("GROQ_API_KEY_FILE").is_some()
-                    || cfg.groq.api_key.is_some()
-            }
-            _ => std::env::var_os("OLLAMA_HOST").is_some() || cfg.ollama.base_url.is_some(),
-        };
+        let configured = provider::configured(name, &cfg);
         if !configured {
             continue;
         }

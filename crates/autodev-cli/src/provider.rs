@@ -121,19 +121,27 @@ pub fn build(
     }
 }
 
+/// Whether a provider has what it needs to be called (a key, or a base URL for servers that
+/// need none).
+pub fn configured(provider: &str, cfg: &FileConfig) -> bool {
+    let has = |n: &str| std::env::var_os(n).is_some() || std::env::var_os(format!("{n}_FILE")).is_some();
+    match provider {
+        "openai" => {
+            has("OPENAI_API_KEY")
+                || std::env::var_os("OPENAI_BASE_URL").is_some()
+                || cfg.openai.api_key.is_some()
+                || cfg.openai.base_url.is_some()
+        }
+        "anthropic" => has("ANTHROPIC_API_KEY") || cfg.anthropic.api_key.is_some(),
+        "groq" => has("GROQ_API_KEY") || cfg.groq.api_key.is_some(),
+        "ollama" => std::env::var_os("OLLAMA_HOST").is_some() || cfg.ollama.base_url.is_some(),
+        _ => false,
+    }
+}
+
 /// Whether any model provider is configured (for readiness).
 pub fn any_configured(cfg: &FileConfig) -> bool {
-    let has = |n: &str| std::env::var_os(n).is_some() || std::env::var_os(format!("{n}_FILE")).is_some();
-    has("OPENAI_API_KEY")
-        || std::env::var_os("OPENAI_BASE_URL").is_some()
-        || has("ANTHROPIC_API_KEY")
-        || has("GROQ_API_KEY")
-        || std::env::var_os("OLLAMA_HOST").is_some()
-        || cfg.openai.api_key.is_some()
-        || cfg.openai.base_url.is_some()
-        || cfg.anthropic.api_key.is_some()
-        || cfg.groq.api_key.is_some()
-        || cfg.ollama.base_url.is_some()
+    PROVIDERS.iter().any(|p| configured(p, cfg))
 }
 
 /// Model clients for runs made through the API, from the same configuration as `autodev run`.
