@@ -268,6 +268,21 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                     cost_micros: cost,
                     latency_ms: latency.as_millis() as u64,
                 };
+                let labels = [("provider", rec.provider.to_string()), ("model", rec.model.to_string())];
+                metrics::counter!("autodev_model_calls_total", &labels).increment(1);
+                metrics::counter!(
+                    "autodev_model_tokens_total",
+                    &[labels[0].clone(), labels[1].clone(), ("direction", "input".to_string())]
+                )
+                .increment(rec.input_tokens);
+                metrics::counter!(
+                    "autodev_model_tokens_total",
+                    &[labels[0].clone(), labels[1].clone(), ("direction", "output".to_string())]
+                )
+                .increment(rec.output_tokens);
+                metrics::counter!("autodev_model_cost_micro_usd_total", &labels)
+                    .increment(rec.cost_micros.max(0) as u64);
+                metrics::histogram!("autodev_model_call_duration_seconds", &labels).record(latency.as_secs_f64());
                 for e in ctx.engine.store.record_model_call(&rec, start.as_ref()).await? {
                     ctx.emit(e).await;
                 }
@@ -328,6 +343,11 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                     let tool_started = Instant::now();
                     let result = execute(spec.kind, spec.toolbox, &call.name, &call.arguments).await;
                     excluded += tool_started.elapsed();
+                    let outcome = if result.is_error { "error" } else { "ok" };
+                    // The name comes from the model: only known names become label values.
+                    let known = tools.iter().any(|t| t.name == call.name);
+                    let tool = if known { call.name.clone() } else { "unknown".to_string() };
+                    metrics::counter!("autodev_tool_calls_total", "tool" => tool, "outcome" => outcome).increment(1);
                     let e = ctx
                         .engine
                         .store

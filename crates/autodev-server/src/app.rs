@@ -37,9 +37,12 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Install the recorder before the first request so every series is recorded.
+    let _ = crate::metrics::handle();
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(crate::metrics::render))
         .route("/api/v1/projects", get(crate::projects::list).post(crate::projects::create))
         .route(
             "/api/v1/projects/{key}",
@@ -53,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/events", get(run_events))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)
 }
 

@@ -10,6 +10,7 @@
 //! - [`app`]: the axum router, the `Caller` extractor (bearer key → role), the handlers.
 //! - [`error`]: the one JSON error shape.
 //! - [`projects`], [`runs`]: the handlers that create and change things.
+//! - [`metrics`]: `/metrics` in the Prometheus text format.
 //! - [`workers`]: in-process workers that claim queued runs (with leases) and drive them.
 //! - [`serve`]: binding and graceful shutdown.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -17,6 +18,7 @@
 pub mod app;
 pub mod auth;
 pub mod error;
+pub mod metrics;
 pub mod projects;
 pub mod runs;
 pub mod workers;

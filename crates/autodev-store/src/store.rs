@@ -62,6 +62,16 @@ impl StoreError {
     }
 }
 
+/// Counts read at scrape time by `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub runs_by_state: Vec<(String, i64)>,
+    /// API-made runs waiting for a worker.
+    pub queue_depth: i64,
+    pub oldest_queued_ms: Option<i64>,
+    pub running_tasks: i64,
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -813,6 +823,24 @@ impl Store {
             }
             Ok(id)
         })
+    }
+
+    /// Counts for the metrics endpoint.
+    pub async fn stats(&self) -> Result<Stats> {
+        let runs_by_state: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM runs GROUP BY state").fetch_all(&self.pool).await?;
+        let (queue_depth, oldest_queued_ms): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(created_at) FROM runs WHERE state = 'queued' AND project_id IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let running_tasks: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tasks t JOIN runs r ON r.id = t.run_id
+             WHERE t.state = 'running' AND r.state NOT IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Stats { runs_by_state, queue_depth, oldest_queued_ms, running_tasks })
     }
 
     /// How many requests the audit log holds.

@@ -158,6 +158,48 @@ async fn a_run_created_over_http_is_executed_by_a_worker_after_approval() {
     let (status, _) =
         json(app.post(&format!("/api/v1/runs/{id}/approve"), Some(&app.operator)).send().await.unwrap()).await;
     assert_eq!(status, 409);
+    // The metrics show the traffic and the run, by route template, and pass promtool.
+    let metrics = app.get("/metrics", None).send().await.unwrap();
+    assert_eq!(metrics.status().as_u16(), 200);
+    let text = metrics.text().await.unwrap();
+    for want in [
+        "autodev_http_requests_total{method=\"POST\",route=\"/api/v1/runs\",status=\"201\"}",
+        "autodev_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/v1/runs/{id}\"",
+        "autodev_runs{state=\"succeeded\"}",
+        "autodev_queue_depth",
+        "autodev_active_agents",
+        "autodev_model_calls_total{provider=\"openai\",model=\"gpt-4.1-mini\"}",
+        "autodev_tool_calls_total{tool=\"write_file\",outcome=\"ok\"}",
+    ] {
+        assert!(text.contains(want), "missing {want} in:\n{text}");
+    }
+    assert!(!text.contains(&id), "run ids must not become label values");
+    promtool_check(&text);
     app.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), workers).await.unwrap().unwrap();
+}
+
+/// `promtool check metrics` (Debian package `prometheus`, installed by .ci/run).
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing; .ci/run installs it (apt-get install prometheus)"
+        );
+        return;
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}\n--- input ---\n{text}"
+    );
 }

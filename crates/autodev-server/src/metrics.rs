@@ -1,0 +1,87 @@
+//! `/metrics` in the Prometheus text format (metrics + metrics-exporter-prometheus).
+//!
+//! HTTP requests and latency are recorded by a middleware; model calls, tokens, cost,
+//! latency and tool calls by the engine (through the `metrics` facade, a no-op when no
+//! recorder is installed, as in the CLI); runs by state, queue depth, the oldest queued run's
+//! age and active agents are read from the store at scrape time, so they are right whichever
+//! process does the work.
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Latency buckets (seconds) for request and model-call histograms.
+const BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// The process-wide recorder, installed on first use.
+pub fn handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new().set_buckets(BUCKETS).ok()?;
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("autodev_http_requests_total", "HTTP requests by method, route and status.");
+    describe_histogram!(
+        "autodev_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by method and route."
+    );
+    describe_gauge!("autodev_runs", "Runs by state.");
+    describe_gauge!("autodev_queue_depth", "Runs made through the API waiting for a worker.");
+    describe_gauge!("autodev_queue_oldest_age_seconds", Unit::Seconds, "Age of the oldest run waiting for a worker.");
+    describe_gauge!("autodev_active_agents", "Tasks whose agent is running.");
+    describe_counter!("autodev_model_calls_total", "Model calls by provider and model.");
+    describe_counter!("autodev_model_tokens_total", "Model tokens by provider, model and direction.");
+    describe_counter!("autodev_model_cost_micro_usd_total", "Model cost in millionths of a US dollar.");
+    describe_histogram!(
+        "autodev_model_call_duration_seconds",
+        Unit::Seconds,
+        "Model call latency by provider and model."
+    );
+    describe_counter!("autodev_tool_calls_total", "Agent tool calls by tool and outcome.");
+}
+
+/// Records every request's count and latency by its route template (not the raw path, so
+/// run ids do not explode the label set).
+pub async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+    let route = matched.map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("autodev_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("autodev_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let handle = handle().ok_or_else(|| ApiError::internal(&std::io::Error::other("no metrics recorder")))?;
+    let stats = state.store.stats().await?;
+    for st in autodev_domain::RunState::ALL {
+        let n = stats.runs_by_state.iter().find(|(s, _)| s == st.as_str()).map_or(0, |(_, n)| *n);
+        metrics::gauge!("autodev_runs", "state" => st.as_str()).set(n as f64);
+    }
+    metrics::gauge!("autodev_queue_depth").set(stats.queue_depth as f64);
+    let age = stats.oldest_queued_ms.map_or(0.0, |at| (autodev_store::now_ms() - at).max(0) as f64 / 1000.0);
+    metrics::gauge!("autodev_queue_oldest_age_seconds").set(age);
+    metrics::gauge!("autodev_active_agents").set(stats.running_tasks as f64);
+    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response())
+}
