@@ -53,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/cancel", post(cancel_run))
         .route("/api/v1/runs/{id}/approve", post(crate::runs::approve))
         .route("/api/v1/runs/{id}/reject", post(crate::runs::reject))
+        .route("/api/v1/runs/{id}/artifacts/{name}", get(crate::runs::artifact))
+        .route("/api/v1/usage", get(crate::runs::usage))
         .route("/api/v1/runs/{id}/events", get(run_events))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))

@@ -126,3 +126,63 @@ pub async fn reject(
 ) -> Result<Json<Value>, ApiError> {
     decide(caller, state, id, body.map(|Json(b)| b), false).await
 }
+
+/// `GET /api/v1/runs/{id}/artifacts/{report|patch}`: the delivered `report.md` or
+/// `changes.patch`; 404 until the run has delivered.
+pub async fn artifact(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    caller.require(AccessRole::Viewer)?;
+    let run = state.store.find_run(&id).await?;
+    let (file, content_type) = match name.as_str() {
+        "report" => ("report.md", "text/markdown; charset=utf-8"),
+        "patch" => ("changes.patch", "text/x-diff; charset=utf-8"),
+        other => return Err(ApiError::not_found(format!("no artifact `{other}`: the artifacts are report and patch"))),
+    };
+    let path = state.home.join("runs").join(&run.id).join(file);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Ok(([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ApiError::not_found(format!("run {} has no {name} yet (it is {})", run.short_id, run.state)))
+        }
+        Err(e) => Err(ApiError::internal(&e)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Only the last N days (default 30, at most 366).
+    days: Option<i64>,
+}
+
+/// `GET /api/v1/usage?days=N`: tokens and cost by project, model and day.
+pub async fn usage(
+    caller: Caller,
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<UsageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AccessRole::Viewer)?;
+    let days = q.days.unwrap_or(30);
+    if !(1..=366).contains(&days) {
+        return Err(ApiError::invalid("days", "days must be 1 to 366"));
+    }
+    let since = autodev_store::now_ms() - days * 86_400_000;
+    let rows = state.store.usage(since).await?;
+    let total_cost: i64 = rows.iter().map(|r| r.cost_micros).sum();
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "project": if r.project.is_empty() { Value::Null } else { Value::String(r.project.clone()) },
+                "model": r.model, "day": r.day, "calls": r.calls,
+                "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+                "cost_usd": r.cost_micros as f64 / 1e6,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({"days": days, "usage": items, "total_cost_usd": total_cost as f64 / 1e6})))
+}

@@ -22,6 +22,6 @@ mod store;
 pub use rows::{
     KeyRow, ModelCallRecord, NewRun, ProjectRow, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart,
 };
-pub use store::{Stats, Store, StoreError, now_ms};
+pub use store::{Stats, Store, StoreError, UsageRow, now_ms};
 
 pub type Result<T> = std::result::Result<T, StoreError>;

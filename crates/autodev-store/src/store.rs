@@ -62,6 +62,18 @@ impl StoreError {
     }
 }
 
+/// One row of the usage report. `project` is empty for runs started with `autodev run`.
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
+pub struct UsageRow {
+    pub project: String,
+    pub model: String,
+    pub day: String,
+    pub calls: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micros: i64,
+}
+
 /// Counts read at scrape time by `/metrics`.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -823,6 +835,24 @@ impl Store {
             }
             Ok(id)
         })
+    }
+
+    /// Tokens and cost grouped by project, model and UTC day, newest day first. `since_ms`
+    /// limits it to calls made from then on.
+    pub async fn usage(&self, since_ms: i64) -> Result<Vec<UsageRow>> {
+        Ok(sqlx::query_as::<_, UsageRow>(
+            "SELECT COALESCE(p.name, '') AS project, mc.model AS model,
+                    date(mc.created_at / 1000, 'unixepoch') AS day,
+                    COUNT(*) AS calls, SUM(mc.input_tokens) AS input_tokens,
+                    SUM(mc.output_tokens) AS output_tokens, SUM(mc.cost_micros) AS cost_micros
+             FROM model_calls mc JOIN runs r ON r.id = mc.run_id
+             LEFT JOIN projects p ON p.id = r.project_id
+             WHERE mc.created_at >= $1
+             GROUP BY 1, 2, 3 ORDER BY day DESC, project, model",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Counts for the metrics endpoint.

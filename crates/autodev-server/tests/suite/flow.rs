@@ -158,6 +158,24 @@ async fn a_run_created_over_http_is_executed_by_a_worker_after_approval() {
     let (status, _) =
         json(app.post(&format!("/api/v1/runs/{id}/approve"), Some(&app.operator)).send().await.unwrap()).await;
     assert_eq!(status, 409);
+    // The delivered artifacts, and the usage they cost.
+    let report = app.get(&format!("/api/v1/runs/{id}/artifacts/report"), Some(&app.viewer)).send().await.unwrap();
+    assert_eq!(report.status().as_u16(), 200);
+    assert!(report.text().await.unwrap().starts_with("# Autodev report: Greet"));
+    let patch = app.get(&format!("/api/v1/runs/{id}/artifacts/patch"), Some(&app.viewer)).send().await.unwrap();
+    assert!(patch.text().await.unwrap().contains("+hello"));
+    let (status, _) =
+        json(app.get(&format!("/api/v1/runs/{id}/artifacts/secrets"), Some(&app.viewer)).send().await.unwrap()).await;
+    assert_eq!(status, 404);
+    let (status, usage) = json(app.get("/api/v1/usage?days=7", Some(&app.viewer)).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(usage["usage"][0]["project"], "greeter");
+    assert_eq!(usage["usage"][0]["model"], "gpt-4.1-mini");
+    assert_eq!(usage["usage"][0]["calls"], 2);
+    assert_eq!(usage["usage"][0]["input_tokens"], 2000);
+    assert!(usage["total_cost_usd"].as_f64().unwrap() > 0.0);
+    let (status, _) = json(app.get("/api/v1/usage?days=0", Some(&app.viewer)).send().await.unwrap()).await;
+    assert_eq!(status, 422);
     // The metrics show the traffic and the run, by route template, and pass promtool.
     let metrics = app.get("/metrics", None).send().await.unwrap();
     assert_eq!(metrics.status().as_u16(), 200);
