@@ -16,6 +16,9 @@ pub struct Cli {
     /// Log level filter for diagnostics on stderr (e.g. `info`, `autodev_engine=debug`).
     #[arg(long, global = true, env = "AUTODEV_LOG", default_value = "warn")]
     pub log: String,
+    /// Diagnostics on stderr as `human` text or `json` lines (with run ids as fields).
+    #[arg(long, global = true, env = "AUTODEV_LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -35,6 +38,9 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Serve the HTTP API (runs, their event streams, health).
     Serve(ServeArgs),
+    /// Check the configuration and list every problem at once.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// API keys for the HTTP API.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -136,6 +142,17 @@ pub struct ServeArgs {
     /// In-process workers that execute runs created through the API (0: API only).
     #[arg(long, default_value_t = 2, env = "AUTODEV_WORKERS")]
     pub workers: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate defaults + autodev.toml (data directory or --config, and the repository's) +
+    /// AUTODEV_* variables + secrets; exit 2 listing every problem.
+    Check {
+        /// Also read this repository's autodev.toml.
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,6 +27,9 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Runs(RunsCommand::Show { run, json }) => show(&home, &run, json).await,
         Command::Doctor(args) => crate::doctor::doctor(&home, cli.config.as_deref(), args).await,
         Command::Keys(cmd) => keys(&home, cmd).await,
+        Command::Config(crate::cli::ConfigCommand::Check { repo }) => {
+            config_check(&home, cli.config.as_deref(), repo.as_deref())
+        }
         Command::Serve(args) => serve(&home, cli.config.as_deref(), args).await,
         Command::Demo(_) => Exit::Usage("demo is handled above".into()),
     }
@@ -527,4 +530,37 @@ pub async fn serve(home: &Path, config: Option<&Path>, args: crate::cli::ServeAr
     match inner.await {
         Ok(e) | Err(e) => e,
     }
+}
+
+/// `autodev config check`: every problem at once (exit 2), or a summary of what is in force.
+pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> Exit {
+    let mut problems = match FileConfig::load(home, config, repo) {
+        Ok(_) => Vec::new(),
+        Err(p) => p,
+    };
+    for var in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GROQ_API_KEY", "AUTODEV_KEY_PEPPER"] {
+        if let Err(e) = crate::config::secret(var) {
+            problems.push(e);
+        }
+    }
+    if !problems.is_empty() {
+        return Exit::Usage(format!(
+            "invalid configuration ({} problems):\n  - {}",
+            problems.len(),
+            problems.join("\n  - ")
+        ));
+    }
+    let cfg = FileConfig::load(home, config, repo).unwrap_or_default();
+    let configured: Vec<&str> = provider::PROVIDERS.iter().copied().filter(|p| provider::configured(p, &cfg)).collect();
+    println!("configuration is valid");
+    println!("  data directory   {}", home.display());
+    println!(
+        "  providers        {}",
+        if configured.is_empty() {
+            "none configured (set OPENAI_API_KEY, ANTHROPIC_API_KEY, ...)".to_string()
+        } else {
+            configured.join(", ")
+        }
+    );
+    Exit::Ok
 }

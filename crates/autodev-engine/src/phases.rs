@@ -44,6 +44,7 @@ pub(crate) async fn drive(ctx: &Arc<RunCtx>) -> Result<Outcome> {
 }
 
 async fn transition(ctx: &RunCtx, to: RunState, reason: Option<&str>) -> Result<()> {
+    tracing::info!(run = %ctx.run.id, state = %to, "run state changed");
     if let Some(e) = ctx.engine.store.set_run_state(&ctx.run.id, to, reason).await? {
         ctx.emit(e).await;
     }
@@ -125,6 +126,7 @@ async fn set_task(
     reason: Option<&str>,
     summary: Option<&str>,
 ) -> Result<()> {
+    tracing::info!(run = %ctx.run.id, task = key, state = %state, "task state changed");
     let e = ctx.engine.store.set_task_state(&ctx.run.id, key, state, reason, summary).await?;
     ctx.emit(e).await;
     Ok(())

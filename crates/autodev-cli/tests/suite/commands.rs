@@ -324,3 +324,58 @@ fn keys_are_printed_once_listed_without_secrets_and_revocable() {
     let mode = std::fs::metadata(home.join("key-pepper")).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0);
 }
+
+#[test]
+fn config_check_lists_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let (code, stdout, _) = output(autodev(&home).args(["config", "check"]).env("ANTHROPIC_API_KEY", "k"));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("configuration is valid") && stdout.contains("anthropic"), "{stdout}");
+    std::fs::write(home.join("autodev.toml"), "max_parallel = 0\nmax_cost_usd = -1\n").unwrap();
+    let (code, _, stderr) = output(
+        autodev(&home)
+            .args(["config", "check"])
+            .env("AUTODEV_MAX_STEPS", "0")
+            .env("OPENAI_API_KEY_FILE", dir.path().join("missing")),
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("(4 problems)"), "{stderr}");
+    for want in [
+        "max_parallel must be at least 1",
+        "max_cost_usd must be a positive",
+        "max_steps must be at least 1",
+        "OPENAI_API_KEY_FILE: cannot read",
+    ] {
+        assert!(stderr.contains(want), "want `{want}` in {stderr}");
+    }
+    // serve refuses to start on the same list.
+    let (code, _, stderr) = output(autodev(&home).args(["serve", "--listen", "127.0.0.1:0"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("max_parallel must be at least 1"), "{stderr}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (_, _, stderr) = output(
+        autodev(&home)
+            .args(["--log-format", "json", "--log", "info", "demo", "--json"])
+            .arg("--dir")
+            .arg(dir.path().join("d")),
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no logs at info level");
+    let mut task_lines = 0;
+    for line in lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+        if v["task"].is_string() {
+            assert!(v["run"].as_str().is_some_and(|r| r.len() == 36), "{line}");
+            task_lines += 1;
+        }
+    }
+    assert!(task_lines > 0, "no log line carried run and task ids");
+}
