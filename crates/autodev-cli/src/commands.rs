@@ -310,15 +310,8 @@ pub async fn cancel(home: &Path, key: &str) -> Exit {
     let inner = async {
         let store = open_store(home).await?;
         let row = store.find_run(key).await.map_err(store_error)?;
-        let state = if row.run_state().is_terminal() {
-            row.run_state()
-        } else {
-            store
-                .set_run_state(&row.id, RunState::Cancelled, Some("cancelled by the user"))
-                .await
-                .map_err(store_error)?;
-            RunState::Cancelled
-        };
+        autodev_engine::cancel_run(&store, &row.id, &whoami()).await.map_err(|e| Exit::Usage(e.to_string()))?;
+        let state = store.run_state(&row.id).await.map_err(store_error)?;
         println!("run {} is {state}", row.short_id);
         Ok::<Exit, Exit>(Exit::Ok)
     };

@@ -363,14 +363,13 @@ impl Engine {
 
     /// Cancels a run. A process driving it notices within a second and stops.
     pub async fn cancel(&self, run_id: &str) -> Result<RunState> {
-        let state = self.store.run_state(run_id).await?;
-        if state.is_terminal() {
-            return Ok(state);
+        match cancel_run(&self.store, run_id, "the user").await? {
+            Some(e) => {
+                self.publish(e);
+                Ok(RunState::Cancelled)
+            }
+            None => Ok(self.store.run_state(run_id).await?),
         }
-        if let Some(e) = self.store.set_run_state(run_id, RunState::Cancelled, Some("cancelled by the user")).await? {
-            self.publish(e);
-        }
-        Ok(RunState::Cancelled)
     }
 }
 
@@ -400,6 +399,16 @@ pub async fn approve_plan(store: &Store, run_id: &str, approved: bool, by: &str,
         events.extend(store.set_run_state(run_id, RunState::Cancelled, Some(&reason)).await?);
     }
     Ok(events)
+}
+
+/// Cancels a run on behalf of `by` (the reason says who). `None` when the run had already
+/// finished. Whichever process drives the run notices within a second and stops between
+/// steps. The CLI, the API and the engine all cancel through here.
+pub async fn cancel_run(store: &Store, run_id: &str, by: &str) -> Result<Option<Event>> {
+    if store.run_state(run_id).await?.is_terminal() {
+        return Ok(None);
+    }
+    Ok(store.set_run_state(run_id, RunState::Cancelled, Some(&format!("cancelled by {by}"))).await?)
 }
 
 /// Whether a lease owner `host:pid` on this host names a process that no longer exists.

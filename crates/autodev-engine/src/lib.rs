@@ -26,5 +26,5 @@ pub mod prompts;
 pub mod report;
 pub mod settings;
 
-pub use engine::{Engine, EngineError, Outcome, RunRequest, approve_plan, process_owner};
+pub use engine::{Engine, EngineError, Outcome, RunRequest, approve_plan, cancel_run, process_owner};
 pub use settings::RunSettings;

@@ -1,6 +1,5 @@
 //! The Anthropic messages adapter (`POST /v1/messages`, tool use, streaming).
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use autodev_domain::{
     Message, ModelClient, ModelError, ModelRequest, ModelResponse, Role, StopReason, ToolCall, Usage,
@@ -34,11 +33,7 @@ impl std::fmt::Debug for AnthropicClient {
 
 impl AnthropicClient {
     pub fn new(base_url: &str, api_key: SecretString, stream: bool) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            .timeout(Duration::from_secs(600))
-            .build()
-            .unwrap_or_default();
+        let http = crate::http::client();
         Self { base_url: base_url.trim_end_matches('/').to_string(), api_key, stream, http }
     }
 

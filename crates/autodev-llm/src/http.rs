@@ -7,6 +7,16 @@ use reqwest::header::HeaderMap;
 /// The longest wait a vendor may ask for before we give up on waiting politely.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
+/// The HTTP client both adapters use: a bounded connect time, and a generous total time for
+/// long generations (streams included).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(15))
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap_or_default()
+}
+
 /// Reads `Retry-After` (seconds; an HTTP date is treated as "a while") and the
 /// `retry-after-ms` header some vendors send.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {

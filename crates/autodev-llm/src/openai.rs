@@ -1,7 +1,6 @@
 //! The OpenAI-compatible chat-completions adapter: OpenAI itself and anything that speaks
 //! its API at another base URL (Groq, Ollama, vLLM, llama.cpp, LiteLLM).
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use autodev_domain::{
     Message, ModelClient, ModelError, ModelRequest, ModelResponse, Role, StopReason, ToolCall, Usage,
@@ -37,11 +36,7 @@ impl std::fmt::Debug for OpenAiClient {
 impl OpenAiClient {
     /// `name` is the provider name used for pricing and usage (`openai`, `groq`, `ollama`).
     pub fn new(name: &str, base_url: &str, api_key: Option<SecretString>, stream: bool) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            .timeout(Duration::from_secs(600))
-            .build()
-            .unwrap_or_default();
+        let http = crate::http::client();
         Self { name: name.to_string(), base_url: base_url.trim_end_matches('/').to_string(), api_key, stream, http }
     }
 

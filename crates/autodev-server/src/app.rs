@@ -231,14 +231,11 @@ async fn cancel_run(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AccessRole::Operator)?;
     let run = state.store.find_run(&id).await?;
-    let result = if run.run_state().is_terminal() {
-        Err(ApiError::conflict(format!("run {} is already {}", run.short_id, run.state)))
-    } else {
-        state
-            .store
-            .set_run_state(&run.id, RunState::Cancelled, Some(&format!("cancelled by {}", caller.key.name)))
-            .await
-            .map_err(ApiError::from)
+    let result = match autodev_engine::cancel_run(&state.store, &run.id, &caller.key.name).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ApiError::conflict(format!("run {} is already {}", run.short_id, run.state))),
+        Err(autodev_engine::EngineError::Store(e)) => Err(ApiError::from(e)),
+        Err(e) => Err(ApiError::internal(&e)),
     };
     let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
     state.store.audit(Some(&caller.key), "POST", &format!("/api/v1/runs/{}/cancel", run.id), status, None).await?;
