@@ -36,8 +36,13 @@ pub enum Command {
     Runs(RunsCommand),
     /// Check what this host supports and what is configured.
     Doctor(DoctorArgs),
-    /// Serve the HTTP API (runs, their event streams, health).
+    /// Serve the HTTP API (runs, their event streams, health) with in-process workers.
     Serve(ServeArgs),
+    /// Workers only: claim runs made through the API or webhooks from the shared database
+    /// (DATABASE_URL=postgres://… for many processes on many machines) and drive them.
+    Worker(WorkerArgs),
+    /// Apply database migrations (SQLite in AUTODEV_HOME, or DATABASE_URL) and exit.
+    Migrate,
     /// Check the configuration and list every problem at once.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -142,6 +147,28 @@ pub struct ServeArgs {
     /// In-process workers that execute runs created through the API (0: API only).
     #[arg(long, default_value_t = 2, env = "AUTODEV_WORKERS")]
     pub workers: usize,
+    /// Do not apply migrations on start; refuse to start if the database needs them (run
+    /// `autodev migrate` first).
+    #[arg(long)]
+    pub no_migrate: bool,
+    /// Seconds to wait on SIGTERM/SIGINT for runs to reach a step boundary and release
+    /// their leases before exiting anyway.
+    #[arg(long, default_value_t = 30, env = "AUTODEV_SHUTDOWN_GRACE_SECS")]
+    pub grace: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Runs this process drives at once.
+    #[arg(long, default_value_t = 2, env = "AUTODEV_WORKERS", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub workers: u64,
+    /// Do not apply migrations on start (see `serve --no-migrate`).
+    #[arg(long)]
+    pub no_migrate: bool,
+    /// Seconds to wait on SIGTERM/SIGINT for runs to reach a step boundary and release
+    /// their leases before exiting anyway.
+    #[arg(long, default_value_t = 30, env = "AUTODEV_SHUTDOWN_GRACE_SECS")]
+    pub grace: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use autodev_domain::{MicroUsd, ModelClient, RunState, Spec};
 use autodev_engine::{Engine, EngineError, Outcome, RunRequest, RunSettings, detect};
 use autodev_llm::PriceTable;
-use autodev_store::{RunRow, Store, StoreError};
+use autodev_store::{Migrations, RunRow, Store, StoreError};
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, ResumeArgs, RunArgs, RunsCommand};
@@ -31,14 +32,60 @@ pub async fn dispatch(cli: Cli) -> Exit {
             config_check(&home, cli.config.as_deref(), repo.as_deref())
         }
         Command::Serve(args) => serve(&home, cli.config.as_deref(), args).await,
+        Command::Worker(args) => worker(&home, cli.config.as_deref(), args).await,
+        Command::Migrate => migrate(&home).await,
         Command::Demo(_) => Exit::Usage("demo is handled above".into()),
     }
 }
 
 pub async fn open_store(home: &Path) -> Result<Store, Exit> {
-    Store::open(&home.join("autodev.db"))
-        .await
-        .map_err(|e| Exit::Usage(format!("cannot open the database in {}: {e} (check AUTODEV_HOME)", home.display())))
+    open_store_with(home, Migrations::Apply).await
+}
+
+/// The database: `DATABASE_URL` (or `DATABASE_URL_FILE`) when set, else SQLite in the data
+/// directory.
+pub async fn open_store_with(home: &Path, migrations: Migrations) -> Result<Store, Exit> {
+    match crate::config::secret("DATABASE_URL").map_err(Exit::Usage)? {
+        Some(url) => {
+            let url = url.expose_secret();
+            Store::connect(url, migrations).await.map_err(|e| {
+                Exit::Usage(format!("cannot open the database at {}: {e} (check DATABASE_URL)", redact_url(url)))
+            })
+        }
+        None => Store::open_sqlite(&home.join("autodev.db"), migrations).await.map_err(|e| {
+            Exit::Usage(format!("cannot open the database in {}: {e} (check AUTODEV_HOME)", home.display()))
+        }),
+    }
+}
+
+/// A database URL fit for messages: the password replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(_)) => {
+            let (auth, host) = rest.rsplit_once('@').unwrap_or(("", rest));
+            match auth.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => format!("{scheme}://{auth}@{host}"),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `autodev migrate`.
+pub async fn migrate(home: &Path) -> Exit {
+    let store = match open_store_with(home, Migrations::Check).await {
+        Ok(store) => {
+            println!("the {} database is up to date", store.backend());
+            return Exit::Ok;
+        }
+        Err(_) => match open_store_with(home, Migrations::Apply).await {
+            Ok(store) => store,
+            Err(e) => return e,
+        },
+    };
+    println!("the {} database is migrated", store.backend());
+    Exit::Ok
 }
 
 fn store_error(e: StoreError) -> Exit {
@@ -469,53 +516,75 @@ pub async fn keys(home: &Path, cmd: crate::cli::KeysCommand) -> Exit {
 }
 
 /// `autodev serve`: the HTTP API until SIGINT or SIGTERM.
+/// The state `serve` and `worker` share, after the configuration is checked (every problem
+/// listed at once) and the database opened.
+async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> Result<autodev_server::AppState, Exit> {
+    let cfg = FileConfig::load(home, config, None)
+        .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
+    let migrations = if no_migrate { Migrations::Check } else { Migrations::Apply };
+    let store = open_store_with(home, migrations).await?;
+    let configured = crate::config::secret("AUTODEV_KEY_PEPPER").map_err(Exit::Usage)?;
+    let pepper = autodev_server::auth::Pepper::load(configured, home).map_err(|e| Exit::Usage(e.to_string()))?;
+    Ok(autodev_server::AppState {
+        store,
+        pepper,
+        home: home.to_path_buf(),
+        providers_configured: provider::any_configured(&cfg),
+        poll: std::time::Duration::from_millis(250),
+        prices: std::sync::Arc::new(PriceTable::with_overrides(&cfg.prices)),
+        models: std::sync::Arc::new(provider::ConfiguredModels { cfg }),
+    })
+}
+
+/// A token cancelled on SIGTERM or SIGINT.
+fn shutdown_on_signal() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        token.cancel();
+    });
+    shutdown
+}
+
+/// After shutdown: workers stop claiming, interrupt their runs at the next step boundary
+/// and release the leases. Past the grace period the process exits anyway; the leases then
+/// expire and other workers resume the runs from their recorded steps.
+async fn drain(workers: tokio::task::JoinHandle<()>, grace: u64, who: &str) {
+    if tokio::time::timeout(std::time::Duration::from_secs(grace), workers).await.is_err() {
+        eprintln!("autodev {who}: runs did not stop within {grace}s (--grace); exiting, their leases will expire");
+    }
+}
+
 pub async fn serve(home: &Path, config: Option<&Path>, args: crate::cli::ServeArgs) -> Exit {
     let inner = async {
-        let cfg = FileConfig::load(home, config, None)
-            .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
-        let store = open_store(home).await?;
-        let configured = crate::config::secret("AUTODEV_KEY_PEPPER").map_err(Exit::Usage)?;
-        let pepper = autodev_server::auth::Pepper::load(configured, home).map_err(|e| Exit::Usage(e.to_string()))?;
+        let state = service_state(home, config, args.no_migrate).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| Exit::Usage(format!("cannot listen on {}: {e} (--listen)", args.listen)))?;
-        let state = autodev_server::AppState {
-            store,
-            pepper,
-            home: home.to_path_buf(),
-            providers_configured: provider::any_configured(&cfg),
-            poll: std::time::Duration::from_millis(250),
-            prices: std::sync::Arc::new(PriceTable::with_overrides(&cfg.prices)),
-            models: std::sync::Arc::new(provider::ConfiguredModels { cfg }),
-        };
-        let shutdown = CancellationToken::new();
-        {
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                let term = async {
-                    match term.as_mut() {
-                        Some(t) => {
-                            t.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term => {}
-                }
-                shutdown.cancel();
-            });
-        }
+        let shutdown = shutdown_on_signal();
+        // The address comes last on the line: scripts (and the tests) read it from there.
         eprintln!(
-            "autodev serve: listening on http://{}",
-            listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
+            "autodev serve: {} database, {} workers; listening on http://{}",
+            state.store.backend(),
+            args.workers,
+            listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         );
         let workers = tokio::spawn(autodev_server::workers::run_workers(state.clone(), args.workers, shutdown.clone()));
         let served = autodev_server::serve(listener, state, shutdown).await;
-        // Workers interrupt their runs between steps; the runs stay resumable.
-        let _ = workers.await;
+        drain(workers, args.grace, "serve").await;
         served.map_err(|e| Exit::Usage(format!("server error: {e}")))?;
         eprintln!("autodev serve: stopped");
         Ok::<Exit, Exit>(Exit::Ok)
@@ -525,13 +594,31 @@ pub async fn serve(home: &Path, config: Option<&Path>, args: crate::cli::ServeAr
     }
 }
 
+/// `autodev worker`: workers only, no HTTP.
+pub async fn worker(home: &Path, config: Option<&Path>, args: crate::cli::WorkerArgs) -> Exit {
+    let state = match service_state(home, config, args.no_migrate).await {
+        Ok(state) => state,
+        Err(e) => return e,
+    };
+    if !state.providers_configured {
+        return Exit::Usage("no model provider is configured: set OPENAI_API_KEY, ANTHROPIC_API_KEY, GROQ_API_KEY or a provider base_url (see `autodev config check`)".into());
+    }
+    let shutdown = shutdown_on_signal();
+    eprintln!("autodev worker: {} workers on the {} database", args.workers, state.store.backend());
+    let workers = tokio::spawn(autodev_server::workers::run_workers(state, args.workers as usize, shutdown.clone()));
+    shutdown.cancelled().await;
+    drain(workers, args.grace, "worker").await;
+    eprintln!("autodev worker: stopped");
+    Exit::Ok
+}
+
 /// `autodev config check`: every problem at once (exit 2), or a summary of what is in force.
 pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> Exit {
     let mut problems = match FileConfig::load(home, config, repo) {
         Ok(_) => Vec::new(),
         Err(p) => p,
     };
-    for var in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GROQ_API_KEY", "AUTODEV_KEY_PEPPER"] {
+    for var in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GROQ_API_KEY", "AUTODEV_KEY_PEPPER", "DATABASE_URL"] {
         if let Err(e) = crate::config::secret(var) {
             problems.push(e);
         }

@@ -219,6 +219,8 @@ impl Engine {
             base_commit,
             branch,
             settings: serde_json::to_string(&req.settings).map_err(StoreError::from)?,
+            project_id: None,
+            origin: None,
         };
         let created = EventKind::RunCreated {
             title,
@@ -292,8 +294,23 @@ impl Engine {
             return Ok(Outcome::Finished(run.run_state()));
         }
         self.claim(run_id).await?;
-        let settings: RunSettings = serde_json::from_str(&run.settings)
+        let mut settings: RunSettings = serde_json::from_str(&run.settings)
             .map_err(|e| EngineError::Invalid(format!("stored settings of run {run_id} are unreadable: {e}")))?;
+        // A project run works in this worker's clone of the project's repository.
+        let run = match crate::checkout::prepare(&self.store, &self.home, run, &mut settings).await {
+            Ok(run) => run,
+            Err(e) => {
+                let reason = e.to_string();
+                if let Some(ev) = self.store.set_run_state(run_id, RunState::Failed, Some(&reason)).await? {
+                    self.publish(ev);
+                }
+                self.store.release_run(run_id, &self.owner).await?;
+                return Ok(Outcome::Finished(RunState::Failed));
+            }
+        };
+        if run.project_id.is_some() {
+            crate::checkout::restore_checkpoint(&Git::new(&run.repo), &run).await?;
+        }
         let dir = self.run_dir(run_id);
         std::fs::create_dir_all(dir.join("tmp"))?;
         let ctx = Arc::new(RunCtx {

@@ -18,6 +18,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod agent;
+pub mod checkout;
 pub mod compact;
 pub mod detect;
 mod engine;

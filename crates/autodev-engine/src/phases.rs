@@ -260,6 +260,16 @@ async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<String>
 /// Merges a finished task's branch into the run branch. Already merged (resume) is a no-op;
 /// a conflict goes to an agent, and the merge is committed only when no marker remains.
 async fn merge_task(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_domain::PlannedTask) -> Result<()> {
+    merge_task_into(ctx, run_wt, task).await?;
+    // A project run saves each merged state to the project's repository, so a worker on
+    // another machine can resume from it.
+    if ctx.run.project_id.is_some() {
+        crate::checkout::checkpoint(&ctx.repo(), &ctx.run).await?;
+    }
+    Ok(())
+}
+
+async fn merge_task_into(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_domain::PlannedTask) -> Result<()> {
     let git = Git::new(run_wt);
     git.clear_stale_locks()?;
     let branch = task_branch(ctx, &task.id);
@@ -429,6 +439,9 @@ async fn deliver(ctx: &Arc<RunCtx>) -> Result<()> {
     )
     .await?;
     std::fs::write(&report_path, text)?;
+    if ctx.run.project_id.is_some() {
+        crate::checkout::push(&repo, &ctx.run).await?;
+    }
     if !ctx.settings.keep_worktrees {
         let tasks = ctx.engine.store.tasks(&ctx.run.id).await?;
         for t in &tasks {

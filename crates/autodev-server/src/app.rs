@@ -158,6 +158,8 @@ pub fn run_json(r: &RunRow) -> Value {
         "repository": r.repo,
         "base_branch": r.base_branch,
         "branch": r.branch,
+        "project_id": r.project_id,
+        "origin": r.origin,
         "tests_passed": r.test_passed,
         "usage": {"input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "cost_usd": r.cost_micros as f64 / 1e6},
         "created_at_ms": r.created_at,
@@ -169,6 +171,7 @@ pub fn run_json(r: &RunRow) -> Value {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    project: Option<String>,
     state: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
@@ -200,7 +203,18 @@ async fn list_runs(
         }
         None => None,
     };
-    let rows = state.store.list_runs_page(filter, limit + 1, before).await?;
+    let project = match q.project.as_deref() {
+        Some(p) => Some(
+            state
+                .store
+                .find_project(p)
+                .await
+                .map_err(|_| ApiError::invalid("project", format!("no project `{p}`")))?
+                .id,
+        ),
+        None => None,
+    };
+    let rows = state.store.list_runs_page(project.as_deref(), filter, limit + 1, before).await?;
     let more = rows.len() as i64 > limit;
     let page: Vec<&RunRow> = rows.iter().take(limit as usize).collect();
     let next = if more { page.last().map(|r| format!("{}_{}", r.created_at, r.id)) } else { None };

@@ -42,18 +42,8 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
 }
 
 fn valid_repository(repo: &str) -> Result<String, ApiError> {
-    let repo = repo.trim();
-    if repo.is_empty() {
-        return Err(ApiError::invalid("repository", "give a local path or a clone URL"));
-    }
-    let url = repo.starts_with("https://")
-        || repo.starts_with("http://")
-        || repo.starts_with("ssh://")
-        || repo.starts_with("git@");
-    if !url && !std::path::Path::new(repo).is_absolute() {
-        return Err(ApiError::invalid("repository", "a local path must be absolute"));
-    }
-    Ok(repo.to_string())
+    autodev_engine::checkout::validate_repository(repo).map_err(|e| ApiError::invalid("repository", e))?;
+    Ok(repo.trim().to_string())
 }
 
 fn optional_text(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {

@@ -1,6 +1,6 @@
 //! Creating runs through the API, and the approval gate.
 use autodev_domain::{AccessRole, Spec};
-use autodev_engine::{Engine, EngineError, RunRequest, RunSettings, approve_plan, detect};
+use autodev_engine::{EngineError, RunSettings, approve_plan, checkout};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -41,17 +41,8 @@ pub async fn create(
     if let Some(n) = body.max_parallel.filter(|n| !(1..=16).contains(n)) {
         return Err(ApiError::invalid("max_parallel", format!("max_parallel must be 1 to 16, not {n}")));
     }
-    let repo = std::path::PathBuf::from(&project.repository);
-    if !repo.is_absolute() {
-        return Err(ApiError::invalid("project", "clone URLs are not supported yet: give the project a local path"));
-    }
-    let test_command =
-        project.test_command.clone().or_else(|| detect::detect_test_command(&repo)).ok_or_else(|| {
-            ApiError::invalid(
-                "project",
-                "the project has no test_command and none could be detected; set one (PATCH the project)",
-            )
-        })?;
+    // An empty test command is detected by the worker in its clone of the repository.
+    let test_command = project.test_command.clone().unwrap_or_default();
     let (provider, default_model) = state.models.defaults();
     let defaults = RunSettings::default();
     let settings = RunSettings {
@@ -64,16 +55,14 @@ pub async fn create(
     };
     // Build the client now so a run for a provider that is not configured is refused here,
     // not found failing later in a worker.
-    let model = state.models.build(&settings).map_err(|e| ApiError::invalid("model", e))?;
-    let engine = Engine::new(state.store.clone(), model, (*state.prices).clone(), &state.home);
-    let req = RunRequest { repo, spec, base: project.base_branch.clone(), settings };
-    let run = match engine.create_run(req).await {
-        Ok(run) => run,
+    state.models.build(&settings).map_err(|e| ApiError::invalid("model", e))?;
+    let req = checkout::ProjectRun { project: &project, spec, settings, origin: None };
+    let run = match checkout::enqueue(&state.store, req).await {
+        Ok((run, _)) => run,
         Err(EngineError::Invalid(msg)) => return Err(ApiError::invalid("project", msg)),
         Err(EngineError::Store(e)) => return Err(e.into()),
         Err(other) => return Err(ApiError::internal(&other)),
     };
-    state.store.set_run_project(&run.id, &project.id).await?;
     state.store.audit(Some(&caller.key), "POST", "/api/v1/runs", 201, Some(&run.id)).await?;
     Ok((StatusCode::CREATED, Json(run_json(&run))))
 }

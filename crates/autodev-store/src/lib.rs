@@ -7,21 +7,26 @@
 //! with the event that announces it. What it is not for: deciding what happens next.
 //!
 //! SQLite (WAL, `synchronous=NORMAL`: a committed transaction survives the process being
-//! killed; only an OS crash can lose the last few) is the embedded default. Queries are
-//! runtime-checked `query`/`query_as` in the SQL subset PostgreSQL shares, so a PostgreSQL
-//! backend can reuse them.
+//! killed; only an OS crash can lose the last few) is the embedded default; PostgreSQL
+//! (`DATABASE_URL=postgres://…`) lets many processes on many machines share one store and
+//! one queue. Every query is written once, as runtime-checked SQL in the subset both share
+//! (`$N` placeholders, `ON CONFLICT`, `RETURNING`); only the queue claim (`FOR UPDATE SKIP
+//! LOCKED`) and a date function differ. The schemas come from migrations kept side by side
+//! (`migrations/sqlite`, `migrations/postgres`), and the store tests run on both.
 //!
 //! # Layout
-//! - [`Store`]: the pool and all queries.
+//! - [`Store`]: the pools and all queries.
+//! - `tx`: one write transaction on either backend.
 //! - [`rows`]: the row types returned to the engine.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod rows;
 mod store;
+mod tx;
 
 pub use rows::{
     KeyRow, ModelCallRecord, NewRun, ProjectRow, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart,
 };
-pub use store::{Stats, Store, StoreError, UsageRow, now_ms};
+pub use store::{Migrations, Stats, Store, StoreError, UsageRow, now_ms};
 
 pub type Result<T> = std::result::Result<T, StoreError>;

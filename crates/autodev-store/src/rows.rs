@@ -14,6 +14,11 @@ pub struct NewRun {
     pub branch: String,
     /// JSON of the engine's run settings.
     pub settings: String,
+    /// The project whose workers pick the run up; `None` for `autodev run`, whose own
+    /// process drives it.
+    pub project_id: Option<String>,
+    /// What started the run, e.g. `github:owner/repo#12`; `None` for the CLI and the API.
+    pub origin: Option<String>,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -40,6 +45,8 @@ pub struct RunRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
+    pub project_id: Option<String>,
+    pub origin: Option<String>,
 }
 
 impl RunRow {

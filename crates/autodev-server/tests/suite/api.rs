@@ -5,11 +5,10 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::spawn_app;
+use super::both;
 
-#[tokio::test]
-async fn health_and_ready_answer_without_a_key() {
-    let app = spawn_app().await;
+both! {
+async fn health_and_ready_answer_without_a_key(app) {
     let r = app.get("/health", None).send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "ok".to_string()));
     let r = app.get("/ready", None).send().await.unwrap();
@@ -22,9 +21,7 @@ async fn health_and_ready_answer_without_a_key() {
     assert!(app.get("/health", None).send().await.is_err());
 }
 
-#[tokio::test]
-async fn the_auth_matrix_is_enforced_with_one_error_shape() {
-    let app = spawn_app().await;
+async fn the_auth_matrix_is_enforced_with_one_error_shape(app) {
     let id = app.run_with_events("Auth", 0).await;
     let cancel = format!("/api/v1/runs/{id}/cancel");
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
@@ -61,9 +58,7 @@ async fn the_auth_matrix_is_enforced_with_one_error_shape() {
     assert_eq!(app.get("/api/v1/runs", Some(&app.viewer)).send().await.unwrap().status().as_u16(), 401);
 }
 
-#[tokio::test]
-async fn runs_are_listed_newest_first_with_a_cursor_and_a_state_filter() {
-    let app = spawn_app().await;
+async fn runs_are_listed_newest_first_with_a_cursor_and_a_state_filter(app) {
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(app.run_with_events(&format!("Run {i}"), 0).await);
@@ -90,9 +85,7 @@ async fn runs_are_listed_newest_first_with_a_cursor_and_a_state_filter() {
     assert_eq!(v["runs"][0]["title"], "Run 1");
 }
 
-#[tokio::test]
-async fn the_event_stream_replays_from_last_event_id_then_follows_until_the_run_ends() {
-    let app = spawn_app().await;
+async fn the_event_stream_replays_from_last_event_id_then_follows_until_the_run_ends(app) {
     let id = app.run_with_events("Stream", 3).await;
     // Events 1..=4 exist (run_created + 3 warnings). Resume after 2.
     let resp = app
@@ -128,4 +121,5 @@ async fn the_event_stream_replays_from_last_event_id_then_follows_until_the_run_
     }
     // The stream closes by itself once the run is terminal.
     assert_eq!(rest, vec!["warning", "state_changed"]);
+}
 }

@@ -3,16 +3,15 @@ use std::time::Duration;
 use autodev_testkit::{finish, make_repo, write};
 use serde_json::{Value, json};
 
-use super::spawn_app;
+use super::both;
 
 async fn json(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn projects_are_managed_by_admins_and_validated_field_by_field() {
-    let app = spawn_app().await;
+both! {
+async fn projects_are_managed_by_admins_and_validated_field_by_field(app) {
     let repo = make_repo(app._dir.path());
     let body = json!({"name": "greeter", "repository": repo, "test_command": "sh check.sh"});
     let (status, _) = json(app.post("/api/v1/projects", Some(&app.operator)).json(&body).send().await.unwrap()).await;
@@ -83,9 +82,7 @@ async fn projects_are_managed_by_admins_and_validated_field_by_field() {
     assert_eq!(app.get("/api/v1/projects/greeter", Some(&app.viewer)).send().await.unwrap().status().as_u16(), 404);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_run_created_over_http_is_executed_by_a_worker_after_approval() {
-    let app = spawn_app().await;
+async fn a_run_created_over_http_is_executed_by_a_worker_after_approval(app) {
     let repo = make_repo(app._dir.path());
     app.script
         .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
@@ -154,6 +151,16 @@ async fn a_run_created_over_http_is_executed_by_a_worker_after_approval() {
         autodev_testkit::git(&repo, &["show", &format!("{}:greeting.txt", done["branch"].as_str().unwrap())]),
         "hello"
     );
+    // The worker worked in its own clone and pushed the run branch back: the project's
+    // repository has the branch, its checked-out branch and working tree are untouched, and
+    // the mid-run checkpoint ref is gone.
+    let checkout_before = autodev_testkit::git(&repo, &["symbolic-ref", "--short", "HEAD"]);
+    assert_eq!(checkout_before, "main");
+    assert_eq!(autodev_testkit::git(&repo, &["status", "--porcelain"]), "");
+    assert!(!repo.join("greeting.txt").exists());
+    assert_eq!(autodev_testkit::git(&repo, &["for-each-ref", "refs/autodev/"]), "");
+    assert_eq!(autodev_testkit::git(&repo, &["worktree", "list", "--porcelain"]).matches("worktree ").count(), 1);
+    assert!(app._dir.path().join("repos").join(done["project_id"].as_str().unwrap()).join(".git").is_dir());
     // Approving again is a conflict.
     let (status, _) =
         json(app.post(&format!("/api/v1/runs/{id}/approve"), Some(&app.operator)).send().await.unwrap()).await;
@@ -195,6 +202,54 @@ async fn a_run_created_over_http_is_executed_by_a_worker_after_approval() {
     promtool_check(&text);
     app.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), workers).await.unwrap().unwrap();
+}
+
+async fn a_clone_url_project_is_cloned_by_the_worker_and_the_branch_pushed_back(app) {
+    let work = make_repo(app._dir.path());
+    let bare = app._dir.path().join("origin.git");
+    autodev_testkit::git(app._dir.path(), &["clone", "--quiet", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()]);
+    app.script
+        .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+    let url = format!("file://{}", bare.display());
+    let project = json!({"name": "remote", "repository": url, "test_command": "sh check.sh"});
+    let (status, v) = json(app.post("/api/v1/projects", Some(&app.admin)).json(&project).send().await.unwrap()).await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = json(
+        app.post("/api/v1/projects", Some(&app.admin))
+            .json(&json!({"name": "bad", "repository": "ftp://example.com/x.git"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, v["error"]["field"].as_str()), (422, Some("repository")), "{v}");
+    let workers = tokio::spawn(autodev_server::workers::run_workers(app.state.clone(), 1, app.shutdown.clone()));
+    let (status, run) = json(
+        app.post("/api/v1/runs", Some(&app.operator))
+            .json(&json!({"project": "remote", "spec": "# Greet\n\nWrite hello into greeting.txt."}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().unwrap().to_string();
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        last = json(app.get(&format!("/api/v1/runs/{id}"), Some(&app.viewer)).send().await.unwrap()).await.1;
+        if last["state"] == "succeeded" || last["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["state"], "succeeded", "{last}");
+    assert_eq!(last["base_branch"], "main", "the default branch was read from the remote");
+    let branch = last["branch"].as_str().unwrap();
+    assert_eq!(autodev_testkit::git(&bare, &["show", &format!("{branch}:greeting.txt")]), "hello");
+    app.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), workers).await.unwrap().unwrap();
+}
 }
 
 /// `promtool check metrics` (Debian package `prometheus`, installed by .ci/run).

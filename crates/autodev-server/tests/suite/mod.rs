@@ -1,6 +1,28 @@
 mod api;
 mod flow;
 
+/// Each test, once on SQLite and once on PostgreSQL.
+macro_rules! both {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn body($app: $crate::suite::TestApp) $body
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    body($crate::suite::spawn_app_on("sqlite").await).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    body($crate::suite::spawn_app_on("postgres").await).await;
+                }
+            }
+        )*
+    };
+}
+pub(crate) use both;
+
 use std::time::Duration;
 
 use autodev_domain::{AccessRole, EventKind, RunId};
@@ -30,6 +52,7 @@ impl autodev_server::workers::ModelFactory for TestModels {
 
 pub struct TestApp {
     pub _dir: tempfile::TempDir,
+    pub _db: Option<autodev_testkit::pg::TestDb>,
     pub script: autodev_testkit::Script,
     pub state: AppState,
     pub base: String,
@@ -41,14 +64,20 @@ pub struct TestApp {
     pub shutdown: CancellationToken,
 }
 
-pub async fn spawn_app() -> TestApp {
+/// The app over real HTTP on port 0, on a fresh SQLite or PostgreSQL database.
+pub async fn spawn_app_on(backend: &str) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let script = autodev_testkit::Script::default();
     let model_server = script.serve(Duration::from_millis(5)).await;
     let model_url = format!("{}/v1", model_server.uri());
     // The mock server lives as long as the test.
     std::mem::forget(model_server);
-    let store = Store::open(&dir.path().join("autodev.db")).await.unwrap();
+    let (store, db) = if backend == "postgres" {
+        let db = autodev_testkit::pg::TestDb::create().await;
+        (Store::connect(&db.url, autodev_store::Migrations::Apply).await.unwrap(), Some(db))
+    } else {
+        (Store::open(&dir.path().join("autodev.db")).await.unwrap(), None)
+    };
     let pepper = Pepper::new(SecretString::from("test-pepper"));
     let key = |name: &'static str, role| {
         let (store, pepper) = (store.clone(), pepper.clone());
@@ -72,7 +101,19 @@ pub async fn spawn_app() -> TestApp {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     tokio::spawn(serve(listener, state.clone(), shutdown.clone()));
-    TestApp { _dir: dir, script, state, base, store, admin, operator, viewer, http: reqwest::Client::new(), shutdown }
+    TestApp {
+        _dir: dir,
+        _db: db,
+        script,
+        state,
+        base,
+        store,
+        admin,
+        operator,
+        viewer,
+        http: reqwest::Client::new(),
+        shutdown,
+    }
 }
 
 impl TestApp {
@@ -89,6 +130,8 @@ impl TestApp {
             base_commit: "abc".into(),
             branch: format!("autodev/{}-x", id.short()),
             settings: "{}".into(),
+            project_id: None,
+            origin: None,
         };
         let created = EventKind::RunCreated {
             title: title.into(),

@@ -1,16 +1,57 @@
 use std::time::Duration;
 
 use autodev_domain::{EventKind, Plan, RunId, RunState, TaskState};
-use autodev_store::{ModelCallRecord, NewRun, Store, StoreError, ToolStart};
-use pretty_assertions::assert_eq;
+use autodev_store::{Migrations, ModelCallRecord, NewRun, Store, StoreError, ToolStart};
 
-async fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("autodev.db")).await.unwrap();
-    (dir, store)
+/// A store on a fresh database of the given backend, with what keeps that database alive.
+pub enum Keep {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Pg(#[allow(dead_code)] autodev_testkit::pg::TestDb),
 }
 
-fn new_run() -> NewRun {
+pub async fn store_on(backend: &str) -> (Keep, Store) {
+    match backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("autodev.db")).await.unwrap();
+            (Keep::Dir(dir), store)
+        }
+        _ => {
+            let db = autodev_testkit::pg::TestDb::create().await;
+            let store = Store::connect(&db.url, Migrations::Apply).await.unwrap();
+            assert_eq!(store.backend(), "postgres");
+            (Keep::Pg(db), store)
+        }
+    }
+}
+
+/// Every store test, once on SQLite and once on PostgreSQL.
+macro_rules! both {
+    ($(async fn $name:ident($store:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                #[allow(unused_imports)]
+                use pretty_assertions::assert_eq;
+                async fn body($store: Store) $body
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let (_keep, store) = store_on("sqlite").await;
+                    body(store).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let (_keep, store) = store_on("postgres").await;
+                    body(store).await;
+                }
+            }
+        )*
+    };
+}
+pub(crate) use both;
+
+pub fn new_run() -> NewRun {
     let id = RunId::new();
     NewRun {
         id: id.to_string(),
@@ -22,10 +63,12 @@ fn new_run() -> NewRun {
         base_commit: "abc".into(),
         branch: format!("autodev/{}-add-a-flag", id.short()),
         settings: "{}".into(),
+        project_id: None,
+        origin: None,
     }
 }
 
-fn created() -> EventKind {
+pub fn created() -> EventKind {
     EventKind::RunCreated {
         title: "t".into(),
         repo: "r".into(),
@@ -34,9 +77,8 @@ fn created() -> EventKind {
     }
 }
 
-#[tokio::test]
-async fn run_lifecycle_is_enforced_and_recorded_as_events() {
-    let (_d, store) = store().await;
+both! {
+async fn run_lifecycle_is_enforced_and_recorded_as_events(store) {
     let run = new_run();
     store.insert_run(&run, created()).await.unwrap();
     store.set_run_state(&run.id, RunState::Planning, None).await.unwrap();
@@ -53,9 +95,7 @@ async fn run_lifecycle_is_enforced_and_recorded_as_events() {
     assert_eq!(later.len(), 1);
 }
 
-#[tokio::test]
-async fn runs_are_found_by_id_short_id_or_prefix() {
-    let (_d, store) = store().await;
+async fn runs_are_found_by_id_short_id_or_prefix(store) {
     let a = new_run();
     store.insert_run(&a, created()).await.unwrap();
     assert_eq!(store.find_run(&a.id).await.unwrap().id, a.id);
@@ -68,9 +108,7 @@ async fn runs_are_found_by_id_short_id_or_prefix() {
     assert_eq!(listed, vec![b.id.clone(), a.id.clone()]);
 }
 
-#[tokio::test]
-async fn steps_are_persisted_with_usage_and_read_back_in_order() {
-    let (_d, store) = store().await;
+async fn steps_are_persisted_with_usage_and_read_back_in_order(store) {
     let run = new_run();
     store.insert_run(&run, created()).await.unwrap();
     let plan = Plan::from_arguments(r#"{"summary": "s", "tasks": [{"id": "t1", "title": "T1"}]}"#).unwrap();
@@ -114,9 +152,7 @@ async fn steps_are_persisted_with_usage_and_read_back_in_order() {
     assert_eq!(tasks[0].task_state(), TaskState::Running);
 }
 
-#[tokio::test]
-async fn a_lease_held_by_another_owner_blocks_until_forced_or_expired() {
-    let (_d, store) = store().await;
+async fn a_lease_held_by_another_owner_blocks_until_forced_or_expired(store) {
     let run = new_run();
     store.insert_run(&run, created()).await.unwrap();
     store.claim_run(&run.id, "host:1", Duration::from_secs(60), false).await.unwrap();
@@ -128,6 +164,7 @@ async fn a_lease_held_by_another_owner_blocks_until_forced_or_expired() {
     store.claim_run(&run.id, "host:3", Duration::from_millis(1), false).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     store.claim_run(&run.id, "host:4", Duration::from_secs(60), false).await.unwrap();
+}
 }
 
 /// Regression: two `autodev` processes starting at once on a new data directory raced in the

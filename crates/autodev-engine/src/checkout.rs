@@ -1,0 +1,197 @@
+//! Runs made for a project (through the API or a webhook) and driven by workers.
+//!
+//! The server only records such a run: it does not need the repository, so a project's
+//! repository may be a clone URL the server cannot even reach, and creating a run costs one
+//! database transaction. A worker that claims the run clones the project's repository into its
+//! own workspace (`AUTODEV_HOME/repos/<project>`), or fetches when the clone exists, and works
+//! there. Delivery pushes the run branch back to the project's repository: for a local path
+//! the branch appears in that repository while its checked-out branch and working tree stay
+//! untouched (git refuses only a push to the checked-out branch, which a run branch never is).
+use std::path::{Path, PathBuf};
+
+use autodev_domain::{EventKind, RunId, Spec, slugify};
+use autodev_store::{NewRun, ProjectRow, RunRow, Store};
+use autodev_workspace::Git;
+
+use crate::engine::{EngineError, Result};
+use crate::settings::RunSettings;
+
+/// What a project run is made from.
+#[derive(Clone, Debug)]
+pub struct ProjectRun<'a> {
+    pub project: &'a ProjectRow,
+    pub spec: Spec,
+    /// An empty test command is detected in the worker's clone.
+    pub settings: RunSettings,
+    /// What started it, e.g. `github:owner/repo#12`.
+    pub origin: Option<String>,
+}
+
+/// Records a project run as `queued`; a worker picks it up. One transaction, no git.
+pub async fn enqueue(store: &Store, req: ProjectRun<'_>) -> Result<(RunRow, autodev_domain::Event)> {
+    if req.settings.max_parallel == 0 {
+        return Err(EngineError::Invalid("max_parallel must be at least 1".into()));
+    }
+    let id = RunId::new();
+    let title = req.spec.title();
+    let run = NewRun {
+        id: id.to_string(),
+        short_id: id.short(),
+        title: title.clone(),
+        spec: req.spec.text().to_string(),
+        repo: req.project.repository.clone(),
+        base_branch: req.project.base_branch.clone().unwrap_or_default(),
+        base_commit: String::new(),
+        branch: format!("autodev/{}-{}", id.short(), slugify(&title, 40)),
+        settings: serde_json::to_string(&req.settings).map_err(autodev_store::StoreError::from)?,
+        project_id: Some(req.project.id.clone()),
+        origin: req.origin,
+    };
+    let created = EventKind::RunCreated {
+        title,
+        repo: run.repo.clone(),
+        base_branch: run.base_branch.clone(),
+        test_command: req.settings.test_command.clone(),
+    };
+    let event = store.insert_run(&run, created).await?;
+    Ok((store.get_run(&run.id).await?, event))
+}
+
+/// Whether a repository string is a URL (or scp-like `user@host:path`) rather than a path.
+pub fn is_remote(repository: &str) -> bool {
+    repository.contains("://") || (repository.contains('@') && repository.contains(':') && !repository.starts_with('/'))
+}
+
+/// Checks a project's repository field: an absolute path to an existing git repository, or
+/// a clone URL. Returns the reason it is not.
+pub fn validate_repository(repository: &str) -> std::result::Result<(), String> {
+    let r = repository.trim();
+    if r.is_empty() {
+        return Err("repository is empty: give an absolute path or a clone URL".into());
+    }
+    if is_remote(r) {
+        let scheme = r.split("://").next().unwrap_or_default();
+        if r.contains("://") && !matches!(scheme, "https" | "http" | "ssh" | "git" | "file") {
+            return Err(format!(
+                "repository URL scheme `{scheme}` is not supported: use https://, ssh://, git:// or file://"
+            ));
+        }
+        return Ok(());
+    }
+    let path = Path::new(r);
+    if !path.is_absolute() {
+        return Err(format!("repository `{r}` is a relative path: give an absolute path or a clone URL"));
+    }
+    if !path.join(".git").exists() && !path.join("HEAD").is_file() {
+        return Err(format!(
+            "repository `{r}` is not a git repository (no .git): run `git init` there, or fix the path"
+        ));
+    }
+    Ok(())
+}
+
+/// The worker's clone of a project's repository, fetched up to date; the run row is
+/// returned pointing at it, with its base branch and base commit filled in (and stored the
+/// first time).
+pub(crate) async fn prepare(store: &Store, home: &Path, run: RunRow, settings: &mut RunSettings) -> Result<RunRow> {
+    let Some(project_id) = run.project_id.clone() else { return Ok(run) };
+    let repos = home.join("repos");
+    std::fs::create_dir_all(&repos)?;
+    let dir = repos.join(&project_id);
+    // Workers sharing a home share the clone; one fetches at a time.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(repos.join(format!("{project_id}.lock")))?;
+    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+        .await
+        .map_err(|e| EngineError::Failed(format!("lock task failed: {e}")))??;
+    let result = fetch(&run.repo, &dir, &run.id).await;
+    drop(lock);
+    result?;
+    let git = Git::new(&dir);
+    let base =
+        if run.base_branch.is_empty() { default_branch(&git, &run.repo).await? } else { run.base_branch.clone() };
+    let base_commit = if run.base_commit.is_empty() {
+        let commit = git.rev_parse(&format!("refs/remotes/origin/{base}")).await?.ok_or_else(|| {
+            EngineError::Failed(format!(
+                "base branch `{base}` does not exist in {}: fix the project's base_branch",
+                run.repo
+            ))
+        })?;
+        store.set_base(&run.id, &base, &commit).await?;
+        commit
+    } else {
+        run.base_commit.clone()
+    };
+    if settings.test_command.trim().is_empty() {
+        settings.test_command = crate::detect::detect_test_command(&dir).ok_or_else(|| {
+            EngineError::Failed(
+                "the project has no test_command and none could be detected in its repository; set one on the project"
+                    .into(),
+            )
+        })?;
+    }
+    Ok(RunRow { repo: dir.display().to_string(), base_branch: base, base_commit, ..run })
+}
+
+async fn fetch(repository: &str, dir: &Path, run_id: &str) -> Result<()> {
+    if !dir.join(".git").exists() {
+        let _ = std::fs::remove_dir_all(dir);
+        let parent = dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let target = dir.display().to_string();
+        Git::new(&parent)
+            .run(&["clone", "--quiet", "--no-checkout", "--", repository, &target])
+            .await
+            .map_err(|e| EngineError::Failed(format!("could not clone {repository}: {e}")))?;
+    }
+    let git = Git::new(dir);
+    // The run's own checkpoint refs come back too, so a run resumed by another machine's
+    // worker starts from the last merged state.
+    let checkpoints = format!("+refs/autodev/{run_id}/*:refs/autodev/{run_id}/*");
+    git.run(&["fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*", &checkpoints])
+        .await
+        .map_err(|e| EngineError::Failed(format!("could not fetch {repository}: {e}")))?;
+    Ok(())
+}
+
+async fn default_branch(git: &Git, repository: &str) -> Result<String> {
+    let out = git.run(&["ls-remote", "--symref", "origin", "HEAD"]).await.unwrap_or_default();
+    out.lines()
+        .find_map(|l| l.strip_prefix("ref: refs/heads/").and_then(|r| r.split_whitespace().next()).map(str::to_string))
+        .ok_or_else(|| {
+            EngineError::Failed(format!(
+                "{repository} has no default branch (empty repository?): set the project's base_branch"
+            ))
+        })
+}
+
+/// Restores a run branch a previous worker checkpointed when this clone lacks it.
+pub(crate) async fn restore_checkpoint(git: &Git, run: &RunRow) -> Result<()> {
+    let checkpoint = format!("refs/autodev/{}/run", run.id);
+    if !git.branch_exists(&run.branch).await? && git.rev_parse(&checkpoint).await?.is_some() {
+        git.run(&["branch", &run.branch, &checkpoint]).await?;
+    }
+    Ok(())
+}
+
+/// Saves the run branch to the project's repository under `refs/autodev/<run>/run` (not a
+/// branch: it shows in no branch list) so a worker on another machine can resume from it.
+pub(crate) async fn checkpoint(git: &Git, run: &RunRow) -> Result<()> {
+    let spec = format!("+refs/heads/{}:refs/autodev/{}/run", run.branch, run.id);
+    git.run(&["push", "--quiet", "origin", &spec])
+        .await
+        .map_err(|e| EngineError::Failed(format!("could not save a checkpoint to {}: {e}", "origin")))?;
+    Ok(())
+}
+
+/// Delivers: pushes the run branch to the project's repository and drops the checkpoint.
+pub(crate) async fn push(git: &Git, run: &RunRow) -> Result<()> {
+    let spec = format!("refs/heads/{0}:refs/heads/{0}", run.branch);
+    git.run(&["push", "--quiet", "origin", &spec])
+        .await
+        .map_err(|e| EngineError::Failed(format!("could not push {} to the project's repository: {e}", run.branch)))?;
+    let _ = git.run(&["push", "--quiet", "origin", &format!(":refs/autodev/{}/run", run.id)]).await;
+    Ok(())
+}

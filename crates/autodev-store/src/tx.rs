@@ -1,0 +1,256 @@
+//! One write transaction, on either backend.
+//!
+//! Every write method in [`crate::Store`] is written once against [`Tx`]; the SQL is written
+//! once, with `$N` placeholders, in the subset SQLite and PostgreSQL share.
+//!
+//! On SQLite a `Tx` is the one writer connection, taken from an async mutex, with
+//! `BEGIN IMMEDIATE` sent on it; statements run in the calling thread through rusqlite with
+//! cached statements. Why not sqlx there: sqlx drives SQLite from a worker thread and every
+//! statement result crosses threads (~40 µs a crossing on a 2-core VM, ~300 µs per recorded
+//! agent step); and a sqlx transaction holds SQLite's write lock while the task yields, so a
+//! tokio worker blocked waiting for that lock could starve the very task that holds it (seen
+//! with 50 concurrent runs: `database is locked` after the busy timeout). The SQLite methods
+//! here are `async` only to share their signature with PostgreSQL: they never suspend, so the
+//! write lock is never held while the task yields. sqlx still runs the migrations and the
+//! reads (WAL readers never block the writer). Both use the same libsqlite3.
+//!
+//! On PostgreSQL a `Tx` is a sqlx transaction from the pool.
+use std::borrow::Cow;
+
+use autodev_domain::{Event, EventKind};
+use rusqlite::OptionalExtension;
+use sqlx::{PgPool, Postgres};
+
+use crate::Result;
+use crate::store::{StoreError, now_ms};
+
+/// A bound value. The few types the schema uses, so one list of arguments serves both
+/// drivers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Arg<'a> {
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Int(i64),
+    OptInt(Option<i64>),
+    Bool(bool),
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(v: &'a str) -> Self {
+        Arg::Text(v)
+    }
+}
+impl<'a> From<&'a String> for Arg<'a> {
+    fn from(v: &'a String) -> Self {
+        Arg::Text(v)
+    }
+}
+impl<'a> From<Option<&'a str>> for Arg<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Arg::OptText(v)
+    }
+}
+impl From<i64> for Arg<'_> {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<u32> for Arg<'_> {
+    fn from(v: u32) -> Self {
+        Arg::Int(i64::from(v))
+    }
+}
+impl From<Option<i64>> for Arg<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Arg::OptInt(v)
+    }
+}
+impl From<bool> for Arg<'_> {
+    fn from(v: bool) -> Self {
+        Arg::Bool(v)
+    }
+}
+
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        Ok(match *self {
+            Arg::Text(s) | Arg::OptText(Some(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Arg::Int(i) | Arg::OptInt(Some(i)) => ToSqlOutput::Owned(Value::Integer(i)),
+            Arg::Bool(b) => ToSqlOutput::Owned(Value::Integer(i64::from(b))),
+            Arg::OptText(None) | Arg::OptInt(None) => ToSqlOutput::Owned(Value::Null),
+        })
+    }
+}
+
+/// `$N` placeholders as SQLite's `?N` (the same numbered parameter; rusqlite binds `$N` by
+/// name, in order of first appearance, which would silently swap reordered arguments).
+fn lite(sql: &str) -> Cow<'_, str> {
+    if sql.contains('$') { Cow::Owned(sql.replace('$', "?")) } else { Cow::Borrowed(sql) }
+}
+
+fn pg_query<'q>(
+    sql: &'q str,
+    args: &[Arg<'q>],
+) -> sqlx::query::Query<'q, Postgres, <Postgres as sqlx::Database>::Arguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for a in args {
+        q = match *a {
+            Arg::Text(s) => q.bind(s),
+            Arg::OptText(s) => q.bind(s),
+            Arg::Int(i) => q.bind(i),
+            Arg::OptInt(i) => q.bind(i),
+            Arg::Bool(b) => q.bind(b),
+        };
+    }
+    q
+}
+
+pub(crate) enum Tx<'s> {
+    Lite(LiteTx<'s>),
+    Pg(sqlx::Transaction<'static, Postgres>),
+}
+
+/// The writer connection inside `BEGIN IMMEDIATE`. Dropped without a commit (an error, or
+/// the future dropped), it rolls back before the connection goes back to the mutex.
+pub(crate) struct LiteTx<'s> {
+    conn: tokio::sync::MutexGuard<'s, rusqlite::Connection>,
+    open: bool,
+}
+
+impl Drop for LiteTx<'_> {
+    fn drop(&mut self) {
+        if self.open
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "could not roll back an SQLite transaction");
+        }
+    }
+}
+
+impl<'s> Tx<'s> {
+    pub(crate) fn lite(conn: tokio::sync::MutexGuard<'s, rusqlite::Connection>) -> Result<Self> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(Tx::Lite(LiteTx { conn, open: true }))
+    }
+
+    pub(crate) async fn pg(pool: &PgPool) -> Result<Tx<'static>> {
+        Ok(Tx::Pg(pool.begin().await?))
+    }
+
+    /// Runs a statement; returns the number of rows it changed.
+    pub(crate) async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64> {
+        match self {
+            Tx::Lite(LiteTx { conn, .. }) => {
+                let n = conn.prepare_cached(&lite(sql))?.execute(rusqlite::params_from_iter(args.iter()))?;
+                Ok(n as u64)
+            }
+            Tx::Pg(tx) => Ok(pg_query(sql, args).execute(&mut **tx).await?.rows_affected()),
+        }
+    }
+
+    /// The first column of the first row, if there is a row.
+    pub(crate) async fn opt_text(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<Option<String>> {
+        match self {
+            Tx::Lite(LiteTx { conn, .. }) => Ok(conn
+                .prepare_cached(&lite(sql))?
+                .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))
+                .optional()?),
+            Tx::Pg(tx) => {
+                use sqlx::Row;
+                let row = pg_query(sql, args).fetch_optional(&mut **tx).await?;
+                Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
+            }
+        }
+    }
+
+    /// The first column of every row, as text.
+    pub(crate) async fn texts(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<Vec<String>> {
+        match self {
+            Tx::Lite(LiteTx { conn, .. }) => {
+                let mut stmt = conn.prepare_cached(&lite(sql))?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+            }
+            Tx::Pg(tx) => {
+                use sqlx::Row;
+                let rows = pg_query(sql, args).fetch_all(&mut **tx).await?;
+                Ok(rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<std::result::Result<_, _>>()?)
+            }
+        }
+    }
+
+    /// The first column of the one row the statement returns, as an integer.
+    pub(crate) async fn int(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<i64> {
+        match self {
+            Tx::Lite(LiteTx { conn, .. }) => {
+                Ok(conn.prepare_cached(&lite(sql))?.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?)
+            }
+            Tx::Pg(tx) => {
+                use sqlx::Row;
+                Ok(pg_query(sql, args).fetch_one(&mut **tx).await?.try_get::<i64, _>(0)?)
+            }
+        }
+    }
+
+    /// Appends an event to the run's log.
+    pub(crate) async fn event(&mut self, run_id: &str, kind: EventKind) -> Result<Event> {
+        let at_ms = now_ms();
+        let seq = self.event_raw(run_id, at_ms, kind.name(), &event_json(&kind)?).await?;
+        Ok(Event { seq, run_id: run_id.to_string(), at_ms, kind })
+    }
+
+    /// Appends an event whose JSON is already made; returns its sequence number.
+    ///
+    /// Readers follow a run's log by sequence number, so within a run the numbers must become
+    /// visible in order. SQLite has one writer, so they do. PostgreSQL hands out identity
+    /// values before commit, and two transactions of one run (parallel tasks) could commit
+    /// out of order, letting a follower skip an event for good; a transaction-scoped advisory
+    /// lock per run, taken before the number is drawn, keeps one run's appends in order.
+    pub(crate) async fn event_raw(&mut self, run_id: &str, at_ms: i64, kind: &str, data: &str) -> Result<i64> {
+        if let Tx::Pg(tx) = self {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(run_id).execute(&mut **tx).await?;
+        }
+        self.int(
+            "INSERT INTO events (run_id, at_ms, kind, data) VALUES ($1, $2, $3, $4) RETURNING seq",
+            &[run_id.into(), at_ms.into(), kind.into(), data.into()],
+        )
+        .await
+    }
+
+    pub(crate) async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Lite(mut lite) => {
+                lite.conn.execute_batch("COMMIT")?;
+                lite.open = false;
+                Ok(())
+            }
+            Tx::Pg(tx) => Ok(tx.commit().await?),
+        }
+    }
+
+    pub(crate) fn is_pg(&self) -> bool {
+        matches!(self, Tx::Pg(_))
+    }
+}
+
+/// An event's JSON as stored: its fields without the `type` tag (kept in its own column).
+pub(crate) fn event_json(kind: &EventKind) -> Result<String> {
+    let mut data = serde_json::to_value(kind)?;
+    if let Some(obj) = data.as_object_mut() {
+        obj.remove("type");
+    }
+    Ok(data.to_string())
+}
+
+/// A unique-constraint violation from either driver (a name taken by a concurrent insert).
+pub(crate) fn is_unique_violation(e: &StoreError) -> bool {
+    match e {
+        StoreError::Db(sqlx::Error::Database(d)) => d.is_unique_violation(),
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+            f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        }
+        _ => false,
+    }
+}
