@@ -525,6 +525,13 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
     let store = open_store_with(home, migrations).await?;
     let configured = crate::config::secret("AUTODEV_KEY_PEPPER").map_err(Exit::Usage)?;
     let pepper = autodev_server::auth::Pepper::load(configured, home).map_err(|e| Exit::Usage(e.to_string()))?;
+    let secret = |name| crate::config::secret(name).map_err(Exit::Usage);
+    let webhooks = autodev_server::webhooks::WebhookConfig {
+        github_secret: secret("AUTODEV_GITHUB_WEBHOOK_SECRET")?,
+        gitlab_token: secret("AUTODEV_GITLAB_WEBHOOK_TOKEN")?,
+        jira_secret: secret("AUTODEV_JIRA_WEBHOOK_SECRET")?,
+        trigger_label: cfg.trigger_label.clone(),
+    };
     Ok(autodev_server::AppState {
         store,
         pepper,
@@ -532,6 +539,7 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
         providers_configured: provider::any_configured(&cfg),
         poll: std::time::Duration::from_millis(250),
         prices: std::sync::Arc::new(PriceTable::with_overrides(&cfg.prices)),
+        webhooks: std::sync::Arc::new(webhooks),
         models: std::sync::Arc::new(provider::ConfiguredModels { cfg }),
     })
 }
@@ -618,7 +626,16 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
         Ok(_) => Vec::new(),
         Err(p) => p,
     };
-    for var in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GROQ_API_KEY", "AUTODEV_KEY_PEPPER", "DATABASE_URL"] {
+    for var in [
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "GROQ_API_KEY",
+        "AUTODEV_KEY_PEPPER",
+        "DATABASE_URL",
+        "AUTODEV_GITHUB_WEBHOOK_SECRET",
+        "AUTODEV_GITLAB_WEBHOOK_TOKEN",
+        "AUTODEV_JIRA_WEBHOOK_SECRET",
+    ] {
         if let Err(e) = crate::config::secret(var) {
             problems.push(e);
         }

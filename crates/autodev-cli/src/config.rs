@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub groq: ProviderSection,
     pub ollama: ProviderSection,
     pub sandbox: SandboxSection,
+    /// The label that turns a ticket into a run (default `autodev`).
+    pub trigger_label: Option<String>,
     /// Price and context-window overrides, by model id.
     pub prices: BTreeMap<String, ModelInfo>,
 }
@@ -68,6 +70,7 @@ const ENV_KEYS: &[&str] = &[
     "command_timeout_secs",
     "test_timeout_secs",
     "stream",
+    "trigger_label",
 ];
 
 impl FileConfig {

@@ -34,6 +34,8 @@ pub struct AppState {
     /// Builds the model client for a run's settings; knows the default provider and model.
     pub models: std::sync::Arc<dyn ModelFactory>,
     pub prices: std::sync::Arc<autodev_llm::PriceTable>,
+    /// Webhook secrets and the trigger label; an endpoint without its secret is off.
+    pub webhooks: std::sync::Arc<crate::webhooks::WebhookConfig>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -56,6 +58,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/artifacts/{name}", get(crate::runs::artifact))
         .route("/api/v1/usage", get(crate::runs::usage))
         .route("/api/v1/runs/{id}/events", get(run_events))
+        .route("/webhooks/github", post(crate::webhooks::github))
+        .route("/webhooks/gitlab", post(crate::webhooks::gitlab))
+        .route("/webhooks/jira", post(crate::webhooks::jira))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(crate::metrics::track))

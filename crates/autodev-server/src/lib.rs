@@ -21,6 +21,7 @@ pub mod error;
 pub mod metrics;
 pub mod projects;
 pub mod runs;
+pub mod webhooks;
 pub mod workers;
 
 pub use app::{AppState, router};

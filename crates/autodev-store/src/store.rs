@@ -1097,6 +1097,18 @@ impl Store {
         }))
     }
 
+    /// The newest unfinished run started by this ticket (`github:owner/name#12`, …).
+    pub async fn active_run_for_origin(&self, origin: &str) -> Result<Option<RunRow>> {
+        Ok(read!(self, |pool| {
+            sqlx::query_as::<_, RunRow>(run_sql(
+                "WHERE origin = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY created_at DESC LIMIT 1",
+            ))
+            .bind(origin)
+            .fetch_optional(pool)
+            .await?
+        }))
+    }
+
     /// Tokens and cost grouped by project, model and UTC day, newest day first. `since_ms`
     /// limits it to calls made from then on.
     pub async fn usage(&self, since_ms: i64) -> Result<Vec<UsageRow>> {

@@ -1,5 +1,6 @@
 mod api;
 mod flow;
+mod webhooks;
 
 /// Each test, once on SQLite and once on PostgreSQL.
 macro_rules! both {
@@ -31,6 +32,10 @@ use autodev_server::{AppState, serve};
 use autodev_store::{NewRun, Store};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
+
+pub const GITHUB_SECRET: &str = "It's a Secret to Everybody";
+pub const GITLAB_TOKEN: &str = "gitlab-token-123";
+pub const JIRA_SECRET: &str = "jira-shared-secret";
 
 /// Model clients pointing at a scripted model server.
 pub struct TestModels(pub String);
@@ -96,6 +101,12 @@ pub async fn spawn_app_on(backend: &str) -> TestApp {
         poll: Duration::from_millis(20),
         models: std::sync::Arc::new(TestModels(model_url)),
         prices: std::sync::Arc::new(autodev_llm::PriceTable::default()),
+        webhooks: std::sync::Arc::new(autodev_server::webhooks::WebhookConfig {
+            github_secret: Some(SecretString::from(GITHUB_SECRET)),
+            gitlab_token: Some(SecretString::from(GITLAB_TOKEN)),
+            jira_secret: Some(SecretString::from(JIRA_SECRET)),
+            trigger_label: None,
+        }),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -1,0 +1,491 @@
+//! Webhooks in: GitHub, GitLab and Jira tickets become runs.
+//!
+//! Every endpoint checks its secret before it parses anything (GitHub and Jira Cloud: an
+//! HMAC-SHA256 of the raw body, compared in constant time by `Mac::verify_slice`; GitLab and
+//! Jira Data Center: a shared token, compared with `subtle`). A bad or missing signature is
+//! 401 and nothing is stored. A body that is not JSON is 400. Then the delivery is stored
+//! under its delivery id before anything acts on it, so a redelivery is answered and creates
+//! nothing new. An endpoint whose secret is not configured answers 404 and accepts nothing.
+//!
+//! A ticket belongs to the project whose settings name it: `github_repo` (`owner/name`,
+//! inferred from a GitHub repository URL), `gitlab_project` (`group/name`) or `jira_project`
+//! (`KEY`). It starts a run when it is labelled with the trigger label (default `autodev`,
+//! `AUTODEV_TRIGGER_LABEL`) or gets a comment starting with `/autodev` (the text after it is
+//! added to the spec). One ticket has at most one active run: a trigger while one is active
+//! is acknowledged and ignored. Ticket text is untrusted input; it only ever becomes a spec.
+use autodev_domain::Spec;
+use autodev_engine::{EngineError, RunSettings, checkout};
+use autodev_store::ProjectRow;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hmac::{KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::app::{AppState, run_json};
+use crate::error::ApiError;
+
+/// Webhook secrets and the trigger label.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookConfig {
+    pub github_secret: Option<SecretString>,
+    pub gitlab_token: Option<SecretString>,
+    pub jira_secret: Option<SecretString>,
+    /// Defaults to `autodev`.
+    pub trigger_label: Option<String>,
+}
+
+impl WebhookConfig {
+    fn label(&self) -> &str {
+        self.trigger_label.as_deref().filter(|l| !l.trim().is_empty()).unwrap_or("autodev")
+    }
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// Whether `sha256=<hex>` is the HMAC-SHA256 of `body` under `secret` (constant time).
+pub fn signature_ok(secret: &str, body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex_sig) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else { return false };
+    let Ok(sig) = hex::decode(hex_sig) else { return false };
+    let Ok(mut mac) = <HmacSha256 as KeyInit>::new_from_slice(secret.as_bytes()) else { return false };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+fn token_ok(expected: &str, given: Option<&str>) -> bool {
+    given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn disabled(var: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "webhook_disabled", format!("this webhook is off: set {var} to enable it"))
+}
+
+/// A delivery id from the sender, or (for senders without one) the body's hash: the same
+/// body redelivered is the same delivery.
+fn delivery_id(given: Option<&str>, body: &[u8]) -> String {
+    match given.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(id) => id.chars().take(200).collect(),
+        None => {
+            use sha2::Digest;
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
+        }
+    }
+}
+
+fn parse(body: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", format!("the body is not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", "the body is not a JSON object"));
+    }
+    Ok(v)
+}
+
+/// What a delivery asks for, once understood.
+enum Intent {
+    Ignore(String),
+    Start(Ticket),
+}
+
+struct Ticket {
+    /// How the project names the ticket's home: `owner/name`, `group/name` or a Jira key.
+    place: String,
+    /// `github:owner/name#12`, `gitlab:group/name#3`, `jira:PROJ-7`.
+    origin: String,
+    title: String,
+    body: String,
+    url: Option<String>,
+    /// Text after `/autodev` in a comment.
+    extra: Option<String>,
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_str)
+}
+
+/// The text after a leading `/autodev` (case-sensitive, as a command), if the comment is one.
+fn command_text(comment: &str) -> Option<String> {
+    let rest = comment.trim_start().strip_prefix("/autodev")?;
+    if rest.chars().next().is_some_and(|c| !c.is_whitespace()) {
+        return None;
+    }
+    Some(rest.trim().to_string())
+}
+
+fn github_intent(event: &str, v: &Value, label: &str) -> Intent {
+    let Some(repo) = str_at(v, &["repository", "full_name"]) else {
+        return Intent::Ignore("no repository in the payload".into());
+    };
+    let issue = &v["issue"];
+    let number = issue["number"].as_i64().unwrap_or_default();
+    let ticket = |extra| Ticket {
+        place: repo.to_string(),
+        origin: format!("github:{repo}#{number}"),
+        title: str_at(issue, &["title"]).unwrap_or_default().to_string(),
+        body: str_at(issue, &["body"]).unwrap_or_default().to_string(),
+        url: str_at(issue, &["html_url"]).map(str::to_string),
+        extra,
+    };
+    let action = str_at(v, &["action"]).unwrap_or_default();
+    match event {
+        "issues" => {
+            let has_label = |labels: &Value| {
+                labels.as_array().is_some_and(|ls| ls.iter().any(|l| l["name"].as_str() == Some(label)))
+            };
+            let triggered = match action {
+                "labeled" => str_at(v, &["label", "name"]) == Some(label),
+                "opened" | "reopened" => has_label(&issue["labels"]),
+                _ => false,
+            };
+            if triggered {
+                Intent::Start(ticket(None))
+            } else {
+                Intent::Ignore(format!("issues.{action} without the `{label}` label"))
+            }
+        }
+        "issue_comment" if action == "created" => match str_at(v, &["comment", "body"]).and_then(command_text) {
+            Some(extra) => Intent::Start(ticket(Some(extra))),
+            None => Intent::Ignore("the comment does not start with /autodev".into()),
+        },
+        other => Intent::Ignore(format!(
+            "event {other}{} is not a trigger",
+            if action.is_empty() { String::new() } else { format!(".{action}") }
+        )),
+    }
+}
+
+fn gitlab_intent(v: &Value, label: &str) -> Intent {
+    let Some(project) = str_at(v, &["project", "path_with_namespace"]) else {
+        return Intent::Ignore("no project in the payload".into());
+    };
+    let titles = |labels: &Value| -> Vec<String> {
+        labels
+            .as_array()
+            .map(|ls| ls.iter().filter_map(|l| l["title"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    match str_at(v, &["object_kind"]).unwrap_or_default() {
+        "issue" => {
+            let attrs = &v["object_attributes"];
+            let iid = attrs["iid"].as_i64().unwrap_or_default();
+            let action = str_at(attrs, &["action"]).unwrap_or_default();
+            let now = titles(&v["labels"]);
+            let before = titles(&v["changes"]["labels"]["previous"]);
+            let added = now.iter().any(|l| l == label) && !before.iter().any(|l| l == label);
+            let triggered = match action {
+                "open" | "reopen" => now.iter().any(|l| l == label),
+                "update" => added && v["changes"]["labels"].is_object(),
+                _ => false,
+            };
+            if !triggered {
+                return Intent::Ignore(format!("issue {action} without the `{label}` label added"));
+            }
+            Intent::Start(Ticket {
+                place: project.to_string(),
+                origin: format!("gitlab:{project}#{iid}"),
+                title: str_at(attrs, &["title"]).unwrap_or_default().to_string(),
+                body: str_at(attrs, &["description"]).unwrap_or_default().to_string(),
+                url: str_at(attrs, &["url"]).map(str::to_string),
+                extra: None,
+            })
+        }
+        "note" => {
+            let issue = &v["issue"];
+            if !issue.is_object() || str_at(v, &["object_attributes", "noteable_type"]) != Some("Issue") {
+                return Intent::Ignore("a note not on an issue".into());
+            }
+            let Some(extra) = str_at(v, &["object_attributes", "note"]).and_then(command_text) else {
+                return Intent::Ignore("the note does not start with /autodev".into());
+            };
+            let iid = issue["iid"].as_i64().unwrap_or_default();
+            Intent::Start(Ticket {
+                place: project.to_string(),
+                origin: format!("gitlab:{project}#{iid}"),
+                title: str_at(issue, &["title"]).unwrap_or_default().to_string(),
+                body: str_at(issue, &["description"]).unwrap_or_default().to_string(),
+                url: str_at(issue, &["url"]).map(str::to_string),
+                extra: Some(extra),
+            })
+        }
+        other => Intent::Ignore(format!("object_kind {other} is not a trigger")),
+    }
+}
+
+/// Plain text of a Jira description: a string (REST v2, wiki markup) or an Atlassian
+/// Document Format tree (v3), whose text nodes are joined by block.
+fn jira_text(v: &Value) -> String {
+    fn walk(v: &Value, out: &mut String) {
+        if let Some(t) = v["text"].as_str() {
+            out.push_str(t);
+        }
+        if let Some(children) = v["content"].as_array() {
+            for c in children {
+                walk(c, out);
+            }
+            if matches!(v["type"].as_str(), Some("paragraph" | "heading" | "listItem" | "codeBlock")) {
+                out.push('\n');
+            }
+        }
+    }
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Object(_) => {
+            let mut out = String::new();
+            walk(v, &mut out);
+            out.trim_end().to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+fn jira_intent(v: &Value, label: &str) -> Intent {
+    let event = str_at(v, &["webhookEvent"]).unwrap_or_default();
+    let issue = &v["issue"];
+    let Some(key) = str_at(issue, &["key"]) else { return Intent::Ignore("no issue in the payload".into()) };
+    let project = str_at(issue, &["fields", "project", "key"])
+        .map(str::to_string)
+        .unwrap_or_else(|| key.split('-').next().unwrap_or_default().to_string());
+    let has_label = issue["fields"]["labels"].as_array().is_some_and(|ls| ls.iter().any(|l| l.as_str() == Some(label)));
+    let label_added = v["changelog"]["items"].as_array().is_some_and(|items| {
+        items.iter().any(|i| {
+            i["field"].as_str() == Some("labels")
+                && i["toString"].as_str().is_some_and(|to| to.split_whitespace().any(|l| l == label))
+                && !i["fromString"].as_str().is_some_and(|from| from.split_whitespace().any(|l| l == label))
+        })
+    });
+    let triggered = match event {
+        "jira:issue_created" => has_label,
+        "jira:issue_updated" => label_added,
+        _ => false,
+    };
+    let url =
+        str_at(issue, &["self"]).and_then(|s| s.split("/rest/").next()).map(|base| format!("{base}/browse/{key}"));
+    if !triggered {
+        return Intent::Ignore(format!("{event} without the `{label}` label added"));
+    }
+    Intent::Start(Ticket {
+        place: project,
+        origin: format!("jira:{key}"),
+        title: str_at(issue, &["fields", "summary"]).unwrap_or_default().to_string(),
+        body: jira_text(&issue["fields"]["description"]),
+        url,
+        extra: None,
+    })
+}
+
+/// The project a ticket belongs to: settings `github_repo`/`gitlab_project`/`jira_project`,
+/// or for GitHub a repository URL on github.com naming the same repository.
+async fn project_for(state: &AppState, source: &str, place: &str) -> Result<Option<ProjectRow>, ApiError> {
+    let key = match source {
+        "github" => "github_repo",
+        "gitlab" => "gitlab_project",
+        _ => "jira_project",
+    };
+    let projects = state.store.list_projects().await?;
+    Ok(projects.into_iter().find(|p| {
+        let settings: Value = serde_json::from_str(&p.settings).unwrap_or(Value::Null);
+        if settings[key].as_str().is_some_and(|s| s.eq_ignore_ascii_case(place)) {
+            return true;
+        }
+        source == "github" && github_repo_of(&p.repository).is_some_and(|r| r.eq_ignore_ascii_case(place))
+    }))
+}
+
+/// `owner/name` of a GitHub clone URL (`https://github.com/o/n(.git)` or `git@github.com:o/n.git`).
+pub fn github_repo_of(repository: &str) -> Option<String> {
+    let rest = repository
+        .strip_prefix("https://github.com/")
+        .or_else(|| repository.strip_prefix("http://github.com/"))
+        .or_else(|| repository.strip_prefix("git@github.com:"))
+        .or_else(|| repository.strip_prefix("ssh://git@github.com/"))?;
+    let rest = rest.trim_end_matches('/').trim_end_matches(".git");
+    let mut parts = rest.split('/');
+    let (owner, name) = (parts.next()?, parts.next()?);
+    (!owner.is_empty() && !name.is_empty()).then(|| format!("{owner}/{name}"))
+}
+
+/// Acts on an understood delivery: creates the run, or says why not. Returns the HTTP
+/// status, the answer, the outcome to store and the run id.
+async fn act(
+    state: &AppState,
+    source: &str,
+    intent: Intent,
+) -> Result<(StatusCode, Value, String, Option<String>), ApiError> {
+    let ticket = match intent {
+        Intent::Ignore(why) => {
+            return Ok((StatusCode::OK, json!({"status": "ignored", "reason": why}), format!("ignored: {why}"), None));
+        }
+        Intent::Start(t) => t,
+    };
+    let ignored = |why: String| {
+        Ok((StatusCode::OK, json!({"status": "ignored", "reason": why}), format!("ignored: {why}"), None))
+    };
+    let Some(project) = project_for(state, source, &ticket.place).await? else {
+        return ignored(format!("no project is configured for {source} `{}`", ticket.place));
+    };
+    if let Some(active) = state.store.active_run_for_origin(&ticket.origin).await? {
+        return ignored(format!("run {} for {} is still {}", active.short_id, ticket.origin, active.state));
+    }
+    let mut text = format!("# {}\n\n{}\n", ticket.title.trim(), ticket.body.trim());
+    if let Some(extra) = ticket.extra.as_deref().filter(|e| !e.is_empty()) {
+        text.push_str(&format!("\n## Requested in a comment\n\n{extra}\n"));
+    }
+    if let Some(url) = &ticket.url {
+        text.push_str(&format!("\nTicket: {url}\n"));
+    }
+    let spec = match Spec::parse(text.as_bytes()) {
+        Ok(spec) => spec,
+        Err(e) => return ignored(format!("the ticket is not a usable spec: {e}")),
+    };
+    let (provider, model) = state.models.defaults();
+    let settings = RunSettings {
+        test_command: project.test_command.clone().unwrap_or_default(),
+        provider,
+        model,
+        ..RunSettings::default()
+    };
+    if let Err(e) = state.models.build(&settings) {
+        return ignored(format!("no model client: {e}"));
+    }
+    let req = checkout::ProjectRun { project: &project, spec, settings, origin: Some(ticket.origin.clone()) };
+    match checkout::enqueue(&state.store, req).await {
+        Ok((run, _)) => {
+            tracing::info!(run = %run.id, origin = %ticket.origin, "run created from a webhook");
+            let id = run.id.clone();
+            Ok((
+                StatusCode::CREATED,
+                json!({"status": "created", "run": run_json(&run)}),
+                "run created".into(),
+                Some(id),
+            ))
+        }
+        Err(EngineError::Store(e)) => Err(e.into()),
+        Err(e) => ignored(e.to_string()),
+    }
+}
+
+/// Stores the delivery, acts once, records the outcome. A redelivery answers 200 with the
+/// first outcome and does nothing.
+async fn deliver(
+    state: &AppState,
+    source: &str,
+    id: &str,
+    event: &str,
+    intent: impl FnOnce() -> Intent,
+) -> Result<Response, ApiError> {
+    if !state.store.record_delivery(source, id, event).await? {
+        let seen = state.store.delivery(source, id).await?;
+        let (outcome, run) = seen.unwrap_or((None, None));
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"status": "duplicate", "delivery": id, "outcome": outcome, "run_id": run})),
+        )
+            .into_response());
+    }
+    let (status, mut body, outcome, run_id) = act(state, source, intent()).await?;
+    state.store.finish_delivery(source, id, &outcome, run_id.as_deref()).await?;
+    state
+        .store
+        .audit(
+            None,
+            "POST",
+            &format!("/webhooks/{source}"),
+            status.as_u16(),
+            Some(&format!("delivery {id}: {outcome}")),
+        )
+        .await?;
+    body["delivery"] = json!(id);
+    Ok((status, Json(body)).into_response())
+}
+
+/// `POST /webhooks/github`.
+pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let secret = state.webhooks.github_secret.as_ref().ok_or_else(|| disabled("AUTODEV_GITHUB_WEBHOOK_SECRET"))?;
+    if !signature_ok(secret.expose_secret(), &body, header(&headers, "x-hub-signature-256")) {
+        return Err(ApiError::unauthorized("X-Hub-Signature-256 is missing or does not match the body"));
+    }
+    let event = header(&headers, "x-github-event")
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing_header", "X-GitHub-Event is missing"))?
+        .to_string();
+    let v = parse(&body)?;
+    if event == "ping" {
+        return Ok(
+            (StatusCode::OK, Json(json!({"status": "pong", "zen": v["zen"], "hook_id": v["hook_id"]}))).into_response()
+        );
+    }
+    let id = delivery_id(header(&headers, "x-github-delivery"), &body);
+    let label = state.webhooks.label().to_string();
+    deliver(&state, "github", &id, &event, || github_intent(&event, &v, &label)).await
+}
+
+/// `POST /webhooks/gitlab`.
+pub async fn gitlab(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let token = state.webhooks.gitlab_token.as_ref().ok_or_else(|| disabled("AUTODEV_GITLAB_WEBHOOK_TOKEN"))?;
+    if !token_ok(token.expose_secret(), header(&headers, "x-gitlab-token")) {
+        return Err(ApiError::unauthorized("X-Gitlab-Token is missing or wrong"));
+    }
+    let v = parse(&body)?;
+    let event = header(&headers, "x-gitlab-event").unwrap_or("unknown").to_string();
+    let given = header(&headers, "x-gitlab-event-uuid").or_else(|| header(&headers, "idempotency-key"));
+    let id = delivery_id(given, &body);
+    let label = state.webhooks.label().to_string();
+    deliver(&state, "gitlab", &id, &event, || gitlab_intent(&v, &label)).await
+}
+
+#[derive(serde::Deserialize)]
+pub struct JiraQuery {
+    secret: Option<String>,
+}
+
+/// `POST /webhooks/jira`: Jira Cloud signs the body (`X-Hub-Signature: sha256=…`); Jira Data
+/// Center cannot, so the secret may instead come in the URL (`?secret=…`).
+pub async fn jira(
+    State(state): State<AppState>,
+    Query(q): Query<JiraQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let secret = state.webhooks.jira_secret.as_ref().ok_or_else(|| disabled("AUTODEV_JIRA_WEBHOOK_SECRET"))?;
+    let signed = signature_ok(secret.expose_secret(), &body, header(&headers, "x-hub-signature"));
+    if !signed && !token_ok(secret.expose_secret(), q.secret.as_deref()) {
+        return Err(ApiError::unauthorized("X-Hub-Signature does not match the body and no valid ?secret= was given"));
+    }
+    let v = parse(&body)?;
+    let event = str_at(&v, &["webhookEvent"]).unwrap_or("unknown").to_string();
+    let id = delivery_id(header(&headers, "x-atlassian-webhook-identifier"), &body);
+    let label = state.webhooks.label().to_string();
+    deliver(&state, "jira", &id, &event, || jira_intent(&v, &label)).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_and_commands() {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(b"s").unwrap();
+        mac.update(b"body");
+        let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert!(signature_ok("s", b"body", Some(&good)));
+        assert!(!signature_ok("s", b"body!", Some(&good)));
+        assert!(!signature_ok("t", b"body", Some(&good)));
+        assert!(!signature_ok("s", b"body", None));
+        assert!(!signature_ok("s", b"body", Some("sha1=00")));
+        assert_eq!(command_text("/autodev please add tests").as_deref(), Some("please add tests"));
+        assert_eq!(command_text("  /autodev").as_deref(), Some(""));
+        assert_eq!(command_text("/autodevx"), None);
+        assert_eq!(command_text("see /autodev"), None);
+        assert_eq!(github_repo_of("https://github.com/o/n.git").as_deref(), Some("o/n"));
+        assert_eq!(github_repo_of("git@github.com:o/n.git").as_deref(), Some("o/n"));
+        assert_eq!(github_repo_of("/srv/n"), None);
+    }
+}
