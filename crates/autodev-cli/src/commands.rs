@@ -499,7 +499,11 @@ pub async fn keys(home: &Path, cmd: crate::cli::KeysCommand) -> Exit {
                 }
             }
             crate::cli::KeysCommand::Revoke { key } => {
-                if store.revoke_key(&key).await.map_err(store_error)? {
+                let revoked = autodev_server::auth::revoke(&store, home, &key).await.map_err(|e| match e {
+                    autodev_server::auth::AuthError::Store(e) => store_error(e),
+                    other => Exit::Usage(other.to_string()),
+                })?;
+                if revoked {
                     println!("revoked {key}");
                 } else {
                     return Err(Exit::Usage(format!(
@@ -540,6 +544,10 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
         poll: std::time::Duration::from_millis(250),
         prices: std::sync::Arc::new(PriceTable::with_overrides(&cfg.prices)),
         webhooks: std::sync::Arc::new(webhooks),
+        guard: std::sync::Arc::new(autodev_server::access::Guard::new(
+            cfg.rate_limit_per_minute.unwrap_or(1200),
+            Some(home),
+        )),
         models: std::sync::Arc::new(provider::ConfiguredModels { cfg }),
     })
 }

@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub groq: ProviderSection,
     pub ollama: ProviderSection,
     pub sandbox: SandboxSection,
+    /// API requests per key per minute (default 1200; 0 turns the limit off).
+    pub rate_limit_per_minute: Option<u32>,
     /// The label that turns a ticket into a run (default `autodev`).
     pub trigger_label: Option<String>,
     /// Price and context-window overrides, by model id.
@@ -71,6 +73,7 @@ const ENV_KEYS: &[&str] = &[
     "test_timeout_secs",
     "stream",
     "trigger_label",
+    "rate_limit_per_minute",
 ];
 
 impl FileConfig {

@@ -34,6 +34,8 @@ pub struct AppState {
     /// Builds the model client for a run's settings; knows the default provider and model.
     pub models: std::sync::Arc<dyn ModelFactory>,
     pub prices: std::sync::Arc<autodev_llm::PriceTable>,
+    /// The key cache and the per-key rate limit.
+    pub guard: std::sync::Arc<crate::access::Guard>,
     /// Webhook secrets and the trigger label; an endpoint without its secret is off.
     pub webhooks: std::sync::Arc<crate::webhooks::WebhookConfig>,
 }
@@ -45,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(crate::metrics::render))
+        .route("/api/v1/openapi.json", get(crate::openapi::serve))
         .route("/api/v1/projects", get(crate::projects::list).post(crate::projects::create))
         .route(
             "/api/v1/projects/{key}",
@@ -97,8 +100,13 @@ impl FromRequestParts<AppState> for Caller {
         let token = header
             .strip_prefix("Bearer ")
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer KEY`"))?;
-        match auth::authenticate(&state.store, &state.pepper, token.trim()).await {
-            Ok(Some((key, role))) => Ok(Caller { key, role }),
+        match state.guard.authenticate(&state.store, &state.pepper, token.trim()).await {
+            Ok(Some((key, role))) => {
+                if let Err(wait) = state.guard.check_rate(&key.id) {
+                    return Err(ApiError::rate_limited(&key.name, wait));
+                }
+                Ok(Caller { key, role })
+            }
             Ok(None) => Err(ApiError::unauthorized("invalid or revoked API key")),
             Err(auth::AuthError::Store(e)) => Err(e.into()),
             Err(e) => Err(ApiError::internal(&e)),
@@ -106,16 +114,25 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Nanoseconds since the epoch (a marker file's content; its mtime is what is compared).
+pub fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
 async fn health() -> &'static str {
     "ok"
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    let database = state.store.list_runs(1).await.is_ok();
-    let ok = database && state.providers_configured;
+    let database = state.store.ping().await.is_ok();
+    let migrations = database && state.store.pending_migrations().await.is_ok_and(|p| p.is_empty());
+    // The queue is the runs table read the way workers and /metrics read it.
+    let queue = migrations && state.store.stats().await.is_ok();
+    let ok = database && migrations && queue && state.providers_configured;
     let body = json!({
         "status": if ok { "ready" } else { "not_ready" },
-        "checks": {"database": database, "migrations": database, "model_provider": state.providers_configured},
+        "backend": state.store.backend(),
+        "checks": {"database": database, "migrations": migrations, "queue": queue, "model_provider": state.providers_configured},
     });
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()

@@ -127,9 +127,33 @@ pub async fn create_key(store: &Store, pepper: &Pepper, name: &str, role: Access
     Ok(NewKey { key: SecretString::from(key), row })
 }
 
+/// The file whose modification time tells servers on this machine that a key was revoked.
+pub fn revocation_marker(home: &Path) -> std::path::PathBuf {
+    home.join("keys.revoked")
+}
+
+/// Revokes a key by id or name (returns whether one was revoked now) and tells servers
+/// sharing this data directory to drop their cached keys at once. Servers elsewhere (on
+/// PostgreSQL) notice within `access::KEY_TTL`.
+pub async fn revoke(store: &Store, home: &Path, id_or_name: &str) -> Result<bool> {
+    let revoked = store.revoke_key(id_or_name).await?;
+    if revoked {
+        let _ = std::fs::create_dir_all(home);
+        let _ = std::fs::write(revocation_marker(home), crate::app::now_nanos().to_string());
+    }
+    Ok(revoked)
+}
+
+/// Whether a token has the shape of an Autodev key (`adk_` and 64 hex digits).
+pub fn well_formed(token: &str) -> bool {
+    token.len() == KEY_PREFIX.len() + 64
+        && token.starts_with(KEY_PREFIX)
+        && token[KEY_PREFIX.len()..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The active key a presented token belongs to, with its role.
 pub async fn authenticate(store: &Store, pepper: &Pepper, token: &str) -> Result<Option<(KeyRow, AccessRole)>> {
-    if !token.starts_with(KEY_PREFIX) || token.len() != KEY_PREFIX.len() + 64 {
+    if !well_formed(token) {
         return Ok(None);
     }
     let Some(row) = store.key_by_hash(&pepper.hash(token)).await? else { return Ok(None) };

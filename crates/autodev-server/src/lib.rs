@@ -15,10 +15,12 @@
 //! - [`serve`]: binding and graceful shutdown.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod access;
 pub mod app;
 pub mod auth;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod projects;
 pub mod runs;
 pub mod webhooks;

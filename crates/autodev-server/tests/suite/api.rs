@@ -53,8 +53,9 @@ async fn the_auth_matrix_is_enforced_with_one_error_shape(app) {
     assert_eq!(v["reason"], "cancelled by op");
     assert_eq!(app.post(&cancel, Some(&app.admin)).send().await.unwrap().status().as_u16(), 409);
     assert_eq!(app.store.audit_count().await.unwrap(), 2);
-    // A revoked key stops working at once.
-    app.store.revoke_key("viewer").await.unwrap();
+    // A key revoked on this machine (as `autodev keys revoke` does) stops working at once,
+    // though it was just used and cached.
+    assert!(autodev_server::auth::revoke(&app.store, app._dir.path(), "viewer").await.unwrap());
     assert_eq!(app.get("/api/v1/runs", Some(&app.viewer)).send().await.unwrap().status().as_u16(), 401);
 }
 
@@ -122,4 +123,48 @@ async fn the_event_stream_replays_from_last_event_id_then_follows_until_the_run_
     // The stream closes by itself once the run is terminal.
     assert_eq!(rest, vec!["warning", "state_changed"]);
 }
+}
+
+both! {
+    async fn the_openapi_document_describes_every_route_and_each_documented_route_exists(app) {
+        let r = app.get("/api/v1/openapi.json", None).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let doc: Value = r.json().await.unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{}", doc["openapi"]);
+        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths.len() >= 17, "{:?}", paths.keys());
+        for (path, ops) in paths {
+            let concrete = path.replace("{id}", "nope").replace("{project}", "nope").replace("{name}", "report");
+            for method in ops.as_object().unwrap().keys() {
+                let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                let r = app.http.request(m, format!("{}{concrete}", app.base)).bearer_auth(&app.admin).send().await.unwrap();
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap();
+                assert!(status != 405 && !body.contains("no such endpoint"), "{method} {path} is documented but not routed: {status} {body}");
+            }
+        }
+        for want in ["/api/v1/runs", "/api/v1/runs/{id}/events", "/webhooks/github", "/api/v1/projects/{project}", "/api/v1/usage"] {
+            assert!(paths.contains_key(want), "{want} undocumented");
+        }
+    }
+
+    async fn a_key_over_its_rate_limit_gets_429_with_retry_after(app) {
+        let mut limited = None;
+        for _ in 0..(crate::suite::RATE_PER_MINUTE + 20) {
+            let r = app.get("/api/v1/runs?limit=1", Some(&app.viewer)).send().await.unwrap();
+            if r.status().as_u16() == 429 {
+                limited = Some(r);
+                break;
+            }
+            assert_eq!(r.status().as_u16(), 200);
+        }
+        let r = limited.expect("never limited");
+        let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "rate_limited");
+        // Limits are per key: another key is unaffected.
+        assert_eq!(app.get("/api/v1/runs?limit=1", Some(&app.operator)).send().await.unwrap().status().as_u16(), 200);
+    }
 }

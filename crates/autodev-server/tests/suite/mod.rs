@@ -33,6 +33,8 @@ use autodev_store::{NewRun, Store};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
+/// Per key: high enough for every test but the one that runs into it.
+pub const RATE_PER_MINUTE: u32 = 600;
 pub const GITHUB_SECRET: &str = "It's a Secret to Everybody";
 pub const GITLAB_TOKEN: &str = "gitlab-token-123";
 pub const JIRA_SECRET: &str = "jira-shared-secret";
@@ -101,6 +103,7 @@ pub async fn spawn_app_on(backend: &str) -> TestApp {
         poll: Duration::from_millis(20),
         models: std::sync::Arc::new(TestModels(model_url)),
         prices: std::sync::Arc::new(autodev_llm::PriceTable::default()),
+        guard: std::sync::Arc::new(autodev_server::access::Guard::new(RATE_PER_MINUTE, Some(dir.path()))),
         webhooks: std::sync::Arc::new(autodev_server::webhooks::WebhookConfig {
             github_secret: Some(SecretString::from(GITHUB_SECRET)),
             gitlab_token: Some(SecretString::from(GITLAB_TOKEN)),

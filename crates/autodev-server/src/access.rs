@@ -1,0 +1,123 @@
+//! Per-request access checks: which key is calling (with a short-lived cache) and whether
+//! it is within its rate limit.
+//!
+//! The cache is hand-written rather than a cache crate because it is a map of a handful of
+//! entries with one rule: an entry is trusted for [`KEY_TTL`], after which the key is read
+//! from the database again. That bounds how long a key revoked by another process keeps
+//! working (a revocation on this machine is noticed on the next request through a marker
+//! file; see `Guard::marker`), and it takes the database read (tens of
+//! microseconds on SQLite) off nearly every request. Each reload also records the key's
+//! `last_used_at`, so that is accurate to the TTL without a write per request. Only valid
+//! keys are cached, so the map cannot be grown by guessing.
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use autodev_domain::AccessRole;
+use autodev_store::{KeyRow, Store, now_ms};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::auth::{self, AuthError, Pepper};
+
+/// How long a looked-up key is trusted before it is read again.
+pub const KEY_TTL: Duration = Duration::from_secs(5);
+
+struct Cached {
+    key: KeyRow,
+    role: AccessRole,
+    at: Instant,
+}
+
+pub struct Guard {
+    cache: RwLock<HashMap<String, Cached>>,
+    /// A file touched whenever a key is revoked on this machine (`auth::revoke`); when its
+    /// modification time changes, the cache is dropped, so a revocation by the CLI takes
+    /// effect on the next request, not after the TTL. One `stat` per request.
+    marker: Option<std::path::PathBuf>,
+    marker_seen: RwLock<Option<std::time::SystemTime>>,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    per_minute: u32,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").field("per_minute", &self.per_minute).finish_non_exhaustive()
+    }
+}
+
+impl Guard {
+    /// `per_minute` requests per key per minute (GCRA, bursts up to the same number); 0 turns
+    /// the limit off.
+    ///
+    /// `home` is the data directory whose revocation marker this process watches.
+    pub fn new(per_minute: u32, home: Option<&std::path::Path>) -> Self {
+        let limiter = NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        let marker = home.map(auth::revocation_marker);
+        let seen = marker.as_deref().and_then(|m| std::fs::metadata(m).and_then(|md| md.modified()).ok());
+        Self { cache: RwLock::new(HashMap::new()), marker, marker_seen: RwLock::new(seen), limiter, per_minute }
+    }
+
+    /// Drops the cache when a key was revoked on this machine since the last look.
+    fn notice_revocations(&self) {
+        let Some(marker) = &self.marker else { return };
+        let now = std::fs::metadata(marker).and_then(|md| md.modified()).ok();
+        if self.marker_seen.read().is_ok_and(|seen| *seen == now) {
+            return;
+        }
+        if let Ok(mut cache) = self.cache.write() {
+            cache.clear();
+        }
+        if let Ok(mut seen) = self.marker_seen.write() {
+            *seen = now;
+        }
+    }
+
+    /// The active key a token belongs to, with its role.
+    pub async fn authenticate(
+        &self,
+        store: &Store,
+        pepper: &Pepper,
+        token: &str,
+    ) -> Result<Option<(KeyRow, AccessRole)>, AuthError> {
+        if !auth::well_formed(token) {
+            return Ok(None);
+        }
+        self.notice_revocations();
+        let hash = pepper.hash(token);
+        if let Ok(cache) = self.cache.read()
+            && let Some(c) = cache.get(&hash)
+            && c.at.elapsed() < KEY_TTL
+        {
+            return Ok(Some((c.key.clone(), c.role)));
+        }
+        let found = auth::authenticate(store, pepper, token).await?;
+        {
+            let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &found {
+                Some((key, role)) => {
+                    cache.insert(hash, Cached { key: key.clone(), role: *role, at: Instant::now() });
+                }
+                None => {
+                    cache.remove(&hash);
+                }
+            }
+        }
+        if let Some((key, _)) = &found
+            && let Err(e) = store.touch_keys(&[(key.id.clone(), now_ms())]).await
+        {
+            // Best effort: a failed write does not fail the request.
+            tracing::warn!(error = %e, "could not record when a key was used");
+        }
+        Ok(found)
+    }
+
+    /// `Err(wait)` when the key is over its limit.
+    pub fn check_rate(&self, key_id: &str) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        limiter
+            .check_key(&key_id.to_string())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
