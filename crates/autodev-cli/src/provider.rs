@@ -163,4 +163,12 @@ impl autodev_server::workers::ModelFactory for ConfiguredModels {
     fn build(&self, settings: &autodev_engine::RunSettings) -> Result<Arc<dyn ModelClient>, String> {
         build(&settings.provider, &self.cfg, settings.record.as_deref(), settings.replay.as_deref())
     }
+
+    fn check(&self, settings: &autodev_engine::RunSettings) -> Result<(), String> {
+        if settings.replay.is_none() && configured(&settings.provider, &self.cfg) {
+            return Ok(());
+        }
+        // The slow path names what is missing.
+        self.build(settings).map(|_| ())
+    }
 }

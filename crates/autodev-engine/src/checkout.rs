@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use autodev_domain::{EventKind, RunId, Spec, slugify};
-use autodev_store::{NewRun, ProjectRow, RunRow, Store};
+use autodev_store::{AuditEntry, NewRun, ProjectRow, RunRow, Store};
 use autodev_workspace::Git;
 
 use crate::engine::{EngineError, Result};
@@ -25,6 +25,9 @@ pub struct ProjectRun<'a> {
     pub settings: RunSettings,
     /// What started it, e.g. `github:owner/repo#12`.
     pub origin: Option<String>,
+    /// The audit record of the request, stored in the run's transaction (its detail, when
+    /// empty, becomes the run id).
+    pub audit: Option<AuditEntry>,
 }
 
 /// Records a project run as `queued`; a worker picks it up. One transaction, no git.
@@ -32,29 +35,40 @@ pub async fn enqueue(store: &Store, req: ProjectRun<'_>) -> Result<(RunRow, auto
     if req.settings.max_parallel == 0 {
         return Err(EngineError::Invalid("max_parallel must be at least 1".into()));
     }
-    let id = RunId::new();
     let title = req.spec.title();
-    let run = NewRun {
-        id: id.to_string(),
-        short_id: id.short(),
-        title: title.clone(),
-        spec: req.spec.text().to_string(),
-        repo: req.project.repository.clone(),
-        base_branch: req.project.base_branch.clone().unwrap_or_default(),
-        base_commit: String::new(),
-        branch: format!("autodev/{}-{}", id.short(), slugify(&title, 40)),
-        settings: serde_json::to_string(&req.settings).map_err(autodev_store::StoreError::from)?,
-        project_id: Some(req.project.id.clone()),
-        origin: req.origin,
-    };
-    let created = EventKind::RunCreated {
-        title,
-        repo: run.repo.clone(),
-        base_branch: run.base_branch.clone(),
-        test_command: req.settings.test_command.clone(),
-    };
-    let event = store.insert_run(&run, created).await?;
-    Ok((store.get_run(&run.id).await?, event))
+    let settings = serde_json::to_string(&req.settings).map_err(autodev_store::StoreError::from)?;
+    // Short ids are 32 random bits: two runs can draw the same one (about once in 65,000
+    // runs); the insert is refused and retried with a new id.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let id = RunId::new();
+        let run = NewRun {
+            id: id.to_string(),
+            short_id: id.short(),
+            title: title.clone(),
+            spec: req.spec.text().to_string(),
+            repo: req.project.repository.clone(),
+            base_branch: req.project.base_branch.clone().unwrap_or_default(),
+            base_commit: String::new(),
+            branch: format!("autodev/{}-{}", id.short(), slugify(&title, 40)),
+            settings: settings.clone(),
+            project_id: Some(req.project.id.clone()),
+            origin: req.origin.clone(),
+        };
+        let created = EventKind::RunCreated {
+            title: title.clone(),
+            repo: run.repo.clone(),
+            base_branch: run.base_branch.clone(),
+            test_command: req.settings.test_command.clone(),
+        };
+        let audit = req.audit.clone().map(|a| AuditEntry { detail: a.detail.or_else(|| Some(run.id.clone())), ..a });
+        match store.insert_run_audited(run.clone(), created, audit).await {
+            Ok(event) => return Ok((run.into_row(event.at_ms), event)),
+            Err(e) if e.is_unique_violation() && attempt < 4 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Whether a repository string is a URL (or scp-like `user@host:path`) rather than a path.

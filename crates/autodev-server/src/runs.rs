@@ -1,6 +1,7 @@
 //! Creating runs through the API, and the approval gate.
 use autodev_domain::{AccessRole, Spec};
 use autodev_engine::{EngineError, RunSettings, approve_plan, checkout};
+use autodev_store::AuditEntry;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -55,15 +56,15 @@ pub async fn create(
     };
     // Build the client now so a run for a provider that is not configured is refused here,
     // not found failing later in a worker.
-    state.models.build(&settings).map_err(|e| ApiError::invalid("model", e))?;
-    let req = checkout::ProjectRun { project: &project, spec, settings, origin: None };
+    state.models.check(&settings).map_err(|e| ApiError::invalid("model", e))?;
+    let audit = AuditEntry::new(Some(&caller.key), "POST", "/api/v1/runs", 201, None);
+    let req = checkout::ProjectRun { project: &project, spec, settings, origin: None, audit: Some(audit) };
     let run = match checkout::enqueue(&state.store, req).await {
         Ok((run, _)) => run,
         Err(EngineError::Invalid(msg)) => return Err(ApiError::invalid("project", msg)),
         Err(EngineError::Store(e)) => return Err(e.into()),
         Err(other) => return Err(ApiError::internal(&other)),
     };
-    state.store.audit(Some(&caller.key), "POST", "/api/v1/runs", 201, Some(&run.id)).await?;
     Ok((StatusCode::CREATED, Json(run_json(&run))))
 }
 

@@ -352,10 +352,11 @@ async fn act(
         model,
         ..RunSettings::default()
     };
-    if let Err(e) = state.models.build(&settings) {
+    if let Err(e) = state.models.check(&settings) {
         return ignored(format!("no model client: {e}"));
     }
-    let req = checkout::ProjectRun { project: &project, spec, settings, origin: Some(ticket.origin.clone()) };
+    let req =
+        checkout::ProjectRun { project: &project, spec, settings, origin: Some(ticket.origin.clone()), audit: None };
     match checkout::enqueue(&state.store, req).await {
         Ok((run, _)) => {
             tracing::info!(run = %run.id, origin = %ticket.origin, "run created from a webhook");

@@ -17,6 +17,11 @@ pub trait ModelFactory: Send + Sync {
     fn defaults(&self) -> (String, String);
     /// The client for a run's settings, or why there is none (the provider is not configured).
     fn build(&self, settings: &RunSettings) -> Result<Arc<dyn ModelClient>, String>;
+    /// Whether `build` would succeed, without building (creating a run calls this; building
+    /// an HTTP client costs milliseconds).
+    fn check(&self, settings: &RunSettings) -> Result<(), String> {
+        self.build(settings).map(|_| ())
+    }
 }
 
 /// How long a claimed run stays leased without a heartbeat (the engine renews it).

@@ -27,6 +27,6 @@ mod tx;
 pub use rows::{
     KeyRow, ModelCallRecord, NewRun, ProjectRow, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart,
 };
-pub use store::{Migrations, Stats, Store, StoreError, UsageRow, now_ms};
+pub use store::{AuditEntry, Migrations, Stats, Store, StoreError, UsageRow, now_ms};
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -21,6 +21,38 @@ pub struct NewRun {
     pub origin: Option<String>,
 }
 
+impl NewRun {
+    /// The row `Store::insert_run` stored, from its creation event's time: no read needed.
+    pub fn into_row(self, created_at: i64) -> RunRow {
+        RunRow {
+            id: self.id,
+            short_id: self.short_id,
+            title: self.title,
+            spec: self.spec,
+            repo: self.repo,
+            base_branch: self.base_branch,
+            base_commit: self.base_commit,
+            branch: self.branch,
+            state: RunState::Queued.as_str().to_string(),
+            reason: None,
+            settings: self.settings,
+            plan: None,
+            repair_round: 0,
+            test_passed: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_micros: 0,
+            lease_owner: None,
+            lease_until: 0,
+            created_at,
+            updated_at: created_at,
+            finished_at: None,
+            project_id: self.project_id,
+            origin: self.origin,
+        }
+    }
+}
+
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct RunRow {
     pub id: String,
@@ -162,4 +194,113 @@ pub struct ProjectRow {
     pub settings: String,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// One stored event, before its JSON is parsed.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub(crate) struct EventRow {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub data: String,
+}
+
+/// A single text column.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub(crate) struct TextRow {
+    pub value: String,
+}
+
+use crate::tx::Record;
+
+impl Record for RunRow {
+    fn from_lite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            short_id: r.get(1)?,
+            title: r.get(2)?,
+            spec: r.get(3)?,
+            repo: r.get(4)?,
+            base_branch: r.get(5)?,
+            base_commit: r.get(6)?,
+            branch: r.get(7)?,
+            state: r.get(8)?,
+            reason: r.get(9)?,
+            settings: r.get(10)?,
+            plan: r.get(11)?,
+            repair_round: r.get(12)?,
+            test_passed: r.get(13)?,
+            input_tokens: r.get(14)?,
+            output_tokens: r.get(15)?,
+            cost_micros: r.get(16)?,
+            lease_owner: r.get(17)?,
+            lease_until: r.get(18)?,
+            created_at: r.get(19)?,
+            updated_at: r.get(20)?,
+            finished_at: r.get(21)?,
+            project_id: r.get(22)?,
+            origin: r.get(23)?,
+        })
+    }
+}
+
+impl Record for TaskRow {
+    fn from_lite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            run_id: r.get(0)?,
+            task_key: r.get(1)?,
+            position: r.get(2)?,
+            title: r.get(3)?,
+            description: r.get(4)?,
+            depends_on: r.get(5)?,
+            acceptance: r.get(6)?,
+            state: r.get(7)?,
+            reason: r.get(8)?,
+            summary: r.get(9)?,
+            commit_sha: r.get(10)?,
+            updated_at: r.get(11)?,
+        })
+    }
+}
+
+impl Record for KeyRow {
+    fn from_lite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            role: r.get(2)?,
+            prefix: r.get(3)?,
+            hash: r.get(4)?,
+            created_at: r.get(5)?,
+            last_used_at: r.get(6)?,
+            revoked_at: r.get(7)?,
+        })
+    }
+}
+
+impl Record for ProjectRow {
+    fn from_lite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            repository: r.get(2)?,
+            base_branch: r.get(3)?,
+            test_command: r.get(4)?,
+            settings: r.get(5)?,
+            created_at: r.get(6)?,
+            updated_at: r.get(7)?,
+        })
+    }
+}
+
+impl Record for EventRow {
+    fn from_lite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self { seq: r.get(0)?, at_ms: r.get(1)?, kind: r.get(2)?, data: r.get(3)? })
+    }
+}
+
+impl Record for TextRow {
+    fn from_lite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self { value: r.get(0)? })
+    }
 }

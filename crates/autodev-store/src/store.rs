@@ -10,10 +10,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 use crate::Result;
+use crate::rows::{EventRow, TextRow};
 use crate::rows::{
     KeyRow, ModelCallRecord, NewRun, ProjectRow, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart,
 };
-use crate::tx::{Tx, event_json, is_unique_violation};
+use crate::tx::{Arg, Readers, Record, Tx, event_json, is_unique_violation, pg_fetch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,6 +54,10 @@ pub enum StoreError {
     /// (`--no-migrate`). Run `autodev migrate`.
     #[error("the database needs migrations {0:?}: run `autodev migrate` (or start without --no-migrate)")]
     Pending(Vec<i64>),
+    /// A run insert committed in a batch with others failed; the message says why (a
+    /// duplicate short id is worth retrying with a new id: see `is_unique_violation`).
+    #[error("{0}")]
+    Batch(String),
     /// The database URL is not one Autodev understands.
     #[error("{0}")]
     Url(String),
@@ -60,10 +65,46 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether SQLite refused because another connection held a lock (worth retrying).
+    /// Whether a unique constraint refused the write (e.g. two runs drew the same short id).
+    pub fn is_unique_violation(&self) -> bool {
+        is_unique_violation(self) || matches!(self, StoreError::Batch(m) if m.contains("UNIQUE constraint failed"))
+    }
+
     pub fn is_locked(&self) -> bool {
         let text = self.to_string();
         text.contains("database is locked") || text.contains("database is busy") || text.contains("(code: 5)")
     }
+}
+
+/// A request to record in the audit log (who, what, when: the time is the write's).
+#[derive(Clone, Debug)]
+pub struct AuditEntry {
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub detail: Option<String>,
+}
+
+impl AuditEntry {
+    pub fn new(key: Option<&KeyRow>, method: &str, path: &str, status: u16, detail: Option<&str>) -> Self {
+        Self {
+            key_id: key.map(|k| k.id.clone()),
+            key_name: key.map(|k| k.name.clone()),
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            detail: detail.map(str::to_string),
+        }
+    }
+}
+
+pub(crate) struct PendingInsert {
+    run: NewRun,
+    created: EventKind,
+    audit: Option<AuditEntry>,
+    reply: tokio::sync::oneshot::Sender<Result<Event>>,
 }
 
 /// One row of the usage report. `project` is empty for runs started with `autodev run`.
@@ -109,6 +150,10 @@ enum Db {
         pool: SqlitePool,
         /// The one connection that writes (see `crate::tx`).
         writer: Arc<tokio::sync::Mutex<rusqlite::Connection>>,
+        /// Connections for the frequent reads (see `crate::tx::Readers`).
+        readers: Arc<Readers>,
+        /// Run inserts waiting to be committed together (see `Store::insert_run_audited`).
+        inserts: Arc<std::sync::Mutex<Vec<PendingInsert>>>,
     },
     Pg(PgPool),
 }
@@ -132,6 +177,27 @@ macro_rules! read {
             Db::Sqlite { pool: $pool, .. } => $body,
             Db::Pg($pool) => $body,
         }
+    };
+}
+
+/// A `SELECT` of every run column (in `RunRow::from_lite`'s order) with a literal tail.
+macro_rules! run_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, short_id, title, spec, repo, base_branch, base_commit, branch, state, reason, settings, plan, repair_round, test_passed, input_tokens, output_tokens, cost_micros, lease_owner, lease_until, created_at, updated_at, finished_at, project_id, origin FROM runs ",
+            $tail
+        )
+    };
+}
+
+/// The same columns for a list page, without the large ones (spec, settings, plan), which a
+/// page does not show: they come back empty.
+macro_rules! run_list_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, short_id, title, '' AS spec, repo, base_branch, base_commit, branch, state, reason, '{}' AS settings, NULL AS plan, repair_round, test_passed, input_tokens, output_tokens, cost_micros, lease_owner, lease_until, created_at, updated_at, finished_at, project_id, origin FROM runs ",
+            $tail
+        )
     };
 }
 
@@ -176,6 +242,7 @@ impl Store {
     }
 
     pub async fn open_sqlite(path: &Path, migrations: Migrations) -> Result<Self> {
+        crate::tx::tune_sqlite_once();
         use backon::{ExponentialBuilder, Retryable};
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(20))
@@ -197,7 +264,12 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(options).await?;
-        let db = Db::Sqlite { pool: pool.clone(), writer: Arc::new(tokio::sync::Mutex::new(Self::writer(path)?)) };
+        let db = Db::Sqlite {
+            pool: pool.clone(),
+            writer: Arc::new(tokio::sync::Mutex::new(Self::writer(path)?)),
+            readers: Arc::new(Readers::new(path)),
+            inserts: Arc::default(),
+        };
         let store = Self { db };
         match migrations {
             Migrations::Apply => {
@@ -304,6 +376,14 @@ impl Store {
         }
     }
 
+    /// Rows of a frequent read: rusqlite in the calling thread on SQLite, sqlx on PostgreSQL.
+    async fn fetch<T: Record>(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<Vec<T>> {
+        match &self.db {
+            Db::Sqlite { readers, .. } => readers.fetch(sql, args),
+            Db::Pg(pool) => pg_fetch(pool, sql, args).await,
+        }
+    }
+
     /// Appends one event on its own.
     pub async fn append_event(&self, run_id: &str, kind: EventKind) -> Result<Event> {
         let mut tx = self.begin().await?;
@@ -314,15 +394,14 @@ impl Store {
 
     /// Events of a run after `after_seq`, oldest first.
     pub async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<Event>> {
-        let rows: Vec<(i64, i64, String, String)> = read!(self, |pool| {
-            sqlx::query_as("SELECT seq, at_ms, kind, data FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq")
-                .bind(run_id)
-                .bind(after_seq)
-                .fetch_all(pool)
-                .await?
-        });
+        let rows: Vec<EventRow> = self
+            .fetch(
+                "SELECT seq, at_ms, kind, data FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+                &[run_id.into(), after_seq.into()],
+            )
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
-        for (seq, at_ms, kind, data) in rows {
+        for EventRow { seq, at_ms, kind, data } in rows {
             let mut v: serde_json::Value = serde_json::from_str(&data)?;
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("type".into(), serde_json::Value::String(kind));
@@ -338,8 +417,94 @@ impl Store {
     /// Stores a new run as `queued`, with its creation event. A run with a project is
     /// enqueued for workers in the same transaction.
     pub async fn insert_run(&self, run: &NewRun, created: EventKind) -> Result<Event> {
+        self.insert_run_audited(run.clone(), created, None).await
+    }
+
+    /// Stores a new run with its creation event and, when given, the audit record of the
+    /// request that made it, in one transaction.
+    ///
+    /// On SQLite, inserts that arrive together are committed together (group commit): the
+    /// first becomes the leader, yields once so others can join, and writes the whole batch
+    /// in one transaction, each insert in its own savepoint, so one failing insert fails
+    /// alone. Every caller still returns only after its run is committed. Consecutive runs
+    /// touch the same B-tree pages, so a batch of 30 writes about as many WAL pages as one
+    /// insert; committing one by one, the API spent most of its time writing the WAL.
+    pub async fn insert_run_audited(
+        &self,
+        run: NewRun,
+        created: EventKind,
+        audit: Option<AuditEntry>,
+    ) -> Result<Event> {
+        let Db::Sqlite { inserts, .. } = &self.db else {
+            let mut tx = self.begin().await?;
+            let e = Self::insert_one(&mut tx, &run, created, audit.as_ref()).await?;
+            tx.commit().await?;
+            return Ok(e);
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let leader = {
+            let mut pending = inserts.lock().map_err(|_| StoreError::Batch("the insert batch was poisoned".into()))?;
+            pending.push(PendingInsert { run, created, audit, reply });
+            pending.len() == 1
+        };
+        if leader {
+            tokio::task::yield_now().await;
+            let batch = std::mem::take(
+                &mut *inserts.lock().map_err(|_| StoreError::Batch("the insert batch was poisoned".into()))?,
+            );
+            self.commit_inserts(batch).await;
+        }
+        answer.await.map_err(|_| StoreError::Batch("the insert batch was dropped".into()))?
+    }
+
+    async fn commit_inserts(&self, batch: Vec<PendingInsert>) {
+        let mut done = Vec::with_capacity(batch.len());
+        let mut tx = match self.begin().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                let msg = e.to_string();
+                for p in batch {
+                    let _ = p.reply.send(Err(StoreError::Batch(msg.clone())));
+                }
+                return;
+            }
+        };
+        for p in batch {
+            let one = async {
+                tx.exec("SAVEPOINT insert_run", &[]).await?;
+                match Self::insert_one(&mut tx, &p.run, p.created, p.audit.as_ref()).await {
+                    Ok(e) => {
+                        tx.exec("RELEASE insert_run", &[]).await?;
+                        Ok(Ok(e))
+                    }
+                    Err(err) => {
+                        tx.exec("ROLLBACK TO insert_run", &[]).await?;
+                        tx.exec("RELEASE insert_run", &[]).await?;
+                        Ok::<_, StoreError>(Err(err))
+                    }
+                }
+            }
+            .await;
+            done.push((p.reply, one));
+        }
+        let committed = tx.commit().await.map_err(|e| e.to_string());
+        for (reply, result) in done {
+            let answer = match (&committed, result) {
+                (Ok(()), Ok(outcome)) => outcome,
+                (Err(msg), _) => Err(StoreError::Batch(msg.clone())),
+                (Ok(()), Err(e)) => Err(StoreError::Batch(e.to_string())),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    async fn insert_one(
+        tx: &mut Tx<'_>,
+        run: &NewRun,
+        created: EventKind,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Event> {
         let now = now_ms();
-        let mut tx = self.begin().await?;
         tx.exec(
             "INSERT INTO runs (id, short_id, title, spec, repo, base_branch, base_commit, branch, state, settings, created_at, updated_at, project_id, origin)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)",
@@ -360,13 +525,34 @@ impl Store {
             ],
         )
         .await?;
-        let e = tx.event(&run.id, created).await?;
-        tx.commit().await?;
-        Ok(e)
+        // The event's time is the run's `created_at`, so callers can build the row from both.
+        let seq = tx.event_raw(&run.id, now, created.name(), &event_json(&created)?).await?;
+        if let Some(a) = audit {
+            Self::insert_audit(tx, a, now).await?;
+        }
+        Ok(Event { seq, run_id: run.id.clone(), at_ms: now, kind: created })
+    }
+
+    async fn insert_audit(tx: &mut Tx<'_>, a: &AuditEntry, at_ms: i64) -> Result<u64> {
+        tx.exec(
+            "INSERT INTO audit_log (at_ms, key_id, key_name, method, path, status, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                at_ms.into(),
+                a.key_id.as_deref().into(),
+                a.key_name.as_deref().into(),
+                a.method.as_str().into(),
+                a.path.as_str().into(),
+                i64::from(a.status).into(),
+                a.detail.as_deref().into(),
+            ],
+        )
+        .await
     }
 
     pub async fn get_run(&self, id: &str) -> Result<RunRow> {
-        read!(self, |pool| sqlx::query_as::<_, RunRow>(run_sql("WHERE id = $1")).bind(id).fetch_optional(pool).await?)
+        self.fetch::<RunRow>(run_select!("WHERE id = $1"), &[id.into()])
+            .await?
+            .pop()
             .ok_or_else(|| StoreError::RunNotFound(id.to_string()))
     }
 
@@ -377,15 +563,12 @@ impl Store {
             return Err(StoreError::RunNotFound(key.to_string()));
         }
         let pattern = format!("{}%", key.replace(['%', '_', '\\'], ""));
-        let rows = read!(self, |pool| {
-            sqlx::query_as::<_, RunRow>(run_sql(
-                "WHERE id = $1 OR short_id = $1 OR id LIKE $2 OR short_id LIKE $2 LIMIT 2",
-            ))
-            .bind(key)
-            .bind(&pattern)
-            .fetch_all(pool)
-            .await?
-        });
+        let rows: Vec<RunRow> = self
+            .fetch(
+                run_select!("WHERE id = $1 OR short_id = $1 OR id LIKE $2 OR short_id LIKE $2 LIMIT 2"),
+                &[key.into(), pattern.as_str().into()],
+            )
+            .await?;
         if let Some(exact) = rows.iter().find(|r| r.id == key || r.short_id == key) {
             return Ok(exact.clone());
         }
@@ -397,7 +580,7 @@ impl Store {
     }
 
     /// A page of runs, newest first, optionally of one project and in one state, strictly
-    /// before the cursor `(created_at, id)`.
+    /// before the cursor `(created_at, id)`. The rows' spec, settings and plan are empty.
     pub async fn list_runs_page(
         &self,
         project_id: Option<&str>,
@@ -407,21 +590,22 @@ impl Store {
     ) -> Result<Vec<RunRow>> {
         let (at, id) = before.unwrap_or((i64::MAX, String::new()));
         let has_cursor = at != i64::MAX;
-        Ok(read!(self, |pool| {
-            sqlx::query_as::<_, RunRow>(run_sql(
+        self.fetch(
+            run_list_select!(
                 "WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) AND (CAST($6 AS TEXT) IS NULL OR project_id = $6)
                    AND (NOT $2 OR created_at < $3 OR (created_at = $3 AND id < $4))
-                 ORDER BY created_at DESC, id DESC LIMIT $5",
-            ))
-            .bind(state.map(RunState::as_str))
-            .bind(has_cursor)
-            .bind(at)
-            .bind(&id)
-            .bind(limit)
-            .bind(project_id)
-            .fetch_all(pool)
-            .await?
-        }))
+                 ORDER BY created_at DESC, id DESC LIMIT $5"
+            ),
+            &[
+                state.map(RunState::as_str).into(),
+                has_cursor.into(),
+                at.into(),
+                id.as_str().into(),
+                limit.into(),
+                project_id.into(),
+            ],
+        )
+        .await
     }
 
     /// Runs, newest first.
@@ -501,15 +685,12 @@ impl Store {
     }
 
     pub async fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>> {
-        Ok(read!(self, |pool| {
-            sqlx::query_as::<_, TaskRow>(
-                "SELECT run_id, task_key, position, title, description, depends_on, acceptance, state, reason, summary, commit_sha, updated_at
-                 FROM tasks WHERE run_id = $1 ORDER BY position",
-            )
-            .bind(run_id)
-            .fetch_all(pool)
-            .await?
-        }))
+        self.fetch(
+            "SELECT run_id, task_key, position, title, description, depends_on, acceptance, state, reason, summary, commit_sha, updated_at
+             FROM tasks WHERE run_id = $1 ORDER BY position",
+            &[run_id.into()],
+        )
+        .await
     }
 
     /// Sets a task's state (and optionally its reason and summary), with the event.
@@ -857,14 +1038,13 @@ impl Store {
 
     /// The active (not revoked) key with this hash.
     pub async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRow>> {
-        Ok(read!(self, |pool| {
-            sqlx::query_as::<_, KeyRow>(
+        Ok(self
+            .fetch::<KeyRow>(
                 "SELECT id, name, role, prefix, hash, created_at, last_used_at, revoked_at FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
+                &[hash.into()],
             )
-            .bind(hash)
-            .fetch_optional(pool)
             .await?
-        }))
+            .pop())
     }
 
     /// Revokes a key by id or name; returns whether one was revoked now.
@@ -902,20 +1082,9 @@ impl Store {
         status: u16,
         detail: Option<&str>,
     ) -> Result<()> {
+        let entry = AuditEntry::new(key, method, path, status, detail);
         let mut tx = self.begin().await?;
-        tx.exec(
-            "INSERT INTO audit_log (at_ms, key_id, key_name, method, path, status, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                now_ms().into(),
-                key.map(|k| k.id.as_str()).into(),
-                key.map(|k| k.name.as_str()).into(),
-                method.into(),
-                path.into(),
-                i64::from(status).into(),
-                detail.into(),
-            ],
-        )
-        .await?;
+        Self::insert_audit(&mut tx, &entry, now_ms()).await?;
         tx.commit().await
     }
 
@@ -996,14 +1165,12 @@ impl Store {
 
     /// A project by id or name.
     pub async fn find_project(&self, key: &str) -> Result<ProjectRow> {
-        read!(self, |pool| {
-            sqlx::query_as::<_, ProjectRow>(
-                "SELECT id, name, repository, base_branch, test_command, settings, created_at, updated_at FROM projects WHERE id = $1 OR name = $1",
-            )
-            .bind(key)
-            .fetch_optional(pool)
-            .await?
-        })
+        self.fetch::<ProjectRow>(
+            "SELECT id, name, repository, base_branch, test_command, settings, created_at, updated_at FROM projects WHERE id = $1 OR name = $1",
+            &[key.into()],
+        )
+        .await?
+        .pop()
         .ok_or_else(|| StoreError::NotFound(format!("no project `{key}`")))
     }
 
@@ -1172,10 +1339,11 @@ impl Store {
 
     /// The current state, cheaply (used to notice a cancel from another process).
     pub async fn run_state(&self, run_id: &str) -> Result<RunState> {
-        let s: String = read!(self, |pool| {
-            sqlx::query_scalar("SELECT state FROM runs WHERE id = $1").bind(run_id).fetch_optional(pool).await?
-        })
-        .ok_or_else(|| StoreError::RunNotFound(run_id.to_string()))?;
-        Ok(s.parse().unwrap_or(RunState::Failed))
+        let row = self
+            .fetch::<TextRow>("SELECT state AS value FROM runs WHERE id = $1", &[run_id.into()])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::RunNotFound(run_id.to_string()))?;
+        Ok(row.value.parse().unwrap_or(RunState::Failed))
     }
 }

@@ -89,6 +89,74 @@ fn lite(sql: &str) -> Cow<'_, str> {
     if sql.contains('$') { Cow::Owned(sql.replace('$', "?")) } else { Cow::Borrowed(sql) }
 }
 
+/// A row type both drivers can read: sqlx's `FromRow` for PostgreSQL, a mapping by column
+/// position for rusqlite.
+pub(crate) trait Record: Sized + Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> {
+    fn from_lite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self>;
+}
+
+/// SQLite connections for reads, used in the calling thread like the writer (see the module
+/// docs: a sqlx-sqlite read sends every row across threads, ~40 µs each, which made a page
+/// of 50 runs cost 2 ms). WAL readers never wait for the writer. Idle connections are kept
+/// for reuse; more are opened when all are busy.
+/// Turns off SQLite's memory statistics, which take a process-wide mutex on every
+/// allocation SQLite makes; with several threads reading, that lock showed up in profiles of
+/// the API. It must happen before SQLite initialises; later it is refused and changes
+/// nothing, which is harmless.
+pub(crate) fn tune_sqlite_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sqlite3_config is called once, before this process opens any SQLite
+        // connection (Store::open_sqlite calls this first); called later, SQLite returns
+        // SQLITE_MISUSE and changes nothing.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int);
+        }
+    });
+}
+
+pub(crate) struct Readers {
+    path: std::path::PathBuf,
+    idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
+}
+
+impl Readers {
+    pub(crate) fn new(path: &std::path::Path) -> Self {
+        Self { path: path.to_path_buf(), idle: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    fn open(&self) -> Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Pages are read through a memory map rather than copied in by read(2).
+        conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(conn)
+    }
+
+    pub(crate) fn fetch<T: Record>(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<T>> {
+        let taken = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match taken {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let rows = (|| {
+            let mut stmt = conn.prepare_cached(&lite(sql))?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), T::from_lite)?;
+            rows.collect::<rusqlite::Result<Vec<T>>>()
+        })();
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < 16
+        {
+            idle.push(conn);
+        }
+        Ok(rows?)
+    }
+}
+
 fn pg_query<'q>(
     sql: &'q str,
     args: &[Arg<'q>],
@@ -104,6 +172,21 @@ fn pg_query<'q>(
         };
     }
     q
+}
+
+/// Runs a query on PostgreSQL into `T`.
+pub(crate) async fn pg_fetch<T: Record>(pool: &PgPool, sql: &'static str, args: &[Arg<'_>]) -> Result<Vec<T>> {
+    let mut q = sqlx::query_as::<Postgres, T>(sqlx::AssertSqlSafe(sql));
+    for a in args {
+        q = match *a {
+            Arg::Text(s) => q.bind(s),
+            Arg::OptText(s) => q.bind(s),
+            Arg::Int(i) => q.bind(i),
+            Arg::OptInt(i) => q.bind(i),
+            Arg::Bool(b) => q.bind(b),
+        };
+    }
+    Ok(q.fetch_all(pool).await?)
 }
 
 pub(crate) enum Tx<'s> {
