@@ -152,8 +152,6 @@ enum Db {
         writer: Arc<tokio::sync::Mutex<rusqlite::Connection>>,
         /// Connections for the frequent reads (see `crate::tx::Readers`).
         readers: Arc<Readers>,
-        /// Run inserts waiting to be committed together (see `Store::insert_run_audited`).
-        inserts: Arc<std::sync::Mutex<Vec<PendingInsert>>>,
     },
     Pg(PgPool),
 }
@@ -161,6 +159,8 @@ enum Db {
 #[derive(Clone)]
 pub struct Store {
     db: Db,
+    /// Run inserts waiting to be committed together (see `Store::insert_run_audited`).
+    inserts: Arc<std::sync::Mutex<Vec<PendingInsert>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -268,9 +268,8 @@ impl Store {
             pool: pool.clone(),
             writer: Arc::new(tokio::sync::Mutex::new(Self::writer(path)?)),
             readers: Arc::new(Readers::new(path)),
-            inserts: Arc::default(),
         };
-        let store = Self { db };
+        let store = Self { db, inserts: Arc::default() };
         match migrations {
             Migrations::Apply => {
                 // sqlx's SQLite migrator takes no lock: two processes starting on a new
@@ -314,7 +313,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        let store = Self { db: Db::Pg(pool.clone()) };
+        let store = Self { db: Db::Pg(pool.clone()), inserts: Arc::default() };
         match migrations {
             Migrations::Apply => PG_MIGRATOR.run(&pool).await?,
             Migrations::Check => store.check_migrations().await?,
@@ -423,24 +422,22 @@ impl Store {
     /// Stores a new run with its creation event and, when given, the audit record of the
     /// request that made it, in one transaction.
     ///
-    /// On SQLite, inserts that arrive together are committed together (group commit): the
-    /// first becomes the leader, yields once so others can join, and writes the whole batch
-    /// in one transaction, each insert in its own savepoint, so one failing insert fails
-    /// alone. Every caller still returns only after its run is committed. Consecutive runs
-    /// touch the same B-tree pages, so a batch of 30 writes about as many WAL pages as one
-    /// insert; committing one by one, the API spent most of its time writing the WAL.
+    /// Inserts that arrive together are committed together (group commit): the first becomes
+    /// the leader, yields once so others can join, and writes the whole batch in one
+    /// transaction. Every caller still returns only after its run is committed, and one
+    /// failing insert fails alone (SQLite: each insert in its own savepoint; PostgreSQL,
+    /// where a savepoint costs two round trips: on a failure the batch is redone one insert
+    /// per transaction). On SQLite consecutive runs touch the same B-tree pages, so a batch
+    /// of 30 writes about as many WAL pages as one insert (committing one by one, the API
+    /// spent most of its time writing the WAL); on PostgreSQL a batch shares one commit and
+    /// its WAL flush.
     pub async fn insert_run_audited(
         &self,
         run: NewRun,
         created: EventKind,
         audit: Option<AuditEntry>,
     ) -> Result<Event> {
-        let Db::Sqlite { inserts, .. } = &self.db else {
-            let mut tx = self.begin().await?;
-            let e = Self::insert_one(&mut tx, &run, created, audit.as_ref()).await?;
-            tx.commit().await?;
-            return Ok(e);
-        };
+        let inserts = &self.inserts;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let leader = {
             let mut pending = inserts.lock().map_err(|_| StoreError::Batch("the insert batch was poisoned".into()))?;
@@ -458,6 +455,9 @@ impl Store {
     }
 
     async fn commit_inserts(&self, batch: Vec<PendingInsert>) {
+        if matches!(self.db, Db::Pg(_)) {
+            return self.commit_inserts_pg(batch).await;
+        }
         let mut done = Vec::with_capacity(batch.len());
         let mut tx = match self.begin().await {
             Ok(tx) => tx,
@@ -498,6 +498,38 @@ impl Store {
         }
     }
 
+    async fn commit_inserts_pg(&self, batch: Vec<PendingInsert>) {
+        let together = async {
+            let mut tx = self.begin().await?;
+            let mut events = Vec::with_capacity(batch.len());
+            for p in &batch {
+                events.push(Self::insert_one(&mut tx, &p.run, p.created.clone(), p.audit.as_ref()).await?);
+            }
+            tx.commit().await?;
+            Ok::<_, StoreError>(events)
+        }
+        .await;
+        match together {
+            Ok(events) => {
+                for (p, e) in batch.into_iter().zip(events) {
+                    let _ = p.reply.send(Ok(e));
+                }
+            }
+            Err(_) => {
+                for p in batch {
+                    let one = async {
+                        let mut tx = self.begin().await?;
+                        let e = Self::insert_one(&mut tx, &p.run, p.created, p.audit.as_ref()).await?;
+                        tx.commit().await?;
+                        Ok(e)
+                    }
+                    .await;
+                    let _ = p.reply.send(one);
+                }
+            }
+        }
+    }
+
     async fn insert_one(
         tx: &mut Tx<'_>,
         run: &NewRun,
@@ -505,6 +537,40 @@ impl Store {
         audit: Option<&AuditEntry>,
     ) -> Result<Event> {
         let now = now_ms();
+        let data = event_json(&created)?;
+        if tx.is_pg() {
+            // One round trip: the run and its creation event. No advisory lock is needed for
+            // this first event: nothing else can append to a run before it is committed.
+            let seq = tx
+                .int(
+                    "WITH r AS (
+                         INSERT INTO runs (id, short_id, title, spec, repo, base_branch, base_commit, branch, state, settings, created_at, updated_at, project_id, origin)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) RETURNING id)
+                     INSERT INTO events (run_id, at_ms, kind, data) SELECT id, $11, $14, $15 FROM r RETURNING seq",
+                    &[
+                        (&run.id).into(),
+                        (&run.short_id).into(),
+                        (&run.title).into(),
+                        (&run.spec).into(),
+                        (&run.repo).into(),
+                        (&run.base_branch).into(),
+                        (&run.base_commit).into(),
+                        (&run.branch).into(),
+                        RunState::Queued.as_str().into(),
+                        (&run.settings).into(),
+                        now.into(),
+                        run.project_id.as_deref().into(),
+                        run.origin.as_deref().into(),
+                        created.name().into(),
+                        data.as_str().into(),
+                    ],
+                )
+                .await?;
+            if let Some(a) = audit {
+                Self::insert_audit(tx, a, now).await?;
+            }
+            return Ok(Event { seq, run_id: run.id.clone(), at_ms: now, kind: created });
+        }
         tx.exec(
             "INSERT INTO runs (id, short_id, title, spec, repo, base_branch, base_commit, branch, state, settings, created_at, updated_at, project_id, origin)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)",
@@ -526,7 +592,7 @@ impl Store {
         )
         .await?;
         // The event's time is the run's `created_at`, so callers can build the row from both.
-        let seq = tx.event_raw(&run.id, now, created.name(), &event_json(&created)?).await?;
+        let seq = tx.event_raw(&run.id, now, created.name(), &data).await?;
         if let Some(a) = audit {
             Self::insert_audit(tx, a, now).await?;
         }
@@ -1219,6 +1285,81 @@ impl Store {
         };
         tx.commit().await?;
         Ok(ids)
+    }
+
+    /// Ends claimed runs this owner holds in one transaction: each moves to the terminal
+    /// state `to` (with its event) and its lease is released. Runs another owner holds, or
+    /// that already ended, are left alone. Returns how many ended now.
+    pub async fn finish_claimed(&self, ids: &[String], owner: &str, to: RunState, reason: &str) -> Result<usize> {
+        if !to.is_terminal() {
+            return Err(StoreError::Url(format!("finish_claimed needs a terminal state, not {to}")));
+        }
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        if let Some(conn) = tx.pg_conn() {
+            // Three round trips for the whole batch, whatever its size.
+            let mut sorted = ids.to_vec();
+            sorted.sort();
+            let ended: Vec<(String, String)> = sqlx::query_as(
+                "WITH old AS (
+                     SELECT id, state FROM runs
+                     WHERE id = ANY($1) AND lease_owner = $2 AND state NOT IN ('succeeded', 'failed', 'cancelled')
+                     ORDER BY id FOR UPDATE)
+                 UPDATE runs r SET state = $3, reason = $4, updated_at = $5, finished_at = $5, lease_owner = NULL, lease_until = 0
+                 FROM old WHERE r.id = old.id RETURNING r.id, old.state",
+            )
+            .bind(&sorted)
+            .bind(owner)
+            .bind(to.as_str())
+            .bind(reason)
+            .bind(now)
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut run_ids = Vec::with_capacity(ended.len());
+            let mut data = Vec::with_capacity(ended.len());
+            for (id, from) in &ended {
+                let from: RunState = from.parse().unwrap_or(RunState::Failed);
+                data.push(event_json(&EventKind::StateChanged { from, to, reason: Some(reason.to_string()) })?);
+                run_ids.push(id.clone());
+            }
+            // The same per-run order lock as every other append (see `Tx::event_raw`).
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext(x)) FROM unnest($1::text[]) AS x ORDER BY x")
+                .bind(&run_ids)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "INSERT INTO events (run_id, at_ms, kind, data)
+                 SELECT t.id, $2, 'state_changed', t.data FROM unnest($1::text[], $3::text[]) AS t(id, data)",
+            )
+            .bind(&run_ids)
+            .bind(now)
+            .bind(&data)
+            .execute(&mut *conn)
+            .await?;
+            tx.commit().await?;
+            return Ok(ended.len());
+        }
+        let mut ended = 0;
+        for id in ids {
+            let select = if tx.is_pg() {
+                "SELECT state FROM runs WHERE id = $1 AND lease_owner = $2 FOR UPDATE"
+            } else {
+                "SELECT state FROM runs WHERE id = $1 AND lease_owner = $2"
+            };
+            let Some(from) = tx.opt_text(select, &[id.into(), owner.into()]).await? else { continue };
+            let from: RunState = from.parse().unwrap_or(RunState::Failed);
+            if !from.is_terminal() {
+                tx.exec(
+                    "UPDATE runs SET state = $1, reason = $2, updated_at = $3, finished_at = $3, lease_owner = NULL, lease_until = 0 WHERE id = $4",
+                    &[to.as_str().into(), reason.into(), now.into(), id.into()],
+                )
+                .await?;
+                tx.event(id, EventKind::StateChanged { from, to, reason: Some(reason.to_string()) }).await?;
+                ended += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(ended)
     }
 
     /// Stores a webhook delivery before anything acts on it. Returns false when this

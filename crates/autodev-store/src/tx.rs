@@ -312,6 +312,14 @@ impl<'s> Tx<'s> {
         }
     }
 
+    /// The PostgreSQL connection, for set-based statements only PostgreSQL has.
+    pub(crate) fn pg_conn(&mut self) -> Option<&mut sqlx::PgConnection> {
+        match self {
+            Tx::Pg(tx) => Some(&mut **tx),
+            Tx::Lite(_) => None,
+        }
+    }
+
     pub(crate) fn is_pg(&self) -> bool {
         matches!(self, Tx::Pg(_))
     }
