@@ -164,7 +164,7 @@ async fn fetch(repository: &str, dir: &Path, run_id: &str) -> Result<()> {
     // The run's own checkpoint refs come back too, so a run resumed by another machine's
     // worker starts from the last merged state.
     let checkpoints = format!("+refs/autodev/{run_id}/*:refs/autodev/{run_id}/*");
-    git.run(&["fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*", &checkpoints])
+    git.run_exclusive(&["fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*", &checkpoints])
         .await
         .map_err(|e| EngineError::Failed(format!("could not fetch {repository}: {e}")))?;
     Ok(())
@@ -181,12 +181,32 @@ async fn default_branch(git: &Git, repository: &str) -> Result<String> {
         })
 }
 
-/// Restores a run branch a previous worker checkpointed when this clone lacks it.
+/// Restores the run branch and task branches a previous worker checkpointed, where this
+/// clone lacks them.
 pub(crate) async fn restore_checkpoint(git: &Git, run: &RunRow) -> Result<()> {
     let checkpoint = format!("refs/autodev/{}/run", run.id);
     if !git.branch_exists(&run.branch).await? && git.rev_parse(&checkpoint).await?.is_some() {
         git.run(&["branch", &run.branch, &checkpoint]).await?;
     }
+    let prefix = format!("refs/autodev/{}/tasks/", run.id);
+    let refs = git.run(&["for-each-ref", "--format=%(refname)", &prefix]).await?;
+    for r in refs.lines().filter(|l| !l.is_empty()) {
+        let key = r.trim_start_matches(&prefix);
+        let branch = format!("autodev/{}-tasks/{key}", run.short_id);
+        if !git.branch_exists(&branch).await? {
+            git.run(&["branch", &branch, r]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Saves a task's committed branch under `refs/autodev/<run>/tasks/<key>`, so a worker on
+/// another machine can merge it if this one dies before the merge.
+pub(crate) async fn checkpoint_task(git: &Git, run: &RunRow, branch: &str, key: &str) -> Result<()> {
+    let spec = format!("+refs/heads/{branch}:refs/autodev/{}/tasks/{key}", run.id);
+    git.run(&["push", "--quiet", "origin", &spec])
+        .await
+        .map_err(|e| EngineError::Failed(format!("could not save a checkpoint to the project's repository: {e}")))?;
     Ok(())
 }
 
@@ -196,7 +216,7 @@ pub(crate) async fn checkpoint(git: &Git, run: &RunRow) -> Result<()> {
     let spec = format!("+refs/heads/{}:refs/autodev/{}/run", run.branch, run.id);
     git.run(&["push", "--quiet", "origin", &spec])
         .await
-        .map_err(|e| EngineError::Failed(format!("could not save a checkpoint to {}: {e}", "origin")))?;
+        .map_err(|e| EngineError::Failed(format!("could not save a checkpoint to the project's repository: {e}")))?;
     Ok(())
 }
 
@@ -206,6 +226,10 @@ pub(crate) async fn push(git: &Git, run: &RunRow) -> Result<()> {
     git.run(&["push", "--quiet", "origin", &spec])
         .await
         .map_err(|e| EngineError::Failed(format!("could not push {} to the project's repository: {e}", run.branch)))?;
-    let _ = git.run(&["push", "--quiet", "origin", &format!(":refs/autodev/{}/run", run.id)]).await;
+    // The checkpoints are not needed any more.
+    let listed = git.run(&["ls-remote", "origin", &format!("refs/autodev/{}/*", run.id)]).await.unwrap_or_default();
+    for r in listed.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+        let _ = git.run(&["push", "--quiet", "origin", &format!(":{r}")]).await;
+    }
     Ok(())
 }

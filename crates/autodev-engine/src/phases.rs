@@ -230,8 +230,12 @@ async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<String>
     let planned =
         plan.task(key).cloned().ok_or_else(|| EngineError::Failed(format!("task {key} is not in the plan")))?;
     let wt = ctx.worktree(&format!("task-{key}"));
+    let fresh = !wt.join(".git").exists();
     ctx.repo().worktree_add(&wt, &task_branch(ctx, key), &ctx.run.branch).await?;
     let tb = toolbox(ctx, &wt)?;
+    if fresh {
+        restore_recorded_writes(ctx, &tb, &format!("task:{key}")).await?;
+    }
     let end = run_agent(
         ctx,
         AgentSpec {
@@ -254,7 +258,39 @@ async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<String>
         let e = ctx.engine.store.set_task_commit(&ctx.run.id, key, &sha).await?;
         ctx.emit(e).await;
     }
+    if ctx.run.project_id.is_some() {
+        crate::checkout::checkpoint_task(&ctx.repo(), &ctx.run, &task_branch(ctx, key), key).await?;
+    }
     Ok(summary)
+}
+
+/// A task resumed in a new worktree (its first worker died, and this worker, maybe on another
+/// machine, has none of its files) gets back what the agent wrote: the recorded, successful
+/// `write_file` and `edit_file` calls are applied again, in order, through the same tools.
+/// No model call is repeated; `run` commands are not re-run (their side effects on files are
+/// the one thing not restored). A task that never ran has no recorded calls: nothing happens.
+async fn restore_recorded_writes(ctx: &RunCtx, tb: &ToolBox, conversation: &str) -> Result<()> {
+    let calls = ctx.engine.store.tool_calls(&ctx.run.id, conversation).await?;
+    let writes: Vec<_> = calls
+        .iter()
+        .filter(|c| c.status == "finished" && !c.is_error && matches!(c.name.as_str(), "write_file" | "edit_file"))
+        .collect();
+    if writes.is_empty() {
+        return Ok(());
+    }
+    for call in &writes {
+        let outcome = tb.execute(&call.name, &call.arguments).await;
+        if outcome.is_error {
+            tracing::warn!(run = %ctx.run.id, conversation, tool = %call.name, "a recorded write could not be applied again");
+        }
+    }
+    ctx.event(EventKind::Warning {
+        message: format!(
+            "{conversation} resumed in a new worktree: {} recorded file write(s) applied again",
+            writes.len()
+        ),
+    })
+    .await
 }
 
 /// Merges a finished task's branch into the run branch. Already merged (resume) is a no-op;

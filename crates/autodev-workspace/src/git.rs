@@ -109,6 +109,16 @@ impl Git {
         }
     }
 
+    /// Runs git while no worktree is being added or removed in this repository (by this
+    /// process). A fetch reads every worktree's HEAD; one half made by a concurrent
+    /// `worktree add` makes it fail ("failed to read .git/worktrees/…/commondir"), seen with
+    /// several runs of one project on one worker.
+    pub async fn run_exclusive(&self, args: &[&str]) -> Result<String> {
+        let lock = repo_lock(&self.dir);
+        let _guard = lock.lock().await;
+        self.run(args).await
+    }
+
     /// Runs git and reports only whether it succeeded.
     async fn check(&self, args: &[&str]) -> Result<bool> {
         Ok(self.output(args).await?.status.success())

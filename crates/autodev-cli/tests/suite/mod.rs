@@ -1,6 +1,7 @@
 mod commands;
 mod more;
 mod resume;
+mod service;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
