@@ -125,6 +125,28 @@ super::runs::both! {
         assert!(stats.runs_by_state.contains(&("awaiting_approval".to_string(), 1)));
     }
 
+    async fn finishing_claimed_runs_ends_only_the_owners_runs_with_their_events(store) {
+        let p = project("q");
+        store.insert_project(&p).await.unwrap();
+        for _ in 0..3 {
+            store.insert_run(&queued_for(&p), created()).await.unwrap();
+        }
+        let mine = store.claim_next_runs("w1", Duration::from_secs(60), 2).await.unwrap();
+        let theirs = store.claim_next_runs("w2", Duration::from_secs(60), 5).await.unwrap();
+        assert_eq!((mine.len(), theirs.len()), (2, 1));
+        let all: Vec<String> = mine.iter().chain(&theirs).cloned().collect();
+        assert_eq!(store.finish_claimed(&all, "w1", RunState::Failed, "done").await.unwrap(), 2);
+        assert_eq!(store.finish_claimed(&mine, "w1", RunState::Failed, "again").await.unwrap(), 0);
+        assert!(store.finish_claimed(&mine, "w1", RunState::Planning, "x").await.is_err());
+        for id in &mine {
+            let run = store.get_run(id).await.unwrap();
+            assert_eq!((run.state.as_str(), run.reason.as_deref(), run.lease_owner), ("failed", Some("done"), None));
+            let last = store.events(id, 0).await.unwrap().pop().unwrap();
+            assert!(matches!(last.kind, EventKind::StateChanged { from: RunState::Queued, to: RunState::Failed, .. }), "{last:?}");
+        }
+        assert_eq!(store.get_run(&theirs[0]).await.unwrap().state, "queued");
+    }
+
     async fn a_repeated_delivery_is_recorded_once(store) {
         assert!(store.record_delivery("github", "d-1", "issues").await.unwrap());
         assert!(!store.record_delivery("github", "d-1", "issues").await.unwrap());
