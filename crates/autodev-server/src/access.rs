@@ -37,6 +37,7 @@ pub struct Guard {
     /// effect on the next request, not after the TTL. One `stat` per request.
     marker: Option<std::path::PathBuf>,
     marker_seen: RwLock<Option<std::time::SystemTime>>,
+    marker_checked_ms: std::sync::atomic::AtomicI64,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     per_minute: u32,
 }
@@ -56,12 +57,24 @@ impl Guard {
         let limiter = NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)));
         let marker = home.map(auth::revocation_marker);
         let seen = marker.as_deref().and_then(|m| std::fs::metadata(m).and_then(|md| md.modified()).ok());
-        Self { cache: RwLock::new(HashMap::new()), marker, marker_seen: RwLock::new(seen), limiter, per_minute }
+        Self {
+            cache: RwLock::new(HashMap::new()),
+            marker,
+            marker_seen: RwLock::new(seen),
+            marker_checked_ms: Default::default(),
+            limiter,
+            per_minute,
+        }
     }
 
     /// Drops the cache when a key was revoked on this machine since the last look.
     fn notice_revocations(&self) {
         let Some(marker) = &self.marker else { return };
+        // At most one `stat` per millisecond; a revocation is seen within that.
+        let now_ms = autodev_store::now_ms();
+        if self.marker_checked_ms.swap(now_ms, std::sync::atomic::Ordering::Relaxed) == now_ms {
+            return;
+        }
         let now = std::fs::metadata(marker).and_then(|md| md.modified()).ok();
         if self.marker_seen.read().is_ok_and(|seen| *seen == now) {
             return;

@@ -291,9 +291,10 @@ async fn list_runs(
     let more = rows.len() as i64 > limit;
     let page: Vec<&RunRow> = rows.iter().take(limit as usize).collect();
     let next = if more { page.last().map(|r| format!("{}_{}", r.created_at, r.id)) } else { None };
-    let body =
-        serde_json::to_vec(&RunPage { runs: page.iter().map(|r| RunView::from(*r)).collect(), next_cursor: next })
-            .map_err(|e| ApiError::internal(&e))?;
+    // Sized for the page up front: growing from empty re-copied the buffer several times.
+    let mut body = Vec::with_capacity(256 + 512 * page.len());
+    let view = RunPage { runs: page.iter().map(|r| RunView::from(*r)).collect(), next_cursor: next };
+    serde_json::to_writer(&mut body, &view).map_err(|e| ApiError::internal(&e))?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
