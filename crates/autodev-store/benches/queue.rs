@@ -89,8 +89,15 @@ async fn measure(store: Store) -> f64 {
             let share = JOBS / PRODUCERS + usize::from(p < JOBS % PRODUCERS);
             tokio::spawn(async move {
                 for _ in 0..share {
-                    let (run, created) = job(&project);
-                    store.insert_run(&run, created).await.unwrap();
+                    // As the API does: a short id drawn twice is retried with a new id.
+                    loop {
+                        let (run, created) = job(&project);
+                        match store.insert_run(&run, created).await {
+                            Ok(_) => break,
+                            Err(e) if e.is_unique_violation() => continue,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
                 }
             })
         })

@@ -501,21 +501,19 @@ impl Store {
     async fn commit_inserts_pg(&self, batch: Vec<PendingInsert>) {
         let together = async {
             let mut tx = self.begin().await?;
-            let mut events = Vec::with_capacity(batch.len());
-            for p in &batch {
-                events.push(Self::insert_one(&mut tx, &p.run, p.created.clone(), p.audit.as_ref()).await?);
-            }
+            let seqs = Self::insert_many_pg(&mut tx, &batch).await?;
             tx.commit().await?;
-            Ok::<_, StoreError>(events)
+            Ok::<_, StoreError>(seqs)
         }
         .await;
         match together {
-            Ok(events) => {
-                for (p, e) in batch.into_iter().zip(events) {
-                    let _ = p.reply.send(Ok(e));
+            Ok((now, seqs)) => {
+                for (p, seq) in batch.into_iter().zip(seqs) {
+                    let _ = p.reply.send(Ok(Event { seq, run_id: p.run.id.clone(), at_ms: now, kind: p.created }));
                 }
             }
             Err(_) => {
+                // One insert spoiled the batch (a duplicate short id): each on its own now.
                 for p in batch {
                     let one = async {
                         let mut tx = self.begin().await?;
@@ -528,6 +526,69 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// A whole batch of runs, their creation events and audit records in two statements
+    /// (arrays through `unnest`), whatever the batch's size. Returns the time used as every
+    /// run's `created_at` and the events' sequence numbers in batch order.
+    async fn insert_many_pg(tx: &mut Tx<'_>, batch: &[PendingInsert]) -> Result<(i64, Vec<i64>)> {
+        let now = now_ms();
+        let Some(conn) = tx.pg_conn() else { return Err(StoreError::Batch("not a PostgreSQL transaction".into())) };
+        let col = |f: fn(&NewRun) -> &str| batch.iter().map(|p| f(&p.run).to_string()).collect::<Vec<_>>();
+        let ids = col(|r| &r.id);
+        let kinds: Vec<String> = batch.iter().map(|p| p.created.name().to_string()).collect();
+        let data: Vec<String> = batch.iter().map(|p| event_json(&p.created)).collect::<Result<_>>()?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "WITH r AS (
+                 INSERT INTO runs (id, short_id, title, spec, repo, base_branch, base_commit, branch, state, settings, created_at, updated_at, project_id, origin)
+                 SELECT id, short_id, title, spec, repo, base_branch, base_commit, branch, 'queued', settings, $11, $11, project_id, origin
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $12::text[])
+                      AS t(id, short_id, title, spec, repo, base_branch, base_commit, branch, settings, project_id, origin)
+                 RETURNING id)
+             INSERT INTO events (run_id, at_ms, kind, data)
+             SELECT e.id, $11, e.kind, e.data
+             FROM unnest($1::text[], $13::text[], $14::text[]) WITH ORDINALITY AS e(id, kind, data, n)
+             JOIN r ON r.id = e.id ORDER BY e.n
+             RETURNING run_id, seq",
+        )
+        .bind(&ids)
+        .bind(col(|r| &r.short_id))
+        .bind(col(|r| &r.title))
+        .bind(col(|r| &r.spec))
+        .bind(col(|r| &r.repo))
+        .bind(col(|r| &r.base_branch))
+        .bind(col(|r| &r.base_commit))
+        .bind(col(|r| &r.branch))
+        .bind(col(|r| &r.settings))
+        .bind(batch.iter().map(|p| p.run.project_id.clone()).collect::<Vec<_>>())
+        .bind(now)
+        .bind(batch.iter().map(|p| p.run.origin.clone()).collect::<Vec<_>>())
+        .bind(&kinds)
+        .bind(&data)
+        .fetch_all(&mut *conn)
+        .await?;
+        let by_id: std::collections::HashMap<String, i64> = rows.into_iter().collect();
+        let seqs = ids
+            .iter()
+            .map(|id| by_id.get(id).copied().ok_or_else(|| StoreError::Batch(format!("run {id} was not inserted"))))
+            .collect::<Result<Vec<_>>>()?;
+        let audits: Vec<&AuditEntry> = batch.iter().filter_map(|p| p.audit.as_ref()).collect();
+        if !audits.is_empty() {
+            sqlx::query(
+                "INSERT INTO audit_log (at_ms, key_id, key_name, method, path, status, detail)
+                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[])",
+            )
+            .bind(now)
+            .bind(audits.iter().map(|a| a.key_id.clone()).collect::<Vec<_>>())
+            .bind(audits.iter().map(|a| a.key_name.clone()).collect::<Vec<_>>())
+            .bind(audits.iter().map(|a| a.method.clone()).collect::<Vec<_>>())
+            .bind(audits.iter().map(|a| a.path.clone()).collect::<Vec<_>>())
+            .bind(audits.iter().map(|a| i64::from(a.status)).collect::<Vec<_>>())
+            .bind(audits.iter().map(|a| a.detail.clone()).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok((now, seqs))
     }
 
     async fn insert_one(
