@@ -445,7 +445,16 @@ impl Store {
             pending.len() == 1
         };
         if leader {
-            tokio::task::yield_now().await;
+            // Let the others join: yield while the batch keeps growing (a few times at most).
+            let mut seen = 1;
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+                let now = inserts.lock().map(|p| p.len()).unwrap_or(seen);
+                if now == seen {
+                    break;
+                }
+                seen = now;
+            }
             let batch = std::mem::take(
                 &mut *inserts.lock().map_err(|_| StoreError::Batch("the insert batch was poisoned".into()))?,
             );
