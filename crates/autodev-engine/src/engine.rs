@@ -206,29 +206,38 @@ impl Engine {
         if req.settings.max_parallel == 0 {
             return Err(EngineError::Invalid("--max-parallel must be at least 1".into()));
         }
-        let id = RunId::new();
         let title = req.spec.title();
-        let branch = format!("autodev/{}-{}", id.short(), slugify(&title, 40));
-        let run = NewRun {
-            id: id.to_string(),
-            short_id: id.short(),
-            title: title.clone(),
-            spec: req.spec.text().to_string(),
-            repo: top.display().to_string(),
-            base_branch: base.clone(),
-            base_commit,
-            branch,
-            settings: serde_json::to_string(&req.settings).map_err(StoreError::from)?,
-            project_id: None,
-            origin: None,
+        let settings = serde_json::to_string(&req.settings).map_err(StoreError::from)?;
+        // A short id drawn twice (32 random bits) is refused by the store; draw again.
+        let mut attempt = 0;
+        let (run, e) = loop {
+            attempt += 1;
+            let id = RunId::new();
+            let run = NewRun {
+                id: id.to_string(),
+                short_id: id.short(),
+                title: title.clone(),
+                spec: req.spec.text().to_string(),
+                repo: top.display().to_string(),
+                base_branch: base.clone(),
+                base_commit: base_commit.clone(),
+                branch: format!("autodev/{}-{}", id.short(), slugify(&title, 40)),
+                settings: settings.clone(),
+                project_id: None,
+                origin: None,
+            };
+            let created = EventKind::RunCreated {
+                title: title.clone(),
+                repo: run.repo.clone(),
+                base_branch: base.clone(),
+                test_command: req.settings.test_command.clone(),
+            };
+            match self.store.insert_run(&run, created).await {
+                Ok(e) => break (run, e),
+                Err(err) if err.is_unique_violation() && attempt < 4 => continue,
+                Err(err) => return Err(err.into()),
+            }
         };
-        let created = EventKind::RunCreated {
-            title,
-            repo: run.repo.clone(),
-            base_branch: base,
-            test_command: req.settings.test_command.clone(),
-        };
-        let e = self.store.insert_run(&run, created).await?;
         self.publish(e);
         self.exclude_home_from(&git, &top).await?;
         if git.is_dirty().await.unwrap_or(false) {
