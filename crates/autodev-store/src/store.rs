@@ -608,32 +608,32 @@ impl Store {
     ) -> Result<Event> {
         let now = now_ms();
         let data = event_json(&created)?;
+        let mut args: Vec<Arg<'_>> = vec![
+            (&run.id).into(),
+            (&run.short_id).into(),
+            (&run.title).into(),
+            (&run.spec).into(),
+            (&run.repo).into(),
+            (&run.base_branch).into(),
+            (&run.base_commit).into(),
+            (&run.branch).into(),
+            RunState::Queued.as_str().into(),
+            (&run.settings).into(),
+            now.into(),
+            run.project_id.as_deref().into(),
+            run.origin.as_deref().into(),
+        ];
         if tx.is_pg() {
             // One round trip: the run and its creation event. No advisory lock is needed for
             // this first event: nothing else can append to a run before it is committed.
+            args.extend([Arg::Text(created.name()), Arg::Text(&data)]);
             let seq = tx
                 .int(
                     "WITH r AS (
                          INSERT INTO runs (id, short_id, title, spec, repo, base_branch, base_commit, branch, state, settings, created_at, updated_at, project_id, origin)
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) RETURNING id)
                      INSERT INTO events (run_id, at_ms, kind, data) SELECT id, $11, $14, $15 FROM r RETURNING seq",
-                    &[
-                        (&run.id).into(),
-                        (&run.short_id).into(),
-                        (&run.title).into(),
-                        (&run.spec).into(),
-                        (&run.repo).into(),
-                        (&run.base_branch).into(),
-                        (&run.base_commit).into(),
-                        (&run.branch).into(),
-                        RunState::Queued.as_str().into(),
-                        (&run.settings).into(),
-                        now.into(),
-                        run.project_id.as_deref().into(),
-                        run.origin.as_deref().into(),
-                        created.name().into(),
-                        data.as_str().into(),
-                    ],
+                    &args,
                 )
                 .await?;
             if let Some(a) = audit {
@@ -644,21 +644,7 @@ impl Store {
         tx.exec(
             "INSERT INTO runs (id, short_id, title, spec, repo, base_branch, base_commit, branch, state, settings, created_at, updated_at, project_id, origin)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)",
-            &[
-                (&run.id).into(),
-                (&run.short_id).into(),
-                (&run.title).into(),
-                (&run.spec).into(),
-                (&run.repo).into(),
-                (&run.base_branch).into(),
-                (&run.base_commit).into(),
-                (&run.branch).into(),
-                RunState::Queued.as_str().into(),
-                (&run.settings).into(),
-                now.into(),
-                run.project_id.as_deref().into(),
-                run.origin.as_deref().into(),
-            ],
+            &args,
         )
         .await?;
         // The event's time is the run's `created_at`, so callers can build the row from both.

@@ -157,36 +157,33 @@ impl Readers {
     }
 }
 
+/// Binds every argument to a sqlx query (`Query` and `QueryAs` have no common trait for it).
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {{
+        let mut q = $query;
+        for a in $args {
+            q = match *a {
+                Arg::Text(s) => q.bind(s),
+                Arg::OptText(s) => q.bind(s),
+                Arg::Int(i) => q.bind(i),
+                Arg::OptInt(i) => q.bind(i),
+                Arg::Bool(b) => q.bind(b),
+            };
+        }
+        q
+    }};
+}
+
 fn pg_query<'q>(
     sql: &'q str,
     args: &[Arg<'q>],
 ) -> sqlx::query::Query<'q, Postgres, <Postgres as sqlx::Database>::Arguments> {
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for a in args {
-        q = match *a {
-            Arg::Text(s) => q.bind(s),
-            Arg::OptText(s) => q.bind(s),
-            Arg::Int(i) => q.bind(i),
-            Arg::OptInt(i) => q.bind(i),
-            Arg::Bool(b) => q.bind(b),
-        };
-    }
-    q
+    bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
 }
 
 /// Runs a query on PostgreSQL into `T`.
 pub(crate) async fn pg_fetch<T: Record>(pool: &PgPool, sql: &'static str, args: &[Arg<'_>]) -> Result<Vec<T>> {
-    let mut q = sqlx::query_as::<Postgres, T>(sqlx::AssertSqlSafe(sql));
-    for a in args {
-        q = match *a {
-            Arg::Text(s) => q.bind(s),
-            Arg::OptText(s) => q.bind(s),
-            Arg::Int(i) => q.bind(i),
-            Arg::OptInt(i) => q.bind(i),
-            Arg::Bool(b) => q.bind(b),
-        };
-    }
-    Ok(q.fetch_all(pool).await?)
+    Ok(bind_all!(sqlx::query_as::<Postgres, T>(sqlx::AssertSqlSafe(sql)), args).fetch_all(pool).await?)
 }
 
 pub(crate) enum Tx<'s> {
