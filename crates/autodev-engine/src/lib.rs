@@ -8,6 +8,8 @@
 //!
 //! # Layout
 //! - [`Engine`] (`engine.rs`): creating, driving, approving and cancelling runs.
+//! - [`checkout`]: runs made for a project (API, webhooks): enqueued without git; a worker's
+//!   clone, checkpoints in the project's repository, delivery by push.
 //! - `agent.rs`: one agent conversation, persisted turn by turn, resumable.
 //! - `phases.rs`: planning, executing (parallel tasks, commits, merges), verifying,
 //!   delivering.

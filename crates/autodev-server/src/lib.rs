@@ -1,16 +1,19 @@
 //! Autodev as a service.
 //!
-//! What it is for: what `autodev serve` needs beyond the engine — the HTTP API, API keys and
-//! roles; webhooks, metrics and workers as issue 4 proceeds. What it is not for: running
-//! agents (the engine) or storage (the store).
+//! What it is for: what `autodev serve` and `autodev worker` need beyond the engine — the HTTP
+//! API, API keys, roles and rate limits, webhooks in, metrics, the OpenAPI document, and the
+//! workers. What it is not for: running agents (the engine) or storage (the store).
 //!
 //! # Layout
 //! - [`auth`]: API keys — generation from the OS RNG, a keyed hash (HMAC-SHA-256 with a
 //!   server-side pepper) for storage and lookup.
+//! - [`access`]: the per-request key cache and the per-key rate limit (governor).
 //! - [`app`]: the axum router, the `Caller` extractor (bearer key → role), the handlers.
 //! - [`error`]: the one JSON error shape.
 //! - [`projects`], [`runs`]: the handlers that create and change things.
 //! - [`metrics`]: `/metrics` in the Prometheus text format.
+//! - [`openapi`]: the OpenAPI document (utoipa).
+//! - [`webhooks`]: GitHub, GitLab and Jira deliveries: verified, deduplicated, turned into runs.
 //! - [`workers`]: in-process workers that claim queued runs (with leases) and drive them.
 //! - [`serve`]: binding and graceful shutdown.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
