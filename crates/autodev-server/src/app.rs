@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use autodev_domain::{AccessRole, RunState};
-use autodev_store::{KeyRow, RunRow, Store};
+use autodev_store::{KeyRow, RunRef, RunRow, Store};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -188,7 +188,7 @@ pub struct RunView<'a> {
     usage: UsageView,
     created_at_ms: i64,
     finished_at_ms: Option<i64>,
-    links: Links,
+    links: Links<'a>,
 }
 
 #[derive(Serialize)]
@@ -198,26 +198,39 @@ struct UsageView {
     cost_usd: f64,
 }
 
-#[derive(Serialize)]
-struct Links {
-    #[serde(rename = "self")]
-    this: String,
-    events: String,
+/// `{"self": "/api/v1/runs/ID", "events": "/api/v1/runs/ID/events"}`, written straight into
+/// the output (no string built per link).
+struct Links<'a>(&'a str);
+
+impl Serialize for Links<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Path<'a>(&'a str, &'static str);
+        impl Serialize for Path<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(&format_args!("/api/v1/runs/{}{}", self.0, self.1))
+            }
+        }
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("self", &Path(self.0, ""))?;
+        map.serialize_entry("events", &Path(self.0, "/events"))?;
+        map.end()
+    }
 }
 
-impl<'a> From<&'a RunRow> for RunView<'a> {
-    fn from(r: &'a RunRow) -> Self {
+impl<'a> From<RunRef<'a>> for RunView<'a> {
+    fn from(r: RunRef<'a>) -> Self {
         Self {
-            id: &r.id,
-            short_id: &r.short_id,
-            title: &r.title,
-            state: &r.state,
-            reason: r.reason.as_deref(),
-            repository: &r.repo,
-            base_branch: &r.base_branch,
-            branch: &r.branch,
-            project_id: r.project_id.as_deref(),
-            origin: r.origin.as_deref(),
+            id: r.id,
+            short_id: r.short_id,
+            title: r.title,
+            state: r.state,
+            reason: r.reason,
+            repository: r.repo,
+            base_branch: r.base_branch,
+            branch: r.branch,
+            project_id: r.project_id,
+            origin: r.origin,
             tests_passed: r.test_passed,
             usage: UsageView {
                 input_tokens: r.input_tokens,
@@ -226,19 +239,13 @@ impl<'a> From<&'a RunRow> for RunView<'a> {
             },
             created_at_ms: r.created_at,
             finished_at_ms: r.finished_at,
-            links: Links { this: format!("/api/v1/runs/{}", r.id), events: format!("/api/v1/runs/{}/events", r.id) },
+            links: Links(r.id),
         }
     }
 }
 
 pub fn run_json(r: &RunRow) -> Value {
-    serde_json::to_value(RunView::from(r)).unwrap_or(Value::Null)
-}
-
-#[derive(Serialize)]
-struct RunPage<'a> {
-    runs: Vec<RunView<'a>>,
-    next_cursor: Option<String>,
+    serde_json::to_value(RunView::from(r.as_ref())).unwrap_or(Value::Null)
 }
 
 #[derive(Deserialize)]
@@ -287,14 +294,40 @@ async fn list_runs(
         ),
         None => None,
     };
-    let rows = state.store.list_runs_page(project.as_deref(), filter, limit + 1, before).await?;
-    let more = rows.len() as i64 > limit;
-    let page: Vec<&RunRow> = rows.iter().take(limit as usize).collect();
-    let next = if more { page.last().map(|r| format!("{}_{}", r.created_at, r.id)) } else { None };
-    // Sized for the page up front: growing from empty re-copied the buffer several times.
-    let mut body = Vec::with_capacity(256 + 512 * page.len());
-    let view = RunPage { runs: page.iter().map(|r| RunView::from(*r)).collect(), next_cursor: next };
-    serde_json::to_writer(&mut body, &view).map_err(|e| ApiError::internal(&e))?;
+    // Each run is written out as it is read (borrowed from the database's row), one past the
+    // page to learn whether there is a next one.
+    let mut body = Vec::with_capacity(256 + 512 * limit as usize);
+    body.extend_from_slice(b"{\"runs\":[");
+    let mut written = 0i64;
+    let mut last: Option<(i64, String)> = None;
+    let mut more = false;
+    let mut failed = None;
+    state
+        .store
+        .visit_runs_page(project.as_deref(), filter, limit + 1, before, |r| {
+            if written == limit {
+                more = true;
+                return;
+            }
+            if written > 0 {
+                body.push(b',');
+            }
+            if let Err(e) = serde_json::to_writer(&mut body, &RunView::from(r)) {
+                failed = Some(e);
+            }
+            written += 1;
+            if written == limit {
+                last = Some((r.created_at, r.id.to_string()));
+            }
+        })
+        .await?;
+    if let Some(e) = failed {
+        return Err(ApiError::internal(&e));
+    }
+    let next = if more { last.map(|(at, id)| format!("{at}_{id}")) } else { None };
+    body.extend_from_slice(b"],\"next_cursor\":");
+    serde_json::to_writer(&mut body, &next).map_err(|e| ApiError::internal(&e))?;
+    body.push(b'}');
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

@@ -25,7 +25,7 @@ mod store;
 mod tx;
 
 pub use rows::{
-    KeyRow, ModelCallRecord, NewRun, ProjectRow, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart,
+    KeyRow, ModelCallRecord, NewRun, ProjectRow, RunRef, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart,
 };
 pub use store::{AuditEntry, Migrations, Stats, Store, StoreError, UsageRow, now_ms};
 

@@ -81,7 +81,84 @@ pub struct RunRow {
     pub origin: Option<String>,
 }
 
+/// The columns of a run a listing shows, borrowed: from a stored row, or straight from the
+/// database's row buffer while a page is read (no string copied).
+#[derive(Clone, Copy, Debug)]
+pub struct RunRef<'a> {
+    pub id: &'a str,
+    pub short_id: &'a str,
+    pub title: &'a str,
+    pub state: &'a str,
+    pub reason: Option<&'a str>,
+    pub repo: &'a str,
+    pub base_branch: &'a str,
+    pub branch: &'a str,
+    pub project_id: Option<&'a str>,
+    pub origin: Option<&'a str>,
+    pub test_passed: Option<bool>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micros: i64,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl<'a> RunRef<'a> {
+    /// From a row of `run_list_select!` (RunRow's column order), borrowing its text.
+    pub(crate) fn from_lite(r: &'a rusqlite::Row<'a>) -> rusqlite::Result<Self> {
+        let text = |i: usize| -> rusqlite::Result<&'a str> {
+            r.get_ref(i)?
+                .as_str()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+        };
+        let opt = |i: usize| -> rusqlite::Result<Option<&'a str>> {
+            r.get_ref(i)?
+                .as_str_or_null()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+        };
+        Ok(Self {
+            id: text(0)?,
+            short_id: text(1)?,
+            title: text(2)?,
+            repo: text(4)?,
+            base_branch: text(5)?,
+            branch: text(7)?,
+            state: text(8)?,
+            reason: opt(9)?,
+            test_passed: r.get(13)?,
+            input_tokens: r.get(14)?,
+            output_tokens: r.get(15)?,
+            cost_micros: r.get(16)?,
+            created_at: r.get(19)?,
+            finished_at: r.get(21)?,
+            project_id: opt(22)?,
+            origin: opt(23)?,
+        })
+    }
+}
+
 impl RunRow {
+    pub fn as_ref(&self) -> RunRef<'_> {
+        RunRef {
+            id: &self.id,
+            short_id: &self.short_id,
+            title: &self.title,
+            state: &self.state,
+            reason: self.reason.as_deref(),
+            repo: &self.repo,
+            base_branch: &self.base_branch,
+            branch: &self.branch,
+            project_id: self.project_id.as_deref(),
+            origin: self.origin.as_deref(),
+            test_passed: self.test_passed,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cost_micros: self.cost_micros,
+            created_at: self.created_at,
+            finished_at: self.finished_at,
+        }
+    }
+
     /// The state; a value no version of Autodev writes reads as `failed`.
     pub fn run_state(&self) -> RunState {
         self.state.parse().unwrap_or(RunState::Failed)

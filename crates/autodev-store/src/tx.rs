@@ -137,6 +137,34 @@ impl Readers {
         Ok(conn)
     }
 
+    /// Calls `f` with each row, borrowed (no copy of its text) until the next row is read.
+    pub(crate) fn visit(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        mut f: impl FnMut(&rusqlite::Row<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let taken = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match taken {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let result = (|| {
+            let mut stmt = conn.prepare_cached(&lite(sql))?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+            while let Some(row) = rows.next()? {
+                f(row)?;
+            }
+            Ok(())
+        })();
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < 16
+        {
+            idle.push(conn);
+        }
+        result
+    }
+
     pub(crate) fn fetch<T: Record>(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<T>> {
         let taken = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let conn = match taken {
