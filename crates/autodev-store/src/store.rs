@@ -213,6 +213,30 @@ fn io_err(e: std::io::Error) -> StoreError {
     StoreError::Db(sqlx::Error::Io(e))
 }
 
+/// A page of runs (see `Store::list_runs_page`); arguments from `page_args`.
+const RUNS_PAGE_SQL: &str = run_list_select!(
+    "WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) AND (CAST($6 AS TEXT) IS NULL OR project_id = $6)
+       AND (NOT $2 OR created_at < $3 OR (created_at = $3 AND id < $4))
+     ORDER BY created_at DESC, id DESC LIMIT $5"
+);
+
+/// The arguments of `RUNS_PAGE_SQL`; a cursor at `i64::MAX` means the first page.
+fn page_args<'a>(
+    project_id: Option<&'a str>,
+    state: Option<RunState>,
+    limit: i64,
+    cursor: &'a (i64, String),
+) -> [Arg<'a>; 6] {
+    [
+        state.map(RunState::as_str).into(),
+        (cursor.0 != i64::MAX).into(),
+        cursor.0.into(),
+        cursor.1.as_str().into(),
+        limit.into(),
+        project_id.into(),
+    ]
+}
+
 /// The terminal states, as SQL (a queue query leaves them out).
 const TERMINAL_SQL: &str = "('succeeded', 'failed', 'cancelled')";
 
@@ -712,24 +736,8 @@ impl Store {
         limit: i64,
         before: Option<(i64, String)>,
     ) -> Result<Vec<RunRow>> {
-        let (at, id) = before.unwrap_or((i64::MAX, String::new()));
-        let has_cursor = at != i64::MAX;
-        self.fetch(
-            run_list_select!(
-                "WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) AND (CAST($6 AS TEXT) IS NULL OR project_id = $6)
-                   AND (NOT $2 OR created_at < $3 OR (created_at = $3 AND id < $4))
-                 ORDER BY created_at DESC, id DESC LIMIT $5"
-            ),
-            &[
-                state.map(RunState::as_str).into(),
-                has_cursor.into(),
-                at.into(),
-                id.as_str().into(),
-                limit.into(),
-                project_id.into(),
-            ],
-        )
-        .await
+        let cursor = before.unwrap_or((i64::MAX, String::new()));
+        self.fetch(RUNS_PAGE_SQL, &page_args(project_id, state, limit, &cursor)).await
     }
 
     /// Like `list_runs_page`, but hands each run to `f` borrowed instead of returning owned
@@ -745,27 +753,11 @@ impl Store {
     ) -> Result<()> {
         match &self.db {
             Db::Sqlite { readers, .. } => {
-                let (at, id) = before.unwrap_or((i64::MAX, String::new()));
-                let has_cursor = at != i64::MAX;
-                readers.visit(
-                    run_list_select!(
-                        "WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) AND (CAST($6 AS TEXT) IS NULL OR project_id = $6)
-                           AND (NOT $2 OR created_at < $3 OR (created_at = $3 AND id < $4))
-                         ORDER BY created_at DESC, id DESC LIMIT $5"
-                    ),
-                    &[
-                        state.map(RunState::as_str).into(),
-                        has_cursor.into(),
-                        at.into(),
-                        id.as_str().into(),
-                        limit.into(),
-                        project_id.into(),
-                    ],
-                    |row| {
-                        f(RunRef::from_lite(row)?);
-                        Ok(())
-                    },
-                )
+                let cursor = before.unwrap_or((i64::MAX, String::new()));
+                readers.visit(RUNS_PAGE_SQL, &page_args(project_id, state, limit, &cursor), |row| {
+                    f(RunRef::from_lite(row)?);
+                    Ok(())
+                })
             }
             Db::Pg(_) => {
                 for run in self.list_runs_page(project_id, state, limit, before).await? {
