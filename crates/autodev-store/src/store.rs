@@ -201,16 +201,25 @@ macro_rules! run_list_select {
     };
 }
 
-const RUN_COLUMNS: &str = "id, short_id, title, spec, repo, base_branch, base_commit, branch, state, reason, settings, plan, repair_round, test_passed, input_tokens, output_tokens, cost_micros, lease_owner, lease_until, created_at, updated_at, finished_at, project_id, origin";
-
-/// A `SELECT` of every run column with a constant tail. Only `&'static str` tails are
-/// accepted, so no user input can reach the SQL text.
-fn run_sql(tail: &'static str) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs {tail}"))
-}
-
 fn io_err(e: std::io::Error) -> StoreError {
     StoreError::Db(sqlx::Error::Io(e))
+}
+
+/// A `SELECT` of every key column (in `KeyRow::from_lite`'s order) with a literal tail.
+macro_rules! key_select {
+    ($tail:literal) => {
+        concat!("SELECT id, name, role, prefix, hash, created_at, last_used_at, revoked_at FROM api_keys ", $tail)
+    };
+}
+
+/// A `SELECT` of every project column (in `ProjectRow::from_lite`'s order) with a literal tail.
+macro_rules! project_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, name, repository, base_branch, test_command, settings, created_at, updated_at FROM projects ",
+            $tail
+        )
+    };
 }
 
 /// A page of runs (see `Store::list_runs_page`); arguments from `page_args`.
@@ -770,12 +779,7 @@ impl Store {
 
     /// Runs, newest first.
     pub async fn list_runs(&self, limit: i64) -> Result<Vec<RunRow>> {
-        Ok(read!(self, |pool| {
-            sqlx::query_as::<_, RunRow>(run_sql("ORDER BY created_at DESC, id DESC LIMIT $1"))
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-        }))
+        self.fetch(run_select!("ORDER BY created_at DESC, id DESC LIMIT $1"), &[limit.into()]).await
     }
 
     /// Moves a run to `to` if the lifecycle allows it from its current state, recording the
@@ -1187,24 +1191,12 @@ impl Store {
     }
 
     pub async fn list_keys(&self) -> Result<Vec<KeyRow>> {
-        Ok(read!(self, |pool| {
-            sqlx::query_as::<_, KeyRow>(
-                "SELECT id, name, role, prefix, hash, created_at, last_used_at, revoked_at FROM api_keys ORDER BY created_at, name",
-            )
-            .fetch_all(pool)
-            .await?
-        }))
+        self.fetch(key_select!("ORDER BY created_at, name"), &[]).await
     }
 
     /// The active (not revoked) key with this hash.
     pub async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyRow>> {
-        Ok(self
-            .fetch::<KeyRow>(
-                "SELECT id, name, role, prefix, hash, created_at, last_used_at, revoked_at FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
-                &[hash.into()],
-            )
-            .await?
-            .pop())
+        Ok(self.fetch::<KeyRow>(key_select!("WHERE hash = $1 AND revoked_at IS NULL"), &[hash.into()]).await?.pop())
     }
 
     /// Revokes a key by id or name; returns whether one was revoked now.
@@ -1314,24 +1306,15 @@ impl Store {
     }
 
     pub async fn list_projects(&self) -> Result<Vec<ProjectRow>> {
-        Ok(read!(self, |pool| {
-            sqlx::query_as::<_, ProjectRow>(
-                "SELECT id, name, repository, base_branch, test_command, settings, created_at, updated_at FROM projects ORDER BY name",
-            )
-            .fetch_all(pool)
-            .await?
-        }))
+        self.fetch(project_select!("ORDER BY name"), &[]).await
     }
 
     /// A project by id or name.
     pub async fn find_project(&self, key: &str) -> Result<ProjectRow> {
-        self.fetch::<ProjectRow>(
-            "SELECT id, name, repository, base_branch, test_command, settings, created_at, updated_at FROM projects WHERE id = $1 OR name = $1",
-            &[key.into()],
-        )
-        .await?
-        .pop()
-        .ok_or_else(|| StoreError::NotFound(format!("no project `{key}`")))
+        self.fetch::<ProjectRow>(project_select!("WHERE id = $1 OR name = $1"), &[key.into()])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound(format!("no project `{key}`")))
     }
 
     /// Claims the oldest run made for a project (through the API or a webhook) that needs a
@@ -1501,14 +1484,15 @@ impl Store {
 
     /// The newest unfinished run started by this ticket (`github:owner/name#12`, …).
     pub async fn active_run_for_origin(&self, origin: &str) -> Result<Option<RunRow>> {
-        Ok(read!(self, |pool| {
-            sqlx::query_as::<_, RunRow>(run_sql(
-                "WHERE origin = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY created_at DESC LIMIT 1",
-            ))
-            .bind(origin)
-            .fetch_optional(pool)
+        Ok(self
+            .fetch::<RunRow>(
+                run_select!(
+                    "WHERE origin = $1 AND state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY created_at DESC LIMIT 1"
+                ),
+                &[origin.into()],
+            )
             .await?
-        }))
+            .pop())
     }
 
     /// Tokens and cost grouped by project, model and UTC day, newest day first. `since_ms`

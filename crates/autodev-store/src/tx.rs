@@ -142,26 +142,15 @@ impl Readers {
         Ok(conn)
     }
 
-    /// Calls `f` with each row, borrowed (no copy of its text) until the next row is read.
-    pub(crate) fn visit(
-        &self,
-        sql: &str,
-        args: &[Arg<'_>],
-        mut f: impl FnMut(&rusqlite::Row<'_>) -> Result<()>,
-    ) -> Result<()> {
+    /// Runs `f` on an idle reader connection (opening one when all are busy) and gives the
+    /// connection back.
+    fn with_conn<T>(&self, f: impl FnOnce(&rusqlite::Connection) -> Result<T>) -> Result<T> {
         let taken = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let conn = match taken {
             Some(conn) => conn,
             None => self.open()?,
         };
-        let result = (|| {
-            let mut stmt = conn.prepare_cached(&lite(sql))?;
-            let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
-            while let Some(row) = rows.next()? {
-                f(row)?;
-            }
-            Ok(())
-        })();
+        let result = f(&conn);
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < 16
         {
@@ -170,23 +159,30 @@ impl Readers {
         result
     }
 
-    pub(crate) fn fetch<T: Record>(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<T>> {
-        let taken = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let conn = match taken {
-            Some(conn) => conn,
-            None => self.open()?,
-        };
-        let rows = (|| {
+    /// Calls `f` with each row, borrowed (no copy of its text) until the next row is read.
+    pub(crate) fn visit(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        mut f: impl FnMut(&rusqlite::Row<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(&lite(sql))?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), T::from_lite)?;
-            rows.collect::<rusqlite::Result<Vec<T>>>()
-        })();
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < 16
-        {
-            idle.push(conn);
-        }
-        Ok(rows?)
+            let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+            while let Some(row) = rows.next()? {
+                f(row)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub(crate) fn fetch<T: Record>(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.visit(sql, args, |row| {
+            out.push(T::from_lite(row)?);
+            Ok(())
+        })?;
+        Ok(out)
     }
 }
 
