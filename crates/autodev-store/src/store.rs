@@ -54,10 +54,13 @@ pub enum StoreError {
     /// (`--no-migrate`). Run `autodev migrate`.
     #[error("the database needs migrations {0:?}: run `autodev migrate` (or start without --no-migrate)")]
     Pending(Vec<i64>),
-    /// A run insert committed in a batch with others failed; the message says why (a
-    /// duplicate short id is worth retrying with a new id: see `is_unique_violation`).
+    /// A batch of run inserts could not be committed; the message says why. (An insert
+    /// that fails on its own returns its own error, so `is_unique_violation` sees it.)
     #[error("{0}")]
     Batch(String),
+    /// A caller asked for something the store does not do (a bug in the caller).
+    #[error("{0}")]
+    Invalid(String),
     /// The database URL is not one Autodev understands.
     #[error("{0}")]
     Url(String),
@@ -67,7 +70,7 @@ impl StoreError {
     /// Whether SQLite refused because another connection held a lock (worth retrying).
     /// Whether a unique constraint refused the write (e.g. two runs drew the same short id).
     pub fn is_unique_violation(&self) -> bool {
-        is_unique_violation(self) || matches!(self, StoreError::Batch(m) if m.contains("UNIQUE constraint failed"))
+        is_unique_violation(self)
     }
 
     pub fn is_locked(&self) -> bool {
@@ -1369,7 +1372,7 @@ impl Store {
     /// that already ended, are left alone. Returns how many ended now.
     pub async fn finish_claimed(&self, ids: &[String], owner: &str, to: RunState, reason: &str) -> Result<usize> {
         if !to.is_terminal() {
-            return Err(StoreError::Url(format!("finish_claimed needs a terminal state, not {to}")));
+            return Err(StoreError::Invalid(format!("finish_claimed needs a terminal state, not {to}")));
         }
         let now = now_ms();
         let mut tx = self.begin().await?;

@@ -20,6 +20,22 @@ fn project(name: &str) -> ProjectRow {
     }
 }
 
+/// Inserts the runs concurrently, so they reach the store's group commit together.
+async fn futures_join(store: &Store, runs: &[(NewRun, bool)]) -> Vec<Result<autodev_domain::Event, StoreError>> {
+    let tasks: Vec<_> = runs
+        .iter()
+        .map(|(run, _)| {
+            let (store, run) = (store.clone(), run.clone());
+            tokio::spawn(async move { store.insert_run(&run, created()).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 fn queued_for(project: &ProjectRow) -> NewRun {
     NewRun { project_id: Some(project.id.clone()), ..new_run() }
 }
@@ -145,6 +161,26 @@ super::runs::both! {
             assert!(matches!(last.kind, EventKind::StateChanged { from: RunState::Queued, to: RunState::Failed, .. }), "{last:?}");
         }
         assert_eq!(store.get_run(&theirs[0]).await.unwrap().state, "queued");
+    }
+
+    async fn a_short_id_drawn_twice_is_refused_as_a_unique_violation_even_in_a_batch(store) {
+        let first = new_run();
+        store.insert_run(&first, created()).await.unwrap();
+        let twin = NewRun { short_id: first.short_id.clone(), ..new_run() };
+        let err = store.insert_run(&twin, created()).await.unwrap_err();
+        assert!(err.is_unique_violation(), "{err}");
+        // Inserted together with others (group commit), only the twin fails, and the same way.
+        let others: Vec<NewRun> = (0..5).map(|_| new_run()).collect();
+        let mut all: Vec<_> = others.iter().map(|r| (r.clone(), false)).collect();
+        all.insert(2, (NewRun { short_id: first.short_id.clone(), ..new_run() }, true));
+        let results = futures_join(&store, &all).await;
+        for ((_, twin), result) in all.iter().zip(results) {
+            match result {
+                Ok(_) => assert!(!twin),
+                Err(e) => assert!(*twin && e.is_unique_violation(), "{e}"),
+            }
+        }
+        assert_eq!(store.list_runs(100).await.unwrap().len(), 6);
     }
 
     async fn a_repeated_delivery_is_recorded_once(store) {
