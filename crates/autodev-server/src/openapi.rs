@@ -340,3 +340,22 @@ pub fn document() -> &'static Value {
 pub async fn serve() -> impl IntoResponse {
     Json(document().clone())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    /// The documented run states are the domain's, in order (`RunStateName` mirrors
+    /// `RunState` because the domain crate carries no OpenAPI dependency).
+    #[test]
+    fn documented_run_states_are_the_domain_states() {
+        let doc = super::document();
+        let names: Vec<&str> = doc["components"]["schemas"]["RunStateName"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let domain: Vec<&str> = autodev_domain::RunState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, domain);
+    }
+}
