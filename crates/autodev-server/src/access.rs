@@ -25,7 +25,7 @@ use crate::auth::{self, AuthError, Pepper};
 pub const KEY_TTL: Duration = Duration::from_secs(5);
 
 struct Cached {
-    key: KeyRow,
+    key: std::sync::Arc<KeyRow>,
     role: AccessRole,
     at: Instant,
 }
@@ -93,7 +93,7 @@ impl Guard {
         store: &Store,
         pepper: &Pepper,
         token: &str,
-    ) -> Result<Option<(KeyRow, AccessRole)>, AuthError> {
+    ) -> Result<Option<(std::sync::Arc<KeyRow>, AccessRole)>, AuthError> {
         if !auth::well_formed(token) {
             return Ok(None);
         }
@@ -105,7 +105,8 @@ impl Guard {
         {
             return Ok(Some((c.key.clone(), c.role)));
         }
-        let found = auth::authenticate(store, pepper, token).await?;
+        // Shared, not cloned: a cache hit on every request hands out the same row.
+        let found = auth::authenticate(store, pepper, token).await?.map(|(key, role)| (std::sync::Arc::new(key), role));
         {
             let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             match &found {

@@ -72,7 +72,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The caller, authenticated by `Authorization: Bearer KEY`.
 pub struct Caller {
-    pub key: KeyRow,
+    pub key: std::sync::Arc<KeyRow>,
     pub role: AccessRole,
 }
 
@@ -362,7 +362,7 @@ async fn cancel_run(
         Err(e) => Err(ApiError::internal(&e)),
     };
     let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
-    state.store.audit(Some(&caller.key), "POST", &format!("/api/v1/runs/{}/cancel", run.id), status, None).await?;
+    state.store.audit(Some(&*caller.key), "POST", &format!("/api/v1/runs/{}/cancel", run.id), status, None).await?;
     result?;
     Ok(Json(run_json(&state.store.get_run(&run.id).await?)))
 }

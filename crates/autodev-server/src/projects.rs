@@ -77,7 +77,7 @@ pub async fn create(
         updated_at: now,
     };
     state.store.insert_project(&row).await?;
-    state.store.audit(Some(&caller.key), "POST", "/api/v1/projects", 201, Some(&row.name)).await?;
+    state.store.audit(Some(&*caller.key), "POST", "/api/v1/projects", 201, Some(&row.name)).await?;
     Ok((StatusCode::CREATED, Json(project_json(&row))))
 }
 
@@ -121,7 +121,7 @@ pub async fn update(
         row.settings = Value::Object(settings).to_string();
     }
     state.store.update_project(&row).await?;
-    state.store.audit(Some(&caller.key), "PATCH", &format!("/api/v1/projects/{}", row.id), 200, None).await?;
+    state.store.audit(Some(&*caller.key), "PATCH", &format!("/api/v1/projects/{}", row.id), 200, None).await?;
     Ok(Json(project_json(&state.store.find_project(&row.id).await?)))
 }
 
@@ -135,7 +135,7 @@ pub async fn delete(
     state.store.delete_project(&row.id).await?;
     state
         .store
-        .audit(Some(&caller.key), "DELETE", &format!("/api/v1/projects/{}", row.id), 204, Some(&row.name))
+        .audit(Some(&*caller.key), "DELETE", &format!("/api/v1/projects/{}", row.id), 204, Some(&row.name))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

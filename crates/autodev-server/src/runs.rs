@@ -57,7 +57,7 @@ pub async fn create(
     // Build the client now so a run for a provider that is not configured is refused here,
     // not found failing later in a worker.
     state.models.check(&settings).map_err(|e| ApiError::invalid("model", e))?;
-    let audit = AuditEntry::new(Some(&caller.key), "POST", "/api/v1/runs", 201, None);
+    let audit = AuditEntry::new(Some(&*caller.key), "POST", "/api/v1/runs", 201, None);
     let req = checkout::ProjectRun { project: &project, spec, settings, origin: None, audit: Some(audit) };
     let run = match checkout::enqueue(&state.store, req).await {
         Ok((run, _)) => run,
@@ -88,7 +88,7 @@ async fn decide(
     let verb = if approved { "approve" } else { "reject" };
     let result = approve_plan(&state.store, &run.id, approved, &caller.key.name, &comment).await;
     let status = if result.is_ok() { 200 } else { 409 };
-    state.store.audit(Some(&caller.key), "POST", &format!("/api/v1/runs/{}/{verb}", run.id), status, None).await?;
+    state.store.audit(Some(&*caller.key), "POST", &format!("/api/v1/runs/{}/{verb}", run.id), status, None).await?;
     match result {
         Ok(_) => Ok(Json(run_json(&state.store.get_run(&run.id).await?))),
         Err(EngineError::Invalid(msg)) => Err(ApiError::conflict(msg)),
