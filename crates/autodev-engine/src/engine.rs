@@ -115,7 +115,9 @@ pub struct Engine {
     pub(crate) step_overheads: Option<Arc<Mutex<Vec<Duration>>>>,
 }
 
-const LEASE_TTL: Duration = Duration::from_secs(15);
+/// How long a run stays leased without a heartbeat; the driving process renews it, and a
+/// process that dies loses its runs to other workers after this long.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
 
 impl Engine {
     pub fn new(store: Store, model: Arc<dyn ModelClient>, prices: PriceTable, home: &Path) -> Self {

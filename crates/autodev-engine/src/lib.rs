@@ -29,5 +29,5 @@ pub mod prompts;
 pub mod report;
 pub mod settings;
 
-pub use engine::{Engine, EngineError, Outcome, RunRequest, approve_plan, cancel_run, process_owner};
+pub use engine::{Engine, EngineError, LEASE_TTL, Outcome, RunRequest, approve_plan, cancel_run, process_owner};
 pub use settings::RunSettings;

@@ -3,7 +3,6 @@
 //! On shutdown a worker stops claiming and interrupts its run between steps; the run stays
 //! resumable and another worker (or this one, restarted) picks it up.
 use std::sync::Arc;
-use std::time::Duration;
 
 use autodev_domain::{ModelClient, RunState};
 use autodev_engine::{Engine, RunSettings};
@@ -24,9 +23,6 @@ pub trait ModelFactory: Send + Sync {
     }
 }
 
-/// How long a claimed run stays leased without a heartbeat (the engine renews it).
-const LEASE: Duration = Duration::from_secs(15);
-
 /// Runs `count` workers until `shutdown`.
 pub async fn run_workers(state: AppState, count: usize, shutdown: CancellationToken) {
     let mut set = tokio::task::JoinSet::new();
@@ -39,7 +35,7 @@ pub async fn run_workers(state: AppState, count: usize, shutdown: CancellationTo
 async fn worker(state: AppState, shutdown: CancellationToken) {
     let owner = autodev_engine::process_owner();
     while !shutdown.is_cancelled() {
-        let claimed = match state.store.claim_next_run(&owner, LEASE).await {
+        let claimed = match state.store.claim_next_run(&owner, autodev_engine::LEASE_TTL).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::error!(error = %e, "could not claim a run");
