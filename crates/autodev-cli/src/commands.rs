@@ -99,7 +99,12 @@ fn store_error(e: StoreError) -> Exit {
 }
 
 fn engine(store: Store, model: Arc<dyn ModelClient>, cfg: &FileConfig, home: &Path) -> Engine {
-    Engine::new(store, model, PriceTable::with_overrides(&cfg.prices), home)
+    Engine::new(store, model, PriceTable::with_overrides(&cfg.prices), home).with_sandbox(sandbox_config(cfg))
+}
+
+/// The operator's sandbox choice from the configuration.
+pub fn sandbox_config(cfg: &FileConfig) -> autodev_engine::SandboxConfig {
+    autodev_engine::SandboxConfig { mode: cfg.sandbox.mode.unwrap_or_default(), readonly: cfg.sandbox.readonly.clone() }
 }
 
 /// Turns flags and config into the run's settings.
@@ -133,6 +138,7 @@ pub fn settings(args: &RunArgs, cfg: &FileConfig, test_command: String) -> RunSe
         record: args.model.record.as_ref().map(|p| absolute(p)),
         replay: args.model.replay.as_ref().map(|p| absolute(p)),
         keep_worktrees: false,
+        config_warnings: cfg.repo_warnings.clone(),
     }
 }
 
@@ -174,7 +180,8 @@ async fn run_inner(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<
     let engine = engine(store, model, &cfg, home);
     let mut display = Display::new(args.json);
     let mut events = engine.subscribe();
-    let req = RunRequest { repo: args.repo.clone(), spec, base: args.base.clone(), settings };
+    let base = args.base.clone().or_else(|| cfg.base_branch.clone());
+    let req = RunRequest { repo: args.repo.clone(), spec, base, settings };
     let run = match engine.create_run(req).await {
         Ok(run) => run,
         Err(EngineError::Invalid(msg)) => return Err(Exit::Usage(msg)),
@@ -536,7 +543,14 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
         jira_secret: secret("AUTODEV_JIRA_WEBHOOK_SECRET")?,
         trigger_label: cfg.trigger_label.clone(),
     };
+    let sandbox = sandbox_config(&cfg);
+    if let Err(why) = sandbox.mode.check_available() {
+        tracing::error!("agents cannot be sandboxed on this host; every run will fail until this is fixed: {why}");
+    } else if !sandbox.mode.isolated() {
+        tracing::warn!("{}", autodev_engine::unisolated_message(sandbox.mode));
+    }
     Ok(autodev_server::AppState {
+        sandbox,
         store,
         pepper,
         home: home.to_path_buf(),

@@ -2,6 +2,11 @@
 //! `--config`), then `autodev.toml` at the repository root, then `AUTODEV_*` variables, then
 //! command-line flags. Secrets come from the usual variables (`OPENAI_API_KEY`, …) or from a
 //! file named by `X_FILE`, as Docker and Kubernetes mount them.
+//!
+//! Who may set what: the repository is not the operator. Its `autodev.toml` may set the
+//! test command and the base branch, and lower the limits ([`REPO_KEYS`]); anything else in
+//! it (the sandbox, provider URLs and keys, prices, the model, higher limits) is not applied
+//! and becomes a warning naming the keys, in `config check` and in the run's events.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +27,10 @@ pub struct ProviderSection {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxSection {
+    /// `bwrap` (default), `landlock` or `none`; see the README's security model.
+    pub mode: Option<autodev_workspace::SandboxMode>,
+    /// System and toolchain directories visible read-only (default: what `doctor` lists).
+    pub readonly: Option<Vec<PathBuf>>,
     pub network: Option<bool>,
     pub pass_env: Vec<String>,
     pub writable: Vec<PathBuf>,
@@ -30,6 +39,8 @@ pub struct SandboxSection {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
+    /// The branch runs start from (default: the checked-out branch).
+    pub base_branch: Option<String>,
     pub model: Option<String>,
     pub provider: Option<String>,
     pub test_command: Option<String>,
@@ -55,12 +66,30 @@ pub struct FileConfig {
     pub trigger_label: Option<String>,
     /// Price and context-window overrides, by model id.
     pub prices: BTreeMap<String, ModelInfo>,
+    /// What the repository's `autodev.toml` tried to set and may not.
+    #[serde(skip)]
+    pub repo_warnings: Vec<String>,
 }
+
+/// Keys a repository's `autodev.toml` may set. The limits among them may only be lowered.
+pub const REPO_KEYS: &[&str] = &[
+    "test_command",
+    "base_branch",
+    "max_parallel",
+    "max_repair_rounds",
+    "max_steps",
+    "max_task_tokens",
+    "max_cost_usd",
+    "max_output_tokens",
+    "command_timeout_secs",
+    "test_timeout_secs",
+];
 
 /// `AUTODEV_*` variables read as config keys (others, like `AUTODEV_HOME`, are flags).
 const ENV_KEYS: &[&str] = &[
     "model",
     "provider",
+    "base_branch",
     "test_command",
     "max_parallel",
     "max_repair_rounds",
@@ -88,11 +117,7 @@ impl FileConfig {
             Some(path) => fig = fig.merge(Toml::file(path)),
             None => fig = fig.merge(Toml::file(home.join("autodev.toml"))),
         }
-        if let Some(repo) = repo {
-            fig = fig.merge(Toml::file(repo.join("autodev.toml")));
-        }
-        fig = fig.merge(Env::prefixed("AUTODEV_").only(ENV_KEYS));
-        let cfg: FileConfig = match fig.extract() {
+        let mut cfg: FileConfig = match fig.extract() {
             Ok(cfg) => cfg,
             Err(errors) => {
                 for e in errors {
@@ -101,8 +126,81 @@ impl FileConfig {
                 FileConfig::default()
             }
         };
+        if let Some(repo) = repo {
+            match cfg.apply_repository(&repo.join("autodev.toml")) {
+                Ok(()) => {}
+                Err(p) => problems.extend(p),
+            }
+        }
+        let warnings = std::mem::take(&mut cfg.repo_warnings);
+        let fig = Figment::from(Serialized::defaults(cfg)).merge(Env::prefixed("AUTODEV_").only(ENV_KEYS));
+        let mut cfg: FileConfig = match fig.extract() {
+            Ok(cfg) => cfg,
+            Err(errors) => {
+                for e in errors {
+                    problems.push(e.to_string());
+                }
+                FileConfig::default()
+            }
+        };
+        cfg.repo_warnings = warnings;
+        match std::env::var("AUTODEV_SANDBOX_MODE") {
+            Ok(mode) => match mode.parse() {
+                Ok(mode) => cfg.sandbox.mode = Some(mode),
+                Err(e) => problems.push(format!("AUTODEV_SANDBOX_MODE: {e}")),
+            },
+            Err(_) => {}
+        }
         problems.extend(cfg.validate());
         if problems.is_empty() { Ok(cfg) } else { Err(problems) }
+    }
+
+    /// Applies a repository's `autodev.toml` (if there is one): [`REPO_KEYS`] only, limits
+    /// only downwards; everything else becomes a warning in `repo_warnings`.
+    fn apply_repository(&mut self, path: &Path) -> Result<(), Vec<String>> {
+        let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+        let shown = path.display();
+        let mut table: toml::Table = text.parse().map_err(|e| vec![format!("{shown}: {e}")])?;
+        let refused: Vec<String> = table.keys().filter(|k| !REPO_KEYS.contains(&k.as_str())).cloned().collect();
+        for key in &refused {
+            table.remove(key);
+        }
+        if !refused.is_empty() {
+            self.repo_warnings.push(format!(
+                "the repository's autodev.toml may not set {}: not applied (only the operator's configuration in AUTODEV_HOME, --config or AUTODEV_* sets these; a repository may set {} and lower limits)",
+                refused.join(", "),
+                REPO_KEYS[..2].join(", ")
+            ));
+        }
+        let repo: RepoConfig = table.try_into().map_err(|e| vec![format!("{shown}: {e}")])?;
+        let d = autodev_engine::RunSettings::default();
+        if repo.test_command.is_some() {
+            self.test_command = repo.test_command;
+        }
+        if repo.base_branch.is_some() {
+            self.base_branch = repo.base_branch;
+        }
+        let mut raised = Vec::new();
+        lower(&mut self.max_parallel, repo.max_parallel, d.max_parallel, "max_parallel", &mut raised);
+        lower(&mut self.max_repair_rounds, repo.max_repair_rounds, d.max_repair_rounds, "max_repair_rounds", &mut raised);
+        lower(&mut self.max_steps, repo.max_steps, d.max_steps, "max_steps", &mut raised);
+        lower(&mut self.max_task_tokens, repo.max_task_tokens, d.max_task_tokens, "max_task_tokens", &mut raised);
+        lower(&mut self.max_output_tokens, repo.max_output_tokens, d.max_output_tokens, "max_output_tokens", &mut raised);
+        lower(&mut self.command_timeout_secs, repo.command_timeout_secs, d.command_timeout_secs, "command_timeout_secs", &mut raised);
+        lower(&mut self.test_timeout_secs, repo.test_timeout_secs, d.test_timeout_secs, "test_timeout_secs", &mut raised);
+        if let Some(cost) = repo.max_cost_usd {
+            match self.max_cost_usd {
+                Some(current) if cost > current => raised.push(format!("max_cost_usd = {cost} (the limit is {current})")),
+                _ => self.max_cost_usd = Some(cost),
+            }
+        }
+        if !raised.is_empty() {
+            self.repo_warnings.push(format!(
+                "the repository's autodev.toml may only lower limits: {} not applied",
+                raised.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Vec<String> {
@@ -128,6 +226,40 @@ impl FileConfig {
             }
         }
         p
+    }
+}
+
+/// What a repository's `autodev.toml` may hold (see [`REPO_KEYS`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RepoConfig {
+    test_command: Option<String>,
+    base_branch: Option<String>,
+    max_parallel: Option<usize>,
+    max_repair_rounds: Option<u32>,
+    max_steps: Option<u32>,
+    max_task_tokens: Option<u64>,
+    max_cost_usd: Option<f64>,
+    max_output_tokens: Option<u32>,
+    command_timeout_secs: Option<u64>,
+    test_timeout_secs: Option<u64>,
+}
+
+/// Takes the repository's value of a limit when it is not above the operator's (or the
+/// default); otherwise notes it in `raised`.
+fn lower<T: PartialOrd + Copy + std::fmt::Display>(
+    current: &mut Option<T>,
+    repo: Option<T>,
+    default: T,
+    name: &str,
+    raised: &mut Vec<String>,
+) {
+    let Some(value) = repo else { return };
+    let limit = current.unwrap_or(default);
+    if value <= limit {
+        *current = Some(value);
+    } else {
+        raised.push(format!("{name} = {value} (the limit is {limit})"));
     }
 }
 

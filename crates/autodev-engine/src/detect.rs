@@ -51,8 +51,10 @@ const KEY_FILES: &[&str] = &[
 ];
 
 /// A compact view of the repository: the tracked files (capped) and the key files' heads.
-pub async fn repo_view(worktree: &Path) -> String {
-    let git = autodev_workspace::Git::new(worktree);
+/// `git` is the worktree's (checked) git; key files are read through a handle on the
+/// worktree, so a committed symlink to a file outside it is not followed into the prompt.
+pub async fn repo_view(git: &autodev_workspace::Git, worktree: &Path) -> String {
+    let root = autodev_workspace::fsops::Root::open(worktree).ok();
     let files = git.run(&["ls-files"]).await.unwrap_or_default();
     let all: Vec<&str> = files.lines().collect();
     let mut out = String::from("## Files\n");
@@ -64,7 +66,10 @@ pub async fn repo_view(worktree: &Path) -> String {
         out.push_str(&format!("... and {} more files\n", all.len() - 400));
     }
     for name in KEY_FILES {
-        let Ok(text) = std::fs::read_to_string(worktree.join(name)) else { continue };
+        let Some(bytes) = root.as_ref().and_then(|r| r.check(name).ok().and_then(|p| r.read(&p).ok())) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
         let cut: String = text.chars().take(3_000).collect();
         out.push_str(&format!("\n## {name}\n```\n{cut}\n```\n"));
     }

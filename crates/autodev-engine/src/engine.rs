@@ -7,7 +7,7 @@ use std::time::Duration;
 use autodev_domain::{Event, EventKind, ModelClient, ModelError, RunState, Spec};
 use autodev_llm::PriceTable;
 use autodev_store::{RunRow, Store, StoreError};
-use autodev_workspace::{Git, GitError, SandboxPolicy};
+use autodev_workspace::{Git, GitError, SandboxMode, SandboxPolicy};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -80,11 +80,20 @@ impl RunCtx {
         Git::new(&self.run.repo)
     }
 
+    /// What this run's commands may see and do: the operator's sandbox mode and read-only
+    /// list (process-wide), this run's network, variables and writable list (operator
+    /// settings stored with the run), the project's build caches, and `AUTODEV_HOME` and the
+    /// repository hidden.
     pub fn policy(&self) -> SandboxPolicy {
-        let mut p = SandboxPolicy::new(self.dir.join("tmp"));
+        let mut p = SandboxPolicy::new(self.dir.join("tmp")).with_mode(self.engine.sandbox.mode);
+        if let Some(readonly) = &self.engine.sandbox.readonly {
+            p.readonly = readonly.clone();
+        }
+        p.cache_dir = Some(self.engine.home.join("cache").join(crate::isolation::cache_key(&self.run)));
+        p.hidden = vec![self.engine.home.clone(), PathBuf::from(&self.run.repo)];
         p.network = self.settings.sandbox_network;
         p.pass_env = self.settings.sandbox_pass_env.clone();
-        p.writable.extend(self.settings.sandbox_writable.iter().cloned());
+        p.writable = self.settings.sandbox_writable.clone();
         p
     }
 
@@ -113,6 +122,15 @@ pub struct Engine {
     events: broadcast::Sender<Event>,
     owner: String,
     pub(crate) step_overheads: Option<Arc<Mutex<Vec<Duration>>>>,
+    pub(crate) sandbox: SandboxConfig,
+}
+
+/// The operator's sandbox choice for every run this engine drives.
+#[derive(Clone, Debug, Default)]
+pub struct SandboxConfig {
+    pub mode: SandboxMode,
+    /// Replaces the detected system and toolchain directories when set.
+    pub readonly: Option<Vec<PathBuf>>,
 }
 
 /// How long a run stays leased without a heartbeat; the driving process renews it, and a
@@ -132,7 +150,18 @@ impl Engine {
             events,
             owner: process_owner(),
             step_overheads: None,
+            sandbox: SandboxConfig::default(),
         }
+    }
+
+    /// Sets the sandbox mode and read-only list (operator configuration).
+    pub fn with_sandbox(mut self, sandbox: SandboxConfig) -> Self {
+        self.sandbox = sandbox;
+        self
+    }
+
+    pub fn sandbox(&self) -> &SandboxConfig {
+        &self.sandbox
     }
 
     /// The lease owner this process uses (`host:pid`).

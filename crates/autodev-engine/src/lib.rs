@@ -17,6 +17,8 @@
 //! - [`prompts`]: the opening messages of each kind of conversation.
 //! - [`detect`]: test-command detection and the planner's view of the repository.
 //! - [`settings`]: the per-run settings stored with the run.
+//! - `isolation.rs`: the sandbox check at the start of a run, the unisolated-mode and
+//!   refused-configuration warnings, the per-project cache key.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod agent;
@@ -24,10 +26,14 @@ pub mod checkout;
 pub mod compact;
 pub mod detect;
 mod engine;
+mod isolation;
 mod phases;
 pub mod prompts;
 pub mod report;
 pub mod settings;
 
-pub use engine::{Engine, EngineError, LEASE_TTL, Outcome, RunRequest, approve_plan, cancel_run, process_owner};
+pub use engine::{
+    Engine, EngineError, LEASE_TTL, Outcome, RunRequest, SandboxConfig, approve_plan, cancel_run, process_owner,
+};
+pub use isolation::unisolated_message;
 pub use settings::RunSettings;

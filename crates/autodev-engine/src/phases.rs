@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use autodev_domain::{EventKind, Plan, RunState, TaskState};
 use autodev_store::TaskRow;
-use autodev_workspace::{Git, MergeOutcome, ToolBox, sandbox::run_command};
+use autodev_workspace::{MergeOutcome, ToolBox};
 use tokio::task::JoinSet;
 
 use crate::agent::{AgentEnd, AgentKind, AgentSpec, run_agent};
@@ -25,12 +25,7 @@ pub(crate) async fn drive(ctx: &Arc<RunCtx>) -> Result<Outcome> {
         let state = ctx.engine.store.run_state(&ctx.run.id).await?;
         match state {
             RunState::Queued => {
-                if autodev_workspace::SandboxSupport::cached().landlock_abi.is_none() {
-                    ctx.event(EventKind::Warning {
-                        message: "this kernel has no Landlock: agent commands run with a scrubbed environment and time limits, but without write confinement (see `autodev doctor`)".into(),
-                    })
-                    .await?;
-                }
+                crate::isolation::announce(ctx).await?;
                 transition(ctx, RunState::Planning, None).await?
             }
             RunState::Planning => plan(ctx).await?,
@@ -82,7 +77,8 @@ async fn plan(ctx: &Arc<RunCtx>) -> Result<()> {
         let header = if ctx.engine.store.conversation_exists(&run.id, "planner").await? {
             Vec::new() // the stored header is used
         } else {
-            prompts::planner(&run.spec, &detect::repo_view(&wt).await, &ctx.settings.test_command)
+            let git = ctx.repo().worktree(&wt).await?;
+            prompts::planner(&run.spec, &detect::repo_view(&git, &wt).await, &ctx.settings.test_command)
         };
         let end = run_agent(
             ctx,
@@ -251,7 +247,7 @@ async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<String>
     let AgentEnd::Finished(summary) = end else {
         return Err(EngineError::Failed(format!("task {key} ended without finishing")));
     };
-    let git = Git::new(&wt);
+    let git = ctx.repo().worktree(&wt).await?;
     git.clear_stale_locks()?;
     let message = format!("{}\n\nAutodev run {}, task {key}.\n\n{summary}", planned.title, ctx.run.short_id);
     if let Some(sha) = git.commit_all(&message).await? {
@@ -306,7 +302,7 @@ async fn merge_task(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_domai
 }
 
 async fn merge_task_into(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_domain::PlannedTask) -> Result<()> {
-    let git = Git::new(run_wt);
+    let git = ctx.repo().worktree(run_wt).await?;
     git.clear_stale_locks()?;
     let branch = task_branch(ctx, &task.id);
     let message = format!("Merge task {}: {}", task.id, task.title);
@@ -369,11 +365,14 @@ async fn merge_task_into(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_
     ctx.event(EventKind::TaskMerged { task: task.id.clone(), commit: sha }).await
 }
 
+/// The project's test command, in the same kind of sandbox as the agents' commands (a fresh
+/// one each time: nothing an agent left running sees the tests).
 async fn run_tests(ctx: &RunCtx, wt: &std::path::Path, round: u32) -> Result<(bool, String, Option<i32>)> {
-    let outcome =
-        run_command(wt, &ctx.settings.test_command, Duration::from_secs(ctx.settings.test_timeout_secs), &ctx.policy())
-            .await
-            .map_err(|e| EngineError::Failed(format!("could not run the test command: {e}")))?;
+    let sandbox = autodev_workspace::Sandbox::new(wt, ctx.policy());
+    let outcome = sandbox
+        .run(&ctx.settings.test_command, Duration::from_secs(ctx.settings.test_timeout_secs))
+        .await
+        .map_err(|e| EngineError::Failed(format!("could not run the test command: {e}")))?;
     let passed = outcome.success();
     let tail = outcome.render(40);
     let e = ctx
@@ -432,7 +431,7 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
                 },
             )
             .await?;
-            let git = Git::new(&wt);
+            let git = ctx.repo().worktree(&wt).await?;
             git.clear_stale_locks()?;
             git.commit_all(&format!("Fix failing tests (repair round {round})\n\nAutodev run {}.", ctx.run.short_id))
                 .await?;

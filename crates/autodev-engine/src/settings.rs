@@ -47,6 +47,10 @@ pub struct RunSettings {
     /// Keep worktrees after delivery (for debugging).
     #[serde(default)]
     pub keep_worktrees: bool,
+    /// Keys a repository's own `autodev.toml` tried to set and may not (sandbox, providers,
+    /// prices, higher limits): each becomes a warning event when the run starts.
+    #[serde(default)]
+    pub config_warnings: Vec<String>,
 }
 
 impl Default for RunSettings {
@@ -71,6 +75,7 @@ impl Default for RunSettings {
             record: None,
             replay: None,
             keep_worktrees: false,
+            config_warnings: Vec::new(),
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct AppState {
     pub guard: std::sync::Arc<crate::access::Guard>,
     /// Webhook secrets and the trigger label; an endpoint without its secret is off.
     pub webhooks: std::sync::Arc<crate::webhooks::WebhookConfig>,
+    /// The operator's sandbox for every run this process's workers drive.
+    pub sandbox: autodev_engine::SandboxConfig,
 }
 
 pub fn router(state: AppState) -> Router {

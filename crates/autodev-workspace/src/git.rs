@@ -1,7 +1,20 @@
 //! A typed wrapper over the `git` CLI. We shell out rather than link libgit2 or gix so that
-//! worktrees, merges and the user's own configuration behave exactly as `git` does (see
-//! CRATES.md §Git). Only porcelain output is parsed.
+//! worktrees and merges behave exactly as `git` does (see CRATES.md §Git). Only porcelain
+//! output is parsed.
+//!
+//! Autodev's own git runs outside the sandbox, on worktrees an agent has written to, so
+//! nothing in a worktree or on the user's PATH may steer it:
+//! - one git binary, looked up once in fixed system directories (never `~/.cargo/bin` or
+//!   anything else on the user's PATH);
+//! - a fixed environment: `PATH` fixed, no system or global config (`GIT_CONFIG_NOSYSTEM`,
+//!   `GIT_CONFIG_GLOBAL=/dev/null`), `HOME` of our choosing;
+//! - every call with `core.hooksPath=/dev/null` and `core.fsmonitor=false`: no hook runs
+//!   (`post-commit` runs despite `--no-verify`), no fsmonitor command;
+//! - on a worktree, explicit `GIT_DIR` and `GIT_WORK_TREE`, and before each call the
+//!   worktree's `.git` file must still name the git directory the repository registered for
+//!   it; otherwise nothing runs and the call fails with [`GitError::Tampered`].
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// The identity Autodev commits under, so agent commits are recognisable in `git log`.
 pub const AUTHOR_NAME: &str = "Autodev";
@@ -15,7 +28,27 @@ pub enum GitError {
     /// A git command failed. The message is git's own.
     #[error("`git {args}` failed in {dir}: {stderr}")]
     Failed { args: String, dir: String, stderr: String },
+    /// A worktree's `.git` no longer names its registered git directory: something in the
+    /// worktree (an agent) changed it. Nothing was run; the task fails with this reason.
+    #[error("the worktree {dir} was tampered with: {why}; no git command was run on it")]
+    Tampered { dir: String, why: String },
 }
+
+/// Directories searched for git, in order. Fixed: the user's PATH may hold a planted `git`.
+const GIT_DIRS: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
+
+/// The git binary, resolved once per process.
+pub fn git_binary() -> std::io::Result<&'static Path> {
+    static GIT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    GIT.get_or_init(|| GIT_DIRS.iter().map(|d| Path::new(d).join("git")).find(|p| p.is_file()))
+        .as_deref()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no git in {}", GIT_DIRS.join(", "))))
+}
+
+/// Variables of Autodev's own environment that its git may see (proxies, the ssh agent);
+/// everything else is dropped.
+const GIT_PASS_ENV: &[&str] =
+    &["SSH_AUTH_SOCK", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"];
 
 pub type Result<T> = std::result::Result<T, GitError>;
 
@@ -67,22 +100,89 @@ pub enum MergeOutcome {
 #[derive(Clone, Debug)]
 pub struct Git {
     dir: PathBuf,
+    /// For a worktree an agent works in: the repository's common git directory, where the
+    /// worktree's registration is checked before each call.
+    common: Option<PathBuf>,
 }
 
 impl Git {
+    /// A repository of the user's or Autodev's own (not one an agent writes to).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self { dir: dir.into(), common: None }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The repository's common git directory (absolute).
+    pub async fn common_dir(&self) -> Result<PathBuf> {
+        let out = self.run(&["rev-parse", "--path-format=absolute", "--git-common-dir"]).await?;
+        Ok(PathBuf::from(out.trim()))
+    }
+
+    /// A worktree of this repository that agents write to: every call on it is checked first.
+    pub async fn worktree(&self, path: &Path) -> Result<Git> {
+        Ok(Git { dir: path.to_path_buf(), common: Some(self.common_dir().await?) })
+    }
+
+    /// For a checked worktree: its git directory, after making sure the worktree's `.git`
+    /// file still names the directory the repository registered for this path.
+    fn verified_git_dir(&self) -> Result<Option<PathBuf>> {
+        let Some(common) = &self.common else { return Ok(None) };
+        let tampered = |why: String| GitError::Tampered { dir: self.dir.display().to_string(), why };
+        let dot_git = self.dir.join(".git");
+        let meta = dot_git.symlink_metadata().map_err(|e| tampered(format!(".git is unreadable ({e})")))?;
+        if !meta.is_file() {
+            return Err(tampered(".git is no longer a plain file".into()));
+        }
+        let text = std::fs::read_to_string(&dot_git).map_err(|e| tampered(format!(".git is unreadable ({e})")))?;
+        let named = text
+            .strip_prefix("gitdir:")
+            .map(|t| self.dir.join(t.trim()))
+            .ok_or_else(|| tampered(".git does not name a git directory".into()))?;
+        let here = self.dir.canonicalize()?.join(".git");
+        // The repository's own record: worktrees/<id>/gitdir holds the path of our `.git`.
+        let registered = std::fs::read_dir(common.join("worktrees"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|entry| {
+                std::fs::read_to_string(entry.join("gitdir"))
+                    .ok()
+                    .and_then(|p| Path::new(p.trim()).parent().and_then(|d| d.canonicalize().ok()))
+                    .is_some_and(|d| d.join(".git") == here)
+            })
+            .ok_or_else(|| tampered("the repository has no worktree registered at this path".into()))?;
+        let named = named.canonicalize().map_err(|_| tampered(format!("{} does not exist", named.display())))?;
+        if named != registered.canonicalize()? {
+            return Err(tampered(format!(".git names {} instead of {}", named.display(), registered.display())));
+        }
+        Ok(Some(registered))
+    }
+
     async fn output(&self, args: &[&str]) -> Result<std::process::Output> {
-        let out = tokio::process::Command::new("git")
+        let git_dir = self.verified_git_dir()?;
+        let mut cmd = tokio::process::Command::new(git_binary()?);
+        cmd.env_clear();
+        for name in GIT_PASS_ENV {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
+        if let Some(git_dir) = &git_dir {
+            cmd.env("GIT_DIR", git_dir).env("GIT_WORK_TREE", &self.dir);
+        }
+        let out = cmd
             .arg("-C")
             .arg(&self.dir)
+            .args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"])
             .args(args)
+            .env("PATH", GIT_DIRS.join(":"))
+            .env("HOME", "/nonexistent/autodev-git-home")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_AUTHOR_NAME", AUTHOR_NAME)
             .env("GIT_AUTHOR_EMAIL", AUTHOR_EMAIL)
@@ -158,8 +258,8 @@ impl Git {
     /// that. So adds and removes are serialised per repository within the process, and a
     /// failed add (another process racing us) is cleaned up and retried.
     pub async fn worktree_add(&self, path: &Path, branch: &str, start: &str) -> Result<()> {
-        if path.join(".git").exists() {
-            Git::new(path).clear_stale_locks()?;
+        if path.join(".git").symlink_metadata().is_ok() {
+            self.worktree(path).await?.clear_stale_locks()?;
             return Ok(());
         }
         let lock = repo_lock(&self.dir);
@@ -202,13 +302,9 @@ impl Git {
     /// Removes an `index.lock` left by a git process that was killed; a worktree with one
     /// refuses every later command.
     pub fn clear_stale_locks(&self) -> Result<()> {
-        let dot_git = self.dir.join(".git");
-        let git_dir = if dot_git.is_file() {
-            let text = std::fs::read_to_string(&dot_git)?;
-            let rel = text.trim().strip_prefix("gitdir:").unwrap_or("").trim().to_string();
-            self.dir.join(rel)
-        } else {
-            dot_git
+        let git_dir = match self.verified_git_dir()? {
+            Some(dir) => dir,
+            None => self.dir.join(".git"),
         };
         let lock = git_dir.join("index.lock");
         if lock.exists() {
@@ -289,7 +385,7 @@ impl Git {
 
     /// `git --version`, for `autodev doctor`.
     pub async fn version() -> Result<String> {
-        let out = tokio::process::Command::new("git").arg("--version").output().await?;
+        let out = tokio::process::Command::new(git_binary()?).arg("--version").env_clear().output().await?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }

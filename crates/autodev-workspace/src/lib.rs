@@ -7,17 +7,20 @@
 //! # Layout
 //! - [`git`]: a typed wrapper over the `git` CLI (porcelain output only).
 //! - [`paths`]: resolving tool paths inside a workspace root; anything that leaves it is refused.
-//! - [`sandbox`]: running a command with a time limit, an output cap, a scrubbed environment,
-//!   its own process group, and Landlock confining writes (where the kernel has it).
+//! - [`sandbox`]: running agent commands isolated from the host (bubblewrap namespaces, one
+//!   sandbox per agent), or — where the operator chose so — with Landlock or nothing.
+//! - [`fsops`]: file I/O beneath a worktree through a directory handle (cap-std), so no
+//!   symlink, however raced, leads a tool outside it.
 //! - [`tools`]: the v1 tool interface of DESIGN.md (`list_files`, `read_file`, `write_file`,
 //!   `edit_file`, `search`, `run`, `finish`) and their JSON schemas.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod fsops;
 pub mod git;
 pub mod paths;
 pub mod sandbox;
 pub mod tools;
 
 pub use git::{Git, GitError, MergeOutcome};
-pub use sandbox::{CommandOutcome, SandboxPolicy, SandboxSupport};
+pub use sandbox::{CommandOutcome, Sandbox, SandboxMode, SandboxPolicy, SandboxSupport};
 pub use tools::{ToolBox, ToolOutcome};

@@ -4,14 +4,16 @@
 //! model can read and act on, never a crash.
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use autodev_domain::ToolSpec;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::paths::{self, resolve};
-use crate::sandbox::{SandboxPolicy, run_command};
+use crate::fsops::Root;
+use crate::paths;
+use crate::sandbox::{Sandbox, SandboxPolicy};
 
 /// Limits that keep tool output inside a model's context.
 const MAX_LIST_ENTRIES: usize = 1_000;
@@ -40,11 +42,13 @@ impl ToolOutcome {
     }
 }
 
-/// The tools bound to one workspace root.
+/// The tools bound to one workspace root: file tools through a directory handle on it, and
+/// commands in one sandbox that lives as long as the last clone of the toolbox.
 #[derive(Clone, Debug)]
 pub struct ToolBox {
     root: PathBuf,
-    policy: SandboxPolicy,
+    fs: Arc<Root>,
+    sandbox: Arc<Sandbox>,
     default_timeout: Duration,
     max_timeout: Duration,
 }
@@ -107,9 +111,11 @@ fn parse<T: for<'de> Deserialize<'de>>(tool: &str, arguments: &str) -> Result<T,
 impl ToolBox {
     /// `root` is canonicalised; it must exist.
     pub fn new(root: &Path, policy: SandboxPolicy) -> std::io::Result<Self> {
+        let root = root.canonicalize()?;
         Ok(Self {
-            root: root.canonicalize()?,
-            policy,
+            fs: Arc::new(Root::open(&root)?),
+            sandbox: Arc::new(Sandbox::new(&root, policy)),
+            root,
             default_timeout: Duration::from_secs(120),
             max_timeout: Duration::from_secs(1800),
         })
@@ -126,7 +132,12 @@ impl ToolBox {
     }
 
     pub fn policy(&self) -> &SandboxPolicy {
-        &self.policy
+        self.sandbox.policy()
+    }
+
+    /// The sandbox this toolbox's commands run in (the test command uses it too).
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
     }
 
     /// The JSON schemas the model sees.
@@ -210,20 +221,21 @@ impl ToolBox {
         result.unwrap_or_else(|e| e)
     }
 
+    /// A model's path, checked and with its symlinks resolved, relative to the root.
     fn path(&self, rel: &str) -> Result<PathBuf, ToolOutcome> {
-        resolve(&self.root, rel).map_err(|e| ToolOutcome::err(e.to_string()))
+        self.fs.check(rel).map_err(|e| ToolOutcome::err(e.to_string()))
     }
 
     fn list_files(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
         let args: ListArgs = parse("list_files", arguments)?;
         let rel = args.path.unwrap_or_default();
         let dir = self.path(&rel)?;
-        if !dir.is_dir() {
+        if !self.fs.is_dir(&dir) {
             return Err(ToolOutcome::err(format!("`{rel}` is not a directory")));
         }
         let mut entries = Vec::new();
         let mut more = false;
-        for entry in walker(&dir).build().flatten() {
+        for entry in walker(&self.root.join(&dir)).build().flatten() {
             if entry.depth() == 0 || !entry.file_type().is_some_and(|t| t.is_file() || t.is_symlink()) {
                 continue;
             }
@@ -247,7 +259,7 @@ impl ToolBox {
     fn read_file(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
         let args: ReadArgs = parse("read_file", arguments)?;
         let path = self.path(&args.path)?;
-        let bytes = std::fs::read(&path).map_err(|e| ToolOutcome::err(format!("cannot read `{}`: {e}", args.path)))?;
+        let bytes = self.fs.read(&path).map_err(|e| ToolOutcome::err(format!("cannot read `{}`: {e}", args.path)))?;
         if bytes.contains(&0) {
             return Err(ToolOutcome::err(format!("`{}` is a binary file", args.path)));
         }
@@ -285,15 +297,12 @@ impl ToolBox {
             return Err(ToolOutcome::err("content is over 4 MiB; write smaller files"));
         }
         let path = self.path(&args.path)?;
-        if path.is_dir() {
+        if path.as_os_str().is_empty() || self.fs.is_dir(&path) {
             return Err(ToolOutcome::err(format!("`{}` is a directory", args.path)));
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| ToolOutcome::err(format!("cannot create directories for `{}`: {e}", args.path)))?;
-        }
-        let existed = path.exists();
-        std::fs::write(&path, &args.content)
+        let existed = self
+            .fs
+            .write(&path, args.content.as_bytes())
             .map_err(|e| ToolOutcome::err(format!("cannot write `{}`: {e}", args.path)))?;
         let lines = args.content.lines().count();
         Ok(ToolOutcome::ok(format!("{} `{}` ({lines} lines)", if existed { "replaced" } else { "created" }, args.path)))
@@ -305,8 +314,9 @@ impl ToolBox {
             return Err(ToolOutcome::err("old_text is empty; to create a file use write_file"));
         }
         let path = self.path(&args.path)?;
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ToolOutcome::err(format!("cannot read `{}`: {e}", args.path)))?;
+        let bytes = self.fs.read(&path).map_err(|e| ToolOutcome::err(format!("cannot read `{}`: {e}", args.path)))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ToolOutcome::err(format!("`{}` is not UTF-8 text; rewrite it with write_file", args.path)))?;
         let count = text.matches(&args.old_text).count();
         match count {
             0 => Err(ToolOutcome::err(format!(
@@ -315,7 +325,8 @@ impl ToolBox {
             ))),
             1 => {
                 let updated = text.replacen(&args.old_text, &args.new_text, 1);
-                std::fs::write(&path, updated)
+                self.fs
+                    .write(&path, updated.as_bytes())
                     .map_err(|e| ToolOutcome::err(format!("cannot write `{}`: {e}", args.path)))?;
                 let line = text[..text.find(&args.old_text).unwrap_or(0)].matches('\n').count() + 1;
                 Ok(ToolOutcome::ok(format!("edited `{}` at line {line}", args.path)))
@@ -336,11 +347,13 @@ impl ToolBox {
         let base = self.path(args.path.as_deref().unwrap_or(""))?;
         let mut out = String::new();
         let mut matches = 0usize;
-        'files: for entry in walker(&base).build().flatten() {
+        'files: for entry in walker(&self.root.join(&base)).build().flatten() {
             if !entry.file_type().is_some_and(|t| t.is_file()) {
                 continue;
             }
-            let Ok(bytes) = std::fs::read(entry.path()) else { continue };
+            // Read through the root handle: the walk saw a file, but by now it may be a link.
+            let Ok(rel) = entry.path().strip_prefix(&self.root) else { continue };
+            let Ok(bytes) = self.fs.read(rel) else { continue };
             if bytes.contains(&0) {
                 continue;
             }
@@ -370,9 +383,7 @@ impl ToolBox {
             return Err(ToolOutcome::err("command is empty"));
         }
         let timeout = args.timeout_secs.map(Duration::from_secs).unwrap_or(self.default_timeout).min(self.max_timeout);
-        let outcome = run_command(&self.root, &args.command, timeout, &self.policy)
-            .await
-            .map_err(|e| ToolOutcome::err(e.to_string()))?;
+        let outcome = self.sandbox.run(&args.command, timeout).await.map_err(|e| ToolOutcome::err(e.to_string()))?;
         let text = outcome.render(RUN_OUTPUT_LINES);
         Ok(if outcome.success() { ToolOutcome::ok(text) } else { ToolOutcome::err(text) })
     }
@@ -386,7 +397,7 @@ fn walker(dir: &Path) -> ignore::WalkBuilder {
         .require_git(false)
         .follow_links(false)
         .sort_by_file_name(|a, b| a.cmp(b))
-        .filter_entry(|e| e.file_name() != ".git");
+        .filter_entry(|e| !paths::is_git_name(e.file_name()));
     w
 }
 

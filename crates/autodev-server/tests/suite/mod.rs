@@ -96,6 +96,7 @@ pub async fn spawn_app_on(backend: &str) -> TestApp {
         key("viewer", AccessRole::Viewer).await,
     );
     let state = AppState {
+        sandbox: Default::default(),
         store: store.clone(),
         pepper,
         home: dir.path().to_path_buf(),

@@ -1,9 +1,8 @@
-//! Running a command on an agent's behalf: in the workspace, in its own process group (the
-//! whole group is killed on timeout), with output capped to a tail, an environment built from
-//! an allow-list and scrubbed of anything that looks like a secret, and — where the kernel
-//! has Landlock — writes confined to the workspace, a temp dir and a few configured caches,
-//! and (unless allowed) no TCP connections.
-use std::collections::BTreeMap;
+//! One process per command, for the unisolated modes (`landlock`, `none`): in the workspace,
+//! in its own process group (the whole group is killed when it ends), with output capped to a
+//! tail, the scrubbed environment of [`SandboxPolicy::environment`], and — in the `landlock`
+//! mode — writes confined to the workspace, its temp dir, the project's caches and the
+//! operator's writable list, and (unless allowed) no TCP connections.
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -14,105 +13,7 @@ use landlock::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Variables passed through to commands when set. Everything else is dropped.
-const PASS_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LANGUAGE",
-    "TERM",
-    "TZ",
-    "SHELL",
-    "CARGO_HOME",
-    "RUSTUP_HOME",
-    "RUSTUP_TOOLCHAIN",
-    "GOPATH",
-    "GOROOT",
-    "GOCACHE",
-    "GOFLAGS",
-    "JAVA_HOME",
-    "VIRTUAL_ENV",
-    "PYENV_ROOT",
-    "PYTHONPATH",
-    "NODE_PATH",
-    "NVM_DIR",
-    "CC",
-    "CXX",
-];
-
-/// Parts of a variable name that mark it as a secret; such a variable never reaches a
-/// command, even when listed in `pass_env`.
-const SECRET_MARKERS: &[&str] = &[
-    "KEY",
-    "TOKEN",
-    "SECRET",
-    "PASSWORD",
-    "PASSWD",
-    "CREDENTIAL",
-    "AUTH",
-    "COOKIE",
-    "SESSION",
-    "DATABASE_URL",
-    "PRIVATE",
-];
-
-/// Whether a variable name looks like it holds a secret.
-pub fn is_secret_name(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    SECRET_MARKERS.iter().any(|m| upper.contains(m))
-}
-
-/// What a command may do.
-#[derive(Clone, Debug)]
-pub struct SandboxPolicy {
-    /// A directory the command may write to and that becomes its `TMPDIR`.
-    pub tmp_dir: PathBuf,
-    /// More directories the command may write to (build caches such as `~/.cargo`).
-    pub writable: Vec<PathBuf>,
-    /// Extra variable names to pass through (still subject to the secret filter).
-    pub pass_env: Vec<String>,
-    /// Allow TCP connections (off by default).
-    pub network: bool,
-    /// Bytes kept of each stream's tail.
-    pub output_cap: usize,
-    /// Use Landlock where the kernel supports it.
-    pub landlock: bool,
-}
-
-impl SandboxPolicy {
-    pub fn new(tmp_dir: PathBuf) -> Self {
-        let mut writable = Vec::new();
-        if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
-            writable.push(home.join(".cache"));
-            writable.push(home.join(".npm"));
-            writable.push(home.join(".cargo"));
-        }
-        if let Some(cargo) = std::env::var_os("CARGO_HOME") {
-            writable.push(PathBuf::from(cargo));
-        }
-        Self { tmp_dir, writable, pass_env: Vec::new(), network: false, output_cap: 64 * 1024, landlock: true }
-    }
-
-    /// The environment a command gets: the allow-list plus `pass_env`, minus secrets.
-    pub fn environment(&self) -> BTreeMap<String, String> {
-        let mut env = BTreeMap::new();
-        for (name, value) in std::env::vars() {
-            let listed = PASS_ENV.contains(&name.as_str())
-                || name.starts_with("LC_")
-                || self.pass_env.iter().any(|p| p == &name);
-            if listed && !is_secret_name(&name) {
-                env.insert(name, value);
-            }
-        }
-        env.entry("PATH".into()).or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
-        env.insert("TMPDIR".into(), self.tmp_dir.to_string_lossy().into_owned());
-        env.insert("CI".into(), "true".into());
-        env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
-        env
-    }
-}
+use super::{CommandOutcome, SandboxError, SandboxMode, SandboxPolicy};
 
 /// What this host offers for sandboxing, for `autodev doctor` and for warnings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,61 +46,6 @@ impl SandboxSupport {
     }
 }
 
-/// The result of a command.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CommandOutcome {
-    /// `None` when killed by a signal (including our timeout).
-    pub exit_code: Option<i32>,
-    pub timed_out: bool,
-    pub stdout_tail: String,
-    pub stderr_tail: String,
-    pub stdout_bytes: u64,
-    pub stderr_bytes: u64,
-    pub duration: Duration,
-    /// Whether Landlock confined this command.
-    pub confined: bool,
-}
-
-impl CommandOutcome {
-    pub fn success(&self) -> bool {
-        self.exit_code == Some(0) && !self.timed_out
-    }
-
-    /// The text a model or a person reads: the status, then the tails of both streams,
-    /// each cut to its last `max_lines` lines.
-    pub fn render(&self, max_lines: usize) -> String {
-        let status = if self.timed_out {
-            format!("timed out after {:.1}s (process group killed)", self.duration.as_secs_f64())
-        } else {
-            match self.exit_code {
-                Some(code) => format!("exit code {code}"),
-                None => "killed by a signal".to_string(),
-            }
-        };
-        let mut out = status;
-        for (name, tail, total) in
-            [("stdout", &self.stdout_tail, self.stdout_bytes), ("stderr", &self.stderr_tail, self.stderr_bytes)]
-        {
-            if tail.is_empty() {
-                continue;
-            }
-            let lines: Vec<&str> = tail.lines().collect();
-            let start = lines.len().saturating_sub(max_lines);
-            let cut = start > 0 || total as usize > tail.len();
-            out.push_str(&format!("\n--- {name}{} ---\n", if cut { " (tail)" } else { "" }));
-            out.push_str(&lines[start..].join("\n"));
-        }
-        out
-    }
-}
-
-/// Errors starting a command (not the command failing, which is a normal outcome).
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    #[error("could not start the command: {0}")]
-    Spawn(#[from] std::io::Error),
-}
-
 /// Builds the Landlock ruleset in the parent (it opens directories, which is not safe to do
 /// between fork and exec); the child only calls `restrict_self`.
 fn landlock_ruleset(root: &Path, policy: &SandboxPolicy) -> Option<RulesetCreated> {
@@ -215,6 +61,7 @@ fn landlock_ruleset(root: &Path, policy: &SandboxPolicy) -> Option<RulesetCreate
     }
     let abi = ABI::V5;
     let mut writable: Vec<PathBuf> = vec![root.to_path_buf(), policy.tmp_dir.clone(), "/dev".into()];
+    writable.extend(policy.cache_dir.iter().cloned());
     writable.extend(policy.writable.iter().cloned());
     let build = || -> Result<RulesetCreated, landlock::RulesetError> {
         let ruleset = Ruleset::default().set_compatibility(CompatLevel::BestEffort);
@@ -240,19 +87,24 @@ pub async fn run_command(
     policy: &SandboxPolicy,
 ) -> Result<CommandOutcome, SandboxError> {
     std::fs::create_dir_all(&policy.tmp_dir)?;
+    let home = policy.tmp_dir.join("home");
+    std::fs::create_dir_all(&home)?;
+    if let Some(cache) = &policy.cache_dir {
+        std::fs::create_dir_all(cache)?;
+    }
     let shell = if Path::new("/bin/bash").exists() { "/bin/bash" } else { "/bin/sh" };
     let mut cmd = tokio::process::Command::new(shell);
     cmd.arg("-c")
         .arg(command)
         .current_dir(root)
         .env_clear()
-        .envs(policy.environment())
+        .envs(policy.environment(&home, &policy.tmp_dir))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut ruleset = if policy.landlock { landlock_ruleset(root, policy) } else { None };
+    let mut ruleset = if policy.mode == SandboxMode::Landlock { landlock_ruleset(root, policy) } else { None };
     let confined = ruleset.is_some();
     if ruleset.is_some() {
         // SAFETY: the closure runs in the child between fork and exec. It only takes the
@@ -308,6 +160,7 @@ pub async fn run_command(
         stdout_bytes,
         stderr_bytes,
         duration: started.elapsed(),
+        mode: policy.mode,
         confined,
     })
 }
@@ -346,8 +199,10 @@ async fn read_tail<R: AsyncRead + Unpin>(stream: Option<R>, cap: usize) -> (Stri
 mod tests {
     use super::*;
 
+    use crate::sandbox::is_secret_name;
+
     fn policy(dir: &Path) -> SandboxPolicy {
-        SandboxPolicy::new(dir.join("tmp"))
+        SandboxPolicy::new(dir.join("tmp")).with_mode(SandboxMode::None)
     }
 
     #[tokio::test]
@@ -384,7 +239,7 @@ mod tests {
         let root = dir.path().canonicalize().unwrap();
         let mut p = policy(&root);
         p.pass_env = vec!["OPENAI_API_KEY".into(), "PATH".into()];
-        let env = p.environment();
+        let env = p.environment(Path::new("/home"), Path::new("/tmp"));
         assert!(env.keys().all(|k| !is_secret_name(k)), "{env:?}");
         assert!(env.contains_key("PATH"));
         let out = run_command(&root, "env", Duration::from_secs(10), &p).await.unwrap();
@@ -406,7 +261,8 @@ mod tests {
         let root = dir.path().canonicalize().unwrap();
         let target = outside.path().join("escaped");
         let cmd = format!("echo hi > inside.txt && echo x > {}", target.display());
-        let out = run_command(&root, &cmd, Duration::from_secs(10), &policy(&root)).await.unwrap();
+        let p = policy(&root).with_mode(SandboxMode::Landlock);
+        let out = run_command(&root, &cmd, Duration::from_secs(10), &p).await.unwrap();
         assert!(out.confined);
         assert!(root.join("inside.txt").exists());
         assert!(!target.exists(), "{out:?}");

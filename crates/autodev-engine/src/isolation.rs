@@ -1,0 +1,49 @@
+//! The sandbox at the start of a run: a run whose agents cannot be isolated as configured
+//! does not start them; an unisolated mode chosen by the operator is said in the run's events
+//! (and so in its report); configuration a repository tried to set and may not is said too.
+use autodev_domain::EventKind;
+use autodev_store::RunRow;
+use sha2::{Digest, Sha256};
+
+use crate::engine::{EngineError, Result, RunCtx};
+
+/// Checks the sandbox and records the warnings; fails the run when the sandbox is missing.
+pub(crate) async fn announce(ctx: &RunCtx) -> Result<()> {
+    for warning in &ctx.settings.config_warnings {
+        ctx.event(EventKind::Warning { message: warning.clone() }).await?;
+    }
+    let mode = ctx.engine.sandbox.mode;
+    if let Err(why) = mode.check_available() {
+        return Err(EngineError::Failed(format!("sandbox_unavailable: agents were not started: {why}")));
+    }
+    if !mode.isolated() {
+        ctx.event(EventKind::Warning { message: unisolated_message(mode) }).await?;
+    }
+    Ok(())
+}
+
+/// The warning every run in an unisolated mode carries.
+pub fn unisolated_message(mode: autodev_workspace::SandboxMode) -> String {
+    format!(
+        "UNISOLATED: sandbox.mode = \"{mode}\": agent commands can read the host's files, see its processes and reach \
+         local services{}; only the operator's configuration chose this (install bubblewrap and use \
+         sandbox.mode = \"bwrap\" to isolate them)",
+        if mode == autodev_workspace::SandboxMode::Landlock { " (writes are confined by Landlock)" } else { "" }
+    )
+}
+
+/// The directory name of a run's project build caches under `AUTODEV_HOME/cache/`: the
+/// project id, or for a run made from a local repository a hash of its path.
+pub(crate) fn cache_key(run: &RunRow) -> String {
+    match &run.project_id {
+        Some(id) => id.clone(),
+        None => {
+            let digest = Sha256::digest(run.repo.as_bytes());
+            let name: String = std::path::Path::new(&run.repo)
+                .file_name()
+                .map(|n| n.to_string_lossy().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect())
+                .unwrap_or_default();
+            format!("local-{name}-{}", hex::encode(&digest[..6]))
+        }
+    }
+}

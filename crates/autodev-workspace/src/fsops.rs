@@ -1,0 +1,106 @@
+//! File I/O beneath a worktree root through a directory handle (cap-std's `Dir`, which uses
+//! `openat2(RESOLVE_BENEATH)` where the kernel has it and checks each step otherwise). A path
+//! checked by [`crate::paths`] and then swapped for a symlink that points out, by a process
+//! racing the tool, still cannot lead the read or write outside the root.
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions};
+
+use crate::paths::{self, PathError};
+
+/// Why a file operation failed; the text goes back to the model.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for FsError {
+    fn from(e: std::io::Error) -> Self {
+        FsError::Io(e)
+    }
+}
+
+/// A worktree root opened once; every operation is relative to it.
+#[derive(Debug)]
+pub struct Root {
+    path: PathBuf,
+    dir: Dir,
+}
+
+impl Root {
+    /// Opens `path` (canonical) as the root.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let dir = Dir::open_ambient_dir(path, ambient_authority())?;
+        Ok(Self { path: path.to_path_buf(), dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks a model's path and returns it relative to the root, symlinks resolved. `""`
+    /// is the root itself.
+    pub fn check(&self, rel: &str) -> Result<PathBuf, PathError> {
+        let joined = paths::resolve(&self.path, rel)?;
+        let normal = joined.strip_prefix(&self.path).unwrap_or(Path::new("")).to_path_buf();
+        paths::resolve_links(&self.path, &normal, rel)
+    }
+
+    fn rel<'a>(p: &'a Path) -> &'a Path {
+        if p.as_os_str().is_empty() { Path::new(".") } else { p }
+    }
+
+    pub fn is_dir(&self, rel: &Path) -> bool {
+        self.dir.symlink_metadata(Self::rel(rel)).is_ok_and(|m| m.is_dir())
+    }
+
+    pub fn exists(&self, rel: &Path) -> bool {
+        self.dir.symlink_metadata(Self::rel(rel)).is_ok()
+    }
+
+    /// Reads a whole file beneath the root, refusing anything that is not a regular file (a
+    /// FIFO would block the agent).
+    pub fn read(&self, rel: &Path) -> Result<Vec<u8>, FsError> {
+        let mut opts = OpenOptions::new();
+        opts.read(true);
+        let file = self.dir.open_with(Self::rel(rel), &opts).map_err(escape_message)?;
+        if !file.metadata()?.is_file() {
+            return Err(FsError::Io(std::io::Error::other("not a regular file")));
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file.into_std(), &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Creates or replaces a file (parents created); returns whether it existed.
+    pub fn write(&self, rel: &Path, content: &[u8]) -> Result<bool, FsError> {
+        if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+            self.dir.create_dir_all(parent).map_err(escape_message)?;
+        }
+        let existed = match self.dir.symlink_metadata(rel) {
+            Ok(m) if m.is_file() => true,
+            Ok(_) => return Err(FsError::Io(std::io::Error::other("not a regular file"))),
+            Err(_) => false,
+        };
+        let mut opts = OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        let file = self.dir.open_with(rel, &opts).map_err(escape_message)?;
+        let mut file = file.into_std();
+        file.write_all(content)?;
+        Ok(existed)
+    }
+}
+
+/// cap-std's refusal ("a path led outside of the filesystem") in words the model can use.
+fn escape_message(e: std::io::Error) -> FsError {
+    if e.to_string().contains("outside of the filesystem") {
+        FsError::Io(std::io::Error::new(e.kind(), "the path resolves to outside the workspace"))
+    } else {
+        FsError::Io(e)
+    }
+}
