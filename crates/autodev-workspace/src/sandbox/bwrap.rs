@@ -1,8 +1,11 @@
 //! The `bwrap` mode: one bubblewrap sandbox per agent, with a supervisor inside that runs
 //! the agent's commands one after another.
 //!
-//! Starting a sandbox costs a few milliseconds (namespaces, mounts); a command inside a
-//! running one costs a fork and an exec. The supervisor is a short bash script (a persistent
+//! Starting a sandbox costs about 11 ms here (namespaces, mounts); a command inside a running
+//! one costs a fork: the supervisor runs it with `eval` in a subshell (about 1 ms for `echo
+//! hi`, against 2 ms for spawning `bash -c` from Autodev; `exec bash -c` inside cost 2.4 ms).
+//! The command sees what `bash -c` would give it, except that `$$` is the supervisor's pid.
+//! The supervisor is a short bash script (a persistent
 //! shell, as SWE-agent keeps one) because bash is in every sandbox already; a compiled helper
 //! would have to be found and mounted. Its protocol, one line each way:
 //! - in (its stdin): `<seq> <command>`, the command with `\`, control bytes and DEL escaped
@@ -44,7 +47,7 @@ io=/run/autodev
 while IFS= read -r line; do
   seq=${line%% *}
   printf -v cmd '%b' "${line#* }"
-  ( cd -- "$wt" 2>/dev/null; exec /bin/bash -c "$cmd" ) </dev/null >"$io/out" 2>"$io/err"
+  ( cd -- "$wt" 2>/dev/null; unset wt io line seq rc n; set --; eval "unset cmd; $cmd" ) </dev/null >"$io/out" 2>"$io/err"
   rc=$?
   n=0
   while kill -9 -1 2>/dev/null && [ $n -lt 10000 ]; do n=$((n+1)); done
