@@ -3,6 +3,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use autodev_engine::detect;
+use autodev_workspace::sandbox::{SandboxPolicy, default_readonly, selftest};
 use autodev_workspace::{Git, SandboxSupport};
 
 use crate::cli::DoctorArgs;
@@ -46,30 +47,6 @@ pub async fn doctor(home: &Path, config: Option<&Path>, args: DoctorArgs) -> Exi
         }
         Err(e) => failed |= report(Level::Fail, "git", &format!("{e}")),
     }
-    let support = SandboxSupport::probe();
-    match support.landlock_abi {
-        Some(abi) => {
-            failed |= report(
-                Level::Ok,
-                "sandbox",
-                &format!(
-                    "Landlock ABI {abi}: agent commands can write only to their workspace; TCP blocked unless allowed"
-                ),
-            )
-        }
-        None => {
-            failed |= report(
-                Level::Warn,
-                "sandbox",
-                "Landlock unavailable (kernel < 5.13 or disabled): agent commands run with a scrubbed environment, time and output limits, but unconfined writes; use a kernel with CONFIG_SECURITY_LANDLOCK=y and lsm=landlock",
-            )
-        }
-    }
-    failed |= report(
-        if support.user_namespaces { Level::Ok } else { Level::Warn },
-        "user namespaces",
-        if support.user_namespaces { "available" } else { "unavailable (containers often block them); not required" },
-    );
     let probe = home.join(".doctor-probe");
     match std::fs::create_dir_all(home).and_then(|_| std::fs::write(&probe, b"ok")) {
         Ok(()) => {
@@ -96,6 +73,10 @@ pub async fn doctor(home: &Path, config: Option<&Path>, args: DoctorArgs) -> Exi
             FileConfig::default()
         }
     };
+    for warning in &cfg.repo_warnings {
+        failed |= report(Level::Warn, "config", warning);
+    }
+    failed |= sandbox(home, &cfg).await;
     let mut any_provider = false;
     for name in provider::PROVIDERS {
         let configured = provider::configured(name, &cfg);
@@ -154,6 +135,59 @@ pub async fn doctor(home: &Path, config: Option<&Path>, args: DoctorArgs) -> Exi
         }
     }
     if failed { Exit::Failed } else { Exit::Ok }
+}
+
+/// The sandbox mode in force, what this host supports, and the self-test: attacks run inside
+/// a real sandbox, each reported as held or not.
+async fn sandbox(home: &Path, cfg: &FileConfig) -> bool {
+    let mut failed = false;
+    let mode = cfg.sandbox.mode.unwrap_or_default();
+    let support = SandboxSupport::probe();
+    let landlock = match support.landlock_abi {
+        Some(abi) => format!("Landlock ABI {abi}"),
+        None => "no Landlock".to_string(),
+    };
+    let userns = if support.user_namespaces { "user namespaces enabled" } else { "user namespaces disabled" };
+    match mode.check_available() {
+        Ok(()) if mode.isolated() => {
+            failed |= report(Level::Ok, "sandbox", &format!("mode {mode}: agents isolated in namespaces ({landlock}, {userns})"))
+        }
+        Ok(()) => {
+            failed |= report(
+                Level::Warn,
+                "sandbox",
+                &format!("mode {mode}: agents are NOT isolated (set by the operator); install bubblewrap and use sandbox.mode = \"bwrap\""),
+            )
+        }
+        Err(why) => {
+            failed |= report(Level::Fail, "sandbox", &format!("mode {mode}: {why}"));
+            return failed;
+        }
+    }
+    let readonly = cfg.sandbox.readonly.clone().unwrap_or_else(default_readonly);
+    let shown: Vec<String> = readonly.iter().map(|p| p.display().to_string()).collect();
+    failed |= report(Level::Ok, "sandbox read-only", &shown.join(" "));
+    let scratch = home.join("tmp");
+    let mut policy = SandboxPolicy::new(scratch.join("selftest-tmp")).with_mode(mode);
+    policy.readonly = readonly;
+    policy.hidden = vec![home.to_path_buf()];
+    match selftest::run(&scratch, policy).await {
+        Ok(checks) => {
+            for c in checks {
+                let level = if c.held {
+                    Level::Ok
+                } else if mode.isolated() {
+                    Level::Fail
+                } else {
+                    Level::Warn
+                };
+                let verdict = if c.held { "held" } else { "NOT held" };
+                failed |= report(level, "self-test", &format!("{:<42} {verdict} ({})", c.name, c.detail));
+            }
+        }
+        Err(e) => failed |= report(Level::Fail, "self-test", &format!("could not run: {e}")),
+    }
+    failed
 }
 
 async fn reach(base: &str) -> Result<u16, String> {

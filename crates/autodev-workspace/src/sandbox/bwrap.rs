@@ -291,7 +291,7 @@ impl Session {
         let stderr = std::fs::File::create(dirs.base.join("bwrap.err"))?;
         let mut cmd = tokio::process::Command::new(bwrap);
         cmd.args(args(root, policy, &dirs))
-            .args(["/bin/bash", "--noprofile", "--norc", "-c", SUPERVISOR, "autodev-supervisor"])
+            .args(["/bin/bash", "--noprofile", "--norc", "-c", SUPERVISOR, "bash"])
             .arg(root)
             .env_clear()
             .envs(policy.environment(Path::new(HOME_DIR), Path::new("/tmp")))

@@ -433,8 +433,9 @@ mod tests {
     async fn killing_the_supervisor_ends_only_the_sandbox() {
         let dir = tempfile::tempdir().unwrap();
         let sb = sandbox(&dir);
-        let out = sb.run("kill -9 $PPID; sleep 1; echo survived", Duration::from_secs(20)).await.unwrap();
-        assert!(!out.success());
+        // `$$` is the supervisor, `$PPID` the sandbox's init; neither is Autodev.
+        let out = sb.run("kill -9 $PPID $$; sleep 1; echo survived", Duration::from_secs(20)).await.unwrap();
+        assert!(!out.success(), "{out:?}");
         let out = sb.run("echo next", Duration::from_secs(20)).await.unwrap();
         assert_eq!(out.stdout_tail, "next\n");
     }
