@@ -1,5 +1,6 @@
 mod bad_input;
 mod context;
+mod escape;
 pub mod harness;
 mod lifecycle;
 mod tools;
