@@ -104,3 +104,59 @@ fn escape_message(e: std::io::Error) -> FsError {
         FsError::Io(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Regression (issue 9): with a directory swapped for a symlink to outside between the
+    /// check and the write, `write_file` wrote outside the worktree 2 times in 36. Here a
+    /// thread swaps `d` between a directory and such a link as fast as it can while the tool
+    /// writes through it thousands of times: nothing may land outside.
+    #[test]
+    fn writes_and_reads_raced_by_a_directory_symlink_swapper_never_leave_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root_path = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(root_path.join("d")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "outside-secret").unwrap();
+        std::os::unix::fs::symlink(&outside, root_path.join("spare")).unwrap();
+        let root_path = root_path.canonicalize().unwrap();
+        let root = Root::open(&root_path).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, base) = (stop.clone(), root_path.clone());
+            std::thread::spawn(move || {
+                let mut swaps = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // d <-> spare: a directory and a link to outside trade places.
+                    let _ = std::fs::rename(base.join("d"), base.join("tmp"));
+                    let _ = std::fs::rename(base.join("spare"), base.join("d"));
+                    let _ = std::fs::rename(base.join("tmp"), base.join("spare"));
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        let (mut written, mut refused, mut leaked_reads) = (0, 0, 0);
+        for i in 0..5_000 {
+            let name = format!("d/f{}", i % 50);
+            match root.check(&name).map_err(FsError::from).and_then(|p| root.write(&p, b"x")) {
+                Ok(_) => written += 1,
+                Err(_) => refused += 1,
+            }
+            if let Ok(bytes) = root.check("d/secret").map_err(FsError::from).and_then(|p| root.read(&p)) {
+                leaked_reads += usize::from(bytes == b"outside-secret");
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        let outside_files: Vec<_> = std::fs::read_dir(&outside).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(outside_files, vec![std::ffi::OsString::from("secret")], "a write landed outside");
+        assert_eq!(leaked_reads, 0, "a read left the root");
+        assert!(swaps > 100 && written > 0 && refused > 0, "the race was not exercised: {swaps} swaps, {written} written, {refused} refused");
+    }
+}

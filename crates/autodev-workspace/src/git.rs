@@ -464,6 +464,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hooks_and_fsmonitor_never_run() {
+        let (dir, git) = repo().await;
+        let marker = dir.path().join("ran");
+        for hook in ["pre-commit", "post-commit", "commit-msg", "post-checkout", "reference-transaction"] {
+            let path = dir.path().join(".git/hooks").join(hook);
+            std::fs::write(&path, format!("#!/bin/sh\necho {hook} >> '{}'\n", marker.display())).unwrap();
+            let mut perms = std::fs::metadata(&path).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+            std::fs::set_permissions(&path, perms).unwrap();
+        }
+        git.run(&["config", "core.fsmonitor", &format!("echo fsmonitor >> '{}'", marker.display())]).await.unwrap();
+        std::fs::write(dir.path().join("b.txt"), "two\n").unwrap();
+        git.commit_all("with hooks around").await.unwrap().unwrap();
+        let wt = dir.path().join("wt");
+        git.worktree_add(&wt, "feature", "main").await.unwrap();
+        git.worktree(&wt).await.unwrap().is_dirty().await.unwrap();
+        assert!(!marker.exists(), "ran: {}", std::fs::read_to_string(&marker).unwrap_or_default());
+    }
+
+    #[tokio::test]
+    async fn a_worktree_whose_git_file_names_another_git_dir_is_refused() {
+        let (dir, git) = repo().await;
+        let wt = dir.path().join("wt");
+        git.worktree_add(&wt, "feature", "main").await.unwrap();
+        let wgit = git.worktree(&wt).await.unwrap();
+        assert!(!wgit.is_dirty().await.unwrap());
+        let other = tempfile::tempdir().unwrap();
+        Git::new(other.path()).run(&["init", "--quiet"]).await.unwrap();
+        let original = std::fs::read_to_string(wt.join(".git")).unwrap();
+        for tampered in [
+            format!("gitdir: {}\n", other.path().join(".git").display()),
+            format!("gitdir: {}\n", dir.path().join(".git").display()),
+            "gitdir: ../nowhere\n".to_string(),
+            "garbage".to_string(),
+        ] {
+            std::fs::write(wt.join(".git"), &tampered).unwrap();
+            let err = wgit.commit_all("x").await.unwrap_err();
+            assert!(matches!(err, GitError::Tampered { .. }), "{tampered}: {err}");
+        }
+        // A symlink in its place is refused too, even to the right directory.
+        let registered = original.trim().strip_prefix("gitdir: ").unwrap().to_string();
+        std::fs::remove_file(wt.join(".git")).unwrap();
+        std::os::unix::fs::symlink(&registered, wt.join(".git")).unwrap();
+        assert!(matches!(wgit.is_dirty().await.unwrap_err(), GitError::Tampered { .. }));
+        std::fs::remove_file(wt.join(".git")).unwrap();
+        std::fs::write(wt.join(".git"), &original).unwrap();
+        assert!(!wgit.is_dirty().await.unwrap());
+    }
+
+    #[test]
+    fn git_is_found_in_system_directories_only() {
+        let git = git_binary().unwrap();
+        assert!(GIT_DIRS.iter().any(|d| git.starts_with(d)), "{}", git.display());
+    }
+
+    #[tokio::test]
     async fn conflicting_merge_names_the_files() {
         let (dir, git) = repo().await;
         let wt = dir.path().join("wt");
