@@ -673,6 +673,18 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
     let configured: Vec<&str> = provider::PROVIDERS.iter().copied().filter(|p| provider::configured(p, &cfg)).collect();
     println!("configuration is valid");
     println!("  data directory   {}", home.display());
+    let mode = cfg.sandbox.mode.unwrap_or_default();
+    println!(
+        "  sandbox          {mode}{}",
+        match mode.check_available() {
+            Err(why) => format!(" (UNAVAILABLE: {why})"),
+            Ok(()) if mode.isolated() => " (agents isolated)".to_string(),
+            Ok(()) => " (agents NOT isolated)".to_string(),
+        }
+    );
+    for warning in &cfg.repo_warnings {
+        println!("  warning          {warning}");
+    }
     println!(
         "  providers        {}",
         if configured.is_empty() {

@@ -262,7 +262,9 @@ pub(crate) fn args(root: &Path, policy: &SandboxPolicy, dirs: &SessionDirs) -> V
     }
     let io = dirs.io();
     push(&mut a, &["--bind".as_ref(), io.as_os_str(), IO_DIR.as_ref()]);
-    push(&mut a, &["--chdir".as_ref(), root.as_os_str()]);
+    // The sandbox's own root (a tmpfs holding the mount points) is read-only too: the only
+    // writable places are the ones bound above.
+    push(&mut a, &["--remount-ro".as_ref(), "/".as_ref(), "--chdir".as_ref(), root.as_os_str()]);
     a.push("--".into());
     a
 }
