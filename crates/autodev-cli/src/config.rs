@@ -182,15 +182,41 @@ impl FileConfig {
         }
         let mut raised = Vec::new();
         lower(&mut self.max_parallel, repo.max_parallel, d.max_parallel, "max_parallel", &mut raised);
-        lower(&mut self.max_repair_rounds, repo.max_repair_rounds, d.max_repair_rounds, "max_repair_rounds", &mut raised);
+        lower(
+            &mut self.max_repair_rounds,
+            repo.max_repair_rounds,
+            d.max_repair_rounds,
+            "max_repair_rounds",
+            &mut raised,
+        );
         lower(&mut self.max_steps, repo.max_steps, d.max_steps, "max_steps", &mut raised);
         lower(&mut self.max_task_tokens, repo.max_task_tokens, d.max_task_tokens, "max_task_tokens", &mut raised);
-        lower(&mut self.max_output_tokens, repo.max_output_tokens, d.max_output_tokens, "max_output_tokens", &mut raised);
-        lower(&mut self.command_timeout_secs, repo.command_timeout_secs, d.command_timeout_secs, "command_timeout_secs", &mut raised);
-        lower(&mut self.test_timeout_secs, repo.test_timeout_secs, d.test_timeout_secs, "test_timeout_secs", &mut raised);
+        lower(
+            &mut self.max_output_tokens,
+            repo.max_output_tokens,
+            d.max_output_tokens,
+            "max_output_tokens",
+            &mut raised,
+        );
+        lower(
+            &mut self.command_timeout_secs,
+            repo.command_timeout_secs,
+            d.command_timeout_secs,
+            "command_timeout_secs",
+            &mut raised,
+        );
+        lower(
+            &mut self.test_timeout_secs,
+            repo.test_timeout_secs,
+            d.test_timeout_secs,
+            "test_timeout_secs",
+            &mut raised,
+        );
         if let Some(cost) = repo.max_cost_usd {
             match self.max_cost_usd {
-                Some(current) if cost > current => raised.push(format!("max_cost_usd = {cost} (the limit is {current})")),
+                Some(current) if cost > current => {
+                    raised.push(format!("max_cost_usd = {cost} (the limit is {current})"))
+                }
                 _ => self.max_cost_usd = Some(cost),
             }
         }

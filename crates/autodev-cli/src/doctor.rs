@@ -150,13 +150,24 @@ async fn sandbox(home: &Path, cfg: &FileConfig) -> bool {
     let userns = if support.user_namespaces { "user namespaces enabled" } else { "user namespaces disabled" };
     match mode.check_available() {
         Ok(()) if mode.isolated() => {
-            failed |= report(Level::Ok, "sandbox", &format!("mode {mode}: agents isolated in namespaces ({landlock}, {userns})"))
+            let layer = if autodev_workspace::sandbox::bwrap::second_layer() {
+                "Landlock second layer on"
+            } else {
+                "no Landlock second layer"
+            };
+            failed |= report(
+                Level::Ok,
+                "sandbox",
+                &format!("mode {mode}: agents isolated in namespaces ({layer}; {landlock}, {userns})"),
+            )
         }
         Ok(()) => {
             failed |= report(
                 Level::Warn,
                 "sandbox",
-                &format!("mode {mode}: agents are NOT isolated (set by the operator); install bubblewrap and use sandbox.mode = \"bwrap\""),
+                &format!(
+                    "mode {mode}: agents are NOT isolated (set by the operator); install bubblewrap and use sandbox.mode = \"bwrap\""
+                ),
             )
         }
         Err(why) => {

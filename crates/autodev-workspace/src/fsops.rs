@@ -157,6 +157,9 @@ mod tests {
         let outside_files: Vec<_> = std::fs::read_dir(&outside).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(outside_files, vec![std::ffi::OsString::from("secret")], "a write landed outside");
         assert_eq!(leaked_reads, 0, "a read left the root");
-        assert!(swaps > 100 && written > 0 && refused > 0, "the race was not exercised: {swaps} swaps, {written} written, {refused} refused");
+        assert!(
+            swaps > 100 && written > 0 && refused > 0,
+            "the race was not exercised: {swaps} swaps, {written} written, {refused} refused"
+        );
     }
 }

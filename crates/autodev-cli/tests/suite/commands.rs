@@ -396,7 +396,14 @@ async fn a_repositorys_autodev_toml_cannot_widen_access() {
     let script = Script::default();
     script
         .plan(json!([{"id": "t1", "title": "Greet", "description": "", "depends_on": [], "acceptance": []}]))
-        .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), call("run", json!({"command": "touch /autodev-escape-root 2>&1; echo end"}))])
+        .on(
+            "task:t1",
+            0,
+            vec![
+                write("greeting.txt", "hello\n"),
+                call("run", json!({"command": "touch /autodev-escape-root 2>&1; echo end"})),
+            ],
+        )
         .on("task:t1", 1, vec![finish("done")]);
     let server = script.serve(std::time::Duration::ZERO).await;
     let home = dir.path().join("home");

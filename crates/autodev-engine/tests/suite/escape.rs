@@ -27,7 +27,10 @@ fn host_leftovers(marker: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes())))
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
 }
@@ -132,7 +135,8 @@ async fn a_worktree_whose_git_file_was_changed_fails_its_task_without_running_gi
     let mut perms = std::fs::metadata(&hook).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(&hook, perms).unwrap();
-    std::fs::write(evil.join(".git/config"), "[core]\n\tfsmonitor = touch ran-fsmonitor\n\thooksPath = hooks\n").unwrap();
+    std::fs::write(evil.join(".git/config"), "[core]\n\tfsmonitor = touch ran-fsmonitor\n\thooksPath = hooks\n")
+        .unwrap();
     // The operator chose no sandbox: only Autodev's own check stands between the agent's
     // rewrite of .git and Autodev's git.
     let repoint = format!("printf 'gitdir: {}\\n' > .git && echo repointed", evil.join(".git").display());
@@ -157,5 +161,7 @@ async fn a_worktree_whose_git_file_was_changed_fails_its_task_without_running_gi
     assert!(!evil.join("ran").exists(), "the planted hook ran");
     assert!(!evil.join("ran-fsmonitor").exists(), "the planted fsmonitor ran");
     let events = app.events(&id).await;
-    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::Warning { message } if message.starts_with("UNISOLATED"))));
+    assert!(
+        events.iter().any(|e| matches!(&e.kind, EventKind::Warning { message } if message.starts_with("UNISOLATED")))
+    );
 }

@@ -262,11 +262,41 @@ pub(crate) fn args(root: &Path, policy: &SandboxPolicy, dirs: &SessionDirs) -> V
     }
     let io = dirs.io();
     push(&mut a, &["--bind".as_ref(), io.as_os_str(), IO_DIR.as_ref()]);
+    if let Some(helper) = super::init::helper() {
+        push(&mut a, &["--ro-bind".as_ref(), helper.as_os_str(), super::init::HELPER_INSIDE.as_ref()]);
+    }
     // The sandbox's own root (a tmpfs holding the mount points) is read-only too: the only
     // writable places are the ones bound above.
     push(&mut a, &["--remount-ro".as_ref(), "/".as_ref(), "--chdir".as_ref(), root.as_os_str()]);
     a.push("--".into());
     a
+}
+
+/// The Landlock init before the supervisor (see [`super::init`]), when a helper is there:
+/// writes only where the sandbox binds something writable.
+fn init_args(root: &Path, policy: &SandboxPolicy) -> Vec<OsString> {
+    if super::init::helper().is_none() {
+        return Vec::new();
+    }
+    let mut a: Vec<OsString> = vec![super::init::HELPER_INSIDE.into(), super::init::INIT_ARG.into()];
+    if policy.network {
+        a.push("--network".into());
+    }
+    let mut writable: Vec<PathBuf> =
+        vec![root.to_path_buf(), "/tmp".into(), HOME_DIR.into(), IO_DIR.into(), "/dev".into()];
+    writable.extend(policy.cache_dir.iter().cloned());
+    writable.extend(policy.writable.iter().filter(|d| d.exists()).cloned());
+    for dir in writable {
+        a.push("--write".into());
+        a.push(dir.into());
+    }
+    a.push("--".into());
+    a
+}
+
+/// Whether commands get Landlock as a second layer inside the namespaces.
+pub fn second_layer() -> bool {
+    super::init::helper().is_some()
 }
 
 /// A running sandbox and its supervisor.
@@ -292,8 +322,8 @@ impl Session {
         let dirs = SessionDirs::create(policy)?;
         let stderr = std::fs::File::create(dirs.base.join("bwrap.err"))?;
         let mut cmd = tokio::process::Command::new(bwrap);
-        cmd.args(args(root, policy, &dirs))
-            .args(["/bin/bash", "--noprofile", "--norc", "-c", SUPERVISOR, "bash"])
+        cmd.args(args(root, policy, &dirs)).args(init_args(root, policy));
+        cmd.args(["/bin/bash", "--noprofile", "--norc", "-c", SUPERVISOR, "bash"])
             .arg(root)
             .env_clear()
             .envs(policy.environment(Path::new(HOME_DIR), Path::new("/tmp")))

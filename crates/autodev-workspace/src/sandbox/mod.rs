@@ -19,6 +19,7 @@
 //! - this file: the mode, the policy (what a command may see and do), the environment, and
 //!   [`Sandbox`], the per-agent handle the tools use.
 //! - [`bwrap`]: the bubblewrap command line and the supervisor session.
+//! - [`init`]: Landlock as a second layer inside the bubblewrap sandbox.
 //! - [`spawn`]: one process per command (the `landlock` and `none` modes).
 //! - [`selftest`]: attacks run inside a sandbox, for `autodev doctor` and the tests.
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod bwrap;
+pub mod init;
 pub mod selftest;
 pub mod spawn;
 
@@ -250,8 +252,10 @@ pub(crate) fn host_cargo_home() -> Option<PathBuf> {
 /// only `bin` (its `credentials.toml` holds a registry token), the rustup, pyenv and nvm
 /// installs whole.
 pub fn default_readonly() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"].iter().map(PathBuf::from).collect();
+    let mut dirs: Vec<PathBuf> = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
     if let Some(cargo) = host_cargo_home() {
         dirs.push(cargo.join("bin"));
     }
@@ -408,7 +412,8 @@ mod tests {
         let out = sb.run("echo hi; echo err >&2; exit 3", Duration::from_secs(20)).await.unwrap();
         assert_eq!((out.exit_code, out.stdout_tail.as_str(), out.stderr_tail.as_str()), (Some(3), "hi\n", "err\n"));
         assert!(out.confined);
-        let out = sb.run("printf '%s\\n' \"a\\\\b\" 'multi\nline'; pwd; id -u; echo $HOME", Duration::from_secs(20)).await;
+        let out =
+            sb.run("printf '%s\\n' \"a\\\\b\" 'multi\nline'; pwd; id -u; echo $HOME", Duration::from_secs(20)).await;
         let out = out.unwrap();
         assert_eq!(out.stdout_tail, format!("a\\b\nmulti\nline\n{}\n65534\n/home/agent\n", sb.root().display()));
         let out = sb.run("echo made > file.txt && cat file.txt", Duration::from_secs(20)).await.unwrap();

@@ -40,7 +40,7 @@ pub async fn run(scratch: &Path, policy: SandboxPolicy) -> std::io::Result<Vec<C
     });
 
     let target = outside.join("written.txt");
-    let out = sh(&sandbox, &format!("echo x > {} 2>&1; echo done", quote(&target))).await;
+    let out = sh(&sandbox, &format!("(echo x > {}) 2>&1; echo done", quote(&target))).await;
     checks.push(Check { name: "write outside the worktree", held: !target.exists(), detail: brief(&out) });
 
     let out = sh(&sandbox, "head -c 200 /etc/shadow 2>&1").await;
@@ -124,11 +124,7 @@ pub async fn run(scratch: &Path, policy: SandboxPolicy) -> std::io::Result<Vec<C
 
     let me = std::process::id();
     let out = sh(&sandbox, &format!("kill -0 {me} 2>&1 && echo reachable")).await;
-    checks.push(Check {
-        name: "signal the Autodev process",
-        held: !out.contains("reachable"),
-        detail: brief(&out),
-    });
+    checks.push(Check { name: "signal the Autodev process", held: !out.contains("reachable"), detail: brief(&out) });
 
     let out = sh(&sandbox, "mknod /dev/autodev-null c 1 3 2>&1 && echo made; touch /dev/x 2>&1 && echo wrote").await;
     checks.push(Check {
@@ -146,9 +142,11 @@ pub async fn run(scratch: &Path, policy: SandboxPolicy) -> std::io::Result<Vec<C
 }
 
 fn host_has_leftover() -> bool {
-    std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"autodev-leftover"))
-    })
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"autodev-leftover")))
 }
 
 fn kill_host_leftovers() {

@@ -59,24 +59,26 @@ fn landlock_ruleset(root: &Path, policy: &SandboxPolicy) -> Option<RulesetCreate
         });
         return None;
     }
-    let abi = ABI::V5;
     let mut writable: Vec<PathBuf> = vec![root.to_path_buf(), policy.tmp_dir.clone(), "/dev".into()];
     writable.extend(policy.cache_dir.iter().cloned());
     writable.extend(policy.writable.iter().cloned());
-    let build = || -> Result<RulesetCreated, landlock::RulesetError> {
-        let ruleset = Ruleset::default().set_compatibility(CompatLevel::BestEffort);
-        let ruleset = ruleset.handle_access(AccessFs::from_write(abi))?;
-        let ruleset =
-            if policy.network { ruleset } else { ruleset.handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)? };
-        ruleset.create()?.add_rules(path_beneath_rules(&writable, AccessFs::from_write(abi)))
-    };
-    match build() {
+    match write_ruleset(&writable, policy.network) {
         Ok(created) => Some(created),
         Err(e) => {
             tracing::warn!(error = %e, "could not build the Landlock ruleset; commands run unconfined");
             None
         }
     }
+}
+
+/// A Landlock ruleset that allows writes beneath `writable` only and, unless `network`, no
+/// TCP connect or bind. Used for the `landlock` mode and as the second layer inside bwrap.
+pub(crate) fn write_ruleset(writable: &[PathBuf], network: bool) -> Result<RulesetCreated, landlock::RulesetError> {
+    let abi = ABI::V5;
+    let ruleset = Ruleset::default().set_compatibility(CompatLevel::BestEffort);
+    let ruleset = ruleset.handle_access(AccessFs::from_write(abi))?;
+    let ruleset = if network { ruleset } else { ruleset.handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)? };
+    ruleset.create()?.add_rules(path_beneath_rules(writable, AccessFs::from_write(abi)))
 }
 
 /// Runs `command` with `sh -c` (bash when present) in `root` under `policy`.
