@@ -36,6 +36,21 @@ pub async fn render(
         run.output_tokens,
         MicroUsd(run.cost_micros)
     );
+    // Warnings first: an unisolated sandbox or a refused repository setting is what a
+    // reviewer must not miss.
+    let warnings: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Warning { message } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !warnings.is_empty() {
+        let _ = writeln!(out, "\n## Warnings\n");
+        for w in warnings {
+            let _ = writeln!(out, "- {w}");
+        }
+    }
     let summary: String = run.spec.lines().take(12).collect::<Vec<_>>().join("\n");
     let _ = writeln!(out, "\n## Spec\n\n{summary}\n");
     if let Some(plan) = &plan {

@@ -165,3 +165,25 @@ async fn a_worktree_whose_git_file_was_changed_fails_its_task_without_running_gi
         events.iter().any(|e| matches!(&e.kind, EventKind::Warning { message } if message.starts_with("UNISOLATED")))
     );
 }
+
+#[tokio::test]
+async fn an_unisolated_mode_is_flagged_in_the_events_and_the_report() {
+    let app = TestApp::new().await;
+    app.script.plan(json!([{"id": "t1", "title": "Greet", "description": "", "depends_on": [], "acceptance": []}])).on(
+        "task:t1",
+        0,
+        vec![write("greeting.txt", "hello\n"), finish("done")],
+    );
+    let engine = app.engine.clone().with_sandbox(SandboxConfig { mode: SandboxMode::Landlock, readonly: None });
+    let req = autodev_engine::RunRequest {
+        repo: app.repo.clone(),
+        spec: autodev_domain::Spec::parse(b"# Greet").unwrap(),
+        base: None,
+        settings: settings(&app.server),
+    };
+    let id = engine.create_run(req).await.unwrap().id;
+    let outcome = engine.drive(&id, tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    let report = std::fs::read_to_string(engine.run_dir(&id).join("report.md")).unwrap();
+    assert!(report.contains("## Warnings\n\n- UNISOLATED: sandbox.mode = \"landlock\""), "{report}");
+}
