@@ -144,12 +144,11 @@ impl FileConfig {
             }
         };
         cfg.repo_warnings = warnings;
-        match std::env::var("AUTODEV_SANDBOX_MODE") {
-            Ok(mode) => match mode.parse() {
+        if let Ok(mode) = std::env::var("AUTODEV_SANDBOX_MODE") {
+            match mode.parse() {
                 Ok(mode) => cfg.sandbox.mode = Some(mode),
                 Err(e) => problems.push(format!("AUTODEV_SANDBOX_MODE: {e}")),
-            },
-            Err(_) => {}
+            }
         }
         problems.extend(cfg.validate());
         if problems.is_empty() { Ok(cfg) } else { Err(problems) }

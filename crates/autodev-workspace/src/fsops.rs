@@ -51,7 +51,7 @@ impl Root {
         paths::resolve_links(&self.path, &normal, rel)
     }
 
-    fn rel<'a>(p: &'a Path) -> &'a Path {
+    fn rel(p: &Path) -> &Path {
         if p.as_os_str().is_empty() { Path::new(".") } else { p }
     }
 

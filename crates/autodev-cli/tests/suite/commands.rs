@@ -431,3 +431,37 @@ async fn a_repositorys_autodev_toml_cannot_widen_access() {
     let out = script.requests_for("task:t1")[1].to_string();
     assert!(out.contains("Read-only file system"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_bubblewrap_no_agent_starts_and_the_fix_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    let script = Script::default();
+    let server = script.serve(std::time::Duration::ZERO).await;
+    let home = dir.path().join("home");
+    let spec = spec(dir.path(), "# Greet\n");
+    let missing = dir.path().join("no-bwrap-here");
+    let (code, stdout, stderr) = output(
+        autodev(&home)
+            .args(["run", "--test-command", "sh check.sh"])
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--spec")
+            .arg(&spec)
+            .env("AUTODEV_BWRAP", &missing)
+            .env("OPENAI_BASE_URL", server.uri()),
+    );
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(stdout.contains("sandbox_unavailable") && stdout.contains("apt-get install bubblewrap"), "{stdout}");
+    assert!(script.requests.lock().unwrap().is_empty(), "a model was called");
+    let (code, stdout, _) =
+        output(autodev(&home).args(["doctor", "--offline"]).arg("--repo").arg(&repo).env("AUTODEV_BWRAP", &missing));
+    assert_eq!(code, 1);
+    assert!(stdout.contains("[FAIL] sandbox") && stdout.contains("bubblewrap is not installed"), "{stdout}");
+    // The operator may knowingly choose another mode; every run then says so.
+    let (code, stdout, stderr) = output(
+        autodev(&home).args(["config", "check"]).env("AUTODEV_BWRAP", &missing).env("AUTODEV_SANDBOX_MODE", "none"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("sandbox          none (agents NOT isolated)"), "{stdout}");
+}

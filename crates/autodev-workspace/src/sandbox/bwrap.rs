@@ -55,8 +55,12 @@ while IFS= read -r line; do
 done
 "#;
 
-/// The bubblewrap binary, looked up in fixed system directories (never the user's PATH).
+/// The bubblewrap binary: `AUTODEV_BWRAP` (an absolute path, operator environment only), else
+/// looked up in fixed system directories (never the user's PATH).
 pub fn binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("AUTODEV_BWRAP").map(PathBuf::from) {
+        return (path.is_absolute() && path.is_file()).then_some(path);
+    }
     ["/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap"].iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
@@ -371,7 +375,24 @@ impl Session {
             return Err(self.start_error(e.to_string()).await);
         }
         let mut reply = String::new();
-        let read = tokio::time::timeout(timeout, self.stdout.read_line(&mut reply)).await;
+        let read = {
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            let mut trim = tokio::time::interval(TRIM_EVERY);
+            let line = self.stdout.read_line(&mut reply);
+            tokio::pin!(line);
+            loop {
+                tokio::select! {
+                    r = &mut line => break Ok(r),
+                    _ = &mut deadline => break Err(()),
+                    _ = trim.tick() => {
+                        for name in ["out", "err"] {
+                            trim_file(&self.dirs.io().join(name), self.output_cap);
+                        }
+                    }
+                }
+            }
+        };
         let (exit_code, timed_out) = match read {
             Ok(Ok(n)) if n > 0 => match parse_reply(&reply, self.seq) {
                 Some(rc) => (Some(rc), false),
@@ -389,7 +410,7 @@ impl Session {
                 }
                 (None, false)
             }
-            Err(_) => {
+            Err(()) => {
                 self.kill().await;
                 (None, true)
             }
@@ -431,6 +452,42 @@ impl Session {
     }
 }
 
+/// How often a running command's output files are trimmed.
+const TRIM_EVERY: Duration = Duration::from_millis(250);
+
+/// Keeps a command's output file from filling the disk: once it is past a few times the tail
+/// we keep, everything before the tail is turned into a hole (the size, and so the byte count
+/// and the writer's offset, stay; the blocks are freed).
+fn trim_file(path: &Path, cap: usize) {
+    let keep = (cap as u64).max(64 * 1024) * 4;
+    let Ok(file) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    else {
+        return;
+    };
+    let Ok(meta) = file.metadata() else { return };
+    // Blocks actually allocated: a file already trimmed is mostly a hole.
+    use std::os::unix::fs::MetadataExt;
+    if !meta.is_file() || meta.blocks() * 512 <= keep * 2 {
+        return;
+    }
+    let end = meta.len().saturating_sub(keep);
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate on a descriptor we own, punching a hole in [0, end) while keeping the
+    // size; it does not touch our memory. An error (file system without hole punching) leaves
+    // the file as it is.
+    unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            end as libc::off_t,
+        );
+    }
+}
+
 /// `<seq> <status>` for this sequence number.
 fn parse_reply(reply: &str, seq: u64) -> Option<i32> {
     let (s, rc) = reply.trim_end().split_once(' ')?;
@@ -469,10 +526,8 @@ fn read_tail_file(path: &Path, cap: usize) -> (String, u64) {
     }
     let mut kept = Vec::with_capacity((size - start) as usize);
     let _ = file.take(cap as u64).read_to_end(&mut kept);
-    if start > 0 {
-        if let Some(nl) = kept.iter().position(|b| *b == b'\n') {
-            kept.drain(..=nl);
-        }
+    if let Some(nl) = kept.iter().position(|b| *b == b'\n').filter(|_| start > 0) {
+        kept.drain(..=nl);
     }
     (String::from_utf8_lossy(&kept).into_owned(), size)
 }

@@ -435,6 +435,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn huge_output_keeps_its_tail_and_count_without_filling_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = sandbox(&dir);
+        // 400 MB through stdout; the output file may never hold more than a few MiB of blocks.
+        let cmd = "head -c 400000000 /dev/zero | tr '\\0' 'x' & \
+                   while kill -0 $! 2>/dev/null; do du -k /run/autodev/out >&2; sleep 0.2; done; \
+                   echo; echo last line";
+        let out = sb.run(cmd, Duration::from_secs(120)).await.unwrap();
+        assert_eq!(out.exit_code, Some(0), "{}", out.stderr_tail);
+        assert_eq!(out.stdout_tail, "last line\n");
+        assert_eq!(out.stdout_bytes, 400_000_000 + "\nlast line\n".len() as u64);
+        let peak_kib = out.stderr_tail.lines().filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok()).max();
+        assert!(peak_kib.unwrap_or(0) < 150_000, "on disk at most {peak_kib:?} KiB");
+    }
+
+    #[tokio::test]
     async fn killing_the_supervisor_ends_only_the_sandbox() {
         let dir = tempfile::tempdir().unwrap();
         let sb = sandbox(&dir);

@@ -151,12 +151,11 @@ fn host_has_leftover() -> bool {
 
 fn kill_host_leftovers() {
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"autodev-leftover")) {
-            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
-                // SAFETY: SIGKILL to a process the self-test itself started.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
+        let ours = std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"autodev-leftover"));
+        if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()).filter(|_| ours) {
+            // SAFETY: SIGKILL to a process the self-test itself started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
             }
         }
     }
