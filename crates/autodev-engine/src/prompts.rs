@@ -68,8 +68,8 @@ fn coder_system(test_command: &str) -> String {
          Read before you write; make the smallest change that meets the acceptance criteria; keep the \
          project's style. Use edit_file for changes to existing files and write_file for new files. \
          Run the tests (`{test_command}`) with the run tool before you finish, and fix what fails. \
-         Commands run sandboxed: no network, writes only inside the worktree. Do not commit: Autodev \
-         commits your work. When done, call finish with a short summary of what changed."
+         Commands run sandboxed: no network, writes only inside the worktree (and /tmp), nothing they \
+         start survives them, and git metadata is not available. Do not commit: Autodev commits your work. When done, call finish with a short summary of what changed."
     )
 }
 

@@ -175,7 +175,7 @@ impl ToolBox {
             ),
             spec(
                 "run",
-                "Run a shell command in the workspace (sandboxed: no network, writes only inside the workspace). Returns the exit code and the tail of stdout/stderr.",
+                "Run a shell command in the workspace (sandboxed: no network, writes only inside the workspace and /tmp; background processes end with the command). Returns the exit code and the tail of stdout/stderr.",
                 json!({"type": "object", "properties": {"command": {"type": "string"}, "timeout_secs": {"type": "integer", "minimum": 1, "maximum": 1800, "description": "Default 120."}}, "required": ["command"], "additionalProperties": false}),
             ),
             spec(
