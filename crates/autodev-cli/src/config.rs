@@ -117,15 +117,7 @@ impl FileConfig {
             Some(path) => fig = fig.merge(Toml::file(path)),
             None => fig = fig.merge(Toml::file(home.join("autodev.toml"))),
         }
-        let mut cfg: FileConfig = match fig.extract() {
-            Ok(cfg) => cfg,
-            Err(errors) => {
-                for e in errors {
-                    problems.push(e.to_string());
-                }
-                FileConfig::default()
-            }
-        };
+        let mut cfg = extract(fig, &mut problems);
         if let Some(repo) = repo {
             match cfg.apply_repository(&repo.join("autodev.toml")) {
                 Ok(()) => {}
@@ -134,15 +126,7 @@ impl FileConfig {
         }
         let warnings = std::mem::take(&mut cfg.repo_warnings);
         let fig = Figment::from(Serialized::defaults(cfg)).merge(Env::prefixed("AUTODEV_").only(ENV_KEYS));
-        let mut cfg: FileConfig = match fig.extract() {
-            Ok(cfg) => cfg,
-            Err(errors) => {
-                for e in errors {
-                    problems.push(e.to_string());
-                }
-                FileConfig::default()
-            }
-        };
+        let mut cfg = extract(fig, &mut problems);
         cfg.repo_warnings = warnings;
         if let Ok(mode) = std::env::var("AUTODEV_SANDBOX_MODE") {
             match mode.parse() {
@@ -252,6 +236,14 @@ impl FileConfig {
         }
         p
     }
+}
+
+/// The configuration a figment holds, or the defaults with its errors added to `problems`.
+fn extract(fig: Figment, problems: &mut Vec<String>) -> FileConfig {
+    fig.extract().unwrap_or_else(|errors| {
+        problems.extend(errors.into_iter().map(|e| e.to_string()));
+        FileConfig::default()
+    })
 }
 
 /// What a repository's `autodev.toml` may hold (see [`REPO_KEYS`]).

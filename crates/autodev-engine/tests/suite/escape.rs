@@ -9,16 +9,6 @@ use serde_json::json;
 
 use super::harness::*;
 
-fn tool_results(body: &serde_json::Value) -> Vec<String> {
-    body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "tool")
-        .map(|m| m["content"].as_str().unwrap_or("").to_string())
-        .collect()
-}
-
 fn run(command: &str) -> serde_json::Value {
     call("run", json!({"command": command, "timeout_secs": 20}))
 }
@@ -127,7 +117,7 @@ async fn every_known_escape_fails_and_the_run_still_delivers() {
 
 #[tokio::test]
 async fn a_worktree_whose_git_file_was_changed_fails_its_task_without_running_git() {
-    let app = TestApp::new().await;
+    let mut app = TestApp::new().await;
     let evil = app.repo.parent().unwrap().join("evilgit");
     git(app.repo.parent().unwrap(), &["init", "--quiet", "evilgit"]);
     let hook = evil.join(".git/hooks/post-commit");
@@ -144,15 +134,8 @@ async fn a_worktree_whose_git_file_was_changed_fails_its_task_without_running_gi
         .plan(json!([{"id": "t1", "title": "Tamper", "description": "", "depends_on": [], "acceptance": []}]))
         .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), run(&repoint)])
         .on("task:t1", 1, vec![finish("done")]);
-    let engine = app.engine.clone().with_sandbox(SandboxConfig { mode: SandboxMode::None, readonly: None });
-    let req = autodev_engine::RunRequest {
-        repo: app.repo.clone(),
-        spec: autodev_domain::Spec::parse(b"# Tamper").unwrap(),
-        base: None,
-        settings: settings(&app.server),
-    };
-    let id = engine.create_run(req).await.unwrap().id;
-    let outcome = engine.drive(&id, tokio_util::sync::CancellationToken::new()).await.unwrap();
+    app.engine = app.engine.clone().with_sandbox(SandboxConfig { mode: SandboxMode::None, readonly: None });
+    let (id, outcome) = app.run(settings(&app.server), "# Tamper").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
     let r = tool_results(&app.script.requests_for("task:t1")[1]);
     assert!(r[1].contains("repointed"), "{}", r[1]);
@@ -168,22 +151,15 @@ async fn a_worktree_whose_git_file_was_changed_fails_its_task_without_running_gi
 
 #[tokio::test]
 async fn an_unisolated_mode_is_flagged_in_the_events_and_the_report() {
-    let app = TestApp::new().await;
+    let mut app = TestApp::new().await;
     app.script.plan(json!([{"id": "t1", "title": "Greet", "description": "", "depends_on": [], "acceptance": []}])).on(
         "task:t1",
         0,
         vec![write("greeting.txt", "hello\n"), finish("done")],
     );
-    let engine = app.engine.clone().with_sandbox(SandboxConfig { mode: SandboxMode::Landlock, readonly: None });
-    let req = autodev_engine::RunRequest {
-        repo: app.repo.clone(),
-        spec: autodev_domain::Spec::parse(b"# Greet").unwrap(),
-        base: None,
-        settings: settings(&app.server),
-    };
-    let id = engine.create_run(req).await.unwrap().id;
-    let outcome = engine.drive(&id, tokio_util::sync::CancellationToken::new()).await.unwrap();
+    app.engine = app.engine.clone().with_sandbox(SandboxConfig { mode: SandboxMode::Landlock, readonly: None });
+    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
-    let report = std::fs::read_to_string(engine.run_dir(&id).join("report.md")).unwrap();
+    let report = std::fs::read_to_string(app.engine.run_dir(&id).join("report.md")).unwrap();
     assert!(report.contains("## Warnings\n\n- UNISOLATED: sandbox.mode = \"landlock\""), "{report}");
 }

@@ -76,3 +76,14 @@ impl TestApp {
 pub fn succeeded() -> Outcome {
     Outcome::Finished(RunState::Succeeded)
 }
+
+/// The tool results a model request carried back, in order.
+pub fn tool_results(body: &serde_json::Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or("").to_string())
+        .collect()
+}

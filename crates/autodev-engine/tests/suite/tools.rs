@@ -5,16 +5,6 @@ use serde_json::json;
 
 use super::harness::*;
 
-fn tool_results(body: &serde_json::Value) -> Vec<String> {
-    body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "tool")
-        .map(|m| m["content"].as_str().unwrap_or("").to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_path_escape_is_refused_and_the_model_reads_why() {
     let app = TestApp::new().await;

@@ -59,7 +59,15 @@ fn landlock_ruleset(root: &Path, policy: &SandboxPolicy) -> Option<RulesetCreate
         });
         return None;
     }
-    let mut writable: Vec<PathBuf> = vec![root.to_path_buf(), policy.tmp_dir.clone(), "/dev".into()];
+    // Of /dev only the usual sinks and shared memory: with /dev whole, Autodev running as root
+    // let a command make device nodes on the host.
+    let mut writable: Vec<PathBuf> = vec![root.to_path_buf(), policy.tmp_dir.clone()];
+    writable.extend(
+        ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/shm"]
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists()),
+    );
     writable.extend(policy.cache_dir.iter().cloned());
     writable.extend(policy.writable.iter().cloned());
     match write_ruleset(&writable, policy.network) {
