@@ -259,9 +259,10 @@ pub(crate) fn args(root: &Path, policy: &SandboxPolicy, dirs: &SessionDirs) -> V
     }
     push(&mut a, &["--bind".as_ref(), root.as_os_str(), root.as_os_str()]);
     // The worktree's `.git` file names the git directory Autodev's own git trusts: read-only,
-    // and as a mount point it cannot be removed or renamed either.
+    // and as a mount point it cannot be removed or renamed either (a `.git` directory, in a
+    // root that is a repository of its own, is read-only the same way).
     let dot_git = root.join(".git");
-    if dot_git.symlink_metadata().is_ok_and(|m| m.is_file()) {
+    if dot_git.symlink_metadata().is_ok_and(|m| m.is_file() || m.is_dir()) {
         push(&mut a, &["--ro-bind".as_ref(), dot_git.as_os_str(), dot_git.as_os_str()]);
     }
     let io = dirs.io();
