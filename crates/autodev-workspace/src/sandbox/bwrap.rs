@@ -16,7 +16,9 @@
 //! host reads their tails; opening them never follows a link). After each command the
 //! supervisor kills every other process in the PID namespace (`kill -9 -1` until none is
 //! left), so nothing a command started — a daemon, a `setsid` child — outlives it. A command
-//! that kills the supervisor ends the sandbox; the next command gets a new one. On a timeout
+//! that kills the supervisor ends the sandbox; the next command gets a new one. A command can
+//! reach the supervisor's pipes through `/proc` and forge its own reply: that gives it nothing
+//! it did not have, since it chooses its own exit status and output anyway. On a timeout
 //! the host kills bubblewrap, and with it (`--die-with-parent`, PID namespace) everything in
 //! the sandbox.
 use std::ffi::OsString;
@@ -379,7 +381,8 @@ impl Session {
         let read = {
             let deadline = tokio::time::sleep(timeout);
             tokio::pin!(deadline);
-            let mut trim = tokio::time::interval(TRIM_EVERY);
+            // Not at once: a short command never pays for a trim.
+            let mut trim = tokio::time::interval_at(tokio::time::Instant::now() + TRIM_EVERY, TRIM_EVERY);
             let line = self.stdout.read_line(&mut reply);
             tokio::pin!(line);
             loop {
