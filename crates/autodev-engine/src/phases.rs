@@ -131,7 +131,7 @@ async fn set_task(
 async fn execute(ctx: &Arc<RunCtx>) -> Result<()> {
     let plan = Arc::new(load_plan(ctx).await?);
     let run_wt = run_worktree(ctx).await?;
-    let mut running: JoinSet<(String, Result<String>)> = JoinSet::new();
+    let mut running: JoinSet<(String, Result<TaskEnd>)> = JoinSet::new();
     let mut in_flight: HashSet<String> = HashSet::new();
     loop {
         ctx.check_cancel()?;
@@ -192,13 +192,16 @@ async fn execute(ctx: &Arc<RunCtx>) -> Result<()> {
         let (key, result) = joined.map_err(|e| EngineError::Failed(format!("a task crashed: {e}")))?;
         in_flight.remove(&key);
         match result {
-            Ok(summary) => {
+            Ok(TaskEnd { summary, changed }) => {
                 let task = plan
                     .task(&key)
                     .cloned()
                     .ok_or_else(|| EngineError::Failed(format!("task {key} is not in the plan")))?;
+                // A task that changed nothing is done (the agent may be right that nothing was
+                // needed) but says so: in its reason, the events and the report.
+                let reason = (!changed).then_some(NO_CHANGE_TASK);
                 match merge_task(ctx, &run_wt, &task).await {
-                    Ok(()) => set_task(ctx, &key, TaskState::Done, None, Some(&summary)).await?,
+                    Ok(()) => set_task(ctx, &key, TaskState::Done, reason, Some(&summary)).await?,
                     Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
                     Err(e) => set_task(ctx, &key, TaskState::Failed, Some(&e.to_string()), Some(&summary)).await?,
                 }
@@ -219,9 +222,19 @@ async fn execute(ctx: &Arc<RunCtx>) -> Result<()> {
     transition(ctx, RunState::Verifying, None).await
 }
 
+/// The reason a task that finished without changing anything carries.
+pub(crate) const NO_CHANGE_TASK: &str = "no_change: the agent finished without changing any file";
+
+/// How a task's agent ended.
+struct TaskEnd {
+    summary: String,
+    /// Whether the task branch has commits the run branch does not.
+    changed: bool,
+}
+
 /// One task: an agent in its own worktree on a task branch from the run branch; its work is
 /// committed with the task's title as the message.
-async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<String> {
+async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<TaskEnd> {
     let key = &task.task_key;
     let planned =
         plan.task(key).cloned().ok_or_else(|| EngineError::Failed(format!("task {key} is not in the plan")))?;
@@ -257,7 +270,26 @@ async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<String>
     if ctx.run.project_id.is_some() {
         crate::checkout::checkpoint_task(&ctx.repo(), &ctx.run, &task_branch(ctx, key), key).await?;
     }
-    Ok(summary)
+    // Counted from the branches, not from this commit: a task resumed after its commit has
+    // nothing left to commit but did change something.
+    let changed = !ctx.repo().log(&format!("{}..{}", ctx.run.branch, task_branch(ctx, key))).await?.is_empty();
+    Ok(TaskEnd { summary, changed })
+}
+
+/// A run whose branch has no diff against its base does not succeed: it fails `no_change`
+/// with what the agents said, so the user can judge whether nothing was needed.
+async fn ensure_changed(ctx: &RunCtx) -> Result<()> {
+    if !ctx.repo().same_tree(&ctx.run.base_commit, &ctx.run.branch).await? {
+        return Ok(());
+    }
+    let tasks = ctx.engine.store.tasks(&ctx.run.id).await?;
+    let words: Vec<String> =
+        tasks.iter().filter_map(|t| t.summary.as_deref().map(|s| format!("{}: {}", t.task_key, s.trim()))).collect();
+    let said = if words.is_empty() { "nothing".to_string() } else { words.join("; ") };
+    Err(EngineError::Failed(format!(
+        "no_change: the run's branch has no change against {}; the agents said: {said}",
+        ctx.run.base_branch
+    )))
 }
 
 /// A task resumed in a new worktree (its first worker died, and this worker, maybe on another
@@ -395,6 +427,7 @@ async fn run_tests(ctx: &RunCtx, wt: &std::path::Path, round: u32) -> Result<(bo
 }
 
 async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
+    ensure_changed(ctx).await?;
     let wt = run_worktree(ctx).await?;
     let plan = load_plan(ctx).await.ok();
     let mut failure: Option<String> = None;
@@ -459,6 +492,8 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
 }
 
 async fn deliver(ctx: &Arc<RunCtx>) -> Result<()> {
+    // Repairs may have undone everything.
+    ensure_changed(ctx).await?;
     let repo = ctx.repo();
     let range = format!("{}..{}", ctx.run.base_commit, ctx.run.branch);
     let commits = repo.log(&range).await?;

@@ -362,6 +362,11 @@ impl Git {
         self.check(&["rev-parse", "--verify", "--quiet", "MERGE_HEAD"]).await
     }
 
+    /// Whether two revisions have the same tree (no diff between them).
+    pub async fn same_tree(&self, a: &str, b: &str) -> Result<bool> {
+        self.check(&["diff", "--quiet", a, b, "--"]).await
+    }
+
     /// Whether `ancestor` is contained in `descendant`.
     pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool> {
         self.check(&["merge-base", "--is-ancestor", ancestor, descendant]).await

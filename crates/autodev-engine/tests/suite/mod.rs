@@ -3,4 +3,5 @@ mod context;
 mod escape;
 pub mod harness;
 mod lifecycle;
+mod outcomes;
 mod tools;
