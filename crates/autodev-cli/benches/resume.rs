@@ -20,11 +20,20 @@ use serde_json::json;
 const STEPS: u32 = 60;
 const KILL_AFTER: usize = 31; // the planner's call and 30 task steps
 
+/// Task step `turn`: a different call each turn (the same one again and again is stopped as
+/// a loop), and one write, since a run that changes nothing does not succeed.
+fn step(turn: u32) -> (&'static str, serde_json::Value) {
+    if turn == STEPS - 1 {
+        ("write_file", json!({"path": "bench.txt", "content": "done\n"}))
+    } else {
+        ("search", json!({"pattern": format!("p{turn}")}))
+    }
+}
+
 fn cassette(path: &std::path::Path) {
     let mut f = std::fs::File::create(path).unwrap();
     for turn in 0..=STEPS {
-        let (name, args) =
-            if turn == STEPS { ("finish", json!({"summary": "done"})) } else { ("list_files", json!({})) };
+        let (name, args) = if turn == STEPS { ("finish", json!({"summary": "done"})) } else { step(turn) };
         let response = ModelResponse {
             message: Message::assistant(
                 "",
@@ -106,7 +115,8 @@ fn main() {
         let script = Script::default();
         script.plan(json!([{"id": "t1", "title": "Work", "description": "", "depends_on": [], "acceptance": []}]));
         for turn in 0..STEPS {
-            script.on("task:t1", turn, vec![call("list_files", json!({}))]);
+            let (name, args) = step(turn);
+            script.on("task:t1", turn, vec![call(name, args)]);
         }
         script.on("task:t1", STEPS, vec![finish("done")]);
         let server = script.serve(Duration::from_millis(5)).await;

@@ -285,6 +285,11 @@ async fn summary(engine: &Engine, run: &RunRow, json: bool) {
             patch = Some(p.clone());
         }
     }
+    // A run that ended without delivering still has its report.
+    if report.is_none() {
+        let path = engine.run_dir(&run.id).join("report.md");
+        report = path.is_file().then(|| path.display().to_string());
+    }
     let state = run.run_state();
     if json {
         let v = serde_json::json!({

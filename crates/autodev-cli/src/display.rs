@@ -1,5 +1,7 @@
 //! The live display of a run (and its `--json` form): one line per thing that happened,
-//! under a status line with the state, task progress, tokens and cost so far.
+//! under a status line with the state, task progress, tokens and cost so far. Without a
+//! terminal (a log, CI) there is no status line, so each model call gets a line of its own.
+//! Times are the events' own, from the first event shown (`runs show` replays a whole run).
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -9,8 +11,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Display {
     json: bool,
+    terminal: bool,
     bar: ProgressBar,
     started: Instant,
+    /// The first event's time, and the current event's time from it (seconds).
+    origin_ms: Option<i64>,
+    at_secs: Option<f64>,
     state: String,
     tasks: BTreeMap<String, TaskState>,
     tokens: u64,
@@ -33,7 +39,8 @@ fn tokens(n: u64) -> String {
 
 impl Display {
     pub fn new(json: bool) -> Self {
-        let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = if json || !terminal {
             ProgressBar::hidden()
         } else {
             let bar = ProgressBar::new_spinner();
@@ -43,11 +50,22 @@ impl Display {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         };
-        Self { json, bar, started: Instant::now(), state: "queued".into(), tasks: BTreeMap::new(), tokens: 0, cost: 0 }
+        Self {
+            json,
+            terminal,
+            bar,
+            started: Instant::now(),
+            origin_ms: None,
+            at_secs: None,
+            state: "queued".into(),
+            tasks: BTreeMap::new(),
+            tokens: 0,
+            cost: 0,
+        }
     }
 
     fn line(&self, text: String) {
-        let elapsed = self.started.elapsed().as_secs_f64();
+        let elapsed = self.at_secs.unwrap_or_else(|| self.started.elapsed().as_secs_f64());
         self.bar.suspend(|| {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{elapsed:>6.1}s  {text}");
@@ -76,6 +94,8 @@ impl Display {
             let _ = writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default());
             return;
         }
+        let origin = *self.origin_ms.get_or_insert(e.at_ms);
+        self.at_secs = Some((e.at_ms - origin).max(0) as f64 / 1000.0);
         match &e.kind {
             EventKind::RunCreated { title, repo, base_branch, test_command } => {
                 self.line(format!("run {} · {title}", &e.run_id[..e.run_id.len().min(36)]));
@@ -120,9 +140,24 @@ impl Display {
                     self.line(format!("  {}   ✗ {tool}: {summary}", label(conversation)));
                 }
             }
-            EventKind::ModelCall { input_tokens, output_tokens, cost_micros, .. } => {
+            EventKind::ModelCall {
+                conversation, turn, input_tokens, output_tokens, cost_micros, latency_ms, ..
+            } => {
                 self.tokens += input_tokens + output_tokens;
                 self.cost += cost_micros;
+                if !self.terminal {
+                    self.line(format!(
+                        "  {} model turn {}: {} in + {} out tokens, {}, {:.1}s (run total {} tokens, {})",
+                        label(conversation),
+                        turn + 1,
+                        tokens(*input_tokens),
+                        tokens(*output_tokens),
+                        MicroUsd(*cost_micros),
+                        *latency_ms as f64 / 1000.0,
+                        tokens(self.tokens),
+                        MicroUsd(self.cost)
+                    ));
+                }
             }
             EventKind::ContextCompacted { conversation, tokens_before, tokens_after, window, .. } => {
                 self.line(format!(
@@ -157,6 +192,7 @@ impl Display {
             EventKind::Warning { message } => self.line(format!("! {message}")),
         }
         self.status();
+        self.at_secs = None;
     }
 
     pub fn is_json(&self) -> bool {

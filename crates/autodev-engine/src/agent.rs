@@ -107,11 +107,51 @@ fn recorded_end(kind: AgentKind, name: &str, arguments: &str, is_error: bool) ->
     }
 }
 
-/// A plan written as a JSON object in a reply's text (bare or in a code fence).
-fn plan_in_text(text: &str) -> Option<Plan> {
+/// The JSON object in a reply's text (bare, in a code fence, or in `<tool_call>` tags).
+fn json_in_text(text: &str) -> Option<&str> {
     let start = text.find('{')?;
     let end = text.rfind('}')?;
-    (start < end).then(|| Plan::from_arguments(&text[start..=end]).ok()).flatten()
+    (start < end).then(|| &text[start..=end])
+}
+
+/// A tool call written as text, `{"name": ..., "arguments": ...}`: its name and arguments,
+/// the arguments as written (not re-serialised, so a duplicate key is still an error later).
+fn tool_call_in_text(text: &str) -> Option<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct TextCall<'a> {
+        name: String,
+        #[serde(borrow, alias = "parameters")]
+        arguments: &'a serde_json::value::RawValue,
+    }
+    let call: TextCall = serde_json::from_str(json_in_text(text)?).ok()?;
+    let raw = call.arguments.get();
+    let args = serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string());
+    Some((call.name, args))
+}
+
+/// What a planner's reply in text holds: a plan that validates, or why it is not one. `None`
+/// when the text has no JSON at all.
+fn plan_in_text(text: &str) -> Option<std::result::Result<Plan, String>> {
+    // A `submit_plan` call written as text carries the plan as its arguments.
+    let json = match tool_call_in_text(text) {
+        Some((name, args)) if name == "submit_plan" => args,
+        _ => json_in_text(text)?.to_string(),
+    };
+    Some(Plan::from_arguments(&json).map_err(|e| e.to_string()))
+}
+
+/// Replies without a tool call, in a row, that stop an agent (the first gets a reminder).
+const MAX_TEXT_REPLIES: u32 = 2;
+/// The same reply this many times in a row is a loop.
+const MAX_SAME_REPLIES: u32 = 3;
+
+/// Why an agent whose model does not call tools was stopped.
+fn no_tool_calls(conv: &str, n: u32, detail: &str) -> EngineError {
+    EngineError::Failed(format!(
+        "{conv}: the model answered {n} times without calling a tool{detail}; it may not support tool calls on \
+         this server (for llama.cpp: start it with `--jinja` and use a tool-capable model; for Ollama: a model \
+         with tool support), or choose another model"
+    ))
 }
 
 fn short(text: &str) -> String {
@@ -151,6 +191,9 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
     let mut messages = header;
     let mut rejections = 0u32;
     let mut quiet_turns = 0u32;
+    let mut ever_called = false;
+    let mut last_reply: Option<String> = None;
+    let mut same_replies = 0u32;
     let mut last_compaction: Option<u32> = None;
     for turn in 0.. {
         ctx.check_cancel()?;
@@ -163,6 +206,7 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
         let step_started = Instant::now();
         let mut excluded = Duration::ZERO;
         let replayed = recorded.remove(&turn);
+        let fresh_reply = replayed.is_none();
         let mut first_started = false;
         let response = match replayed {
             Some(r) => r,
@@ -293,32 +337,85 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
         spent += response.usage.input_tokens + response.usage.output_tokens;
         let calls = response.message.tool_calls.clone();
         let text = response.message.content.clone();
+        // A loop: the same reply (text and calls) again and again.
+        let signature =
+            serde_json::to_string(&(&text, calls.iter().map(|c| (&c.name, &c.arguments)).collect::<Vec<_>>()))
+                .unwrap_or_default();
+        same_replies = if last_reply.as_deref() == Some(signature.as_str()) { same_replies + 1 } else { 1 };
+        last_reply = Some(signature);
+        let looped = (same_replies >= MAX_SAME_REPLIES).then(|| {
+            EngineError::Failed(format!(
+                "{conv}: the model gave the same reply {same_replies} times in a row (a loop): {}",
+                short(&calls.first().map(|c| format!("{} {}", c.name, c.arguments)).unwrap_or_else(|| text.clone()))
+            ))
+        });
         messages.push(response.message);
         if calls.is_empty() {
+            quiet_turns += 1;
+            let in_text = tool_call_in_text(&text);
             match spec.kind {
                 AgentKind::Planner => {
                     // Some models write the plan as JSON in their reply instead of calling
-                    // the tool; a plan that parses and validates is taken as submitted.
-                    if let Some(plan) = plan_in_text(&text) {
+                    // the tool; a plan that parses and validates is taken as submitted, and
+                    // one that does not gets its error back rather than a generic reminder.
+                    let parsed = plan_in_text(&text);
+                    if let Some(Ok(plan)) = parsed {
                         return Ok(AgentEnd::Plan(plan));
                     }
-                    messages.push(Message::user(prompts::PLANNER_NUDGE));
+                    let error = parsed.and_then(std::result::Result::err);
+                    if quiet_turns >= MAX_TEXT_REPLIES {
+                        let detail = match &error {
+                            Some(e) => format!(" (its last reply held a plan that could not be read: {e})"),
+                            None => String::new(),
+                        };
+                        return Err(no_tool_calls(conv, quiet_turns, &detail));
+                    }
+                    let nudge = match error {
+                        Some(e) => {
+                            if fresh_reply {
+                                ctx.event(EventKind::PlanRejected { reason: e.clone() }).await?;
+                            }
+                            format!(
+                                "The plan in your reply could not be read: {e}. Call the `submit_plan` tool with the plan as its arguments."
+                            )
+                        }
+                        None => prompts::PLANNER_NUDGE.to_string(),
+                    };
+                    messages.push(Message::user(nudge));
                 }
                 AgentKind::Coder => {
                     // Many models end their work by answering without a tool call. After one
                     // reminder to call `finish`, a second such answer ends the task with its
-                    // text as the summary.
-                    if quiet_turns >= 1 {
+                    // text as the summary, if the model has called tools before (it can, and
+                    // says it is done). A model that never called one, or that writes tool
+                    // calls as text, is stopped with the likely cause: its text is no summary.
+                    if quiet_turns >= MAX_TEXT_REPLIES {
+                        if let Some((name, _)) = &in_text {
+                            return Err(no_tool_calls(
+                                conv,
+                                quiet_turns,
+                                &format!(" (it wrote a `{name}` call as text)"),
+                            ));
+                        }
+                        if !ever_called {
+                            return Err(no_tool_calls(conv, quiet_turns, ""));
+                        }
                         let summary = if text.trim().is_empty() { "(no summary given)".to_string() } else { text };
                         return Ok(AgentEnd::Finished(summary));
                     }
-                    messages.push(Message::user(prompts::NUDGE));
+                    let nudge = match &in_text {
+                        Some((name, _)) => format!(
+                            "Your reply holds a `{name}` call written as text, which this server did not return as a tool call, so it was not run. Call tools through the tool-calling interface; when the work is complete and checked, call `finish`."
+                        ),
+                        None => prompts::NUDGE.to_string(),
+                    };
+                    messages.push(Message::user(nudge));
                 }
             }
-            quiet_turns += 1;
             continue;
         }
         quiet_turns = 0;
+        ever_called = true;
         let mut end = None;
         for (idx, call) in calls.iter().enumerate() {
             let idx = idx as u32;
@@ -388,6 +485,11 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                 "the planner did not produce a valid plan after {rejections} attempts; last reason: {}",
                 messages.last().map(|m| m.content.clone()).unwrap_or_default()
             )));
+        }
+        // Checked after the calls ran (their results are on record) and after the planner's
+        // own limit, whose reason says more.
+        if let Some(looped) = looped {
+            return Err(looped);
         }
     }
     Err(EngineError::Failed(format!("{conv} ended without finishing")))

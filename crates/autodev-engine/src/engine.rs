@@ -384,6 +384,12 @@ impl Engine {
                 }
             }
         };
+        // A run that ended without delivering still leaves its report: what was done, why it
+        // stopped, what it cost.
+        let ended = matches!(outcome, Outcome::Finished(RunState::Failed | RunState::Cancelled));
+        if ended && let Err(e) = crate::phases::write_report(&ctx).await {
+            tracing::warn!(run = run_id, error = %e, "could not write the report of an ended run");
+        }
         self.store.release_run(run_id, &self.owner).await?;
         Ok(outcome)
     }

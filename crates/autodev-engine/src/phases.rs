@@ -491,6 +491,20 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
     }
 }
 
+/// Writes `report.md` for the run as it stands (delivered, failed or cancelled): what was
+/// done, why it stopped, what it cost.
+pub(crate) async fn write_report(ctx: &RunCtx) -> Result<PathBuf> {
+    let repo = ctx.repo();
+    let range = format!("{}..{}", ctx.run.base_commit, ctx.run.branch);
+    // A run that failed before its branch existed has no commits to show.
+    let commits = repo.log(&range).await.unwrap_or_default();
+    let diffstat = repo.diff_stat(&ctx.run.base_commit, &ctx.run.branch).await.unwrap_or_default();
+    let text = report::render(&ctx.engine.store, &ctx.run.id, &commits, &diffstat).await?;
+    let path = ctx.dir.join("report.md");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
 async fn deliver(ctx: &Arc<RunCtx>) -> Result<()> {
     // Repairs may have undone everything.
     ensure_changed(ctx).await?;
@@ -500,15 +514,7 @@ async fn deliver(ctx: &Arc<RunCtx>) -> Result<()> {
     let patch = repo.diff(&ctx.run.base_commit, &ctx.run.branch).await?;
     let patch_path = ctx.dir.join("changes.patch");
     std::fs::write(&patch_path, &patch)?;
-    let report_path = ctx.dir.join("report.md");
-    let text = report::render(
-        &ctx.engine.store,
-        &ctx.run.id,
-        &commits,
-        &repo.diff_stat(&ctx.run.base_commit, &ctx.run.branch).await?,
-    )
-    .await?;
-    std::fs::write(&report_path, text)?;
+    let report_path = write_report(ctx).await?;
     if ctx.run.project_id.is_some() {
         crate::checkout::push(&repo, &ctx.run).await?;
     }

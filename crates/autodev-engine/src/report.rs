@@ -19,6 +19,11 @@ pub async fn render(
     let _ = writeln!(out, "# Autodev report: {}\n", run.title);
     let _ = writeln!(out, "| | |\n|---|---|");
     let _ = writeln!(out, "| run | `{}` |", run.id);
+    let outcome = match &run.reason {
+        Some(reason) => format!("{}: {}", run.state, reason.replace('|', "\\|").replace('\n', " ")),
+        None => run.state.clone(),
+    };
+    let _ = writeln!(out, "| outcome | {outcome} |");
     let _ = writeln!(out, "| repository | `{}` |", run.repo);
     let _ = writeln!(
         out,

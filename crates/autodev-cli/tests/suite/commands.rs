@@ -465,3 +465,45 @@ async fn without_bubblewrap_no_agent_starts_and_the_fix_is_named() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("sandbox          none (agents NOT isolated)"), "{stdout}");
 }
+
+/// Regression: without a terminal the display showed `● planning` and nothing else while the
+/// model answered for minutes, and `runs show` printed every event at `0.0s`.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_terminal_each_model_call_gets_a_line_and_runs_show_keeps_event_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    let script = Script::default();
+    script
+        .plan(json!([{"id": "t1", "title": "Greet", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![write("greeting.txt", "hello\n")])
+        .on("task:t1", 1, vec![finish("wrote it")]);
+    let server = script.serve(std::time::Duration::from_millis(300)).await;
+    let home = dir.path().join("home");
+    let spec = spec(dir.path(), "# Greet\n");
+    let (code, stdout, stderr) = output(
+        autodev(&home)
+            .args(["run", "--test-command", "sh check.sh", "--model", "gpt-4.1-mini"])
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--spec")
+            .arg(&spec)
+            .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
+            .env("OPENAI_API_KEY", "sk-test-not-a-real-key"),
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    for want in ["[plan] model turn 1: 1000 in + 100 out tokens", "[t1] model turn 2: ", "[t1] write_file greeting.txt"]
+    {
+        assert!(stdout.contains(want), "want `{want}` in:\n{stdout}");
+    }
+    let (code, list, _) = output(autodev(&home).args(["runs", "list", "--json"]));
+    assert_eq!(code, 0);
+    let runs: Value = serde_json::from_str(&list).unwrap();
+    let short = runs[0]["short_id"].as_str().unwrap().to_string();
+    let (code, shown, _) = output(autodev(&home).args(["runs", "show", &short]));
+    assert_eq!(code, 0);
+    let times: Vec<f64> = shown
+        .lines()
+        .filter_map(|l| l.trim_start().split_once("s  ").and_then(|(t, _)| t.trim().parse::<f64>().ok()))
+        .collect();
+    assert!(times.len() > 5 && times.last().copied().unwrap_or(0.0) >= 0.6, "{times:?}\n{shown}");
+}

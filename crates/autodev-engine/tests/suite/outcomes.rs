@@ -31,6 +31,10 @@ async fn a_run_whose_agents_change_nothing_fails_no_change_with_their_words() {
     assert_eq!(tasks[0].reason.as_deref(), Some("no_change: the agent finished without changing any file"));
     // No test was run on an unchanged branch.
     assert!(!app.events(&id).await.iter().any(|e| matches!(e.kind, autodev_domain::EventKind::TestRun { .. })));
+    // The failed run still leaves its report: what was done, why it stopped, what it cost.
+    let report = std::fs::read_to_string(app.engine.run_dir(&id).join("report.md")).unwrap();
+    assert!(report.contains("| outcome | failed: no_change: the run's branch has no change against main;"), "{report}");
+    assert!(report.contains("### t1 — Greet — done") && report.contains("| task:t1 | 2 |"), "{report}");
 }
 
 #[tokio::test]
@@ -55,4 +59,111 @@ async fn a_task_without_a_change_says_so_while_the_run_succeeds_on_the_others() 
     );
     let report = std::fs::read_to_string(app.engine.run_dir(&id).join("report.md")).unwrap();
     assert!(report.contains("Reason: no_change: the agent finished without changing any file"), "{report}");
+}
+
+fn plan_json() -> serde_json::Value {
+    json!({"summary": "s", "tasks": [{"id": "t1", "title": "Greet", "description": "", "depends_on": [], "acceptance": []}]})
+}
+
+/// Regression: a planner that only answered in text got "Answer by calling `submit_plan`" 30
+/// times and failed after 18 minutes with "reached its step limit".
+#[tokio::test]
+async fn a_planner_that_only_answers_in_text_is_stopped_with_the_cause_named() {
+    let app = TestApp::new().await;
+    for turn in 0..30 {
+        app.script.on("planner", turn, vec![text("I would split this into two steps: first read, then write.")]);
+    }
+    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    let reason = app.reason(&id).await;
+    assert!(reason.starts_with("planner: the model answered 2 times without calling a tool;"), "{reason}");
+    assert!(reason.contains("may not support tool calls") && reason.contains("--jinja"), "{reason}");
+    assert!(app.script.requests_for("planner").len() <= 5);
+}
+
+#[tokio::test]
+async fn a_plan_in_text_that_does_not_parse_gets_its_error_back() {
+    let app = TestApp::new().await;
+    let tasks = plan_json()["tasks"].to_string();
+    // The same plan with a duplicate `tasks` key, as a tool call written in a code fence.
+    let broken = format!("{{\"summary\": \"s\", \"tasks\": {tasks}, \"tasks\": {tasks}}}");
+    let call_text = format!("```json\n{{\"name\": \"submit_plan\", \"arguments\": {broken}}}\n```");
+    app.script.on("planner", 0, vec![text(&call_text)]).on("planner", 1, vec![text(&call_text)]);
+    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    let second = app.script.requests_for("planner")[1].to_string();
+    assert!(
+        second.contains("The plan in your reply could not be read") && second.contains("duplicate field `tasks`"),
+        "{second}"
+    );
+    let reason = app.reason(&id).await;
+    assert!(reason.contains("without calling a tool (its last reply held a plan that could not be read: "), "{reason}");
+    assert!(reason.contains("duplicate field `tasks`"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_submit_plan_call_written_as_text_is_taken_when_it_validates() {
+    let app = TestApp::new().await;
+    let call_text = format!("<tool_call>\n{{\"name\": \"submit_plan\", \"arguments\": {}}}\n</tool_call>", plan_json());
+    app.script.on("planner", 0, vec![text(&call_text)]).on(
+        "task:t1",
+        0,
+        vec![write("greeting.txt", "hello\n"), finish("done")],
+    );
+    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+}
+
+#[tokio::test]
+async fn a_coder_that_never_calls_a_tool_is_stopped_with_the_cause_named() {
+    let app = TestApp::new().await;
+    app.script.plan(plan_json()["tasks"].clone()).on("task:t1", 0, vec![text("Sure! I'll add the greeting.")]).on(
+        "task:t1",
+        1,
+        vec![text("The greeting has been added.")],
+    );
+    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    let reason = app.reason(&id).await;
+    assert!(
+        reason.starts_with("task t1 failed: task:t1: the model answered 2 times without calling a tool;"),
+        "{reason}"
+    );
+    assert_eq!(app.script.requests_for("task:t1").len(), 2);
+}
+
+/// Regression: the coder's second text reply, a JSON tool call written as text, became the
+/// task's summary and the run went green with nothing done.
+#[tokio::test]
+async fn a_tool_call_written_as_text_is_never_taken_as_a_summary() {
+    let app = TestApp::new().await;
+    let as_text = r#"{"name": "write_file", "arguments": {"path": "greeting.txt", "content": "hello\n"}}"#;
+    app.script
+        .plan(plan_json()["tasks"].clone())
+        .on("task:t1", 0, vec![call("list_files", json!({}))])
+        .on("task:t1", 1, vec![text(as_text)])
+        .on("task:t1", 2, vec![text(as_text)]);
+    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    let reminder = app.script.requests_for("task:t1")[2].to_string();
+    assert!(reminder.contains("holds a `write_file` call written as text"), "{reminder}");
+    let reason = app.reason(&id).await;
+    assert!(
+        reason.contains("answered 2 times without calling a tool (it wrote a `write_file` call as text)"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn the_same_reply_again_and_again_is_a_loop_that_stops_the_agent() {
+    let app = TestApp::new().await;
+    app.script.plan(plan_json()["tasks"].clone());
+    for turn in 0..10 {
+        app.script.on("task:t1", turn, vec![call("read_file", json!({"path": "README.md"}))]);
+    }
+    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    let reason = app.reason(&id).await;
+    assert!(reason.contains("task:t1: the model gave the same reply 3 times in a row (a loop): read_file"), "{reason}");
+    assert_eq!(app.script.requests_for("task:t1").len(), 3);
 }

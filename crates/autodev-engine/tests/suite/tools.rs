@@ -107,7 +107,8 @@ async fn an_agent_that_never_finishes_hits_the_step_limit() {
     let app = TestApp::new().await;
     app.script.plan(json!([{"id": "t1", "title": "Loop", "description": "", "depends_on": [], "acceptance": []}]));
     for turn in 0..5 {
-        app.script.on("task:t1", turn, vec![call("list_files", json!({}))]);
+        // Different calls each turn: the same one again and again would be stopped as a loop.
+        app.script.on("task:t1", turn, vec![call("search", json!({"pattern": format!("x{turn}")}))]);
     }
     let mut s = settings(&app.server);
     s.max_steps = 3;
@@ -125,7 +126,8 @@ async fn a_task_that_spends_its_token_budget_fails() {
     let app = TestApp::new().await;
     app.script.plan(json!([{"id": "t1", "title": "Chatty", "description": "", "depends_on": [], "acceptance": []}]));
     for turn in 0..10 {
-        app.script.on("task:t1", turn, vec![call("list_files", json!({}))]);
+        // Different calls each turn: the same one again and again would be stopped as a loop.
+        app.script.on("task:t1", turn, vec![call("search", json!({"pattern": format!("x{turn}")}))]);
     }
     let mut s = settings(&app.server);
     // Each scripted call reports 1,100 tokens: the third call would start past 2,500.
@@ -144,7 +146,8 @@ async fn the_run_stops_calling_the_model_once_its_cost_budget_is_spent() {
     let app = TestApp::new().await;
     app.script.plan(json!([{"id": "t1", "title": "Costly", "description": "", "depends_on": [], "acceptance": []}]));
     for turn in 0..10 {
-        app.script.on("task:t1", turn, vec![call("list_files", json!({}))]);
+        // Different calls each turn: the same one again and again would be stopped as a loop.
+        app.script.on("task:t1", turn, vec![call("search", json!({"pattern": format!("x{turn}")}))]);
     }
     let mut s = settings(&app.server);
     s.model = "gpt-4.1".into(); // $2/M in, $8/M out: 1,000 + 100 tokens = $0.0028 a call
