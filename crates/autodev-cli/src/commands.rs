@@ -138,6 +138,7 @@ pub fn settings(args: &RunArgs, cfg: &FileConfig, test_command: String) -> RunSe
         record: args.model.record.as_ref().map(|p| absolute(p)),
         replay: args.model.replay.as_ref().map(|p| absolute(p)),
         keep_worktrees: false,
+        require_evidence: cfg.require_evidence.unwrap_or(false),
         config_warnings: cfg.repo_warnings.clone(),
     }
 }
@@ -301,6 +302,7 @@ async fn summary(engine: &Engine, run: &RunRow, json: bool) {
             "branch": run.branch,
             "commits": commits,
             "tests_passed": run.test_passed,
+            "evidence": run.evidence,
             "input_tokens": run.input_tokens,
             "output_tokens": run.output_tokens,
             "cost_usd": MicroUsd(run.cost_micros).as_usd(),
@@ -329,6 +331,15 @@ async fn summary(engine: &Engine, run: &RunRow, json: bool) {
         None => "not run",
     };
     println!("  tests    {tests}");
+    if let Some(evidence) = run.evidence.as_deref() {
+        let said = match evidence {
+            "proven" => "proven: the run's tests fail without its change",
+            "proves_nothing" => "tests pass but prove nothing (they pass without the change too)",
+            "no_tests" => "no tests changed",
+            other => other,
+        };
+        println!("  evidence {said}");
+    }
     println!("  usage    {} input + {} output tokens", run.input_tokens, run.output_tokens);
     println!("  cost     {}", MicroUsd(run.cost_micros));
     if let Some(r) = report {

@@ -55,6 +55,9 @@ pub struct FileConfig {
     pub test_timeout_secs: Option<u64>,
     /// Stream model responses (default true).
     pub stream: Option<bool>,
+    /// A run whose tests do not fail without its change gets repair rounds asking for such a
+    /// test, then fails `no_evidence` (default false).
+    pub require_evidence: Option<bool>,
     pub openai: ProviderSection,
     pub anthropic: ProviderSection,
     pub groq: ProviderSection,
@@ -83,6 +86,7 @@ pub const REPO_KEYS: &[&str] = &[
     "max_output_tokens",
     "command_timeout_secs",
     "test_timeout_secs",
+    "require_evidence",
 ];
 
 /// `AUTODEV_*` variables read as config keys (others, like `AUTODEV_HOME`, are flags).
@@ -101,6 +105,7 @@ const ENV_KEYS: &[&str] = &[
     "command_timeout_secs",
     "test_timeout_secs",
     "stream",
+    "require_evidence",
     "trigger_label",
     "rate_limit_per_minute",
 ];
@@ -203,6 +208,14 @@ impl FileConfig {
                 _ => self.max_cost_usd = Some(cost),
             }
         }
+        // Requiring evidence only makes a run stricter: a repository may turn it on, not off.
+        match repo.require_evidence {
+            Some(true) => self.require_evidence = Some(true),
+            Some(false) if self.require_evidence == Some(true) => {
+                raised.push("require_evidence = false (the operator requires evidence)".into())
+            }
+            _ => {}
+        }
         if !raised.is_empty() {
             self.repo_warnings.push(format!(
                 "the repository's autodev.toml may only lower limits: {} not applied",
@@ -260,6 +273,7 @@ struct RepoConfig {
     max_output_tokens: Option<u32>,
     command_timeout_secs: Option<u64>,
     test_timeout_secs: Option<u64>,
+    require_evidence: Option<bool>,
 }
 
 /// Takes the repository's value of a limit when it is not above the operator's (or the

@@ -190,6 +190,19 @@ impl Display {
             }
             EventKind::Delivered { branch, .. } => self.line(format!("delivered branch {branch}")),
             EventKind::Warning { message } => self.line(format!("! {message}")),
+            EventKind::Evidence { verdict, test_files, base_exit_code, .. } => {
+                let detail = match (verdict, base_exit_code) {
+                    (autodev_domain::Evidence::Proven, Some(code)) => {
+                        format!(": the run's tests fail without its change (exit {code}) and pass with it")
+                    }
+                    (autodev_domain::Evidence::ProvesNothing, _) => {
+                        ": the run's tests pass without its change too".to_string()
+                    }
+                    _ => String::new(),
+                };
+                let files = if test_files.is_empty() { String::new() } else { format!(" [{}]", test_files.join(", ")) };
+                self.line(format!("evidence: {}{detail}{files}", verdict.describe()))
+            }
         }
         self.status();
         self.at_secs = None;

@@ -96,6 +96,51 @@ pub enum EventKind {
     Warning {
         message: String,
     },
+    /// Whether the run's tests capture the spec: run with only the run's test changes on the
+    /// base commit, they must fail (they pass on the run branch).
+    Evidence {
+        verdict: Evidence,
+        /// The test files (or Rust files whose test modules) the run changed.
+        test_files: Vec<String>,
+        /// The test command's exit code on the base with those changes (none when not run).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        base_exit_code: Option<i32>,
+        /// The tail of its output there.
+        #[serde(default)]
+        tail: String,
+    },
+}
+
+/// What the run's tests prove (the idea behind SWE-bench's FAIL_TO_PASS, for every run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evidence {
+    /// The run's tests fail on the base commit and pass on the run branch.
+    Proven,
+    /// The run changed tests, but they pass on the base commit too.
+    ProvesNothing,
+    /// The run changed no tests.
+    NoTests,
+}
+
+impl Evidence {
+    /// The stored and API form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evidence::Proven => "proven",
+            Evidence::ProvesNothing => "proves_nothing",
+            Evidence::NoTests => "no_tests",
+        }
+    }
+
+    /// How a report or a person says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Evidence::Proven => "proven",
+            Evidence::ProvesNothing => "tests pass but prove nothing",
+            Evidence::NoTests => "no tests",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +181,7 @@ impl EventKind {
             EventKind::TestRun { .. } => "test_run",
             EventKind::Delivered { .. } => "delivered",
             EventKind::Warning { .. } => "warning",
+            EventKind::Evidence { .. } => "evidence",
         }
     }
 }

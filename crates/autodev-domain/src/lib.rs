@@ -28,7 +28,7 @@ pub mod spec;
 pub mod state;
 
 pub use access::AccessRole;
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, Evidence};
 pub use ids::RunId;
 pub use message::{CallMeta, Message, ModelRequest, ModelResponse, Role, StopReason, ToolCall, ToolSpec, Usage};
 pub use money::MicroUsd;

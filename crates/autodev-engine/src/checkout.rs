@@ -35,12 +35,18 @@ pub async fn enqueue(store: &Store, req: ProjectRun<'_>) -> Result<(RunRow, auto
     if req.settings.max_parallel == 0 {
         return Err(EngineError::Invalid("max_parallel must be at least 1".into()));
     }
+    // Project settings that tighten a run: `require_evidence`.
+    let mut settings = req.settings.clone();
+    let project_settings: serde_json::Value = serde_json::from_str(&req.project.settings).unwrap_or_default();
+    if project_settings.get("require_evidence").and_then(serde_json::Value::as_bool) == Some(true) {
+        settings.require_evidence = true;
+    }
     let draft = RunDraft {
         spec: &req.spec,
         repo: req.project.repository.clone(),
         base_branch: req.project.base_branch.clone().unwrap_or_default(),
         base_commit: String::new(),
-        settings: &req.settings,
+        settings: &settings,
         project_id: Some(req.project.id.clone()),
         origin: req.origin.clone(),
     };

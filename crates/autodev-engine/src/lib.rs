@@ -17,6 +17,7 @@
 //! - [`prompts`]: the opening messages of each kind of conversation.
 //! - [`detect`]: test-command detection and the planner's view of the repository.
 //! - [`settings`]: the per-run settings stored with the run.
+//! - `evidence.rs`: whether the run's tests fail on the base commit (FAIL_TO_PASS).
 //! - `isolation.rs`: the sandbox check at the start of a run, the unisolated-mode and
 //!   refused-configuration warnings, the per-project cache key.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -26,6 +27,7 @@ pub mod checkout;
 pub mod compact;
 pub mod detect;
 mod engine;
+mod evidence;
 mod isolation;
 mod phases;
 pub mod prompts;

@@ -430,26 +430,40 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
     ensure_changed(ctx).await?;
     let wt = run_worktree(ctx).await?;
     let plan = load_plan(ctx).await.ok();
-    let mut failure: Option<String> = None;
+    let mut failure: Option<Repair> = None;
     loop {
         ctx.check_cancel()?;
         let round = ctx.engine.store.get_run(&ctx.run.id).await?.repair_round as u32;
         if round > 0 {
             let conv = format!("repair:{round}");
+            // What the round is for, for its commit message: the last test run passed when it
+            // is for evidence (also on resume, when the conversation's header is stored).
+            let for_evidence = ctx.engine.store.get_run(&ctx.run.id).await?.test_passed == Some(true);
             let header = if ctx.engine.store.conversation_exists(&ctx.run.id, &conv).await? {
                 Vec::new()
             } else {
-                let text = match failure.take() {
-                    Some(text) => text,
+                let why = match failure.take() {
+                    Some(why) => why,
+                    // Resumed between rounds: find out again what the round is for.
                     None => {
                         let (passed, text, _) = run_tests(ctx, &wt, round - 1).await?;
-                        if passed {
-                            return transition(ctx, RunState::Delivering, None).await;
+                        if !passed {
+                            Repair::Tests(text)
+                        } else {
+                            match check_evidence(ctx).await? {
+                                None => return transition(ctx, RunState::Delivering, None).await,
+                                Some(finding) => Repair::Evidence(finding),
+                            }
                         }
-                        text
                     }
                 };
-                prompts::repair(&ctx.run.spec, plan.as_ref(), round, &ctx.settings.test_command, &text)
+                let (spec, test_command) = (&ctx.run.spec, &ctx.settings.test_command);
+                match why {
+                    Repair::Tests(text) => prompts::repair(spec, plan.as_ref(), round, test_command, &text),
+                    Repair::Evidence(finding) => {
+                        prompts::evidence_repair(spec, plan.as_ref(), round, test_command, &finding)
+                    }
+                }
             };
             let tb = toolbox(ctx, &wt)?;
             run_agent(
@@ -466,12 +480,24 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
             .await?;
             let git = ctx.repo().worktree(&wt).await?;
             git.clear_stale_locks()?;
-            git.commit_all(&format!("Fix failing tests (repair round {round})\n\nAutodev run {}.", ctx.run.short_id))
-                .await?;
+            let subject = if for_evidence { "Add tests that fail without the change" } else { "Fix failing tests" };
+            git.commit_all(&format!("{subject} (repair round {round})\n\nAutodev run {}.", ctx.run.short_id)).await?;
         }
         let (passed, text, exit_code) = run_tests(ctx, &wt, round).await?;
         if passed {
-            return transition(ctx, RunState::Delivering, None).await;
+            match check_evidence(ctx).await? {
+                None => return transition(ctx, RunState::Delivering, None).await,
+                Some(finding) if round >= ctx.settings.max_repair_rounds => {
+                    return Err(EngineError::Failed(format!(
+                        "no_evidence: the tests pass, but {finding} (after {round} repair round(s); require_evidence is on)"
+                    )));
+                }
+                Some(finding) => {
+                    ctx.engine.store.set_repair_round(&ctx.run.id, round + 1).await?;
+                    failure = Some(Repair::Evidence(finding));
+                    continue;
+                }
+            }
         }
         // 126/127: the shell could not run the command at all. No agent can repair that,
         // so no repair round is spent on it.
@@ -487,8 +513,34 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
             return Err(EngineError::Failed(format!("tests still fail after {round} repair round(s): {last}")));
         }
         ctx.engine.store.set_repair_round(&ctx.run.id, round + 1).await?;
-        failure = Some(text);
+        failure = Some(Repair::Tests(text));
     }
+}
+
+/// What a repair round is for.
+enum Repair {
+    /// The tests fail; their output.
+    Tests(String),
+    /// The tests pass but prove nothing and the run requires evidence; what was found.
+    Evidence(String),
+}
+
+/// Finds and records the run's evidence. `Some(finding)` when the run requires evidence and
+/// has none: what a repair round should fix.
+async fn check_evidence(ctx: &RunCtx) -> Result<Option<String>> {
+    let found = crate::evidence::find(ctx).await?;
+    crate::evidence::record(ctx, &found).await?;
+    if !ctx.settings.require_evidence || found.verdict == autodev_domain::Evidence::Proven {
+        return Ok(None);
+    }
+    Ok(Some(match found.verdict {
+        autodev_domain::Evidence::NoTests => "the run changed no tests".to_string(),
+        _ => format!(
+            "with only the run's test changes ({}) on the base commit, `{}` passes too: the tests do not fail without the change",
+            found.test_files.join(", "),
+            ctx.settings.test_command
+        ),
+    }))
 }
 
 /// Writes `report.md` for the run as it stands (delivered, failed or cancelled): what was

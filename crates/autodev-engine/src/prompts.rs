@@ -44,7 +44,9 @@ pub fn planner(spec: &str, repo_view: &str, test_command: &str) -> Vec<Message> 
              Break the spec into a small DAG of tasks that coding agents will carry out, each in its own \
              worktree, in parallel where dependencies allow. Prefer few, coherent tasks (one to five); \
              make a task depend on another only when it needs that task's changes. Tasks that edit the \
-             same lines should not run in parallel. Each task gets checkable acceptance criteria.\n\
+             same lines should not run in parallel. Each task gets checkable acceptance criteria, and \
+             each acceptance criterion needs a test that fails without the task's change and passes with \
+             it: say in the task's description which test to add.\n\
              You may explore the repository with list_files, read_file and search. Then call submit_plan.\n\
              The project's tests run with: `{test_command}`."
         )),
@@ -101,6 +103,23 @@ pub fn repair(spec: &str, plan: Option<&Plan>, round: u32, test_command: &str, f
              The change for this spec is in the worktree, but `{test_command}` fails:\n\n```\n{failure}\n```\n\n\
              Find the cause and fix it so the tests pass, without weakening or deleting tests that check \
              the spec. Then call finish."
+        )),
+    ]
+}
+
+/// A repair round for tests that pass but prove nothing: a test that fails without the change
+/// is wanted.
+pub fn evidence_repair(spec: &str, plan: Option<&Plan>, round: u32, test_command: &str, finding: &str) -> Vec<Message> {
+    let plan = plan.map(plan_overview).unwrap_or_default();
+    vec![
+        Message::system(coder_system(test_command)),
+        Message::user(format!(
+            "# Spec\n\n{spec}\n\n# Plan (done)\n\n{plan}\n# Missing evidence (repair round {round})\n\n\
+             The change for this spec is in the worktree and `{test_command}` passes, but nothing shows that \
+             the tests check the spec: {finding}\n\n\
+             Add tests that check what the spec asks for: each must fail on the code before this change and \
+             pass with it. Keep the change itself; do not weaken existing tests. Run `{test_command}`, then \
+             call finish."
         )),
     ]
 }

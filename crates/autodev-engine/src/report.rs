@@ -1,7 +1,7 @@
 //! `report.md`: what a reviewer reads after a run.
 use std::fmt::Write as _;
 
-use autodev_domain::{EventKind, MicroUsd, Plan};
+use autodev_domain::{EventKind, Evidence, MicroUsd, Plan};
 use autodev_store::{Store, StoreError, now_ms};
 
 /// Renders the report of a run from the store.
@@ -90,6 +90,36 @@ pub async fn render(
                     tail.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
+        }
+    }
+    // The last evidence found (a repair round may have improved it).
+    let evidence = events.iter().rev().find_map(|e| match &e.kind {
+        EventKind::Evidence { verdict, test_files, base_exit_code, tail } => {
+            Some((verdict, test_files, base_exit_code, tail))
+        }
+        _ => None,
+    });
+    if let Some((verdict, files, code, tail)) = evidence {
+        let _ = writeln!(out, "\n## Evidence: {}\n", verdict.describe());
+        let what = match verdict {
+            Evidence::Proven => format!(
+                "With only the run's test changes on `{}`, the test command fails (exit {}); on the run branch it passes.",
+                run.base_branch,
+                code.map_or("none".to_string(), |c| c.to_string())
+            ),
+            Evidence::ProvesNothing => format!(
+                "With only the run's test changes on `{}`, the test command passes too: the tests do not need the change.",
+                run.base_branch
+            ),
+            Evidence::NoTests => "The run changed no tests.".to_string(),
+        };
+        let _ = writeln!(out, "{what}");
+        if !files.is_empty() {
+            let _ = writeln!(out, "\nTests: {}", files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "));
+        }
+        if *verdict == Evidence::Proven && !tail.trim().is_empty() {
+            let last: Vec<&str> = tail.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+            let _ = writeln!(out, "\nOn the base:\n\n```\n{}\n```", last.join("\n"));
         }
     }
     let _ = writeln!(out, "\n## Commits\n");

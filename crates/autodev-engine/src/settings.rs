@@ -47,6 +47,10 @@ pub struct RunSettings {
     /// Keep worktrees after delivery (for debugging).
     #[serde(default)]
     pub keep_worktrees: bool,
+    /// A run whose tests prove nothing gets repair rounds asking for a test that fails without
+    /// the change, and then fails `no_evidence`.
+    #[serde(default)]
+    pub require_evidence: bool,
     /// Keys a repository's own `autodev.toml` tried to set and may not (sandbox, providers,
     /// prices, higher limits): each becomes a warning event when the run starts.
     #[serde(default)]
@@ -75,6 +79,7 @@ impl Default for RunSettings {
             record: None,
             replay: None,
             keep_worktrees: false,
+            require_evidence: false,
             config_warnings: Vec::new(),
         }
     }

@@ -187,6 +187,7 @@ pub struct RunView<'a> {
     project_id: Option<&'a str>,
     origin: Option<&'a str>,
     tests_passed: Option<bool>,
+    evidence: Option<&'a str>,
     usage: UsageView,
     created_at_ms: i64,
     finished_at_ms: Option<i64>,
@@ -234,6 +235,7 @@ impl<'a> From<RunRef<'a>> for RunView<'a> {
             project_id: r.project_id,
             origin: r.origin,
             tests_passed: r.test_passed,
+            evidence: r.evidence,
             usage: UsageView {
                 input_tokens: r.input_tokens,
                 output_tokens: r.output_tokens,

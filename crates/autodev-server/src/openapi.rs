@@ -77,6 +77,11 @@ pub struct Run {
     /// What started the run: `github:owner/name#12`, `gitlab:group/name#3`, `jira:KEY-7`.
     origin: Option<String>,
     tests_passed: Option<bool>,
+    /// What the run's tests prove, once verified: `proven` (they fail on the base commit with
+    /// only the run's test changes, and pass on the run branch), `proves_nothing` (they pass
+    /// on the base too) or `no_tests` (the run changed no tests).
+    #[schema(value_type = Option<String>, pattern = "^(proven|proves_nothing|no_tests)$")]
+    evidence: Option<String>,
     usage: Usage,
     created_at_ms: i64,
     finished_at_ms: Option<i64>,

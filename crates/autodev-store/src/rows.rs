@@ -49,6 +49,7 @@ impl NewRun {
             finished_at: None,
             project_id: self.project_id,
             origin: self.origin,
+            evidence: None,
         }
     }
 }
@@ -79,6 +80,8 @@ pub struct RunRow {
     pub finished_at: Option<i64>,
     pub project_id: Option<String>,
     pub origin: Option<String>,
+    /// What the run's tests prove (`proven`, `proves_nothing`, `no_tests`), once verified.
+    pub evidence: Option<String>,
 }
 
 /// The columns of a run a listing shows, borrowed: from a stored row, or straight from the
@@ -95,6 +98,7 @@ pub struct RunRef<'a> {
     pub branch: &'a str,
     pub project_id: Option<&'a str>,
     pub origin: Option<&'a str>,
+    pub evidence: Option<&'a str>,
     pub test_passed: Option<bool>,
     pub input_tokens: i64,
     pub output_tokens: i64,
@@ -133,6 +137,7 @@ impl<'a> RunRef<'a> {
             finished_at: r.get(21)?,
             project_id: opt(22)?,
             origin: opt(23)?,
+            evidence: opt(24)?,
         })
     }
 }
@@ -150,6 +155,7 @@ impl RunRow {
             branch: &self.branch,
             project_id: self.project_id.as_deref(),
             origin: self.origin.as_deref(),
+            evidence: self.evidence.as_deref(),
             test_passed: self.test_passed,
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
@@ -317,6 +323,7 @@ impl Record for RunRow {
             finished_at: r.get(21)?,
             project_id: r.get(22)?,
             origin: r.get(23)?,
+            evidence: r.get(24)?,
         })
     }
 }

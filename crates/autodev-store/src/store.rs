@@ -187,7 +187,7 @@ macro_rules! read {
 macro_rules! run_select {
     ($tail:literal) => {
         concat!(
-            "SELECT id, short_id, title, spec, repo, base_branch, base_commit, branch, state, reason, settings, plan, repair_round, test_passed, input_tokens, output_tokens, cost_micros, lease_owner, lease_until, created_at, updated_at, finished_at, project_id, origin FROM runs ",
+            "SELECT id, short_id, title, spec, repo, base_branch, base_commit, branch, state, reason, settings, plan, repair_round, test_passed, input_tokens, output_tokens, cost_micros, lease_owner, lease_until, created_at, updated_at, finished_at, project_id, origin, evidence FROM runs ",
             $tail
         )
     };
@@ -198,7 +198,7 @@ macro_rules! run_select {
 macro_rules! run_list_select {
     ($tail:literal) => {
         concat!(
-            "SELECT id, short_id, title, '' AS spec, repo, base_branch, base_commit, branch, state, reason, '{}' AS settings, NULL AS plan, repair_round, test_passed, input_tokens, output_tokens, cost_micros, lease_owner, lease_until, created_at, updated_at, finished_at, project_id, origin FROM runs ",
+            "SELECT id, short_id, title, '' AS spec, repo, base_branch, base_commit, branch, state, reason, '{}' AS settings, NULL AS plan, repair_round, test_passed, input_tokens, output_tokens, cost_micros, lease_owner, lease_until, created_at, updated_at, finished_at, project_id, origin, evidence FROM runs ",
             $tail
         )
     };
@@ -910,6 +910,19 @@ impl Store {
         tx.exec(
             "UPDATE runs SET test_passed = $1, updated_at = $2 WHERE id = $3",
             &[passed.into(), now_ms().into(), run_id.into()],
+        )
+        .await?;
+        let e = tx.event(run_id, event).await?;
+        tx.commit().await?;
+        Ok(e)
+    }
+
+    /// Records what the run's tests prove, with the event.
+    pub async fn record_evidence(&self, run_id: &str, verdict: &str, event: EventKind) -> Result<Event> {
+        let mut tx = self.begin().await?;
+        tx.exec(
+            "UPDATE runs SET evidence = $1, updated_at = $2 WHERE id = $3",
+            &[verdict.into(), now_ms().into(), run_id.into()],
         )
         .await?;
         let e = tx.event(run_id, event).await?;

@@ -289,6 +289,22 @@ impl Git {
         }
     }
 
+    /// Adds a worktree at `path` with `commit` checked out and no branch (a scratch tree);
+    /// one left over from an earlier attempt is replaced.
+    pub async fn worktree_add_detached(&self, path: &Path, commit: &str) -> Result<()> {
+        let lock = repo_lock(&self.dir);
+        let _guard = lock.lock().await;
+        if path.exists() {
+            let _ = self.run(&["worktree", "remove", "--force", &path.to_string_lossy()]).await;
+            if path.exists() {
+                std::fs::remove_dir_all(path)?;
+            }
+        }
+        self.run(&["worktree", "prune"]).await?;
+        self.run(&["worktree", "add", "--quiet", "--detach", &path.to_string_lossy(), commit]).await?;
+        Ok(())
+    }
+
     pub async fn worktree_remove(&self, path: &Path) -> Result<()> {
         let lock = repo_lock(&self.dir);
         let _guard = lock.lock().await;

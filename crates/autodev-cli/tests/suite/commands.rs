@@ -293,6 +293,15 @@ fn the_demo_runs_offline_and_ends_green() {
         .map(|v| v["passed"].as_bool().unwrap())
         .collect();
     assert_eq!(tests, vec![false, true]);
+    // And its evidence: the tests the agents wrote (inline Rust test modules) fail to compile
+    // on the base without the functions they test.
+    let evidence: Vec<Value> =
+        stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["type"] == "evidence").collect();
+    assert_eq!(evidence.len(), 1, "{stdout}");
+    assert_eq!(evidence[0]["verdict"], "proven");
+    assert_eq!(evidence[0]["test_files"], json!(["src/chars.rs", "src/lines.rs", "src/summary.rs"]));
+    assert!(evidence[0]["tail"].as_str().unwrap().contains("cannot find function"), "{}", evidence[0]);
+    assert_eq!(summary["evidence"], "proven");
 }
 
 #[test]

@@ -167,3 +167,134 @@ async fn the_same_reply_again_and_again_is_a_loop_that_stops_the_agent() {
     assert!(reason.contains("task:t1: the model gave the same reply 3 times in a row (a loop): read_file"), "{reason}");
     assert_eq!(app.script.requests_for("task:t1").len(), 3);
 }
+
+/// A repository whose test command runs every `tests/*.sh`.
+fn with_test_runner(app: &TestApp) -> autodev_engine::RunSettings {
+    std::fs::write(
+        app.repo.join("run_tests.sh"),
+        "set -e\nfor t in tests/*.sh; do [ -e \"$t\" ] && sh \"$t\"; done\necho ok\n",
+    )
+    .unwrap();
+    git(&app.repo, &["add", "run_tests.sh"]);
+    git(&app.repo, &["commit", "--quiet", "-m", "test runner"]);
+    autodev_engine::RunSettings { test_command: "sh run_tests.sh".into(), ..settings(&app.server) }
+}
+
+async fn evidence_of(app: &TestApp, id: &str) -> (Option<String>, Vec<autodev_domain::EventKind>) {
+    let run = app.engine.store().get_run(id).await.unwrap();
+    let kinds = app
+        .events(id)
+        .await
+        .into_iter()
+        .filter(|e| matches!(e.kind, autodev_domain::EventKind::Evidence { .. }))
+        .map(|e| e.kind)
+        .collect();
+    (run.evidence, kinds)
+}
+
+#[tokio::test]
+async fn a_new_test_that_fails_on_the_base_is_the_runs_evidence() {
+    let app = TestApp::new().await;
+    let s = with_test_runner(&app);
+    app.script.plan(plan_json()["tasks"].clone()).on(
+        "task:t1",
+        0,
+        vec![
+            write("greeting.txt", "hello\n"),
+            write("tests/greeting.sh", "grep -q hello greeting.txt\n"),
+            finish("done"),
+        ],
+    );
+    let (id, outcome) = app.run(s, "# Greet").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    let (stored, events) = evidence_of(&app, &id).await;
+    assert_eq!(stored.as_deref(), Some("proven"));
+    let autodev_domain::EventKind::Evidence { verdict, test_files, base_exit_code, tail } = &events[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (*verdict, test_files.clone()),
+        (autodev_domain::Evidence::Proven, vec!["tests/greeting.sh".to_string()])
+    );
+    assert!(base_exit_code.is_some_and(|c| c != 0) && tail.contains("greeting.txt"), "{tail}");
+    let report = std::fs::read_to_string(app.engine.run_dir(&id).join("report.md")).unwrap();
+    assert!(report.contains("## Evidence: proven") && report.contains("`tests/greeting.sh`"), "{report}");
+    // The scratch worktree on the base is gone.
+    assert!(!app.engine.run_dir(&id).join("worktrees/evidence").exists());
+}
+
+#[tokio::test]
+async fn tests_that_pass_on_the_base_too_prove_nothing_and_no_tests_is_said() {
+    let app = TestApp::new().await;
+    let s = with_test_runner(&app);
+    app.script.plan(plan_json()["tasks"].clone()).on(
+        "task:t1",
+        0,
+        vec![write("greeting.txt", "hello\n"), write("tests/readme.sh", "grep -q Project README.md\n"), finish("done")],
+    );
+    let (id, outcome) = app.run(s.clone(), "# Greet").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    assert_eq!(evidence_of(&app, &id).await.0.as_deref(), Some("proves_nothing"));
+    let report = std::fs::read_to_string(app.engine.run_dir(&id).join("report.md")).unwrap();
+    assert!(report.contains("## Evidence: tests pass but prove nothing"), "{report}");
+
+    let app = TestApp::new().await;
+    let s = with_test_runner(&app);
+    app.script.plan(plan_json()["tasks"].clone()).on(
+        "task:t1",
+        0,
+        vec![write("greeting.txt", "hello\n"), finish("done")],
+    );
+    let (id, outcome) = app.run(s, "# Greet").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    assert_eq!(evidence_of(&app, &id).await.0.as_deref(), Some("no_tests"));
+}
+
+#[tokio::test]
+async fn require_evidence_drives_a_repair_round_that_asks_for_a_failing_test() {
+    let app = TestApp::new().await;
+    let mut s = with_test_runner(&app);
+    s.require_evidence = true;
+    app.script
+        .plan(plan_json()["tasks"].clone())
+        .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), finish("done")])
+        .on("repair:1", 0, vec![write("tests/greeting.sh", "grep -q hello greeting.txt\n"), finish("added a test")]);
+    let (id, outcome) = app.run(s, "# Greet").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    let asked = app.script.requests_for("repair:1")[0].to_string();
+    assert!(
+        asked.contains("Missing evidence (repair round 1)") && asked.contains("the run changed no tests"),
+        "{asked}"
+    );
+    let (stored, events) = evidence_of(&app, &id).await;
+    assert_eq!(stored.as_deref(), Some("proven"));
+    assert_eq!(events.len(), 2, "no_tests, then proven");
+    let run = app.engine.store().get_run(&id).await.unwrap();
+    let subjects = git(&app.repo, &["log", "--format=%s", &format!("{}..{}", run.base_commit, run.branch)]);
+    assert!(subjects.contains("Add tests that fail without the change (repair round 1)"), "{subjects}");
+}
+
+#[tokio::test]
+async fn require_evidence_fails_no_evidence_after_the_repair_rounds() {
+    let app = TestApp::new().await;
+    let mut s = with_test_runner(&app);
+    s.require_evidence = true;
+    s.max_repair_rounds = 1;
+    app.script
+        .plan(plan_json()["tasks"].clone())
+        .on(
+            "task:t1",
+            0,
+            vec![
+                write("greeting.txt", "hello\n"),
+                write("tests/readme.sh", "grep -q Project README.md\n"),
+                finish("done"),
+            ],
+        )
+        .on("repair:1", 0, vec![write("tests/more.sh", "true\n"), finish("added another")]);
+    let (id, outcome) = app.run(s, "# Greet").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    let reason = app.reason(&id).await;
+    assert!(reason.starts_with("no_evidence: the tests pass, but with only the run's test changes ("), "{reason}");
+    assert!(reason.contains("after 1 repair round(s)"), "{reason}");
+}
