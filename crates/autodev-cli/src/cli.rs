@@ -180,6 +180,8 @@ pub enum ConfigCommand {
         #[arg(long)]
         repo: Option<PathBuf>,
     },
+    /// Print every configuration key (variable, default, who may set it) as a Markdown table.
+    Reference,
 }
 
 #[derive(Debug, Subcommand)]

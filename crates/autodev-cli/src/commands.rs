@@ -28,6 +28,10 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Runs(RunsCommand::Show { run, json }) => show(&home, &run, json).await,
         Command::Doctor(args) => crate::doctor::doctor(&home, cli.config.as_deref(), args).await,
         Command::Keys(cmd) => keys(&home, cmd).await,
+        Command::Config(crate::cli::ConfigCommand::Reference) => {
+            print!("{}", crate::reference::markdown());
+            Exit::Ok
+        }
         Command::Config(crate::cli::ConfigCommand::Check { repo }) => {
             config_check(&home, cli.config.as_deref(), repo.as_deref())
         }

@@ -15,6 +15,7 @@ mod demo;
 mod display;
 mod doctor;
 mod provider;
+mod reference;
 
 use std::process::ExitCode;
 

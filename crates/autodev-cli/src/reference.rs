@@ -1,0 +1,229 @@
+//! The configuration reference: every key of `autodev.toml` with its variable, default, who may
+//! set it and what it does. `autodev config reference` prints it as Markdown; the README
+//! holds the same table, and a test fails when either the table or a key of [`FileConfig`]
+//! changes without the other (the keys are read from `FileConfig` itself through serde).
+use std::fmt::Write as _;
+
+#[cfg(test)]
+use crate::config::FileConfig;
+
+/// Who may set a key.
+#[derive(Clone, Copy)]
+pub enum Who {
+    /// Only the operator: config file in `AUTODEV_HOME` or `--config`, `AUTODEV_*`.
+    Operator,
+    /// Also a repository's own `autodev.toml`.
+    Repository,
+    /// Also a repository, but only to lower it (or, for a switch, to turn it on).
+    RepositoryTighten,
+}
+
+pub struct Key {
+    pub key: &'static str,
+    pub env: Option<&'static str>,
+    pub default: &'static str,
+    pub who: Who,
+    pub doc: &'static str,
+}
+
+const fn k(key: &'static str, env: Option<&'static str>, default: &'static str, who: Who, doc: &'static str) -> Key {
+    Key { key, env, default, who, doc }
+}
+
+use Who::{Operator, Repository, RepositoryTighten};
+
+/// Every key, in the order the table shows them.
+pub const KEYS: &[Key] = &[
+    k("model", Some("AUTODEV_MODEL"), "the provider's default", Operator, "Model id for every agent."),
+    k(
+        "provider",
+        Some("AUTODEV_PROVIDER"),
+        "from the model, else `openai`",
+        Operator,
+        "`openai`, `anthropic`, `groq` or `ollama`.",
+    ),
+    k(
+        "test_command",
+        Some("AUTODEV_TEST_COMMAND"),
+        "detected",
+        Repository,
+        "The project's tests (detected from Cargo.toml, package.json, go.mod, pytest config, a Makefile).",
+    ),
+    k("base_branch", Some("AUTODEV_BASE_BRANCH"), "the checked-out branch", Repository, "The branch runs start from."),
+    k("max_parallel", Some("AUTODEV_MAX_PARALLEL"), "2", RepositoryTighten, "Tasks run at once."),
+    k(
+        "max_repair_rounds",
+        Some("AUTODEV_MAX_REPAIR_ROUNDS"),
+        "2",
+        RepositoryTighten,
+        "Repair rounds after failing tests (or missing evidence).",
+    ),
+    k("max_steps", Some("AUTODEV_MAX_STEPS"), "40", RepositoryTighten, "Model turns per agent."),
+    k(
+        "max_task_tokens",
+        Some("AUTODEV_MAX_TASK_TOKENS"),
+        "2000000",
+        RepositoryTighten,
+        "Input + output tokens per agent.",
+    ),
+    k(
+        "max_cost_usd",
+        Some("AUTODEV_MAX_COST_USD"),
+        "none",
+        RepositoryTighten,
+        "The run fails before a model call that would start past this many dollars.",
+    ),
+    k(
+        "max_output_tokens",
+        Some("AUTODEV_MAX_OUTPUT_TOKENS"),
+        "8192",
+        RepositoryTighten,
+        "Output tokens asked for per model call (`max_tokens`).",
+    ),
+    k(
+        "context_window",
+        Some("AUTODEV_CONTEXT_WINDOW"),
+        "from the price table",
+        Operator,
+        "The model's context window; conversations are compacted to fit.",
+    ),
+    k(
+        "command_timeout_secs",
+        Some("AUTODEV_COMMAND_TIMEOUT_SECS"),
+        "120",
+        RepositoryTighten,
+        "An agent's `run` command, unless it asks for more (at most 1800).",
+    ),
+    k("test_timeout_secs", Some("AUTODEV_TEST_TIMEOUT_SECS"), "900", RepositoryTighten, "The test command."),
+    k("stream", Some("AUTODEV_STREAM"), "true", Operator, "Stream model responses."),
+    k(
+        "require_evidence",
+        Some("AUTODEV_REQUIRE_EVIDENCE"),
+        "false",
+        RepositoryTighten,
+        "A run whose tests do not fail without its change gets repair rounds asking for such a test, then fails `no_evidence` (also a project setting).",
+    ),
+    k(
+        "rate_limit_per_minute",
+        Some("AUTODEV_RATE_LIMIT_PER_MINUTE"),
+        "1200",
+        Operator,
+        "API requests per key per minute (0: off).",
+    ),
+    k("trigger_label", Some("AUTODEV_TRIGGER_LABEL"), "`autodev`", Operator, "The ticket label that starts a run."),
+    k(
+        "openai.base_url",
+        Some("OPENAI_BASE_URL"),
+        "`https://api.openai.com/v1`",
+        Operator,
+        "Any OpenAI-compatible server (vLLM, llama.cpp, LM Studio).",
+    ),
+    k(
+        "openai.api_key",
+        Some("OPENAI_API_KEY"),
+        "none",
+        Operator,
+        "Discouraged: use the variable or `OPENAI_API_KEY_FILE`.",
+    ),
+    k("anthropic.base_url", Some("ANTHROPIC_BASE_URL"), "`https://api.anthropic.com`", Operator, "Anthropic's API."),
+    k(
+        "anthropic.api_key",
+        Some("ANTHROPIC_API_KEY"),
+        "none",
+        Operator,
+        "Discouraged: use the variable or `ANTHROPIC_API_KEY_FILE`.",
+    ),
+    k(
+        "groq.base_url",
+        Some("GROQ_BASE_URL"),
+        "`https://api.groq.com/openai/v1`",
+        Operator,
+        "Groq's OpenAI-compatible API.",
+    ),
+    k("groq.api_key", Some("GROQ_API_KEY"), "none", Operator, "Discouraged: use the variable or `GROQ_API_KEY_FILE`."),
+    k("ollama.base_url", Some("OLLAMA_HOST"), "`http://localhost:11434/v1`", Operator, "An Ollama server."),
+    k("ollama.api_key", None, "none", Operator, "For an Ollama behind a proxy that wants one."),
+    k(
+        "sandbox.mode",
+        Some("AUTODEV_SANDBOX_MODE"),
+        "`bwrap`",
+        Operator,
+        "`bwrap` (namespaces), or knowingly `landlock` / `none` (unisolated, flagged on every run).",
+    ),
+    k(
+        "sandbox.readonly",
+        None,
+        "what `autodev doctor` lists",
+        Operator,
+        "System and toolchain directories agents see read-only.",
+    ),
+    k("sandbox.network", None, "false", Operator, "Let agent commands and tests use the network."),
+    k(
+        "sandbox.pass_env",
+        None,
+        "[]",
+        Operator,
+        "More variables for commands (secret-looking names are still dropped).",
+    ),
+    k("sandbox.writable", None, "[]", Operator, "More directories commands may write to."),
+    k(
+        "prices",
+        None,
+        "the built-in table",
+        Operator,
+        "`[prices.\"MODEL\"]` with `input` and `output` (USD per million tokens) and optional `context_window`.",
+    ),
+];
+
+/// The table as Markdown.
+pub fn markdown() -> String {
+    let mut out =
+        String::from("| key | variable | default | set by | what it does |\n| --- | --- | --- | --- | --- |\n");
+    for key in KEYS {
+        let who = match key.who {
+            Operator => "operator",
+            Repository => "operator, repository",
+            RepositoryTighten => "operator; repository only lower",
+        };
+        let env = key.env.map(|e| format!("`{e}`")).unwrap_or_else(|| "—".into());
+        let _ = writeln!(out, "| `{}` | {env} | {} | {who} | {} |", key.key, key.default, key.doc);
+    }
+    out
+}
+
+/// The keys `FileConfig` has, as dotted paths (sections one level deep; `prices` as one key).
+#[cfg(test)]
+fn config_keys() -> Vec<String> {
+    let value = serde_json::to_value(FileConfig::default()).unwrap_or_default();
+    let mut keys = Vec::new();
+    for (k, v) in value.as_object().into_iter().flatten() {
+        match v.as_object() {
+            Some(section) if k != "prices" => keys.extend(section.keys().map(|s| format!("{k}.{s}"))),
+            _ => keys.push(k.clone()),
+        }
+    }
+    keys.sort();
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_config_key_is_in_the_reference_and_nothing_else() {
+        let mut documented: Vec<String> = KEYS.iter().map(|k| k.key.to_string()).collect();
+        documented.sort();
+        assert_eq!(documented, config_keys());
+    }
+
+    #[test]
+    fn the_readme_holds_the_generated_reference() {
+        let readme = include_str!("../../../README.md");
+        let start = "<!-- config-reference:start (autodev config reference) -->\n";
+        let end = "<!-- config-reference:end -->";
+        let (_, rest) = readme.split_once(start).unwrap_or_default();
+        let (table, _) = rest.split_once(end).unwrap_or_default();
+        assert_eq!(table, markdown(), "regenerate the README's table with `autodev config reference`");
+    }
+}
