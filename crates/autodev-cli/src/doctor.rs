@@ -78,6 +78,9 @@ pub async fn doctor(home: &Path, config: Option<&Path>, args: DoctorArgs) -> Exi
     }
     failed |= sandbox(home, &cfg).await;
     let mut any_provider = false;
+    // The provider runs use by default gets a real tool-call request: a server answering
+    // `GET /models` says nothing about whether its model calls tools.
+    let main_provider = cfg.provider.clone().unwrap_or_else(|| provider::default_provider(cfg.model.as_deref()));
     for name in provider::PROVIDERS {
         let configured = provider::configured(name, &cfg);
         if !configured {
@@ -91,6 +94,13 @@ pub async fn doctor(home: &Path, config: Option<&Path>, args: DoctorArgs) -> Exi
                 &format!("provider {name}"),
                 &format!("configured at {base} (not contacted: --offline)"),
             );
+            continue;
+        }
+        if *name == main_provider {
+            match probe_tool_calls(name, &cfg, &base).await {
+                Ok(said) => failed |= report(Level::Ok, &format!("provider {name}"), &said),
+                Err(said) => failed |= report(Level::Warn, &format!("provider {name}"), &said),
+            }
             continue;
         }
         match reach(&base).await {
@@ -199,6 +209,41 @@ async fn sandbox(home: &Path, cfg: &FileConfig) -> bool {
         Err(e) => failed |= report(Level::Fail, "self-test", &format!("could not run: {e}")),
     }
     failed
+}
+
+/// Sends one tiny request with one tool to the model runs would use, and says whether a
+/// native tool call came back.
+async fn probe_tool_calls(provider: &str, cfg: &FileConfig, base: &str) -> Result<String, String> {
+    use autodev_domain::{CallMeta, Message, ModelRequest, ToolSpec};
+    let model = cfg.model.clone().unwrap_or_else(|| provider::default_model(provider).to_string());
+    let client = provider::build(provider, cfg, None, None)?;
+    let request = ModelRequest {
+        model: model.clone(),
+        messages: vec![
+            Message::system(
+                "Autodev doctor is checking that this model calls tools. Call the `ping` tool with echo set to \"pong\"; do not answer in text.",
+            ),
+            Message::user("ping"),
+        ],
+        tools: vec![ToolSpec {
+            name: "ping".into(),
+            description: "Answers pong.".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": false}),
+        }],
+        max_output_tokens: 64,
+        meta: CallMeta { conversation: "doctor".into(), turn: 0 },
+    };
+    match tokio::time::timeout(Duration::from_secs(60), client.complete(&request)).await {
+        Err(_) => Err(format!("`{model}` at {base} did not answer a tool-call request within 60 s")),
+        Ok(Err(e)) => Err(format!("`{model}` at {base}: a tool-call request failed: {e}")),
+        Ok(Ok(resp)) if resp.message.tool_calls.iter().any(|c| c.name == "ping") => {
+            Ok(format!("`{model}` at {base} answered a tool-call request with a native tool call"))
+        }
+        Ok(Ok(resp)) => Err(format!(
+            "`{model}` at {base} answered in text, without a native tool call ({:?}): agents need tool calls; it may not support them on this server (for llama.cpp: start it with `--jinja` and use a tool-capable model; for Ollama: a model with tool support)",
+            resp.message.content.chars().take(60).collect::<String>()
+        )),
+    }
 }
 
 async fn reach(base: &str) -> Result<u16, String> {

@@ -18,7 +18,9 @@ pub fn conversation_of(body: &Value) -> (String, u32) {
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let text: String = messages.iter().filter_map(|m| m["content"].as_str()).collect::<Vec<_>>().join("\n");
     let turn = messages.iter().filter(|m| m["role"] == "assistant").count() as u32;
-    let conv = if text.contains("You are the planner") {
+    let conv = if text.contains("Autodev doctor is checking") {
+        "doctor".to_string()
+    } else if text.contains("You are the planner") {
         "planner".to_string()
     } else if let Some(rest) = text.split("# Your task: ").nth(1) {
         format!("task:{}", rest.split(' ').next().unwrap_or(""))

@@ -516,3 +516,35 @@ async fn without_a_terminal_each_model_call_gets_a_line_and_runs_show_keeps_even
         .collect();
     assert!(times.len() > 5 && times.last().copied().unwrap_or(0.0) >= 0.6, "{times:?}\n{shown}");
 }
+
+/// Regression: doctor said a provider was fine because `GET /v1/models` answered, while the
+/// model never made a tool call.
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_asks_the_model_for_a_tool_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    let home = dir.path().join("home");
+    for (answer, want) in [
+        (call("ping", json!({"echo": "pong"})), "[ok  ] provider openai    `gpt-4.1-mini` at "),
+        (autodev_testkit::text("pong"), "[warn] provider openai    `gpt-4.1-mini` at "),
+    ] {
+        let script = Script::default();
+        script.on("doctor", 0, vec![answer]);
+        let server = script.serve(std::time::Duration::ZERO).await;
+        let (_, stdout, stderr) = output(
+            autodev(&home)
+                .args(["doctor", "--repo"])
+                .arg(&repo)
+                .env("AUTODEV_MODEL", "gpt-4.1-mini")
+                .env("OPENAI_BASE_URL", format!("{}/v1", server.uri())),
+        );
+        assert!(stdout.contains(want), "want `{want}` in:\n{stdout}{stderr}");
+        let said = if want.starts_with("[ok") {
+            "with a native tool call"
+        } else {
+            "answered in text, without a native tool call"
+        };
+        assert!(stdout.contains(said), "{stdout}");
+        assert_eq!(script.requests_for("doctor").len(), 1);
+    }
+}
