@@ -143,6 +143,7 @@ pub fn settings(args: &RunArgs, cfg: &FileConfig, test_command: String) -> RunSe
         replay: args.model.replay.as_ref().map(|p| absolute(p)),
         keep_worktrees: false,
         require_evidence: cfg.require_evidence.unwrap_or(false),
+        tool_calls: cfg.tool_calls.unwrap_or_default(),
         config_warnings: cfg.repo_warnings.clone(),
     }
 }

@@ -58,6 +58,9 @@ pub struct FileConfig {
     /// A run whose tests do not fail without its change gets repair rounds asking for such a
     /// test, then fails `no_evidence` (default false).
     pub require_evidence: Option<bool>,
+    /// `native` (default) or `text`: tool calls written as JSON in the model's reply, for
+    /// servers and models without native tool calls.
+    pub tool_calls: Option<autodev_engine::ToolCallMode>,
     pub openai: ProviderSection,
     pub anthropic: ProviderSection,
     pub groq: ProviderSection,
@@ -106,6 +109,7 @@ const ENV_KEYS: &[&str] = &[
     "test_timeout_secs",
     "stream",
     "require_evidence",
+    "tool_calls",
     "trigger_label",
     "rate_limit_per_minute",
 ];

@@ -104,6 +104,13 @@ pub const KEYS: &[Key] = &[
         "A run whose tests do not fail without its change gets repair rounds asking for such a test, then fails `no_evidence` (also a project setting).",
     ),
     k(
+        "tool_calls",
+        Some("AUTODEV_TOOL_CALLS"),
+        "`native`",
+        Operator,
+        "`text` for servers or models without native tool calls: the tools are described in the prompt and a reply that is one JSON object `{\"name\", \"arguments\"}` is the call.",
+    ),
+    k(
         "rate_limit_per_minute",
         Some("AUTODEV_RATE_LIMIT_PER_MINUTE"),
         "1200",

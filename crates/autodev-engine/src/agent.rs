@@ -140,6 +140,21 @@ fn plan_in_text(text: &str) -> Option<std::result::Result<Plan, String>> {
     Some(Plan::from_arguments(&json).map_err(|e| e.to_string()))
 }
 
+/// The calls a reply makes: its native tool calls, or in the text mode one written as text.
+fn calls_of(response: &ModelResponse, text_mode: bool, turn: u32) -> Vec<autodev_domain::ToolCall> {
+    if !response.message.tool_calls.is_empty() || !text_mode {
+        return response.message.tool_calls.clone();
+    }
+    tool_call_in_text(&response.message.content)
+        .map(|(name, arguments)| vec![autodev_domain::ToolCall { id: format!("text_{turn}"), name, arguments }])
+        .unwrap_or_default()
+}
+
+/// Whether the last assistant message made its calls in text (its results go back as text).
+fn response_is_text(messages: &[Message]) -> bool {
+    messages.iter().rev().find(|m| m.role == autodev_domain::Role::Assistant).is_some_and(|m| m.tool_calls.is_empty())
+}
+
 /// Replies without a tool call, in a row, that stop an agent (the first gets a reminder).
 const MAX_TEXT_REPLIES: u32 = 2;
 /// The same reply this many times in a row is a loop.
@@ -150,7 +165,7 @@ fn no_tool_calls(conv: &str, n: u32, detail: &str) -> EngineError {
     EngineError::Failed(format!(
         "{conv}: the model answered {n} times without calling a tool{detail}; it may not support tool calls on \
          this server (for llama.cpp: start it with `--jinja` and use a tool-capable model; for Ollama: a model \
-         with tool support), or choose another model"
+         with tool support), or set `tool_calls = \"text\"`, or choose another model"
     ))
 }
 
@@ -164,7 +179,12 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
     let store = &ctx.engine.store;
     let run_id = ctx.run.id.as_str();
     let conv = spec.conversation.as_str();
-    let header_json = serde_json::to_string(&spec.header).map_err(autodev_store::StoreError::from)?;
+    let text_mode = ctx.settings.tool_calls == crate::settings::ToolCallMode::Text;
+    let mut opening = spec.header.clone();
+    if text_mode && let Some(first) = opening.first_mut() {
+        first.content.push_str(&prompts::text_tools(&tool_specs(spec.kind)));
+    }
+    let header_json = serde_json::to_string(&opening).map_err(autodev_store::StoreError::from)?;
     let header: Vec<Message> = serde_json::from_str(&store.put_conversation(run_id, conv, &header_json).await?)
         .map_err(autodev_store::StoreError::from)?;
     let header_len = header.len();
@@ -291,7 +311,8 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                 let json = serde_json::to_string(&response).map_err(autodev_store::StoreError::from)?;
                 // The reply and the start of its first tool call are stored together, before
                 // the tool runs.
-                let first = response.message.tool_calls.first();
+                let effective = calls_of(&response, text_mode, turn);
+                let first = effective.first();
                 let target = first.map(|c| ToolBox::describe(&c.name, &c.arguments)).unwrap_or_default();
                 let start = first.map(|c| ToolStart {
                     idx: 0,
@@ -335,7 +356,7 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
             }
         };
         spent += response.usage.input_tokens + response.usage.output_tokens;
-        let calls = response.message.tool_calls.clone();
+        let calls = calls_of(&response, text_mode, turn);
         let text = response.message.content.clone();
         // A loop: the same reply (text and calls) again and again.
         let signature =
@@ -469,7 +490,12 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                     ctx.event(EventKind::PlanRejected { reason: content.clone() }).await?;
                 }
             }
-            messages.push(Message::tool(call.id.clone(), content, is_error));
+            if text_mode && response_is_text(&messages) {
+                let status = if is_error { " (error)" } else { "" };
+                messages.push(Message::user(format!("Result of `{}`{status}:\n{content}", call.name)));
+            } else {
+                messages.push(Message::tool(call.id.clone(), content, is_error));
+            }
             if end.is_none() {
                 end = call_end;
             }

@@ -38,4 +38,4 @@ pub use engine::{
     Engine, EngineError, LEASE_TTL, Outcome, RunRequest, SandboxConfig, approve_plan, cancel_run, process_owner,
 };
 pub use isolation::unisolated_message;
-pub use settings::RunSettings;
+pub use settings::{RunSettings, ToolCallMode};

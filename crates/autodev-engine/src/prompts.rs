@@ -137,3 +137,17 @@ pub fn merge(task: &PlannedTask, files: &[String], test_command: &str) -> Vec<Me
         )),
     ]
 }
+
+/// For models without native tool calls (`tool_calls = "text"`): the tools and how to call
+/// them in text, appended to the system prompt.
+pub fn text_tools(tools: &[ToolSpec]) -> String {
+    let mut out = String::from(
+        "\n\n# Calling tools\n\nThis server does not pass tool calls natively. To call a tool, answer with exactly \
+         one JSON object and nothing else: {\"name\": \"TOOL\", \"arguments\": {...}}. The result comes back \
+         in the next message. The tools:\n",
+    );
+    for t in tools {
+        out.push_str(&format!("\n- `{}`: {} Arguments (JSON schema): {}", t.name, t.description, t.parameters));
+    }
+    out
+}

@@ -51,6 +51,10 @@ pub struct RunSettings {
     /// the change, and then fails `no_evidence`.
     #[serde(default)]
     pub require_evidence: bool,
+    /// How the model calls tools: natively (the API's tool calls), or written as JSON in its
+    /// text for servers and models without tool-call support.
+    #[serde(default)]
+    pub tool_calls: ToolCallMode,
     /// Keys a repository's own `autodev.toml` tried to set and may not (sandbox, providers,
     /// prices, higher limits): each becomes a warning event when the run starts.
     #[serde(default)]
@@ -80,7 +84,20 @@ impl Default for RunSettings {
             replay: None,
             keep_worktrees: false,
             require_evidence: false,
+            tool_calls: ToolCallMode::Native,
             config_warnings: Vec::new(),
         }
     }
+}
+
+/// How a model calls tools (`tool_calls` in the configuration).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolCallMode {
+    /// The API's own tool calls.
+    #[default]
+    Native,
+    /// The tools are described in the prompt; a reply that is one JSON object
+    /// `{"name": ..., "arguments": {...}}` is the call, and its result comes back as text.
+    Text,
 }

@@ -131,11 +131,23 @@ mod tests {
             let (stop, base) = (stop.clone(), root_path.clone());
             std::thread::spawn(move || {
                 let mut swaps = 0u64;
+                use std::os::unix::ffi::OsStrExt;
+                let d = std::ffi::CString::new(base.join("d").as_os_str().as_bytes()).unwrap();
+                let spare = std::ffi::CString::new(base.join("spare").as_os_str().as_bytes()).unwrap();
                 while !stop.load(Ordering::Relaxed) {
-                    // d <-> spare: a directory and a link to outside trade places.
-                    let _ = std::fs::rename(base.join("d"), base.join("tmp"));
-                    let _ = std::fs::rename(base.join("spare"), base.join("d"));
-                    let _ = std::fs::rename(base.join("tmp"), base.join("spare"));
+                    // d <-> spare: a directory and a link to outside trade places atomically,
+                    // so `d` always exists (as one or the other).
+                    // SAFETY: renameat2 on two NUL-terminated paths we own.
+                    let rc = unsafe {
+                        libc::renameat2(
+                            libc::AT_FDCWD,
+                            d.as_ptr(),
+                            libc::AT_FDCWD,
+                            spare.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
                     swaps += 1;
                 }
                 swaps

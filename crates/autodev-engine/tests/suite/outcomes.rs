@@ -298,3 +298,27 @@ async fn require_evidence_fails_no_evidence_after_the_repair_rounds() {
     assert!(reason.starts_with("no_evidence: the tests pass, but with only the run's test changes ("), "{reason}");
     assert!(reason.contains("after 1 repair round(s)"), "{reason}");
 }
+
+#[tokio::test]
+async fn in_the_text_mode_tool_calls_written_as_text_are_run_and_answered_in_text() {
+    let app = TestApp::new().await;
+    let write_text = r#"{"name": "write_file", "arguments": {"path": "greeting.txt", "content": "hello\n"}}"#;
+    let finish_text = "```json\n{\"name\": \"finish\", \"arguments\": {\"summary\": \"wrote it\"}}\n```";
+    app.script.plan(plan_json()["tasks"].clone()).on("task:t1", 0, vec![text(write_text)]).on(
+        "task:t1",
+        1,
+        vec![text(finish_text)],
+    );
+    let mut s = settings(&app.server);
+    s.tool_calls = autodev_engine::ToolCallMode::Text;
+    let (id, outcome) = app.run(s, "# Greet").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    let requests = app.script.requests_for("task:t1");
+    let system = requests[0]["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("# Calling tools") && system.contains("`write_file`"), "{system}");
+    let last = requests[1]["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["role"], "user");
+    assert!(last["content"].as_str().unwrap().starts_with("Result of `write_file`:\ncreated `greeting.txt`"), "{last}");
+    let tasks = app.engine.store().tasks(&id).await.unwrap();
+    assert_eq!(tasks[0].summary.as_deref(), Some("wrote it"));
+}
