@@ -266,6 +266,9 @@ async fn cancelling_a_run_stops_it_between_steps() {
     let outcome = tokio::time::timeout(Duration::from_secs(10), driver).await.unwrap().unwrap().unwrap();
     assert_eq!(outcome, Outcome::Finished(RunState::Cancelled));
     assert!(app.script.requests_for("task:t1").len() < 3);
+    // A cancelled run still leaves its report.
+    let report = std::fs::read_to_string(app.engine.run_dir(&id).join("report.md")).unwrap();
+    assert!(report.contains("| outcome | cancelled"), "{report}");
 }
 
 /// Regression: a task two steps downstream of a failed one stayed pending, and the run
