@@ -95,32 +95,43 @@ pub fn task(spec: &str, plan: &Plan, task: &PlannedTask, test_command: &str) -> 
 }
 
 pub fn repair(spec: &str, plan: Option<&Plan>, round: u32, test_command: &str, failure: &str) -> Vec<Message> {
-    let plan = plan.map(plan_overview).unwrap_or_default();
-    vec![
-        Message::system(coder_system(test_command)),
-        Message::user(format!(
-            "# Spec\n\n{spec}\n\n# Plan (done)\n\n{plan}\n# Failing tests (repair round {round})\n\n\
+    repair_round(
+        spec,
+        plan,
+        test_command,
+        format!(
+            "Failing tests (repair round {round})\n\n\
              The change for this spec is in the worktree, but `{test_command}` fails:\n\n```\n{failure}\n```\n\n\
              Find the cause and fix it so the tests pass, without weakening or deleting tests that check \
              the spec. Then call finish."
-        )),
-    ]
+        ),
+    )
 }
 
 /// A repair round for tests that pass but prove nothing: a test that fails without the change
 /// is wanted.
 pub fn evidence_repair(spec: &str, plan: Option<&Plan>, round: u32, test_command: &str, finding: &str) -> Vec<Message> {
-    let plan = plan.map(plan_overview).unwrap_or_default();
-    vec![
-        Message::system(coder_system(test_command)),
-        Message::user(format!(
-            "# Spec\n\n{spec}\n\n# Plan (done)\n\n{plan}\n# Missing evidence (repair round {round})\n\n\
+    repair_round(
+        spec,
+        plan,
+        test_command,
+        format!(
+            "Missing evidence (repair round {round})\n\n\
              The change for this spec is in the worktree and `{test_command}` passes, but nothing shows that \
              the tests check the spec: {finding}\n\n\
              Add tests that check what the spec asks for: each must fail on the code before this change and \
              pass with it. Keep the change itself; do not weaken existing tests. Run `{test_command}`, then \
              call finish."
-        )),
+        ),
+    )
+}
+
+/// The opening of a repair round: the spec, the plan done, and what the round is for.
+fn repair_round(spec: &str, plan: Option<&Plan>, test_command: &str, section: String) -> Vec<Message> {
+    let plan = plan.map(plan_overview).unwrap_or_default();
+    vec![
+        Message::system(coder_system(test_command)),
+        Message::user(format!("# Spec\n\n{spec}\n\n# Plan (done)\n\n{plan}\n# {section}")),
     ]
 }
 
