@@ -339,8 +339,8 @@ async fn summary(engine: &Engine, run: &RunRow, json: bool) {
     if let Some(evidence) = run.evidence.as_deref() {
         let said = match evidence {
             "proven" => "proven: the run's tests fail without its change",
-            "proves_nothing" => "tests pass but prove nothing (they pass without the change too)",
-            "no_tests" => "no tests changed",
+            "tests pass but prove nothing" => "tests pass but prove nothing (they pass without the change too)",
+            "no tests" => "no tests (the run changed none)",
             other => other,
         };
         println!("  evidence {said}");

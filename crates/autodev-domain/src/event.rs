@@ -111,35 +111,35 @@ pub enum EventKind {
     },
 }
 
-/// What the run's tests prove (the idea behind SWE-bench's FAIL_TO_PASS, for every run).
+/// What the run's tests prove (the idea behind SWE-bench's FAIL_TO_PASS, for every run). The
+/// stored and API values are the words users read: `proven`, `tests pass but prove nothing`,
+/// `no tests`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum Evidence {
     /// The run's tests fail on the base commit and pass on the run branch.
+    #[serde(rename = "proven")]
     Proven,
     /// The run changed tests, but they pass on the base commit too.
+    #[serde(rename = "tests pass but prove nothing")]
     ProvesNothing,
     /// The run changed no tests.
+    #[serde(rename = "no tests")]
     NoTests,
 }
 
 impl Evidence {
-    /// The stored and API form.
+    /// The stored, API and report form.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Evidence::Proven => "proven",
-            Evidence::ProvesNothing => "proves_nothing",
-            Evidence::NoTests => "no_tests",
-        }
-    }
-
-    /// How a report or a person says it.
-    pub fn describe(self) -> &'static str {
         match self {
             Evidence::Proven => "proven",
             Evidence::ProvesNothing => "tests pass but prove nothing",
             Evidence::NoTests => "no tests",
         }
+    }
+
+    /// How a report or a person says it (the same words).
+    pub fn describe(self) -> &'static str {
+        self.as_str()
     }
 }
 

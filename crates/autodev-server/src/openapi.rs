@@ -78,9 +78,9 @@ pub struct Run {
     origin: Option<String>,
     tests_passed: Option<bool>,
     /// What the run's tests prove, once verified: `proven` (they fail on the base commit with
-    /// only the run's test changes, and pass on the run branch), `proves_nothing` (they pass
-    /// on the base too) or `no_tests` (the run changed no tests).
-    #[schema(value_type = Option<String>, pattern = "^(proven|proves_nothing|no_tests)$")]
+    /// only the run's test changes, and pass on the run branch), `tests pass but prove nothing`
+    /// (they pass on the base too) or `no tests` (the run changed no tests).
+    #[schema(value_type = Option<String>, pattern = "^(proven|tests pass but prove nothing|no tests)$")]
     evidence: Option<String>,
     usage: Usage,
     created_at_ms: i64,

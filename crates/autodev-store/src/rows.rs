@@ -80,7 +80,7 @@ pub struct RunRow {
     pub finished_at: Option<i64>,
     pub project_id: Option<String>,
     pub origin: Option<String>,
-    /// What the run's tests prove (`proven`, `proves_nothing`, `no_tests`), once verified.
+    /// What the run's tests prove (`proven`, `tests pass but prove nothing`, `no tests`), once verified.
     pub evidence: Option<String>,
 }
 

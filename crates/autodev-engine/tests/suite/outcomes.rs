@@ -234,7 +234,7 @@ async fn tests_that_pass_on_the_base_too_prove_nothing_and_no_tests_is_said() {
     );
     let (id, outcome) = app.run(s.clone(), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
-    assert_eq!(evidence_of(&app, &id).await.0.as_deref(), Some("proves_nothing"));
+    assert_eq!(evidence_of(&app, &id).await.0.as_deref(), Some("tests pass but prove nothing"));
     let report = std::fs::read_to_string(app.engine.run_dir(&id).join("report.md")).unwrap();
     assert!(report.contains("## Evidence: tests pass but prove nothing"), "{report}");
 
@@ -247,7 +247,7 @@ async fn tests_that_pass_on_the_base_too_prove_nothing_and_no_tests_is_said() {
     );
     let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
-    assert_eq!(evidence_of(&app, &id).await.0.as_deref(), Some("no_tests"));
+    assert_eq!(evidence_of(&app, &id).await.0.as_deref(), Some("no tests"));
 }
 
 #[tokio::test]
@@ -268,7 +268,7 @@ async fn require_evidence_drives_a_repair_round_that_asks_for_a_failing_test() {
     );
     let (stored, events) = evidence_of(&app, &id).await;
     assert_eq!(stored.as_deref(), Some("proven"));
-    assert_eq!(events.len(), 2, "no_tests, then proven");
+    assert_eq!(events.len(), 2, "no tests, then proven");
     let run = app.engine.store().get_run(&id).await.unwrap();
     let subjects = git(&app.repo, &["log", "--format=%s", &format!("{}..{}", run.base_commit, run.branch)]);
     assert!(subjects.contains("Add tests that fail without the change (repair round 1)"), "{subjects}");

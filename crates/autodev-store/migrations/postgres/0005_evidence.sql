@@ -1,2 +1,2 @@
--- The verdict of the run's tests (proven, proves_nothing, no_tests); NULL until verified.
+-- The verdict of the run's tests (`proven`, `tests pass but prove nothing`, `no tests`); NULL until verified.
 ALTER TABLE runs ADD COLUMN evidence TEXT;
