@@ -399,7 +399,7 @@ fn run_json(r: &RunRow) -> serde_json::Value {
     serde_json::json!({
         "id": r.id, "short_id": r.short_id, "title": r.title, "state": r.state, "reason": r.reason,
         "repo": r.repo, "base_branch": r.base_branch, "branch": r.branch,
-        "tests_passed": r.test_passed, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+        "tests_passed": r.test_passed, "evidence": r.evidence, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
         "cost_usd": MicroUsd(r.cost_micros).as_usd(), "created_at_ms": r.created_at, "finished_at_ms": r.finished_at,
     })
 }
@@ -466,6 +466,9 @@ pub async fn show(home: &Path, key: &str, json: bool) -> Exit {
         println!("state    {}{}", r.state, r.reason.as_deref().map(|x| format!(": {x}")).unwrap_or_default());
         println!("repo     {} (base {})", r.repo, r.base_branch);
         println!("branch   {}", r.branch);
+        if let Some(evidence) = &r.evidence {
+            println!("evidence {evidence}");
+        }
         println!("usage    {} input + {} output tokens, {}", r.input_tokens, r.output_tokens, MicroUsd(r.cost_micros));
         if !tasks.is_empty() {
             println!("tasks");
