@@ -34,8 +34,16 @@ pub fn project_json(p: &ProjectRow) -> Value {
     })
 }
 
+/// A project's name. Projects are addressed by id or name, so a name that could be an id
+/// (a UUID) is refused, as are `.` and `..` (path segments).
 fn valid_name(name: &str) -> Result<String, ApiError> {
     let name = name.trim();
+    if uuid::Uuid::parse_str(name).is_ok() {
+        return Err(ApiError::invalid("name", "a name may not have the form of an id (a UUID): choose another name"));
+    }
+    if name == "." || name == ".." {
+        return Err(ApiError::invalid("name", "`.` and `..` are not names: choose another name"));
+    }
     let ok =
         !name.is_empty() && name.len() <= 100 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok { Ok(name.to_string()) } else { Err(ApiError::invalid("name", "use 1-100 letters, digits, `-`, `_` or `.`")) }

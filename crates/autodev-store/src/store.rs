@@ -1327,10 +1327,15 @@ impl Store {
 
     /// A project by id or name.
     pub async fn find_project(&self, key: &str) -> Result<ProjectRow> {
-        self.fetch::<ProjectRow>(project_select!("WHERE id = $1 OR name = $1"), &[key.into()])
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::NotFound(format!("no project `{key}`")))
+        // An id always wins over a name (names that look like ids are refused, but a database
+        // from before that rule may hold one).
+        self.fetch::<ProjectRow>(
+            project_select!("WHERE id = $1 OR name = $1 ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1"),
+            &[key.into()],
+        )
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::NotFound(format!("no project `{key}`")))
     }
 
     /// Claims the oldest run made for a project (through the API or a webhook) that needs a

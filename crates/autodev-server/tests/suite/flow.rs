@@ -59,8 +59,24 @@ async fn projects_are_managed_by_admins_and_validated_field_by_field(app) {
         let answer = String::from_utf8_lossy(&buf[..n]);
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }
-    // By name or id; update; list; delete.
+    // Regression (issue 10): a project named with another project's id answered for that id
+    // afterwards. Names that could be ids, and `.`/`..`, are refused (create and rename).
     let id = created["id"].as_str().unwrap();
+    for name in [id, "01a22bff-aa54-7305-949e-882b958ca0bd", ".", ".."] {
+        let body = json!({"name": name, "repository": repo});
+        let (status, v) = json(app.post("/api/v1/projects", Some(&app.admin)).json(&body).send().await.unwrap()).await;
+        assert_eq!((status, v["error"]["field"].as_str()), (422, Some("name")), "{name}: {v}");
+        let rename = app
+            .http
+            .patch(format!("{}/api/v1/projects/{id}", app.base))
+            .bearer_auth(&app.admin)
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rename.status().as_u16(), 422, "{name}");
+    }
+    // By name or id; update; list; delete.
     let (status, got) = json(app.get("/api/v1/projects/greeter", Some(&app.viewer)).send().await.unwrap()).await;
     assert_eq!((status, got["id"].as_str().unwrap()), (200, id));
     let (status, updated) = json(

@@ -60,6 +60,18 @@ super::runs::both! {
         assert!(matches!(store.find_project("api").await, Err(StoreError::NotFound(_))));
     }
 
+    // Regression (issue 10): a project named with another project's id shadowed it. The API
+    // refuses such names; a database from before that rule still finds the id first.
+    async fn a_projects_id_wins_over_another_projects_name(store) {
+        // The shadowing project is stored first, so a scan in insertion order meets it first.
+        let first = project("first");
+        let shadow = project(&first.id);
+        store.insert_project(&shadow).await.unwrap();
+        store.insert_project(&first).await.unwrap();
+        assert_eq!(store.find_project(&first.id).await.unwrap().name, "first");
+        assert_eq!(store.find_project(&shadow.id).await.unwrap().name, first.id);
+    }
+
     async fn keys_store_hashes_and_revocation_hides_them(store) {
         let key = KeyRow {
             id: "k1".into(),
