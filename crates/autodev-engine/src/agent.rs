@@ -150,6 +150,13 @@ fn calls_of(response: &ModelResponse, text_mode: bool, turn: u32) -> Vec<autodev
         .unwrap_or_default()
 }
 
+/// Whether two replies say the same thing: the same text and the same calls (ids aside).
+fn same_reply(a: &Message, b: &Message) -> bool {
+    a.content == b.content
+        && a.tool_calls.len() == b.tool_calls.len()
+        && a.tool_calls.iter().zip(&b.tool_calls).all(|(x, y)| x.name == y.name && x.arguments == y.arguments)
+}
+
 /// Whether the last assistant message made its calls in text (its results go back as text).
 fn response_is_text(messages: &[Message]) -> bool {
     messages.iter().rev().find(|m| m.role == autodev_domain::Role::Assistant).is_some_and(|m| m.tool_calls.is_empty())
@@ -212,7 +219,6 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
     let mut rejections = 0u32;
     let mut quiet_turns = 0u32;
     let mut ever_called = false;
-    let mut last_reply: Option<String> = None;
     let mut same_replies = 0u32;
     let mut last_compaction: Option<u32> = None;
     for turn in 0.. {
@@ -358,12 +364,10 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
         spent += response.usage.input_tokens + response.usage.output_tokens;
         let calls = calls_of(&response, text_mode, turn);
         let text = response.message.content.clone();
-        // A loop: the same reply (text and calls) again and again.
-        let signature =
-            serde_json::to_string(&(&text, calls.iter().map(|c| (&c.name, &c.arguments)).collect::<Vec<_>>()))
-                .unwrap_or_default();
-        same_replies = if last_reply.as_deref() == Some(signature.as_str()) { same_replies + 1 } else { 1 };
-        last_reply = Some(signature);
+        // A loop: the same reply (text and calls) again and again. Compared with the previous
+        // reply still in the conversation: nothing is copied or serialised per step.
+        let previous = messages.iter().rev().find(|m| m.role == autodev_domain::Role::Assistant);
+        same_replies = if previous.is_some_and(|p| same_reply(p, &response.message)) { same_replies + 1 } else { 1 };
         let looped = (same_replies >= MAX_SAME_REPLIES).then(|| {
             EngineError::Failed(format!(
                 "{conv}: the model gave the same reply {same_replies} times in a row (a loop): {}",

@@ -15,7 +15,6 @@
 //!   code the base does not have fail to compile there, which counts as failing, as it does
 //!   in SWE-bench.
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use autodev_domain::{EventKind, Evidence};
 use autodev_workspace::fsops::Root;
@@ -290,11 +289,7 @@ async fn run_on_base(ctx: &RunCtx, wt: &Path, grafts: &[(String, String)]) -> Re
         let rel = root.check(path).map_err(|e| EngineError::Failed(format!("evidence: {e}")))?;
         root.write(&rel, content.as_bytes()).map_err(|e| EngineError::Failed(format!("evidence: {path}: {e}")))?;
     }
-    let sandbox = autodev_workspace::Sandbox::new(&wt.canonicalize()?, ctx.policy());
-    let outcome = sandbox
-        .run(&ctx.settings.test_command, Duration::from_secs(ctx.settings.test_timeout_secs))
-        .await
-        .map_err(|e| EngineError::Failed(format!("could not run the test command for evidence: {e}")))?;
+    let outcome = crate::phases::test_command_in(ctx, &wt.canonicalize()?).await?;
     Ok((outcome.exit_code, outcome.success(), outcome.render(30)))
 }
 

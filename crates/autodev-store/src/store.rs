@@ -906,25 +906,37 @@ impl Store {
 
     /// Records a test run's outcome on the run, with the event.
     pub async fn record_test_run(&self, run_id: &str, passed: bool, event: EventKind) -> Result<Event> {
-        let mut tx = self.begin().await?;
-        tx.exec(
+        self.update_run_with_event(
             "UPDATE runs SET test_passed = $1, updated_at = $2 WHERE id = $3",
-            &[passed.into(), now_ms().into(), run_id.into()],
+            passed,
+            run_id,
+            event,
         )
-        .await?;
-        let e = tx.event(run_id, event).await?;
-        tx.commit().await?;
-        Ok(e)
+        .await
     }
 
     /// Records what the run's tests prove, with the event.
     pub async fn record_evidence(&self, run_id: &str, verdict: &str, event: EventKind) -> Result<Event> {
-        let mut tx = self.begin().await?;
-        tx.exec(
+        self.update_run_with_event(
             "UPDATE runs SET evidence = $1, updated_at = $2 WHERE id = $3",
-            &[verdict.into(), now_ms().into(), run_id.into()],
+            verdict,
+            run_id,
+            event,
         )
-        .await?;
+        .await
+    }
+
+    /// One column of a run (`$1`, with `$2` the time and `$3` the id) and an event, in one
+    /// transaction.
+    async fn update_run_with_event<'a>(
+        &self,
+        sql: &'static str,
+        value: impl Into<Arg<'a>>,
+        run_id: &'a str,
+        event: EventKind,
+    ) -> Result<Event> {
+        let mut tx = self.begin().await?;
+        tx.exec(sql, &[value.into(), now_ms().into(), run_id.into()]).await?;
         let e = tx.event(run_id, event).await?;
         tx.commit().await?;
         Ok(e)

@@ -4,6 +4,24 @@ use serde_json::{Value, json};
 
 use super::{autodev, output};
 
+/// `autodev run` on `repo` with `spec`, the model at `model_url` (OpenAI wire format).
+fn run_cmd(
+    home: &std::path::Path,
+    repo: &std::path::Path,
+    spec: &std::path::Path,
+    model_url: impl AsRef<std::ffi::OsStr>,
+) -> std::process::Command {
+    let mut cmd = autodev(home);
+    cmd.arg("run")
+        .arg("--repo")
+        .arg(repo)
+        .arg("--spec")
+        .arg(spec)
+        .env("OPENAI_BASE_URL", model_url)
+        .env("OPENAI_API_KEY", "sk-test-not-a-real-key");
+    cmd
+}
+
 fn spec(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
     let p = dir.join("spec.md");
     std::fs::write(&p, text).unwrap();
@@ -22,16 +40,13 @@ async fn a_successful_run_exits_0_and_prints_a_json_summary() {
     let server = script.serve(std::time::Duration::ZERO).await;
     let home = dir.path().join("home");
     let spec = spec(dir.path(), "# Greet\n\nWrite hello into greeting.txt.\n");
-    let (code, stdout, stderr) = output(
-        autodev(&home)
-            .args(["run", "--json", "--test-command", "sh check.sh", "--model", "gpt-4.1-mini"])
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--spec")
-            .arg(&spec)
-            .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
-            .env("OPENAI_API_KEY", "sk-test-not-a-real-key"),
-    );
+    let (code, stdout, stderr) = output(run_cmd(&home, &repo, &spec, format!("{}/v1", server.uri())).args([
+        "--json",
+        "--test-command",
+        "sh check.sh",
+        "--model",
+        "gpt-4.1-mini",
+    ]));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines[0]["type"], "run_created");
@@ -73,15 +88,8 @@ async fn a_failed_run_exits_1_with_the_reason() {
     let server = script.serve(std::time::Duration::ZERO).await;
     let home = dir.path().join("home");
     let spec = spec(dir.path(), "# Greet\n");
-    let (code, stdout, stderr) = output(
-        autodev(&home)
-            .args(["run", "--test-command", "sh check.sh"])
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--spec")
-            .arg(&spec)
-            .env("OPENAI_BASE_URL", server.uri()),
-    );
+    let (code, stdout, stderr) =
+        output(run_cmd(&home, &repo, &spec, server.uri()).args(["--test-command", "sh check.sh"]));
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(
         stdout
@@ -424,16 +432,11 @@ async fn a_repositorys_autodev_toml_cannot_widen_access() {
     assert!(stdout.contains("sandbox          bwrap (agents isolated)"), "{stdout}");
 
     let spec = spec(dir.path(), "# Greet\n");
-    let (code, stdout, stderr) = output(
-        autodev(&home)
-            .args(["run", "--json", "--model", "gpt-4.1-mini"])
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--spec")
-            .arg(&spec)
-            .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
-            .env("OPENAI_API_KEY", "sk-test-not-a-real-key"),
-    );
+    let (code, stdout, stderr) = output(run_cmd(&home, &repo, &spec, format!("{}/v1", server.uri())).args([
+        "--json",
+        "--model",
+        "gpt-4.1-mini",
+    ]));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("may not set openai, sandbox"), "{stdout}");
     assert!(!std::path::Path::new("/autodev-escape-root").exists());
@@ -451,14 +454,9 @@ async fn without_bubblewrap_no_agent_starts_and_the_fix_is_named() {
     let spec = spec(dir.path(), "# Greet\n");
     let missing = dir.path().join("no-bwrap-here");
     let (code, stdout, stderr) = output(
-        autodev(&home)
-            .args(["run", "--test-command", "sh check.sh"])
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--spec")
-            .arg(&spec)
-            .env("AUTODEV_BWRAP", &missing)
-            .env("OPENAI_BASE_URL", server.uri()),
+        run_cmd(&home, &repo, &spec, server.uri())
+            .args(["--test-command", "sh check.sh"])
+            .env("AUTODEV_BWRAP", &missing),
     );
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("sandbox_unavailable") && stdout.contains("apt-get install bubblewrap"), "{stdout}");
@@ -489,16 +487,12 @@ async fn without_a_terminal_each_model_call_gets_a_line_and_runs_show_keeps_even
     let server = script.serve(std::time::Duration::from_millis(300)).await;
     let home = dir.path().join("home");
     let spec = spec(dir.path(), "# Greet\n");
-    let (code, stdout, stderr) = output(
-        autodev(&home)
-            .args(["run", "--test-command", "sh check.sh", "--model", "gpt-4.1-mini"])
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--spec")
-            .arg(&spec)
-            .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
-            .env("OPENAI_API_KEY", "sk-test-not-a-real-key"),
-    );
+    let (code, stdout, stderr) = output(run_cmd(&home, &repo, &spec, format!("{}/v1", server.uri())).args([
+        "--test-command",
+        "sh check.sh",
+        "--model",
+        "gpt-4.1-mini",
+    ]));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     for want in ["[plan] model turn 1: 1000 in + 100 out tokens", "[t1] model turn 2: ", "[t1] write_file greeting.txt"]
     {

@@ -94,13 +94,19 @@ pub async fn run(scratch: &Path, policy: SandboxPolicy) -> std::io::Result<Vec<C
     // A process that detaches from its command must not survive it.
     let _ = sh(&sandbox, "(setsid bash -c 'exec -a autodev-leftover sleep 300' >/dev/null 2>&1 &); echo started").await;
     let out = sh(&sandbox, "grep -l 'autodev-left[o]ver' /proc/[0-9]*/cmdline 2>/dev/null | head -3; true").await;
-    let leftover_on_host = host_has_leftover();
+    let leftovers = host_leftovers();
+    let leftover_on_host = !leftovers.is_empty();
     checks.push(Check {
         name: "leave a process behind",
         held: out.trim().is_empty() && !leftover_on_host,
         detail: if out.trim().is_empty() && !leftover_on_host { "gone".into() } else { brief(&out) },
     });
-    kill_host_leftovers();
+    for pid in leftovers {
+        // SAFETY: SIGKILL to a process the self-test itself started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
 
     let host_env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
     let sandbox_env = policy.environment(Path::new("/"), Path::new("/tmp"));
@@ -148,24 +154,15 @@ pub async fn run(scratch: &Path, policy: SandboxPolicy) -> std::io::Result<Vec<C
     Ok(checks)
 }
 
-fn host_has_leftover() -> bool {
+/// Host pids of processes the self-test left behind (the leftover's name is its marker).
+fn host_leftovers() -> Vec<i32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"autodev-leftover")))
-}
-
-fn kill_host_leftovers() {
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let ours = std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"autodev-leftover"));
-        if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()).filter(|_| ours) {
-            // SAFETY: SIGKILL to a process the self-test itself started.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"autodev-leftover")))
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .collect()
 }
 
 async fn sh(sandbox: &Sandbox, command: &str) -> String {
