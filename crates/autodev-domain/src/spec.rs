@@ -28,12 +28,18 @@ impl Spec {
         if bytes.len() > MAX_SPEC_BYTES {
             return Err(SpecError::TooLarge { size: bytes.len(), max: MAX_SPEC_BYTES });
         }
-        if bytes.contains(&0) {
+        let text = std::str::from_utf8(bytes).map_err(|_| SpecError::Binary { what: "bytes that are not UTF-8" })?;
+        Self::from_text(text)
+    }
+
+    /// A spec from text that arrived as text (an API field, a ticket), whose size the caller
+    /// limits: not blank, no NUL. A leading byte-order mark is dropped.
+    pub fn from_text(text: &str) -> Result<Self, SpecError> {
+        if text.contains('\0') {
             return Err(SpecError::Binary { what: "NUL bytes" });
         }
-        let text = std::str::from_utf8(bytes).map_err(|_| SpecError::Binary { what: "bytes that are not UTF-8" })?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        if text.trim().is_empty() {
+        if is_blank(text) {
             return Err(SpecError::Empty);
         }
         Ok(Self { text: text.to_string() })
@@ -60,6 +66,12 @@ impl Spec {
         }
         truncate_chars(first.unwrap_or("run"), 100)
     }
+}
+
+/// Blank: nothing but spaces, tabs, line ends and byte-order marks (the API publishes the
+/// same rule as a pattern, so it names these characters rather than Unicode's whitespace).
+pub fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{feff}'))
 }
 
 fn truncate_chars(s: &str, n: usize) -> String {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use autodev_domain::{AccessRole, RunState};
 use autodev_store::{KeyRow, RunRef, RunRow, Store};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -17,10 +17,9 @@ use serde_json::{Value, json};
 
 use crate::auth::{self, Pepper};
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::rules;
 use crate::workers::ModelFactory;
-
-/// Request bodies larger than this are refused with 413.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -67,7 +66,8 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/gitlab", post(crate::webhooks::gitlab))
         .route("/webhooks/jira", post(crate::webhooks::jira))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(crate::error::json_errors))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)
 }
@@ -95,14 +95,12 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header =
-            parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
-                ApiError::unauthorized("missing `Authorization: Bearer KEY`; create a key with `autodev keys create`")
-            })?;
-        let token = header
-            .strip_prefix("Bearer ")
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("missing `Authorization: Bearer KEY`; create a key with `autodev keys create`")
+        })?;
+        let token = bearer_token(header.as_bytes())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer KEY`"))?;
-        match state.guard.authenticate(&state.store, &state.pepper, token.trim()).await {
+        match state.guard.authenticate(&state.store, &state.pepper, token).await {
             Ok(Some((key, role))) => {
                 if let Err(wait) = state.guard.check_rate(&key.id) {
                     return Err(ApiError::rate_limited(&key.name, wait));
@@ -114,6 +112,15 @@ impl FromRequestParts<AppState> for Caller {
             Err(e) => Err(ApiError::internal(&e)),
         }
     }
+}
+
+/// The key in `Authorization: Bearer KEY`. The scheme is case-insensitive (RFC 9110 §11.1),
+/// and one or more spaces or tabs may follow it.
+fn bearer_token(header: &[u8]) -> Option<&str> {
+    let header = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, token) = header.split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Nanoseconds since the epoch (a marker file's content; its mtime is what is compared).
@@ -138,38 +145,6 @@ async fn ready(State(state): State<AppState>) -> Response {
     });
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
-}
-
-/// A JSON body that could not be read: 400 for malformed JSON, 422 naming the field for a
-/// body of the wrong shape, 413 for one that is too large.
-pub fn json_error(e: axum::extract::rejection::JsonRejection) -> ApiError {
-    use axum::extract::rejection::JsonRejection;
-    let text = e.body_text();
-    match e {
-        JsonRejection::JsonDataError(_) => {
-            // After "target type: " comes either the path of the bad value ("name: invalid
-            // type…") or, at the top level, "unknown field `x`" / "missing field `y`".
-            let detail = text.split("target type: ").nth(1).unwrap_or("");
-            let field = if detail.starts_with("unknown field `") || detail.starts_with("missing field `") {
-                detail.split('`').nth(1).unwrap_or("body").to_string()
-            } else {
-                match detail.split_once(": ") {
-                    Some((path, _)) if !path.is_empty() && !path.contains(' ') => path.to_string(),
-                    _ => "body".to_string(),
-                }
-            };
-            ApiError { field: Some(field), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", text) }
-        }
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send `Content-Type: application/json`",
-        ),
-        _ if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is over 1 MiB")
-        }
-        _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed", text),
-    }
 }
 
 /// A run as the API shows it. Serialised straight from the row (no intermediate
@@ -264,7 +239,7 @@ struct ListQuery {
 async fn list_runs(
     caller: Caller,
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(AccessRole::Viewer)?;
     let filter = match q.state.as_deref() {
@@ -275,25 +250,14 @@ async fn list_runs(
     if !(1..=200).contains(&limit) {
         return Err(ApiError::invalid("limit", "limit must be between 1 and 200"));
     }
-    let before = match q.cursor.as_deref() {
-        Some(c) => {
-            let (at, id) = c
-                .split_once('_')
-                .ok_or_else(|| ApiError::invalid("cursor", "malformed cursor; pass back next_cursor as given"))?;
-            let at: i64 = at
-                .parse()
-                .map_err(|_| ApiError::invalid("cursor", "malformed cursor; pass back next_cursor as given"))?;
-            Some((at, id.to_string()))
-        }
-        None => None,
-    };
+    let before = q.cursor.as_deref().map(rules::cursor).transpose()?;
     let project = match q.project.as_deref() {
         Some(p) => Some(
             state
                 .store
                 .find_project(p)
                 .await
-                .map_err(|_| ApiError::invalid("project", format!("no project `{p}`")))?
+                .map_err(|_| ApiError { field: Some("project".into()), ..ApiError::not_found(format!("no project `{p}`")) })?
                 .id,
         ),
         None => None,
@@ -386,7 +350,7 @@ async fn run_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
     caller.require(AccessRole::Viewer)?;
     let run = state.store.find_run(&id).await?;

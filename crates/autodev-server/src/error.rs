@@ -5,6 +5,27 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// Every `code` an error can have (the OpenAPI document lists these as an enum).
+pub const CODES: &[&str] = &[
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "webhook_disabled",
+    "method_not_allowed",
+    "timeout",
+    "conflict",
+    "too_large",
+    "uri_too_long",
+    "unsupported_media_type",
+    "invalid",
+    "malformed_json",
+    "malformed_request",
+    "missing_header",
+    "rate_limited",
+    "internal",
+    "unavailable",
+];
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -89,5 +110,110 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
         }
         response
+    }
+}
+
+/// URIs longer than this are refused with 414 (hyper itself refuses those over 64 KiB before
+/// the application sees them, with an empty body; this limit keeps Autodev's answer first).
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+
+/// The code for a status that a layer below the handlers answered (axum's method router,
+/// its path extractor, a body limit).
+fn code_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "malformed_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "timeout",
+        409 => "conflict",
+        413 => "too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        422 => "invalid",
+        429 => "rate_limited",
+        503 => "unavailable",
+        _ if status.is_server_error() => "internal",
+        _ => "malformed_request",
+    }
+}
+
+/// Middleware: every error leaves in the one shape. A response of 400 or more that is not
+/// JSON already (axum answers a wrong method with an empty 405, a path it cannot decode with
+/// plain text) gets the error body, its text as the message; its headers (`Allow`) stay.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.uri().to_string().len() > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the URI is over {} KiB", MAX_URI_BYTES / 1024),
+        )
+        .into_response();
+    }
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = if text.is_empty() {
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                let allow = parts.headers.get(axum::http::header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
+                format!("this endpoint does not take this method; it takes {allow}")
+            }
+            _ => status.canonical_reason().unwrap_or("error").to_string(),
+        }
+    } else {
+        text
+    };
+    let mut fresh = ApiError::new(status, code_for(status), message).into_response();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    for (name, value) in &parts.headers {
+        fresh.headers_mut().insert(name, value.clone());
+    }
+    fresh
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Every code the server can send is in [`CODES`] (and so in the document).
+    #[test]
+    fn every_code_is_listed() {
+        for status in 400..600u16 {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert!(CODES.contains(&code_for(status)), "{status}");
+        }
+        let sources = [
+            include_str!("error.rs"),
+            include_str!("extract.rs"),
+            include_str!("app.rs"),
+            include_str!("runs.rs"),
+            include_str!("projects.rs"),
+            include_str!("webhooks.rs"),
+            include_str!("access.rs"),
+            include_str!("rules.rs"),
+        ];
+        let literal = regex::Regex::new(r#"ApiError::new\(\s*[A-Za-z_:]+,\s*"([a-z_]+)""#).unwrap();
+        let mut seen = 0;
+        for source in sources {
+            for c in literal.captures_iter(source) {
+                assert!(CODES.contains(&&c[1]), "`{}` is not in CODES", &c[1]);
+                seen += 1;
+            }
+        }
+        assert!(seen >= 8, "the scan found {seen} codes");
     }
 }

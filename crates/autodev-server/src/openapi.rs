@@ -21,10 +21,12 @@ pub struct ErrorBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// `unauthorized`, `forbidden`, `not_found`, `conflict`, `invalid`, `malformed_json`,
-    /// `malformed_body`, `too_large`, `rate_limited`, `webhook_disabled`, `internal`.
+    /// What went wrong, for programs (the list is in the schema's enum).
     code: String,
+    /// What went wrong and what to do, for people.
     message: String,
+    /// The body field (`settings.github_repo`), query parameter or header at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
 }
 
@@ -41,6 +43,25 @@ pub enum RunStateName {
     Succeeded,
     Failed,
     Cancelled,
+}
+
+/// One Server-Sent Event of a run's stream.
+#[derive(Serialize, ToSchema)]
+pub struct SseEvent {
+    /// The event's sequence number (send it back as `Last-Event-ID`).
+    id: String,
+    /// The event's type (`run_created`, `task_finished`, …).
+    event: String,
+    /// The event as JSON: `seq`, `run_id`, `at_ms`, `type` and the type's fields.
+    data: String,
+}
+
+/// The artifacts a run delivers.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactName {
+    Report,
+    Patch,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -118,22 +139,45 @@ pub struct RunPage {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"project": "demo", "spec": "# Add a --version flag\n\nPrint the version from Cargo.toml.", "max_parallel": 2}))]
 pub struct CreateRun {
-    /// Project id or name.
+    /// Project id or name (404 when there is no such project).
     project: String,
-    /// Markdown. A first `# heading` is the title unless `title` is given.
+    /// Markdown, at most 262,144 characters, not blank. A first `# heading` is the title
+    /// unless `title` is given.
     spec: String,
+    /// One line, at most 200 characters.
     title: Option<String>,
+    /// A model id of the configured provider (default: the server's).
     model: Option<String>,
-    /// 1 to 16.
+    /// Tasks at once, 1 to 16.
     max_parallel: Option<u32>,
     /// Stop at `awaiting_approval` after planning (default false).
     approval: Option<bool>,
 }
 
+/// An optional body for approve and reject.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"comment": "Looks right; keep the tests small."}))]
 pub struct Decision {
+    /// At most 4,000 characters; a rejection's comment is the run's reason.
     comment: Option<String>,
+}
+
+/// The settings Autodev knows; any other key is refused. PATCH replaces them all.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettings {
+    /// `owner/name`: GitHub issues there start runs in this project.
+    github_repo: Option<String>,
+    /// `group/name`: GitLab issues there start runs in this project.
+    gitlab_project: Option<String>,
+    /// A Jira project key (`PROJ`): its tickets start runs in this project.
+    jira_project: Option<String>,
+    /// Runs must prove their change with a test that fails without it.
+    require_evidence: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -145,22 +189,41 @@ pub struct Project {
     base_branch: Option<String>,
     /// Detected in the repository when absent.
     test_command: Option<String>,
-    /// Further settings: `github_repo` (`owner/name`), `gitlab_project` (`group/name`),
-    /// `jira_project` (`KEY`) match tickets to the project.
+    /// As stored: see `ProjectSettings`.
     settings: Value,
     created_at_ms: i64,
     updated_at_ms: i64,
 }
 
+/// A new project.
 #[derive(Serialize, ToSchema)]
-pub struct ProjectBody {
-    /// 1-100 letters, digits, `-`, `_` or `.`; required on create.
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "hello-world", "repository": "https://github.com/octo-org/hello-world.git", "test_command": "cargo test", "settings": {"github_repo": "octo-org/hello-world"}}))]
+pub struct ProjectCreate {
+    /// 1-100 ASCII letters, digits, `-`, `_` or `.`, starting with a letter or digit, and not
+    /// of the form of an id (a UUID). Unique.
+    name: String,
+    /// An absolute path to a git repository on the server (404 when there is none), or a clone
+    /// URL (https, http, ssh, git, file, or `user@host:path`).
+    repository: String,
+    /// The branch runs start from (default: the repository's default branch).
+    base_branch: Option<String>,
+    /// The project's tests (detected in the repository when absent).
+    test_command: Option<String>,
+    settings: Option<ProjectSettings>,
+}
+
+/// Changes to a project: the fields given replace the stored ones.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"test_command": "cargo test --workspace", "settings": {"github_repo": "octo-org/hello-world", "require_evidence": true}}))]
+pub struct ProjectUpdate {
+    /// As on create; 409 when another project has it.
     name: Option<String>,
-    /// Required on create.
     repository: Option<String>,
     base_branch: Option<String>,
     test_command: Option<String>,
-    settings: Option<Value>,
+    settings: Option<ProjectSettings>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -220,87 +283,102 @@ fn metrics() {}
 fn openapi_json() {}
 
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects", security(("bearer" = [])),
-    responses((status = 200, body = ProjectList), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = ProjectList)))]
 fn list_projects() {}
 
-#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", security(("bearer" = [])), request_body = ProjectBody,
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", security(("bearer" = [])), request_body = ProjectCreate,
     responses((status = 201, body = Project), (status = 403, description = "Needs the admin role", body = ErrorBody),
-        (status = 409, description = "The name is taken", body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 404, description = "No git repository at the path given as `repository`", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody)))]
 fn create_project() {}
 
 #[utoipa::path(get, path = "/api/v1/projects/{project}", tag = "projects", security(("bearer" = [])),
     params(("project" = String, Path, description = "Id or name")),
-    responses((status = 200, body = Project), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Project)))]
 fn get_project() {}
 
-#[utoipa::path(patch, path = "/api/v1/projects/{project}", tag = "projects", security(("bearer" = [])), request_body = ProjectBody,
+#[utoipa::path(patch, path = "/api/v1/projects/{project}", tag = "projects", security(("bearer" = [])), request_body = ProjectUpdate,
     params(("project" = String, Path, description = "Id or name")),
-    responses((status = 200, body = Project), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Project), (status = 403, description = "Needs the admin role", body = ErrorBody),
+        (status = 404, description = "No such project, or no git repository at the path given as `repository`", body = ErrorBody),
+        (status = 409, description = "Another project has the name", body = ErrorBody)))]
 fn update_project() {}
 
 #[utoipa::path(delete, path = "/api/v1/projects/{project}", tag = "projects", security(("bearer" = [])),
     params(("project" = String, Path, description = "Id or name")),
-    responses((status = 204, description = "Deleted; its runs keep their history"), (status = 404, body = ErrorBody)))]
+    responses((status = 204, description = "Deleted; its runs keep their history"), (status = 403, description = "Needs the admin role", body = ErrorBody)))]
 fn delete_project() {}
 
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", security(("bearer" = [])),
-    params(("project" = Option<String>, Query, description = "Project id or name"),
+    params(("project" = Option<String>, Query, description = "Project id or name (404 when there is none)"),
         ("state" = Option<RunStateName>, Query, description = "Only runs in this state"),
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("limit" = Option<i64>, Query, description = "Runs per page, 1 to 200, default 50"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
-    responses((status = 200, body = RunPage), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = RunPage), (status = 404, description = "No such project", body = ErrorBody)))]
 fn list_runs() {}
 
 #[utoipa::path(post, path = "/api/v1/runs", tag = "runs", security(("bearer" = [])), request_body = CreateRun,
-    responses((status = 201, description = "Queued for a worker", body = Run), (status = 403, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody)))]
+    responses((status = 201, description = "Queued for a worker", body = Run), (status = 403, description = "Needs the operator role", body = ErrorBody),
+        (status = 404, description = "No such project", body = ErrorBody)))]
 fn create_run() {}
 
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Id, short id or a unique prefix")),
-    responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RunDetail)))]
 fn get_run() {}
 
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = Run), (status = 409, description = "Already finished", body = ErrorBody)))]
+    params(("id" = String, Path, description = "Id, short id or a unique prefix")),
+    responses((status = 200, body = Run), (status = 403, description = "Needs the operator role", body = ErrorBody), (status = 409, description = "Already finished", body = ErrorBody)))]
 fn cancel_run() {}
 
 #[utoipa::path(post, path = "/api/v1/runs/{id}/approve", tag = "runs", security(("bearer" = [])), request_body = Decision,
-    params(("id" = String, Path)), responses((status = 200, body = Run), (status = 409, description = "Not awaiting approval", body = ErrorBody)))]
+    params(("id" = String, Path, description = "Id, short id or a unique prefix")),
+    responses((status = 200, body = Run), (status = 403, description = "Needs the operator role", body = ErrorBody), (status = 409, description = "Not awaiting approval", body = ErrorBody)))]
 fn approve_run() {}
 
 #[utoipa::path(post, path = "/api/v1/runs/{id}/reject", tag = "runs", security(("bearer" = [])), request_body = Decision,
-    params(("id" = String, Path)), responses((status = 200, description = "The run is cancelled with the comment as its reason", body = Run), (status = 409, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Id, short id or a unique prefix")),
+    responses((status = 200, description = "The run is cancelled with the comment as its reason", body = Run), (status = 403, description = "Needs the operator role", body = ErrorBody), (status = 409, description = "Not awaiting approval", body = ErrorBody)))]
 fn reject_run() {}
 
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", security(("bearer" = [])),
-    params(("id" = String, Path), ("Last-Event-ID" = Option<i64>, Header, description = "Replay events after this sequence number")),
-    responses((status = 200, description = "Server-Sent Events: `id` is the event's sequence number, `event` its type, `data` its JSON; the stream ends after the run finishes", content_type = "text/event-stream", body = String)))]
+    params(("id" = String, Path, description = "Id, short id or a unique prefix"),
+        ("after" = Option<i64>, Query, description = "Replay events after this sequence number (as `Last-Event-ID`, which wins when both are given)"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "Replay events after this sequence number (422 when it is not an integer)")),
+    responses((status = 200, description = "Server-Sent Events: `id` is the event's sequence number, `event` its type, `data` its JSON; the stream ends after the run finishes", content_type = "text/event-stream", body = SseEvent)))]
 fn run_events() {}
 
 #[utoipa::path(get, path = "/api/v1/runs/{id}/artifacts/{name}", tag = "runs", security(("bearer" = [])),
-    params(("id" = String, Path), ("name" = String, Path, description = "`report` (Markdown) or `patch`")),
-    responses((status = 200, description = "The artifact", body = String, content_type = "text/plain"), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Id, short id or a unique prefix"), ("name" = ArtifactName, Path, description = "`report` (Markdown) or `patch` (a git diff)")),
+    responses((status = 200, description = "The artifact", body = String, content_type = "text/plain"), (status = 404, description = "No such run, or the run has not delivered yet", body = ErrorBody)))]
 fn artifact() {}
 
 #[utoipa::path(get, path = "/api/v1/usage", tag = "usage", security(("bearer" = [])),
     params(("days" = Option<i64>, Query, description = "The last N days, 1 to 366 (default 30)")),
-    responses((status = 200, body = UsageReport), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = UsageReport)))]
 fn usage() {}
 
-#[utoipa::path(post, path = "/webhooks/github", tag = "webhooks",
-    params(("X-Hub-Signature-256" = String, Header, description = "`sha256=` HMAC of the body"), ("X-GitHub-Event" = String, Header), ("X-GitHub-Delivery" = String, Header)),
-    responses((status = 201, body = WebhookAnswer), (status = 200, body = WebhookAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, description = "AUTODEV_GITHUB_WEBHOOK_SECRET is not set", body = ErrorBody)))]
+#[utoipa::path(post, path = "/webhooks/github", tag = "webhooks", request_body(content = Object, content_type = "application/json", description = "A GitHub webhook payload"),
+    params(("X-Hub-Signature-256" = String, Header, description = "`sha256=` HMAC of the body"), ("X-GitHub-Event" = String, Header), ("X-GitHub-Delivery" = Option<String>, Header, description = "Up to 200 visible ASCII characters; when absent or empty the body's hash is the delivery id")),
+    responses((status = 201, description = "A run was created", body = WebhookAnswer), (status = 200, description = "Ignored, a duplicate, or a ping", body = WebhookAnswer),
+        (status = 400, description = "The body is not a JSON object, or X-GitHub-Event is missing", body = ErrorBody), (status = 401, description = "The signature is missing or wrong", body = ErrorBody),
+        (status = 404, description = "AUTODEV_GITHUB_WEBHOOK_SECRET is not set", body = ErrorBody), (status = 413, description = "The body is over 1 MiB", body = ErrorBody), (status = 422, description = "The delivery id is malformed", body = ErrorBody)))]
 fn github_webhook() {}
 
-#[utoipa::path(post, path = "/webhooks/gitlab", tag = "webhooks",
-    params(("X-Gitlab-Token" = String, Header), ("X-Gitlab-Event-UUID" = Option<String>, Header)),
-    responses((status = 201, body = WebhookAnswer), (status = 200, body = WebhookAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/webhooks/gitlab", tag = "webhooks", request_body(content = Object, content_type = "application/json", description = "A GitLab webhook payload"),
+    params(("X-Gitlab-Token" = String, Header), ("X-Gitlab-Event" = Option<String>, Header), ("X-Gitlab-Event-UUID" = Option<String>, Header, description = "Up to 200 visible ASCII characters; when absent or empty the body's hash is the delivery id")),
+    responses((status = 201, description = "A run was created", body = WebhookAnswer), (status = 200, description = "Ignored or a duplicate", body = WebhookAnswer),
+        (status = 400, description = "The body is not a JSON object", body = ErrorBody), (status = 401, description = "The token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "AUTODEV_GITLAB_WEBHOOK_TOKEN is not set", body = ErrorBody), (status = 413, description = "The body is over 1 MiB", body = ErrorBody), (status = 422, description = "The delivery id is malformed", body = ErrorBody)))]
 fn gitlab_webhook() {}
 
-#[utoipa::path(post, path = "/webhooks/jira", tag = "webhooks",
-    params(("X-Hub-Signature" = Option<String>, Header, description = "Jira Cloud: `sha256=` HMAC of the body"), ("secret" = Option<String>, Query, description = "Jira Data Center: the shared secret")),
-    responses((status = 201, body = WebhookAnswer), (status = 200, body = WebhookAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/webhooks/jira", tag = "webhooks", request_body(content = Object, content_type = "application/json", description = "A Jira webhook payload"),
+    params(("X-Hub-Signature" = Option<String>, Header, description = "Jira Cloud: `sha256=` HMAC of the body"), ("secret" = Option<String>, Query, description = "Jira Data Center: the shared secret"),
+        ("X-Atlassian-Webhook-Identifier" = Option<String>, Header, description = "Up to 200 visible ASCII characters; when absent or empty the body's hash is the delivery id")),
+    responses((status = 201, description = "A run was created", body = WebhookAnswer), (status = 200, description = "Ignored or a duplicate", body = WebhookAnswer),
+        (status = 400, description = "The body is not a JSON object", body = ErrorBody), (status = 401, description = "Neither a valid signature nor a valid secret", body = ErrorBody),
+        (status = 404, description = "AUTODEV_JIRA_WEBHOOK_SECRET is not set", body = ErrorBody), (status = 413, description = "The body is over 1 MiB", body = ErrorBody), (status = 422, description = "The delivery id is malformed", body = ErrorBody)))]
 fn jira_webhook() {}
 
 struct BearerAuth;
@@ -329,16 +407,166 @@ impl Modify for BearerAuth {
     paths(health, ready, metrics, openapi_json, list_projects, create_project, get_project, update_project, delete_project,
         list_runs, create_run, get_run, cancel_run, approve_run, reject_run, run_events, artifact, usage,
         github_webhook, gitlab_webhook, jira_webhook),
-    components(schemas(ErrorBody, Run, RunDetail, RunPage, CreateRun, Decision, Project, ProjectBody, ProjectList, UsageReport, Ready, WebhookAnswer)),
+    components(schemas(SseEvent, ErrorBody, Run, RunDetail, RunPage, CreateRun, Decision, Project, ProjectCreate, ProjectUpdate, ProjectSettings, ProjectList, UsageReport, Ready, WebhookAnswer, ArtifactName)),
     modifiers(&BearerAuth),
     tags((name = "runs"), (name = "projects"), (name = "usage"), (name = "webhooks"), (name = "operations")),
 )]
 pub struct ApiDoc;
 
-/// The document, built once.
+/// The document, built once: utoipa's, refined with [`refine`].
 pub fn document() -> &'static Value {
     static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    DOC.get_or_init(|| serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null))
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+        let missing = refine(&mut doc);
+        debug_assert!(missing.is_empty(), "refine found no {missing:?}");
+        doc
+    })
+}
+
+/// What the attributes above cannot say, added to the JSON: the rules of [`crate::rules`]
+/// (one source for the server and the document), the error codes, and the error responses
+/// every operation of a kind can give. Returns the places it expected and did not find.
+fn refine(doc: &mut Value) -> Vec<String> {
+    use serde_json::json;
+
+    use crate::rules::*;
+    let mut missing = Vec::new();
+    let mut set = |doc: &mut Value, pointer: &str, extra: Value| match doc.pointer_mut(pointer) {
+        Some(Value::Object(target)) => {
+            if let Value::Object(extra) = extra {
+                target.extend(extra);
+            }
+        }
+        _ => missing.push(pointer.to_string()),
+    };
+    let schema = |name: &str, prop: &str| format!("/components/schemas/{name}/properties/{prop}");
+    set(doc, &schema("ErrorDetail", "code"), json!({"enum": crate::error::CODES}));
+    set(doc, &schema("CreateRun", "spec"), json!({"minLength": 1, "maxLength": SPEC_MAX_CHARS, "pattern": TEXT}));
+    set(doc, &schema("CreateRun", "title"), json!({"maxLength": TITLE_MAX_CHARS, "pattern": ONE_LINE}));
+    set(doc, &schema("CreateRun", "model"), json!({"pattern": MODEL}));
+    set(doc, &schema("CreateRun", "max_parallel"), json!({"minimum": 1, "maximum": 16}));
+    set(doc, &schema("Decision", "comment"), json!({"maxLength": COMMENT_MAX_CHARS, "pattern": NO_NUL}));
+    for name in ["ProjectCreate", "ProjectUpdate"] {
+        set(doc, &schema(name, "name"), json!({"pattern": NAME}));
+        set(doc, &schema(name, "repository"), json!({"pattern": REPOSITORY}));
+        set(doc, &schema(name, "base_branch"), json!({"pattern": BRANCH}));
+        set(doc, &schema(name, "test_command"), json!({"maxLength": COMMAND_MAX_CHARS, "pattern": TEXT}));
+    }
+    set(doc, &schema("ProjectSettings", "github_repo"), json!({"pattern": GITHUB_REPO}));
+    set(doc, &schema("ProjectSettings", "gitlab_project"), json!({"pattern": GITLAB_PROJECT}));
+    set(doc, &schema("ProjectSettings", "jira_project"), json!({"pattern": JIRA_PROJECT}));
+    let param = |path: &str, method: &str, index: usize| {
+        format!("/paths/{}/{method}/parameters/{index}/schema", path.replace('/', "~1"))
+    };
+    set(doc, &param("/api/v1/runs", "get", 2), json!({"minimum": 1, "maximum": 200}));
+    set(doc, &param("/api/v1/runs", "get", 3), json!({"pattern": CURSOR}));
+    set(doc, &param("/api/v1/usage", "get", 0), json!({"minimum": 1, "maximum": 366}));
+    set(doc, &param("/webhooks/github", "post", 1), json!({"minLength": 1}));
+    let delivery_id = json!({"maxLength": 200, "pattern": "^[!-~]*$"});
+    set(doc, &param("/webhooks/github", "post", 2), delivery_id.clone());
+    set(doc, &param("/webhooks/gitlab", "post", 2), delivery_id.clone());
+    set(doc, &param("/webhooks/jira", "post", 2), delivery_id);
+    for verb in ["approve", "reject"] {
+        set(doc, &format!("/paths/~1api~1v1~1runs~1{{id}}~1{verb}/post/requestBody"), json!({"required": false}));
+    }
+    set(
+        doc,
+        "/paths/~1api~1v1~1runs~1{id}~1artifacts~1{name}/get/responses/200/content",
+        json!({"text/markdown": {"schema": {"type": "string"}}, "text/x-diff": {"schema": {"type": "string"}}}),
+    );
+    if let Some(Value::Object(content)) =
+        doc.pointer_mut("/paths/~1api~1v1~1runs~1{id}~1artifacts~1{name}/get/responses/200/content")
+    {
+        content.remove("text/plain");
+    }
+    for name in ["ProjectCreate", "ProjectUpdate", "CreateRun", "Decision", "ProjectSettings"] {
+        set(doc, &format!("/components/schemas/{name}"), json!({"additionalProperties": false}));
+    }
+    add_links(doc);
+    add_error_responses(doc);
+    missing
+}
+
+/// OpenAPI links: what a created run or project can be used for next (clients and stateful
+/// testers follow them).
+fn add_links(doc: &mut Value) {
+    use serde_json::json;
+    let link = |op: &str, params: Value| json!({"operationId": op, "parameters": params});
+    let run = json!({"id": "$response.body#/id"});
+    let run_links = json!({
+        "GetRun": link("get_run", run.clone()),
+        "CancelRun": link("cancel_run", run.clone()),
+        "ApproveRun": link("approve_run", run.clone()),
+        "RejectRun": link("reject_run", run.clone()),
+        "RunEvents": link("run_events", run.clone()),
+        "RunReport": link("artifact", json!({"id": "$response.body#/id", "name": "report"})),
+    });
+    if let Some(r) = doc.pointer_mut("/paths/~1api~1v1~1runs/post/responses/201") {
+        r["links"] = run_links;
+    }
+    let project = json!({"project": "$response.body#/id"});
+    let project_links = json!({
+        "GetProject": link("get_project", project.clone()),
+        "UpdateProject": link("update_project", project.clone()),
+        "DeleteProject": link("delete_project", project.clone()),
+        "ListProjectRuns": link("list_runs", json!({"project": "$response.body#/id"})),
+    });
+    if let Some(r) = doc.pointer_mut("/paths/~1api~1v1~1projects/post/responses/201") {
+        r["links"] = project_links;
+    }
+}
+
+/// The error responses of each kind of operation, where its own attribute did not give one:
+/// with a key, 401/403/429; with a body, 400/413/415/422; with a path parameter, 404 (and 422
+/// for a run prefix that matches several runs); with query parameters, 422.
+fn add_error_responses(doc: &mut Value) {
+    use serde_json::json;
+    let error = |description: &str| {
+        json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+    };
+    let mut rate_limited = error("Over the key's rate limit");
+    rate_limited["headers"] = json!({"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}});
+    let Some(Value::Object(paths)) = doc.get_mut("paths") else { return };
+    for (path, item) in paths.iter_mut() {
+        let Value::Object(item) = item else { continue };
+        for (_, op) in item.iter_mut() {
+            let Value::Object(op) = op else { continue };
+            let secured = op.contains_key("security");
+            let body = op.contains_key("requestBody");
+            let params = op.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
+            let in_path = params.iter().any(|p| p["in"] == "path");
+            let in_query = params.iter().any(|p| p["in"] == "query");
+            let webhook = path.starts_with("/webhooks/");
+            let mut add = Vec::new();
+            if secured {
+                add.push(("401", error("No key, or a key that is invalid or revoked")));
+                add.push(("403", error("The key's role does not allow this")));
+                add.push(("429", rate_limited.clone()));
+            }
+            if body && !webhook {
+                add.push(("400", error("The body is not valid JSON")));
+                add.push(("413", error("The body is over 1 MiB")));
+                add.push(("415", error("The body is not `application/json`")));
+                add.push(("422", error("A field is invalid; `field` names it")));
+            }
+            if in_path {
+                add.push(("404", error("No such resource")));
+                if path.starts_with("/api/v1/runs/{id}") {
+                    add.push(("422", error("The id prefix matches several runs, or a parameter is invalid")));
+                }
+            }
+            if in_query || params.iter().any(|p| p["in"] == "header") && secured {
+                add.push(("422", error("A parameter is invalid; `field` names it")));
+            }
+            let responses = op.entry("responses").or_insert_with(|| json!({}));
+            if let Value::Object(responses) = responses {
+                for (status, response) in add {
+                    responses.entry(status).or_insert(response);
+                }
+            }
+        }
+    }
 }
 
 /// `GET /api/v1/openapi.json`.
@@ -362,5 +590,36 @@ mod tests {
             .collect();
         let domain: Vec<&str> = autodev_domain::RunState::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(names, domain);
+    }
+
+    /// Every place `refine` adds to exists in what utoipa generated.
+    #[test]
+    fn refine_finds_every_place() {
+        let mut doc = serde_json::to_value(<super::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+        assert_eq!(super::refine(&mut doc), Vec::<String>::new());
+    }
+
+    /// Each kind of operation documents the errors it can give.
+    #[test]
+    fn operations_document_their_errors() {
+        let doc = super::document();
+        let statuses = |path: &str, method: &str| -> Vec<String> {
+            doc["paths"][path][method]["responses"].as_object().unwrap().keys().cloned().collect()
+        };
+        for s in ["201", "400", "401", "403", "404", "413", "415", "422", "429"] {
+            assert!(statuses("/api/v1/runs", "post").contains(&s.to_string()), "POST /runs lacks {s}");
+        }
+        for s in ["200", "401", "403", "404", "409", "422", "429", "400", "413", "415"] {
+            assert!(statuses("/api/v1/runs/{id}/approve", "post").contains(&s.to_string()), "approve lacks {s}");
+        }
+        for s in ["200", "401", "404", "422"] {
+            assert!(statuses("/api/v1/runs/{id}/events", "get").contains(&s.to_string()), "events lacks {s}");
+        }
+        assert!(statuses("/api/v1/projects/{project}", "patch").contains(&"409".to_string()));
+        let code = &doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"];
+        assert!(code.as_array().unwrap().iter().any(|c| c == "malformed_json"));
+        assert_eq!(doc["components"]["schemas"]["CreateRun"]["additionalProperties"], false);
+        let required = &doc["components"]["schemas"]["ProjectCreate"]["required"];
+        assert!(required.as_array().unwrap().iter().any(|c| c == "name"), "{required}");
     }
 }

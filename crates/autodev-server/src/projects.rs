@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 use crate::app::{AppState, Caller};
 use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::rules::{self, ProjectSettings};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,8 +19,7 @@ pub struct ProjectBody {
     repository: Option<String>,
     base_branch: Option<String>,
     test_command: Option<String>,
-    #[serde(default)]
-    settings: Option<serde_json::Map<String, Value>>,
+    settings: Option<ProjectSettings>,
 }
 
 pub fn project_json(p: &ProjectRow) -> Value {
@@ -35,29 +36,46 @@ pub fn project_json(p: &ProjectRow) -> Value {
 }
 
 /// A project's name. Projects are addressed by id or name, so a name that could be an id
-/// (a UUID) is refused, as are `.` and `..` (path segments).
+/// (a UUID) is refused, as are `.` and `..` (path segments) by the pattern.
 fn valid_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
-    if uuid::Uuid::parse_str(name).is_ok() {
-        return Err(ApiError::invalid("name", "a name may not have the form of an id (a UUID): choose another name"));
-    }
-    if name == "." || name == ".." {
-        return Err(ApiError::invalid("name", "`.` and `..` are not names: choose another name"));
-    }
-    let ok =
-        !name.is_empty() && name.len() <= 100 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok { Ok(name.to_string()) } else { Err(ApiError::invalid("name", "use 1-100 letters, digits, `-`, `_` or `.`")) }
+    rules::name("name", name)?;
+    Ok(name.to_string())
 }
 
+/// A repository: a clone URL, or an absolute path that holds a git repository (404 when it
+/// does not: the field names something that is not there).
 fn valid_repository(repo: &str) -> Result<String, ApiError> {
-    autodev_engine::checkout::validate_repository(repo).map_err(|e| ApiError::invalid("repository", e))?;
-    Ok(repo.trim().to_string())
+    rules::repository(repo)?;
+    autodev_engine::checkout::validate_repository(repo).map_err(|e| ApiError {
+        field: Some("repository".into()),
+        ..ApiError::not_found(e)
+    })?;
+    Ok(repo.to_string())
 }
 
-fn optional_text(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+fn valid_branch(v: Option<String>) -> Result<Option<String>, ApiError> {
+    if let Some(b) = &v {
+        rules::branch("base_branch", b)?;
+    }
+    Ok(v)
+}
+
+fn valid_command(v: Option<String>) -> Result<Option<String>, ApiError> {
     match v {
-        Some(t) if t.trim().is_empty() => Err(ApiError::invalid(field, "must not be empty; leave it out instead")),
-        Some(t) => Ok(Some(t.trim().to_string())),
+        Some(t) => {
+            rules::text("test_command", &t, rules::COMMAND_MAX_CHARS)?;
+            Ok(Some(t.trim().to_string()))
+        }
+        None => Ok(None),
+    }
+}
+
+fn valid_settings(v: Option<ProjectSettings>) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(settings) => {
+            settings.check()?;
+            Ok(Some(serde_json::to_string(&settings).map_err(|e| ApiError::internal(&e))?))
+        }
         None => Ok(None),
     }
 }
@@ -65,10 +83,10 @@ fn optional_text(field: &str, v: Option<String>) -> Result<Option<String>, ApiEr
 pub async fn create(
     caller: Caller,
     State(state): State<AppState>,
-    body: Result<Json<ProjectBody>, axum::extract::rejection::JsonRejection>,
+    body: JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(AccessRole::Admin)?;
-    let Json(body) = body.map_err(crate::app::json_error)?;
+    let body: ProjectBody = body.parse()?;
     let name = valid_name(body.name.as_deref().ok_or_else(|| ApiError::invalid("name", "name is required"))?)?;
     let repository = valid_repository(
         body.repository.as_deref().ok_or_else(|| ApiError::invalid("repository", "repository is required"))?,
@@ -78,9 +96,9 @@ pub async fn create(
         id: uuid::Uuid::now_v7().to_string(),
         name,
         repository,
-        base_branch: optional_text("base_branch", body.base_branch)?,
-        test_command: optional_text("test_command", body.test_command)?,
-        settings: Value::Object(body.settings.unwrap_or_default()).to_string(),
+        base_branch: valid_branch(body.base_branch)?,
+        test_command: valid_command(body.test_command)?,
+        settings: valid_settings(body.settings)?.unwrap_or_else(|| "{}".into()),
         created_at: now,
         updated_at: now,
     };
@@ -108,10 +126,10 @@ pub async fn update(
     caller: Caller,
     State(state): State<AppState>,
     Path(key): Path<String>,
-    body: Result<Json<ProjectBody>, axum::extract::rejection::JsonRejection>,
+    body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AccessRole::Admin)?;
-    let Json(body) = body.map_err(crate::app::json_error)?;
+    let body: ProjectBody = body.parse()?;
     let mut row = state.store.find_project(&key).await?;
     if let Some(name) = body.name {
         row.name = valid_name(&name)?;
@@ -119,14 +137,14 @@ pub async fn update(
     if let Some(repo) = body.repository {
         row.repository = valid_repository(&repo)?;
     }
-    if let Some(b) = optional_text("base_branch", body.base_branch)? {
+    if let Some(b) = valid_branch(body.base_branch)? {
         row.base_branch = Some(b);
     }
-    if let Some(t) = optional_text("test_command", body.test_command)? {
+    if let Some(t) = valid_command(body.test_command)? {
         row.test_command = Some(t);
     }
-    if let Some(settings) = body.settings {
-        row.settings = Value::Object(settings).to_string();
+    if let Some(settings) = valid_settings(body.settings)? {
+        row.settings = settings;
     }
     state.store.update_project(&row).await?;
     state.store.audit(Some(&*caller.key), "PATCH", &format!("/api/v1/projects/{}", row.id), 200, None).await?;

@@ -3,14 +3,15 @@ use autodev_domain::{AccessRole, Spec};
 use autodev_engine::{EngineError, RunSettings, approve_plan, checkout};
 use autodev_store::AuditEntry;
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::app::{AppState, Caller, json_error, run_json};
+use crate::app::{AppState, Caller, run_json};
 use crate::error::ApiError;
+use crate::extract::{ApiQuery, JsonBody};
+use crate::rules;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,29 +20,49 @@ pub struct CreateRun {
     spec: String,
     title: Option<String>,
     model: Option<String>,
+    #[serde(default, deserialize_with = "whole_number")]
     max_parallel: Option<usize>,
     /// Stop at `awaiting_approval` after planning.
     approval: Option<bool>,
 }
 
+/// An integer as JSON Schema means it: `16` and `16.0` alike (a number whose fraction is
+/// zero); anything else is refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    let whole = n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 1e15).map(|f| f as u64));
+    match whole {
+        Some(w) => Ok(Some(usize::try_from(w).unwrap_or(usize::MAX))),
+        None => Err(serde::de::Error::custom(format!("expected a whole number, not {n}"))),
+    }
+}
+
 pub async fn create(
     caller: Caller,
     State(state): State<AppState>,
-    body: Result<Json<CreateRun>, JsonRejection>,
+    body: JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(AccessRole::Operator)?;
-    let Json(body) = body.map_err(json_error)?;
-    let project = state.store.find_project(body.project.trim()).await.map_err(|_| {
-        ApiError::invalid("project", format!("no project `{}`; create it first (POST /api/v1/projects)", body.project))
+    let body: CreateRun = body.parse()?;
+    rules::text("spec", &body.spec, rules::SPEC_MAX_CHARS)?;
+    if let Some(title) = &body.title {
+        rules::one_line("title", title, rules::TITLE_MAX_CHARS)?;
+    }
+    if let Some(model) = &body.model {
+        rules::model(model)?;
+    }
+    if let Some(n) = body.max_parallel.filter(|n| !(1..=16).contains(n)) {
+        return Err(ApiError::invalid("max_parallel", format!("max_parallel must be 1 to 16, not {n}")));
+    }
+    let project = state.store.find_project(body.project.trim()).await.map_err(|_| ApiError {
+        field: Some("project".into()),
+        ..ApiError::not_found(format!("no project `{}`; create it first (POST /api/v1/projects)", body.project))
     })?;
     let mut text = body.spec;
     if let Some(title) = body.title.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         text = format!("# {title}\n\n{text}");
     }
-    let spec = Spec::parse(text.as_bytes()).map_err(|e| ApiError::invalid("spec", e.to_string()))?;
-    if let Some(n) = body.max_parallel.filter(|n| !(1..=16).contains(n)) {
-        return Err(ApiError::invalid("max_parallel", format!("max_parallel must be 1 to 16, not {n}")));
-    }
+    let spec = Spec::from_text(&text).map_err(|e| ApiError::invalid("spec", e.to_string()))?;
     // An empty test command is detected by the worker in its clone of the repository.
     let test_command = project.test_command.clone().unwrap_or_default();
     let (provider, default_model) = state.models.defaults();
@@ -71,20 +92,17 @@ pub async fn create(
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Decision {
-    #[serde(default)]
-    comment: String,
+    /// Absent, null or a string.
+    comment: Option<String>,
 }
 
-async fn decide(
-    caller: Caller,
-    state: AppState,
-    id: String,
-    body: Option<Decision>,
-    approved: bool,
-) -> Result<Json<Value>, ApiError> {
+/// Approves or rejects a plan. The caller's role is checked before the body is judged.
+async fn decide(caller: Caller, state: AppState, id: String, body: JsonBody, approved: bool) -> Result<Json<Value>, ApiError> {
     caller.require(AccessRole::Operator)?;
+    let decision: Decision = body.parse_optional()?.unwrap_or_default();
+    let comment = decision.comment.unwrap_or_default();
+    rules::free_text("comment", &comment, rules::COMMENT_MAX_CHARS)?;
     let run = state.store.find_run(&id).await?;
-    let comment = body.unwrap_or_default().comment;
     let verb = if approved { "approve" } else { "reject" };
     let result = approve_plan(&state.store, &run.id, approved, &caller.key.name, &comment).await;
     let status = if result.is_ok() { 200 } else { 409 };
@@ -102,9 +120,9 @@ pub async fn approve(
     caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Option<Json<Decision>>,
+    body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    decide(caller, state, id, body.map(|Json(b)| b), true).await
+    decide(caller, state, id, body, true).await
 }
 
 /// `POST /api/v1/runs/{id}/reject` with an optional `{"comment"}`: the run is cancelled.
@@ -112,9 +130,9 @@ pub async fn reject(
     caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Option<Json<Decision>>,
+    body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    decide(caller, state, id, body.map(|Json(b)| b), false).await
+    decide(caller, state, id, body, false).await
 }
 
 /// `GET /api/v1/runs/{id}/artifacts/{report|patch}`: the delivered `report.md` or
@@ -153,7 +171,7 @@ pub struct UsageQuery {
 pub async fn usage(
     caller: Caller,
     State(state): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<UsageQuery>,
+    ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AccessRole::Viewer)?;
     let days = q.days.unwrap_or(30);

@@ -17,8 +17,7 @@ use autodev_domain::Spec;
 use autodev_engine::{EngineError, RunSettings, checkout};
 use autodev_store::ProjectRow;
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{KeyInit, Mac};
@@ -28,6 +27,7 @@ use subtle::ConstantTimeEq;
 
 use crate::app::{AppState, run_json};
 use crate::error::ApiError;
+use crate::extract::{ApiQuery, RawBody};
 
 /// Webhook secrets and the trigger label.
 #[derive(Clone, Debug, Default)]
@@ -68,23 +68,33 @@ fn disabled(var: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "webhook_disabled", format!("this webhook is off: set {var} to enable it"))
 }
 
-/// A delivery id from the sender, or (for senders without one) the body's hash: the same
-/// body redelivered is the same delivery.
-fn delivery_id(given: Option<&str>, body: &[u8]) -> String {
-    match given.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(id) => id.chars().take(200).collect(),
-        None => {
-            use sha2::Digest;
-            format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
+/// The longest delivery id taken from a sender (GitHub's and GitLab's are UUIDs).
+const MAX_DELIVERY_ID: usize = 200;
+
+/// A delivery id from the sender (1 to 200 visible ASCII characters, else 422), or for
+/// senders without one (or an empty header) the body's hash: the same body redelivered is the
+/// same delivery.
+fn delivery_id(headers: &HeaderMap, names: &[&str], body: &[u8]) -> Result<String, ApiError> {
+    for name in names {
+        let Some(value) = headers.get(*name).filter(|v| !v.is_empty()) else { continue };
+        let id = value.as_bytes();
+        if id.len() > MAX_DELIVERY_ID || !id.iter().all(u8::is_ascii_graphic) {
+            return Err(ApiError::invalid(
+                name,
+                format!("a delivery id is 1 to {MAX_DELIVERY_ID} visible ASCII characters (no spaces); leave the header out to key the delivery by its body"),
+            ));
         }
+        return Ok(String::from_utf8_lossy(id).into_owned());
     }
+    use sha2::Digest;
+    Ok(format!("sha256:{}", hex::encode(sha2::Sha256::digest(body))))
 }
 
 fn parse(body: &[u8]) -> Result<Value, ApiError> {
     let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", format!("the body is not JSON: {e}")))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not JSON: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", "the body is not a JSON object"));
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "the body is not a JSON object"));
     }
     Ok(v)
 }
@@ -408,12 +418,13 @@ async fn deliver(
 }
 
 /// `POST /webhooks/github`.
-pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn github(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response, ApiError> {
     let secret = state.webhooks.github_secret.as_ref().ok_or_else(|| disabled("AUTODEV_GITHUB_WEBHOOK_SECRET"))?;
     if !signature_ok(secret.expose_secret(), &body, header(&headers, "x-hub-signature-256")) {
         return Err(ApiError::unauthorized("X-Hub-Signature-256 is missing or does not match the body"));
     }
     let event = header(&headers, "x-github-event")
+        .filter(|e| !e.trim().is_empty())
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "missing_header", "X-GitHub-Event is missing"))?
         .to_string();
     let v = parse(&body)?;
@@ -422,25 +433,26 @@ pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Byt
             (StatusCode::OK, Json(json!({"status": "pong", "zen": v["zen"], "hook_id": v["hook_id"]}))).into_response()
         );
     }
-    let id = delivery_id(header(&headers, "x-github-delivery"), &body);
+    let id = delivery_id(&headers, &["x-github-delivery"], &body)?;
     let label = state.webhooks.label().to_string();
     deliver(&state, "github", &id, &event, || github_intent(&event, &v, &label)).await
 }
 
 /// `POST /webhooks/gitlab`.
-pub async fn gitlab(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn gitlab(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response, ApiError> {
     let token = state.webhooks.gitlab_token.as_ref().ok_or_else(|| disabled("AUTODEV_GITLAB_WEBHOOK_TOKEN"))?;
     if !token_ok(token.expose_secret(), header(&headers, "x-gitlab-token")) {
         return Err(ApiError::unauthorized("X-Gitlab-Token is missing or wrong"));
     }
     let v = parse(&body)?;
     let event = header(&headers, "x-gitlab-event").unwrap_or("unknown").to_string();
-    let given = header(&headers, "x-gitlab-event-uuid").or_else(|| header(&headers, "idempotency-key"));
-    let id = delivery_id(given, &body);
+    let id = delivery_id(&headers, &["x-gitlab-event-uuid", "idempotency-key"], &body)?;
     let label = state.webhooks.label().to_string();
     deliver(&state, "gitlab", &id, &event, || gitlab_intent(&v, &label)).await
 }
 
+/// Jira's query string: other parameters are the admin's own (Jira URLs may carry variables
+/// such as `?issue=${issue.key}`), so they are allowed.
 #[derive(serde::Deserialize)]
 pub struct JiraQuery {
     secret: Option<String>,
@@ -450,9 +462,9 @@ pub struct JiraQuery {
 /// Center cannot, so the secret may instead come in the URL (`?secret=…`).
 pub async fn jira(
     State(state): State<AppState>,
-    Query(q): Query<JiraQuery>,
+    ApiQuery(q): ApiQuery<JiraQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let secret = state.webhooks.jira_secret.as_ref().ok_or_else(|| disabled("AUTODEV_JIRA_WEBHOOK_SECRET"))?;
     let signed = signature_ok(secret.expose_secret(), &body, header(&headers, "x-hub-signature"));
@@ -461,7 +473,7 @@ pub async fn jira(
     }
     let v = parse(&body)?;
     let event = str_at(&v, &["webhookEvent"]).unwrap_or("unknown").to_string();
-    let id = delivery_id(header(&headers, "x-atlassian-webhook-identifier"), &body);
+    let id = delivery_id(&headers, &["x-atlassian-webhook-identifier"], &body)?;
     let label = state.webhooks.label().to_string();
     deliver(&state, "jira", &id, &event, || jira_intent(&v, &label)).await
 }

@@ -1,0 +1,264 @@
+//! What the API accepts in each field, in one place: the handlers check values with these
+//! rules, and the OpenAPI document publishes the same patterns and lengths (see
+//! [`crate::openapi::document`]), so a client that keeps to the document is never refused
+//! and one that does not always is.
+use std::sync::LazyLock;
+
+use autodev_domain::spec::is_blank;
+use regex::Regex;
+
+use crate::error::ApiError;
+
+/// Project names: an ASCII letter or digit, then up to 99 letters, digits, `-`, `_` or `.`.
+/// ASCII only: names are typed in CLI arguments and URLs and end up in branch and directory
+/// names, where look-alike letters from other scripts would be a trap. (Not a UUID either,
+/// which the pattern cannot say: ids and names share the path segment.)
+pub const NAME: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$";
+/// Model ids as providers spell them (`gpt-4.1-mini`, `llama3.1:8b`, `openai/gpt-oss-120b`).
+pub const MODEL: &str = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$";
+/// `owner/name` on GitHub.
+pub const GITHUB_REPO: &str = r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$";
+/// `group/subgroup/name` on GitLab.
+pub const GITLAB_PROJECT: &str = r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,99}(/[A-Za-z0-9_.][A-Za-z0-9_.-]{0,99}){1,8}$";
+/// A Jira project key.
+pub const JIRA_PROJECT: &str = r"^[A-Z][A-Z0-9_]{1,9}$";
+/// A `next_cursor` as the API gives it.
+pub const CURSOR: &str = r"^-?[0-9]{1,18}_[0-9a-f-]{1,36}$";
+/// An absolute path, or a clone URL (https, http, ssh, git, file, or scp-like
+/// `user@host:path`), with no control characters.
+pub const REPOSITORY: &str =
+    r"^(/|(https?|ssh|git|file)://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)[^\x00-\x1f\x7f]{0,4000}$";
+/// A branch name git accepts (`git check-ref-format --branch`), as the document says it; the
+/// server checks it with [`branch`] (the `regex` crate has no lookahead).
+pub const BRANCH: &str = r"^(?!.*(\.\.|//|/\.|@\{|\.lock/))(?!.*(\.lock|/|\.)$)[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}$";
+/// No control characters (titles).
+pub const ONE_LINE: &str = r"^[^\x00-\x1f\x7f]*$";
+/// Text that is not blank (a character other than space, tab, CR, LF or a byte-order mark)
+/// and has no NUL (PostgreSQL cannot store one).
+pub const TEXT: &str = "^[^\\x00]*[^\\x00\\t\\n\\r \u{feff}][^\\x00]*$";
+/// No NUL.
+pub const NO_NUL: &str = r"^[^\x00]*$";
+
+pub const SPEC_MAX_CHARS: usize = 256 * 1024;
+pub const TITLE_MAX_CHARS: usize = 200;
+pub const COMMENT_MAX_CHARS: usize = 4000;
+pub const COMMAND_MAX_CHARS: usize = 4000;
+
+fn re(pattern: &'static str) -> Regex {
+    // The patterns are constants checked by the tests below.
+    #[allow(clippy::expect_used)]
+    Regex::new(pattern).expect("a valid pattern")
+}
+
+macro_rules! matcher {
+    ($name:ident, $pattern:expr) => {
+        fn $name(value: &str) -> bool {
+            static RE: LazyLock<Regex> = LazyLock::new(|| re($pattern));
+            RE.is_match(value)
+        }
+    };
+}
+matcher!(is_name, NAME);
+matcher!(is_model, MODEL);
+matcher!(is_github_repo, GITHUB_REPO);
+matcher!(is_gitlab_project, GITLAB_PROJECT);
+matcher!(is_jira_project, JIRA_PROJECT);
+matcher!(is_cursor, CURSOR);
+matcher!(is_repository, REPOSITORY);
+
+pub fn name(field: &str, value: &str) -> Result<(), ApiError> {
+    if uuid::Uuid::parse_str(value).is_ok() {
+        return Err(ApiError::invalid(field, "a name may not have the form of an id (a UUID): choose another name"));
+    }
+    if !is_name(value) {
+        return Err(ApiError::invalid(
+            field,
+            "use 1-100 ASCII letters, digits, `-`, `_` or `.`, starting with a letter or digit",
+        ));
+    }
+    Ok(())
+}
+
+pub fn model(value: &str) -> Result<(), ApiError> {
+    if is_model(value) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "model",
+            "a model id is up to 200 letters, digits and `._:/@+-`, starting with a letter or digit (e.g. gpt-4.1-mini)",
+        ))
+    }
+}
+
+pub fn cursor(value: &str) -> Result<(i64, String), ApiError> {
+    let bad = || ApiError::invalid("cursor", "malformed cursor; pass back next_cursor as given");
+    if !is_cursor(value) {
+        return Err(bad());
+    }
+    let (at, id) = value.split_once('_').ok_or_else(bad)?;
+    Ok((at.parse().map_err(|_| bad())?, id.to_string()))
+}
+
+/// The shape of a repository field; whether the path holds a repository is the caller's
+/// question.
+pub fn repository(value: &str) -> Result<(), ApiError> {
+    if is_repository(value) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "repository",
+            "give an absolute path to a git repository, or a clone URL (https://, http://, ssh://, git://, file://, or user@host:path), with no spaces around it",
+        ))
+    }
+}
+
+/// A branch name git accepts, the rules of [`BRANCH`].
+pub fn branch(field: &str, value: &str) -> Result<(), ApiError> {
+    let chars_ok = value.len() <= 200
+        && value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
+    let parts_ok = !["..", "//", "/.", "@{", ".lock/"].iter().any(|bad| value.contains(bad))
+        && ![".lock", "/", "."].iter().any(|bad| value.ends_with(bad));
+    if chars_ok && parts_ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            "not a branch name git accepts: ASCII letters, digits and `._/-`, starting with a letter, digit or `_`, without `..`, `//`, `/.` or `@{`, not ending in `/`, `.` or `.lock`",
+        ))
+    }
+}
+
+/// Text that must say something ([`TEXT`]) in at most `max` characters.
+pub fn text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::invalid(field, "must not contain NUL characters"));
+    }
+    if is_blank(value) {
+        return Err(ApiError::invalid(field, "must not be empty or blank"));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::invalid(field, format!("is over {max} characters")));
+    }
+    Ok(())
+}
+
+/// One line of at most `max` characters ([`ONE_LINE`]).
+pub fn one_line(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().any(|c| c.is_ascii_control()) {
+        return Err(ApiError::invalid(field, "must be one line with no control characters"));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::invalid(field, format!("is over {max} characters")));
+    }
+    Ok(())
+}
+
+/// At most `max` characters with no NUL ([`NO_NUL`]).
+pub fn free_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::invalid(field, "must not contain NUL characters"));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::invalid(field, format!("is over {max} characters")));
+    }
+    Ok(())
+}
+
+/// A project's settings: the keys Autodev knows, each checked (an unknown key is refused by
+/// the type, so `github_rep` cannot be ignored silently).
+#[derive(serde::Deserialize, serde::Serialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub github_repo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gitlab_project: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jira_project: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_evidence: Option<bool>,
+}
+
+impl ProjectSettings {
+    pub fn check(&self) -> Result<(), ApiError> {
+        let checks: [(&str, &Option<String>, fn(&str) -> bool, &str); 3] = [
+            ("settings.github_repo", &self.github_repo, is_github_repo, "`owner/name`, as in github.com/owner/name"),
+            ("settings.gitlab_project", &self.gitlab_project, is_gitlab_project, "`group/name` (subgroups allowed)"),
+            ("settings.jira_project", &self.jira_project, is_jira_project, "a Jira project key such as `PROJ`"),
+        ];
+        for (field, value, ok, what) in checks {
+            if let Some(v) = value
+                && !ok(v)
+            {
+                return Err(ApiError::invalid(field, format!("`{v}` is not {what}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_published_patterns_compile_where_the_server_uses_them() {
+        for p in [NAME, MODEL, GITHUB_REPO, GITLAB_PROJECT, JIRA_PROJECT, CURSOR, REPOSITORY, ONE_LINE, TEXT, NO_NUL] {
+            Regex::new(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn text_rules_agree_with_their_pattern() {
+        let pattern = Regex::new(TEXT).unwrap();
+        for s in ["a", " a ", "\u{3000}", "\u{feff}x", "\x0b", "# T\n\nbody"] {
+            assert!(pattern.is_match(s) && text("f", s, 100).is_ok(), "{s:?}");
+        }
+        for s in ["", " ", "\t\r\n", "\u{feff}", "\u{feff}\u{feff} ", "a\0b"] {
+            assert!(!pattern.is_match(s) && text("f", s, 100).is_err(), "{s:?}");
+        }
+        let one = Regex::new(ONE_LINE).unwrap();
+        for s in ["", "A title", "é"] {
+            assert!(one.is_match(s) && one_line("f", s, 100).is_ok(), "{s:?}");
+        }
+        for s in ["a\nb", "\u{7f}", "\0"] {
+            assert!(!one.is_match(s) && one_line("f", s, 100).is_err(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn names_branches_and_repositories() {
+        for ok in ["demo", "a", "my.project_2", "A-1"] {
+            assert!(name("name", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "-x", "_x", "a b", "é", "0190a5b2-0c1d-7e3f-8a4b-5c6d7e8f9a0b", &"a".repeat(101)] {
+            assert!(name("name", bad).is_err(), "{bad}");
+        }
+        for ok in ["main", "release/1.2", "_x", "feature/a-b"] {
+            assert!(branch("b", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-x", "a..b", "a//b", "a/.b", "x.lock", "x/", "x.", "a@{1}", "a b", ".x"] {
+            assert!(branch("b", bad).is_err(), "{bad}");
+        }
+        for ok in ["/srv/repo", "https://github.com/o/n.git", "git@github.com:o/n.git", "file:///tmp/r"] {
+            assert!(repository(ok).is_ok(), "{ok}");
+        }
+        for bad in ["repo", " /srv/repo", "ftp://x/y", "/a\nb", "C:\\repo"] {
+            assert!(repository(bad).is_err(), "{bad}");
+        }
+        assert_eq!(cursor("1700000000000_0190a5b2-0c1d").unwrap().0, 1_700_000_000_000);
+        assert!(cursor("99999999999999999999_ab").is_err());
+        assert!(cursor("x_ab").is_err());
+    }
+
+    #[test]
+    fn settings_are_checked_field_by_field() {
+        let s: ProjectSettings = serde_json::from_str(r#"{"github_repo": "octo/hello-world"}"#).unwrap();
+        assert!(s.check().is_ok());
+        let s: ProjectSettings = serde_json::from_str(r#"{"github_repo": "not a repo"}"#).unwrap();
+        assert_eq!(s.check().unwrap_err().field.as_deref(), Some("settings.github_repo"));
+        assert!(serde_json::from_str::<ProjectSettings>(r#"{"github_rep": "o/n"}"#).is_err());
+    }
+}
