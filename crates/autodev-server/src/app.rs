@@ -66,7 +66,10 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/gitlab", post(crate::webhooks::gitlab))
         .route("/webhooks/jira", post(crate::webhooks::jira))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        // Bodies read by the extractors stop at the limit; a declared Content-Length over it is
+        // refused before the body is read (tower-http), in the one error shape (json_errors).
         .layer(axum::extract::DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(crate::extract::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(crate::error::json_errors))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)

@@ -19,7 +19,9 @@ pub struct ProjectBody {
     repository: Option<String>,
     base_branch: Option<String>,
     test_command: Option<String>,
-    settings: Option<ProjectSettings>,
+    /// An object (checked as [`ProjectSettings`] after the rest, so an array is refused as a
+    /// whole rather than read as the struct's fields in order).
+    settings: Option<serde_json::Map<String, Value>>,
 }
 
 pub fn project_json(p: &ProjectRow) -> Value {
@@ -70,9 +72,19 @@ fn valid_command(v: Option<String>) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn valid_settings(v: Option<ProjectSettings>) -> Result<Option<String>, ApiError> {
+fn valid_settings(v: Option<serde_json::Map<String, Value>>) -> Result<Option<String>, ApiError> {
     match v {
-        Some(settings) => {
+        Some(map) => {
+            let settings: ProjectSettings = serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.inner().to_string();
+                let field = match message.split("unknown field `").nth(1).and_then(|r| r.split_once('`')) {
+                    Some((name, _)) => format!("settings.{name}"),
+                    None if path == "." => "settings".to_string(),
+                    None => format!("settings.{path}"),
+                };
+                ApiError::invalid(&field, format!("{message} (see the ProjectSettings schema)"))
+            })?;
             settings.check()?;
             Ok(Some(serde_json::to_string(&settings).map_err(|e| ApiError::internal(&e))?))
         }

@@ -54,10 +54,13 @@ async fn projects_are_managed_by_admins_and_validated_field_by_field(app) {
             2 * 1024 * 1024
         );
         tcp.write_all(head.as_bytes()).await.unwrap();
-        let mut buf = vec![0u8; 512];
+        let mut buf = vec![0u8; 1024];
         let n = tcp.read(&mut buf).await.unwrap();
         let answer = String::from_utf8_lossy(&buf[..n]);
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        // Regression (issue 10): this answer was plain text (`length limit exceeded`).
+        assert!(answer.contains("content-type: application/json"), "{answer}");
+        assert!(answer.contains(r#"{"error":{"code":"too_large""#), "{answer}");
     }
     // Regression (issue 10): a project named with another project's id answered for that id
     // afterwards. Names that could be ids, and `.`/`..`, are refused (create and rename).
@@ -109,7 +112,6 @@ async fn a_run_created_over_http_is_executed_by_a_worker_after_approval(app) {
 
     // Validation first: unknown project, empty spec, a provider that is not configured.
     for (body, field) in [
-        (json!({"project": "nope", "spec": "# x"}), "project"),
         (json!({"project": "greeter", "spec": "  "}), "spec"),
         (json!({"project": "greeter", "spec": "# x", "model": "unconfigured"}), "model"),
         (json!({"project": "greeter", "spec": "# x", "max_parallel": 0}), "max_parallel"),
@@ -117,6 +119,10 @@ async fn a_run_created_over_http_is_executed_by_a_worker_after_approval(app) {
         let (status, v) = json(app.post("/api/v1/runs", Some(&app.operator)).json(&body).send().await.unwrap()).await;
         assert_eq!((status, v["error"]["field"].as_str()), (422, Some(field)), "{body}: {v}");
     }
+    // A project that does not exist is not found (404), naming the field.
+    let body = json!({"project": "nope", "spec": "# x"});
+    let (status, v) = json(app.post("/api/v1/runs", Some(&app.operator)).json(&body).send().await.unwrap()).await;
+    assert_eq!((status, v["error"]["field"].as_str()), (404, Some("project")), "{v}");
     let (status, _) = json(
         app.post("/api/v1/runs", Some(&app.viewer))
             .json(&json!({"project": "greeter", "spec": "# x"}))

@@ -1,6 +1,7 @@
 mod api;
+mod contract;
 mod flow;
-mod webhooks;
+pub mod webhooks;
 
 /// Each test, once on SQLite and once on PostgreSQL.
 macro_rules! both {

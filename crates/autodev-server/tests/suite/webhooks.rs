@@ -10,7 +10,7 @@ fn fixture(path: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join(path)).unwrap()).unwrap()
 }
 
-fn sign(secret: &str, body: &[u8]) -> String {
+pub fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
@@ -63,7 +63,7 @@ both! {
         // Signed but not JSON: 400.
         let junk = b"{not json";
         let (status, v) = github(&app, "issues", "d-junk", junk, Some(sign(GITHUB_SECRET, junk))).await;
-        assert_eq!((status, v["error"]["code"].as_str()), (400, Some("malformed_body")), "{v}");
+        assert_eq!((status, v["error"]["code"].as_str()), (400, Some("malformed_json")), "{v}");
         // ping is answered; other events are acknowledged and ignored.
         let (status, v) = signed_github(&app, "ping", "d-ping", &fixture("github/ping.json")).await;
         assert_eq!((status, v["status"].as_str()), (200, Some("pong")), "{v}");
