@@ -260,7 +260,10 @@ async fn list_runs(
                 .store
                 .find_project(p)
                 .await
-                .map_err(|_| ApiError { field: Some("project".into()), ..ApiError::not_found(format!("no project `{p}`")) })?
+                .map_err(|_| ApiError {
+                    field: Some("project".into()),
+                    ..ApiError::not_found(format!("no project `{p}`"))
+                })?
                 .id,
         ),
         None => None,

@@ -53,8 +53,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = std::convert::Infallible;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
-        let content_type =
-            req.headers().get(CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let content_type = req.headers().get(CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         Ok(Self { content_type, bytes: read(req).await })
     }
 }

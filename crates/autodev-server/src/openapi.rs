@@ -522,9 +522,7 @@ fn add_links(doc: &mut Value) {
 /// for a run prefix that matches several runs); with query parameters, 422.
 fn add_error_responses(doc: &mut Value) {
     use serde_json::json;
-    let error = |description: &str| {
-        json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
-    };
+    let error = |description: &str| json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}});
     let mut rate_limited = error("Over the key's rate limit");
     rate_limited["headers"] = json!({"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}});
     let Some(Value::Object(paths)) = doc.get_mut("paths") else { return };

@@ -48,10 +48,8 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
 /// does not: the field names something that is not there).
 fn valid_repository(repo: &str) -> Result<String, ApiError> {
     rules::repository(repo)?;
-    autodev_engine::checkout::validate_repository(repo).map_err(|e| ApiError {
-        field: Some("repository".into()),
-        ..ApiError::not_found(e)
-    })?;
+    autodev_engine::checkout::validate_repository(repo)
+        .map_err(|e| ApiError { field: Some("repository".into()), ..ApiError::not_found(e) })?;
     Ok(repo.to_string())
 }
 

@@ -26,8 +26,7 @@ pub const JIRA_PROJECT: &str = r"^[A-Z][A-Z0-9_]{1,9}$";
 pub const CURSOR: &str = r"^-?[0-9]{1,18}_[0-9a-f-]{1,36}$";
 /// An absolute path, or a clone URL (https, http, ssh, git, file, or scp-like
 /// `user@host:path`), with no control characters.
-pub const REPOSITORY: &str =
-    r"^(/|(https?|ssh|git|file)://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)[^\x00-\x1f\x7f]{0,4000}$";
+pub const REPOSITORY: &str = r"^(/|(https?|ssh|git|file)://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)[^\x00-\x1f\x7f]{0,4000}$";
 /// A branch name git accepts (`git check-ref-format --branch`), as the document says it; the
 /// server checks it with [`branch`] (the `regex` crate has no lookahead).
 pub const BRANCH: &str = r"^(?!.*(\.\.|//|/\.|@\{|\.lock/))(?!.*(\.lock|/|\.)$)[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}$";
@@ -182,7 +181,8 @@ pub struct ProjectSettings {
 
 impl ProjectSettings {
     pub fn check(&self) -> Result<(), ApiError> {
-        let checks: [(&str, &Option<String>, fn(&str) -> bool, &str); 3] = [
+        type Check<'a> = (&'a str, &'a Option<String>, fn(&str) -> bool, &'a str);
+        let checks: [Check; 3] = [
             ("settings.github_repo", &self.github_repo, is_github_repo, "`owner/name`, as in github.com/owner/name"),
             ("settings.gitlab_project", &self.gitlab_project, is_gitlab_project, "`group/name` (subgroups allowed)"),
             ("settings.jira_project", &self.jira_project, is_jira_project, "a Jira project key such as `PROJ`"),

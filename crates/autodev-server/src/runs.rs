@@ -30,7 +30,8 @@ pub struct CreateRun {
 /// zero); anything else is refused.
 fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
-    let whole = n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 1e15).map(|f| f as u64));
+    let whole =
+        n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 1e15).map(|f| f as u64));
     match whole {
         Some(w) => Ok(Some(usize::try_from(w).unwrap_or(usize::MAX))),
         None => Err(serde::de::Error::custom(format!("expected a whole number, not {n}"))),
@@ -97,7 +98,13 @@ pub struct Decision {
 }
 
 /// Approves or rejects a plan. The caller's role is checked before the body is judged.
-async fn decide(caller: Caller, state: AppState, id: String, body: JsonBody, approved: bool) -> Result<Json<Value>, ApiError> {
+async fn decide(
+    caller: Caller,
+    state: AppState,
+    id: String,
+    body: JsonBody,
+    approved: bool,
+) -> Result<Json<Value>, ApiError> {
     caller.require(AccessRole::Operator)?;
     let decision: Decision = body.parse_optional()?.unwrap_or_default();
     let comment = decision.comment.unwrap_or_default();

@@ -81,7 +81,9 @@ fn delivery_id(headers: &HeaderMap, names: &[&str], body: &[u8]) -> Result<Strin
         if id.len() > MAX_DELIVERY_ID || !id.iter().all(u8::is_ascii_graphic) {
             return Err(ApiError::invalid(
                 name,
-                format!("a delivery id is 1 to {MAX_DELIVERY_ID} visible ASCII characters (no spaces); leave the header out to key the delivery by its body"),
+                format!(
+                    "a delivery id is 1 to {MAX_DELIVERY_ID} visible ASCII characters (no spaces); leave the header out to key the delivery by its body"
+                ),
             ));
         }
         return Ok(String::from_utf8_lossy(id).into_owned());
@@ -418,7 +420,11 @@ async fn deliver(
 }
 
 /// `POST /webhooks/github`.
-pub async fn github(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response, ApiError> {
+pub async fn github(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let secret = state.webhooks.github_secret.as_ref().ok_or_else(|| disabled("AUTODEV_GITHUB_WEBHOOK_SECRET"))?;
     if !signature_ok(secret.expose_secret(), &body, header(&headers, "x-hub-signature-256")) {
         return Err(ApiError::unauthorized("X-Hub-Signature-256 is missing or does not match the body"));
@@ -439,7 +445,11 @@ pub async fn github(State(state): State<AppState>, headers: HeaderMap, RawBody(b
 }
 
 /// `POST /webhooks/gitlab`.
-pub async fn gitlab(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response, ApiError> {
+pub async fn gitlab(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let token = state.webhooks.gitlab_token.as_ref().ok_or_else(|| disabled("AUTODEV_GITLAB_WEBHOOK_TOKEN"))?;
     if !token_ok(token.expose_secret(), header(&headers, "x-gitlab-token")) {
         return Err(ApiError::unauthorized("X-Gitlab-Token is missing or wrong"));
