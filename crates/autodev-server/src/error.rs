@@ -143,7 +143,8 @@ fn code_for(status: StatusCode) -> &'static str {
 /// JSON already (axum answers a wrong method with an empty 405, a path it cannot decode with
 /// plain text) gets the error body, its text as the message; its headers (`Allow`) stay.
 pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if req.uri().to_string().len() > MAX_URI_BYTES {
+    let uri = req.uri();
+    if uri.path().len() + uri.query().map_or(0, str::len) > MAX_URI_BYTES {
         return ApiError::new(
             StatusCode::URI_TOO_LONG,
             "uri_too_long",
