@@ -31,6 +31,9 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Cancel a run (a process driving it stops within a second).
     Cancel(RunRef),
+    /// Tell the configured integrations (GitHub, Slack, webhooks) about a run's milestones
+    /// that were not delivered, now.
+    Deliver(DeliverArgs),
     /// List and inspect runs.
     #[command(subcommand)]
     Runs(RunsCommand),
@@ -51,6 +54,15 @@ pub enum Command {
     Keys(KeysCommand),
     /// Run the bundled example offline from a recorded cassette.
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeliverArgs {
+    /// Run id, short id or a unique prefix.
+    pub run: String,
+    /// The milestones and their results as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Run(args) => run(&home, cli.config.as_deref(), args).await,
         Command::Resume(args) => resume(&home, cli.config.as_deref(), args).await,
         Command::Cancel(r) => cancel(&home, &r.run).await,
+        Command::Deliver(args) => crate::deliver::deliver(&home, cli.config.as_deref(), &args.run, args.json).await,
         Command::Runs(RunsCommand::List { limit, json }) => list(&home, limit, json).await,
         Command::Runs(RunsCommand::Show { run, json }) => show(&home, &run, json).await,
         Command::Doctor(args) => crate::doctor::doctor(&home, cli.config.as_deref(), args).await,
@@ -92,7 +93,7 @@ pub async fn migrate(home: &Path) -> Exit {
     Exit::Ok
 }
 
-fn store_error(e: StoreError) -> Exit {
+pub(crate) fn store_error(e: StoreError) -> Exit {
     match e {
         StoreError::RunNotFound(_) | StoreError::Ambiguous(_) | StoreError::Leased { .. } => Exit::Usage(e.to_string()),
         other => {
@@ -196,7 +197,9 @@ async fn run_inner(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<
     while let Ok(e) = events.try_recv() {
         display.event(&e);
     }
-    drive_and_report(&engine, &run, display, events, args.approve).await
+    let exit = drive_and_report(&engine, &run, display, events, args.approve).await;
+    crate::deliver::after_run(home, &cfg, engine.store(), &run.id).await;
+    exit
 }
 
 pub async fn drive_and_report(
@@ -567,6 +570,9 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
         jira_secret: secret("AUTODEV_JIRA_WEBHOOK_SECRET")?,
         trigger_label: cfg.trigger_label.clone(),
     };
+    let delivery = crate::config::delivery_config(&cfg)
+        .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
+    let delivery = std::sync::Arc::new(autodev_server::delivery::Dispatcher::new(store.clone(), home, &delivery));
     let sandbox = sandbox_config(&cfg);
     if let Err(why) = sandbox.mode.check_available() {
         tracing::error!("agents cannot be sandboxed on this host; every run will fail until this is fixed: {why}");
@@ -574,6 +580,7 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
         tracing::warn!("{}", autodev_engine::unisolated_message(sandbox.mode));
     }
     Ok(autodev_server::AppState {
+        delivery,
         sandbox,
         store,
         pepper,
@@ -588,6 +595,14 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
         )),
         models: std::sync::Arc::new(provider::ConfiguredModels { cfg }),
     })
+}
+
+/// The delivery loop of this process, when integrations are configured (every `serve` and
+/// `worker` runs one; leases keep them from delivering a milestone twice).
+fn spawn_delivery(state: &autodev_server::AppState, shutdown: &CancellationToken) {
+    if !state.delivery.is_empty() {
+        tokio::spawn(state.delivery.clone().run(std::time::Duration::from_secs(1), shutdown.clone()));
+    }
 }
 
 /// A token cancelled on SIGTERM or SIGINT.
@@ -637,6 +652,7 @@ pub async fn serve(home: &Path, config: Option<&Path>, args: crate::cli::ServeAr
             listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         );
         let workers = tokio::spawn(autodev_server::workers::run_workers(state.clone(), args.workers, shutdown.clone()));
+        spawn_delivery(&state, &shutdown);
         let served = autodev_server::serve(listener, state, shutdown).await;
         drain(workers, args.grace, "serve").await;
         served.map_err(|e| Exit::Usage(format!("server error: {e}")))?;
@@ -659,6 +675,7 @@ pub async fn worker(home: &Path, config: Option<&Path>, args: crate::cli::Worker
     }
     let shutdown = shutdown_on_signal();
     eprintln!("autodev worker: {} workers on the {} database", args.workers, state.store.backend());
+    spawn_delivery(&state, &shutdown);
     let workers = tokio::spawn(autodev_server::workers::run_workers(state, args.workers as usize, shutdown.clone()));
     shutdown.cancelled().await;
     drain(workers, args.grace, "worker").await;

@@ -24,6 +24,54 @@ pub struct ProviderSection {
     pub api_key: Option<String>,
 }
 
+/// GitHub beyond its token (`AUTODEV_GITHUB_TOKEN`, never in a file Autodev reads as config).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubSection {
+    /// `https://api.github.com` (default) or GitHub Enterprise's `https://HOST/api/v3`.
+    pub api_url: Option<String>,
+    /// Labels on every pull request Autodev opens.
+    pub labels: Vec<String>,
+}
+
+/// Outgoing webhooks beyond `AUTODEV_NOTIFY_WEBHOOK_URL`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySection {
+    pub webhooks: Vec<NotifyWebhook>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyWebhook {
+    /// Names it in results and events (default: its position, `1`, `2`…).
+    #[serde(default)]
+    pub name: Option<String>,
+    pub url: String,
+    /// Signs each body (`X-Autodev-Signature-256`). Prefer `secret_env`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A variable (or `NAME_FILE`) that holds the secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Only these milestones (`run.succeeded`…); all when absent.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+}
+
+/// The milestones integrations are told about.
+pub const TOPICS: &[&str] =
+    &["run.plan_ready", "run.awaiting_approval", "run.succeeded", "run.failed", "run.cancelled", "run.pr_opened"];
+
+/// An http(s) URL, or why not.
+pub fn check_url(what: &str, url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(u) => Err(format!("{what}: `{}` URLs are not supported; give an http(s) URL", u.scheme())),
+        Err(e) => Err(format!("{what}: not a URL ({e})")),
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxSection {
@@ -72,6 +120,10 @@ pub struct FileConfig {
     pub trigger_label: Option<String>,
     /// Price and context-window overrides, by model id.
     pub prices: BTreeMap<String, ModelInfo>,
+    /// The URL people reach Autodev at: links in pull requests, comments and messages.
+    pub public_url: Option<String>,
+    pub github: GithubSection,
+    pub notify: NotifySection,
     /// What the repository's `autodev.toml` tried to set and may not.
     #[serde(skip)]
     pub repo_warnings: Vec<String>,
@@ -112,6 +164,7 @@ const ENV_KEYS: &[&str] = &[
     "tool_calls",
     "trigger_label",
     "rate_limit_per_minute",
+    "public_url",
 ];
 
 impl FileConfig {
@@ -251,6 +304,29 @@ impl FileConfig {
                 p.push(format!("prices.\"{model}\": prices must not be negative"));
             }
         }
+        if let Some(url) = &self.public_url {
+            p.extend(check_url("public_url", url).err());
+        }
+        if let Some(url) = &self.github.api_url {
+            p.extend(check_url("github.api_url", url).err());
+        }
+        for (i, w) in self.notify.webhooks.iter().enumerate() {
+            let at = format!("notify.webhooks[{}]", i + 1);
+            p.extend(check_url(&format!("{at}.url"), &w.url).err());
+            if w.secret.is_some() && w.secret_env.is_some() {
+                p.push(format!("{at}: give `secret` or `secret_env`, not both"));
+            }
+            for e in w.events.iter().flatten() {
+                if !TOPICS.contains(&e.as_str()) {
+                    p.push(format!("{at}.events: `{e}` is not a milestone; use {}", TOPICS.join(", ")));
+                }
+            }
+            if let Some(name) = &w.name
+                && (name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            {
+                p.push(format!("{at}.name: use letters, digits, `-`, `_` or `.`"));
+            }
+        }
         p
     }
 }
@@ -314,4 +390,70 @@ pub fn secret(name: &str) -> Result<Option<SecretString>, String> {
         return Ok(Some(SecretString::from(value)));
     }
     Ok(None)
+}
+
+/// The integrations runs are delivered to: `[github]`, `[[notify.webhooks]]` and the
+/// `AUTODEV_*` variables (tokens and URLs that hold tokens only from variables or `_FILE`s).
+pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::DeliveryConfig, Vec<String>> {
+    use autodev_server::delivery::{DeliveryConfig, github::GithubConfig, webhook::WebhookTarget};
+    let mut problems = Vec::new();
+    let mut get = |name: &str| {
+        secret(name).unwrap_or_else(|e| {
+            problems.push(e);
+            None
+        })
+    };
+    let github_token = get("AUTODEV_GITHUB_TOKEN");
+    let slack = get("AUTODEV_SLACK_WEBHOOK_URL");
+    let notify_url = get("AUTODEV_NOTIFY_WEBHOOK_URL");
+    let notify_secret = get("AUTODEV_NOTIFY_WEBHOOK_SECRET");
+    let api_url = std::env::var("AUTODEV_GITHUB_API_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| cfg.github.api_url.clone())
+        .unwrap_or_else(|| "https://api.github.com".into());
+    if let Err(e) = check_url("AUTODEV_GITHUB_API_URL / github.api_url", &api_url) {
+        problems.push(e);
+    }
+    use secrecy::ExposeSecret;
+    if let Some(url) = &slack {
+        problems.extend(check_url("AUTODEV_SLACK_WEBHOOK_URL", url.expose_secret()).err());
+    }
+    let mut webhooks = Vec::new();
+    if let Some(url) = notify_url {
+        problems.extend(check_url("AUTODEV_NOTIFY_WEBHOOK_URL", url.expose_secret()).err());
+        webhooks.push(WebhookTarget::new("default", url, notify_secret, None));
+    } else if notify_secret.is_some() {
+        problems.push("AUTODEV_NOTIFY_WEBHOOK_SECRET is set without AUTODEV_NOTIFY_WEBHOOK_URL".into());
+    }
+    for (i, w) in cfg.notify.webhooks.iter().enumerate() {
+        let name = w.name.clone().unwrap_or_else(|| (i + 1).to_string());
+        let secret = match (&w.secret, &w.secret_env) {
+            (Some(s), _) => Some(SecretString::from(s.clone())),
+            (None, Some(var)) => match secret(var) {
+                Ok(Some(s)) => Some(s),
+                Ok(None) => {
+                    problems.push(format!("notify.webhooks[{}].secret_env: {var} is not set", i + 1));
+                    None
+                }
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        webhooks.push(WebhookTarget::new(&name, SecretString::from(w.url.clone()), secret, w.events.clone()));
+    }
+    let config = DeliveryConfig {
+        public_url: std::env::var("AUTODEV_PUBLIC_URL")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| cfg.public_url.clone()),
+        github: github_token.map(|token| GithubConfig { api_url, token, labels: cfg.github.labels.clone() }),
+        slack_webhook_url: slack,
+        webhooks,
+        retry_base: None,
+    };
+    if problems.is_empty() { Ok(config) } else { Err(problems) }
 }

@@ -190,6 +190,13 @@ impl Display {
             }
             EventKind::Delivered { branch, .. } => self.line(format!("delivered branch {branch}")),
             EventKind::Warning { message } => self.line(format!("! {message}")),
+            EventKind::DeliveryAttempted { target, topic, ok, message, .. } => {
+                let mark = if *ok { "✓" } else { "✗" };
+                self.line(format!("  [{target}] {mark} {topic}: {}", first_line(message)))
+            }
+            EventKind::DeliveryFailed { target, topic, message, .. } => {
+                self.line(format!("! [{target}] gave up on {topic}: {} (retry: autodev deliver)", first_line(message)))
+            }
             EventKind::Evidence { verdict, test_files, base_exit_code, .. } => {
                 let detail = match (verdict, base_exit_code) {
                     (autodev_domain::Evidence::Proven, Some(code)) => {

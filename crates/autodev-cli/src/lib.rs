@@ -11,6 +11,7 @@
 pub mod cli;
 mod commands;
 mod config;
+mod deliver;
 mod demo;
 mod display;
 mod doctor;

@@ -174,6 +174,28 @@ pub const KEYS: &[Key] = &[
     ),
     k("sandbox.writable", None, "[]", Operator, "More directories commands may write to."),
     k(
+        "public_url",
+        Some("AUTODEV_PUBLIC_URL"),
+        "none",
+        Operator,
+        "The URL people reach Autodev at: links in pull requests, ticket comments and messages.",
+    ),
+    k(
+        "github.api_url",
+        Some("AUTODEV_GITHUB_API_URL"),
+        "`https://api.github.com`",
+        Operator,
+        "GitHub's API (GitHub Enterprise: `https://HOST/api/v3`). The token is `AUTODEV_GITHUB_TOKEN` (or `_FILE`).",
+    ),
+    k("github.labels", None, "[]", Operator, "Labels on every pull request Autodev opens."),
+    k(
+        "notify.webhooks",
+        None,
+        "[]",
+        Operator,
+        "`[[notify.webhooks]]` with `url`, optional `name`, `secret_env` (a variable holding the signing secret) and `events`; `AUTODEV_NOTIFY_WEBHOOK_URL` + `_SECRET` add one more.",
+    ),
+    k(
         "prices",
         None,
         "the built-in table",

@@ -96,6 +96,24 @@ pub enum EventKind {
     Warning {
         message: String,
     },
+    /// An integration was told about a milestone (`topic`), or tried to be: `target` is
+    /// `github`, `slack`, `webhook:<name>`…; `status` the vendor's HTTP status when there was
+    /// one; `message` what happened (secrets redacted).
+    DeliveryAttempted {
+        target: String,
+        topic: String,
+        ok: bool,
+        status: Option<u16>,
+        message: String,
+    },
+    /// A target gave up on a milestone after its retries; `autodev deliver RUN` (or `POST
+    /// /api/v1/runs/{id}/deliver`) tries again. The run's own state is unchanged.
+    DeliveryFailed {
+        target: String,
+        topic: String,
+        status: Option<u16>,
+        message: String,
+    },
     /// Whether the run's tests capture the spec: run with only the run's test changes on the
     /// base commit, they must fail (they pass on the run branch).
     Evidence {
@@ -162,6 +180,22 @@ pub struct Event {
 }
 
 impl EventKind {
+    /// The milestone this event announces to integrations (`run.succeeded`…), if any: the
+    /// store writes a notification for it in the event's own transaction.
+    pub fn topic(&self) -> Option<&'static str> {
+        match self {
+            EventKind::StateChanged { to, from, .. } => match to {
+                RunState::AwaitingApproval => Some("run.awaiting_approval"),
+                RunState::Executing if *from == RunState::Planning => Some("run.plan_ready"),
+                RunState::Succeeded => Some("run.succeeded"),
+                RunState::Failed => Some("run.failed"),
+                RunState::Cancelled => Some("run.cancelled"),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The `type` tag, for storage and filtering.
     pub fn name(&self) -> &'static str {
         match self {
@@ -181,6 +215,8 @@ impl EventKind {
             EventKind::TestRun { .. } => "test_run",
             EventKind::Delivered { .. } => "delivered",
             EventKind::Warning { .. } => "warning",
+            EventKind::DeliveryAttempted { .. } => "delivery_attempted",
+            EventKind::DeliveryFailed { .. } => "delivery_failed",
             EventKind::Evidence { .. } => "evidence",
         }
     }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub webhooks: std::sync::Arc<crate::webhooks::WebhookConfig>,
     /// The operator's sandbox for every run this process's workers drive.
     pub sandbox: autodev_engine::SandboxConfig,
+    /// Tells GitHub, Slack and webhooks about runs' milestones (no targets: nothing to do).
+    pub delivery: std::sync::Arc<crate::delivery::Dispatcher>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -59,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/cancel", post(cancel_run))
         .route("/api/v1/runs/{id}/approve", post(crate::runs::approve))
         .route("/api/v1/runs/{id}/reject", post(crate::runs::reject))
+        .route("/api/v1/runs/{id}/deliver", post(crate::runs::deliver))
         .route("/api/v1/runs/{id}/artifacts/{name}", get(crate::runs::artifact))
         .route("/api/v1/usage", get(crate::runs::usage))
         .route("/api/v1/runs/{id}/events", get(run_events))
@@ -314,6 +317,9 @@ async fn get_run(
     let run = state.store.find_run(&id).await?;
     let tasks = state.store.tasks(&run.id).await?;
     let mut v = run_json(&run);
+    let links: std::collections::BTreeMap<String, String> = state.store.run_links(&run.id).await?.into_iter().collect();
+    v["pull_request"] = links.get("github.pull_request").map_or(Value::Null, |u| json!(u));
+    v["deliveries"] = crate::delivery::deliveries_json(&state.store.outbox_for_run(&run.id).await?);
     v["plan"] = run.plan.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or(Value::Null);
     v["tasks"] = tasks
         .iter()

@@ -21,6 +21,7 @@
 pub mod access;
 pub mod app;
 pub mod auth;
+pub mod delivery;
 pub mod error;
 pub mod extract;
 pub mod metrics;

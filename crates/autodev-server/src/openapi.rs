@@ -121,11 +121,38 @@ pub struct Task {
     commit: Option<String>,
 }
 
+/// One milestone of a run and how its delivery to the configured integrations stands.
+#[derive(Serialize, ToSchema)]
+pub struct Delivery {
+    /// `run.plan_ready`, `run.awaiting_approval`, `run.succeeded`, `run.failed`,
+    /// `run.cancelled` or `run.pr_opened`.
+    topic: String,
+    /// `pending` (being delivered, or waiting for its next attempt), `done` or `failed`
+    /// (retry with `POST /api/v1/runs/{id}/deliver`).
+    state: String,
+    attempts: i64,
+    /// Each target's last result: `{"github": {"ok", "status", "message", "at_ms"}}`.
+    results: Value,
+}
+
+/// The answer to a delivery retry.
+#[derive(Serialize, ToSchema)]
+pub struct DeliverAnswer {
+    run: String,
+    /// Milestones made due again.
+    retrying: i64,
+    deliveries: Vec<Delivery>,
+}
+
 /// A run with its plan and tasks.
 #[derive(Serialize, ToSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
     run: Run,
+    /// The pull request Autodev opened for the run, once it has.
+    pull_request: Option<String>,
+    /// The run's milestones and their delivery.
+    deliveries: Vec<Delivery>,
     plan: Option<Value>,
     tasks: Vec<Task>,
 }
@@ -342,6 +369,11 @@ fn approve_run() {}
     responses((status = 200, description = "The run is cancelled with the comment as its reason", body = Run), (status = 403, description = "Needs the operator role", body = ErrorBody), (status = 409, description = "Not awaiting approval", body = ErrorBody)))]
 fn reject_run() {}
 
+#[utoipa::path(post, path = "/api/v1/runs/{id}/deliver", tag = "runs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Id, short id or a unique prefix")),
+    responses((status = 202, description = "The run's undelivered milestones are being tried again", body = DeliverAnswer), (status = 403, description = "Needs the operator role", body = ErrorBody)))]
+fn deliver_run() {}
+
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Id, short id or a unique prefix"),
         ("after" = Option<i64>, Query, description = "Replay events after this sequence number (as `Last-Event-ID`, which wins when both are given)"),
@@ -405,9 +437,9 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "Autodev API", description = "Specs and tickets in, tested code changes out. JSON under /api/v1; errors are `{\"error\": {\"code\", \"message\", \"field\"?}}`."),
     paths(health, ready, metrics, openapi_json, list_projects, create_project, get_project, update_project, delete_project,
-        list_runs, create_run, get_run, cancel_run, approve_run, reject_run, run_events, artifact, usage,
+        list_runs, create_run, get_run, cancel_run, approve_run, reject_run, deliver_run, run_events, artifact, usage,
         github_webhook, gitlab_webhook, jira_webhook),
-    components(schemas(SseEvent, ErrorBody, Run, RunDetail, RunPage, CreateRun, Decision, Project, ProjectCreate, ProjectUpdate, ProjectSettings, ProjectList, UsageReport, Ready, WebhookAnswer, ArtifactName)),
+    components(schemas(SseEvent, Delivery, DeliverAnswer, ErrorBody, Run, RunDetail, RunPage, CreateRun, Decision, Project, ProjectCreate, ProjectUpdate, ProjectSettings, ProjectList, UsageReport, Ready, WebhookAnswer, ArtifactName)),
     modifiers(&BearerAuth),
     tags((name = "runs"), (name = "projects"), (name = "usage"), (name = "webhooks"), (name = "operations")),
 )]
@@ -499,6 +531,7 @@ fn add_links(doc: &mut Value) {
         "CancelRun": link("cancel_run", run.clone()),
         "ApproveRun": link("approve_run", run.clone()),
         "RejectRun": link("reject_run", run.clone()),
+        "DeliverRun": link("deliver_run", run.clone()),
         "RunEvents": link("run_events", run.clone()),
         "RunReport": link("artifact", json!({"id": "$response.body#/id", "name": "report"})),
     });

@@ -142,6 +142,29 @@ pub async fn reject(
     decide(caller, state, id, body, false).await
 }
 
+/// `POST /api/v1/runs/{id}/deliver`: tries the run's undelivered milestones again (those
+/// that failed or are waiting for their next attempt), now, in the background. 202 with the
+/// milestones as they stand; `GET /api/v1/runs/{id}` shows how they end.
+pub async fn deliver(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(AccessRole::Operator)?;
+    let run = state.store.find_run(&id).await?;
+    let queued = state.store.retry_outbox(&run.id).await?;
+    state.store.audit(Some(&*caller.key), "POST", &format!("/api/v1/runs/{}/deliver", run.id), 202, None).await?;
+    let dispatcher = state.delivery.clone();
+    let run_id = run.id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = dispatcher.deliver_run(&run_id).await {
+            tracing::error!(run = %run_id, error = %e, "delivery retry failed");
+        }
+    });
+    let deliveries = crate::delivery::deliveries_json(&state.store.outbox_for_run(&run.id).await?);
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"run": run.id, "retrying": queued, "deliveries": deliveries}))))
+}
+
 /// `GET /api/v1/runs/{id}/artifacts/{report|patch}`: the delivered `report.md` or
 /// `changes.patch`; 404 until the run has delivered.
 pub async fn artifact(

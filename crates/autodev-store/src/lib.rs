@@ -27,6 +27,7 @@ mod tx;
 pub use rows::{
     KeyRow, ModelCallRecord, NewRun, ProjectRow, RunRef, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart,
 };
+pub use store::outbox::OutboxRow;
 pub use store::{AuditEntry, Migrations, Stats, Store, StoreError, UsageRow, now_ms};
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -1446,6 +1446,19 @@ impl Store {
             .bind(&data)
             .execute(&mut *conn)
             .await?;
+            // The milestone of each ended run, as `Tx::event` writes it for one.
+            if let Some(topic) = (EventKind::StateChanged { from: RunState::Executing, to, reason: None }).topic() {
+                sqlx::query(
+                    "INSERT INTO outbox (id, run_id, topic, next_at, created_at)
+                     SELECT x || ':' || $2, x, $2, $3, $3 FROM unnest($1::text[]) AS x
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&run_ids)
+                .bind(topic)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
             tx.commit().await?;
             return Ok(ended.len());
         }
@@ -1599,3 +1612,5 @@ impl Store {
         Ok(row.value.parse().unwrap_or(RunState::Failed))
     }
 }
+
+pub(crate) mod outbox;

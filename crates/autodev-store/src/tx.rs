@@ -306,7 +306,22 @@ impl<'s> Tx<'s> {
     pub(crate) async fn event(&mut self, run_id: &str, kind: EventKind) -> Result<Event> {
         let at_ms = now_ms();
         let seq = self.event_raw(run_id, at_ms, kind.name(), &event_json(&kind)?).await?;
+        if let Some(topic) = kind.topic() {
+            self.notify(run_id, topic, at_ms).await?;
+        }
         Ok(Event { seq, run_id: run_id.to_string(), at_ms, kind })
+    }
+
+    /// Writes a milestone to the outbox in this transaction (once per run and topic).
+    pub(crate) async fn notify(&mut self, run_id: &str, topic: &str, at_ms: i64) -> Result<()> {
+        let id = format!("{run_id}:{topic}");
+        self.exec(
+            "INSERT INTO outbox (id, run_id, topic, next_at, created_at) VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (id) DO NOTHING",
+            &[(&id).into(), run_id.into(), topic.into(), at_ms.into()],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Appends an event whose JSON is already made; returns its sequence number.

@@ -1,5 +1,6 @@
 mod api;
 mod contract;
+mod delivery;
 mod flow;
 pub mod webhooks;
 
@@ -97,6 +98,11 @@ pub async fn spawn_app_on(backend: &str) -> TestApp {
         key("viewer", AccessRole::Viewer).await,
     );
     let state = AppState {
+        delivery: std::sync::Arc::new(autodev_server::delivery::Dispatcher::new(
+            store.clone(),
+            dir.path(),
+            &Default::default(),
+        )),
         sandbox: Default::default(),
         store: store.clone(),
         pepper,

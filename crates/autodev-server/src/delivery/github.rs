@@ -1,0 +1,258 @@
+//! GitHub: a pull request for a run that succeeded, and one comment on the run's source issue
+//! that is edited as the run moves (REST v3; GitHub Enterprise through the base URL).
+//!
+//! The calls are made with reqwest and small serde types rather than octocrab: the dispatcher
+//! honours `Retry-After` and GitHub's rate-limit headers, which octocrab's errors do not carry,
+//! and these five endpoints are all Autodev needs. (CRATES.md names octocrab for GitHub; the
+//! GitHub App flow, when it comes, is where its JWT support would pay.)
+use autodev_store::Store;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::webhook::{client, send};
+use super::{CallError, Milestone, Target};
+
+/// The largest pull request body GitHub takes is 65,536 characters; the report is cut to fit.
+const MAX_BODY_CHARS: usize = 60_000;
+
+#[derive(Clone)]
+pub struct GithubConfig {
+    /// `https://api.github.com`, or `https://HOST/api/v3` for GitHub Enterprise Server.
+    pub api_url: String,
+    pub token: SecretString,
+    /// Labels put on every pull request Autodev opens.
+    pub labels: Vec<String>,
+}
+
+pub struct Github {
+    config: GithubConfig,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    number: u64,
+    html_url: String,
+}
+
+#[derive(Deserialize)]
+struct Comment {
+    id: u64,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// `github:owner/name#12` → (`owner/name`, 12).
+pub fn origin_issue(origin: Option<&str>) -> Option<(String, u64)> {
+    let rest = origin?.strip_prefix("github:")?;
+    let (repo, number) = rest.rsplit_once('#')?;
+    Some((repo.to_string(), number.parse().ok()?))
+}
+
+/// The marker a run's comment and pull request carry, to be found again after a crash.
+fn marker(run_id: &str) -> String {
+    format!("<!-- autodev-run:{run_id} -->")
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T, CallError> {
+    serde_json::from_str(body).map_err(|e| CallError::permanent(None, format!("unexpected answer from GitHub: {e}")))
+}
+
+impl Github {
+    pub fn new(config: GithubConfig) -> Self {
+        Self { config, http: client() }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.config.api_url.trim_end_matches('/')))
+            .bearer_auth(self.config.token.expose_secret())
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28")
+    }
+
+    /// The run's pull request: found by its head branch (so a retry after a crash between
+    /// opening it and recording it finds it), updated, or opened. Returns its URL and
+    /// whether it was opened now.
+    async fn upsert_pull_request(&self, m: &Milestone<'_>, repo: &str) -> Result<(String, bool), CallError> {
+        let owner = repo.split('/').next().unwrap_or_default();
+        let title = format!("{} (autodev {})", m.run.title, m.run.short_id);
+        let body = pull_request_body(m, repo);
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("head", &format!("{owner}:{}", m.run.branch))
+            .append_pair("state", "all")
+            .append_pair("per_page", "1")
+            .finish();
+        let find = self.request(reqwest::Method::GET, &format!("/repos/{repo}/pulls?{query}"));
+        let (_, text) = send(find).await?;
+        let existing: Vec<PullRequest> = parse(&text)?;
+        if let Some(pr) = existing.into_iter().next() {
+            let update = self
+                .request(reqwest::Method::PATCH, &format!("/repos/{repo}/pulls/{}", pr.number))
+                .json(&json!({"title": title, "body": body}));
+            send(update).await?;
+            return Ok((pr.html_url, false));
+        }
+        let base = if m.run.base_branch.is_empty() { "main" } else { m.run.base_branch.as_str() };
+        let create = self.request(reqwest::Method::POST, &format!("/repos/{repo}/pulls")).json(&json!({
+            "title": title,
+            "head": m.run.branch,
+            "base": base,
+            "body": body,
+            // Tests that did not pass make a draft: for a person to look at, not to merge.
+            "draft": m.run.test_passed != Some(true),
+            "maintainer_can_modify": true,
+        }));
+        let (_, text) = send(create).await?;
+        let pr: PullRequest = parse(&text)?;
+        if !self.config.labels.is_empty() {
+            let labels = self
+                .request(reqwest::Method::POST, &format!("/repos/{repo}/issues/{}/labels", pr.number))
+                .json(&json!({"labels": self.config.labels}));
+            send(labels).await?;
+        }
+        Ok((pr.html_url, true))
+    }
+
+    /// The run's one comment on its source issue: edited when it exists (found by the
+    /// recorded id, else by its marker), posted otherwise. Returns its id.
+    async fn upsert_comment(
+        &self,
+        store: &Store,
+        m: &Milestone<'_>,
+        repo: &str,
+        issue: u64,
+        pull_request: Option<&str>,
+    ) -> Result<u64, CallError> {
+        let body = comment_body(m, pull_request);
+        let mut known = m.links.get("github.comment").and_then(|id| id.parse::<u64>().ok());
+        if known.is_none() {
+            let list =
+                self.request(reqwest::Method::GET, &format!("/repos/{repo}/issues/{issue}/comments?per_page=100"));
+            let (_, text) = send(list).await?;
+            let comments: Vec<Comment> = parse(&text)?;
+            let mark = marker(&m.run.id);
+            known = comments.iter().find(|c| c.body.as_deref().is_some_and(|b| b.contains(&mark))).map(|c| c.id);
+        }
+        if let Some(id) = known {
+            let edit = self
+                .request(reqwest::Method::PATCH, &format!("/repos/{repo}/issues/comments/{id}"))
+                .json(&json!({"body": body}));
+            match send(edit).await {
+                Ok(_) => return Ok(id),
+                // Deleted by someone: post a new one.
+                Err(e) if e.status == Some(404) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let post = self
+            .request(reqwest::Method::POST, &format!("/repos/{repo}/issues/{issue}/comments"))
+            .json(&json!({"body": body}));
+        let (_, text) = send(post).await?;
+        let comment: Comment = parse(&text)?;
+        store
+            .set_run_link(&m.run.id, "github.comment", &comment.id.to_string())
+            .await
+            .map_err(|e| CallError::permanent(None, format!("could not record the comment: {e}")))?;
+        Ok(comment.id)
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for Github {
+    fn name(&self) -> String {
+        "github".into()
+    }
+
+    fn wants(&self, m: &Milestone<'_>) -> bool {
+        let on_github = m.setting("github_repo").is_some();
+        let from_issue = origin_issue(m.run.origin.as_deref()).is_some();
+        on_github && (m.topic == "run.succeeded" || (from_issue && m.topic != "run.pr_opened"))
+    }
+
+    async fn deliver(&self, store: &Store, m: &Milestone<'_>) -> Result<String, CallError> {
+        let Some(repo) = m.setting("github_repo") else { return Ok("not a GitHub project".into()) };
+        let mut done = Vec::new();
+        let mut pull_request = m.links.get("github.pull_request").cloned();
+        if m.topic == "run.succeeded" {
+            let (url, opened) = self.upsert_pull_request(m, &repo).await?;
+            let record = |e: autodev_store::StoreError| CallError::permanent(None, format!("could not record: {e}"));
+            store.set_run_link(&m.run.id, "github.pull_request", &url).await.map_err(record)?;
+            if opened {
+                store.notify(&m.run.id, "run.pr_opened").await.map_err(record)?;
+            }
+            done.push(format!("pull request {} {url}", if opened { "opened" } else { "updated" }));
+            pull_request = Some(url);
+        }
+        if let Some((issue_repo, number)) = origin_issue(m.run.origin.as_deref()) {
+            let id = self.upsert_comment(store, m, &issue_repo, number, pull_request.as_deref()).await?;
+            done.push(format!("comment {id} on {issue_repo}#{number}"));
+        }
+        Ok(done.join("; "))
+    }
+}
+
+/// The pull request's description: the headline, the issue it closes, the run's report.
+fn pull_request_body(m: &Milestone<'_>, repo: &str) -> String {
+    let mut body = String::new();
+    body.push_str(&format!("{}\n\n", m.headline()));
+    if let Some((issue_repo, number)) = origin_issue(m.run.origin.as_deref()) {
+        if issue_repo.eq_ignore_ascii_case(repo) {
+            body.push_str(&format!("Closes #{number}\n\n"));
+        } else {
+            body.push_str(&format!("Closes {issue_repo}#{number}\n\n"));
+        }
+    }
+    let report = std::fs::read_to_string(m.run_dir.join("report.md")).unwrap_or_default();
+    let room = MAX_BODY_CHARS.saturating_sub(body.len() + 400);
+    if report.chars().count() > room {
+        body.extend(report.chars().take(room));
+        body.push_str("\n\n… (the report is cut here; the whole report is at the run's link)\n");
+    } else {
+        body.push_str(&report);
+    }
+    body.push_str(&format!(
+        "\n\n---\nRun {} · {} · ${:.4}\n{}\n",
+        m.run.short_id,
+        m.run_url(),
+        m.run.cost_micros as f64 / 1e6,
+        marker(&m.run.id)
+    ));
+    body
+}
+
+/// The ticket comment for where the run stands now.
+fn comment_body(m: &Milestone<'_>, pull_request: Option<&str>) -> String {
+    let status = match m.topic {
+        "run.plan_ready" => "is working on this (plan ready)".to_string(),
+        "run.awaiting_approval" => "has a plan waiting for approval".to_string(),
+        "run.succeeded" => match pull_request {
+            Some(url) => format!("opened a pull request: {url}"),
+            None => "succeeded".to_string(),
+        },
+        "run.failed" => format!("failed: {}", m.run.reason.as_deref().unwrap_or("no reason recorded")),
+        "run.cancelled" => {
+            format!("was cancelled{}", m.run.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())
+        }
+        other => other.to_string(),
+    };
+    format!(
+        "{}\n**Autodev** run `{}` {status}.\n\n- Run: {}\n- Branch: `{}`\n",
+        marker(&m.run.id),
+        m.run.short_id,
+        m.run_url(),
+        m.run.branch
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn origins_name_an_issue() {
+        assert_eq!(super::origin_issue(Some("github:o/n#12")), Some(("o/n".into(), 12)));
+        assert_eq!(super::origin_issue(Some("gitlab:o/n#12")), None);
+        assert_eq!(super::origin_issue(Some("github:o/n#x")), None);
+        assert_eq!(super::origin_issue(None), None);
+    }
+}

@@ -1,0 +1,404 @@
+//! Delivery: telling the places a team works about a run's milestones — a pull request and a
+//! ticket comment on GitHub, a Slack message, signed outgoing webhooks.
+//!
+//! The store writes each milestone (`run.plan_ready`, `run.awaiting_approval`,
+//! `run.succeeded`, `run.failed`, `run.cancelled`, `run.pr_opened`) to its outbox in the
+//! transaction of the change that causes it. A [`Dispatcher`] in every `serve`/`worker`
+//! process claims due milestones with a lease and hands each to every [`Target`] that wants
+//! it. Each call is rate-limited per target and retried in place on 5xx, timeouts and 429
+//! (honouring `Retry-After`); what still fails is tried again later with a growing delay, and
+//! after [`MAX_ATTEMPTS`] it is marked failed (`delivery_failed`) until `autodev deliver RUN`
+//! or `POST /api/v1/runs/{id}/deliver`. Targets that succeeded are not called again. Nothing
+//! here changes a run's state: a run that succeeded stays succeeded whatever its deliveries do.
+//!
+//! Idempotency across crashes comes from the targets: a pull request is looked up by its head
+//! branch before one is opened, the ticket comment carries a marker it is found by, and
+//! webhook deliveries carry a stable `X-Autodev-Delivery` id for receivers to deduplicate.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use autodev_domain::EventKind;
+use autodev_store::{OutboxRow, ProjectRow, RunRow, Store};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub mod github;
+pub mod webhook;
+
+/// Attempts at one milestone (each with its in-place retries) before it is marked failed.
+pub const MAX_ATTEMPTS: i64 = 6;
+/// In-place tries of one call.
+const TRIES: usize = 3;
+/// The longest `Retry-After` waited for in place; a longer one reschedules the milestone.
+const MAX_INLINE_WAIT: Duration = Duration::from_secs(30);
+
+/// What the operator configured.
+#[derive(Clone, Default)]
+pub struct DeliveryConfig {
+    /// Where people reach Autodev (`AUTODEV_PUBLIC_URL`): links in pull requests and messages.
+    pub public_url: Option<String>,
+    pub github: Option<github::GithubConfig>,
+    pub slack_webhook_url: Option<SecretString>,
+    pub webhooks: Vec<webhook::WebhookTarget>,
+    /// Test hook: the base delay between attempts (default 30 s, doubling).
+    pub retry_base: Option<Duration>,
+}
+
+impl DeliveryConfig {
+    pub fn is_empty(&self) -> bool {
+        self.github.is_none() && self.slack_webhook_url.is_none() && self.webhooks.is_empty()
+    }
+}
+
+/// What a target is told: the run as it stands and what it is about.
+pub struct Milestone<'a> {
+    pub topic: &'a str,
+    /// `<run id>:<topic>`, stable across retries.
+    pub id: &'a str,
+    pub run: &'a RunRow,
+    pub project: Option<&'a ProjectRow>,
+    /// What integrations made for the run so far (`github.pull_request` → URL).
+    pub links: &'a BTreeMap<String, String>,
+    pub public_url: Option<&'a str>,
+    /// Where the run's `report.md` and `changes.patch` are.
+    pub run_dir: std::path::PathBuf,
+}
+
+impl Milestone<'_> {
+    /// The run's page for people: the UI when there is a public URL, else the API.
+    pub fn run_url(&self) -> String {
+        let base = self.public_url.unwrap_or("").trim_end_matches('/');
+        format!("{base}/api/v1/runs/{}", self.run.id)
+    }
+
+    /// A project setting (`github_repo`…).
+    pub fn setting(&self, name: &str) -> Option<String> {
+        let project = self.project?;
+        let v: Value = serde_json::from_str(&project.settings).ok()?;
+        v.get(name)?.as_str().map(str::to_string)
+    }
+
+    /// One line for people: what happened.
+    pub fn headline(&self) -> String {
+        let title = &self.run.title;
+        let short = &self.run.short_id;
+        match self.topic {
+            "run.plan_ready" => format!("Autodev run {short} has a plan and is working on it: {title}"),
+            "run.awaiting_approval" => format!("Autodev run {short} waits for approval of its plan: {title}"),
+            "run.succeeded" => format!("Autodev run {short} succeeded: {title}"),
+            "run.failed" => format!(
+                "Autodev run {short} failed: {title} ({})",
+                self.run.reason.as_deref().unwrap_or("no reason recorded")
+            ),
+            "run.cancelled" => format!(
+                "Autodev run {short} was cancelled: {title}{}",
+                self.run.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+            "run.pr_opened" => format!(
+                "Autodev run {short} opened a pull request: {}",
+                self.links.get("github.pull_request").map(String::as_str).unwrap_or(title)
+            ),
+            other => format!("Autodev run {short}: {other}"),
+        }
+    }
+}
+
+/// What went wrong with a call, and whether trying again can help.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    pub status: Option<u16>,
+    /// For people; never holds a secret (URLs are stripped from transport errors).
+    pub message: String,
+    /// A 5xx, a timeout, a 429, a secondary rate limit: worth another try.
+    pub transient: bool,
+    pub retry_after: Option<Duration>,
+}
+
+impl CallError {
+    pub fn permanent(status: Option<u16>, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), transient: false, retry_after: None }
+    }
+
+    /// From a transport failure (connect, timeout): transient, without the URL.
+    pub fn transport(e: reqwest::Error) -> Self {
+        let e = e.without_url();
+        Self { status: None, message: format!("request failed: {e}"), transient: true, retry_after: None }
+    }
+
+    /// From a response that is not a success: 429 and 5xx are transient (with the
+    /// `Retry-After` they give), as is a 403 that says it is a rate limit; any other 4xx is
+    /// permanent. `body` is the vendor's answer, cut short.
+    pub fn from_status(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> Self {
+        let retry_after = retry_after(headers);
+        let rate_limited = status == 429
+            || (status == 403
+                && (retry_after.is_some()
+                    || headers.get("x-ratelimit-remaining").is_some_and(|v| v.as_bytes() == b"0")));
+        let detail: String = body.chars().take(300).collect();
+        Self {
+            status: Some(status),
+            message: format!("HTTP {status}: {}", detail.trim()),
+            transient: rate_limited || status >= 500,
+            retry_after,
+        }
+    }
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+}
+
+/// A place to deliver to.
+#[async_trait::async_trait]
+pub trait Target: Send + Sync {
+    /// `github`, `slack`, `webhook:<name>`: the key of its results and events.
+    fn name(&self) -> String;
+    /// Whether this milestone is for this target.
+    fn wants(&self, m: &Milestone<'_>) -> bool;
+    /// Delivers once (no retries: the dispatcher retries). Returns what to record.
+    async fn deliver(&self, store: &Store, m: &Milestone<'_>) -> Result<String, CallError>;
+    /// Calls per second this target may make (a GCRA limit, in process).
+    fn per_second(&self) -> u32 {
+        5
+    }
+}
+
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// Claims milestones and delivers them; one per process is enough.
+pub struct Dispatcher {
+    store: Store,
+    home: std::path::PathBuf,
+    public_url: Option<String>,
+    targets: Vec<(Arc<dyn Target>, Limiter)>,
+    owner: String,
+    retry_base: Duration,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, home: &std::path::Path, config: &DeliveryConfig) -> Self {
+        let mut targets: Vec<Arc<dyn Target>> = Vec::new();
+        if let Some(gh) = &config.github {
+            targets.push(Arc::new(github::Github::new(gh.clone())));
+        }
+        if let Some(url) = &config.slack_webhook_url {
+            targets.push(Arc::new(webhook::Slack::new(url.clone())));
+        }
+        for w in &config.webhooks {
+            targets.push(Arc::new(w.clone()));
+        }
+        let targets = targets
+            .into_iter()
+            .map(|t| {
+                let per = std::num::NonZeroU32::new(t.per_second().max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+                (t, governor::RateLimiter::direct(governor::Quota::per_second(per)))
+            })
+            .collect();
+        Self {
+            store,
+            home: home.to_path_buf(),
+            public_url: config.public_url.clone(),
+            targets,
+            owner: format!("{}:delivery", autodev_engine::process_owner()),
+            retry_base: config.retry_base.unwrap_or(Duration::from_secs(30)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Delivers due milestones until `shutdown`, looking every `poll`.
+    pub async fn run(self: Arc<Self>, poll: Duration, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let claimed = match self.store.claim_outbox(&self.owner, Duration::from_secs(300), None, 8).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not claim deliveries");
+                    Vec::new()
+                }
+            };
+            let idle = claimed.is_empty();
+            for row in claimed {
+                if let Err(e) = self.dispatch(&row).await {
+                    tracing::error!(error = %e, milestone = %row.id, "delivery failed to record");
+                }
+            }
+            if idle {
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    /// Delivers a run's due milestones now (after [`Store::retry_outbox`] for a retry), in
+    /// this process; returns the run's milestones afterwards.
+    pub async fn deliver_run(&self, run_id: &str) -> autodev_store::Result<Vec<OutboxRow>> {
+        loop {
+            let claimed = self.store.claim_outbox(&self.owner, Duration::from_secs(300), Some(run_id), 8).await?;
+            if claimed.is_empty() {
+                break;
+            }
+            for row in claimed {
+                self.dispatch(&row).await?;
+            }
+        }
+        self.store.outbox_for_run(run_id).await
+    }
+
+    /// One attempt at one claimed milestone: every target that wants it and has not yet
+    /// succeeded is called; the results and the next step are recorded.
+    pub async fn dispatch(&self, row: &OutboxRow) -> autodev_store::Result<()> {
+        let run = self.store.get_run(&row.run_id).await?;
+        let project = match &run.project_id {
+            Some(id) => self.store.find_project(id).await.ok(),
+            None => None,
+        };
+        let mut results: BTreeMap<String, Value> = serde_json::from_str(&row.results).unwrap_or_default();
+        let mut failing: Vec<(String, CallError)> = Vec::new();
+        for (target, limiter) in &self.targets {
+            let name = target.name();
+            if results.get(&name).is_some_and(|r| r["ok"] == true) {
+                continue;
+            }
+            // Links are read per target: the pull request one target opened is the next's link.
+            let links: BTreeMap<String, String> = self.store.run_links(&run.id).await?.into_iter().collect();
+            let milestone = Milestone {
+                topic: &row.topic,
+                id: &row.id,
+                run: &run,
+                project: project.as_ref(),
+                links: &links,
+                public_url: self.public_url.as_deref(),
+                run_dir: self.home.join("runs").join(&run.id),
+            };
+            if !target.wants(&milestone) {
+                continue;
+            }
+            let outcome = call_with_retries(limiter, || target.deliver(&self.store, &milestone)).await;
+            let now = autodev_store::now_ms();
+            let (ok, status, message) = match &outcome {
+                Ok(what) => (true, None, what.clone()),
+                Err(e) => (false, e.status, e.message.clone()),
+            };
+            results.insert(name.clone(), json!({"ok": ok, "status": status, "message": message, "at_ms": now}));
+            self.store
+                .append_event(
+                    &run.id,
+                    EventKind::DeliveryAttempted {
+                        target: name.clone(),
+                        topic: row.topic.clone(),
+                        ok,
+                        status,
+                        message: message.clone(),
+                    },
+                )
+                .await?;
+            if let Err(e) = outcome {
+                failing.push((name, e));
+            }
+        }
+        let attempts = row.attempts + 1;
+        let results_json = serde_json::to_string(&results).unwrap_or_else(|_| "{}".into());
+        let now = autodev_store::now_ms();
+        let (state, next_at) = if failing.is_empty() {
+            ("done", now)
+        } else if attempts >= MAX_ATTEMPTS || failing.iter().all(|(_, e)| !e.transient) {
+            for (target, e) in &failing {
+                self.store
+                    .append_event(
+                        &run.id,
+                        EventKind::DeliveryFailed {
+                            target: target.clone(),
+                            topic: row.topic.clone(),
+                            status: e.status,
+                            message: e.message.clone(),
+                        },
+                    )
+                    .await?;
+                tracing::warn!(run = %run.id, target = %target, topic = %row.topic, error = %e.message, "delivery failed; `autodev deliver` retries it");
+            }
+            ("failed", now)
+        } else {
+            // 30 s, 1 min, 2 min… (or the longest Retry-After asked for), capped at an hour.
+            let backoff = self.retry_base.saturating_mul(1 << (attempts - 1).clamp(0, 7) as u32);
+            let asked = failing.iter().filter_map(|(_, e)| e.retry_after).max().unwrap_or_default();
+            let wait = backoff.max(asked).min(Duration::from_secs(3600));
+            ("pending", now + wait.as_millis() as i64)
+        };
+        self.store.finish_outbox(&row.id, &self.owner, state, attempts, next_at, &results_json).await
+    }
+}
+
+/// One call, rate-limited, tried up to [`TRIES`] times while its failures are transient,
+/// waiting as the vendor asks (`Retry-After`, up to [`MAX_INLINE_WAIT`]) or with exponential
+/// backoff and jitter (backon).
+async fn call_with_retries<'a, F, Fut>(limiter: &Limiter, call: F) -> Result<String, CallError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<String, CallError>> + 'a,
+{
+    use backon::{ExponentialBuilder, Retryable};
+    let attempt = || async {
+        limiter.until_ready().await;
+        call().await
+    };
+    attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_jitter()
+                .with_max_times(TRIES - 1),
+        )
+        .when(|e: &CallError| e.transient && e.retry_after.is_none_or(|d| d <= MAX_INLINE_WAIT))
+        .adjust(|e: &CallError, planned| e.retry_after.or(planned))
+        .await
+}
+
+/// The run object an outgoing webhook or the API shows, with its deliveries.
+pub fn deliveries_json(rows: &[OutboxRow]) -> Value {
+    rows.iter()
+        .map(|r| {
+            json!({
+                "topic": r.topic,
+                "state": r.state,
+                "attempts": r.attempts,
+                "results": serde_json::from_str::<Value>(&r.results).unwrap_or_else(|_| json!({})),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert!(CallError::from_status(502, &h, "bad gateway").transient);
+        assert!(!CallError::from_status(401, &h, "Bad credentials").transient);
+        assert!(!CallError::from_status(422, &h, "Validation Failed").transient);
+        h.insert("retry-after", "7".parse().unwrap());
+        let e = CallError::from_status(429, &h, "");
+        assert!(e.transient);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        // GitHub's secondary rate limit is a 403 with Retry-After.
+        assert!(CallError::from_status(403, &h, "secondary rate limit").transient);
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        assert!(CallError::from_status(403, &h, "API rate limit exceeded").transient);
+    }
+}

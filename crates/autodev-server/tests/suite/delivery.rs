@@ -1,0 +1,334 @@
+//! Delivery to GitHub and outgoing webhooks, against local servers that speak their wire
+//! format (GitHub REST v3 paths, headers and bodies from its documentation; errors as GitHub
+//! sends them).
+use std::sync::Arc;
+use std::time::Duration;
+
+use autodev_domain::{EventKind, RunId, RunState};
+use autodev_server::delivery::{DeliveryConfig, Dispatcher, github::GithubConfig, webhook::WebhookTarget};
+use autodev_store::{NewRun, ProjectRow};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use wiremock::matchers::{body_partial_json, header, method, path, query_param};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use super::{TestApp, both};
+
+const REPO: &str = "octo-org/hello-world";
+const TOKEN: &str = "ghp_test_token_never_logged";
+const HOOK_SECRET: &str = "hook-secret";
+
+/// A project on GitHub and a run of it started from issue #7, walked to `to` through the
+/// states a worker would take it (each milestone lands in the outbox on the way).
+async fn github_run(app: &TestApp, to: RunState) -> (String, String) {
+    let now = autodev_store::now_ms();
+    let project = ProjectRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        name: format!("gh-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]),
+        repository: "https://github.com/octo-org/hello-world.git".into(),
+        base_branch: None,
+        test_command: Some("true".into()),
+        settings: json!({"github_repo": REPO}).to_string(),
+        created_at: now,
+        updated_at: now,
+    };
+    app.store.insert_project(&project).await.unwrap();
+    let id = RunId::new();
+    let branch = format!("autodev/{}-add-greeting", id.short());
+    let run = NewRun {
+        id: id.to_string(),
+        short_id: id.short(),
+        title: "Add a greeting".into(),
+        spec: "# Add a greeting".into(),
+        repo: project.repository.clone(),
+        base_branch: "main".into(),
+        base_commit: "abc".into(),
+        branch: branch.clone(),
+        settings: "{}".into(),
+        project_id: Some(project.id.clone()),
+        origin: Some(format!("github:{REPO}#7")),
+    };
+    let created = EventKind::RunCreated {
+        title: run.title.clone(),
+        repo: run.repo.clone(),
+        base_branch: "main".into(),
+        test_command: "true".into(),
+    };
+    app.store.insert_run(&run, created).await.unwrap();
+    let path =
+        [RunState::Planning, RunState::Executing, RunState::Verifying, RunState::Delivering, RunState::Succeeded];
+    for state in path {
+        if state == RunState::Succeeded && to != RunState::Succeeded {
+            app.store.set_run_state(&run.id, to, Some("tests_failed")).await.unwrap();
+            break;
+        }
+        app.store.set_run_state(&run.id, state, None).await.unwrap();
+    }
+    std::fs::create_dir_all(app._dir.path().join("runs").join(&run.id)).unwrap();
+    std::fs::write(
+        app._dir.path().join("runs").join(&run.id).join("report.md"),
+        "# Report\n\nAdded `greet()` and a test.\n",
+    )
+    .unwrap();
+    (run.id, branch)
+}
+
+fn config(github: &MockServer, hook: &MockServer) -> DeliveryConfig {
+    DeliveryConfig {
+        public_url: Some("https://autodev.example.com".into()),
+        github: Some(GithubConfig {
+            api_url: github.uri(),
+            token: SecretString::from(TOKEN),
+            labels: vec!["autodev".into()],
+        }),
+        slack_webhook_url: None,
+        webhooks: vec![WebhookTarget::new(
+            "ci",
+            SecretString::from(format!("{}/hook", hook.uri())),
+            Some(SecretString::from(HOOK_SECRET)),
+            None,
+        )],
+        retry_base: Some(Duration::from_millis(50)),
+    }
+}
+
+fn json_response(status: u16, body: Value) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(body).insert_header("content-type", "application/json; charset=utf-8")
+}
+
+/// GitHub's answers for a run that has no pull request yet.
+async fn github_without_pull_request(github: &MockServer, branch: &str) {
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{REPO}/pulls")))
+        .and(query_param("head", format!("octo-org:{branch}")))
+        .and(query_param("state", "all"))
+        .respond_with(json_response(200, json!([])))
+        .mount(github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{REPO}/issues/7/comments")))
+        .respond_with(json_response(
+            200,
+            json!([{"id": 1, "body": "Looks like a bug to me", "user": {"login": "octocat"}}]),
+        ))
+        .mount(github)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/repos/{REPO}/issues/7/comments")))
+        .respond_with(json_response(201, json!({"id": 1001, "body": "…", "html_url": format!("https://github.com/{REPO}/issues/7#issuecomment-1001")})))
+        .mount(github)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/repos/{REPO}/issues/comments/1001")))
+        .respond_with(json_response(200, json!({"id": 1001, "body": "…"})))
+        .mount(github)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/repos/{REPO}/issues/42/labels")))
+        .respond_with(json_response(200, json!([{"id": 208045946, "name": "autodev"}])))
+        .mount(github)
+        .await;
+}
+
+fn received<'a>(requests: &'a [Request], verb: &str, p: &str) -> Vec<&'a Request> {
+    requests.iter().filter(|r| r.method.as_str() == verb && r.url.path() == p).collect()
+}
+
+both! {
+async fn a_succeeded_run_opens_one_pull_request_comments_on_its_issue_and_calls_the_webhook(app) {
+    let github = MockServer::start().await;
+    let hook = MockServer::start().await;
+    let (run_id, branch) = github_run(&app, RunState::Succeeded).await;
+    github_without_pull_request(&github, &branch).await;
+    // The first attempt to open it meets a 502; the retry opens it.
+    Mock::given(method("POST"))
+        .and(path(format!("/repos/{REPO}/pulls")))
+        .respond_with(json_response(502, json!({"message": "Server Error"})))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&github)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/repos/{REPO}/pulls")))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .and(body_partial_json(json!({"head": branch, "base": "main", "draft": true})))
+        .respond_with(json_response(201, json!({"number": 42, "html_url": format!("https://github.com/{REPO}/pull/42"), "state": "open"})))
+        .with_priority(2)
+        .mount(&github)
+        .await;
+    // The receiver is busy once (429 with Retry-After), then takes deliveries.
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&hook)
+        .await;
+    Mock::given(method("POST")).and(path("/hook")).respond_with(ResponseTemplate::new(204)).with_priority(2).mount(&hook).await;
+
+    let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config(&github, &hook));
+    let rows = dispatcher.deliver_run(&run_id).await.unwrap();
+    let topics: Vec<(&str, &str)> = rows.iter().map(|r| (r.topic.as_str(), r.state.as_str())).collect();
+    assert_eq!(
+        topics,
+        vec![("run.plan_ready", "done"), ("run.succeeded", "done"), ("run.pr_opened", "done")],
+        "{rows:#?}"
+    );
+    let requests = github.received_requests().await.unwrap();
+    // One pull request (two POSTs: the 502 and the one that opened it), with the issue it closes.
+    let opened = received(&requests, "POST", &format!("/repos/{REPO}/pulls"));
+    assert_eq!(opened.len(), 2);
+    let body: Value = serde_json::from_slice(&opened[1].body).unwrap();
+    let text = body["body"].as_str().unwrap();
+    assert!(text.contains("Closes #7"), "{text}");
+    assert!(text.contains("Added `greet()` and a test."), "{text}");
+    assert!(text.contains(&format!("https://autodev.example.com/api/v1/runs/{run_id}")), "{text}");
+    assert!(opened[1].headers.get("x-github-api-version").is_some());
+    // One comment on the issue, posted at plan time and edited since.
+    assert_eq!(received(&requests, "POST", &format!("/repos/{REPO}/issues/7/comments")).len(), 1);
+    let edits = received(&requests, "PATCH", &format!("/repos/{REPO}/issues/comments/1001"));
+    let last: Value = serde_json::from_slice(&edits.last().unwrap().body).unwrap();
+    assert!(last["body"].as_str().unwrap().contains(&format!("https://github.com/{REPO}/pull/42")), "{last}");
+    assert_eq!(received(&requests, "POST", &format!("/repos/{REPO}/issues/42/labels")).len(), 1);
+    // The webhook: every milestone, signed, the same delivery id on the retry.
+    let hooks = hook.received_requests().await.unwrap();
+    let mut events = Vec::new();
+    for r in &hooks {
+        let signature = r.headers.get("x-autodev-signature-256").unwrap().to_str().unwrap();
+        assert_eq!(signature, autodev_server::delivery::webhook::signature(HOOK_SECRET, &r.body));
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(r.headers.get("x-autodev-event").unwrap().to_str().unwrap(), body["event"]);
+        assert_eq!(r.headers.get("x-autodev-delivery").unwrap().to_str().unwrap(), body["delivery"]);
+        assert_eq!(body["run"]["id"], run_id.as_str());
+        events.push((body["event"].as_str().unwrap().to_string(), body["delivery"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(hooks.len(), 4, "{events:?}");
+    assert_eq!(events[0], events[1], "a retry keeps its delivery id");
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names, vec!["run.plan_ready", "run.plan_ready", "run.succeeded", "run.pr_opened"]);
+    // The run: still succeeded, its pull request linked, the attempts recorded; no token anywhere.
+    assert_eq!(app.store.run_state(&run_id).await.unwrap(), RunState::Succeeded);
+    let r = app.get(&format!("/api/v1/runs/{run_id}"), Some(&app.viewer)).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["pull_request"], format!("https://github.com/{REPO}/pull/42"));
+    assert_eq!(v["deliveries"].as_array().unwrap().len(), 3);
+    let events = app.store.events(&run_id, 0).await.unwrap();
+    let log = serde_json::to_string(&events).unwrap();
+    assert!(log.contains("delivery_attempted"));
+    assert!(!log.contains(TOKEN) && !log.contains(HOOK_SECRET));
+}
+
+async fn a_pull_request_opened_before_a_crash_is_updated_not_opened_again(app) {
+    let github = MockServer::start().await;
+    let hook = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/hook")).respond_with(ResponseTemplate::new(200)).mount(&hook).await;
+    let (run_id, branch) = github_run(&app, RunState::Succeeded).await;
+    // The pull request exists (a process opened it and died before recording it).
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{REPO}/pulls")))
+        .and(query_param("head", format!("octo-org:{branch}")))
+        .respond_with(json_response(200, json!([{"number": 42, "html_url": format!("https://github.com/{REPO}/pull/42"), "state": "open"}])))
+        .mount(&github)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/repos/{REPO}/pulls/42")))
+        .respond_with(json_response(200, json!({"number": 42, "html_url": format!("https://github.com/{REPO}/pull/42")})))
+        .mount(&github)
+        .await;
+    // So does the comment: found by its marker, edited.
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{REPO}/issues/7/comments")))
+        .respond_with(json_response(200, json!([{"id": 555, "body": format!("<!-- autodev-run:{run_id} -->\nold")}])))
+        .mount(&github)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/repos/{REPO}/issues/comments/555")))
+        .respond_with(json_response(200, json!({"id": 555})))
+        .mount(&github)
+        .await;
+    let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config(&github, &hook));
+    let rows = dispatcher.deliver_run(&run_id).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "done"), "{rows:#?}");
+    let requests = github.received_requests().await.unwrap();
+    assert_eq!(received(&requests, "POST", &format!("/repos/{REPO}/pulls")).len(), 0, "a second pull request");
+    assert_eq!(received(&requests, "POST", &format!("/repos/{REPO}/issues/7/comments")).len(), 0, "a second comment");
+    assert!(!received(&requests, "PATCH", &format!("/repos/{REPO}/pulls/42")).is_empty());
+    // Not opened now, so no `run.pr_opened` milestone.
+    assert!(rows.iter().all(|r| r.topic != "run.pr_opened"));
+}
+
+async fn a_refused_delivery_never_fails_the_run_and_is_retried_on_request(app) {
+    let github = MockServer::start().await;
+    let hook = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/hook")).respond_with(ResponseTemplate::new(200)).mount(&hook).await;
+    let (run_id, branch) = github_run(&app, RunState::Succeeded).await;
+    // A token without access: GitHub's 401 body.
+    Mock::given(method("GET"))
+        .respond_with(json_response(401, json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&github)
+        .await;
+    let dispatcher = Arc::new(Dispatcher::new(app.store.clone(), app._dir.path(), &config(&github, &hook)));
+    let rows = dispatcher.deliver_run(&run_id).await.unwrap();
+    let states: Vec<&str> = rows.iter().map(|r| r.state.as_str()).collect();
+    assert_eq!(states, vec!["failed", "failed"], "{rows:#?}");
+    // A permanent refusal is not retried in place: one call per milestone.
+    assert_eq!(github.received_requests().await.unwrap().len(), 2);
+    assert_eq!(app.store.run_state(&run_id).await.unwrap(), RunState::Succeeded);
+    let events = app.store.events(&run_id, 0).await.unwrap();
+    let failed: Vec<&EventKind> = events.iter().map(|e| &e.kind).filter(|k| matches!(k, EventKind::DeliveryFailed { .. })).collect();
+    assert_eq!(failed.len(), 2);
+    assert!(matches!(failed[0], EventKind::DeliveryFailed { status: Some(401), message, .. } if message.contains("Bad credentials")));
+    // The webhook got them the first time and is not called again on the retry.
+    assert_eq!(hook.received_requests().await.unwrap().len(), 2);
+
+    // The token is fixed; an operator retries through the API.
+    github_without_pull_request(&github, &branch).await;
+    Mock::given(method("POST"))
+        .and(path(format!("/repos/{REPO}/pulls")))
+        .respond_with(json_response(201, json!({"number": 42, "html_url": format!("https://github.com/{REPO}/pull/42")})))
+        .mount(&github)
+        .await;
+    let state = autodev_server::AppState { delivery: dispatcher.clone(), ..app.state.clone() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(autodev_server::serve(listener, state, app.shutdown.clone()));
+    let viewer = app.http.post(format!("{base}/api/v1/runs/{run_id}/deliver")).bearer_auth(&app.viewer).send().await.unwrap();
+    assert_eq!(viewer.status().as_u16(), 403);
+    let r = app.http.post(format!("{base}/api/v1/runs/{run_id}/deliver")).bearer_auth(&app.operator).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["retrying"], 2);
+    let mut done = false;
+    for _ in 0..100 {
+        let rows = app.store.outbox_for_run(&run_id).await.unwrap();
+        if rows.iter().filter(|r| r.topic != "run.pr_opened").all(|r| r.state == "done") {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(done, "{:#?}", app.store.outbox_for_run(&run_id).await.unwrap());
+    assert_eq!(app.store.run_links(&run_id).await.unwrap(), vec![
+        ("github.comment".to_string(), "1001".to_string()),
+        ("github.pull_request".to_string(), format!("https://github.com/{REPO}/pull/42")),
+    ]);
+}
+
+async fn a_failed_run_is_told_to_its_issue_and_opens_no_pull_request(app) {
+    let github = MockServer::start().await;
+    let hook = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/hook")).respond_with(ResponseTemplate::new(200)).mount(&hook).await;
+    let (run_id, branch) = github_run(&app, RunState::Failed).await;
+    github_without_pull_request(&github, &branch).await;
+    let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config(&github, &hook));
+    let rows = dispatcher.deliver_run(&run_id).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "done"), "{rows:#?}");
+    let requests = github.received_requests().await.unwrap();
+    assert!(received(&requests, "POST", &format!("/repos/{REPO}/pulls")).is_empty());
+    let edits = received(&requests, "PATCH", &format!("/repos/{REPO}/issues/comments/1001"));
+    let last: Value = serde_json::from_slice(&edits.last().unwrap().body).unwrap();
+    assert!(last["body"].as_str().unwrap().contains("failed: tests_failed"), "{last}");
+}
+}
