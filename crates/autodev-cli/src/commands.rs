@@ -572,6 +572,12 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
     };
     let delivery = crate::config::delivery_config(&cfg)
         .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
+    if let Some(gh) = &delivery.github
+        && let Some(prefix) = autodev_server::delivery::github::git_prefix(&gh.api_url)
+    {
+        // The worker's clones of GitHub projects fetch and push with the token.
+        autodev_workspace::git::credentials::add_basic(&prefix, "x-access-token", &gh.token);
+    }
     let delivery = std::sync::Arc::new(autodev_server::delivery::Dispatcher::new(store.clone(), home, &delivery));
     let sandbox = sandbox_config(&cfg);
     if let Err(why) = sandbox.mode.check_available() {
@@ -686,7 +692,7 @@ pub async fn worker(home: &Path, config: Option<&Path>, args: crate::cli::Worker
 /// `autodev config check`: every problem at once (exit 2), or a summary of what is in force.
 pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> Exit {
     let mut problems = match FileConfig::load(home, config, repo) {
-        Ok(_) => Vec::new(),
+        Ok(cfg) => crate::config::delivery_config(&cfg).err().unwrap_or_default(),
         Err(p) => p,
     };
     for var in [
@@ -734,5 +740,27 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
             configured.join(", ")
         }
     );
+    let delivery = crate::config::delivery_config(&cfg).unwrap_or_default();
+    let mut integrations = Vec::new();
+    if let Some(gh) = &delivery.github {
+        integrations.push(format!("github ({})", gh.api_url));
+    }
+    if delivery.slack_webhook_url.is_some() {
+        integrations.push("slack".to_string());
+    }
+    for w in &delivery.webhooks {
+        integrations.push(format!(
+            "webhook:{}{}",
+            w.name,
+            if w.secret.is_some() { " (signed)" } else { " (UNSIGNED)" }
+        ));
+    }
+    println!(
+        "  delivery         {}",
+        if integrations.is_empty() { "none (runs end as branches)".to_string() } else { integrations.join(", ") }
+    );
+    if let Some(url) = &delivery.public_url {
+        println!("  public URL       {url}");
+    }
     Exit::Ok
 }

@@ -1449,8 +1449,9 @@ impl Store {
             // The milestone of each ended run, as `Tx::event` writes it for one.
             if let Some(topic) = (EventKind::StateChanged { from: RunState::Executing, to, reason: None }).topic() {
                 sqlx::query(
-                    "INSERT INTO outbox (id, run_id, topic, next_at, created_at)
-                     SELECT x || ':' || $2, x, $2, $3, $3 FROM unnest($1::text[]) AS x
+                    "INSERT INTO outbox (id, run_id, topic, seq, next_at, created_at)
+                     SELECT x || ':' || $2, x, $2, (SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = x), $3, $3
+                     FROM unnest($1::text[]) AS x
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(&run_ids)

@@ -307,18 +307,19 @@ impl<'s> Tx<'s> {
         let at_ms = now_ms();
         let seq = self.event_raw(run_id, at_ms, kind.name(), &event_json(&kind)?).await?;
         if let Some(topic) = kind.topic() {
-            self.notify(run_id, topic, at_ms).await?;
+            self.notify(run_id, topic, at_ms, seq).await?;
         }
         Ok(Event { seq, run_id: run_id.to_string(), at_ms, kind })
     }
 
     /// Writes a milestone to the outbox in this transaction (once per run and topic).
-    pub(crate) async fn notify(&mut self, run_id: &str, topic: &str, at_ms: i64) -> Result<()> {
+    /// `seq` is the causing event's sequence number (milestones are delivered in its order).
+    pub(crate) async fn notify(&mut self, run_id: &str, topic: &str, at_ms: i64, seq: i64) -> Result<()> {
         let id = format!("{run_id}:{topic}");
         self.exec(
-            "INSERT INTO outbox (id, run_id, topic, next_at, created_at) VALUES ($1, $2, $3, $4, $4)
+            "INSERT INTO outbox (id, run_id, topic, seq, next_at, created_at) VALUES ($1, $2, $3, $4, $5, $5)
              ON CONFLICT (id) DO NOTHING",
-            &[(&id).into(), run_id.into(), topic.into(), at_ms.into()],
+            &[(&id).into(), run_id.into(), topic.into(), seq.into(), at_ms.into()],
         )
         .await?;
         Ok(())

@@ -166,6 +166,11 @@ impl Git {
         let git_dir = self.verified_git_dir()?;
         let mut cmd = tokio::process::Command::new(git_binary()?);
         cmd.env_clear();
+        // Autodev's own fetches and pushes (never in an agent's worktree) authenticate to the
+        // forges it has tokens for, through the environment only.
+        if self.common.is_none() {
+            credentials::apply(&mut cmd);
+        }
         for name in GIT_PASS_ENV {
             if let Some(v) = std::env::var_os(name) {
                 cmd.env(name, v);
@@ -424,6 +429,26 @@ mod tests {
         (dir, git)
     }
 
+    /// A forge token reaches git as an `extraHeader` from the environment: git sees it, the
+    /// repository's config file does not hold it, and git calls in an agent's worktree (or
+    /// for a prefix it was not given for) do not get it.
+    #[tokio::test]
+    async fn forge_credentials_reach_git_through_the_environment_only() {
+        let (dir, git) = repo().await;
+        let token = secrecy::SecretString::from("ghp_credentials_test");
+        credentials::add_basic("https://forge.test.invalid/", "x-access-token", &token);
+        let header = git.run(&["config", "--get", "http.https://forge.test.invalid/.extraheader"]).await.unwrap();
+        let expected =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "x-access-token:ghp_credentials_test");
+        assert_eq!(header.trim(), format!("Authorization: Basic {expected}"));
+        let config = std::fs::read_to_string(dir.path().join(".git/config")).unwrap();
+        assert!(!config.contains(&expected));
+        let wt = dir.path().join("wt-cred");
+        git.worktree_add(&wt, "cred", "main").await.unwrap();
+        let agent = git.worktree(&wt).await.unwrap();
+        assert!(agent.run(&["config", "--get", "http.https://forge.test.invalid/.extraheader"]).await.is_err());
+    }
+
     #[tokio::test]
     async fn worktree_commit_and_merge_round_trip() {
         let (dir, git) = repo().await;
@@ -552,5 +577,44 @@ mod tests {
         let outcome = git.merge("other", "merge other").await.unwrap();
         assert_eq!(outcome, MergeOutcome::Conflict(vec!["a.txt".to_string()]));
         assert!(git.merge_in_progress().await.unwrap());
+    }
+}
+
+/// HTTPS credentials for Autodev's own git calls (clone, fetch, push of a project's clone URL).
+///
+/// A token is given to git as `http.<prefix>.extraHeader` through `GIT_CONFIG_COUNT` /
+/// `GIT_CONFIG_KEY_n` / `GIT_CONFIG_VALUE_n` in the command's environment: never in argv (which
+/// any user can list), a remote URL, `.git/config` or a log. Agents' commands never see it:
+/// they run in sandboxes with an environment of their own, and git calls in agents'
+/// worktrees do not get it either.
+pub mod credentials {
+    use std::sync::RwLock;
+
+    use base64::Engine as _;
+    use secrecy::{ExposeSecret, SecretString};
+
+    static HEADERS: RwLock<Vec<(String, SecretString)>> = RwLock::new(Vec::new());
+
+    /// Sends `Authorization: Basic base64(user:token)` to every URL under `prefix`
+    /// (`https://github.com/`); GitHub takes user `x-access-token` with any token.
+    pub fn add_basic(prefix: &str, user: &str, token: &SecretString) {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", token.expose_secret()));
+        let header = SecretString::from(format!("Authorization: Basic {encoded}"));
+        if let Ok(mut headers) = HEADERS.write() {
+            headers.retain(|(p, _)| p != prefix);
+            headers.push((prefix.to_string(), header));
+        }
+    }
+
+    pub(super) fn apply(cmd: &mut tokio::process::Command) {
+        let Ok(headers) = HEADERS.read() else { return };
+        if headers.is_empty() {
+            return;
+        }
+        cmd.env("GIT_CONFIG_COUNT", headers.len().to_string());
+        for (i, (prefix, header)) in headers.iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{i}"), format!("http.{prefix}.extraHeader"));
+            cmd.env(format!("GIT_CONFIG_VALUE_{i}"), header.expose_secret());
+        }
     }
 }

@@ -50,6 +50,16 @@ pub fn origin_issue(origin: Option<&str>) -> Option<(String, u64)> {
     Some((repo.to_string(), number.parse().ok()?))
 }
 
+/// Where git reaches the repositories of this API: `https://github.com/` for
+/// `https://api.github.com`, `https://HOST/` for GitHub Enterprise's `https://HOST/api/v3`.
+pub fn git_prefix(api_url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(api_url).ok()?;
+    let host = url.host_str()?;
+    let host = if host == "api.github.com" { "github.com" } else { host };
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    Some(format!("{}://{host}{port}/", url.scheme()))
+}
+
 /// The marker a run's comment and pull request carry, to be found again after a crash.
 fn marker(run_id: &str) -> String {
     format!("<!-- autodev-run:{run_id} -->")
@@ -222,19 +232,21 @@ fn pull_request_body(m: &Milestone<'_>, repo: &str) -> String {
     body
 }
 
-/// The ticket comment for where the run stands now.
+/// The ticket comment for where the run stands now: the run as read when the comment is
+/// written (not the milestone being delivered), so milestones delivered late or out of order
+/// never put an older state back.
 fn comment_body(m: &Milestone<'_>, pull_request: Option<&str>) -> String {
-    let status = match m.topic {
-        "run.plan_ready" => "is working on this (plan ready)".to_string(),
-        "run.awaiting_approval" => "has a plan waiting for approval".to_string(),
-        "run.succeeded" => match pull_request {
+    let reason = m.run.reason.as_deref();
+    let status = match m.run.state.as_str() {
+        "queued" | "planning" => "is planning this".to_string(),
+        "awaiting_approval" => "has a plan waiting for approval".to_string(),
+        "executing" | "verifying" | "delivering" => "is working on this (plan ready)".to_string(),
+        "succeeded" => match pull_request {
             Some(url) => format!("opened a pull request: {url}"),
             None => "succeeded".to_string(),
         },
-        "run.failed" => format!("failed: {}", m.run.reason.as_deref().unwrap_or("no reason recorded")),
-        "run.cancelled" => {
-            format!("was cancelled{}", m.run.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())
-        }
+        "failed" => format!("failed: {}", reason.unwrap_or("no reason recorded")),
+        "cancelled" => format!("was cancelled{}", reason.map(|r| format!(": {r}")).unwrap_or_default()),
         other => other.to_string(),
     };
     format!(
@@ -248,6 +260,12 @@ fn comment_body(m: &Milestone<'_>, pull_request: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn git_prefixes() {
+        assert_eq!(super::git_prefix("https://api.github.com").as_deref(), Some("https://github.com/"));
+        assert_eq!(super::git_prefix("https://ghe.corp:8443/api/v3").as_deref(), Some("https://ghe.corp:8443/"));
+    }
+
     #[test]
     fn origins_name_an_issue() {
         assert_eq!(super::origin_issue(Some("github:o/n#12")), Some(("o/n".into(), 12)));

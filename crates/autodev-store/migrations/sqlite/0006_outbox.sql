@@ -8,6 +8,8 @@ CREATE TABLE outbox (
     id          TEXT PRIMARY KEY,
     run_id      TEXT NOT NULL,
     topic       TEXT NOT NULL,
+    -- The sequence number of the event that caused it: milestones are delivered in order.
+    seq         BIGINT NOT NULL DEFAULT 0,
     state       TEXT NOT NULL DEFAULT 'pending',
     attempts    BIGINT NOT NULL DEFAULT 0,
     next_at     BIGINT NOT NULL,

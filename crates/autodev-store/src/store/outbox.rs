@@ -34,7 +34,8 @@ impl Store {
     /// Adds a milestone outside a state change (`run.pr_opened`); once per run and topic.
     pub async fn notify(&self, run_id: &str, topic: &str) -> Result<()> {
         let mut tx = self.begin().await?;
-        tx.notify(run_id, topic, now_ms()).await?;
+        let seq = tx.int("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = $1", &[run_id.into()]).await?;
+        tx.notify(run_id, topic, now_ms(), seq).await?;
         tx.commit().await
     }
 
@@ -54,11 +55,11 @@ impl Store {
         let select = if tx.is_pg() {
             "SELECT id FROM outbox WHERE state = 'pending' AND next_at <= $1 AND lease_until < $1
                AND ($3 = '' OR run_id = $3)
-             ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
+             ORDER BY next_at, seq, id LIMIT $2 FOR UPDATE SKIP LOCKED"
         } else {
             "SELECT id FROM outbox WHERE state = 'pending' AND next_at <= $1 AND lease_until < $1
                AND ($3 = '' OR run_id = $3)
-             ORDER BY next_at, id LIMIT $2"
+             ORDER BY next_at, seq, id LIMIT $2"
         };
         let ids = tx.texts(select, &[now.into(), limit.into(), run_id.unwrap_or("").into()]).await?;
         for id in &ids {
@@ -85,10 +86,7 @@ impl Store {
     /// A run's milestones, oldest first.
     pub async fn outbox_for_run(&self, run_id: &str) -> Result<Vec<OutboxRow>> {
         Ok(read!(self, |pool| {
-            sqlx::query_as(outbox_select!("WHERE run_id = $1 ORDER BY created_at, id"))
-                .bind(run_id)
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as(outbox_select!("WHERE run_id = $1 ORDER BY seq, id")).bind(run_id).fetch_all(pool).await?
         }))
     }
 
