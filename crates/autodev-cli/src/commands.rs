@@ -745,6 +745,9 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
     if let Some(gh) = &delivery.github {
         integrations.push(format!("github ({})", gh.api_url));
     }
+    if let Some(jira) = &delivery.jira {
+        integrations.push(format!("jira ({})", jira.url));
+    }
     if delivery.slack_webhook_url.is_some() {
         integrations.push("slack".to_string());
     }

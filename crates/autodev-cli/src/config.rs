@@ -34,6 +34,19 @@ pub struct GithubSection {
     pub labels: Vec<String>,
 }
 
+/// Jira beyond its credentials (`AUTODEV_JIRA_API_TOKEN` or `AUTODEV_JIRA_PAT`, from
+/// variables or `_FILE`s only).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JiraSection {
+    /// `https://your-domain.atlassian.net` or the Data Center base URL (`AUTODEV_JIRA_URL`).
+    pub url: Option<String>,
+    /// The Jira Cloud account the API token belongs to (`AUTODEV_JIRA_EMAIL`).
+    pub email: Option<String>,
+    /// Milestone → transition name, e.g. `"run.pr_opened" = "In Review"`.
+    pub transitions: BTreeMap<String, String>,
+}
+
 /// Outgoing webhooks beyond `AUTODEV_NOTIFY_WEBHOOK_URL`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -123,6 +136,7 @@ pub struct FileConfig {
     /// The URL people reach Autodev at: links in pull requests, comments and messages.
     pub public_url: Option<String>,
     pub github: GithubSection,
+    pub jira: JiraSection,
     pub notify: NotifySection,
     /// What the repository's `autodev.toml` tried to set and may not.
     #[serde(skip)]
@@ -310,6 +324,14 @@ impl FileConfig {
         if let Some(url) = &self.github.api_url {
             p.extend(check_url("github.api_url", url).err());
         }
+        if let Some(url) = &self.jira.url {
+            p.extend(check_url("jira.url", url).err());
+        }
+        for topic in self.jira.transitions.keys() {
+            if !TOPICS.contains(&topic.as_str()) {
+                p.push(format!("jira.transitions: `{topic}` is not a milestone; use {}", TOPICS.join(", ")));
+            }
+        }
         for (i, w) in self.notify.webhooks.iter().enumerate() {
             let at = format!("notify.webhooks[{}]", i + 1);
             p.extend(check_url(&format!("{at}.url"), &w.url).err());
@@ -445,7 +467,9 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
         };
         webhooks.push(WebhookTarget::new(&name, SecretString::from(w.url.clone()), secret, w.events.clone()));
     }
+    let jira = jira_config(cfg, &mut problems);
     let config = DeliveryConfig {
+        jira,
         public_url: std::env::var("AUTODEV_PUBLIC_URL")
             .ok()
             .filter(|v| !v.is_empty())
@@ -456,4 +480,43 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
         retry_base: None,
     };
     if problems.is_empty() { Ok(config) } else { Err(problems) }
+}
+
+/// Jira's configuration: Cloud (email + API token) or Data Center (a personal access token).
+fn jira_config(cfg: &FileConfig, problems: &mut Vec<String>) -> Option<autodev_server::delivery::jira::JiraConfig> {
+    use autodev_server::delivery::jira::{JiraAuth, JiraConfig};
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let mut get = |name: &str| {
+        secret(name).unwrap_or_else(|e| {
+            problems.push(e);
+            None
+        })
+    };
+    let token = get("AUTODEV_JIRA_API_TOKEN");
+    let pat = get("AUTODEV_JIRA_PAT");
+    let url = var("AUTODEV_JIRA_URL").or_else(|| cfg.jira.url.clone());
+    let email = var("AUTODEV_JIRA_EMAIL").or_else(|| cfg.jira.email.clone());
+    let auth = match (token, pat, email) {
+        (None, None, _) => return None,
+        (Some(_), Some(_), _) => {
+            problems.push("set AUTODEV_JIRA_API_TOKEN (Jira Cloud) or AUTODEV_JIRA_PAT (Data Center), not both".into());
+            return None;
+        }
+        (Some(token), None, Some(email)) => JiraAuth::Cloud { email, token },
+        (Some(_), None, None) => {
+            problems.push(
+                "AUTODEV_JIRA_API_TOKEN needs AUTODEV_JIRA_EMAIL (or jira.email): the account it belongs to".into(),
+            );
+            return None;
+        }
+        (None, Some(pat), _) => JiraAuth::DataCenter { pat },
+    };
+    let Some(url) = url else {
+        problems.push("a Jira token is set but not AUTODEV_JIRA_URL (or jira.url)".into());
+        return None;
+    };
+    if let Err(e) = check_url("AUTODEV_JIRA_URL / jira.url", &url) {
+        problems.push(e);
+    }
+    Some(JiraConfig { url, auth, transitions: cfg.jira.transitions.clone() })
 }

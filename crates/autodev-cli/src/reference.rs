@@ -189,6 +189,21 @@ pub const KEYS: &[Key] = &[
     ),
     k("github.labels", None, "[]", Operator, "Labels on every pull request Autodev opens."),
     k(
+        "jira.url",
+        Some("AUTODEV_JIRA_URL"),
+        "none",
+        Operator,
+        "Jira Cloud or Data Center. Credentials: `AUTODEV_JIRA_EMAIL` + `AUTODEV_JIRA_API_TOKEN` (Cloud) or `AUTODEV_JIRA_PAT` (Data Center), each also as `_FILE`.",
+    ),
+    k("jira.email", Some("AUTODEV_JIRA_EMAIL"), "none", Operator, "The Jira Cloud account the API token belongs to."),
+    k(
+        "jira.transitions",
+        None,
+        "none",
+        Operator,
+        "Milestone → transition name, e.g. `\"run.pr_opened\" = \"In Review\"`.",
+    ),
+    k(
         "notify.webhooks",
         None,
         "[]",

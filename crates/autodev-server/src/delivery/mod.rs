@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub mod github;
+pub mod jira;
 pub mod webhook;
 
 /// Attempts at one milestone (each with its in-place retries) before it is marked failed.
@@ -40,6 +41,7 @@ pub struct DeliveryConfig {
     /// Where people reach Autodev (`AUTODEV_PUBLIC_URL`): links in pull requests and messages.
     pub public_url: Option<String>,
     pub github: Option<github::GithubConfig>,
+    pub jira: Option<jira::JiraConfig>,
     pub slack_webhook_url: Option<SecretString>,
     pub webhooks: Vec<webhook::WebhookTarget>,
     /// Test hook: the base delay between attempts (default 30 s, doubling).
@@ -48,7 +50,7 @@ pub struct DeliveryConfig {
 
 impl DeliveryConfig {
     pub fn is_empty(&self) -> bool {
-        self.github.is_none() && self.slack_webhook_url.is_none() && self.webhooks.is_empty()
+        self.github.is_none() && self.jira.is_none() && self.slack_webhook_url.is_none() && self.webhooks.is_empty()
     }
 }
 
@@ -188,6 +190,9 @@ impl Dispatcher {
         let mut targets: Vec<Arc<dyn Target>> = Vec::new();
         if let Some(gh) = &config.github {
             targets.push(Arc::new(github::Github::new(gh.clone())));
+        }
+        if let Some(jira) = &config.jira {
+            targets.push(Arc::new(jira::Jira::new(jira.clone())));
         }
         if let Some(url) = &config.slack_webhook_url {
             targets.push(Arc::new(webhook::Slack::new(url.clone())));

@@ -21,6 +21,11 @@ const HOOK_SECRET: &str = "hook-secret";
 /// A project on GitHub and a run of it started from issue #7, walked to `to` through the
 /// states a worker would take it (each milestone lands in the outbox on the way).
 async fn github_run(app: &TestApp, to: RunState) -> (String, String) {
+    ticket_run(app, to, &format!("github:{REPO}#7")).await
+}
+
+/// The same, from any origin (`jira:PROJ-7`).
+async fn ticket_run(app: &TestApp, to: RunState, origin: &str) -> (String, String) {
     let now = autodev_store::now_ms();
     let project = ProjectRow {
         id: uuid::Uuid::now_v7().to_string(),
@@ -46,7 +51,7 @@ async fn github_run(app: &TestApp, to: RunState) -> (String, String) {
         branch: branch.clone(),
         settings: "{}".into(),
         project_id: Some(project.id.clone()),
-        origin: Some(format!("github:{REPO}#7")),
+        origin: Some(origin.to_string()),
     };
     let created = EventKind::RunCreated {
         title: run.title.clone(),
@@ -81,6 +86,7 @@ fn config(github: &MockServer, hook: &MockServer) -> DeliveryConfig {
             token: SecretString::from(TOKEN),
             labels: vec!["autodev".into()],
         }),
+        jira: None,
         slack_webhook_url: None,
         webhooks: vec![WebhookTarget::new(
             "ci",
@@ -331,4 +337,69 @@ async fn a_failed_run_is_told_to_its_issue_and_opens_no_pull_request(app) {
     let last: Value = serde_json::from_slice(&edits.last().unwrap().body).unwrap();
     assert!(last["body"].as_str().unwrap().contains("failed: tests_failed"), "{last}");
 }
+}
+
+both! {
+async fn a_jira_ticket_gets_one_comment_per_outcome_and_its_transition(app) {
+    use autodev_server::delivery::jira::{JiraAuth, JiraConfig};
+    let jira = MockServer::start().await;
+    let (run_id, _) = ticket_run(&app, RunState::Succeeded, "jira:PROJ-7").await;
+    Mock::given(method("GET"))
+        .and(path("/rest/api/3/issue/PROJ-7/comment"))
+        .respond_with(json_response(200, json!({"startAt": 0, "maxResults": 100, "total": 0, "comments": []})))
+        .mount(&jira)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/rest/api/3/issue/PROJ-7/comment"))
+        // Basic auth of the account's email and API token.
+        .and(header("authorization", "Basic ZGV2QGV4YW1wbGUuY29tOmppcmEtdG9rZW4="))
+        .respond_with(json_response(201, json!({"id": "10000", "self": "https://example.atlassian.net/rest/api/3/issue/10010/comment/10000"})))
+        .mount(&jira)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/rest/api/3/issue/PROJ-7/transitions"))
+        .respond_with(json_response(200, json!({"expand": "transitions", "transitions": [
+            {"id": "11", "name": "To Do", "to": {"name": "To Do"}},
+            {"id": "21", "name": "In Review", "to": {"name": "In Review"}}]})))
+        .mount(&jira)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/rest/api/3/issue/PROJ-7/transitions"))
+        .and(body_partial_json(json!({"transition": {"id": "21"}})))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&jira)
+        .await;
+    let config = DeliveryConfig {
+        jira: Some(JiraConfig {
+            url: jira.uri(),
+            auth: JiraAuth::Cloud { email: "dev@example.com".into(), token: SecretString::from("jira-token") },
+            transitions: [("run.succeeded".to_string(), "In Review".to_string())].into(),
+        }),
+        ..DeliveryConfig::default()
+    };
+    let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config);
+    let rows = dispatcher.deliver_run(&run_id).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "done"), "{rows:#?}");
+    let requests = jira.received_requests().await.unwrap();
+    let posted = received(&requests, "POST", "/rest/api/3/issue/PROJ-7/comment");
+    assert_eq!(posted.len(), 1, "plan_ready is not an outcome; succeeded is");
+    let body: Value = serde_json::from_slice(&posted[0].body).unwrap();
+    assert_eq!(body["body"]["type"], "doc", "Cloud takes the Atlassian Document Format");
+    assert!(body.to_string().contains("succeeded"), "{body}");
+    assert_eq!(received(&requests, "POST", "/rest/api/3/issue/PROJ-7/transitions").len(), 1);
+    // Tried again (an operator's `deliver`): the comment is not posted twice.
+    app.store.retry_outbox(&run_id).await.unwrap();
+    forget_results(&app, &run_id).await;
+    dispatcher.deliver_run(&run_id).await.unwrap();
+    let requests = jira.received_requests().await.unwrap();
+    assert_eq!(received(&requests, "POST", "/rest/api/3/issue/PROJ-7/comment").len(), 1);
+}
+}
+
+/// Makes a run's delivered milestones due again with no target marked done, as after a
+/// crash that lost the results but not what the vendor did.
+async fn forget_results(app: &TestApp, run_id: &str) {
+    for row in app.store.outbox_for_run(run_id).await.unwrap() {
+        app.store.finish_outbox(&row.id, "test", "pending", 0, 0, "{}").await.unwrap();
+    }
 }
