@@ -748,7 +748,9 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
     if let Some(jira) = &delivery.jira {
         integrations.push(format!("jira ({})", jira.url));
     }
-    if delivery.slack_webhook_url.is_some() {
+    if let Some((_, channel)) = &delivery.slack_bot {
+        integrations.push(format!("slack (bot, {channel})"));
+    } else if delivery.slack_webhook_url.is_some() {
         integrations.push("slack".to_string());
     }
     for w in &delivery.webhooks {

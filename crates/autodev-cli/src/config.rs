@@ -427,6 +427,7 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
     };
     let github_token = get("AUTODEV_GITHUB_TOKEN");
     let slack = get("AUTODEV_SLACK_WEBHOOK_URL");
+    let slack_token = get("AUTODEV_SLACK_BOT_TOKEN");
     let notify_url = get("AUTODEV_NOTIFY_WEBHOOK_URL");
     let notify_secret = get("AUTODEV_NOTIFY_WEBHOOK_SECRET");
     let api_url = std::env::var("AUTODEV_GITHUB_API_URL")
@@ -468,6 +469,19 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
         webhooks.push(WebhookTarget::new(&name, SecretString::from(w.url.clone()), secret, w.events.clone()));
     }
     let jira = jira_config(cfg, &mut problems);
+    let slack_channel = std::env::var("AUTODEV_SLACK_CHANNEL").ok().filter(|v| !v.trim().is_empty());
+    let slack_bot = match (slack_token, slack_channel) {
+        (Some(token), Some(channel)) => Some((token, channel)),
+        (Some(_), None) => {
+            problems.push("AUTODEV_SLACK_BOT_TOKEN needs AUTODEV_SLACK_CHANNEL (a channel id like C0123456789)".into());
+            None
+        }
+        (None, Some(_)) => {
+            problems.push("AUTODEV_SLACK_CHANNEL is set without AUTODEV_SLACK_BOT_TOKEN".into());
+            None
+        }
+        (None, None) => None,
+    };
     let config = DeliveryConfig {
         jira,
         public_url: std::env::var("AUTODEV_PUBLIC_URL")
@@ -476,6 +490,8 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
             .or_else(|| cfg.public_url.clone()),
         github: github_token.map(|token| GithubConfig { api_url, token, labels: cfg.github.labels.clone() }),
         slack_webhook_url: slack,
+        slack_bot,
+        slack_api_url: None,
         webhooks,
         retry_base: None,
     };

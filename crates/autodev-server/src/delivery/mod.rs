@@ -43,6 +43,10 @@ pub struct DeliveryConfig {
     pub github: Option<github::GithubConfig>,
     pub jira: Option<jira::JiraConfig>,
     pub slack_webhook_url: Option<SecretString>,
+    /// A Slack bot token and the channel it posts in (threads per run); wins over the webhook.
+    pub slack_bot: Option<(SecretString, String)>,
+    /// Test hook: Slack's Web API base (default `https://slack.com/api`).
+    pub slack_api_url: Option<String>,
     pub webhooks: Vec<webhook::WebhookTarget>,
     /// Test hook: the base delay between attempts (default 30 s, doubling).
     pub retry_base: Option<Duration>,
@@ -50,7 +54,11 @@ pub struct DeliveryConfig {
 
 impl DeliveryConfig {
     pub fn is_empty(&self) -> bool {
-        self.github.is_none() && self.jira.is_none() && self.slack_webhook_url.is_none() && self.webhooks.is_empty()
+        self.github.is_none()
+            && self.jira.is_none()
+            && self.slack_webhook_url.is_none()
+            && self.slack_bot.is_none()
+            && self.webhooks.is_empty()
     }
 }
 
@@ -194,7 +202,13 @@ impl Dispatcher {
         if let Some(jira) = &config.jira {
             targets.push(Arc::new(jira::Jira::new(jira.clone())));
         }
-        if let Some(url) = &config.slack_webhook_url {
+        if let Some((token, channel)) = &config.slack_bot {
+            targets.push(Arc::new(webhook::SlackBot::new(
+                token.clone(),
+                channel.clone(),
+                config.slack_api_url.clone(),
+            )));
+        } else if let Some(url) = &config.slack_webhook_url {
             targets.push(Arc::new(webhook::Slack::new(url.clone())));
         }
         for w in &config.webhooks {

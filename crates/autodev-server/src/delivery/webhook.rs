@@ -131,3 +131,83 @@ impl Target for Slack {
         Ok("message posted".into())
     }
 }
+
+/// A Slack bot (`AUTODEV_SLACK_BOT_TOKEN`, `AUTODEV_SLACK_CHANNEL`): one top message per run,
+/// kept up to date with `chat.update`, and a thread reply per milestone.
+pub struct SlackBot {
+    token: SecretString,
+    channel: String,
+    /// `https://slack.com/api` (tests point it elsewhere).
+    api_url: String,
+    http: reqwest::Client,
+}
+
+impl SlackBot {
+    pub fn new(token: SecretString, channel: String, api_url: Option<String>) -> Self {
+        Self { token, channel, api_url: api_url.unwrap_or_else(|| "https://slack.com/api".into()), http: client() }
+    }
+
+    /// A Web API call. Slack answers errors with HTTP 200 and `{"ok": false, "error"}`.
+    async fn call(&self, method: &str, body: serde_json::Value) -> Result<serde_json::Value, CallError> {
+        let request = self
+            .http
+            .post(format!("{}/{method}", self.api_url.trim_end_matches('/')))
+            .bearer_auth(self.token.expose_secret())
+            .header("content-type", "application/json; charset=utf-8")
+            .json(&body);
+        let (_, text) = send(request).await?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| CallError::permanent(None, format!("unexpected answer from Slack: {e}")))?;
+        if v["ok"] == true {
+            return Ok(v);
+        }
+        let error = v["error"].as_str().unwrap_or("unknown_error");
+        // Slack's own transient errors; the rest (channel_not_found, invalid_auth…) are not.
+        let transient = matches!(error, "ratelimited" | "service_unavailable" | "fatal_error" | "internal_error");
+        Err(CallError { status: Some(200), message: format!("Slack {method}: {error}"), transient, retry_after: None })
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for SlackBot {
+    fn name(&self) -> String {
+        "slack".into()
+    }
+
+    fn wants(&self, m: &Milestone<'_>) -> bool {
+        matches!(
+            m.topic,
+            "run.plan_ready"
+                | "run.awaiting_approval"
+                | "run.succeeded"
+                | "run.failed"
+                | "run.cancelled"
+                | "run.pr_opened"
+        )
+    }
+
+    fn per_second(&self) -> u32 {
+        1
+    }
+
+    async fn deliver(&self, store: &Store, m: &Milestone<'_>) -> Result<String, CallError> {
+        let top = format!("{} <{}|details>", m.headline(), m.run_url());
+        let record = |e: autodev_store::StoreError| CallError::permanent(None, format!("could not record: {e}"));
+        match (m.links.get("slack.channel"), m.links.get("slack.ts")) {
+            (Some(channel), Some(ts)) => {
+                self.call("chat.update", json!({"channel": channel, "ts": ts, "text": top})).await?;
+                let reply = format!("{} <{}|details>", m.headline(), m.run_url());
+                self.call("chat.postMessage", json!({"channel": channel, "thread_ts": ts, "text": reply})).await?;
+                Ok(format!("updated the run's message and replied in its thread ({ts})"))
+            }
+            _ => {
+                let v = self.call("chat.postMessage", json!({"channel": self.channel, "text": top})).await?;
+                let (channel, ts) =
+                    (v["channel"].as_str().unwrap_or(&self.channel), v["ts"].as_str().unwrap_or_default());
+                store.set_run_link(&m.run.id, "slack.channel", channel).await.map_err(record)?;
+                store.set_run_link(&m.run.id, "slack.ts", ts).await.map_err(record)?;
+                Ok(format!("posted the run's message ({ts})"))
+            }
+        }
+    }
+}

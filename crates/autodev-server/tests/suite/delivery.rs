@@ -88,6 +88,8 @@ fn config(github: &MockServer, hook: &MockServer) -> DeliveryConfig {
         }),
         jira: None,
         slack_webhook_url: None,
+        slack_bot: None,
+        slack_api_url: None,
         webhooks: vec![WebhookTarget::new(
             "ci",
             SecretString::from(format!("{}/hook", hook.uri())),
@@ -402,4 +404,60 @@ async fn forget_results(app: &TestApp, run_id: &str) {
     for row in app.store.outbox_for_run(run_id).await.unwrap() {
         app.store.finish_outbox(&row.id, "test", "pending", 0, 0, "{}").await.unwrap();
     }
+}
+
+both! {
+async fn a_slack_bot_posts_one_message_per_run_and_replies_in_its_thread(app) {
+    let slack = MockServer::start().await;
+    let (run_id, _) = github_run(&app, RunState::Succeeded).await;
+    // Slack's Web API: errors are HTTP 200 with "ok": false; the first post meets a rate limit.
+    Mock::given(method("POST"))
+        .and(path("/chat.postMessage"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&slack)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/chat.postMessage"))
+        .and(header("authorization", "Bearer xoxb-test"))
+        .respond_with(json_response(200, json!({"ok": true, "channel": "C0123456789", "ts": "1503435956.000247", "message": {"text": "…"}})))
+        .with_priority(2)
+        .mount(&slack)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/chat.update"))
+        .respond_with(json_response(200, json!({"ok": true, "channel": "C0123456789", "ts": "1503435956.000247", "text": "…"})))
+        .mount(&slack)
+        .await;
+    let config = DeliveryConfig {
+        slack_bot: Some((SecretString::from("xoxb-test"), "C0123456789".into())),
+        slack_api_url: Some(slack.uri()),
+        ..DeliveryConfig::default()
+    };
+    let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config);
+    let rows = dispatcher.deliver_run(&run_id).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "done"), "{rows:#?}");
+    let requests = slack.received_requests().await.unwrap();
+    let posts = received(&requests, "POST", "/chat.postMessage");
+    // The 429, the run's message, then a reply in its thread for the second milestone.
+    assert_eq!(posts.len(), 3);
+    let reply: Value = serde_json::from_slice(&posts[2].body).unwrap();
+    assert_eq!(reply["thread_ts"], "1503435956.000247");
+    assert_eq!(received(&requests, "POST", "/chat.update").len(), 1);
+
+    // A channel the bot is not in: Slack's 200 with ok=false is a failure, not retried.
+    let (other, _) = github_run(&app, RunState::Failed).await;
+    let broken = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(json_response(200, json!({"ok": false, "error": "channel_not_found"})))
+        .mount(&broken)
+        .await;
+    let config = DeliveryConfig { slack_api_url: Some(broken.uri()), ..config };
+    let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config);
+    let rows = dispatcher.deliver_run(&other).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "failed"), "{rows:#?}");
+    assert!(rows[0].results.contains("channel_not_found"));
+    assert_eq!(app.store.run_state(&other).await.unwrap(), RunState::Failed);
+}
 }
