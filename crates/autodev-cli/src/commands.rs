@@ -578,6 +578,14 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
         // The worker's clones of GitHub projects fetch and push with the token.
         autodev_workspace::git::credentials::add_basic(&prefix, "x-access-token", &gh.token);
     }
+    if let Some(gl) = &delivery.gitlab {
+        // GitLab takes any user name with a personal, project or group access token.
+        autodev_workspace::git::credentials::add_basic(
+            &format!("{}/", gl.url.trim_end_matches('/')),
+            "oauth2",
+            &gl.token,
+        );
+    }
     let delivery = std::sync::Arc::new(autodev_server::delivery::Dispatcher::new(store.clone(), home, &delivery));
     let sandbox = sandbox_config(&cfg);
     if let Err(why) = sandbox.mode.check_available() {
@@ -744,6 +752,9 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
     let mut integrations = Vec::new();
     if let Some(gh) = &delivery.github {
         integrations.push(format!("github ({})", gh.api_url));
+    }
+    if let Some(gl) = &delivery.gitlab {
+        integrations.push(format!("gitlab ({})", gl.url));
     }
     if let Some(jira) = &delivery.jira {
         integrations.push(format!("jira ({})", jira.url));

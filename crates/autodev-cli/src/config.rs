@@ -34,6 +34,16 @@ pub struct GithubSection {
     pub labels: Vec<String>,
 }
 
+/// GitLab beyond its token (`AUTODEV_GITLAB_TOKEN`, from a variable or `_FILE` only).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitlabSection {
+    /// `https://gitlab.com` (default) or a self-managed instance (`AUTODEV_GITLAB_URL`).
+    pub url: Option<String>,
+    /// Labels on every merge request Autodev opens.
+    pub labels: Vec<String>,
+}
+
 /// Jira beyond its credentials (`AUTODEV_JIRA_API_TOKEN` or `AUTODEV_JIRA_PAT`, from
 /// variables or `_FILE`s only).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -136,6 +146,7 @@ pub struct FileConfig {
     /// The URL people reach Autodev at: links in pull requests, comments and messages.
     pub public_url: Option<String>,
     pub github: GithubSection,
+    pub gitlab: GitlabSection,
     pub jira: JiraSection,
     pub notify: NotifySection,
     /// What the repository's `autodev.toml` tried to set and may not.
@@ -324,6 +335,9 @@ impl FileConfig {
         if let Some(url) = &self.github.api_url {
             p.extend(check_url("github.api_url", url).err());
         }
+        if let Some(url) = &self.gitlab.url {
+            p.extend(check_url("gitlab.url", url).err());
+        }
         if let Some(url) = &self.jira.url {
             p.extend(check_url("jira.url", url).err());
         }
@@ -426,6 +440,7 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
         })
     };
     let github_token = get("AUTODEV_GITHUB_TOKEN");
+    let gitlab_token = get("AUTODEV_GITLAB_TOKEN");
     let slack = get("AUTODEV_SLACK_WEBHOOK_URL");
     let slack_token = get("AUTODEV_SLACK_BOT_TOKEN");
     let notify_url = get("AUTODEV_NOTIFY_WEBHOOK_URL");
@@ -469,6 +484,19 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
         webhooks.push(WebhookTarget::new(&name, SecretString::from(w.url.clone()), secret, w.events.clone()));
     }
     let jira = jira_config(cfg, &mut problems);
+    let gitlab_url = std::env::var("AUTODEV_GITLAB_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| cfg.gitlab.url.clone())
+        .unwrap_or_else(|| "https://gitlab.com".into());
+    if gitlab_token.is_some() {
+        problems.extend(check_url("AUTODEV_GITLAB_URL / gitlab.url", &gitlab_url).err());
+    }
+    let gitlab = gitlab_token.map(|token| autodev_server::delivery::gitlab::GitlabConfig {
+        url: gitlab_url,
+        token,
+        labels: cfg.gitlab.labels.clone(),
+    });
     let slack_channel = std::env::var("AUTODEV_SLACK_CHANNEL").ok().filter(|v| !v.trim().is_empty());
     let slack_bot = match (slack_token, slack_channel) {
         (Some(token), Some(channel)) => Some((token, channel)),
@@ -483,6 +511,7 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
         (None, None) => None,
     };
     let config = DeliveryConfig {
+        gitlab,
         jira,
         public_url: std::env::var("AUTODEV_PUBLIC_URL")
             .ok()

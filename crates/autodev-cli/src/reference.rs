@@ -189,6 +189,14 @@ pub const KEYS: &[Key] = &[
     ),
     k("github.labels", None, "[]", Operator, "Labels on every pull request Autodev opens."),
     k(
+        "gitlab.url",
+        Some("AUTODEV_GITLAB_URL"),
+        "`https://gitlab.com`",
+        Operator,
+        "GitLab (self-managed too). The token is `AUTODEV_GITLAB_TOKEN` (or `_FILE`).",
+    ),
+    k("gitlab.labels", None, "[]", Operator, "Labels on every merge request Autodev opens."),
+    k(
         "jira.url",
         Some("AUTODEV_JIRA_URL"),
         "none",

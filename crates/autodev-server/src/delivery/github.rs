@@ -135,7 +135,7 @@ impl Github {
         issue: u64,
         pull_request: Option<&str>,
     ) -> Result<u64, CallError> {
-        let body = comment_body(m, pull_request);
+        let body = comment_text(m, pull_request, "pull request");
         let mut known = m.links.get("github.comment").and_then(|id| id.parse::<u64>().ok());
         if known.is_none() {
             let list =
@@ -235,14 +235,14 @@ fn pull_request_body(m: &Milestone<'_>, repo: &str) -> String {
 /// The ticket comment for where the run stands now: the run as read when the comment is
 /// written (not the milestone being delivered), so milestones delivered late or out of order
 /// never put an older state back.
-fn comment_body(m: &Milestone<'_>, pull_request: Option<&str>) -> String {
+pub(crate) fn comment_text(m: &Milestone<'_>, pull_request: Option<&str>, noun: &str) -> String {
     let reason = m.run.reason.as_deref();
     let status = match m.run.state.as_str() {
         "queued" | "planning" => "is planning this".to_string(),
         "awaiting_approval" => "has a plan waiting for approval".to_string(),
         "executing" | "verifying" | "delivering" => "is working on this (plan ready)".to_string(),
         "succeeded" => match pull_request {
-            Some(url) => format!("opened a pull request: {url}"),
+            Some(url) => format!("opened a {noun}: {url}"),
             None => "succeeded".to_string(),
         },
         "failed" => format!("failed: {}", reason.unwrap_or("no reason recorded")),

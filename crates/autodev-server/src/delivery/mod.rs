@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub mod github;
+pub mod gitlab;
 pub mod jira;
 pub mod webhook;
 
@@ -41,6 +42,7 @@ pub struct DeliveryConfig {
     /// Where people reach Autodev (`AUTODEV_PUBLIC_URL`): links in pull requests and messages.
     pub public_url: Option<String>,
     pub github: Option<github::GithubConfig>,
+    pub gitlab: Option<gitlab::GitlabConfig>,
     pub jira: Option<jira::JiraConfig>,
     pub slack_webhook_url: Option<SecretString>,
     /// A Slack bot token and the channel it posts in (threads per run); wins over the webhook.
@@ -108,7 +110,11 @@ impl Milestone<'_> {
             ),
             "run.pr_opened" => format!(
                 "Autodev run {short} opened a pull request: {}",
-                self.links.get("github.pull_request").map(String::as_str).unwrap_or(title)
+                self.links
+                    .get("github.pull_request")
+                    .or_else(|| self.links.get("gitlab.merge_request"))
+                    .map(String::as_str)
+                    .unwrap_or(title)
             ),
             other => format!("Autodev run {short}: {other}"),
         }
@@ -198,6 +204,9 @@ impl Dispatcher {
         let mut targets: Vec<Arc<dyn Target>> = Vec::new();
         if let Some(gh) = &config.github {
             targets.push(Arc::new(github::Github::new(gh.clone())));
+        }
+        if let Some(gl) = &config.gitlab {
+            targets.push(Arc::new(gitlab::Gitlab::new(gl.clone())));
         }
         if let Some(jira) = &config.jira {
             targets.push(Arc::new(jira::Jira::new(jira.clone())));

@@ -87,6 +87,7 @@ fn config(github: &MockServer, hook: &MockServer) -> DeliveryConfig {
             labels: vec!["autodev".into()],
         }),
         jira: None,
+        gitlab: None,
         slack_webhook_url: None,
         slack_bot: None,
         slack_api_url: None,
@@ -459,5 +460,69 @@ async fn a_slack_bot_posts_one_message_per_run_and_replies_in_its_thread(app) {
     assert!(rows.iter().all(|r| r.state == "failed"), "{rows:#?}");
     assert!(rows[0].results.contains("channel_not_found"));
     assert_eq!(app.store.run_state(&other).await.unwrap(), RunState::Failed);
+}
+}
+
+both! {
+async fn a_gitlab_run_opens_one_merge_request_and_keeps_one_issue_note(app) {
+    let gitlab = MockServer::start().await;
+    let now = autodev_store::now_ms();
+    let (run_id, branch) = ticket_run(&app, RunState::Succeeded, "gitlab:gitlabhq/gitlab-test#3").await;
+    // The run's project is on GitLab (settings gitlab_project).
+    let run = app.store.get_run(&run_id).await.unwrap();
+    let mut project = app.store.find_project(run.project_id.as_deref().unwrap()).await.unwrap();
+    project.settings = json!({"gitlab_project": "gitlabhq/gitlab-test"}).to_string();
+    project.updated_at = now;
+    app.store.update_project(&project).await.unwrap();
+    let base = "/api/v4/projects/gitlabhq%2Fgitlab-test";
+    Mock::given(method("GET"))
+        .and(path(format!("{base}/merge_requests")))
+        .and(query_param("source_branch", branch.as_str()))
+        .respond_with(json_response(200, json!([])))
+        .mount(&gitlab)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{base}/merge_requests")))
+        .and(header("private-token", "glpat-test"))
+        .and(body_partial_json(json!({"source_branch": branch, "target_branch": "main", "labels": "autodev"})))
+        .respond_with(json_response(201, json!({"id": 1, "iid": 12, "web_url": "https://gitlab.example.com/gitlabhq/gitlab-test/-/merge_requests/12"})))
+        .mount(&gitlab)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{base}/issues/3/notes")))
+        .respond_with(json_response(200, json!([])))
+        .mount(&gitlab)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{base}/issues/3/notes")))
+        .respond_with(json_response(201, json!({"id": 302, "body": "…", "noteable_type": "Issue"})))
+        .mount(&gitlab)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path(format!("{base}/issues/3/notes/302")))
+        .respond_with(json_response(200, json!({"id": 302})))
+        .mount(&gitlab)
+        .await;
+    let config = DeliveryConfig {
+        gitlab: Some(autodev_server::delivery::gitlab::GitlabConfig {
+            url: gitlab.uri(),
+            token: SecretString::from("glpat-test"),
+            labels: vec!["autodev".into()],
+        }),
+        ..DeliveryConfig::default()
+    };
+    let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config);
+    let rows = dispatcher.deliver_run(&run_id).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "done"), "{rows:#?}");
+    let requests = gitlab.received_requests().await.unwrap();
+    let opened = received(&requests, "POST", &format!("{base}/merge_requests"));
+    assert_eq!(opened.len(), 1);
+    let body: Value = serde_json::from_slice(&opened[0].body).unwrap();
+    assert!(body["title"].as_str().unwrap().starts_with("Draft: "), "tests did not pass: {body}");
+    assert!(body["description"].as_str().unwrap().contains("Closes #3"));
+    assert_eq!(received(&requests, "POST", &format!("{base}/issues/3/notes")).len(), 1);
+    let edits = received(&requests, "PUT", &format!("{base}/issues/3/notes/302"));
+    let last: Value = serde_json::from_slice(&edits.last().unwrap().body).unwrap();
+    assert!(last["body"].as_str().unwrap().contains("merge_requests/12"), "{last}");
 }
 }

@@ -1,0 +1,204 @@
+//! GitLab (REST v4, gitlab.com or self-managed): a merge request for a run that succeeded and
+//! one note on the run's source issue, edited as the run moves — GitHub's flow with GitLab's
+//! words. A few typed calls with reqwest, as for GitHub (the `gitlab` crate's blocking-first
+//! API would wrap the same five endpoints).
+use autodev_store::Store;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::webhook::{client, send};
+use super::{CallError, Milestone, Target};
+
+/// GitLab's description limit is 1,048,576 characters; the report is cut well before.
+const MAX_BODY_CHARS: usize = 100_000;
+
+#[derive(Clone)]
+pub struct GitlabConfig {
+    /// `https://gitlab.com` or a self-managed instance (`AUTODEV_GITLAB_URL`).
+    pub url: String,
+    pub token: SecretString,
+    pub labels: Vec<String>,
+}
+
+pub struct Gitlab {
+    config: GitlabConfig,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct MergeRequest {
+    iid: u64,
+    web_url: String,
+}
+
+#[derive(Deserialize)]
+struct Note {
+    id: u64,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// `gitlab:group/name#3` → (`group/name`, 3).
+pub fn origin_issue(origin: Option<&str>) -> Option<(String, u64)> {
+    let rest = origin?.strip_prefix("gitlab:")?;
+    let (project, number) = rest.rsplit_once('#')?;
+    Some((project.to_string(), number.parse().ok()?))
+}
+
+fn marker(run_id: &str) -> String {
+    format!("<!-- autodev-run:{run_id} -->")
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T, CallError> {
+    serde_json::from_str(body).map_err(|e| CallError::permanent(None, format!("unexpected answer from GitLab: {e}")))
+}
+
+/// A project path as GitLab's API takes it in a URL (`group%2Fname`).
+fn project_id(path: &str) -> String {
+    form_urlencoded::byte_serialize(path.as_bytes()).collect()
+}
+
+impl Gitlab {
+    pub fn new(config: GitlabConfig) -> Self {
+        Self { config, http: client() }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/api/v4{path}", self.config.url.trim_end_matches('/')))
+            .header("private-token", self.config.token.expose_secret())
+    }
+
+    async fn upsert_merge_request(&self, m: &Milestone<'_>, project: &str) -> Result<(String, bool), CallError> {
+        let id = project_id(project);
+        let draft = m.run.test_passed != Some(true);
+        let title = format!("{}{} (autodev {})", if draft { "Draft: " } else { "" }, m.run.title, m.run.short_id);
+        let description = description(m, project);
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("source_branch", &m.run.branch)
+            .append_pair("state", "all")
+            .finish();
+        let (_, text) =
+            send(self.request(reqwest::Method::GET, &format!("/projects/{id}/merge_requests?{query}"))).await?;
+        let existing: Vec<MergeRequest> = parse(&text)?;
+        if let Some(mr) = existing.into_iter().next() {
+            let update = self
+                .request(reqwest::Method::PUT, &format!("/projects/{id}/merge_requests/{}", mr.iid))
+                .json(&json!({"title": title, "description": description}));
+            send(update).await?;
+            return Ok((mr.web_url, false));
+        }
+        let target = if m.run.base_branch.is_empty() { "main" } else { m.run.base_branch.as_str() };
+        let create = self.request(reqwest::Method::POST, &format!("/projects/{id}/merge_requests")).json(&json!({
+            "source_branch": m.run.branch,
+            "target_branch": target,
+            "title": title,
+            "description": description,
+            "labels": self.config.labels.join(","),
+            "remove_source_branch": false,
+        }));
+        let (_, text) = send(create).await?;
+        let mr: MergeRequest = parse(&text)?;
+        Ok((mr.web_url, true))
+    }
+
+    async fn upsert_note(
+        &self,
+        store: &Store,
+        m: &Milestone<'_>,
+        project: &str,
+        issue: u64,
+        merge_request: Option<&str>,
+    ) -> Result<u64, CallError> {
+        let id = project_id(project);
+        let body = super::github::comment_text(m, merge_request, "merge request");
+        let mut known = m.links.get("gitlab.note").and_then(|id| id.parse::<u64>().ok());
+        if known.is_none() {
+            let list = self.request(reqwest::Method::GET, &format!("/projects/{id}/issues/{issue}/notes?per_page=100"));
+            let (_, text) = send(list).await?;
+            let notes: Vec<Note> = parse(&text)?;
+            let mark = marker(&m.run.id);
+            known = notes.iter().find(|n| n.body.as_deref().is_some_and(|b| b.contains(&mark))).map(|n| n.id);
+        }
+        if let Some(note) = known {
+            let edit = self
+                .request(reqwest::Method::PUT, &format!("/projects/{id}/issues/{issue}/notes/{note}"))
+                .json(&json!({"body": body}));
+            match send(edit).await {
+                Ok(_) => return Ok(note),
+                Err(e) if e.status == Some(404) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let post = self
+            .request(reqwest::Method::POST, &format!("/projects/{id}/issues/{issue}/notes"))
+            .json(&json!({"body": body}));
+        let (_, text) = send(post).await?;
+        let note: Note = parse(&text)?;
+        store
+            .set_run_link(&m.run.id, "gitlab.note", &note.id.to_string())
+            .await
+            .map_err(|e| CallError::permanent(None, format!("could not record the note: {e}")))?;
+        Ok(note.id)
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for Gitlab {
+    fn name(&self) -> String {
+        "gitlab".into()
+    }
+
+    fn wants(&self, m: &Milestone<'_>) -> bool {
+        let on_gitlab = m.setting("gitlab_project").is_some();
+        let from_issue = origin_issue(m.run.origin.as_deref()).is_some();
+        on_gitlab && (m.topic == "run.succeeded" || (from_issue && m.topic != "run.pr_opened"))
+    }
+
+    async fn deliver(&self, store: &Store, m: &Milestone<'_>) -> Result<String, CallError> {
+        let Some(project) = m.setting("gitlab_project") else { return Ok("not a GitLab project".into()) };
+        let mut done = Vec::new();
+        let mut merge_request = m.links.get("gitlab.merge_request").cloned();
+        if m.topic == "run.succeeded" {
+            let (url, opened) = self.upsert_merge_request(m, &project).await?;
+            let record = |e: autodev_store::StoreError| CallError::permanent(None, format!("could not record: {e}"));
+            store.set_run_link(&m.run.id, "gitlab.merge_request", &url).await.map_err(record)?;
+            if opened {
+                store.notify(&m.run.id, "run.pr_opened").await.map_err(record)?;
+            }
+            done.push(format!("merge request {} {url}", if opened { "opened" } else { "updated" }));
+            merge_request = Some(url);
+        }
+        if let Some((issue_project, number)) = origin_issue(m.run.origin.as_deref()) {
+            let id = self.upsert_note(store, m, &issue_project, number, merge_request.as_deref()).await?;
+            done.push(format!("note {id} on {issue_project}#{number}"));
+        }
+        Ok(done.join("; "))
+    }
+}
+
+/// The merge request's description: the headline, the issue it closes, the run's report.
+fn description(m: &Milestone<'_>, project: &str) -> String {
+    let mut body = format!("{}\n\n", m.headline());
+    if let Some((issue_project, number)) = origin_issue(m.run.origin.as_deref()) {
+        if issue_project == project {
+            body.push_str(&format!("Closes #{number}\n\n"));
+        } else {
+            body.push_str(&format!("Closes {issue_project}#{number}\n\n"));
+        }
+    }
+    let report = std::fs::read_to_string(m.run_dir.join("report.md")).unwrap_or_default();
+    body.extend(report.chars().take(MAX_BODY_CHARS));
+    body.push_str(&format!("\n\n---\nRun {} · {}\n{}\n", m.run.short_id, m.run_url(), marker(&m.run.id)));
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn origins_and_ids() {
+        assert_eq!(super::origin_issue(Some("gitlab:group/sub/name#3")), Some(("group/sub/name".into(), 3)));
+        assert_eq!(super::project_id("group/sub/name"), "group%2Fsub%2Fname");
+    }
+}
