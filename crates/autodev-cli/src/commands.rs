@@ -759,6 +759,9 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
     if let Some(jira) = &delivery.jira {
         integrations.push(format!("jira ({})", jira.url));
     }
+    if let Some(c) = &delivery.confluence {
+        integrations.push(format!("confluence ({}, space {})", c.url, c.space));
+    }
     if let Some((_, channel)) = &delivery.slack_bot {
         integrations.push(format!("slack (bot, {channel})"));
     } else if delivery.slack_webhook_url.is_some() {

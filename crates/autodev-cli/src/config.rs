@@ -57,6 +57,20 @@ pub struct JiraSection {
     pub transitions: BTreeMap<String, String>,
 }
 
+/// Confluence Cloud beyond its token (`AUTODEV_CONFLUENCE_API_TOKEN`, a variable or `_FILE`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfluenceSection {
+    /// `https://your-domain.atlassian.net` (`AUTODEV_CONFLUENCE_URL`).
+    pub url: Option<String>,
+    /// The account the API token belongs to (`AUTODEV_CONFLUENCE_EMAIL`).
+    pub email: Option<String>,
+    /// The space key pages go in.
+    pub space: Option<String>,
+    /// The id of the page they go under.
+    pub parent_id: Option<String>,
+}
+
 /// Outgoing webhooks beyond `AUTODEV_NOTIFY_WEBHOOK_URL`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -148,6 +162,7 @@ pub struct FileConfig {
     pub github: GithubSection,
     pub gitlab: GitlabSection,
     pub jira: JiraSection,
+    pub confluence: ConfluenceSection,
     pub notify: NotifySection,
     /// What the repository's `autodev.toml` tried to set and may not.
     #[serde(skip)]
@@ -338,6 +353,9 @@ impl FileConfig {
         if let Some(url) = &self.gitlab.url {
             p.extend(check_url("gitlab.url", url).err());
         }
+        if let Some(url) = &self.confluence.url {
+            p.extend(check_url("confluence.url", url).err());
+        }
         if let Some(url) = &self.jira.url {
             p.extend(check_url("jira.url", url).err());
         }
@@ -510,7 +528,9 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
         }
         (None, None) => None,
     };
+    let confluence = confluence_config(cfg, &mut problems);
     let config = DeliveryConfig {
+        confluence,
         gitlab,
         jira,
         public_url: std::env::var("AUTODEV_PUBLIC_URL")
@@ -564,4 +584,33 @@ fn jira_config(cfg: &FileConfig, problems: &mut Vec<String>) -> Option<autodev_s
         problems.push(e);
     }
     Some(JiraConfig { url, auth, transitions: cfg.jira.transitions.clone() })
+}
+
+/// Confluence Cloud: URL, account email, API token and space all needed; none set is off.
+fn confluence_config(
+    cfg: &FileConfig,
+    problems: &mut Vec<String>,
+) -> Option<autodev_server::delivery::confluence::ConfluenceConfig> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let token = secret("AUTODEV_CONFLUENCE_API_TOKEN").unwrap_or_else(|e| {
+        problems.push(e);
+        None
+    })?;
+    let url = var("AUTODEV_CONFLUENCE_URL").or_else(|| cfg.confluence.url.clone());
+    let email = var("AUTODEV_CONFLUENCE_EMAIL").or_else(|| cfg.confluence.email.clone());
+    let space = cfg.confluence.space.clone();
+    let (Some(url), Some(email), Some(space)) = (url, email, space) else {
+        problems.push(
+            "AUTODEV_CONFLUENCE_API_TOKEN needs AUTODEV_CONFLUENCE_URL (or confluence.url), AUTODEV_CONFLUENCE_EMAIL (or confluence.email) and confluence.space".into(),
+        );
+        return None;
+    };
+    problems.extend(check_url("AUTODEV_CONFLUENCE_URL / confluence.url", &url).err());
+    Some(autodev_server::delivery::confluence::ConfluenceConfig {
+        url,
+        email,
+        token,
+        space,
+        parent_id: cfg.confluence.parent_id.clone(),
+    })
 }

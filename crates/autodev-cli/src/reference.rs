@@ -212,6 +212,16 @@ pub const KEYS: &[Key] = &[
         "Milestone → transition name, e.g. `\"run.pr_opened\" = \"In Review\"`.",
     ),
     k(
+        "confluence.url",
+        Some("AUTODEV_CONFLUENCE_URL"),
+        "none",
+        Operator,
+        "Confluence Cloud: a page per run with its report. Needs `AUTODEV_CONFLUENCE_EMAIL`, `AUTODEV_CONFLUENCE_API_TOKEN` (or `_FILE`) and `confluence.space`.",
+    ),
+    k("confluence.email", Some("AUTODEV_CONFLUENCE_EMAIL"), "none", Operator, "The account the API token belongs to."),
+    k("confluence.space", None, "none", Operator, "The space key the pages go in."),
+    k("confluence.parent_id", None, "none", Operator, "The id of the page they go under."),
+    k(
         "notify.webhooks",
         None,
         "[]",

@@ -24,6 +24,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+pub mod confluence;
 pub mod github;
 pub mod gitlab;
 pub mod jira;
@@ -44,6 +45,7 @@ pub struct DeliveryConfig {
     pub github: Option<github::GithubConfig>,
     pub gitlab: Option<gitlab::GitlabConfig>,
     pub jira: Option<jira::JiraConfig>,
+    pub confluence: Option<confluence::ConfluenceConfig>,
     pub slack_webhook_url: Option<SecretString>,
     /// A Slack bot token and the channel it posts in (threads per run); wins over the webhook.
     pub slack_bot: Option<(SecretString, String)>,
@@ -58,6 +60,7 @@ impl DeliveryConfig {
     pub fn is_empty(&self) -> bool {
         self.github.is_none()
             && self.jira.is_none()
+            && self.confluence.is_none()
             && self.slack_webhook_url.is_none()
             && self.slack_bot.is_none()
             && self.webhooks.is_empty()
@@ -210,6 +213,9 @@ impl Dispatcher {
         }
         if let Some(jira) = &config.jira {
             targets.push(Arc::new(jira::Jira::new(jira.clone())));
+        }
+        if let Some(c) = &config.confluence {
+            targets.push(Arc::new(confluence::Confluence::new(c.clone())));
         }
         if let Some((token, channel)) = &config.slack_bot {
             targets.push(Arc::new(webhook::SlackBot::new(

@@ -88,6 +88,7 @@ fn config(github: &MockServer, hook: &MockServer) -> DeliveryConfig {
         }),
         jira: None,
         gitlab: None,
+        confluence: None,
         slack_webhook_url: None,
         slack_bot: None,
         slack_api_url: None,
@@ -524,5 +525,64 @@ async fn a_gitlab_run_opens_one_merge_request_and_keeps_one_issue_note(app) {
     let edits = received(&requests, "PUT", &format!("{base}/issues/3/notes/302"));
     let last: Value = serde_json::from_slice(&edits.last().unwrap().body).unwrap();
     assert!(last["body"].as_str().unwrap().contains("merge_requests/12"), "{last}");
+}
+}
+
+both! {
+async fn a_run_gets_one_confluence_page_updated_on_redelivery(app) {
+    use autodev_server::delivery::confluence::ConfluenceConfig;
+    let wiki = MockServer::start().await;
+    let (run_id, _) = github_run(&app, RunState::Succeeded).await;
+    Mock::given(method("GET"))
+        .and(path("/wiki/rest/api/content"))
+        .and(query_param("spaceKey", "ENG"))
+        .respond_with(json_response(200, json!({"results": [], "start": 0, "limit": 25, "size": 0})))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&wiki)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/wiki/rest/api/content"))
+        .respond_with(json_response(200, json!({"results": [{"id": "393217", "type": "page", "title": "…", "version": {"number": 1}}], "size": 1})))
+        .with_priority(2)
+        .mount(&wiki)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/wiki/rest/api/content"))
+        .and(body_partial_json(json!({"type": "page", "space": {"key": "ENG"}, "ancestors": [{"id": "98305"}]})))
+        .respond_with(json_response(200, json!({"id": "393217", "type": "page", "version": {"number": 1}, "_links": {"webui": "/spaces/ENG/pages/393217"}})))
+        .mount(&wiki)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/wiki/rest/api/content/393217"))
+        .and(body_partial_json(json!({"version": {"number": 2}})))
+        .respond_with(json_response(200, json!({"id": "393217", "version": {"number": 2}, "_links": {"webui": "/spaces/ENG/pages/393217"}})))
+        .mount(&wiki)
+        .await;
+    let config = DeliveryConfig {
+        confluence: Some(ConfluenceConfig {
+            url: wiki.uri(),
+            email: "dev@example.com".into(),
+            token: SecretString::from("wiki-token"),
+            space: "ENG".into(),
+            parent_id: Some("98305".into()),
+        }),
+        ..DeliveryConfig::default()
+    };
+    let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config);
+    assert!(dispatcher.deliver_run(&run_id).await.unwrap().iter().all(|r| r.state == "done"));
+    let requests = wiki.received_requests().await.unwrap();
+    let created = received(&requests, "POST", "/wiki/rest/api/content");
+    assert_eq!(created.len(), 1);
+    let body: Value = serde_json::from_slice(&created[0].body).unwrap();
+    assert!(body["body"]["storage"]["value"].as_str().unwrap().contains("<h1>Report</h1>"), "{body}");
+    // Delivered again: the page gets a new version, no second page.
+    forget_results(&app, &run_id).await;
+    dispatcher.deliver_run(&run_id).await.unwrap();
+    let requests = wiki.received_requests().await.unwrap();
+    assert_eq!(received(&requests, "POST", "/wiki/rest/api/content").len(), 1);
+    assert_eq!(received(&requests, "PUT", "/wiki/rest/api/content/393217").len(), 1);
+    let links = app.store.run_links(&run_id).await.unwrap();
+    assert!(links.iter().any(|(n, v)| n == "confluence.page" && v.ends_with("/wiki/spaces/ENG/pages/393217")), "{links:?}");
 }
 }
