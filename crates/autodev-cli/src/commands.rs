@@ -146,6 +146,7 @@ pub fn settings(args: &RunArgs, cfg: &FileConfig, test_command: String) -> RunSe
         require_evidence: cfg.require_evidence.unwrap_or(false),
         tool_calls: cfg.tool_calls.unwrap_or_default(),
         config_warnings: cfg.repo_warnings.clone(),
+        deliver_branch: None,
     }
 }
 

@@ -28,6 +28,9 @@ pub struct ProjectRun<'a> {
     /// The audit record of the request, stored in the run's transaction (its detail, when
     /// empty, becomes the run id).
     pub audit: Option<AuditEntry>,
+    /// The branch to start from instead of the project's (a follow-up run starts from its
+    /// pull request's branch).
+    pub base_branch: Option<String>,
 }
 
 /// Records a project run as `queued`; a worker picks it up. One transaction, no git.
@@ -44,7 +47,7 @@ pub async fn enqueue(store: &Store, req: ProjectRun<'_>) -> Result<(RunRow, auto
     let draft = RunDraft {
         spec: &req.spec,
         repo: req.project.repository.clone(),
-        base_branch: req.project.base_branch.clone().unwrap_or_default(),
+        base_branch: req.base_branch.clone().or_else(|| req.project.base_branch.clone()).unwrap_or_default(),
         base_commit: String::new(),
         settings: &settings,
         project_id: Some(req.project.id.clone()),
@@ -259,12 +262,20 @@ pub(crate) async fn checkpoint(git: &Git, run: &RunRow) -> Result<()> {
     Ok(())
 }
 
-/// Delivers: pushes the run branch to the project's repository and drops the checkpoint.
-pub(crate) async fn push(git: &Git, run: &RunRow) -> Result<()> {
-    let spec = format!("refs/heads/{0}:refs/heads/{0}", run.branch);
-    git.run(&["push", "--quiet", "origin", &spec])
-        .await
-        .map_err(|e| EngineError::Failed(format!("could not push {} to the project's repository: {e}", run.branch)))?;
+/// Delivers: pushes the run branch to the project's repository (as `target`: the run's own
+/// branch, or a follow-up's pull request branch, which a non-forced push only fast-forwards)
+/// and drops the checkpoint.
+pub(crate) async fn push(git: &Git, run: &RunRow, target: &str) -> Result<()> {
+    let spec = format!("refs/heads/{}:refs/heads/{target}", run.branch);
+    git.run(&["push", "--quiet", "origin", &spec]).await.map_err(|e| {
+        let rejected = e.to_string().contains("non-fast-forward") || e.to_string().contains("[rejected]");
+        let hint = if rejected && target != run.branch {
+            format!(" ({target} moved since the run started; start the follow-up again)")
+        } else {
+            String::new()
+        };
+        EngineError::Failed(format!("could not push {} to the project's repository as {target}: {e}{hint}", run.branch))
+    })?;
     // The checkpoints are not needed any more.
     let listed = git.run(&["ls-remote", "origin", &format!("refs/autodev/{}/*", run.id)]).await.unwrap_or_default();
     for r in listed.lines().filter_map(|l| l.split_whitespace().nth(1)) {

@@ -571,7 +571,8 @@ async fn deliver(ctx: &Arc<RunCtx>) -> Result<()> {
     std::fs::write(&patch_path, &patch)?;
     let report_path = write_report(ctx).await?;
     if ctx.run.project_id.is_some() {
-        crate::checkout::push(&repo, &ctx.run).await?;
+        let target = ctx.settings.deliver_branch.as_deref().unwrap_or(&ctx.run.branch);
+        crate::checkout::push(&repo, &ctx.run, target).await?;
     }
     if !ctx.settings.keep_worktrees {
         let tasks = ctx.engine.store.tasks(&ctx.run.id).await?;

@@ -59,6 +59,11 @@ pub struct RunSettings {
     /// prices, higher limits): each becomes a warning event when the run starts.
     #[serde(default)]
     pub config_warnings: Vec<String>,
+    /// A follow-up run (review feedback on a pull request) delivers its commits onto this
+    /// branch, the pull request's, by a fast-forward push: never a rewrite. `None`: its own
+    /// branch.
+    #[serde(default)]
+    pub deliver_branch: Option<String>,
 }
 
 impl Default for RunSettings {
@@ -86,6 +91,7 @@ impl Default for RunSettings {
             require_evidence: false,
             tool_calls: ToolCallMode::Native,
             config_warnings: Vec::new(),
+            deliver_branch: None,
         }
     }
 }

@@ -80,7 +80,8 @@ pub async fn create(
     // not found failing later in a worker.
     state.models.check(&settings).map_err(|e| ApiError::invalid("model", e))?;
     let audit = AuditEntry::new(Some(&*caller.key), "POST", "/api/v1/runs", 201, None);
-    let req = checkout::ProjectRun { project: &project, spec, settings, origin: None, audit: Some(audit) };
+    let req =
+        checkout::ProjectRun { project: &project, spec, settings, origin: None, audit: Some(audit), base_branch: None };
     let run = match checkout::enqueue(&state.store, req).await {
         Ok((run, _)) => run,
         Err(EngineError::Invalid(msg)) => return Err(ApiError::invalid("project", msg)),

@@ -105,6 +105,19 @@ fn parse(body: &[u8]) -> Result<Value, ApiError> {
 enum Intent {
     Ignore(String),
     Start(Ticket),
+    /// Review feedback on a pull request: a follow-up run on its branch.
+    FollowUp(Feedback),
+}
+
+/// Feedback on a pull request Autodev may have opened.
+struct Feedback {
+    /// The pull request's page: how the run that opened it is found.
+    pr_url: String,
+    /// `github:owner/name#<pr number>`: one active run per pull request.
+    origin: String,
+    /// What to do, for the spec: the instruction, and for a review comment its file, line and
+    /// diff hunk.
+    text: String,
 }
 
 struct Ticket {
@@ -163,10 +176,54 @@ fn github_intent(event: &str, v: &Value, label: &str) -> Intent {
                 Intent::Ignore(format!("issues.{action} without the `{label}` label"))
             }
         }
+        // On a pull request, `/autodev …` is feedback for the run that opened it.
+        "issue_comment" if action == "created" && issue["pull_request"].is_object() => {
+            match str_at(v, &["comment", "body"]).and_then(command_text) {
+                Some(extra) if !extra.is_empty() => Intent::FollowUp(Feedback {
+                    pr_url: str_at(issue, &["pull_request", "html_url"]).unwrap_or_default().to_string(),
+                    origin: format!("github:{repo}#{number}"),
+                    text: extra,
+                }),
+                Some(_) => Intent::Ignore("`/autodev` on a pull request needs an instruction after it".into()),
+                None => Intent::Ignore("the comment does not start with /autodev".into()),
+            }
+        }
         "issue_comment" if action == "created" => match str_at(v, &["comment", "body"]).and_then(command_text) {
             Some(extra) => Intent::Start(ticket(Some(extra))),
             None => Intent::Ignore("the comment does not start with /autodev".into()),
         },
+        "pull_request_review_comment" if action == "created" => {
+            let comment = &v["comment"];
+            match str_at(comment, &["body"]).and_then(command_text).filter(|t| !t.is_empty()) {
+                Some(instruction) => {
+                    let path = str_at(comment, &["path"]).unwrap_or("?");
+                    let line = comment["line"].as_i64().or_else(|| comment["original_line"].as_i64());
+                    let hunk = str_at(comment, &["diff_hunk"]).unwrap_or_default();
+                    let at = line.map(|l| format!("{path}, line {l}")).unwrap_or_else(|| path.to_string());
+                    Intent::FollowUp(Feedback {
+                        pr_url: str_at(v, &["pull_request", "html_url"]).unwrap_or_default().to_string(),
+                        origin: format!("github:{repo}#{}", v["pull_request"]["number"].as_i64().unwrap_or_default()),
+                        text: format!("{instruction}\n\nOn {at}:\n\n```diff\n{hunk}\n```"),
+                    })
+                }
+                None => Intent::Ignore("the review comment does not start with /autodev".into()),
+            }
+        }
+        "pull_request_review" if action == "submitted" => {
+            let review = &v["review"];
+            if str_at(review, &["state"]).is_some_and(|s| s.eq_ignore_ascii_case("changes_requested")) {
+                Intent::FollowUp(Feedback {
+                    pr_url: str_at(v, &["pull_request", "html_url"]).unwrap_or_default().to_string(),
+                    origin: format!("github:{repo}#{}", v["pull_request"]["number"].as_i64().unwrap_or_default()),
+                    text: str_at(review, &["body"])
+                        .filter(|b| !b.trim().is_empty())
+                        .unwrap_or("Changes were requested in a review without a summary; see the review comments.")
+                        .to_string(),
+                })
+            } else {
+                Intent::Ignore("a review that does not request changes".into())
+            }
+        }
         other => Intent::Ignore(format!(
             "event {other}{} is not a trigger",
             if action.is_empty() { String::new() } else { format!(".{action}") }
@@ -335,6 +392,7 @@ async fn act(
         Intent::Ignore(why) => {
             return Ok((StatusCode::OK, json!({"status": "ignored", "reason": why}), format!("ignored: {why}"), None));
         }
+        Intent::FollowUp(feedback) => return follow_up(state, feedback).await,
         Intent::Start(t) => t,
     };
     let ignored = |why: String| {
@@ -367,8 +425,14 @@ async fn act(
     if let Err(e) = state.models.check(&settings) {
         return ignored(format!("no model client: {e}"));
     }
-    let req =
-        checkout::ProjectRun { project: &project, spec, settings, origin: Some(ticket.origin.clone()), audit: None };
+    let req = checkout::ProjectRun {
+        project: &project,
+        spec,
+        settings,
+        origin: Some(ticket.origin.clone()),
+        audit: None,
+        base_branch: None,
+    };
     match checkout::enqueue(&state.store, req).await {
         Ok((run, _)) => {
             tracing::info!(run = %run.id, origin = %ticket.origin, "run created from a webhook");
@@ -382,6 +446,72 @@ async fn act(
         }
         Err(EngineError::Store(e)) => Err(e.into()),
         Err(e) => ignored(e.to_string()),
+    }
+}
+
+/// Review feedback becomes a follow-up run of the run that opened the pull request: the
+/// original spec plus the feedback, started from the pull request's branch and delivered onto
+/// it (a fast-forward push, so the same pull request shows the new commits). Pull requests
+/// Autodev did not open are ignored, and one run per pull request is active at a time.
+async fn follow_up(
+    state: &AppState,
+    feedback: Feedback,
+) -> Result<(StatusCode, Value, String, Option<String>), ApiError> {
+    let ignored = |why: String| {
+        Ok((StatusCode::OK, json!({"status": "ignored", "reason": why}), format!("ignored: {why}"), None))
+    };
+    let Some(parent_id) = state.store.run_for_link("github.pull_request", &feedback.pr_url).await? else {
+        return ignored(format!("{} was not opened by Autodev", feedback.pr_url));
+    };
+    let parent = state.store.get_run(&parent_id).await?;
+    if let Some(active) = state.store.active_run_for_origin(&feedback.origin).await? {
+        return ignored(format!("run {} for {} is still {}", active.short_id, feedback.origin, active.state));
+    }
+    let Some(project) = (match &parent.project_id {
+        Some(id) => state.store.find_project(id).await.ok(),
+        None => None,
+    }) else {
+        return ignored("the run that opened the pull request has no project any more".into());
+    };
+    let mut settings: RunSettings = serde_json::from_str(&parent.settings).unwrap_or_default();
+    let branch = settings.deliver_branch.clone().unwrap_or_else(|| parent.branch.clone());
+    settings.deliver_branch = Some(branch.clone());
+    settings.approval = false;
+    settings.config_warnings.clear();
+    if let Err(e) = state.models.check(&settings) {
+        return ignored(format!("no model client: {e}"));
+    }
+    let text = format!(
+        "{}\n\n## Review feedback on {}\n\nThe work above is on branch `{branch}` already. Change it as this feedback asks, keeping what is right:\n\n{}\n",
+        parent.spec.trim_end(),
+        feedback.pr_url,
+        feedback.text.trim()
+    );
+    let spec = match Spec::from_text(&text) {
+        Ok(spec) => spec,
+        Err(e) => return ignored(format!("the feedback is not a usable spec: {e}")),
+    };
+    let req = checkout::ProjectRun {
+        project: &project,
+        spec,
+        settings,
+        origin: Some(feedback.origin.clone()),
+        audit: None,
+        base_branch: Some(branch),
+    };
+    match checkout::enqueue(&state.store, req).await {
+        Ok((run, _)) => {
+            tracing::info!(run = %run.id, parent = %parent.id, pr = %feedback.pr_url, "follow-up run created from review feedback");
+            let id = run.id.clone();
+            Ok((
+                StatusCode::CREATED,
+                json!({"status": "created", "run": run_json(&run)}),
+                "follow-up run created".into(),
+                Some(id),
+            ))
+        }
+        Err(autodev_engine::EngineError::Store(e)) => Err(e.into()),
+        Err(e) => ignored(format!("could not create the follow-up run: {e}")),
     }
 }
 

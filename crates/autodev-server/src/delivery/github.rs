@@ -89,8 +89,9 @@ impl Github {
         let owner = repo.split('/').next().unwrap_or_default();
         let title = format!("{} (autodev {})", m.run.title, m.run.short_id);
         let body = pull_request_body(m, repo);
+        let head = m.head_branch();
         let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("head", &format!("{owner}:{}", m.run.branch))
+            .append_pair("head", &format!("{owner}:{head}"))
             .append_pair("state", "all")
             .append_pair("per_page", "1")
             .finish();
@@ -98,6 +99,10 @@ impl Github {
         let (_, text) = send(find).await?;
         let existing: Vec<PullRequest> = parse(&text)?;
         if let Some(pr) = existing.into_iter().next() {
+            if m.is_follow_up() {
+                // The pull request keeps its description; the reply on it says what changed.
+                return Ok((pr.html_url, false));
+            }
             let update = self
                 .request(reqwest::Method::PATCH, &format!("/repos/{repo}/pulls/{}", pr.number))
                 .json(&json!({"title": title, "body": body}));
@@ -135,7 +140,10 @@ impl Github {
         issue: u64,
         pull_request: Option<&str>,
     ) -> Result<u64, CallError> {
-        let body = comment_text(m, pull_request, "pull request");
+        let mut body = comment_text(m, pull_request, "pull request");
+        if m.is_follow_up() && m.run.state == "succeeded" {
+            body.push_str(&what_changed(store, m).await);
+        }
         let mut known = m.links.get("github.comment").and_then(|id| id.parse::<u64>().ok());
         if known.is_none() {
             let list =
@@ -235,12 +243,31 @@ fn pull_request_body(m: &Milestone<'_>, repo: &str) -> String {
 /// The ticket comment for where the run stands now: the run as read when the comment is
 /// written (not the milestone being delivered), so milestones delivered late or out of order
 /// never put an older state back.
+/// For a follow-up's reply: the commits it added, from its `delivered` event.
+async fn what_changed(store: &Store, m: &Milestone<'_>) -> String {
+    let events = store.events(&m.run.id, 0).await.unwrap_or_default();
+    let commits: Vec<String> = events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.kind {
+            autodev_domain::EventKind::Delivered { commits, .. } => Some(commits.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    if commits.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = commits.iter().map(|c| format!("- `{c}`")).collect();
+    format!("\nAdded to this pull request:\n{}\n", list.join("\n"))
+}
+
 pub(crate) fn comment_text(m: &Milestone<'_>, pull_request: Option<&str>, noun: &str) -> String {
     let reason = m.run.reason.as_deref();
     let status = match m.run.state.as_str() {
         "queued" | "planning" => "is planning this".to_string(),
         "awaiting_approval" => "has a plan waiting for approval".to_string(),
         "executing" | "verifying" | "delivering" => "is working on this (plan ready)".to_string(),
+        "succeeded" if m.is_follow_up() => format!("pushed its changes to this {noun} (`{}`)", m.head_branch()),
         "succeeded" => match pull_request {
             Some(url) => format!("opened a {noun}: {url}"),
             None => "succeeded".to_string(),
@@ -254,7 +281,7 @@ pub(crate) fn comment_text(m: &Milestone<'_>, pull_request: Option<&str>, noun: 
         marker(&m.run.id),
         m.run.short_id,
         m.run_url(),
-        m.run.branch
+        m.head_branch()
     )
 }
 

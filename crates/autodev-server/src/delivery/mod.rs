@@ -88,6 +88,18 @@ impl Milestone<'_> {
         format!("{base}/api/v1/runs/{}", self.run.id)
     }
 
+    /// The branch the run delivers onto: a follow-up's pull request branch, else its own.
+    pub fn head_branch(&self) -> String {
+        let settings: autodev_engine::RunSettings = serde_json::from_str(&self.run.settings).unwrap_or_default();
+        settings.deliver_branch.unwrap_or_else(|| self.run.branch.clone())
+    }
+
+    /// Whether the run is a follow-up of review feedback (it delivers onto a pull request's
+    /// branch instead of its own).
+    pub fn is_follow_up(&self) -> bool {
+        self.head_branch() != self.run.branch
+    }
+
     /// A project setting (`github_repo`…).
     pub fn setting(&self, name: &str) -> Option<String> {
         let project = self.project?;

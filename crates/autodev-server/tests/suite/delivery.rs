@@ -586,3 +586,162 @@ async fn a_run_gets_one_confluence_page_updated_on_redelivery(app) {
     assert!(links.iter().any(|(n, v)| n == "confluence.page" && v.ends_with("/wiki/spaces/ENG/pages/393217")), "{links:?}");
 }
 }
+
+/// Waits for a run to end; its state.
+async fn wait_for_end(app: &TestApp, id: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..400 {
+        let r = app.get(&format!("/api/v1/runs/{id}"), Some(&app.viewer)).send().await.unwrap();
+        last = r.json().await.unwrap();
+        if matches!(last["state"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last
+}
+
+both! {
+async fn review_feedback_adds_commits_to_the_same_branch_and_pull_request(app) {
+    use autodev_testkit::{finish, make_repo, write};
+    // A project on "GitHub" (the fixture's Codertocat/Hello-World), cloned from a bare repository.
+    let work = make_repo(app._dir.path());
+    let bare = app._dir.path().join("origin.git");
+    autodev_testkit::git(app._dir.path(), &["clone", "--quiet", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()]);
+    let project = json!({"name": "hello", "repository": format!("file://{}", bare.display()), "test_command": "sh check.sh",
+        "settings": {"github_repo": "Codertocat/Hello-World"}});
+    let r = app.post("/api/v1/projects", Some(&app.admin)).json(&project).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    app.script
+        .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+    let workers = tokio::spawn(autodev_server::workers::run_workers(app.state.clone(), 1, app.shutdown.clone()));
+    let r = app.post("/api/v1/runs", Some(&app.operator)).json(&json!({"project": "hello", "spec": "# Greet\n\nWrite hello into greeting.txt."})).send().await.unwrap();
+    let first: Value = r.json().await.unwrap();
+    let first_id = first["id"].as_str().unwrap().to_string();
+    let done = wait_for_end(&app, &first_id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let branch = done["branch"].as_str().unwrap().to_string();
+    let first_tip = autodev_testkit::git(&bare, &["rev-parse", &branch]);
+
+    // Delivered: the pull request is the fixture's #2.
+    let github = MockServer::start().await;
+    let pr_url = "https://github.com/Codertocat/Hello-World/pull/2";
+    Mock::given(method("GET"))
+        .and(path("/repos/Codertocat/Hello-World/pulls"))
+        .and(query_param("head", format!("Codertocat:{branch}")))
+        .respond_with(json_response(200, json!([])))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/Codertocat/Hello-World/pulls"))
+        .and(query_param("head", format!("Codertocat:{branch}")))
+        .respond_with(json_response(200, json!([{"number": 2, "html_url": pr_url}])))
+        .with_priority(2)
+        .mount(&github)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/repos/Codertocat/Hello-World/pulls"))
+        .respond_with(json_response(201, json!({"number": 2, "html_url": pr_url})))
+        .mount(&github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/Codertocat/Hello-World/issues/2/comments"))
+        .respond_with(json_response(200, json!([])))
+        .mount(&github)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/repos/Codertocat/Hello-World/issues/2/comments"))
+        .respond_with(json_response(201, json!({"id": 77})))
+        .mount(&github)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/repos/Codertocat/Hello-World/issues/comments/77"))
+        .respond_with(json_response(200, json!({"id": 77})))
+        .mount(&github)
+        .await;
+    let config = DeliveryConfig {
+        github: Some(GithubConfig { api_url: github.uri(), token: SecretString::from(TOKEN), labels: vec![] }),
+        ..DeliveryConfig::default()
+    };
+    let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config);
+    dispatcher.deliver_run(&first_id).await.unwrap();
+    assert_eq!(app.store.run_links(&first_id).await.unwrap()[0].1, pr_url);
+
+    // A review comment on that pull request (octokit's example, its body made a command).
+    let mut payload: Value = serde_json::from_str(&std::fs::read_to_string(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/github/pull_request_review_comment.created.json"),
+    ).unwrap()).unwrap();
+    payload["comment"]["body"] = json!("/autodev Say it with an emoji too, in emoji.txt");
+    let body = serde_json::to_vec(&payload).unwrap();
+    let hook = |delivery: &str| {
+        app.post("/webhooks/github", None)
+            .header("x-hub-signature-256", crate::suite::webhooks::sign(super::super::GITHUB_SECRET, &body))
+            .header("x-github-event", "pull_request_review_comment")
+            .header("x-github-delivery", delivery)
+            .header("content-type", "application/json")
+            .body(body.clone())
+    };
+    app.script
+        .plan(json!([{"id": "t2", "title": "Add emoji", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t2", 0, vec![write("emoji.txt", "👋\n"), finish("ok")]);
+    let r = hook("review-1").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let created: Value = r.json().await.unwrap();
+    let follow_id = created["run"]["id"].as_str().unwrap().to_string();
+    // One active run per pull request.
+    let r = hook("review-2").send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "ignored", "{v}");
+    let done = wait_for_end(&app, &follow_id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    // Its spec: the original spec and the feedback with file, line and hunk.
+    let run = app.store.get_run(&follow_id).await.unwrap();
+    assert!(run.spec.contains("Write hello into greeting.txt.") && run.spec.contains("Say it with an emoji too"), "{}", run.spec);
+    assert!(run.spec.contains("README.md, line 265") && run.spec.contains("@@ -1 +1 @@"), "{}", run.spec);
+    // Its commits are on the pull request's branch, on top of the first run's (no rewrite).
+    let tip = autodev_testkit::git(&bare, &["rev-parse", &branch]);
+    assert_ne!(tip, first_tip);
+    autodev_testkit::git(&bare, &["merge-base", "--is-ancestor", &first_tip, &tip]);
+    assert_eq!(autodev_testkit::git(&bare, &["show", &format!("{branch}:emoji.txt")]), "👋");
+    assert_eq!(autodev_testkit::git(&bare, &["show", &format!("{branch}:greeting.txt")]), "hello");
+    // Delivered: the same pull request (found, not opened or rewritten), and a reply on it.
+    let rows = dispatcher.deliver_run(&follow_id).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "done"), "{rows:#?}");
+    let requests = github.received_requests().await.unwrap();
+    assert_eq!(received(&requests, "POST", "/repos/Codertocat/Hello-World/pulls").len(), 1, "a second pull request");
+    assert!(received(&requests, "PATCH", "/repos/Codertocat/Hello-World/pulls/2").is_empty(), "the description was rewritten");
+    let replies = received(&requests, "PATCH", "/repos/Codertocat/Hello-World/issues/comments/77");
+    let last: Value = serde_json::from_slice(&replies.last().unwrap().body).unwrap();
+    let text = last["body"].as_str().unwrap();
+    assert!(text.contains("pushed its changes to this pull request") && text.contains("Added to this pull request"), "{text}");
+
+    // A review: only one that requests changes starts a follow-up.
+    let mut review: Value = serde_json::from_str(&std::fs::read_to_string(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/github/pull_request_review.submitted.json"),
+    ).unwrap()).unwrap();
+    let send_review = |review: &Value, delivery: &str| {
+        let body = serde_json::to_vec(review).unwrap();
+        app.post("/webhooks/github", None)
+            .header("x-hub-signature-256", crate::suite::webhooks::sign(super::super::GITHUB_SECRET, &body))
+            .header("x-github-event", "pull_request_review")
+            .header("x-github-delivery", delivery)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let v: Value = send_review(&review, "review-3").send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["status"], "ignored", "the fixture's review only comments: {v}");
+    review["review"]["state"] = json!("changes_requested");
+    review["review"]["body"] = json!("Please add a test for the emoji.");
+    let r = send_review(&review, "review-4").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let v: Value = r.json().await.unwrap();
+    let third = app.store.get_run(v["run"]["id"].as_str().unwrap()).await.unwrap();
+    assert!(third.spec.contains("Please add a test for the emoji."), "{}", third.spec);
+    assert_eq!(third.base_branch, branch, "a follow-up starts from the pull request's branch");
+    app.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), workers).await.unwrap().unwrap();
+}
+}

@@ -147,4 +147,18 @@ impl Store {
                 .await?
         }))
     }
+
+    /// The newest run an integration made this for (`github.pull_request` → its URL).
+    pub async fn run_for_link(&self, name: &str, value: &str) -> Result<Option<String>> {
+        Ok(read!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT l.run_id FROM run_links l JOIN runs r ON r.id = l.run_id
+                 WHERE l.name = $1 AND l.value = $2 ORDER BY r.created_at DESC LIMIT 1",
+            )
+            .bind(name)
+            .bind(value)
+            .fetch_optional(pool)
+            .await?
+        }))
+    }
 }
