@@ -111,7 +111,9 @@ enum Intent {
 
 /// Feedback on a pull request Autodev may have opened.
 struct Feedback {
-    /// The pull request's page: how the run that opened it is found.
+    /// The link the run that opened the pull request recorded (`github.pull_request`,
+    /// `gitlab.merge_request`), and its value, the pull request's page: how that run is found.
+    link: &'static str,
     pr_url: String,
     /// `github:owner/name#<pr number>`: one active run per pull request.
     origin: String,
@@ -180,6 +182,7 @@ fn github_intent(event: &str, v: &Value, label: &str) -> Intent {
         "issue_comment" if action == "created" && issue["pull_request"].is_object() => {
             match str_at(v, &["comment", "body"]).and_then(command_text) {
                 Some(extra) if !extra.is_empty() => Intent::FollowUp(Feedback {
+                    link: "github.pull_request",
                     pr_url: str_at(issue, &["pull_request", "html_url"]).unwrap_or_default().to_string(),
                     origin: format!("github:{repo}#{number}"),
                     text: extra,
@@ -201,6 +204,7 @@ fn github_intent(event: &str, v: &Value, label: &str) -> Intent {
                     let hunk = str_at(comment, &["diff_hunk"]).unwrap_or_default();
                     let at = line.map(|l| format!("{path}, line {l}")).unwrap_or_else(|| path.to_string());
                     Intent::FollowUp(Feedback {
+                        link: "github.pull_request",
                         pr_url: str_at(v, &["pull_request", "html_url"]).unwrap_or_default().to_string(),
                         origin: format!("github:{repo}#{}", v["pull_request"]["number"].as_i64().unwrap_or_default()),
                         text: format!("{instruction}\n\nOn {at}:\n\n```diff\n{hunk}\n```"),
@@ -213,6 +217,7 @@ fn github_intent(event: &str, v: &Value, label: &str) -> Intent {
             let review = &v["review"];
             if str_at(review, &["state"]).is_some_and(|s| s.eq_ignore_ascii_case("changes_requested")) {
                 Intent::FollowUp(Feedback {
+                    link: "github.pull_request",
                     pr_url: str_at(v, &["pull_request", "html_url"]).unwrap_or_default().to_string(),
                     origin: format!("github:{repo}#{}", v["pull_request"]["number"].as_i64().unwrap_or_default()),
                     text: str_at(review, &["body"])
@@ -264,6 +269,26 @@ fn gitlab_intent(v: &Value, label: &str) -> Intent {
                 body: str_at(attrs, &["description"]).unwrap_or_default().to_string(),
                 url: str_at(attrs, &["url"]).map(str::to_string),
                 extra: None,
+            })
+        }
+        // On a merge request, `/autodev …` is feedback for the run that opened it.
+        "note" if str_at(v, &["object_attributes", "noteable_type"]) == Some("MergeRequest") => {
+            let attrs = &v["object_attributes"];
+            let Some(instruction) = str_at(attrs, &["note"]).and_then(command_text).filter(|t| !t.is_empty()) else {
+                return Intent::Ignore("the merge request note does not start with /autodev and an instruction".into());
+            };
+            let mr = &v["merge_request"];
+            let position = &attrs["position"];
+            let text = match (str_at(position, &["new_path"]), position["new_line"].as_i64()) {
+                (Some(path), Some(line)) => format!("{instruction}\n\nOn {path}, line {line}."),
+                (Some(path), None) => format!("{instruction}\n\nOn {path}."),
+                _ => instruction,
+            };
+            Intent::FollowUp(Feedback {
+                link: "gitlab.merge_request",
+                pr_url: str_at(mr, &["url"]).unwrap_or_default().to_string(),
+                origin: format!("gitlab:{project}!{}", mr["iid"].as_i64().unwrap_or_default()),
+                text,
             })
         }
         "note" => {
@@ -460,7 +485,7 @@ async fn follow_up(
     let ignored = |why: String| {
         Ok((StatusCode::OK, json!({"status": "ignored", "reason": why}), format!("ignored: {why}"), None))
     };
-    let Some(parent_id) = state.store.run_for_link("github.pull_request", &feedback.pr_url).await? else {
+    let Some(parent_id) = state.store.run_for_link(feedback.link, &feedback.pr_url).await? else {
         return ignored(format!("{} was not opened by Autodev", feedback.pr_url));
     };
     let parent = state.store.get_run(&parent_id).await?;
@@ -622,6 +647,32 @@ pub async fn jira(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A `/autodev` note on a merge request (GitLab's "Comment on merge request" shape, with
+    /// a diff position) is feedback for the run that opened it.
+    #[test]
+    fn a_merge_request_note_is_feedback() {
+        let payload = serde_json::json!({
+            "object_kind": "note",
+            "event_type": "note",
+            "project": {"id": 5, "path_with_namespace": "gitlabhq/gitlab-test"},
+            "object_attributes": {
+                "id": 1244, "note": "/autodev Rename the helper", "noteable_type": "MergeRequest",
+                "position": {"new_path": "src/lib.rs", "new_line": 12, "old_path": "src/lib.rs", "old_line": null},
+                "url": "http://example.com/gitlabhq/gitlab-test/-/merge_requests/1#note_1244"
+            },
+            "merge_request": {"iid": 1, "url": "http://example.com/gitlabhq/gitlab-test/-/merge_requests/1", "source_branch": "autodev/abcd1234-x"}
+        });
+        match super::gitlab_intent(&payload, "autodev") {
+            super::Intent::FollowUp(f) => {
+                assert_eq!(f.link, "gitlab.merge_request");
+                assert_eq!(f.pr_url, "http://example.com/gitlabhq/gitlab-test/-/merge_requests/1");
+                assert_eq!(f.origin, "gitlab:gitlabhq/gitlab-test!1");
+                assert!(f.text.contains("Rename the helper") && f.text.contains("src/lib.rs, line 12"), "{}", f.text);
+            }
+            _ => panic!("not a follow-up"),
+        }
+    }
 
     #[test]
     fn signatures_and_commands() {

@@ -244,7 +244,7 @@ fn pull_request_body(m: &Milestone<'_>, repo: &str) -> String {
 /// written (not the milestone being delivered), so milestones delivered late or out of order
 /// never put an older state back.
 /// For a follow-up's reply: the commits it added, from its `delivered` event.
-async fn what_changed(store: &Store, m: &Milestone<'_>) -> String {
+pub(crate) async fn what_changed(store: &Store, m: &Milestone<'_>) -> String {
     let events = store.events(&m.run.id, 0).await.unwrap_or_default();
     let commits: Vec<String> = events
         .iter()
@@ -258,7 +258,7 @@ async fn what_changed(store: &Store, m: &Milestone<'_>) -> String {
         return String::new();
     }
     let list: Vec<String> = commits.iter().map(|c| format!("- `{c}`")).collect();
-    format!("\nAdded to this pull request:\n{}\n", list.join("\n"))
+    format!("\nAdded:\n{}\n", list.join("\n"))
 }
 
 pub(crate) fn comment_text(m: &Milestone<'_>, pull_request: Option<&str>, noun: &str) -> String {

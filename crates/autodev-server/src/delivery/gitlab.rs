@@ -46,6 +46,13 @@ pub fn origin_issue(origin: Option<&str>) -> Option<(String, u64)> {
     Some((project.to_string(), number.parse().ok()?))
 }
 
+/// `gitlab:group/name!12` (a follow-up of feedback on merge request !12) → (`group/name`, 12).
+pub fn origin_merge_request(origin: Option<&str>) -> Option<(String, u64)> {
+    let rest = origin?.strip_prefix("gitlab:")?;
+    let (project, number) = rest.rsplit_once('!')?;
+    Some((project.to_string(), number.parse().ok()?))
+}
+
 fn marker(run_id: &str) -> String {
     format!("<!-- autodev-run:{run_id} -->")
 }
@@ -76,13 +83,17 @@ impl Gitlab {
         let title = format!("{}{} (autodev {})", if draft { "Draft: " } else { "" }, m.run.title, m.run.short_id);
         let description = description(m, project);
         let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("source_branch", &m.run.branch)
+            .append_pair("source_branch", &m.head_branch())
             .append_pair("state", "all")
             .finish();
         let (_, text) =
             send(self.request(reqwest::Method::GET, &format!("/projects/{id}/merge_requests?{query}"))).await?;
         let existing: Vec<MergeRequest> = parse(&text)?;
         if let Some(mr) = existing.into_iter().next() {
+            if m.is_follow_up() {
+                // The merge request keeps its description; the note on it says what changed.
+                return Ok((mr.web_url, false));
+            }
             let update = self
                 .request(reqwest::Method::PUT, &format!("/projects/{id}/merge_requests/{}", mr.iid))
                 .json(&json!({"title": title, "description": description}));
@@ -103,19 +114,23 @@ impl Gitlab {
         Ok((mr.web_url, true))
     }
 
+    /// The run's one note on `thread` (`issues/3` or `merge_requests/12`), edited as it moves.
     async fn upsert_note(
         &self,
         store: &Store,
         m: &Milestone<'_>,
         project: &str,
-        issue: u64,
+        thread: &str,
         merge_request: Option<&str>,
     ) -> Result<u64, CallError> {
         let id = project_id(project);
-        let body = super::github::comment_text(m, merge_request, "merge request");
+        let mut body = super::github::comment_text(m, merge_request, "merge request");
+        if m.is_follow_up() && m.run.state == "succeeded" {
+            body.push_str(&super::github::what_changed(store, m).await);
+        }
         let mut known = m.links.get("gitlab.note").and_then(|id| id.parse::<u64>().ok());
         if known.is_none() {
-            let list = self.request(reqwest::Method::GET, &format!("/projects/{id}/issues/{issue}/notes?per_page=100"));
+            let list = self.request(reqwest::Method::GET, &format!("/projects/{id}/{thread}/notes?per_page=100"));
             let (_, text) = send(list).await?;
             let notes: Vec<Note> = parse(&text)?;
             let mark = marker(&m.run.id);
@@ -123,7 +138,7 @@ impl Gitlab {
         }
         if let Some(note) = known {
             let edit = self
-                .request(reqwest::Method::PUT, &format!("/projects/{id}/issues/{issue}/notes/{note}"))
+                .request(reqwest::Method::PUT, &format!("/projects/{id}/{thread}/notes/{note}"))
                 .json(&json!({"body": body}));
             match send(edit).await {
                 Ok(_) => return Ok(note),
@@ -131,9 +146,8 @@ impl Gitlab {
                 Err(e) => return Err(e),
             }
         }
-        let post = self
-            .request(reqwest::Method::POST, &format!("/projects/{id}/issues/{issue}/notes"))
-            .json(&json!({"body": body}));
+        let post =
+            self.request(reqwest::Method::POST, &format!("/projects/{id}/{thread}/notes")).json(&json!({"body": body}));
         let (_, text) = send(post).await?;
         let note: Note = parse(&text)?;
         store
@@ -152,7 +166,8 @@ impl Target for Gitlab {
 
     fn wants(&self, m: &Milestone<'_>) -> bool {
         let on_gitlab = m.setting("gitlab_project").is_some();
-        let from_issue = origin_issue(m.run.origin.as_deref()).is_some();
+        let from_issue =
+            origin_issue(m.run.origin.as_deref()).is_some() || origin_merge_request(m.run.origin.as_deref()).is_some();
         on_gitlab && (m.topic == "run.succeeded" || (from_issue && m.topic != "run.pr_opened"))
     }
 
@@ -171,8 +186,14 @@ impl Target for Gitlab {
             merge_request = Some(url);
         }
         if let Some((issue_project, number)) = origin_issue(m.run.origin.as_deref()) {
-            let id = self.upsert_note(store, m, &issue_project, number, merge_request.as_deref()).await?;
+            let id = self
+                .upsert_note(store, m, &issue_project, &format!("issues/{number}"), merge_request.as_deref())
+                .await?;
             done.push(format!("note {id} on {issue_project}#{number}"));
+        } else if let Some((mr_project, number)) = origin_merge_request(m.run.origin.as_deref()) {
+            let thread = format!("merge_requests/{number}");
+            let id = self.upsert_note(store, m, &mr_project, &thread, merge_request.as_deref()).await?;
+            done.push(format!("note {id} on {mr_project}!{number}"));
         }
         Ok(done.join("; "))
     }

@@ -716,7 +716,7 @@ async fn review_feedback_adds_commits_to_the_same_branch_and_pull_request(app) {
     let replies = received(&requests, "PATCH", "/repos/Codertocat/Hello-World/issues/comments/77");
     let last: Value = serde_json::from_slice(&replies.last().unwrap().body).unwrap();
     let text = last["body"].as_str().unwrap();
-    assert!(text.contains("pushed its changes to this pull request") && text.contains("Added to this pull request"), "{text}");
+    assert!(text.contains("pushed its changes to this pull request") && text.contains("Added:"), "{text}");
 
     // A review: only one that requests changes starts a follow-up.
     let mut review: Value = serde_json::from_str(&std::fs::read_to_string(
