@@ -574,10 +574,12 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
     let delivery = crate::config::delivery_config(&cfg)
         .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
     if let Some(gh) = &delivery.github
+        && let autodev_server::delivery::github::GithubAuth::Token(token) = &gh.auth
         && let Some(prefix) = autodev_server::delivery::github::git_prefix(&gh.api_url)
     {
-        // The worker's clones of GitHub projects fetch and push with the token.
-        autodev_workspace::git::credentials::add_basic(&prefix, "x-access-token", &gh.token);
+        // The worker's clones of GitHub projects fetch and push with the token. (A GitHub
+        // App's installation tokens are set per owner as the dispatcher mints them.)
+        autodev_workspace::git::credentials::add_basic(&prefix, "x-access-token", token);
     }
     if let Some(gl) = &delivery.gitlab {
         // GitLab takes any user name with a personal, project or group access token.
@@ -752,7 +754,11 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
     let delivery = crate::config::delivery_config(&cfg).unwrap_or_default();
     let mut integrations = Vec::new();
     if let Some(gh) = &delivery.github {
-        integrations.push(format!("github ({})", gh.api_url));
+        let how = match gh.auth {
+            autodev_server::delivery::github::GithubAuth::Token(_) => "token",
+            autodev_server::delivery::github::GithubAuth::App { .. } => "GitHub App",
+        };
+        integrations.push(format!("github ({}, {how})", gh.api_url));
     }
     if let Some(gl) = &delivery.gitlab {
         integrations.push(format!("gitlab ({})", gl.url));

@@ -458,6 +458,8 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
         })
     };
     let github_token = get("AUTODEV_GITHUB_TOKEN");
+    let app_key = get("AUTODEV_GITHUB_APP_PRIVATE_KEY");
+    let app_id = std::env::var("AUTODEV_GITHUB_APP_ID").ok().filter(|v| !v.trim().is_empty());
     let gitlab_token = get("AUTODEV_GITLAB_TOKEN");
     let slack = get("AUTODEV_SLACK_WEBHOOK_URL");
     let slack_token = get("AUTODEV_SLACK_BOT_TOKEN");
@@ -537,7 +539,11 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
             .ok()
             .filter(|v| !v.is_empty())
             .or_else(|| cfg.public_url.clone()),
-        github: github_token.map(|token| GithubConfig { api_url, token, labels: cfg.github.labels.clone() }),
+        github: github_auth(github_token, app_id, app_key, &mut problems).map(|auth| GithubConfig {
+            api_url,
+            auth,
+            labels: cfg.github.labels.clone(),
+        }),
         slack_webhook_url: slack,
         slack_bot,
         slack_api_url: None,
@@ -545,6 +551,45 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
         retry_base: None,
     };
     if problems.is_empty() { Ok(config) } else { Err(problems) }
+}
+
+/// A token, or a GitHub App (its id and PEM private key), not both.
+fn github_auth(
+    token: Option<SecretString>,
+    app_id: Option<String>,
+    app_key: Option<SecretString>,
+    problems: &mut Vec<String>,
+) -> Option<autodev_server::delivery::github::GithubAuth> {
+    use autodev_server::delivery::github::GithubAuth;
+    match (token, app_id, app_key) {
+        (None, None, None) => None,
+        (Some(token), None, None) => Some(GithubAuth::Token(token)),
+        (None, Some(app_id), Some(private_key)) => {
+            if !app_id.bytes().all(|b| b.is_ascii_digit()) {
+                problems.push(format!("AUTODEV_GITHUB_APP_ID must be the app's numeric id, not `{app_id}`"));
+                return None;
+            }
+            use secrecy::ExposeSecret;
+            if jsonwebtoken::EncodingKey::from_rsa_pem(private_key.expose_secret().as_bytes()).is_err() {
+                problems.push(
+                    "AUTODEV_GITHUB_APP_PRIVATE_KEY is not an RSA private key in PEM (the .pem file GitHub gives)"
+                        .into(),
+                );
+                return None;
+            }
+            Some(GithubAuth::App { app_id, private_key })
+        }
+        (Some(_), _, _) => {
+            problems.push("set AUTODEV_GITHUB_TOKEN or a GitHub App (AUTODEV_GITHUB_APP_ID + AUTODEV_GITHUB_APP_PRIVATE_KEY), not both".into());
+            None
+        }
+        (None, _, _) => {
+            problems.push(
+                "a GitHub App needs both AUTODEV_GITHUB_APP_ID and AUTODEV_GITHUB_APP_PRIVATE_KEY (or _FILE)".into(),
+            );
+            None
+        }
+    }
 }
 
 /// Jira's configuration: Cloud (email + API token) or Data Center (a personal access token).

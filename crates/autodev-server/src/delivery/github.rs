@@ -20,14 +20,45 @@ const MAX_BODY_CHARS: usize = 60_000;
 pub struct GithubConfig {
     /// `https://api.github.com`, or `https://HOST/api/v3` for GitHub Enterprise Server.
     pub api_url: String,
-    pub token: SecretString,
+    pub auth: GithubAuth,
     /// Labels put on every pull request Autodev opens.
     pub labels: Vec<String>,
+}
+
+/// How Autodev authenticates to GitHub.
+#[derive(Clone)]
+pub enum GithubAuth {
+    /// A personal or fine-grained token (`AUTODEV_GITHUB_TOKEN`).
+    Token(SecretString),
+    /// A GitHub App (`AUTODEV_GITHUB_APP_ID` + `AUTODEV_GITHUB_APP_PRIVATE_KEY`, PEM): for
+    /// each repository's owner an installation token is minted with a short-lived JWT and
+    /// cached until five minutes before it expires (an hour after minting).
+    App { app_id: String, private_key: SecretString },
 }
 
 pub struct Github {
     config: GithubConfig,
     http: reqwest::Client,
+    /// Installation tokens by repository owner, with when they stop being used.
+    tokens: tokio::sync::Mutex<std::collections::HashMap<String, (SecretString, std::time::SystemTime)>>,
+}
+
+#[derive(serde::Serialize)]
+struct AppClaims<'a> {
+    iat: u64,
+    exp: u64,
+    iss: &'a str,
+}
+
+#[derive(Deserialize)]
+struct Installation {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct InstallationToken {
+    token: String,
+    expires_at: String,
 }
 
 #[derive(Deserialize)]
@@ -71,15 +102,74 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T, CallError> {
 
 impl Github {
     pub fn new(config: GithubConfig) -> Self {
-        Self { config, http: client() }
+        Self { config, http: client(), tokens: Default::default() }
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    fn request_as(&self, token: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.config.api_url.trim_end_matches('/')))
-            .bearer_auth(self.config.token.expose_secret())
+            .bearer_auth(token)
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")
+    }
+
+    /// The app's JWT (RS256, issued a minute in the past against clock drift, valid nine
+    /// minutes: GitHub takes at most ten).
+    fn app_jwt(app_id: &str, private_key: &SecretString) -> Result<String, CallError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key.expose_secret().as_bytes()).map_err(|e| {
+            CallError::permanent(None, format!("AUTODEV_GITHUB_APP_PRIVATE_KEY is not an RSA private key in PEM: {e}"))
+        })?;
+        let claims = AppClaims { iat: now.saturating_sub(60), exp: now + 540, iss: app_id };
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key)
+            .map_err(|e| CallError::permanent(None, format!("could not sign the app's JWT: {e}")))
+    }
+
+    /// The token to act on `repo` (`owner/name`) with: the configured token, or the app's
+    /// installation token for the repository's owner (minted, then cached). A fresh
+    /// installation token also becomes the worker's git credential for that owner.
+    pub async fn token_for(&self, repo: &str) -> Result<SecretString, CallError> {
+        let (app_id, private_key) = match &self.config.auth {
+            GithubAuth::Token(token) => return Ok(token.clone()),
+            GithubAuth::App { app_id, private_key } => (app_id, private_key),
+        };
+        let owner = repo.split('/').next().unwrap_or_default().to_string();
+        let mut tokens = self.tokens.lock().await;
+        if let Some((token, until)) = tokens.get(&owner)
+            && *until > std::time::SystemTime::now()
+        {
+            return Ok(token.clone());
+        }
+        let jwt = Self::app_jwt(app_id, private_key)?;
+        let (_, text) =
+            send(self.request_as(&jwt, reqwest::Method::GET, &format!("/repos/{repo}/installation"))).await?;
+        let installation: Installation = parse(&text)?;
+        let mint = self.request_as(
+            &jwt,
+            reqwest::Method::POST,
+            &format!("/app/installations/{}/access_tokens", installation.id),
+        );
+        let (_, text) = send(mint).await?;
+        let minted: InstallationToken = parse(&text)?;
+        let expires = humantime::parse_rfc3339(&minted.expires_at)
+            .unwrap_or_else(|_| std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+        let token = SecretString::from(minted.token);
+        tokens.insert(owner.clone(), (token.clone(), expires - std::time::Duration::from_secs(300)));
+        if let Some(prefix) = git_prefix(&self.config.api_url) {
+            autodev_workspace::git::credentials::add_basic(&format!("{prefix}{owner}/"), "x-access-token", &token);
+        }
+        Ok(token)
+    }
+
+    /// A request on `repo`'s behalf.
+    async fn request(
+        &self,
+        repo: &str,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, CallError> {
+        let token = self.token_for(repo).await?;
+        Ok(self.request_as(token.expose_secret(), method, path))
     }
 
     /// The run's pull request: found by its head branch (so a retry after a crash between
@@ -95,7 +185,7 @@ impl Github {
             .append_pair("state", "all")
             .append_pair("per_page", "1")
             .finish();
-        let find = self.request(reqwest::Method::GET, &format!("/repos/{repo}/pulls?{query}"));
+        let find = self.request(repo, reqwest::Method::GET, &format!("/repos/{repo}/pulls?{query}")).await?;
         let (_, text) = send(find).await?;
         let existing: Vec<PullRequest> = parse(&text)?;
         if let Some(pr) = existing.into_iter().next() {
@@ -104,13 +194,14 @@ impl Github {
                 return Ok((pr.html_url, false));
             }
             let update = self
-                .request(reqwest::Method::PATCH, &format!("/repos/{repo}/pulls/{}", pr.number))
+                .request(repo, reqwest::Method::PATCH, &format!("/repos/{repo}/pulls/{}", pr.number))
+                .await?
                 .json(&json!({"title": title, "body": body}));
             send(update).await?;
             return Ok((pr.html_url, false));
         }
         let base = if m.run.base_branch.is_empty() { "main" } else { m.run.base_branch.as_str() };
-        let create = self.request(reqwest::Method::POST, &format!("/repos/{repo}/pulls")).json(&json!({
+        let create = self.request(repo, reqwest::Method::POST, &format!("/repos/{repo}/pulls")).await?.json(&json!({
             "title": title,
             "head": m.run.branch,
             "base": base,
@@ -123,7 +214,8 @@ impl Github {
         let pr: PullRequest = parse(&text)?;
         if !self.config.labels.is_empty() {
             let labels = self
-                .request(reqwest::Method::POST, &format!("/repos/{repo}/issues/{}/labels", pr.number))
+                .request(repo, reqwest::Method::POST, &format!("/repos/{repo}/issues/{}/labels", pr.number))
+                .await?
                 .json(&json!({"labels": self.config.labels}));
             send(labels).await?;
         }
@@ -146,8 +238,9 @@ impl Github {
         }
         let mut known = m.links.get("github.comment").and_then(|id| id.parse::<u64>().ok());
         if known.is_none() {
-            let list =
-                self.request(reqwest::Method::GET, &format!("/repos/{repo}/issues/{issue}/comments?per_page=100"));
+            let list = self
+                .request(repo, reqwest::Method::GET, &format!("/repos/{repo}/issues/{issue}/comments?per_page=100"))
+                .await?;
             let (_, text) = send(list).await?;
             let comments: Vec<Comment> = parse(&text)?;
             let mark = marker(&m.run.id);
@@ -155,7 +248,8 @@ impl Github {
         }
         if let Some(id) = known {
             let edit = self
-                .request(reqwest::Method::PATCH, &format!("/repos/{repo}/issues/comments/{id}"))
+                .request(repo, reqwest::Method::PATCH, &format!("/repos/{repo}/issues/comments/{id}"))
+                .await?
                 .json(&json!({"body": body}));
             match send(edit).await {
                 Ok(_) => return Ok(id),
@@ -165,7 +259,8 @@ impl Github {
             }
         }
         let post = self
-            .request(reqwest::Method::POST, &format!("/repos/{repo}/issues/{issue}/comments"))
+            .request(repo, reqwest::Method::POST, &format!("/repos/{repo}/issues/{issue}/comments"))
+            .await?
             .json(&json!({"body": body}));
         let (_, text) = send(post).await?;
         let comment: Comment = parse(&text)?;
@@ -187,6 +282,27 @@ impl Target for Github {
         let on_github = m.setting("github_repo").is_some();
         let from_issue = origin_issue(m.run.origin.as_deref()).is_some();
         on_github && (m.topic == "run.succeeded" || (from_issue && m.topic != "run.pr_opened"))
+    }
+
+    async fn refresh(&self, store: &Store) {
+        if matches!(self.config.auth, GithubAuth::Token(_)) {
+            return;
+        }
+        let Ok(projects) = store.list_projects().await else { return };
+        let mut owners = std::collections::BTreeMap::new();
+        for p in &projects {
+            let settings: serde_json::Value = serde_json::from_str(&p.settings).unwrap_or_default();
+            if let Some(repo) = settings["github_repo"].as_str() {
+                owners
+                    .entry(repo.split('/').next().unwrap_or_default().to_string())
+                    .or_insert_with(|| repo.to_string());
+            }
+        }
+        for repo in owners.values() {
+            if let Err(e) = self.token_for(repo).await {
+                tracing::warn!(repo = %repo, error = %e.message, "could not mint a GitHub App installation token");
+            }
+        }
     }
 
     async fn deliver(&self, store: &Store, m: &Milestone<'_>) -> Result<String, CallError> {

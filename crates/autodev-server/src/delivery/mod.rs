@@ -200,6 +200,10 @@ pub trait Target: Send + Sync {
     fn per_second(&self) -> u32 {
         5
     }
+
+    /// Renews what expires (a GitHub App's installation tokens, which are also the workers'
+    /// git credentials); called when the dispatcher starts and every half hour.
+    async fn refresh(&self, _store: &Store) {}
 }
 
 type Limiter = governor::DefaultDirectRateLimiter;
@@ -262,9 +266,22 @@ impl Dispatcher {
         self.targets.is_empty()
     }
 
+    /// Renews every target's expiring credentials now.
+    pub async fn refresh(&self) {
+        for (target, _) in &self.targets {
+            target.refresh(&self.store).await;
+        }
+    }
+
     /// Delivers due milestones until `shutdown`, looking every `poll`.
     pub async fn run(self: Arc<Self>, poll: Duration, shutdown: CancellationToken) {
+        let mut refreshed = std::time::Instant::now();
+        self.refresh().await;
         while !shutdown.is_cancelled() {
+            if refreshed.elapsed() > Duration::from_secs(1800) {
+                self.refresh().await;
+                refreshed = std::time::Instant::now();
+            }
             let claimed = match self.store.claim_outbox(&self.owner, Duration::from_secs(300), None, 8).await {
                 Ok(rows) => rows,
                 Err(e) => {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autodev_domain::{EventKind, RunId, RunState};
-use autodev_server::delivery::{DeliveryConfig, Dispatcher, github::GithubConfig, webhook::WebhookTarget};
+use autodev_server::delivery::github::{GithubAuth, GithubConfig};
+use autodev_server::delivery::{DeliveryConfig, Dispatcher, webhook::WebhookTarget};
 use autodev_store::{NewRun, ProjectRow};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -83,7 +84,7 @@ fn config(github: &MockServer, hook: &MockServer) -> DeliveryConfig {
         public_url: Some("https://autodev.example.com".into()),
         github: Some(GithubConfig {
             api_url: github.uri(),
-            token: SecretString::from(TOKEN),
+            auth: GithubAuth::Token(SecretString::from(TOKEN)),
             labels: vec!["autodev".into()],
         }),
         jira: None,
@@ -663,7 +664,7 @@ async fn review_feedback_adds_commits_to_the_same_branch_and_pull_request(app) {
         .mount(&github)
         .await;
     let config = DeliveryConfig {
-        github: Some(GithubConfig { api_url: github.uri(), token: SecretString::from(TOKEN), labels: vec![] }),
+        github: Some(GithubConfig { api_url: github.uri(), auth: GithubAuth::Token(SecretString::from(TOKEN)), labels: vec![] }),
         ..DeliveryConfig::default()
     };
     let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config);
@@ -743,5 +744,75 @@ async fn review_feedback_adds_commits_to_the_same_branch_and_pull_request(app) {
     assert_eq!(third.base_branch, branch, "a follow-up starts from the pull request's branch");
     app.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), workers).await.unwrap().unwrap();
+}
+}
+
+both! {
+async fn a_github_app_mints_installation_tokens_once_and_acts_with_them(app) {
+    let github = MockServer::start().await;
+    let hook = MockServer::start().await;
+    let (run_id, branch) = github_run(&app, RunState::Succeeded).await;
+    // A key pair as GitHub gives an app (a .pem private key).
+    let dir = app._dir.path();
+    let key_path = dir.join("app.pem");
+    let public_path = dir.join("app.pub.pem");
+    for args in [
+        vec!["genrsa", "-out", key_path.to_str().unwrap(), "2048"],
+        vec!["rsa", "-in", key_path.to_str().unwrap(), "-pubout", "-out", public_path.to_str().unwrap()],
+    ] {
+        let out = std::process::Command::new("openssl").args(&args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let private_key = std::fs::read_to_string(&key_path).unwrap();
+    let public_key = std::fs::read(&public_path).unwrap();
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{REPO}/installation")))
+        .respond_with(json_response(200, json!({"id": 1234, "account": {"login": "octo-org"}, "app_id": 42})))
+        .mount(&github)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/app/installations/1234/access_tokens"))
+        .respond_with(json_response(201, json!({"token": "ghs_16C7e42F292c6912E7710c838347Ae178B4a", "expires_at": "2099-07-11T22:14:10Z", "permissions": {"issues": "write", "contents": "write", "pull_requests": "write"}})))
+        .mount(&github)
+        .await;
+    github_without_pull_request(&github, &branch).await;
+    Mock::given(method("POST"))
+        .and(path(format!("/repos/{REPO}/pulls")))
+        .and(header("authorization", "Bearer ghs_16C7e42F292c6912E7710c838347Ae178B4a"))
+        .respond_with(json_response(201, json!({"number": 42, "html_url": format!("https://github.com/{REPO}/pull/42")})))
+        .mount(&github)
+        .await;
+    Mock::given(method("POST")).and(path("/hook")).respond_with(ResponseTemplate::new(200)).mount(&hook).await;
+    let mut config = config(&github, &hook);
+    config.github = Some(GithubConfig {
+        api_url: github.uri(),
+        auth: GithubAuth::App { app_id: "42".into(), private_key: SecretString::from(private_key) },
+        labels: vec!["autodev".into()],
+    });
+    let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config);
+    let rows = dispatcher.deliver_run(&run_id).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "done"), "{rows:#?}");
+    let requests = github.received_requests().await.unwrap();
+    // Minted once for the owner, then reused from the cache.
+    assert_eq!(received(&requests, "POST", "/app/installations/1234/access_tokens").len(), 1);
+    // The app's JWT: RS256 with the app id as issuer, at most ten minutes long.
+    let lookup = received(&requests, "GET", &format!("/repos/{REPO}/installation"))[0];
+    let jwt = lookup.headers.get("authorization").unwrap().to_str().unwrap().trim_start_matches("Bearer ").to_string();
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(&public_key).unwrap();
+    let decoded = jsonwebtoken::decode::<Value>(&jwt, &key, &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256)).unwrap();
+    assert_eq!(decoded.claims["iss"], "42");
+    assert!(decoded.claims["exp"].as_u64().unwrap() - decoded.claims["iat"].as_u64().unwrap() <= 600);
+    // Every API call after minting used the installation token.
+    for r in received(&requests, "POST", &format!("/repos/{REPO}/pulls")) {
+        assert_eq!(r.headers.get("authorization").unwrap(), "Bearer ghs_16C7e42F292c6912E7710c838347Ae178B4a");
+    }
+    // And it is the workers' git credential for that owner's repositories.
+    let prefix = format!("{}/octo-org/", github.uri());
+    let repo = autodev_testkit::make_repo(&dir.join("cred"));
+    let header = autodev_workspace::Git::new(&repo)
+        .run(&["config", "--get", &format!("http.{prefix}.extraheader")])
+        .await
+        .unwrap();
+    assert!(header.starts_with("Authorization: Basic "), "{header}");
 }
 }
