@@ -454,8 +454,16 @@ pub async fn show(home: &Path, key: &str, json: bool) -> Exit {
         let r = store.find_run(key).await.map_err(store_error)?;
         let tasks = store.tasks(&r.id).await.map_err(store_error)?;
         let events = store.events(&r.id, 0).await.map_err(store_error)?;
+        let deliveries = store.outbox_for_run(&r.id).await.map_err(store_error)?;
+        let links = store.run_links(&r.id).await.map_err(store_error)?;
         if json {
             let mut v = run_json(&r);
+            v["deliveries"] = autodev_server::delivery::deliveries_json(&deliveries);
+            v["links"] = links
+                .iter()
+                .map(|(k, val)| (k.clone(), serde_json::json!(val)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
             v["plan"] = r.plan.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or(serde_json::Value::Null);
             v["tasks"] = tasks
                 .iter()
@@ -480,6 +488,15 @@ pub async fn show(home: &Path, key: &str, json: bool) -> Exit {
                 let deps = t.deps();
                 let after = if deps.is_empty() { String::new() } else { format!(" (after {})", deps.join(", ")) };
                 println!("  {:<8} {:<8} {}{after}", t.task_key, t.state, t.title);
+            }
+        }
+        for (name, value) in &links {
+            println!("link     {name}: {value}");
+        }
+        if !deliveries.is_empty() {
+            println!("delivery");
+            for d in &deliveries {
+                println!("  {:<22} {} (attempts {})", d.topic, d.state, d.attempts);
             }
         }
         println!("events");

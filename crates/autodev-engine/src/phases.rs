@@ -513,10 +513,31 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
         }
         if round >= ctx.settings.max_repair_rounds {
             let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            push_for_review(ctx).await;
             return Err(EngineError::Failed(format!("tests still fail after {round} repair round(s): {last}")));
         }
         ctx.engine.store.set_repair_round(&ctx.run.id, round + 1).await?;
         failure = Some(Repair::Tests(text));
+    }
+}
+
+/// A project run whose tests still fail after its repair rounds pushes its branch anyway (a
+/// forge integration opens it as a draft for a person to finish) and records where
+/// (`git.branch`); the run fails all the same. Best effort: a push that fails is a warning.
+async fn push_for_review(ctx: &RunCtx) {
+    if ctx.run.project_id.is_none() {
+        return;
+    }
+    let target = ctx.settings.deliver_branch.as_deref().unwrap_or(&ctx.run.branch);
+    let pushed = crate::checkout::push(&ctx.repo(), &ctx.run, target).await;
+    let recorded = match pushed {
+        Ok(()) => ctx.engine.store.set_run_link(&ctx.run.id, "git.branch", target).await.map_err(EngineError::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = recorded {
+        let _ = ctx
+            .event(EventKind::Warning { message: format!("the failing branch was not pushed for review: {e}") })
+            .await;
     }
 }
 

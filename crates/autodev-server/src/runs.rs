@@ -183,7 +183,19 @@ pub async fn artifact(
     };
     let path = state.home.join("runs").join(&run.id).join(file);
     match tokio::fs::read(&path).await {
-        Ok(bytes) => Ok(([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response()),
+        Ok(mut bytes) => {
+            if name == "report" {
+                // Deliveries happen after the report is written: how they stand now.
+                bytes.extend_from_slice(
+                    crate::delivery::report_section(
+                        &state.store.outbox_for_run(&run.id).await?,
+                        &state.store.run_links(&run.id).await?,
+                    )
+                    .as_bytes(),
+                );
+            }
+            Ok(([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(ApiError::not_found(format!("run {} has no {name} yet (it is {})", run.short_id, run.state)))
         }

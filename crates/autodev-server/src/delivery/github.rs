@@ -281,7 +281,7 @@ impl Target for Github {
     fn wants(&self, m: &Milestone<'_>) -> bool {
         let on_github = m.setting("github_repo").is_some();
         let from_issue = origin_issue(m.run.origin.as_deref()).is_some();
-        on_github && (m.topic == "run.succeeded" || (from_issue && m.topic != "run.pr_opened"))
+        on_github && (m.opens_review() || (from_issue && m.topic != "run.pr_opened"))
     }
 
     async fn refresh(&self, store: &Store) {
@@ -309,7 +309,7 @@ impl Target for Github {
         let Some(repo) = m.setting("github_repo") else { return Ok("not a GitHub project".into()) };
         let mut done = Vec::new();
         let mut pull_request = m.links.get("github.pull_request").cloned();
-        if m.topic == "run.succeeded" {
+        if m.opens_review() {
             let (url, opened) = self.upsert_pull_request(m, &repo).await?;
             let record = |e: autodev_store::StoreError| CallError::permanent(None, format!("could not record: {e}"));
             store.set_run_link(&m.run.id, "github.pull_request", &url).await.map_err(record)?;
@@ -388,7 +388,13 @@ pub(crate) fn comment_text(m: &Milestone<'_>, pull_request: Option<&str>, noun: 
             Some(url) => format!("opened a {noun}: {url}"),
             None => "succeeded".to_string(),
         },
-        "failed" => format!("failed: {}", reason.unwrap_or("no reason recorded")),
+        "failed" => match pull_request {
+            Some(url) => format!(
+                "failed: {}. The work so far is in a draft {noun} for a person to finish: {url}",
+                reason.unwrap_or("no reason recorded")
+            ),
+            None => format!("failed: {}", reason.unwrap_or("no reason recorded")),
+        },
         "cancelled" => format!("was cancelled{}", reason.map(|r| format!(": {r}")).unwrap_or_default()),
         other => other.to_string(),
     };

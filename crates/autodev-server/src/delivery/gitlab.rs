@@ -168,14 +168,14 @@ impl Target for Gitlab {
         let on_gitlab = m.setting("gitlab_project").is_some();
         let from_issue =
             origin_issue(m.run.origin.as_deref()).is_some() || origin_merge_request(m.run.origin.as_deref()).is_some();
-        on_gitlab && (m.topic == "run.succeeded" || (from_issue && m.topic != "run.pr_opened"))
+        on_gitlab && (m.opens_review() || (from_issue && m.topic != "run.pr_opened"))
     }
 
     async fn deliver(&self, store: &Store, m: &Milestone<'_>) -> Result<String, CallError> {
         let Some(project) = m.setting("gitlab_project") else { return Ok("not a GitLab project".into()) };
         let mut done = Vec::new();
         let mut merge_request = m.links.get("gitlab.merge_request").cloned();
-        if m.topic == "run.succeeded" {
+        if m.opens_review() {
             let (url, opened) = self.upsert_merge_request(m, &project).await?;
             let record = |e: autodev_store::StoreError| CallError::permanent(None, format!("could not record: {e}"));
             store.set_run_link(&m.run.id, "gitlab.merge_request", &url).await.map_err(record)?;

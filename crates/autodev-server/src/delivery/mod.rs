@@ -100,6 +100,12 @@ impl Milestone<'_> {
         self.head_branch() != self.run.branch
     }
 
+    /// Whether this milestone opens (or updates) a pull request: a run that succeeded, or one
+    /// whose tests still failed and whose branch was pushed for review (as a draft).
+    pub fn opens_review(&self) -> bool {
+        self.topic == "run.succeeded" || (self.topic == "run.failed" && self.links.contains_key("git.branch"))
+    }
+
     /// A project setting (`github_repo`…).
     pub fn setting(&self, name: &str) -> Option<String> {
         let project = self.project?;
@@ -427,6 +433,34 @@ where
         .when(|e: &CallError| e.transient && e.retry_after.is_none_or(|d| d <= MAX_INLINE_WAIT))
         .adjust(|e: &CallError, planned| e.retry_after.or(planned))
         .await
+}
+
+/// The report's "Delivery" section: what integrations made for the run and how each
+/// milestone's delivery stands (empty when nothing was delivered).
+pub fn report_section(rows: &[OutboxRow], links: &[(String, String)]) -> String {
+    let results: Vec<(String, String, Value)> = rows
+        .iter()
+        .flat_map(|r| {
+            let map: BTreeMap<String, Value> = serde_json::from_str(&r.results).unwrap_or_default();
+            map.into_iter().map(move |(target, v)| (r.topic.clone(), target, v))
+        })
+        .collect();
+    if results.is_empty() && links.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n## Delivery\n\n");
+    for (name, value) in links {
+        out.push_str(&format!("- {name}: {value}\n"));
+    }
+    if !results.is_empty() {
+        out.push_str("\n| milestone | integration | result |\n| --- | --- | --- |\n");
+        for (topic, target, v) in results {
+            let mark = if v["ok"] == true { "ok" } else { "FAILED" };
+            let message = v["message"].as_str().unwrap_or_default().replace('|', "\\|").replace('\n', " ");
+            out.push_str(&format!("| {topic} | {target} | {mark}: {message} |\n"));
+        }
+    }
+    out
 }
 
 /// The run object an outgoing webhook or the API shows, with its deliveries.

@@ -223,6 +223,11 @@ async fn a_succeeded_run_opens_one_pull_request_comments_on_its_issue_and_calls_
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["pull_request"], format!("https://github.com/{REPO}/pull/42"));
     assert_eq!(v["deliveries"].as_array().unwrap().len(), 3);
+    // The report says how delivery went.
+    let report = app.get(&format!("/api/v1/runs/{run_id}/artifacts/report"), Some(&app.viewer)).send().await.unwrap();
+    let report = report.text().await.unwrap();
+    assert!(report.contains("## Delivery") && report.contains(&format!("github.pull_request: https://github.com/{REPO}/pull/42")), "{report}");
+    assert!(report.contains("| run.succeeded | webhook:ci | ok"), "{report}");
     let events = app.store.events(&run_id, 0).await.unwrap();
     let log = serde_json::to_string(&events).unwrap();
     assert!(log.contains("delivery_attempted"));
@@ -341,6 +346,31 @@ async fn a_failed_run_is_told_to_its_issue_and_opens_no_pull_request(app) {
     let edits = received(&requests, "PATCH", &format!("/repos/{REPO}/issues/comments/1001"));
     let last: Value = serde_json::from_slice(&edits.last().unwrap().body).unwrap();
     assert!(last["body"].as_str().unwrap().contains("failed: tests_failed"), "{last}");
+}
+
+async fn a_run_whose_tests_still_fail_opens_a_draft_pull_request_when_its_branch_was_pushed(app) {
+    let github = MockServer::start().await;
+    let hook = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/hook")).respond_with(ResponseTemplate::new(200)).mount(&hook).await;
+    let (run_id, branch) = github_run(&app, RunState::Failed).await;
+    // The engine pushed the failing branch for review and recorded where.
+    app.store.set_run_link(&run_id, "git.branch", &branch).await.unwrap();
+    github_without_pull_request(&github, &branch).await;
+    Mock::given(method("POST"))
+        .and(path(format!("/repos/{REPO}/pulls")))
+        .and(body_partial_json(json!({"head": branch, "draft": true})))
+        .respond_with(json_response(201, json!({"number": 42, "html_url": format!("https://github.com/{REPO}/pull/42")})))
+        .mount(&github)
+        .await;
+    let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config(&github, &hook));
+    let rows = dispatcher.deliver_run(&run_id).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "done"), "{rows:#?}");
+    let requests = github.received_requests().await.unwrap();
+    assert_eq!(received(&requests, "POST", &format!("/repos/{REPO}/pulls")).len(), 1);
+    let edits = received(&requests, "PATCH", &format!("/repos/{REPO}/issues/comments/1001"));
+    let last: Value = serde_json::from_slice(&edits.last().unwrap().body).unwrap();
+    assert!(last["body"].as_str().unwrap().contains("draft pull request"), "{last}");
+    assert_eq!(app.store.run_state(&run_id).await.unwrap(), RunState::Failed);
 }
 }
 
