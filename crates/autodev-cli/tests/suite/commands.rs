@@ -373,6 +373,71 @@ fn config_check_lists_every_problem_at_once() {
     assert!(stderr.contains("max_parallel must be at least 1"), "{stderr}");
 }
 
+/// Every integration setting is checked, all at once, and the valid ones are listed.
+#[test]
+fn config_check_validates_every_integration() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join("autodev.toml"),
+        "public_url = \"not a url\"\n[jira]\ntransitions = { \"run.merged\" = \"Done\" }\n[[notify.webhooks]]\nurl = \"ftp://example.com/hook\"\nevents = [\"run.exploded\"]\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = output(
+        autodev(&home)
+            .args(["config", "check"])
+            .env("AUTODEV_GITHUB_TOKEN", "t")
+            .env("AUTODEV_GITHUB_APP_ID", "abc")
+            .env("AUTODEV_JIRA_API_TOKEN", "j")
+            .env("AUTODEV_SLACK_BOT_TOKEN", "xoxb")
+            .env("AUTODEV_CONFLUENCE_API_TOKEN", "c"),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    for want in [
+        "public_url: not a URL",
+        "jira.transitions: `run.merged` is not a milestone",
+        "notify.webhooks[1].url: `ftp` URLs are not supported",
+        "notify.webhooks[1].events: `run.exploded` is not a milestone",
+    ] {
+        assert!(stderr.contains(want), "want `{want}` in {stderr}");
+    }
+    // With the file fixed, the variables' problems show.
+    std::fs::write(home.join("autodev.toml"), "").unwrap();
+    let (code, _, stderr) = output(
+        autodev(&home)
+            .args(["config", "check"])
+            .env("AUTODEV_GITHUB_TOKEN", "t")
+            .env("AUTODEV_GITHUB_APP_ID", "abc")
+            .env("AUTODEV_JIRA_API_TOKEN", "j")
+            .env("AUTODEV_SLACK_BOT_TOKEN", "xoxb")
+            .env("AUTODEV_CONFLUENCE_API_TOKEN", "c"),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    for want in [
+        "set AUTODEV_GITHUB_TOKEN or a GitHub App",
+        "AUTODEV_JIRA_API_TOKEN needs AUTODEV_JIRA_EMAIL",
+        "AUTODEV_SLACK_BOT_TOKEN needs AUTODEV_SLACK_CHANNEL",
+        "AUTODEV_CONFLUENCE_API_TOKEN needs AUTODEV_CONFLUENCE_URL",
+    ] {
+        assert!(stderr.contains(want), "want `{want}` in {stderr}");
+    }
+    // Valid: listed, with what matters (a webhook without a secret is flagged).
+    let (code, stdout, stderr) = output(
+        autodev(&home)
+            .args(["config", "check"])
+            .env("AUTODEV_GITHUB_TOKEN", "t")
+            .env("AUTODEV_NOTIFY_WEBHOOK_URL", "https://hooks.example.com/x")
+            .env("AUTODEV_JIRA_URL", "https://example.atlassian.net")
+            .env("AUTODEV_JIRA_PAT", "p"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("github (https://api.github.com, token)"), "{stdout}");
+    assert!(stdout.contains("jira (https://example.atlassian.net)"), "{stdout}");
+    assert!(stdout.contains("webhook:default (UNSIGNED)"), "{stdout}");
+    assert!(!stdout.contains("hooks.example.com"), "a webhook URL may hold a token: {stdout}");
+}
+
 #[test]
 fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
