@@ -222,6 +222,9 @@ pub struct Dispatcher {
     targets: Vec<(Arc<dyn Target>, Limiter)>,
     owner: String,
     retry_base: Duration,
+    /// Every configured secret, replaced by `[redacted]` in what is recorded (a vendor may
+    /// echo a URL or a header back in an error).
+    secrets: Vec<SecretString>,
 }
 
 impl Dispatcher {
@@ -251,6 +254,27 @@ impl Dispatcher {
         for w in &config.webhooks {
             targets.push(Arc::new(w.clone()));
         }
+        let mut secrets: Vec<SecretString> = Vec::new();
+        if let Some(gh) = &config.github {
+            match &gh.auth {
+                github::GithubAuth::Token(t) => secrets.push(t.clone()),
+                github::GithubAuth::App { private_key, .. } => secrets.push(private_key.clone()),
+            }
+        }
+        secrets.extend(config.gitlab.iter().map(|g| g.token.clone()));
+        if let Some(j) = &config.jira {
+            secrets.push(match &j.auth {
+                jira::JiraAuth::Cloud { token, .. } => token.clone(),
+                jira::JiraAuth::DataCenter { pat } => pat.clone(),
+            });
+        }
+        secrets.extend(config.confluence.iter().map(|c| c.token.clone()));
+        secrets.extend(config.slack_webhook_url.iter().cloned());
+        secrets.extend(config.slack_bot.iter().map(|(t, _)| t.clone()));
+        for w in &config.webhooks {
+            secrets.push(w.url.clone());
+            secrets.extend(w.secret.iter().cloned());
+        }
         let targets = targets
             .into_iter()
             .map(|t| {
@@ -265,7 +289,21 @@ impl Dispatcher {
             targets,
             owner: format!("{}:delivery", autodev_engine::process_owner()),
             retry_base: config.retry_base.unwrap_or(Duration::from_secs(30)),
+            secrets,
         }
+    }
+
+    /// `text` with every configured secret (of four characters or more) replaced.
+    fn redact(&self, text: &str) -> String {
+        use secrecy::ExposeSecret;
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            let s = s.expose_secret();
+            if s.len() >= 4 && out.contains(s) {
+                out = out.replace(s, "[redacted]");
+            }
+        }
+        out
     }
 
     pub fn is_empty(&self) -> bool {
@@ -357,8 +395,8 @@ impl Dispatcher {
             let outcome = call_with_retries(limiter, || target.deliver(&self.store, &milestone)).await;
             let now = autodev_store::now_ms();
             let (ok, status, message) = match &outcome {
-                Ok(what) => (true, None, what.clone()),
-                Err(e) => (false, e.status, e.message.clone()),
+                Ok(what) => (true, None, self.redact(what)),
+                Err(e) => (false, e.status, self.redact(&e.message)),
             };
             results.insert(name.clone(), json!({"ok": ok, "status": status, "message": message, "at_ms": now}));
             self.store
@@ -391,11 +429,11 @@ impl Dispatcher {
                             target: target.clone(),
                             topic: row.topic.clone(),
                             status: e.status,
-                            message: e.message.clone(),
+                            message: self.redact(&e.message),
                         },
                     )
                     .await?;
-                tracing::warn!(run = %run.id, target = %target, topic = %row.topic, error = %e.message, "delivery failed; `autodev deliver` retries it");
+                tracing::warn!(run = %run.id, target = %target, topic = %row.topic, error = %self.redact(&e.message), "delivery failed; `autodev deliver` retries it");
             }
             ("failed", now)
         } else {

@@ -278,9 +278,9 @@ async fn a_refused_delivery_never_fails_the_run_and_is_retried_on_request(app) {
     let hook = MockServer::start().await;
     Mock::given(method("POST")).and(path("/hook")).respond_with(ResponseTemplate::new(200)).mount(&hook).await;
     let (run_id, branch) = github_run(&app, RunState::Succeeded).await;
-    // A token without access: GitHub's 401 body.
+    // A token without access: GitHub's 401 body (made to echo the token, as a proxy might).
     Mock::given(method("GET"))
-        .respond_with(json_response(401, json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})))
+        .respond_with(json_response(401, json!({"message": format!("Bad credentials ({TOKEN})"), "documentation_url": "https://docs.github.com/rest"})))
         .up_to_n_times(2)
         .with_priority(1)
         .mount(&github)
@@ -295,7 +295,9 @@ async fn a_refused_delivery_never_fails_the_run_and_is_retried_on_request(app) {
     let events = app.store.events(&run_id, 0).await.unwrap();
     let failed: Vec<&EventKind> = events.iter().map(|e| &e.kind).filter(|k| matches!(k, EventKind::DeliveryFailed { .. })).collect();
     assert_eq!(failed.len(), 2);
-    assert!(matches!(failed[0], EventKind::DeliveryFailed { status: Some(401), message, .. } if message.contains("Bad credentials")));
+    assert!(matches!(failed[0], EventKind::DeliveryFailed { status: Some(401), message, .. } if message.contains("Bad credentials ([redacted])")));
+    let recorded = format!("{}{:?}", serde_json::to_string(&events).unwrap(), app.store.outbox_for_run(&run_id).await.unwrap());
+    assert!(!recorded.contains(TOKEN), "the token was recorded");
     // The webhook got them the first time and is not called again on the retry.
     assert_eq!(hook.received_requests().await.unwrap().len(), 2);
 
