@@ -459,7 +459,8 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
     };
     let github_token = get("AUTODEV_GITHUB_TOKEN");
     let app_key = get("AUTODEV_GITHUB_APP_PRIVATE_KEY");
-    let app_id = std::env::var("AUTODEV_GITHUB_APP_ID").ok().filter(|v| !v.trim().is_empty());
+    // Not a secret, but read like the key so both can come from the same mounted files.
+    let app_id = get("AUTODEV_GITHUB_APP_ID").map(|id| secrecy::ExposeSecret::expose_secret(&id).to_string());
     let gitlab_token = get("AUTODEV_GITLAB_TOKEN");
     let slack = get("AUTODEV_SLACK_WEBHOOK_URL");
     let slack_token = get("AUTODEV_SLACK_BOT_TOKEN");

@@ -607,3 +607,75 @@ async fn doctor_asks_the_model_for_a_tool_call() {
         assert_eq!(script.requests_for("doctor").len(), 1);
     }
 }
+
+/// `autodev run` tells a configured webhook about its milestones when it ends (without
+/// changing its exit status), and `autodev deliver RUN` tries what failed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_is_delivered_to_a_webhook_and_deliver_retries_what_failed() {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    let script = Script::default();
+    script
+        .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), finish("added the greeting")]);
+    let server = script.serve(std::time::Duration::ZERO).await;
+    // The receiver refuses everything (a 400 is not retried), until it is fixed.
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("bad"))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&hook)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .and(header("x-autodev-event", "run.succeeded"))
+        .respond_with(ResponseTemplate::new(204))
+        .with_priority(2)
+        .mount(&hook)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(204))
+        .with_priority(3)
+        .mount(&hook)
+        .await;
+    let home = dir.path().join("home");
+    let spec = spec(dir.path(), "# Greet\n\nWrite hello into greeting.txt.\n");
+    let url = format!("{}/hook", hook.uri());
+    let (code, stdout, stderr) = output(
+        run_cmd(&home, &repo, &spec, format!("{}/v1", server.uri()))
+            .args(["--test-command", "sh check.sh"])
+            .env("AUTODEV_NOTIFY_WEBHOOK_URL", &url)
+            .env("AUTODEV_NOTIFY_WEBHOOK_SECRET", "s3cret"),
+    );
+    assert_eq!(code, 0, "the run succeeded whatever its delivery did: {stdout}\n{stderr}");
+    assert!(stderr.contains("run.succeeded") && stderr.contains("FAILED: HTTP 400"), "{stderr}");
+    assert_eq!(hook.received_requests().await.unwrap().len(), 2);
+    let (_, stdout, _) = output(autodev(&home).args(["runs", "list", "--json"]));
+    let runs: Value = serde_json::from_str(&stdout).unwrap();
+    let short = runs[0]["short_id"].as_str().unwrap().to_string();
+    let (code, stdout, _) = output(autodev(&home).args(["runs", "show", &short]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("run.succeeded") && stdout.contains("failed"), "{stdout}");
+    // Without an integration configured, deliver says so.
+    let (code, _, stderr) = output(autodev(&home).args(["deliver", &short]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no integration is configured"), "{stderr}");
+    // Fixed receiver: deliver sends both milestones again, signed, and exits 0.
+    let (code, stdout, stderr) = output(
+        autodev(&home)
+            .args(["deliver", &short, "--json"])
+            .env("AUTODEV_NOTIFY_WEBHOOK_URL", &url)
+            .env("AUTODEV_NOTIFY_WEBHOOK_SECRET", "s3cret"),
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let rows: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(rows.as_array().unwrap().iter().all(|r| r["state"] == "done"), "{rows}");
+    let requests = hook.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 4);
+    let last = requests.last().unwrap();
+    assert!(last.headers.get("x-autodev-signature-256").unwrap().to_str().unwrap().starts_with("sha256="));
+}

@@ -848,3 +848,65 @@ async fn a_github_app_mints_installation_tokens_once_and_acts_with_them(app) {
     assert!(header.starts_with("Authorization: Basic "), "{header}");
 }
 }
+
+both! {
+async fn slack_incoming_webhooks_and_jira_data_center_speak_their_formats(app) {
+    use autodev_server::delivery::jira::{JiraAuth, JiraConfig};
+    let slack = MockServer::start().await;
+    let jira = MockServer::start().await;
+    let (run_id, _) = ticket_run(&app, RunState::Failed, "jira:OPS-12").await;
+    // Slack answers an incoming webhook with plain `ok`; an archived channel is a 410.
+    Mock::given(method("POST"))
+        .and(path("/services/T000/B000/XXXX"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&slack)
+        .await;
+    // Data Center: REST v2, a personal access token, comments as text.
+    Mock::given(method("GET"))
+        .and(path("/rest/api/2/issue/OPS-12/comment"))
+        .and(header("authorization", "Bearer dc-pat"))
+        .respond_with(json_response(200, json!({"startAt": 0, "maxResults": 100, "total": 0, "comments": []})))
+        .mount(&jira)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/rest/api/2/issue/OPS-12/comment"))
+        .and(header("authorization", "Bearer dc-pat"))
+        .respond_with(json_response(201, json!({"id": "10100", "body": "…"})))
+        .mount(&jira)
+        .await;
+    let config = DeliveryConfig {
+        slack_webhook_url: Some(SecretString::from(format!("{}/services/T000/B000/XXXX", slack.uri()))),
+        jira: Some(JiraConfig {
+            url: jira.uri(),
+            auth: JiraAuth::DataCenter { pat: SecretString::from("dc-pat") },
+            transitions: Default::default(),
+        }),
+        ..DeliveryConfig::default()
+    };
+    let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config);
+    let rows = dispatcher.deliver_run(&run_id).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "done"), "{rows:#?}");
+    let messages = slack.received_requests().await.unwrap();
+    let texts: Vec<String> = messages
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts.len(), 2, "plan ready and failed: {texts:?}");
+    assert!(texts[1].contains("failed") && texts[1].contains("tests_failed"), "{texts:?}");
+    assert!(texts[1].contains(&format!("/api/v1/runs/{run_id}|details>")), "{texts:?}");
+    let requests = jira.received_requests().await.unwrap();
+    let posted = received(&requests, "POST", "/rest/api/2/issue/OPS-12/comment");
+    assert_eq!(posted.len(), 1);
+    let body: Value = serde_json::from_slice(&posted[0].body).unwrap();
+    assert!(body["body"].as_str().unwrap().contains("[autodev"), "Data Center takes text: {body}");
+
+    // A Slack channel that was archived: 410 `channel_is_archived`, not retried, the run unchanged.
+    let gone = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(410).set_body_string("channel_is_archived")).mount(&gone).await;
+    let (other, _) = ticket_run(&app, RunState::Succeeded, "jira:OPS-13").await;
+    let config = DeliveryConfig { slack_webhook_url: Some(SecretString::from(format!("{}/x", gone.uri()))), ..DeliveryConfig::default() };
+    let rows = Dispatcher::new(app.store.clone(), app._dir.path(), &config).deliver_run(&other).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "failed" && r.results.contains("channel_is_archived")), "{rows:#?}");
+    assert_eq!(gone.received_requests().await.unwrap().len(), 2);
+}
+}
