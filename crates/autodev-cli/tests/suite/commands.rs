@@ -384,15 +384,18 @@ fn config_check_validates_every_integration() {
         "public_url = \"not a url\"\n[jira]\ntransitions = { \"run.merged\" = \"Done\" }\n[[notify.webhooks]]\nurl = \"ftp://example.com/hook\"\nevents = [\"run.exploded\"]\n",
     )
     .unwrap();
-    let (code, _, stderr) = output(
-        autodev(&home)
-            .args(["config", "check"])
+    // Half-configured integrations, as variables.
+    let half = || {
+        let mut cmd = autodev(&home);
+        cmd.args(["config", "check"])
             .env("AUTODEV_GITHUB_TOKEN", "t")
             .env("AUTODEV_GITHUB_APP_ID", "abc")
             .env("AUTODEV_JIRA_API_TOKEN", "j")
             .env("AUTODEV_SLACK_BOT_TOKEN", "xoxb")
-            .env("AUTODEV_CONFLUENCE_API_TOKEN", "c"),
-    );
+            .env("AUTODEV_CONFLUENCE_API_TOKEN", "c");
+        cmd
+    };
+    let (code, _, stderr) = output(&mut half());
     assert_eq!(code, 2, "{stderr}");
     for want in [
         "public_url: not a URL",
@@ -404,15 +407,7 @@ fn config_check_validates_every_integration() {
     }
     // With the file fixed, the variables' problems show.
     std::fs::write(home.join("autodev.toml"), "").unwrap();
-    let (code, _, stderr) = output(
-        autodev(&home)
-            .args(["config", "check"])
-            .env("AUTODEV_GITHUB_TOKEN", "t")
-            .env("AUTODEV_GITHUB_APP_ID", "abc")
-            .env("AUTODEV_JIRA_API_TOKEN", "j")
-            .env("AUTODEV_SLACK_BOT_TOKEN", "xoxb")
-            .env("AUTODEV_CONFLUENCE_API_TOKEN", "c"),
-    );
+    let (code, _, stderr) = output(&mut half());
     assert_eq!(code, 2, "{stderr}");
     for want in [
         "set AUTODEV_GITHUB_TOKEN or a GitHub App",
