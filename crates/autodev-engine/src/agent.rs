@@ -242,14 +242,6 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                         "{conv} spent its token budget ({spent} of {limit} tokens) without finishing"
                     )));
                 }
-                if let Some(max) = ctx.settings.max_cost_usd {
-                    let cost = ctx.cost_micros.load(Ordering::Relaxed) as f64 / 1e6;
-                    if cost >= max {
-                        return Err(EngineError::Failed(format!(
-                            "the run's cost budget is spent (${cost:.4} of ${max:.4})"
-                        )));
-                    }
-                }
                 // The request borrows the conversation by moving it in and out, so a step does
                 // not copy the whole history; a compacted copy is made only when needed.
                 let fitted = compact::fit(&messages, header_len, budget);
@@ -279,11 +271,15 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                     max_output_tokens: ctx.settings.max_output_tokens,
                     meta: CallMeta { conversation: conv.to_string(), turn },
                 };
+                let reserved = reserve(ctx, &request, tools_tokens).await?;
                 let started = Instant::now();
                 let result = tokio::select! {
                     r = ctx.engine.model.complete(&request) => Some(r),
                     _ = ctx.cancel.cancelled() => None,
                 };
+                if !matches!(result, Some(Ok(_))) && reserved > 0 {
+                    ctx.engine.store.release_cost(run_id, reserved).await?;
+                }
                 tools = std::mem::take(&mut request.tools);
                 if !compacted {
                     messages = std::mem::take(&mut request.messages);
@@ -338,6 +334,7 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                     output_tokens: response.usage.output_tokens,
                     cost_micros: cost,
                     latency_ms: latency.as_millis() as u64,
+                    reserved_micros: reserved,
                 };
                 let labels = [("provider", rec.provider.to_string()), ("model", rec.model.to_string())];
                 metrics::counter!("autodev_model_calls_total", &labels).increment(1);
@@ -523,4 +520,35 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
         }
     }
     Err(EngineError::Failed(format!("{conv} ended without finishing")))
+}
+
+/// Reserves the call's worst-case cost against the run's `max_cost_usd` before it is made:
+/// its input estimated conservatively (the conversation and tool definitions at three
+/// characters a token, where the estimate elsewhere takes four) plus all the output it may
+/// ask for. Returns what was reserved (0 without a limit or a price); a call that would pass
+/// the limit is not made and the run fails `budget_exceeded`, naming the limit.
+async fn reserve(ctx: &RunCtx, request: &ModelRequest, tools_tokens: u64) -> Result<i64> {
+    let Some(max) = ctx.settings.max_cost_usd else { return Ok(0) };
+    let estimated: u64 = request.messages.iter().map(Message::estimated_tokens).sum::<u64>() + tools_tokens;
+    let input = estimated.saturating_mul(4).div_ceil(3) + 64;
+    let Some(worst) = ctx.engine.prices.cost(&ctx.settings.model, input, request.max_output_tokens as u64) else {
+        // Unpriced models are counted at $0 (with a warning); nothing to reserve.
+        return Ok(0);
+    };
+    let limit = (max * 1e6).round() as i64;
+    match ctx.engine.store.reserve_cost(&ctx.run.id, worst.0, limit).await? {
+        autodev_store::Reservation::Granted => Ok(worst.0),
+        autodev_store::Reservation::Denied { spent_micros, reserved_micros } => {
+            let in_flight = if reserved_micros > 0 {
+                format!(" with ${:.4} reserved by calls in flight", reserved_micros as f64 / 1e6)
+            } else {
+                String::new()
+            };
+            Err(EngineError::Failed(format!(
+                "budget_exceeded: the run's limit max_cost_usd = ${max:.4} would be passed: ${:.4} spent{in_flight}, and the next model call may cost up to ${:.4} (raise the limit and resume the run to continue)",
+                spent_micros as f64 / 1e6,
+                worst.0 as f64 / 1e6
+            )))
+        }
+    }
 }

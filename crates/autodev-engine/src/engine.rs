@@ -312,6 +312,8 @@ impl Engine {
             return Ok(Outcome::Finished(run.run_state()));
         }
         self.claim(run_id).await?;
+        // No call of this run is in flight now (one that was died with its process).
+        self.store.clear_reservations(run_id).await?;
         let mut settings: RunSettings = serde_json::from_str(&run.settings)
             .map_err(|e| EngineError::Invalid(format!("stored settings of run {run_id} are unreadable: {e}")))?;
         // A project run works in this worker's clone of the project's repository.

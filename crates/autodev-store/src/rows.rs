@@ -238,6 +238,8 @@ pub struct ModelCallRecord<'a> {
     pub output_tokens: u64,
     pub cost_micros: i64,
     pub latency_ms: u64,
+    /// The reservation this call held (see [`crate::Store::reserve_cost`]), released with it.
+    pub reserved_micros: i64,
 }
 
 /// A tool call about to run.

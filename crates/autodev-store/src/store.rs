@@ -1086,8 +1086,10 @@ impl Store {
         )
         .await?;
         tx.exec(
-            "UPDATE runs SET input_tokens = input_tokens + $1, output_tokens = output_tokens + $2, cost_micros = cost_micros + $3 WHERE id = $4",
-            &[input.into(), output.into(), rec.cost_micros.into(), rec.run_id.into()],
+            "UPDATE runs SET input_tokens = input_tokens + $1, output_tokens = output_tokens + $2, cost_micros = cost_micros + $3,
+                 reserved_micros = CASE WHEN reserved_micros > $5 THEN reserved_micros - $5 ELSE 0 END
+             WHERE id = $4",
+            &[input.into(), output.into(), rec.cost_micros.into(), rec.run_id.into(), rec.reserved_micros.into()],
         )
         .await?;
         let mut seqs = vec![tx.event_raw(rec.run_id, now, "model_call", &call_json).await?];
@@ -1614,4 +1616,5 @@ impl Store {
     }
 }
 
+pub(crate) mod budget;
 pub(crate) mod outbox;

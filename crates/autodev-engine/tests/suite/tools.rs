@@ -151,14 +151,48 @@ async fn the_run_stops_calling_the_model_once_its_cost_budget_is_spent() {
     }
     let mut s = settings(&app.server);
     s.model = "gpt-4.1".into(); // $2/M in, $8/M out: 1,000 + 100 tokens = $0.0028 a call
+    s.max_output_tokens = 200;
     s.max_cost_usd = Some(0.01);
     let (id, outcome) = app.run(s, "# Costly").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
-    assert!(
-        app.reason(&id).await.contains("the run's cost budget is spent ($0.0112 of $0.0100)"),
-        "{}",
-        app.reason(&id).await
-    );
-    // Planner + 3 task calls = $0.0112: the fifth call was never made.
-    assert_eq!(app.script.requests.lock().unwrap().len(), 4);
+    let reason = app.reason(&id).await;
+    assert!(reason.starts_with("budget_exceeded: the run's limit max_cost_usd = $0.0100 would be passed"), "{reason}");
+    // Each call reserved its worst case first, so the spend never passed the limit (before
+    // reservations this run stopped at $0.0112).
+    let run = app.engine.store().get_run(&id).await.unwrap();
+    assert!(run.cost_micros <= 10_000, "spent {} µ$", run.cost_micros);
+    let calls = app.script.requests.lock().unwrap().len() as i64;
+    assert!(calls >= 2 && run.cost_micros == calls * 2_800, "{calls} calls, {} µ$", run.cost_micros);
+}
+
+/// Issue 12's report: four agents in parallel each checked the spend and then called, and a
+/// $2.00 run stopped at $2.146. With reservations, four parallel agents stop within the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_parallel_agents_stop_within_the_cost_limit() {
+    let app = TestApp::new().await;
+    let tasks: Vec<_> = (1..=4)
+        .map(|i| json!({"id": format!("t{i}"), "title": format!("Costly {i}"), "description": "", "depends_on": [], "acceptance": []}))
+        .collect();
+    app.script.plan(json!(tasks));
+    for i in 1..=4 {
+        for turn in 0..20 {
+            app.script.on(
+                &format!("task:t{i}"),
+                turn,
+                vec![call("search", json!({"pattern": format!("t{i}x{turn}")}))],
+            );
+        }
+    }
+    let mut s = settings(&app.server);
+    s.model = "gpt-4.1".into();
+    s.max_output_tokens = 200;
+    s.max_parallel = 4;
+    s.max_cost_usd = Some(0.03);
+    let (id, outcome) = app.run(s, "# Costly in parallel").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    assert!(app.reason(&id).await.starts_with("budget_exceeded:"), "{}", app.reason(&id).await);
+    let run = app.engine.store().get_run(&id).await.unwrap();
+    assert!(run.cost_micros <= 30_000, "spent {} µ$ of 30000", run.cost_micros);
+    // The limit was used, not left idle: within one call's worst case of it.
+    assert!(run.cost_micros > 30_000 - 2 * 4_500, "spent only {} µ$", run.cost_micros);
 }

@@ -78,6 +78,51 @@ pub fn created() -> EventKind {
 }
 
 both! {
+// Issue 12: four agents each checked the spend so far and then called, and a $2.00 run
+// stopped at $2.146. Reservations are granted in one conditional update: 32 concurrent
+// callers (on several connections) reserving $0.10 each against $2.00 get exactly 20, and
+// recording a call's real cost releases its reservation.
+async fn concurrent_reservations_never_pass_the_limit(store) {
+    let run = new_run();
+    store.insert_run(&run, created()).await.unwrap();
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (store, id) = (store.clone(), run.id.clone());
+            tokio::spawn(async move { store.reserve_cost(&id, 100_000, 2_000_000).await.unwrap() })
+        })
+        .collect();
+    let mut granted = 0;
+    for t in tasks {
+        if t.await.unwrap() == autodev_store::Reservation::Granted {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 20);
+    // A call that cost less than it reserved gives the rest back.
+    let rec = ModelCallRecord {
+        run_id: &run.id,
+        conversation: "planner",
+        turn: 0,
+        provider: "openai",
+        model: "gpt-4o",
+        response_json: "{}",
+        input_tokens: 1000,
+        output_tokens: 100,
+        cost_micros: 60_000,
+        latency_ms: 1,
+        reserved_micros: 100_000,
+    };
+    store.record_model_call(&rec, None).await.unwrap();
+    assert_eq!(
+        store.reserve_cost(&run.id, 50_000, 2_000_000).await.unwrap(),
+        autodev_store::Reservation::Denied { spent_micros: 60_000, reserved_micros: 1_900_000 }
+    );
+    assert_eq!(store.reserve_cost(&run.id, 40_000, 2_000_000).await.unwrap(), autodev_store::Reservation::Granted);
+    store.release_cost(&run.id, 40_000).await.unwrap();
+    store.clear_reservations(&run.id).await.unwrap();
+    assert_eq!(store.reserve_cost(&run.id, 1_940_000, 2_000_000).await.unwrap(), autodev_store::Reservation::Granted);
+}
+
 async fn run_lifecycle_is_enforced_and_recorded_as_events(store) {
     let run = new_run();
     store.insert_run(&run, created()).await.unwrap();
@@ -127,6 +172,7 @@ async fn steps_are_persisted_with_usage_and_read_back_in_order(store) {
         output_tokens: output,
         cost_micros: cost,
         latency_ms: 10,
+        reserved_micros: 0,
     };
     let read = ToolStart { idx: 0, call_id: "c1", name: "read_file", arguments: "{}", target: "a.rs" };
     let events = store.record_model_call(&rec(0, 100, 20, 450), Some(&read)).await.unwrap();

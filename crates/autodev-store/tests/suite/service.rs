@@ -224,6 +224,7 @@ super::runs::both! {
                 output_tokens: 10,
                 cost_micros: 7,
                 latency_ms: 1,
+                reserved_micros: 0,
             };
             store.record_model_call(&rec, None).await.unwrap();
         }
