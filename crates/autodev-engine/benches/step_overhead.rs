@@ -8,6 +8,9 @@
 //! tool's own time, leaving what the engine adds: building the request, storing the reply,
 //! storing the tool call as started and as finished, and the events.
 //!
+//! The second line is the same run with `max_cost_usd` set: the difference is what a budget
+//! reservation (one conditional UPDATE in its own transaction) adds to a model call.
+//!
 //! Memory: 50 runs driven concurrently, each model call taking 20 ms (so all 50 are in flight
 //! at once), peak RSS (VmHWM) of the process.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -116,14 +119,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn step_overhead(steps: u32) {
+async fn step_overhead(steps: u32, max_cost_usd: Option<f64>) {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path());
     let home = dir.path().join("home");
     let store = Store::open(&home.join("autodev.db")).await.unwrap();
     let model = Arc::new(InstantModel { steps, delay: Duration::ZERO, calls: AtomicU64::new(0) });
     let engine = Engine::new(store, model, PriceTable::default(), &home).collect_step_overheads();
-    let req = RunRequest { repo, spec: Spec::parse(b"# bench").unwrap(), base: None, settings: settings() };
+    let settings = RunSettings { max_cost_usd, ..settings() };
+    let req = RunRequest { repo, spec: Spec::parse(b"# bench").unwrap(), base: None, settings };
     let id = engine.create_run(req).await.unwrap().id;
     let started = Instant::now();
     let outcome = engine.drive(&id, CancellationToken::new()).await.unwrap();
@@ -134,7 +138,8 @@ async fn step_overhead(steps: u32) {
     all.sort();
     let n = all.len();
     let mean = all.iter().sum::<Duration>() / n as u32;
-    println!("step overhead over {n} steps (model reply + tool start + tool finish persisted, events included):");
+    let with = if max_cost_usd.is_some() { ", with a cost limit (a reservation per call)" } else { "" };
+    println!("step overhead over {n} steps (model reply + tool start + tool finish persisted, events included{with}):");
     println!(
         "  median {:>7.1} µs   p90 {:>7.1} µs   p99 {:>7.1} µs   mean {:>7.1} µs   (whole run {:.2} s)",
         percentile(&all, 0.5).as_secs_f64() * 1e6,
@@ -193,7 +198,9 @@ fn main() {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        step_overhead(400).await;
+        step_overhead(400, None).await;
+        // The same with max_cost_usd: each call first reserves its worst case in the store.
+        step_overhead(400, Some(1_000.0)).await;
         memory_in_flight(50).await;
     });
 }
