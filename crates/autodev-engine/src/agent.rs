@@ -309,7 +309,19 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                         0
                     }
                 };
-                ctx.cost_micros.fetch_add(cost, Ordering::Relaxed);
+                let spent = ctx.cost_micros.fetch_add(cost, Ordering::Relaxed) + cost;
+                if let Some(max) = ctx.settings.max_cost_usd
+                    && spent as f64 >= max * 0.8e6
+                    && !ctx.warned_budget.swap(true, Ordering::Relaxed)
+                {
+                    let message = format!(
+                        "80% of the run's limit max_cost_usd = ${max:.4} is spent (${:.4})",
+                        spent as f64 / 1e6
+                    );
+                    tracing::warn!(run = %ctx.run.id, "{message}");
+                    metrics::counter!("autodev_budget_warnings_total", "limit" => "run").increment(1);
+                    ctx.event(EventKind::Warning { message }).await?;
+                }
                 let json = serde_json::to_string(&response).map_err(autodev_store::StoreError::from)?;
                 // The reply and the start of its first tool call are stored together, before
                 // the tool runs.

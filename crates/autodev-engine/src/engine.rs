@@ -69,6 +69,8 @@ pub(crate) struct RunCtx {
     pub cancel: CancellationToken,
     pub cost_micros: AtomicI64,
     pub warned_unpriced: std::sync::atomic::AtomicBool,
+    /// Whether the 80% warning of the run's cost limit was given (once per process).
+    pub warned_budget: std::sync::atomic::AtomicBool,
 }
 
 impl RunCtx {
@@ -341,6 +343,7 @@ impl Engine {
             dir,
             cancel: cancel.child_token(),
             warned_unpriced: Default::default(),
+            warned_budget: Default::default(),
         });
         // Heartbeat: keep the lease, and notice a cancel made by another process.
         let watcher = {

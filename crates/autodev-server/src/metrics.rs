@@ -55,6 +55,7 @@ fn describe() {
         "Model call latency by provider and model."
     );
     describe_counter!("autodev_tool_calls_total", "Agent tool calls by tool and outcome.");
+    describe_counter!("autodev_budget_warnings_total", "Runs that spent 80% of a cost limit, by limit.");
 }
 
 /// Records every request's count and latency by its route template (not the raw path, so

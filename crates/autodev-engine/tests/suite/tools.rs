@@ -163,6 +163,12 @@ async fn the_run_stops_calling_the_model_once_its_cost_budget_is_spent() {
     assert!(run.cost_micros <= 10_000, "spent {} µ$", run.cost_micros);
     let calls = app.script.requests.lock().unwrap().len() as i64;
     assert!(calls >= 2 && run.cost_micros == calls * 2_800, "{calls} calls, {} µ$", run.cost_micros);
+    // A warning at 80%.
+    let events = app.engine.store().events(&id, 0).await.unwrap();
+    assert!(
+        events.iter().any(|e| matches!(&e.kind, EventKind::Warning { message } if message.starts_with("80% of the run's limit max_cost_usd = $0.0100"))),
+        "no 80% warning"
+    );
 }
 
 /// Issue 12's report: four agents in parallel each checked the spend and then called, and a
