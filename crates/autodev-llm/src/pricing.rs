@@ -12,7 +12,9 @@ pub struct ModelInfo {
     pub input: f64,
     /// USD per million output tokens.
     pub output: f64,
-    /// Context window in tokens.
+    /// Context window in tokens. May be left out of a price override (0 here): the built-in
+    /// table's window for the model is kept, else [`DEFAULT_CONTEXT_WINDOW`].
+    #[serde(default)]
     pub context_window: u64,
 }
 
@@ -88,7 +90,11 @@ impl PriceTable {
     pub fn with_overrides(overrides: &BTreeMap<String, ModelInfo>) -> Self {
         let mut table = Self::default();
         for (model, info) in overrides {
-            table.entries.insert(model.clone(), *info);
+            let mut info = *info;
+            if info.context_window == 0 {
+                info.context_window = table.lookup(model).map_or(DEFAULT_CONTEXT_WINDOW, |i| i.context_window);
+            }
+            table.entries.insert(model.clone(), info);
         }
         table
     }
@@ -163,5 +169,11 @@ mod tests {
         let t = PriceTable::with_overrides(&o);
         assert_eq!(t.cost("my-local-model", 1_000_000, 0), Some(MicroUsd(1_000_000)));
         assert_eq!(t.context_window("my-local-model"), 8_000);
+        // A price override without a window keeps the known one (issue 12: it was refused).
+        let o: BTreeMap<String, ModelInfo> =
+            serde_json::from_str(r#"{"gpt-4.1": {"input": 1.0, "output": 2.0}}"#).unwrap();
+        let t = PriceTable::with_overrides(&o);
+        assert_eq!(t.context_window("gpt-4.1"), PriceTable::default().context_window("gpt-4.1"));
+        assert_eq!(t.lookup("gpt-4.1").unwrap().input, 1.0);
     }
 }
