@@ -71,7 +71,7 @@ pub const KEYS: &[Key] = &[
         Some("AUTODEV_MAX_COST_USD"),
         "none",
         RepositoryTighten,
-        "The run fails before a model call that would start past this many dollars.",
+        "Each model call first reserves its worst-case cost (input estimated high, plus max_output_tokens); one that could pass this many dollars is not made and the run fails `budget_exceeded` (concurrent agents included). A warning at 80%.",
     ),
     k(
         "max_output_tokens",
