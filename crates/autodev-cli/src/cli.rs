@@ -31,6 +31,10 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Cancel a run (a process driving it stops within a second).
     Cancel(RunRef),
+    /// Approve a run's plan (a run waiting at the approval gate).
+    Approve(DecisionArgs),
+    /// Reject a run's plan: the run is cancelled with the comment as its reason.
+    Reject(DecisionArgs),
     /// Tell the configured integrations (GitHub, Slack, webhooks) about a run's milestones
     /// that were not delivered, now.
     Deliver(DeliverArgs),
@@ -54,6 +58,15 @@ pub enum Command {
     Keys(KeysCommand),
     /// Run the bundled example offline from a recorded cassette.
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DecisionArgs {
+    /// Run id, short id or a unique prefix.
+    pub run: String,
+    /// Why (recorded with the decision; a rejection's becomes the run's reason).
+    #[arg(long)]
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Args)]

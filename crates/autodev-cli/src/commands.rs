@@ -24,6 +24,8 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Run(args) => run(&home, cli.config.as_deref(), args).await,
         Command::Resume(args) => resume(&home, cli.config.as_deref(), args).await,
         Command::Cancel(r) => cancel(&home, &r.run).await,
+        Command::Approve(a) => crate::gates::decide(&home, &a.run, true, a.comment.as_deref()).await,
+        Command::Reject(a) => crate::gates::decide(&home, &a.run, false, a.comment.as_deref()).await,
         Command::Deliver(args) => crate::deliver::deliver(&home, cli.config.as_deref(), &args.run, args.json).await,
         Command::Runs(RunsCommand::List { limit, json }) => list(&home, limit, json).await,
         Command::Runs(RunsCommand::Show { run, json }) => show(&home, &run, json).await,
@@ -256,7 +258,10 @@ pub async fn drive_and_report(
         Outcome::Finished(RunState::Succeeded) => Exit::Ok,
         Outcome::Finished(_) => Exit::Failed,
         Outcome::AwaitingApproval => {
-            eprintln!("the plan awaits approval; decide with: autodev resume --approve {}", row.short_id);
+            eprintln!(
+                "the plan awaits approval; decide with: autodev resume --approve {0} (or autodev approve {0}, autodev reject {0} --comment \"…\")",
+                row.short_id
+            );
             Exit::Ok
         }
         Outcome::Interrupted(state) => {
@@ -266,7 +271,7 @@ pub async fn drive_and_report(
     })
 }
 
-fn whoami() -> String {
+pub(crate) fn whoami() -> String {
     std::env::var("USER").unwrap_or_else(|_| "terminal".into())
 }
 

@@ -15,6 +15,7 @@ mod deliver;
 mod demo;
 mod display;
 mod doctor;
+mod gates;
 mod provider;
 mod reference;
 

@@ -674,3 +674,55 @@ async fn a_run_is_delivered_to_a_webhook_and_deliver_retries_what_failed() {
     let last = requests.last().unwrap();
     assert!(last.headers.get("x-autodev-signature-256").unwrap().to_str().unwrap().starts_with("sha256="));
 }
+
+/// `autodev approve` and `autodev reject` decide at the plan gate, recorded under the user.
+#[tokio::test(flavor = "multi_thread")]
+async fn approve_and_reject_decide_at_the_plan_gate() {
+    use autodev_domain::{EventKind, RunId, RunState};
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let store = autodev_store::Store::open(&home.join("autodev.db")).await.unwrap();
+    let mut shorts = Vec::new();
+    for title in ["One", "Two"] {
+        let id = RunId::new();
+        let run = autodev_store::NewRun {
+            id: id.to_string(),
+            short_id: id.short(),
+            title: title.into(),
+            spec: format!("# {title}"),
+            repo: "/tmp/repo".into(),
+            base_branch: "main".into(),
+            base_commit: "abc".into(),
+            branch: format!("autodev/{}-x", id.short()),
+            settings: "{}".into(),
+            project_id: None,
+            origin: None,
+        };
+        let created = EventKind::RunCreated {
+            title: title.into(),
+            repo: "/tmp/repo".into(),
+            base_branch: "main".into(),
+            test_command: "true".into(),
+        };
+        store.insert_run(&run, created).await.unwrap();
+        store.set_run_state(&run.id, RunState::Planning, None).await.unwrap();
+        store.set_run_state(&run.id, RunState::AwaitingApproval, None).await.unwrap();
+        shorts.push(id.short());
+    }
+    let (code, stdout, stderr) = output(autodev(&home).args(["approve", &shorts[0], "--comment", "looks right"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("approved") && stdout.contains("executing") && stdout.contains("autodev resume"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = output(autodev(&home).args(["reject", &shorts[1], "--comment", "too broad"]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("rejected") && stdout.contains("cancelled"), "{stdout}");
+    let (_, stdout, _) = output(autodev(&home).args(["runs", "show", &shorts[1]]));
+    assert!(stdout.contains("plan rejected: too broad"), "{stdout}");
+    // Not at the gate: refused with why.
+    let (code, _, stderr) = output(autodev(&home).args(["approve", &shorts[1]]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not awaiting_approval"), "{stderr}");
+}
