@@ -73,7 +73,7 @@ pub fn router(state: AppState) -> Router {
         // refused before the body is read (tower-http), in the one error shape (json_errors).
         .layer(axum::extract::DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(crate::extract::MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(crate::error::json_errors))
+        .layer(crate::error::JsonErrorsLayer)
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(state)
 }

@@ -139,29 +139,11 @@ fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
-/// Middleware: every error leaves in the one shape. A response of 400 or more that is not
-/// JSON already (axum answers a wrong method with an empty 405, a path it cannot decode with
-/// plain text) gets the error body, its text as the message; its headers (`Allow`) stay.
-pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let uri = req.uri();
-    if uri.path().len() + uri.query().map_or(0, str::len) > MAX_URI_BYTES {
-        return ApiError::new(
-            StatusCode::URI_TOO_LONG,
-            "uri_too_long",
-            format!("the URI is over {} KiB", MAX_URI_BYTES / 1024),
-        )
-        .into_response();
-    }
-    let response = next.run(req).await;
+/// Rewrites a response that is an error but not JSON yet (axum answers a wrong method with an
+/// empty 405, a path it cannot decode with plain text; tower-http's body limit answers 413 in
+/// plain text) into the one shape, its text as the message; its headers (`Allow`) stay.
+async fn rewrite(response: Response) -> Response {
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if status.as_u16() < 400 || is_json {
-        return response;
-    }
     let (mut parts, body) = response.into_parts();
     let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text).trim().to_string();
@@ -183,6 +165,75 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
         fresh.headers_mut().insert(name, value.clone());
     }
     fresh
+}
+
+/// Whether a response needs [`rewrite`]: an error that is not JSON.
+fn needs_rewrite(response: &Response) -> bool {
+    response.status().as_u16() >= 400
+        && !response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+}
+
+type Answer = Result<Response, std::convert::Infallible>;
+type Rewritten = futures::future::Either<futures::future::Ready<Answer>, futures::future::BoxFuture<'static, Answer>>;
+
+/// A layer that makes every error leave in the one shape (see [`rewrite`]) and answers URIs
+/// over [`MAX_URI_BYTES`] with 414. Written as a tower service rather than
+/// `axum::middleware::from_fn` so that the common path (a response that needs nothing) costs
+/// a status check, not a boxed future per request.
+#[derive(Clone, Copy, Default)]
+pub struct JsonErrorsLayer;
+
+impl<S> tower::Layer<S> for JsonErrorsLayer {
+    type Service = JsonErrors<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        JsonErrors { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct JsonErrors<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<axum::extract::Request> for JsonErrors<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response, Error = std::convert::Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<
+        futures::future::Ready<Answer>,
+        futures::future::Then<S::Future, Rewritten, fn(Answer) -> Rewritten>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        use futures::FutureExt;
+        let uri = req.uri();
+        if uri.path().len() + uri.query().map_or(0, str::len) > MAX_URI_BYTES {
+            let answer = ApiError::new(
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                format!("the URI is over {} KiB", MAX_URI_BYTES / 1024),
+            )
+            .into_response();
+            return futures::future::Either::Left(futures::future::ready(Ok(answer)));
+        }
+        let then: fn(Answer) -> Rewritten = |answer| match answer {
+            Ok(response) if needs_rewrite(&response) => {
+                futures::future::Either::Right(async move { Ok(rewrite(response).await) }.boxed())
+            }
+            other => futures::future::Either::Left(futures::future::ready(other)),
+        };
+        futures::future::Either::Right(self.inner.call(req).then(then))
+    }
 }
 
 #[cfg(test)]
