@@ -708,25 +708,19 @@ async fn review_feedback_adds_commits_to_the_same_branch_and_pull_request(app) {
         concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/github/pull_request_review_comment.created.json"),
     ).unwrap()).unwrap();
     payload["comment"]["body"] = json!("/autodev Say it with an emoji too, in emoji.txt");
-    let body = serde_json::to_vec(&payload).unwrap();
-    let hook = |delivery: &str| {
-        app.post("/webhooks/github", None)
-            .header("x-hub-signature-256", crate::suite::webhooks::sign(super::super::GITHUB_SECRET, &body))
-            .header("x-github-event", "pull_request_review_comment")
-            .header("x-github-delivery", delivery)
-            .header("content-type", "application/json")
-            .body(body.clone())
+    let hook = |delivery: &'static str| {
+        let payload = payload.clone();
+        let app = &app;
+        async move { crate::suite::webhooks::signed_github(app, "pull_request_review_comment", delivery, &payload).await }
     };
     app.script
         .plan(json!([{"id": "t2", "title": "Add emoji", "description": "", "depends_on": [], "acceptance": []}]))
         .on("task:t2", 0, vec![write("emoji.txt", "👋\n"), finish("ok")]);
-    let r = hook("review-1").send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let created: Value = r.json().await.unwrap();
+    let (status, created) = hook("review-1").await;
+    assert_eq!(status, 201, "{created}");
     let follow_id = created["run"]["id"].as_str().unwrap().to_string();
     // One active run per pull request.
-    let r = hook("review-2").send().await.unwrap();
-    let v: Value = r.json().await.unwrap();
+    let (_, v) = hook("review-2").await;
     assert_eq!(v["status"], "ignored", "{v}");
     let done = wait_for_end(&app, &follow_id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
@@ -755,22 +749,17 @@ async fn review_feedback_adds_commits_to_the_same_branch_and_pull_request(app) {
     let mut review: Value = serde_json::from_str(&std::fs::read_to_string(
         concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/github/pull_request_review.submitted.json"),
     ).unwrap()).unwrap();
-    let send_review = |review: &Value, delivery: &str| {
-        let body = serde_json::to_vec(review).unwrap();
-        app.post("/webhooks/github", None)
-            .header("x-hub-signature-256", crate::suite::webhooks::sign(super::super::GITHUB_SECRET, &body))
-            .header("x-github-event", "pull_request_review")
-            .header("x-github-delivery", delivery)
-            .header("content-type", "application/json")
-            .body(body)
+    let send_review = |review: &Value, delivery: &'static str| {
+        let review = review.clone();
+        let app = &app;
+        async move { crate::suite::webhooks::signed_github(app, "pull_request_review", delivery, &review).await }
     };
-    let v: Value = send_review(&review, "review-3").send().await.unwrap().json().await.unwrap();
+    let (_, v) = send_review(&review, "review-3").await;
     assert_eq!(v["status"], "ignored", "the fixture's review only comments: {v}");
     review["review"]["state"] = json!("changes_requested");
     review["review"]["body"] = json!("Please add a test for the emoji.");
-    let r = send_review(&review, "review-4").send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let v: Value = r.json().await.unwrap();
+    let (status, v) = send_review(&review, "review-4").await;
+    assert_eq!(status, 201, "{v}");
     let third = app.store.get_run(v["run"]["id"].as_str().unwrap()).await.unwrap();
     assert!(third.spec.contains("Please add a test for the emoji."), "{}", third.spec);
     assert_eq!(third.base_branch, branch, "a follow-up starts from the pull request's branch");

@@ -32,7 +32,7 @@ async fn github(app: &TestApp, event: &str, delivery: &str, body: &[u8], signatu
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn signed_github(app: &TestApp, event: &str, delivery: &str, payload: &Value) -> (u16, Value) {
+pub async fn signed_github(app: &TestApp, event: &str, delivery: &str, payload: &Value) -> (u16, Value) {
     let body = serde_json::to_vec(payload).unwrap();
     github(app, event, delivery, &body, Some(sign(GITHUB_SECRET, &body))).await
 }
