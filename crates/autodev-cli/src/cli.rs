@@ -31,6 +31,8 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Cancel a run (a process driving it stops within a second).
     Cancel(RunRef),
+    /// What model calls cost: by project, model, day or run.
+    Costs(CostsArgs),
     /// Approve a run's plan (a run waiting at the approval gate).
     Approve(DecisionArgs),
     /// Reject a run's plan: the run is cancelled with the comment as its reason.
@@ -58,6 +60,19 @@ pub enum Command {
     Keys(KeysCommand),
     /// Run the bundled example offline from a recorded cassette.
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CostsArgs {
+    /// The last N days (1 to 366).
+    #[arg(long, default_value_t = 30)]
+    pub days: i64,
+    /// How to group the costs.
+    #[arg(long, default_value = "project", value_parser = ["project", "model", "day", "run"])]
+    pub by: String,
+    /// JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

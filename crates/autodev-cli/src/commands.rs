@@ -24,6 +24,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Run(args) => run(&home, cli.config.as_deref(), args).await,
         Command::Resume(args) => resume(&home, cli.config.as_deref(), args).await,
         Command::Cancel(r) => cancel(&home, &r.run).await,
+        Command::Costs(a) => crate::costs::costs(&home, a.days, &a.by, a.json).await,
         Command::Approve(a) => crate::gates::decide(&home, &a.run, true, a.comment.as_deref()).await,
         Command::Reject(a) => crate::gates::decide(&home, &a.run, false, a.comment.as_deref()).await,
         Command::Deliver(args) => crate::deliver::deliver(&home, cli.config.as_deref(), &args.run, args.json).await,

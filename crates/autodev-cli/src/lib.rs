@@ -11,6 +11,7 @@
 pub mod cli;
 mod commands;
 mod config;
+mod costs;
 mod deliver;
 mod demo;
 mod display;

@@ -673,6 +673,18 @@ async fn a_run_is_delivered_to_a_webhook_and_deliver_retries_what_failed() {
     assert_eq!(requests.len(), 4);
     let last = requests.last().unwrap();
     assert!(last.headers.get("x-autodev-signature-256").unwrap().to_str().unwrap().starts_with("sha256="));
+
+    // `autodev costs`: by run and by model, as text and JSON.
+    let (code, stdout, _) = output(autodev(&home).args(["costs", "--by", "run", "--json"]));
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["rows"][0]["run"].as_str().unwrap().starts_with(&short), "{v}");
+    assert!(v["total_cost_usd"].as_f64().unwrap() > 0.0, "{v}");
+    let (code, stdout, _) = output(autodev(&home).args(["costs", "--by", "model"]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("gpt-") && stdout.contains("total, last 30 days"), "{stdout}");
+    let (code, _, stderr) = output(autodev(&home).args(["costs", "--days", "0"]));
+    assert_eq!(code, 2, "{stderr}");
 }
 
 /// `autodev approve` and `autodev reject` decide at the plan gate, recorded under the user.

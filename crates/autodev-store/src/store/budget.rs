@@ -4,7 +4,7 @@
 //! lock on PostgreSQL, the one writer on SQLite), so concurrent agents, processes and machines
 //! cannot all pass the check and overshoot together. The call's real cost is recorded with
 //! its reservation released ([`Store::record_model_call`]).
-use super::Store;
+use super::{Db, Store};
 use crate::Result;
 
 /// The answer to a reservation.
@@ -57,5 +57,26 @@ impl Store {
         let mut tx = self.begin().await?;
         tx.exec("UPDATE runs SET reserved_micros = 0 WHERE id = $1", &[run_id.into()]).await?;
         tx.commit().await
+    }
+
+    /// The costliest runs created since `since_ms`: (short id, title, project name or "",
+    /// input tokens, output tokens, cost in micro-dollars), most expensive first.
+    pub async fn costs_by_run(
+        &self,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String, String, i64, i64, i64)>> {
+        Ok(read!(self, |pool| {
+            sqlx::query_as(
+                "SELECT r.short_id, r.title, COALESCE(p.name, ''), r.input_tokens, r.output_tokens, r.cost_micros
+                 FROM runs r LEFT JOIN projects p ON p.id = r.project_id
+                 WHERE r.created_at >= $1 AND r.cost_micros > 0
+                 ORDER BY r.cost_micros DESC, r.created_at DESC LIMIT $2",
+            )
+            .bind(since_ms)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 }
