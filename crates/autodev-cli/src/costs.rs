@@ -41,7 +41,7 @@ pub async fn costs(home: &Path, days: i64, by: &str, json: bool) -> Exit {
             if by == "day" {
                 rows.reverse();
             } else {
-                rows.sort_by(|a, b| b.4.cmp(&a.4));
+                rows.sort_by_key(|r| std::cmp::Reverse(r.4));
             }
         }
         let total: i64 = rows.iter().map(|r| r.4).sum();
