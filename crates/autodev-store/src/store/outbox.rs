@@ -30,6 +30,9 @@ macro_rules! outbox_select {
     };
 }
 
+/// How old a milestone may be and still be delivered without being asked for again.
+pub const MAX_AGE_MS: i64 = 24 * 3_600_000;
+
 impl Store {
     /// Adds a milestone outside a state change (`run.pr_opened`); once per run and topic.
     pub async fn notify(&self, run_id: &str, topic: &str) -> Result<()> {
@@ -54,14 +57,17 @@ impl Store {
         let mut tx = self.begin().await?;
         let select = if tx.is_pg() {
             "SELECT id FROM outbox WHERE state = 'pending' AND next_at <= $1 AND lease_until < $1
-               AND ($3 = '' OR run_id = $3)
+               AND ($3 = '' OR run_id = $3) AND created_at >= $4
              ORDER BY next_at, seq, id LIMIT $2 FOR UPDATE SKIP LOCKED"
         } else {
             "SELECT id FROM outbox WHERE state = 'pending' AND next_at <= $1 AND lease_until < $1
-               AND ($3 = '' OR run_id = $3)
+               AND ($3 = '' OR run_id = $3) AND created_at >= $4
              ORDER BY next_at, seq, id LIMIT $2"
         };
-        let ids = tx.texts(select, &[now.into(), limit.into(), run_id.unwrap_or("").into()]).await?;
+        // Milestones a day old are not sent unasked: an integration configured later does not
+        // announce every old run. `retry_outbox` (an explicit `deliver`) makes them new again.
+        let fresh = now - MAX_AGE_MS;
+        let ids = tx.texts(select, &[now.into(), limit.into(), run_id.unwrap_or("").into(), fresh.into()]).await?;
         for id in &ids {
             tx.exec(
                 "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE id = $3",
@@ -117,7 +123,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let n = tx
             .exec(
-                "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $1, lease_owner = NULL, lease_until = 0
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $1, created_at = $1, lease_owner = NULL, lease_until = 0
                  WHERE run_id = $2 AND state <> 'done'",
                 &[now_ms().into(), run_id.into()],
             )

@@ -231,3 +231,25 @@ async fn many_openers_of_a_new_database_all_succeed() {
         open.await.unwrap().unwrap();
     }
 }
+
+/// A milestone a day old is not sent unasked (an integration configured later must not
+/// announce every old run); an explicit retry makes it due again.
+#[tokio::test]
+async fn old_milestones_wait_for_an_explicit_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("autodev.db");
+    let store = Store::open(&path).await.unwrap();
+    let run = new_run();
+    store.insert_run(&run, created()).await.unwrap();
+    store.set_run_state(&run.id, RunState::Planning, None).await.unwrap();
+    store.set_run_state(&run.id, RunState::Failed, Some("x")).await.unwrap();
+    let old = autodev_store::now_ms() - 2 * 86_400_000;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE outbox SET created_at = ?1, next_at = ?1", [old])
+        .unwrap();
+    assert!(store.claim_outbox("me", std::time::Duration::from_secs(60), None, 10).await.unwrap().is_empty());
+    assert_eq!(store.retry_outbox(&run.id).await.unwrap(), 1);
+    let claimed = store.claim_outbox("me", std::time::Duration::from_secs(60), None, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>(), vec!["run.failed"]);
+}
