@@ -725,9 +725,13 @@ pub async fn worker(home: &Path, config: Option<&Path>, args: crate::cli::Worker
 
 /// `autodev config check`: every problem at once (exit 2), or a summary of what is in force.
 pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> Exit {
-    let mut problems = match FileConfig::load(home, config, repo) {
-        Ok(cfg) => crate::config::delivery_config(&cfg).err().unwrap_or_default(),
-        Err(p) => p,
+    // Loaded and checked once; the summary below reads the same values.
+    let (loaded, mut problems) = match FileConfig::load(home, config, repo) {
+        Ok(cfg) => match crate::config::delivery_config(&cfg) {
+            Ok(delivery) => (Some((cfg, delivery)), Vec::new()),
+            Err(p) => (None, p),
+        },
+        Err(p) => (None, p),
     };
     for var in [
         "OPENAI_API_KEY",
@@ -750,7 +754,9 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
             problems.join("\n  - ")
         ));
     }
-    let cfg = FileConfig::load(home, config, repo).unwrap_or_default();
+    let Some((cfg, delivery)) = loaded else {
+        return Exit::Usage("invalid configuration".into());
+    };
     let configured: Vec<&str> = provider::PROVIDERS.iter().copied().filter(|p| provider::configured(p, &cfg)).collect();
     println!("configuration is valid");
     println!("  data directory   {}", home.display());
@@ -774,7 +780,6 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
             configured.join(", ")
         }
     );
-    let delivery = crate::config::delivery_config(&cfg).unwrap_or_default();
     let mut integrations = Vec::new();
     if let Some(gh) = &delivery.github {
         let how = match gh.auth {
