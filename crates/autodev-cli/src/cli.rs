@@ -27,7 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Plan, implement, test and deliver a spec on a new branch.
     Run(RunArgs),
-    /// Continue an interrupted run without repeating recorded model calls.
+    /// Continue an interrupted run without repeating recorded model calls, or a run stopped
+    /// `budget_exceeded` once its limit is raised.
     Resume(ResumeArgs),
     /// Cancel a run (a process driving it stops within a second).
     Cancel(RunRef),
@@ -152,6 +153,10 @@ pub struct ResumeArgs {
     /// If the run waits at the plan-approval gate, ask on the terminal.
     #[arg(long)]
     pub approve: bool,
+    /// A new cost limit for the run (USD): a run stopped by its `max_cost_usd` continues
+    /// under this one.
+    #[arg(long, value_name = "USD")]
+    pub max_cost_usd: Option<f64>,
     #[arg(long)]
     pub json: bool,
 }

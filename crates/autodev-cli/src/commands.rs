@@ -107,7 +107,14 @@ pub(crate) fn store_error(e: StoreError) -> Exit {
 }
 
 fn engine(store: Store, model: Arc<dyn ModelClient>, cfg: &FileConfig, home: &Path) -> Engine {
-    Engine::new(store, model, PriceTable::with_overrides(&cfg.prices), home).with_sandbox(sandbox_config(cfg))
+    Engine::new(store, model, PriceTable::with_overrides(&cfg.prices), home)
+        .with_sandbox(sandbox_config(cfg))
+        .with_budgets(budgets(cfg))
+}
+
+/// The operator's budgets from the configuration.
+pub fn budgets(cfg: &FileConfig) -> autodev_engine::Budgets {
+    autodev_engine::Budgets { monthly_usd: cfg.monthly_budget_usd }
 }
 
 /// The operator's sandbox choice from the configuration.
@@ -368,12 +375,34 @@ async fn summary(engine: &Engine, run: &RunRow, json: bool) {
 pub async fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Exit {
     let inner = async {
         let store = open_store(home).await?;
-        let row = store.find_run(&args.run).await.map_err(store_error)?;
-        if row.run_state().is_terminal() {
-            return Err(Exit::Usage(format!("run {} is already {}; nothing to resume", row.short_id, row.state)));
-        }
-        let settings: RunSettings =
+        let mut row = store.find_run(&args.run).await.map_err(store_error)?;
+        let mut settings: RunSettings =
             serde_json::from_str(&row.settings).map_err(|e| Exit::Usage(format!("stored settings unreadable: {e}")))?;
+        if let Some(max) = args.max_cost_usd {
+            if !(max.is_finite() && max > 0.0) {
+                return Err(Exit::Usage(format!("--max-cost-usd must be a positive number of dollars, not {max}")));
+            }
+            settings.max_cost_usd = Some(max);
+        }
+        let budget_stopped = row.run_state() == autodev_domain::RunState::Failed
+            && row.reason.as_deref().is_some_and(|r| r.starts_with(autodev_store::BUDGET_EXCEEDED));
+        if budget_stopped {
+            // Back to the state it stopped in; a limit still too low stops it again at once,
+            // with the same kind of reason.
+            let json = serde_json::to_string(&settings).map_err(|e| Exit::Usage(e.to_string()))?;
+            match store.reopen_budget_run(&row.id, Some(&json)).await.map_err(store_error)? {
+                Ok(_) => {}
+                Err(why) => return Err(Exit::Usage(format!("run {} cannot be reopened: {why}", row.short_id))),
+            }
+            row = store.get_run(&row.id).await.map_err(store_error)?;
+        } else if row.run_state().is_terminal() {
+            return Err(Exit::Usage(format!("run {} is already {}; nothing to resume", row.short_id, row.state)));
+        } else if args.max_cost_usd.is_some() {
+            return Err(Exit::Usage(format!(
+                "--max-cost-usd applies to a run stopped budget_exceeded; run {} is {}",
+                row.short_id, row.state
+            )));
+        }
         let cfg = FileConfig::load(home, config, Some(Path::new(&row.repo)))
             .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
         let replay = args.replay.as_ref().map(|p| absolute(p)).or(settings.replay.clone());
@@ -622,6 +651,7 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
     Ok(autodev_server::AppState {
         delivery,
         sandbox,
+        budgets: budgets(&cfg),
         store,
         pepper,
         home: home.to_path_buf(),

@@ -134,6 +134,9 @@ pub struct FileConfig {
     pub max_steps: Option<u32>,
     pub max_task_tokens: Option<u64>,
     pub max_cost_usd: Option<f64>,
+    /// What all runs together may spend per calendar month (UTC), in USD
+    /// (`AUTODEV_MONTHLY_BUDGET_USD`); a project's own is its `monthly_budget_usd` setting.
+    pub monthly_budget_usd: Option<f64>,
     pub max_output_tokens: Option<u32>,
     pub context_window: Option<u64>,
     pub command_timeout_secs: Option<u64>,
@@ -195,6 +198,7 @@ const ENV_KEYS: &[&str] = &[
     "max_steps",
     "max_task_tokens",
     "max_cost_usd",
+    "monthly_budget_usd",
     "max_output_tokens",
     "context_window",
     "command_timeout_secs",
@@ -332,6 +336,11 @@ impl FileConfig {
         }
         if let Some(c) = self.max_cost_usd.filter(|c| c.is_nan() || *c <= 0.0) {
             p.push(format!("max_cost_usd must be a positive number of dollars, not {c}"));
+        }
+        if let Some(c) = self.monthly_budget_usd.filter(|c| !c.is_finite() || *c <= 0.0) {
+            p.push(format!(
+                "monthly_budget_usd (AUTODEV_MONTHLY_BUDGET_USD) must be a positive number of dollars, not {c}"
+            ));
         }
         if self.context_window.is_some_and(|w| w < 2_000) {
             p.push("context_window must be at least 2000 tokens".into());

@@ -46,9 +46,40 @@ impl fmt::Display for MicroUsd {
     }
 }
 
+/// The calendar month (UTC) a Unix time in milliseconds falls in, as `YYYY-MM`: the key of
+/// monthly budgets.
+///
+/// Written out rather than taken from a date crate: it is the one calendar computation the
+/// domain needs (days → civil date, H. Hinnant's `civil_from_days`), and the domain has no
+/// dependencies beyond serde.
+pub fn month_of(unix_ms: i64) -> String {
+    let days = unix_ms.div_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_are_utc_calendar_months() {
+        assert_eq!(month_of(0), "1970-01");
+        // 2026-11-30T23:59:59.999Z and the millisecond after.
+        assert_eq!(month_of(1_796_083_199_999), "2026-11");
+        assert_eq!(month_of(1_796_083_200_000), "2026-12");
+        // 2024-02-29T12:00:00Z (a leap day), 2000-03-01T00:00:00Z.
+        assert_eq!(month_of(1_709_208_000_000), "2024-02");
+        assert_eq!(month_of(951_868_800_000), "2000-03");
+        assert_eq!(month_of(-1), "1969-12");
+    }
 
     #[test]
     fn cost_is_exact_per_million() {

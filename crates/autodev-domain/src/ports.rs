@@ -71,5 +71,11 @@ pub trait ModelClient: Send + Sync {
     /// (`openai`, `anthropic`, `replay`, ...).
     fn provider(&self) -> &str;
 
+    /// The (provider, model) pairs a call for `model` may be served by, in order: the model
+    /// itself, then any fallbacks. Budgets reserve the costliest of them.
+    fn candidates(&self, model: &str) -> Vec<(String, String)> {
+        vec![(self.provider().to_string(), model.to_string())]
+    }
+
     async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError>;
 }

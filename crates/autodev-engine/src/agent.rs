@@ -534,32 +534,98 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
     Err(EngineError::Failed(format!("{conv} ended without finishing")))
 }
 
-/// Reserves the call's worst-case cost against the run's `max_cost_usd` before it is made:
-/// its input estimated conservatively (the conversation and tool definitions at three
-/// characters a token, where the estimate elsewhere takes four) plus all the output it may
-/// ask for. Returns what was reserved (0 without a limit or a price); a call that would pass
-/// the limit is not made and the run fails `budget_exceeded`, naming the limit.
+/// Reserves the call's worst-case cost before it is made, against every limit that applies:
+/// the run's `max_cost_usd`, its project's `monthly_budget_usd` and the operator's monthly
+/// budget. The input is estimated conservatively (the conversation and tool definitions at
+/// three characters a token, where the estimate elsewhere takes four) and all the output it
+/// may ask for is added. Returns what was reserved (0 without a limit or a price); a call
+/// that would pass a limit is not made and the run fails `budget_exceeded`, naming the limit.
 async fn reserve(ctx: &RunCtx, request: &ModelRequest, tools_tokens: u64) -> Result<i64> {
-    let Some(max) = ctx.settings.max_cost_usd else { return Ok(0) };
+    let to_micros = |usd: f64| (usd * 1e6).round() as i64;
+    let project_month = match &ctx.run.project_id {
+        Some(_) => ctx.engine.store.project_monthly_budget(&ctx.run.id).await?.map(to_micros),
+        None => None,
+    };
+    let limits = autodev_store::Limits {
+        run: ctx.settings.max_cost_usd.map(to_micros),
+        project_month,
+        global_month: ctx.engine.budgets.monthly_usd.map(to_micros),
+    };
+    if limits == autodev_store::Limits::default() {
+        return Ok(0);
+    }
     let estimated: u64 = request.messages.iter().map(Message::estimated_tokens).sum::<u64>() + tools_tokens;
     let input = estimated.saturating_mul(4).div_ceil(3) + 64;
-    let Some(worst) = ctx.engine.prices.cost(&ctx.settings.model, input, request.max_output_tokens as u64) else {
+    // The costliest model the call may end up on (a fallback may cost more than the primary).
+    let worst = ctx
+        .engine
+        .model
+        .candidates(&ctx.settings.model)
+        .iter()
+        .filter_map(|(_, model)| ctx.engine.prices.cost(model, input, request.max_output_tokens as u64))
+        .max();
+    let Some(worst) = worst else {
         // Unpriced models are counted at $0 (with a warning); nothing to reserve.
         return Ok(0);
     };
-    let limit = (max * 1e6).round() as i64;
-    match ctx.engine.store.reserve_cost(&ctx.run.id, worst.0, limit).await? {
-        autodev_store::Reservation::Granted => Ok(worst.0),
-        autodev_store::Reservation::Denied { spent_micros, reserved_micros } => {
+    let usd = |m: i64| m as f64 / 1e6;
+    match ctx.engine.store.reserve_cost(&ctx.run.id, worst.0, &limits).await? {
+        autodev_store::Reservation::Granted { project_month: p, global_month: g } => {
+            for (kind, committed, limit) in [("project", p, limits.project_month), ("global", g, limits.global_month)] {
+                let (Some(committed), Some(limit)) = (committed, limit) else { continue };
+                let flag = if kind == "project" { &ctx.warned_project_month } else { &ctx.warned_global_month };
+                if committed as f64 >= limit as f64 * 0.8 && !flag.swap(true, Ordering::Relaxed) {
+                    let what = if kind == "project" {
+                        "the project's monthly_budget_usd"
+                    } else {
+                        "the monthly_budget_usd of this deployment"
+                    };
+                    let message = format!(
+                        "80% of {what} = ${:.4} is spent or reserved this month (${:.4})",
+                        usd(limit),
+                        usd(committed)
+                    );
+                    tracing::warn!(run = %ctx.run.id, "{message}");
+                    metrics::counter!("autodev_budget_warnings_total", "limit" => format!("{kind}_month")).increment(1);
+                    ctx.event(EventKind::Warning { message }).await?;
+                }
+            }
+            Ok(worst.0)
+        }
+        autodev_store::Reservation::Denied { limit, month, spent_micros, reserved_micros } => {
             let in_flight = if reserved_micros > 0 {
-                format!(" with ${:.4} reserved by calls in flight", reserved_micros as f64 / 1e6)
+                format!(" with ${:.4} reserved by calls in flight", usd(reserved_micros))
             } else {
                 String::new()
             };
-            Err(EngineError::Failed(format!(
-                "budget_exceeded: the run's limit max_cost_usd = ${max:.4} would be passed: ${:.4} spent{in_flight}, and the next model call may cost up to ${:.4} (raise the limit and resume the run to continue)",
-                spent_micros as f64 / 1e6,
-                worst.0 as f64 / 1e6
+            let (what, value, raise) = match limit {
+                autodev_store::LimitKind::Run => (
+                    "the run's limit max_cost_usd".to_string(),
+                    limits.run,
+                    "raise it (autodev resume RUN --max-cost-usd N) to continue",
+                ),
+                autodev_store::LimitKind::ProjectMonth => (
+                    format!("the project's monthly_budget_usd for {}", month.unwrap_or_default()),
+                    limits.project_month,
+                    "raise the project's monthly_budget_usd and resume the run to continue",
+                ),
+                autodev_store::LimitKind::GlobalMonth => (
+                    format!("the deployment's monthly_budget_usd for {}", month.unwrap_or_default()),
+                    limits.global_month,
+                    "raise monthly_budget_usd (AUTODEV_MONTHLY_BUDGET_USD) and resume the run to continue",
+                ),
+            };
+            metrics::counter!("autodev_budget_denials_total", "limit" => match limit {
+                autodev_store::LimitKind::Run => "run",
+                autodev_store::LimitKind::ProjectMonth => "project_month",
+                autodev_store::LimitKind::GlobalMonth => "global_month",
+            })
+            .increment(1);
+            Err(EngineError::Budget(format!(
+                "budget_exceeded: {what} = ${:.4} would be passed: ${:.4} spent{in_flight}, and the next model call may cost up to ${:.4} ({raise})",
+                usd(value.unwrap_or_default()),
+                usd(spent_micros),
+                usd(worst.0)
             )))
         }
     }

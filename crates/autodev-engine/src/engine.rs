@@ -34,6 +34,11 @@ pub enum EngineError {
     /// A budget (steps, tokens, cost) ran out, or an agent could not finish its work.
     #[error("{0}")]
     Failed(String),
+    /// A cost limit would be passed by the next model call. The reason starts with
+    /// `budget_exceeded:` and names the limit, the spend and the limit's value; the run can be
+    /// reopened once the limit is raised (`autodev resume`).
+    #[error("{0}")]
+    Budget(String),
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;
@@ -71,6 +76,9 @@ pub(crate) struct RunCtx {
     pub warned_unpriced: std::sync::atomic::AtomicBool,
     /// Whether the 80% warning of the run's cost limit was given (once per process).
     pub warned_budget: std::sync::atomic::AtomicBool,
+    /// The same for the project's and the deployment's monthly budgets.
+    pub warned_project_month: std::sync::atomic::AtomicBool,
+    pub warned_global_month: std::sync::atomic::AtomicBool,
 }
 
 impl RunCtx {
@@ -125,6 +133,16 @@ pub struct Engine {
     owner: String,
     pub(crate) step_overheads: Option<Arc<Mutex<Vec<Duration>>>>,
     pub(crate) sandbox: SandboxConfig,
+    pub(crate) budgets: Budgets,
+}
+
+/// The operator's budgets beyond each run's own (`monthly_budget_usd` in `autodev.toml`,
+/// `AUTODEV_MONTHLY_BUDGET_USD`). A project's monthly budget is its setting, read at each
+/// reservation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Budgets {
+    /// What all runs together may spend per calendar month (UTC), in USD.
+    pub monthly_usd: Option<f64>,
 }
 
 /// The operator's sandbox choice for every run this engine drives.
@@ -153,7 +171,14 @@ impl Engine {
             owner: process_owner(),
             step_overheads: None,
             sandbox: SandboxConfig::default(),
+            budgets: Budgets::default(),
         }
+    }
+
+    /// Sets the operator's budgets (the global monthly budget).
+    pub fn with_budgets(mut self, budgets: Budgets) -> Self {
+        self.budgets = budgets;
+        self
     }
 
     /// Sets the sandbox mode and read-only list (operator configuration).
@@ -344,6 +369,8 @@ impl Engine {
             cancel: cancel.child_token(),
             warned_unpriced: Default::default(),
             warned_budget: Default::default(),
+            warned_project_month: Default::default(),
+            warned_global_month: Default::default(),
         });
         // Heartbeat: keep the lease, and notice a cancel made by another process.
         let watcher = {

@@ -217,8 +217,10 @@ async fn execute(ctx: &Arc<RunCtx>) -> Result<()> {
         .map(|t| format!("task {} failed: {}", t.task_key, t.reason.clone().unwrap_or_default()))
         .collect();
     // A spent budget is the run's reason, as it is (`budget_exceeded: …`), not a task's.
-    if let Some(budget) = tasks.iter().filter_map(|t| t.reason.as_deref()).find(|r| r.starts_with("budget_exceeded:")) {
-        return Err(EngineError::Failed(budget.to_string()));
+    if let Some(budget) =
+        tasks.iter().filter_map(|t| t.reason.as_deref()).find(|r| r.starts_with(autodev_store::BUDGET_EXCEEDED))
+    {
+        return Err(EngineError::Budget(budget.to_string()));
     }
     if !failed.is_empty() {
         return Err(EngineError::Failed(failed.join("; ")));

@@ -39,6 +39,8 @@ pub struct AppState {
     pub webhooks: std::sync::Arc<crate::webhooks::WebhookConfig>,
     /// The operator's sandbox for every run this process's workers drive.
     pub sandbox: autodev_engine::SandboxConfig,
+    /// The operator's monthly budget for every run this process's workers drive.
+    pub budgets: autodev_engine::Budgets,
     /// Tells GitHub, Slack and webhooks about runs' milestones (no targets: nothing to do).
     pub delivery: std::sync::Arc<crate::delivery::Dispatcher>,
 }

@@ -67,7 +67,8 @@ async fn drive(state: &AppState, run_id: &str, shutdown: &CancellationToken) {
         Err(e) => return fail(state, run_id, &format!("no model client: {e}")).await,
     };
     let engine = Engine::new(state.store.clone(), model, (*state.prices).clone(), &state.home)
-        .with_sandbox(state.sandbox.clone());
+        .with_sandbox(state.sandbox.clone())
+        .with_budgets(state.budgets);
     match engine.drive(run_id, shutdown.child_token()).await {
         Ok(outcome) => tracing::info!(run = run_id, ?outcome, "worker finished driving a run"),
         Err(e) => tracing::error!(run = run_id, error = %e, "worker could not drive a run"),

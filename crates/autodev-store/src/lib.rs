@@ -27,7 +27,7 @@ mod tx;
 pub use rows::{
     KeyRow, ModelCallRecord, NewRun, ProjectRow, RunRef, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart,
 };
-pub use store::budget::Reservation;
+pub use store::budget::{BUDGET_EXCEEDED, LimitKind, Limits, Reservation};
 pub use store::outbox::OutboxRow;
 pub use store::{AuditEntry, Migrations, Stats, Store, StoreError, UsageRow, now_ms};
 

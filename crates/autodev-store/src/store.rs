@@ -1067,6 +1067,24 @@ impl Store {
         let step_json = step_event.as_ref().map(event_json).transpose()?;
         let (input, output) = (rec.input_tokens as i64, rec.output_tokens as i64);
         let mut tx = self.begin().await?;
+        if rec.cost_micros > 0 {
+            // The month's spend, global then the project's: the rows reservations lock, in
+            // their order (see `store::budget`).
+            let month = autodev_domain::month_of(now);
+            tx.exec(
+                "INSERT INTO budget_months (scope, month, spent_micros) VALUES ('global', $1, $2)
+                 ON CONFLICT (scope, month) DO UPDATE SET spent_micros = budget_months.spent_micros + excluded.spent_micros",
+                &[(&month).into(), rec.cost_micros.into()],
+            )
+            .await?;
+            tx.exec(
+                "INSERT INTO budget_months (scope, month, spent_micros)
+                 SELECT 'project:' || project_id, $1, $2 FROM runs WHERE id = $3 AND project_id IS NOT NULL
+                 ON CONFLICT (scope, month) DO UPDATE SET spent_micros = budget_months.spent_micros + excluded.spent_micros",
+                &[(&month).into(), rec.cost_micros.into(), rec.run_id.into()],
+            )
+            .await?;
+        }
         tx.exec(
             "INSERT INTO model_calls (run_id, conversation, turn, provider, model, response, input_tokens, output_tokens, cost_micros, latency_ms, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",

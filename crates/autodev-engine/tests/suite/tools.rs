@@ -202,3 +202,41 @@ async fn four_parallel_agents_stop_within_the_cost_limit() {
     // The limit was used, not left idle: within one call's worst case of it.
     assert!(run.cost_micros > 30_000 - 2 * 4_500, "spent only {} µ$", run.cost_micros);
 }
+
+/// A run stopped by its budget keeps what it did; raising the limit and resuming continues
+/// it where it stopped, without paying for a recorded call twice.
+#[tokio::test]
+async fn a_budget_stopped_run_continues_once_the_limit_is_raised() {
+    let app = TestApp::new().await;
+    app.script.plan(json!([{"id": "t1", "title": "Costly", "description": "", "depends_on": [], "acceptance": []}]));
+    for turn in 0..6 {
+        app.script.on("task:t1", turn, vec![call("search", json!({"pattern": format!("x{turn}")}))]);
+    }
+    app.script.on("task:t1", 6, vec![write("greeting.txt", "hello\n")]);
+    app.script.on("task:t1", 7, vec![finish("done")]);
+    let mut s = settings(&app.server);
+    s.model = "gpt-4.1".into();
+    s.max_output_tokens = 200;
+    s.max_cost_usd = Some(0.01);
+    let (id, outcome) = app.run(s.clone(), "# Costly").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    let stopped = app.engine.store().get_run(&id).await.unwrap();
+    let calls_before = app.script.requests.lock().unwrap().len();
+    // The limit is raised and the run reopened (what `autodev resume RUN --max-cost-usd` does).
+    s.max_cost_usd = Some(1.0);
+    let json = serde_json::to_string(&s).unwrap();
+    app.engine.store().reopen_budget_run(&id, Some(&json)).await.unwrap().unwrap();
+    let outcome = app.engine.drive(&id, tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert_eq!(outcome, Outcome::Finished(RunState::Succeeded), "{}", app.reason(&id).await);
+    // Each (conversation, turn) was asked once: the planner and task turns before the stop
+    // were not paid for again.
+    let mut seen = std::collections::HashSet::new();
+    for body in app.script.requests.lock().unwrap().iter() {
+        let key = autodev_testkit::conversation_of(body);
+        assert!(seen.insert(key.clone()), "{key:?} was asked twice");
+    }
+    assert_eq!(seen.len(), 1 + 8);
+    assert!(calls_before < 9, "{calls_before} calls before the stop");
+    let done = app.engine.store().get_run(&id).await.unwrap();
+    assert!(done.cost_micros > stopped.cost_micros);
+}

@@ -104,6 +104,7 @@ pub async fn spawn_app_on(backend: &str) -> TestApp {
             &Default::default(),
         )),
         sandbox: Default::default(),
+        budgets: Default::default(),
         store: store.clone(),
         pepper,
         home: dir.path().to_path_buf(),

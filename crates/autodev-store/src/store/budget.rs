@@ -4,40 +4,224 @@
 //! lock on PostgreSQL, the one writer on SQLite), so concurrent agents, processes and machines
 //! cannot all pass the check and overshoot together. The call's real cost is recorded with
 //! its reservation released ([`Store::record_model_call`]).
-use super::{Db, Store};
+use autodev_domain::{Event, EventKind, RunState};
+
+use super::{Db, Store, StoreError};
 use crate::Result;
 
-/// The answer to a reservation.
+/// The reason a run stopped by a budget starts with.
+pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
+
+/// The limits a reservation is checked against, in micro-dollars. `None`: no such limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The run's `max_cost_usd`.
+    pub run: Option<i64>,
+    /// The run's project's `monthly_budget_usd` (a run without a project has none).
+    pub project_month: Option<i64>,
+    /// The deployment's `monthly_budget_usd`.
+    pub global_month: Option<i64>,
+}
+
+/// Which limit a reservation was refused by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitKind {
+    Run,
+    ProjectMonth,
+    GlobalMonth,
+}
+
+/// The answer to a reservation.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reservation {
-    Granted,
-    /// The limit would be passed: what is spent and reserved now.
-    Denied {
-        spent_micros: i64,
-        reserved_micros: i64,
-    },
+    /// Granted; for each monthly limit checked, what its month has spent and reserved now
+    /// (this reservation included), for the 80% warning.
+    Granted { project_month: Option<i64>, global_month: Option<i64> },
+    /// The limit would be passed: what is spent and reserved against it now.
+    Denied { limit: LimitKind, month: Option<String>, spent_micros: i64, reserved_micros: i64 },
+}
+
+/// A monthly scope's key: `global`, or `project:<id>`.
+fn project_scope(project_id: &str) -> String {
+    format!("project:{project_id}")
 }
 
 impl Store {
-    /// Reserves `micros` for a call of `run_id` if its spend plus reservations plus `micros`
-    /// stays within `limit_micros`.
-    pub async fn reserve_cost(&self, run_id: &str, micros: i64, limit_micros: i64) -> Result<Reservation> {
+    /// Reserves `micros` for a call of `run_id` if, for every limit given, what is spent and
+    /// reserved against it plus `micros` stays within it. The run's row carries its
+    /// reservations; the monthly limits count the month's recorded spend plus the
+    /// reservations of their runs that are not finished.
+    pub async fn reserve_cost(&self, run_id: &str, micros: i64, limits: &Limits) -> Result<Reservation> {
+        let month = autodev_domain::month_of(super::now_ms());
         let mut tx = self.begin().await?;
+        let project_id = match limits.project_month {
+            Some(_) => tx.opt_text("SELECT project_id FROM runs WHERE id = $1", &[run_id.into()]).await?,
+            None => None,
+        };
+        let mut granted = (None, None);
+        // Global first, then the project: every writer of these rows takes them in this order.
+        let scopes = [
+            (limits.global_month, Some("global".to_string()), LimitKind::GlobalMonth),
+            (limits.project_month, project_id.as_deref().map(project_scope), LimitKind::ProjectMonth),
+        ];
+        for (limit, scope, kind) in scopes {
+            let (Some(limit), Some(scope)) = (limit, scope) else { continue };
+            // Creates or locks the month's row; everything below is decided under that lock.
+            let spent = tx
+                .int(
+                    "INSERT INTO budget_months (scope, month, spent_micros) VALUES ($1, $2, 0)
+                     ON CONFLICT (scope, month) DO UPDATE SET spent_micros = budget_months.spent_micros
+                     RETURNING spent_micros",
+                    &[(&scope).into(), (&month).into()],
+                )
+                .await?;
+            let reserved = match kind {
+                LimitKind::GlobalMonth => {
+                    tx.int(
+                        "SELECT CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT) FROM runs
+                         WHERE reserved_micros > 0 AND finished_at IS NULL",
+                        &[],
+                    )
+                    .await?
+                }
+                _ => {
+                    tx.int(
+                        "SELECT CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT) FROM runs
+                         WHERE project_id = $1 AND reserved_micros > 0 AND finished_at IS NULL",
+                        &[project_id.as_deref().into()],
+                    )
+                    .await?
+                }
+            };
+            if spent + reserved + micros > limit {
+                tx.commit().await?;
+                return Ok(Reservation::Denied {
+                    limit: kind,
+                    month: Some(month),
+                    spent_micros: spent,
+                    reserved_micros: reserved,
+                });
+            }
+            match kind {
+                LimitKind::GlobalMonth => granted.1 = Some(spent + reserved + micros),
+                _ => granted.0 = Some(spent + reserved + micros),
+            }
+        }
         let n = tx
             .exec(
                 "UPDATE runs SET reserved_micros = reserved_micros + $1
                  WHERE id = $2 AND cost_micros + reserved_micros + $1 <= $3",
-                &[micros.into(), run_id.into(), limit_micros.into()],
+                &[micros.into(), run_id.into(), limits.run.unwrap_or(i64::MAX).into()],
             )
             .await?;
         if n == 1 {
             tx.commit().await?;
-            return Ok(Reservation::Granted);
+            return Ok(Reservation::Granted { project_month: granted.0, global_month: granted.1 });
         }
         let spent = tx.int("SELECT cost_micros FROM runs WHERE id = $1", &[run_id.into()]).await?;
         let reserved = tx.int("SELECT reserved_micros FROM runs WHERE id = $1", &[run_id.into()]).await?;
         tx.commit().await?;
-        Ok(Reservation::Denied { spent_micros: spent, reserved_micros: reserved })
+        Ok(Reservation::Denied { limit: LimitKind::Run, month: None, spent_micros: spent, reserved_micros: reserved })
+    }
+
+    /// The `monthly_budget_usd` setting of a run's project, if it has a project with one.
+    pub async fn project_monthly_budget(&self, run_id: &str) -> Result<Option<f64>> {
+        let settings: Option<(String,)> = read!(self, |pool| {
+            sqlx::query_as("SELECT p.settings FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.id = $1")
+                .bind(run_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(settings
+            .and_then(|(s,)| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v.get("monthly_budget_usd").and_then(serde_json::Value::as_f64)))
+    }
+
+    /// What was spent in `month` (`YYYY-MM`), globally and for each project by id.
+    pub async fn month_spend(&self, month: &str) -> Result<Vec<(String, i64)>> {
+        Ok(read!(self, |pool| {
+            sqlx::query_as("SELECT scope, spent_micros FROM budget_months WHERE month = $1 ORDER BY scope")
+                .bind(month)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Reopens a run that failed `budget_exceeded`, once its limit was raised: back to the
+    /// state it failed in, its tasks stopped by the budget running again (their conversations
+    /// continue from the recorded calls; nothing is paid twice), the tasks skipped because of
+    /// them pending again. Returns the state it is back in, or why it cannot be reopened.
+    /// `settings`, when given, replaces the run's stored settings in the same transaction (a
+    /// raised `max_cost_usd`).
+    pub async fn reopen_budget_run(
+        &self,
+        run_id: &str,
+        settings: Option<&str>,
+    ) -> Result<std::result::Result<Event, String>> {
+        let mut tx = self.begin().await?;
+        let select = if tx.is_pg() {
+            "SELECT state FROM runs WHERE id = $1 FOR UPDATE"
+        } else {
+            "SELECT state FROM runs WHERE id = $1"
+        };
+        let state = tx.opt_text(select, &[run_id.into()]).await?;
+        let state = state.ok_or_else(|| StoreError::RunNotFound(run_id.to_string()))?;
+        let reason = tx
+            .opt_text("SELECT COALESCE(reason, '') FROM runs WHERE id = $1", &[run_id.into()])
+            .await?
+            .unwrap_or_default();
+        if state != RunState::Failed.as_str() || !reason.starts_with(BUDGET_EXCEEDED) {
+            return Ok(Err(format!("it is {state}, not failed {BUDGET_EXCEEDED}")));
+        }
+        // The state it failed in: the last change's `from`.
+        let last = tx
+            .opt_text(
+                "SELECT data FROM events WHERE run_id = $1 AND kind = 'state_changed' ORDER BY seq DESC LIMIT 1",
+                &[run_id.into()],
+            )
+            .await?
+            .unwrap_or_default();
+        #[derive(serde::Deserialize)]
+        struct Change {
+            from: RunState,
+            to: RunState,
+        }
+        let from = match serde_json::from_str::<Change>(&last) {
+            Ok(Change { from, to: RunState::Failed }) if !from.is_terminal() => from,
+            _ => return Ok(Err("its last state change is not the failure; it cannot be reopened".into())),
+        };
+        let now = super::now_ms();
+        if let Some(settings) = settings {
+            tx.exec("UPDATE runs SET settings = $1 WHERE id = $2", &[settings.into(), run_id.into()]).await?;
+        }
+        tx.exec(
+            "UPDATE runs SET state = $1, reason = NULL, updated_at = $2, finished_at = NULL, reserved_micros = 0 WHERE id = $3",
+            &[from.as_str().into(), now.into(), run_id.into()],
+        )
+        .await?;
+        tx.exec(
+            "UPDATE tasks SET state = 'running', reason = NULL, updated_at = $1
+             WHERE run_id = $2 AND state = 'failed' AND reason LIKE 'budget_exceeded%'",
+            &[now.into(), run_id.into()],
+        )
+        .await?;
+        tx.exec(
+            "UPDATE tasks SET state = 'pending', reason = NULL, updated_at = $1 WHERE run_id = $2 AND state = 'skipped'",
+            &[now.into(), run_id.into()],
+        )
+        .await?;
+        let e = tx
+            .event(
+                run_id,
+                EventKind::StateChanged {
+                    from: RunState::Failed,
+                    to: from,
+                    reason: Some("reopened: the budget that stopped it was raised".into()),
+                },
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(e))
     }
 
     /// Gives back a reservation whose call was not made or failed.

@@ -1,7 +1,15 @@
 use std::time::Duration;
 
 use autodev_domain::{EventKind, Plan, RunId, RunState, TaskState};
-use autodev_store::{Migrations, ModelCallRecord, NewRun, Store, StoreError, ToolStart};
+use autodev_store::{
+    LimitKind, Limits, Migrations, ModelCallRecord, NewRun, ProjectRow, Reservation, Store, StoreError, ToolStart,
+};
+
+const GRANTED: Reservation = Reservation::Granted { project_month: None, global_month: None };
+
+fn run_limit(micros: i64) -> Limits {
+    Limits { run: Some(micros), ..Limits::default() }
+}
 
 /// A store on a fresh database of the given backend, with what keeps that database alive.
 pub enum Keep {
@@ -88,12 +96,12 @@ async fn concurrent_reservations_never_pass_the_limit(store) {
     let tasks: Vec<_> = (0..32)
         .map(|_| {
             let (store, id) = (store.clone(), run.id.clone());
-            tokio::spawn(async move { store.reserve_cost(&id, 100_000, 2_000_000).await.unwrap() })
+            tokio::spawn(async move { store.reserve_cost(&id, 100_000, &run_limit(2_000_000)).await.unwrap() })
         })
         .collect();
     let mut granted = 0;
     for t in tasks {
-        if t.await.unwrap() == autodev_store::Reservation::Granted {
+        if matches!(t.await.unwrap(), Reservation::Granted { .. }) {
             granted += 1;
         }
     }
@@ -114,13 +122,138 @@ async fn concurrent_reservations_never_pass_the_limit(store) {
     };
     store.record_model_call(&rec, None).await.unwrap();
     assert_eq!(
-        store.reserve_cost(&run.id, 50_000, 2_000_000).await.unwrap(),
-        autodev_store::Reservation::Denied { spent_micros: 60_000, reserved_micros: 1_900_000 }
+        store.reserve_cost(&run.id, 50_000, &run_limit(2_000_000)).await.unwrap(),
+        Reservation::Denied { limit: LimitKind::Run, month: None, spent_micros: 60_000, reserved_micros: 1_900_000 }
     );
-    assert_eq!(store.reserve_cost(&run.id, 40_000, 2_000_000).await.unwrap(), autodev_store::Reservation::Granted);
+    assert_eq!(store.reserve_cost(&run.id, 40_000, &run_limit(2_000_000)).await.unwrap(), GRANTED);
     store.release_cost(&run.id, 40_000).await.unwrap();
     store.clear_reservations(&run.id).await.unwrap();
-    assert_eq!(store.reserve_cost(&run.id, 1_940_000, 2_000_000).await.unwrap(), autodev_store::Reservation::Granted);
+    assert_eq!(store.reserve_cost(&run.id, 1_940_000, &run_limit(2_000_000)).await.unwrap(), GRANTED);
+}
+
+// Monthly budgets: a project's and the deployment's, shared by every run (and, on
+// PostgreSQL, every process). 40 concurrent reservations of $0.10 from two runs of one
+// project with a $2.00 project budget: exactly 20 granted; the recorded spend counts; a
+// finished run's reservations do not; the deployment's budget holds across projects.
+async fn monthly_budgets_hold_across_runs_of_a_project_and_globally(store) {
+    let project = ProjectRow {
+        id: RunId::new().to_string(),
+        name: "web".into(),
+        repository: "/tmp/web".into(),
+        base_branch: None,
+        test_command: None,
+        settings: r#"{"monthly_budget_usd": 2.0}"#.into(),
+        created_at: 1,
+        updated_at: 1,
+    };
+    store.insert_project(&project).await.unwrap();
+    let (a, b) = (NewRun { project_id: Some(project.id.clone()), ..new_run() }, NewRun { project_id: Some(project.id.clone()), ..new_run() });
+    store.insert_run(&a, created()).await.unwrap();
+    store.insert_run(&b, created()).await.unwrap();
+    assert_eq!(store.project_monthly_budget(&a.id).await.unwrap(), Some(2.0));
+    let month_limit = Limits { run: None, project_month: Some(2_000_000), global_month: None };
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let (store, id, limits) = (store.clone(), if i % 2 == 0 { a.id.clone() } else { b.id.clone() }, month_limit.clone());
+            tokio::spawn(async move { store.reserve_cost(&id, 100_000, &limits).await.unwrap() })
+        })
+        .collect();
+    let mut granted = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), Reservation::Granted { .. }) {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 20);
+    let month = autodev_domain::month_of(autodev_store::now_ms());
+    match store.reserve_cost(&a.id, 1, &month_limit).await.unwrap() {
+        Reservation::Denied { limit: LimitKind::ProjectMonth, month: Some(m), spent_micros: 0, reserved_micros: 2_000_000 } => {
+            assert_eq!(m, month)
+        }
+        other => panic!("{other:?}"),
+    }
+    // From here on, known reservations: a holds $0.50, b $1.00.
+    store.clear_reservations(&a.id).await.unwrap();
+    store.clear_reservations(&b.id).await.unwrap();
+    assert!(matches!(store.reserve_cost(&a.id, 500_000, &month_limit).await.unwrap(), Reservation::Granted { .. }));
+    assert!(matches!(store.reserve_cost(&b.id, 1_000_000, &month_limit).await.unwrap(), Reservation::Granted { .. }));
+    // Run a records a call: its cost moves from reserved to the month's counters.
+    let rec = ModelCallRecord {
+        run_id: &a.id,
+        conversation: "planner",
+        turn: 0,
+        provider: "openai",
+        model: "gpt-4o",
+        response_json: "{}",
+        input_tokens: 1000,
+        output_tokens: 100,
+        cost_micros: 70_000,
+        latency_ms: 1,
+        reserved_micros: 100_000,
+    };
+    store.record_model_call(&rec, None).await.unwrap();
+    let spend = store.month_spend(&month).await.unwrap();
+    assert_eq!(spend, vec![("global".to_string(), 70_000), (format!("project:{}", project.id), 70_000)]);
+    // $0.07 spent + $1.40 reserved: $0.53 is left, to the micro-dollar.
+    assert!(matches!(store.reserve_cost(&a.id, 530_001, &month_limit).await.unwrap(), Reservation::Denied { .. }));
+    assert_eq!(
+        store.reserve_cost(&a.id, 530_000, &month_limit).await.unwrap(),
+        Reservation::Granted { project_month: Some(2_000_000), global_month: None }
+    );
+    // Run b fails: its reservations (died with it) no longer count.
+    store.set_run_state(&b.id, RunState::Failed, Some("boom")).await.unwrap();
+    assert!(matches!(store.reserve_cost(&a.id, 900_000, &month_limit).await.unwrap(), Reservation::Granted { .. }));
+    // The deployment's budget counts every project's spend and reservations: $0.07 spent and
+    // $1.83 reserved by a.
+    let other = new_run();
+    store.insert_run(&other, created()).await.unwrap();
+    let global = Limits { run: None, project_month: None, global_month: Some(2_000_000) };
+    assert_eq!(
+        store.reserve_cost(&other.id, 200_000, &global).await.unwrap(),
+        Reservation::Denied {
+            limit: LimitKind::GlobalMonth,
+            month: Some(month.clone()),
+            spent_micros: 70_000,
+            reserved_micros: 1_830_000
+        }
+    );
+    assert_eq!(
+        store.reserve_cost(&other.id, 100_000, &global).await.unwrap(),
+        Reservation::Granted { project_month: None, global_month: Some(2_000_000) }
+    );
+    assert!(matches!(store.reserve_cost(&other.id, 1, &global).await.unwrap(), Reservation::Denied { .. }));
+}
+
+// A run stopped by its budget is reopened in the state it failed in, its budget-stopped
+// tasks running again and the tasks skipped after them pending; other failures are not.
+async fn a_budget_stopped_run_reopens_where_it_stopped(store) {
+    let run = new_run();
+    store.insert_run(&run, created()).await.unwrap();
+    let plan = Plan::from_arguments(
+        r#"{"summary": "s", "tasks": [{"id": "t1", "title": "T1"}, {"id": "t2", "title": "T2", "depends_on": ["t1"]}]}"#,
+    )
+    .unwrap();
+    store.set_run_state(&run.id, RunState::Planning, None).await.unwrap();
+    store.set_plan(&run.id, &plan, EventKind::PlanAccepted { summary: "s".into(), tasks: vec![] }).await.unwrap();
+    store.set_run_state(&run.id, RunState::Executing, None).await.unwrap();
+    store.set_task_state(&run.id, "t1", TaskState::Ready, None, None).await.unwrap();
+    store.set_task_state(&run.id, "t1", TaskState::Running, None, None).await.unwrap();
+    store.set_task_state(&run.id, "t1", TaskState::Failed, Some("budget_exceeded: the run's limit"), None).await.unwrap();
+    store.set_task_state(&run.id, "t2", TaskState::Skipped, Some("depends on t1"), None).await.unwrap();
+    store.set_run_state(&run.id, RunState::Failed, Some("budget_exceeded: the run's limit")).await.unwrap();
+    let settings = r#"{"max_cost_usd": 5.0}"#;
+    let e = store.reopen_budget_run(&run.id, Some(settings)).await.unwrap().unwrap();
+    assert!(matches!(e.kind, EventKind::StateChanged { from: RunState::Failed, to: RunState::Executing, .. }), "{e:?}");
+    let row = store.get_run(&run.id).await.unwrap();
+    assert_eq!((row.run_state(), row.reason, row.finished_at, row.settings.as_str()), (RunState::Executing, None, None, settings));
+    let states: Vec<_> = store.tasks(&run.id).await.unwrap().iter().map(|t| t.task_state()).collect();
+    assert_eq!(states, [TaskState::Running, TaskState::Pending]);
+    // Not twice, and not a run that failed otherwise.
+    assert!(store.reopen_budget_run(&run.id, None).await.unwrap().is_err());
+    let other = new_run();
+    store.insert_run(&other, created()).await.unwrap();
+    store.set_run_state(&other.id, RunState::Failed, Some("tests failed")).await.unwrap();
+    assert!(store.reopen_budget_run(&other.id, None).await.unwrap().is_err());
 }
 
 async fn run_lifecycle_is_enforced_and_recorded_as_events(store) {
