@@ -35,9 +35,15 @@ fn cassette(path: &std::path::Path) {
     for turn in 0..=STEPS {
         let (name, args) = if turn == STEPS { ("finish", json!({"summary": "done"})) } else { step(turn) };
         let response = ModelResponse {
+            fallbacks: Vec::new(),
             message: Message::assistant(
                 "",
-                vec![ToolCall { id: format!("r{turn}"), name: name.into(), arguments: args.to_string() }],
+                vec![ToolCall {
+                    id: format!("r{turn}"),
+                    name: name.into(),
+                    arguments: args.to_string(),
+                    signature: None,
+                }],
             ),
             usage: Usage { input_tokens: 1000, output_tokens: 20 },
             stop_reason: StopReason::ToolUse,

@@ -34,9 +34,12 @@ pub enum Command {
     Cancel(RunRef),
     /// What model calls cost: by project, model, day or run.
     Costs(CostsArgs),
-    /// Approve a run's plan (a run waiting at the approval gate).
-    Approve(DecisionArgs),
-    /// Reject a run's plan: the run is cancelled with the comment as its reason.
+    /// Approve a run waiting at its gate: its plan, or (projects with approve_delivery) its
+    /// delivery.
+    Approve(ApproveArgs),
+    /// Reject a run waiting at its gate. A plan rejected with a comment goes back to the
+    /// planner with it (up to 3 times); otherwise the run is cancelled with the comment as
+    /// its reason.
     Reject(DecisionArgs),
     /// Tell the configured integrations (GitHub, Slack, webhooks) about a run's milestones
     /// that were not delivered, now.
@@ -80,9 +83,19 @@ pub struct CostsArgs {
 pub struct DecisionArgs {
     /// Run id, short id or a unique prefix.
     pub run: String,
-    /// Why (recorded with the decision; a rejection's becomes the run's reason).
+    /// Why (recorded with the decision; a rejected plan's goes to the planner, a cancelled
+    /// run's becomes its reason).
     #[arg(long)]
     pub comment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    pub decision: DecisionArgs,
+    /// A protected glob (the project's protected_paths) the run may change; repeatable.
+    #[arg(long = "allow-path", value_name = "GLOB")]
+    pub allow_paths: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -25,8 +25,10 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Resume(args) => resume(&home, cli.config.as_deref(), args).await,
         Command::Cancel(r) => cancel(&home, &r.run).await,
         Command::Costs(a) => crate::costs::costs(&home, a.days, &a.by, a.json).await,
-        Command::Approve(a) => crate::gates::decide(&home, &a.run, true, a.comment.as_deref()).await,
-        Command::Reject(a) => crate::gates::decide(&home, &a.run, false, a.comment.as_deref()).await,
+        Command::Approve(a) => {
+            crate::gates::decide(&home, &a.decision.run, true, a.decision.comment.as_deref(), a.allow_paths).await
+        }
+        Command::Reject(a) => crate::gates::decide(&home, &a.run, false, a.comment.as_deref(), Vec::new()).await,
         Command::Deliver(args) => crate::deliver::deliver(&home, cli.config.as_deref(), &args.run, args.json).await,
         Command::Runs(RunsCommand::List { limit, json }) => list(&home, limit, json).await,
         Command::Runs(RunsCommand::Show { run, json }) => show(&home, &run, json).await,
@@ -133,6 +135,7 @@ pub fn settings(args: &RunArgs, cfg: &FileConfig, test_command: String) -> RunSe
         .or_else(|| cfg.provider.clone())
         .unwrap_or_else(|| provider::default_provider(model_name.as_deref()));
     let model = model_name.unwrap_or_else(|| provider::default_model(&provider).to_string());
+    let provider_name = provider.clone();
     RunSettings {
         test_command,
         provider: if args.model.replay.is_some() { "replay".into() } else { provider },
@@ -154,9 +157,12 @@ pub fn settings(args: &RunArgs, cfg: &FileConfig, test_command: String) -> RunSe
         replay: args.model.replay.as_ref().map(|p| absolute(p)),
         keep_worktrees: false,
         require_evidence: cfg.require_evidence.unwrap_or(false),
-        tool_calls: cfg.tool_calls.unwrap_or_default(),
+        tool_calls: cfg.tool_calls_for(&provider_name).unwrap_or_default(),
         config_warnings: cfg.repo_warnings.clone(),
         deliver_branch: None,
+        protected_paths: cfg.protected_paths.clone(),
+        allowed_paths: Vec::new(),
+        approve_delivery: false,
     }
 }
 

@@ -22,6 +22,17 @@ pub struct ProviderSection {
     pub base_url: Option<String>,
     /// Discouraged (use the variable or `*_FILE`), but accepted.
     pub api_key: Option<String>,
+    /// How this provider's models call tools (`auto`, `native`, `text`); overrides the
+    /// top-level `tool_calls`.
+    pub tool_calls: Option<autodev_engine::ToolCallMode>,
+    /// Requests per minute this process sends the provider (0 or absent: no limit).
+    pub requests_per_minute: Option<u32>,
+    /// Tokens (input estimate + requested output) per minute (0 or absent: no limit).
+    pub tokens_per_minute: Option<u32>,
+    /// Consecutive failed calls that open the circuit breaker (default 5; 0 turns it off).
+    pub breaker_failures: Option<u32>,
+    /// Seconds an open breaker waits before letting one call through (default 30).
+    pub breaker_cooldown_secs: Option<u64>,
 }
 
 /// GitHub beyond its token (`AUTODEV_GITHUB_TOKEN`, never in a file Autodev reads as config).
@@ -146,13 +157,21 @@ pub struct FileConfig {
     /// A run whose tests do not fail without its change gets repair rounds asking for such a
     /// test, then fails `no_evidence` (default false).
     pub require_evidence: Option<bool>,
-    /// `native` (default) or `text`: tool calls written as JSON in the model's reply, for
-    /// servers and models without native tool calls.
+    /// `auto` (default: native tool calls, and a call written as JSON in the reply when a
+    /// model makes none), `native`, or `text` (the tools described in the prompt, for servers
+    /// without native tool calls). A provider's section may set its own.
     pub tool_calls: Option<autodev_engine::ToolCallMode>,
+    /// Providers to fall back on, in order, as `provider:model`, when the run's provider is
+    /// unavailable (breaker open, retries spent, or the request refused).
+    pub fallback: Vec<String>,
+    /// Globs agents may not change in any run of this installation (projects add their own
+    /// `protected_paths`); see the README's gates.
+    pub protected_paths: Vec<String>,
     pub openai: ProviderSection,
     pub anthropic: ProviderSection,
     pub groq: ProviderSection,
     pub ollama: ProviderSection,
+    pub gemini: ProviderSection,
     pub sandbox: SandboxSection,
     /// API requests per key per minute (default 1200; 0 turns the limit off).
     pub rate_limit_per_minute: Option<u32>,
@@ -326,8 +345,50 @@ impl FileConfig {
         Ok(())
     }
 
+    /// The tool-call mode for `provider`: its section's, else the top-level one.
+    pub fn tool_calls_for(&self, provider: &str) -> Option<autodev_engine::ToolCallMode> {
+        self.provider_section(provider).and_then(|s| s.tool_calls).or(self.tool_calls)
+    }
+
+    /// A provider's section, by name.
+    pub fn provider_section(&self, provider: &str) -> Option<&ProviderSection> {
+        match provider {
+            "openai" => Some(&self.openai),
+            "anthropic" => Some(&self.anthropic),
+            "groq" => Some(&self.groq),
+            "ollama" => Some(&self.ollama),
+            "gemini" => Some(&self.gemini),
+            _ => None,
+        }
+    }
+
     fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
+        for (i, entry) in self.fallback.iter().enumerate() {
+            match entry.split_once(':') {
+                Some((provider, model))
+                    if crate::provider::PROVIDERS.contains(&provider) && !model.trim().is_empty() => {}
+                _ => p.push(format!(
+                    "fallback[{i}] = `{entry}`: give `provider:model` with provider one of {}",
+                    crate::provider::PROVIDERS.join(", ")
+                )),
+            }
+        }
+        if self.protected_paths.len() > autodev_workspace::protect::MAX_GLOBS {
+            p.push(format!("protected_paths: at most {} globs", autodev_workspace::protect::MAX_GLOBS));
+        }
+        for (i, glob) in self.protected_paths.iter().enumerate() {
+            if let Err(e) = autodev_workspace::protect::check_glob(glob) {
+                p.push(format!("protected_paths[{i}] = `{glob}`: {e}"));
+            }
+        }
+        for name in crate::provider::PROVIDERS {
+            if let Some(section) = self.provider_section(name)
+                && section.breaker_cooldown_secs == Some(0)
+            {
+                p.push(format!("[{name}] breaker_cooldown_secs must be at least 1"));
+            }
+        }
         if self.max_parallel == Some(0) {
             p.push("max_parallel must be at least 1".into());
         }

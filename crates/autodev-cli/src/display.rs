@@ -121,10 +121,25 @@ impl Display {
                     self.tasks.insert(t.id.clone(), TaskState::Pending);
                 }
             }
-            EventKind::PlanApproved { by, comment } => self.line(format!(
-                "plan approved by {by}{}",
-                if comment.is_empty() { String::new() } else { format!(": {comment}") }
+            EventKind::PlanApproved { by, comment, allow_paths } => self.line(format!(
+                "approved by {by}{}{}",
+                if comment.is_empty() { String::new() } else { format!(": {comment}") },
+                if allow_paths.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (protected paths allowed: {})", allow_paths.join(", "))
+                }
             )),
+            EventKind::PlanRevisionRequested { by, comment, round } => self.line(format!(
+                "plan rejected by {by} with a comment; the planner revises it (round {round}): {}",
+                first_line(comment)
+            )),
+            EventKind::ProtectedPath { conversation, path, glob, action } => {
+                self.line(format!("  {} ! protected path {path} ({glob}): {action}", label(conversation)))
+            }
+            EventKind::ProviderFallback { conversation, from, to, reason, .. } => {
+                self.line(format!("  {} ! {from} unavailable, using {to}: {}", label(conversation), first_line(reason)))
+            }
             EventKind::TaskStateChanged { task, state, reason } => {
                 self.tasks.insert(task.clone(), *state);
                 if *state != TaskState::Ready {

@@ -106,9 +106,30 @@ pub const KEYS: &[Key] = &[
     k(
         "tool_calls",
         Some("AUTODEV_TOOL_CALLS"),
-        "`native`",
+        "`auto`",
         Operator,
-        "`text` for servers or models without native tool calls: the tools are described in the prompt and a reply that is one JSON object `{\"name\", \"arguments\"}` is the call.",
+        "`auto`: native tool calls, and a reply's `{\"name\", \"arguments\"}` JSON (bare or fenced) naming a tool when the model made no native call, as small local models often answer; `native`: native calls only; `text`: for servers without tool calls, the tools are described in the prompt.",
+    ),
+    k(
+        "monthly_budget_usd",
+        Some("AUTODEV_MONTHLY_BUDGET_USD"),
+        "none",
+        Operator,
+        "What all runs together may spend per calendar month (UTC). Each model call reserves its worst case first; a run that would pass it fails `budget_exceeded` (projects: setting `monthly_budget_usd`).",
+    ),
+    k(
+        "fallback",
+        None,
+        "[]",
+        Operator,
+        "Providers to fall back on, in order, as `\"provider:model\"`, when the run's provider is unavailable (breaker open, retries spent, or the request refused); each switch is an event.",
+    ),
+    k(
+        "protected_paths",
+        None,
+        "[]",
+        Operator,
+        "Globs agents may not change in any run (projects add their own); a write there is a tool error unless the run is approved with `--allow-path`.",
     ),
     k(
         "rate_limit_per_minute",
@@ -150,6 +171,55 @@ pub const KEYS: &[Key] = &[
     k("groq.api_key", Some("GROQ_API_KEY"), "none", Operator, "Discouraged: use the variable or `GROQ_API_KEY_FILE`."),
     k("ollama.base_url", Some("OLLAMA_HOST"), "`http://localhost:11434/v1`", Operator, "An Ollama server."),
     k("ollama.api_key", None, "none", Operator, "For an Ollama behind a proxy that wants one."),
+    k(
+        "gemini.base_url",
+        Some("GEMINI_BASE_URL"),
+        "`https://generativelanguage.googleapis.com/v1beta`",
+        Operator,
+        "Google's Gemini API (generateContent).",
+    ),
+    k(
+        "gemini.api_key",
+        Some("GEMINI_API_KEY"),
+        "none",
+        Operator,
+        "Discouraged: use the variable or `GEMINI_API_KEY_FILE`.",
+    ),
+    k(
+        "PROVIDER.tool_calls",
+        None,
+        "the top-level `tool_calls`",
+        Operator,
+        "Per provider section (`[openai]`, `[anthropic]`, `[groq]`, `[ollama]`, `[gemini]`).",
+    ),
+    k(
+        "PROVIDER.requests_per_minute",
+        None,
+        "no limit",
+        Operator,
+        "Requests per minute this process sends the provider; calls wait their turn.",
+    ),
+    k(
+        "PROVIDER.tokens_per_minute",
+        None,
+        "no limit",
+        Operator,
+        "Tokens per minute (input estimate plus requested output) this process sends the provider.",
+    ),
+    k(
+        "PROVIDER.breaker_failures",
+        None,
+        "5",
+        Operator,
+        "Consecutive failed calls that open the provider's circuit breaker (0: off); while open, calls fail at once and go to the fallback.",
+    ),
+    k(
+        "PROVIDER.breaker_cooldown_secs",
+        None,
+        "30",
+        Operator,
+        "Seconds an open breaker waits before letting one trial call through (half-open).",
+    ),
     k(
         "sandbox.mode",
         Some("AUTODEV_SANDBOX_MODE"),
@@ -260,11 +330,16 @@ fn config_keys() -> Vec<String> {
     let mut keys = Vec::new();
     for (k, v) in value.as_object().into_iter().flatten() {
         match v.as_object() {
+            // A provider's tuning keys are the same in every provider's section: one row each.
+            Some(section) if crate::provider::PROVIDERS.contains(&k.as_str()) => keys.extend(section.keys().map(|s| {
+                if matches!(s.as_str(), "base_url" | "api_key") { format!("{k}.{s}") } else { format!("PROVIDER.{s}") }
+            })),
             Some(section) if k != "prices" => keys.extend(section.keys().map(|s| format!("{k}.{s}"))),
             _ => keys.push(k.clone()),
         }
     }
     keys.sort();
+    keys.dedup();
     keys
 }
 

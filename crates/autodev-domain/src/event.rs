@@ -26,10 +26,14 @@ pub enum EventKind {
         summary: String,
         tasks: Vec<PlanTaskView>,
     },
+    /// A person approved the run at its gate (the plan, or the delivery); `allow_paths` are
+    /// protected globs the run may change from now on.
     PlanApproved {
         by: String,
         #[serde(default)]
         comment: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        allow_paths: Vec<String>,
     },
     TaskStateChanged {
         task: String,
@@ -116,6 +120,29 @@ pub enum EventKind {
     },
     /// Whether the run's tests capture the spec: run with only the run's test changes on the
     /// base commit, they must fail (they pass on the run branch).
+    /// An agent's change to a protected path: `refused` (a file tool's write) or `reverted`
+    /// (a command's change, put back before the commit).
+    ProtectedPath {
+        conversation: String,
+        path: String,
+        glob: String,
+        action: String,
+    },
+    /// A model call was served by a fallback: the primary (or the previous fallback) was
+    /// unavailable (`reason`).
+    ProviderFallback {
+        conversation: String,
+        turn: u32,
+        from: String,
+        to: String,
+        reason: String,
+    },
+    /// A rejected plan went back to the planner with the reviewer's comment.
+    PlanRevisionRequested {
+        by: String,
+        comment: String,
+        round: u32,
+    },
     Evidence {
         verdict: Evidence,
         /// The test files (or Rust files whose test modules) the run changed.
@@ -202,6 +229,9 @@ impl EventKind {
             EventKind::RunCreated { .. } => "run_created",
             EventKind::StateChanged { .. } => "state_changed",
             EventKind::PlanRejected { .. } => "plan_rejected",
+            EventKind::ProtectedPath { .. } => "protected_path",
+            EventKind::ProviderFallback { .. } => "provider_fallback",
+            EventKind::PlanRevisionRequested { .. } => "plan_revision_requested",
             EventKind::PlanAccepted { .. } => "plan_accepted",
             EventKind::PlanApproved { .. } => "plan_approved",
             EventKind::TaskStateChanged { .. } => "task_state_changed",

@@ -30,7 +30,9 @@ pub mod state;
 pub use access::AccessRole;
 pub use event::{Event, EventKind, Evidence};
 pub use ids::RunId;
-pub use message::{CallMeta, Message, ModelRequest, ModelResponse, Role, StopReason, ToolCall, ToolSpec, Usage};
+pub use message::{
+    CallMeta, Fallback, Message, ModelRequest, ModelResponse, Role, StopReason, ToolCall, ToolSpec, Usage,
+};
 pub use money::{MicroUsd, month_of};
 pub use plan::{Plan, PlanError, PlannedTask};
 pub use ports::{ModelClient, ModelError};

@@ -18,6 +18,10 @@ pub struct ToolCall {
     pub id: String,
     pub name: String,
     pub arguments: String,
+    /// Opaque vendor state that must go back with the call in later requests (Gemini's
+    /// `thoughtSignature`, without which thinking models refuse the conversation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,4 +114,25 @@ pub struct ModelResponse {
     /// The model name the vendor reported (may be more specific than the one asked for).
     #[serde(default)]
     pub model: String,
+    /// Providers this call fell back from, in order; the last one's `to_*` served it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// One switch to a fallback during a call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fallback {
+    pub from_provider: String,
+    pub from_model: String,
+    pub to_provider: String,
+    pub to_model: String,
+    /// Why the previous one did not answer.
+    pub reason: String,
+}
+
+impl ModelResponse {
+    /// The (provider, model) that answered when a fallback did.
+    pub fn served_by(&self) -> Option<(&str, &str)> {
+        self.fallbacks.last().map(|f| (f.to_provider.as_str(), f.to_model.as_str()))
+    }
 }

@@ -33,9 +33,26 @@ pub enum ModelError {
     /// Writing the cassette failed. Give up.
     #[error("could not record the model call: {0}")]
     Record(String),
+    /// The provider's circuit breaker is open after consecutive failures: no call is sent
+    /// until its cooldown passes. Go to a fallback, or give up.
+    #[error("{provider} is unavailable: {message}")]
+    Unavailable { provider: String, message: String },
 }
 
 impl ModelError {
+    /// Whether another provider may answer where this one failed: anything but a local
+    /// problem (replay, recording).
+    pub fn may_fall_back(&self) -> bool {
+        !matches!(self, ModelError::ReplayMiss { .. } | ModelError::Record(_))
+    }
+
+    /// Whether the failure says the provider is unhealthy (counts toward its breaker): server
+    /// errors, rate limits, network failures and unreadable answers; not a refused request
+    /// or a bad key, which say nothing about its health.
+    pub fn is_provider_failure(&self) -> bool {
+        self.is_retryable()
+    }
+
     /// Whether the same request may succeed if sent again later.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -46,7 +63,8 @@ impl ModelError {
             ModelError::Auth { .. }
             | ModelError::Request { .. }
             | ModelError::ReplayMiss { .. }
-            | ModelError::Record(_) => false,
+            | ModelError::Record(_)
+            | ModelError::Unavailable { .. } => false,
         }
     }
 
@@ -59,7 +77,8 @@ impl ModelError {
             | ModelError::Request { .. }
             | ModelError::Malformed { .. }
             | ModelError::ReplayMiss { .. }
-            | ModelError::Record(_) => None,
+            | ModelError::Record(_)
+            | ModelError::Unavailable { .. } => None,
         }
     }
 }

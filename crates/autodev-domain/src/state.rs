@@ -73,11 +73,13 @@ impl RunState {
         match next {
             Failed | Cancelled => true,
             Queued => false,
-            Planning => self == Queued,
-            AwaitingApproval => self == Planning,
+            // Back to planning: a rejected plan goes to the planner with the comment.
+            Planning => matches!(self, Queued | AwaitingApproval),
+            // The plan gate, or the delivery gate (tests passed, before pushing).
+            AwaitingApproval => matches!(self, Planning | Verifying),
             Executing => matches!(self, Planning | AwaitingApproval),
             Verifying => self == Executing,
-            Delivering => self == Verifying,
+            Delivering => matches!(self, Verifying | AwaitingApproval),
             Succeeded => self == Delivering,
         }
     }
@@ -183,5 +185,9 @@ mod tests {
         assert!(!Succeeded.can_become(Failed));
         assert!(Executing.can_become(Cancelled));
         assert!(!Cancelled.can_become(Cancelled));
+        // The gates: a rejected plan goes back to planning; a delivery waits after verifying.
+        assert!(AwaitingApproval.can_become(Planning));
+        assert!(Verifying.can_become(AwaitingApproval) && AwaitingApproval.can_become(Delivering));
+        assert!(!Executing.can_become(Planning) && !Executing.can_become(AwaitingApproval));
     }
 }

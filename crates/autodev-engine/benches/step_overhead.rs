@@ -59,9 +59,15 @@ impl ModelClient for InstantModel {
             ("read_file", json!({"path": format!("notes/n{}.txt", (turn - 1) % 16)}))
         };
         Ok(ModelResponse {
+            fallbacks: Vec::new(),
             message: Message::assistant(
                 "",
-                vec![ToolCall { id: format!("c{turn}"), name: name.into(), arguments: args.to_string() }],
+                vec![ToolCall {
+                    id: format!("c{turn}"),
+                    name: name.into(),
+                    arguments: args.to_string(),
+                    signature: None,
+                }],
             ),
             usage: Usage { input_tokens: 1_000, output_tokens: 50 },
             stop_reason: StopReason::ToolUse,

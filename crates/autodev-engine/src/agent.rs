@@ -16,6 +16,7 @@ use autodev_workspace::{ToolBox, ToolOutcome};
 use crate::compact;
 use crate::engine::{EngineError, Result, RunCtx};
 use crate::prompts;
+use crate::settings::ToolCallMode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AgentKind {
@@ -62,6 +63,8 @@ struct CallResult {
     content: String,
     is_error: bool,
     end: Option<AgentEnd>,
+    /// A write refused at a protected path: (path, glob).
+    protected: Option<(String, String)>,
 }
 
 /// Runs the tool (or validates the plan). Deterministic for `submit_plan` and `finish`, so
@@ -73,21 +76,28 @@ async fn execute(kind: AgentKind, toolbox: &ToolBox, name: &str, arguments: &str
             content: format!("the planner cannot use `{n}`; use list_files, read_file, search, and submit_plan"),
             is_error: true,
             end: None,
+            protected: None,
         },
         _ => {
-            let ToolOutcome { content, is_error, finished } = toolbox.execute(name, arguments).await;
-            CallResult { content, is_error, end: finished.map(AgentEnd::Finished) }
+            let ToolOutcome { content, is_error, finished, protected } = toolbox.execute(name, arguments).await;
+            CallResult { content, is_error, end: finished.map(AgentEnd::Finished), protected }
         }
     }
 }
 
 fn plan_result(arguments: &str) -> CallResult {
     match Plan::from_arguments(arguments) {
-        Ok(plan) => CallResult { content: "Plan accepted.".into(), is_error: false, end: Some(AgentEnd::Plan(plan)) },
+        Ok(plan) => CallResult {
+            content: "Plan accepted.".into(),
+            is_error: false,
+            end: Some(AgentEnd::Plan(plan)),
+            protected: None,
+        },
         Err(e) => CallResult {
             content: format!("plan refused: {e}. Fix the plan and call submit_plan again."),
             is_error: true,
             end: None,
+            protected: None,
         },
     }
 }
@@ -140,14 +150,24 @@ fn plan_in_text(text: &str) -> Option<std::result::Result<Plan, String>> {
     Some(Plan::from_arguments(&json).map_err(|e| e.to_string()))
 }
 
-/// The calls a reply makes: its native tool calls, or in the text mode one written as text.
-fn calls_of(response: &ModelResponse, text_mode: bool, turn: u32) -> Vec<autodev_domain::ToolCall> {
-    if !response.message.tool_calls.is_empty() || !text_mode {
+/// The calls a reply makes: its native tool calls; else, in the text mode, one written as
+/// text; in the auto mode, one written as text that names one of the agent's tools (so JSON
+/// quoted in an explanation is not taken for a call).
+fn calls_of(
+    response: &ModelResponse,
+    mode: ToolCallMode,
+    tools: &[ToolSpec],
+    turn: u32,
+) -> Vec<autodev_domain::ToolCall> {
+    if !response.message.tool_calls.is_empty() || mode == ToolCallMode::Native {
         return response.message.tool_calls.clone();
     }
-    tool_call_in_text(&response.message.content)
-        .map(|(name, arguments)| vec![autodev_domain::ToolCall { id: format!("text_{turn}"), name, arguments }])
-        .unwrap_or_default()
+    match tool_call_in_text(&response.message.content) {
+        Some((name, arguments)) if mode == ToolCallMode::Text || tools.iter().any(|t| t.name == name) => {
+            vec![autodev_domain::ToolCall { id: format!("text_{turn}"), name, arguments, signature: None }]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Whether two replies say the same thing: the same text and the same calls (ids aside).
@@ -186,7 +206,8 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
     let store = &ctx.engine.store;
     let run_id = ctx.run.id.as_str();
     let conv = spec.conversation.as_str();
-    let text_mode = ctx.settings.tool_calls == crate::settings::ToolCallMode::Text;
+    let mode = ctx.settings.tool_calls;
+    let text_mode = mode == ToolCallMode::Text;
     let mut opening = spec.header.clone();
     if text_mode && let Some(first) = opening.first_mut() {
         first.content.push_str(&prompts::text_tools(&tool_specs(spec.kind)));
@@ -290,8 +311,24 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                 };
                 let latency = started.elapsed();
                 excluded += latency;
+                // A fallback may have answered: its provider and model are what was used
+                // and what is priced.
+                let (provider, model) = match response.served_by() {
+                    Some((p, m)) => (p.to_string(), m.to_string()),
+                    None => (ctx.engine.model.provider().to_string(), ctx.settings.model.clone()),
+                };
+                for f in &response.fallbacks {
+                    ctx.event(EventKind::ProviderFallback {
+                        conversation: conv.to_string(),
+                        turn,
+                        from: format!("{}:{}", f.from_provider, f.from_model),
+                        to: format!("{}:{}", f.to_provider, f.to_model),
+                        reason: f.reason.clone(),
+                    })
+                    .await?;
+                }
                 let cost = match ctx.engine.prices.cost(
-                    &ctx.settings.model,
+                    &model,
                     response.usage.input_tokens,
                     response.usage.output_tokens,
                 ) {
@@ -300,8 +337,7 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                         if !ctx.warned_unpriced.swap(true, Ordering::Relaxed) {
                             ctx.event(EventKind::Warning {
                                 message: format!(
-                                    "model `{}` is not in the price table; its calls are counted at $0 (add it under [prices] in autodev.toml)",
-                                    ctx.settings.model
+                                    "model `{model}` is not in the price table; its calls are counted at $0 (add it under [prices] in autodev.toml)"
                                 ),
                             })
                             .await?;
@@ -325,7 +361,7 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                 let json = serde_json::to_string(&response).map_err(autodev_store::StoreError::from)?;
                 // The reply and the start of its first tool call are stored together, before
                 // the tool runs.
-                let effective = calls_of(&response, text_mode, turn);
+                let effective = calls_of(&response, mode, &tools, turn);
                 let first = effective.first();
                 let target = first.map(|c| ToolBox::describe(&c.name, &c.arguments)).unwrap_or_default();
                 let start = first.map(|c| ToolStart {
@@ -339,8 +375,8 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                     run_id,
                     conversation: conv,
                     turn,
-                    provider: ctx.engine.model.provider(),
-                    model: &ctx.settings.model,
+                    provider: &provider,
+                    model: &model,
                     response_json: &json,
                     input_tokens: response.usage.input_tokens,
                     output_tokens: response.usage.output_tokens,
@@ -371,7 +407,7 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
             }
         };
         spent += response.usage.input_tokens + response.usage.output_tokens;
-        let calls = calls_of(&response, text_mode, turn);
+        let calls = calls_of(&response, mode, &tools, turn);
         let text = response.message.content.clone();
         // A loop: the same reply (text and calls) again and again. Compared with the previous
         // reply still in the conversation: nothing is copied or serialised per step.
@@ -494,6 +530,16 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                         )
                         .await?;
                     ctx.emit(e).await;
+                    if let Some((path, glob)) = &result.protected {
+                        metrics::counter!("autodev_protected_path_refusals_total").increment(1);
+                        ctx.event(EventKind::ProtectedPath {
+                            conversation: conv.to_string(),
+                            path: path.clone(),
+                            glob: glob.clone(),
+                            action: "refused".into(),
+                        })
+                        .await?;
+                    }
                     (result.content, result.is_error, result.end, true)
                 }
             };
@@ -503,7 +549,7 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                     ctx.event(EventKind::PlanRejected { reason: content.clone() }).await?;
                 }
             }
-            if text_mode && response_is_text(&messages) {
+            if mode != ToolCallMode::Native && response_is_text(&messages) {
                 let status = if is_error { " (error)" } else { "" };
                 messages.push(Message::user(format!("Result of `{}`{status}:\n{content}", call.name)));
             } else {

@@ -38,11 +38,23 @@ pub async fn enqueue(store: &Store, req: ProjectRun<'_>) -> Result<(RunRow, auto
     if req.settings.max_parallel == 0 {
         return Err(EngineError::Invalid("max_parallel must be at least 1".into()));
     }
-    // Project settings that tighten a run: `require_evidence`.
+    // Project settings that tighten a run: `require_evidence`, `protected_paths` (added to
+    // the operator's), `approve_delivery`. (`monthly_budget_usd` is read at each reservation.)
     let mut settings = req.settings.clone();
     let project_settings: serde_json::Value = serde_json::from_str(&req.project.settings).unwrap_or_default();
-    if project_settings.get("require_evidence").and_then(serde_json::Value::as_bool) == Some(true) {
+    let flag = |key: &str| project_settings.get(key).and_then(serde_json::Value::as_bool) == Some(true);
+    if flag("require_evidence") {
         settings.require_evidence = true;
+    }
+    if flag("approve_delivery") {
+        settings.approve_delivery = true;
+    }
+    if let Some(globs) = project_settings.get("protected_paths").and_then(serde_json::Value::as_array) {
+        for glob in globs.iter().filter_map(serde_json::Value::as_str) {
+            if !settings.protected_paths.iter().any(|g| g == glob) {
+                settings.protected_paths.push(glob.to_string());
+            }
+        }
     }
     let draft = RunDraft {
         spec: &req.spec,

@@ -122,6 +122,7 @@ mod tests {
                     id: id.clone(),
                     name: "read_file".into(),
                     arguments: format!(r#"{{"path": "f{i}.rs"}}"#),
+                    signature: None,
                 }],
             ),
             Message::tool(id, "x\n".repeat(size), false),

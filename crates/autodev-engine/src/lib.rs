@@ -35,8 +35,8 @@ pub mod report;
 pub mod settings;
 
 pub use engine::{
-    Budgets, Engine, EngineError, LEASE_TTL, Outcome, RunRequest, SandboxConfig, approve_plan, cancel_run,
-    process_owner,
+    Budgets, Decision, Engine, EngineError, Gate, LEASE_TTL, MAX_PLAN_REVISIONS, Outcome, RunRequest, SandboxConfig,
+    approve_plan, cancel_run, process_owner,
 };
 pub use isolation::unisolated_message;
 pub use settings::{RunSettings, ToolCallMode};

@@ -49,7 +49,54 @@ async fn transition(ctx: &RunCtx, to: RunState, reason: Option<&str>) -> Result<
 fn toolbox(ctx: &RunCtx, dir: &std::path::Path) -> Result<ToolBox> {
     let tb = ToolBox::new(dir, ctx.policy())
         .map_err(|e| EngineError::Failed(format!("cannot open the workspace {}: {e}", dir.display())))?;
-    Ok(tb.with_default_timeout(Duration::from_secs(ctx.settings.command_timeout_secs)))
+    Ok(tb.with_default_timeout(Duration::from_secs(ctx.settings.command_timeout_secs)).with_protected(protected(ctx)?))
+}
+
+/// The run's protected paths, minus those it was approved with.
+fn protected(ctx: &RunCtx) -> Result<autodev_workspace::protect::Protected> {
+    autodev_workspace::protect::Protected::new(&ctx.settings.protected_paths, &ctx.settings.allowed_paths)
+        .map_err(EngineError::Invalid)
+}
+
+/// Commits an agent's work in `git`'s worktree after putting back whatever it changed at a
+/// protected path by other means than the file tools (a command), each recorded.
+async fn commit_guarded(
+    ctx: &RunCtx,
+    git: &autodev_workspace::Git,
+    conv: &str,
+    message: &str,
+) -> Result<Option<String>> {
+    let protected = protected(ctx)?;
+    if !protected.is_empty() {
+        for path in git.changed_paths().await? {
+            if let Some(glob) = protected.protecting(&path) {
+                tracing::warn!(run = %ctx.run.id, path, glob, "a protected path was changed by a command; putting it back");
+                git.restore_from_head(&path).await?;
+                metrics::counter!("autodev_protected_path_reverts_total").increment(1);
+                ctx.event(EventKind::ProtectedPath {
+                    conversation: conv.to_string(),
+                    path: path.clone(),
+                    glob: glob.to_string(),
+                    action: "reverted".into(),
+                })
+                .await?;
+            }
+        }
+    }
+    Ok(git.commit_all(message).await?)
+}
+
+/// Tests passed: on to delivery, or, when the project holds deliveries for approval, to
+/// `awaiting_approval` with the patch and report written for the reviewer.
+async fn tests_passed(ctx: &RunCtx) -> Result<()> {
+    if ctx.settings.approve_delivery {
+        let repo = ctx.repo();
+        let patch = repo.diff(&ctx.run.base_commit, &ctx.run.branch).await?;
+        std::fs::write(ctx.dir.join("changes.patch"), &patch)?;
+        write_report(ctx).await?;
+        return transition(ctx, RunState::AwaitingApproval, None).await;
+    }
+    transition(ctx, RunState::Delivering, None).await
 }
 
 /// The worktree on the run branch, where merges, tests and repairs happen.
@@ -74,16 +121,28 @@ async fn plan(ctx: &Arc<RunCtx>) -> Result<()> {
     if run.plan.is_none() {
         let wt = run_worktree(ctx).await?;
         let tb = toolbox(ctx, &wt)?;
-        let header = if ctx.engine.store.conversation_exists(&run.id, "planner").await? {
+        // A plan rejected with a comment is revised in a conversation of its own, which
+        // starts from the rejected plan and the comment.
+        let revision = last_revision(ctx).await?;
+        let conversation = match &revision {
+            None => "planner".to_string(),
+            Some((round, _, _)) => format!("planner:r{round}"),
+        };
+        let header = if ctx.engine.store.conversation_exists(&run.id, &conversation).await? {
             Vec::new() // the stored header is used
         } else {
             let git = ctx.repo().worktree(&wt).await?;
-            prompts::planner(&run.spec, &detect::repo_view(&git, &wt).await, &ctx.settings.test_command)
+            let mut header =
+                prompts::planner(&run.spec, &detect::repo_view(&git, &wt).await, &ctx.settings.test_command);
+            if let Some((_, comment, rejected)) = &revision {
+                header.push(autodev_domain::Message::user(prompts::plan_revision(rejected, comment)));
+            }
+            header
         };
         let end = run_agent(
             ctx,
             AgentSpec {
-                conversation: "planner".into(),
+                conversation,
                 header,
                 kind: AgentKind::Planner,
                 toolbox: &tb,
@@ -113,6 +172,31 @@ async fn plan(ctx: &Arc<RunCtx>) -> Result<()> {
     }
     let next = if ctx.settings.approval { RunState::AwaitingApproval } else { RunState::Executing };
     transition(ctx, next, None).await
+}
+
+/// The latest revision asked for, if the plan was rejected with a comment: its round, the
+/// comment, and the rejected plan as the reviewer saw it.
+async fn last_revision(ctx: &RunCtx) -> Result<Option<(u32, String, String)>> {
+    let mut rejected = String::new();
+    let mut last = None;
+    for e in ctx.engine.store.events(&ctx.run.id, 0).await? {
+        match e.kind {
+            EventKind::PlanAccepted { summary, tasks } => {
+                rejected = format!("{summary}\n");
+                for t in tasks {
+                    let after = if t.depends_on.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (after {})", t.depends_on.join(", "))
+                    };
+                    rejected.push_str(&format!("- {}: {}{after}\n", t.id, t.title));
+                }
+            }
+            EventKind::PlanRevisionRequested { comment, round, .. } => last = Some((round, comment, rejected.clone())),
+            _ => {}
+        }
+    }
+    Ok(last)
 }
 
 async fn set_task(
@@ -269,7 +353,7 @@ async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<TaskEnd
     let git = ctx.repo().worktree(&wt).await?;
     git.clear_stale_locks()?;
     let message = format!("{}\n\nAutodev run {}, task {key}.\n\n{summary}", planned.title, ctx.run.short_id);
-    if let Some(sha) = git.commit_all(&message).await? {
+    if let Some(sha) = commit_guarded(ctx, &git, &format!("task:{key}"), &message).await? {
         let e = ctx.engine.store.set_task_commit(&ctx.run.id, key, &sha).await?;
         ctx.emit(e).await;
     }
@@ -460,7 +544,7 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
                             Repair::Tests(text)
                         } else {
                             match check_evidence(ctx).await? {
-                                None => return transition(ctx, RunState::Delivering, None).await,
+                                None => return tests_passed(ctx).await,
                                 Some(finding) => Repair::Evidence(finding),
                             }
                         }
@@ -490,12 +574,13 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
             let git = ctx.repo().worktree(&wt).await?;
             git.clear_stale_locks()?;
             let subject = if for_evidence { "Add tests that fail without the change" } else { "Fix failing tests" };
-            git.commit_all(&format!("{subject} (repair round {round})\n\nAutodev run {}.", ctx.run.short_id)).await?;
+            let message = format!("{subject} (repair round {round})\n\nAutodev run {}.", ctx.run.short_id);
+            commit_guarded(ctx, &git, &format!("repair:{round}"), &message).await?;
         }
         let (passed, text, exit_code) = run_tests(ctx, &wt, round).await?;
         if passed {
             match check_evidence(ctx).await? {
-                None => return transition(ctx, RunState::Delivering, None).await,
+                None => return tests_passed(ctx).await,
                 Some(finding) if round >= ctx.settings.max_repair_rounds => {
                     return Err(EngineError::Failed(format!(
                         "no_evidence: the tests pass, but {finding} (after {round} repair round(s); require_evidence is on)"

@@ -54,6 +54,15 @@ pub fn planner(spec: &str, repo_view: &str, test_command: &str) -> Vec<Message> 
     ]
 }
 
+/// What the planner is told when a reviewer rejected its plan with a comment.
+pub fn plan_revision(rejected: &str, comment: &str) -> String {
+    format!(
+        "# A reviewer rejected the previous plan\n\nThe plan was:\n\n{rejected}\nThe reviewer's comment:\n\n> {}\n\n\
+         Revise the plan to address the comment, then call submit_plan with the whole revised plan.",
+        comment.lines().collect::<Vec<_>>().join("\n> ")
+    )
+}
+
 fn plan_overview(plan: &Plan) -> String {
     let mut out = format!("{}\n", plan.summary);
     for t in &plan.tasks {

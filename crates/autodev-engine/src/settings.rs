@@ -64,6 +64,18 @@ pub struct RunSettings {
     /// branch.
     #[serde(default)]
     pub deliver_branch: Option<String>,
+    /// Globs agents may not change (the project's `protected_paths`): a write there is
+    /// refused as a tool error, and whatever a command changed there is put back before a
+    /// commit, unless a glob in `allowed_paths` covers it.
+    #[serde(default)]
+    pub protected_paths: Vec<String>,
+    /// Protected globs the run was approved with (`autodev approve RUN --allow-path GLOB`).
+    #[serde(default)]
+    pub allowed_paths: Vec<String>,
+    /// Hold before pushing and opening a pull request, at `awaiting_approval`, until a person
+    /// approves the delivery (the project's `approve_delivery`).
+    #[serde(default)]
+    pub approve_delivery: bool,
 }
 
 impl Default for RunSettings {
@@ -89,9 +101,12 @@ impl Default for RunSettings {
             replay: None,
             keep_worktrees: false,
             require_evidence: false,
-            tool_calls: ToolCallMode::Native,
+            tool_calls: ToolCallMode::Auto,
             config_warnings: Vec::new(),
             deliver_branch: None,
+            protected_paths: Vec::new(),
+            allowed_paths: Vec::new(),
+            approve_delivery: false,
         }
     }
 }
@@ -100,8 +115,12 @@ impl Default for RunSettings {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ToolCallMode {
-    /// The API's own tool calls.
+    /// The API's own tool calls, and a well-formed `{"name": ..., "arguments": {...}}` naming
+    /// one of the tools in a reply's text when the reply has no native call (small local
+    /// models often answer so); its result goes back as text.
     #[default]
+    Auto,
+    /// The API's own tool calls only.
     Native,
     /// The tools are described in the prompt; a reply that is one JSON object
     /// `{"name": ..., "arguments": {...}}` is the call, and its result comes back as text.

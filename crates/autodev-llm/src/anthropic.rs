@@ -141,11 +141,13 @@ impl AnthropicClient {
                     id: b.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
                     name: b.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
                     arguments: b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+                    signature: None,
                 }),
                 _ => {}
             }
         }
         Ok(ModelResponse {
+            fallbacks: Vec::new(),
             stop_reason: stop_reason(v.get("stop_reason").and_then(Value::as_str)),
             message: Message::assistant(text, calls),
             usage: usage(v.get("usage")),
@@ -242,11 +244,13 @@ impl AnthropicClient {
                     id,
                     name,
                     arguments: if body.trim().is_empty() { "{}".to_string() } else { body },
+                    signature: None,
                 }),
                 _ => {}
             }
         }
         Ok(ModelResponse {
+            fallbacks: Vec::new(),
             stop_reason: stop_reason(stop.as_deref()),
             message: Message::assistant(text, calls),
             usage: use_,

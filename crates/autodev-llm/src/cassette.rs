@@ -49,6 +49,10 @@ impl ModelClient for Recorder {
         self.inner.provider()
     }
 
+    fn candidates(&self, model: &str) -> Vec<(String, String)> {
+        self.inner.candidates(model)
+    }
+
     async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
         let resp = self.inner.complete(req).await?;
         let line = Interaction {

@@ -45,14 +45,24 @@ pub fn error_message(body: &str) -> String {
     if text.is_empty() { "(empty body)".to_string() } else { text.chars().take(500).collect() }
 }
 
+/// The wait Google's APIs ask for in the body (`google.rpc.RetryInfo`'s `retryDelay`,
+/// `"17s"`), which they send instead of a `Retry-After` header.
+fn retry_delay_in_body(body: &str) -> Option<Duration> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let delay = v.pointer("/error/details")?.as_array()?.iter().find_map(|d| d.get("retryDelay")?.as_str())?;
+    let secs: f64 = delay.trim().strip_suffix('s')?.parse().ok()?;
+    Some(Duration::from_secs_f64(secs.max(0.0)).min(MAX_RETRY_AFTER))
+}
+
 /// Classifies a non-success status.
 pub fn status_error(provider: &str, status: u16, headers: &HeaderMap, body: &str) -> ModelError {
     let provider = provider.to_string();
     let message = error_message(body);
+    let wait = || retry_after(headers).or_else(|| retry_delay_in_body(body));
     match status {
         401 | 403 => ModelError::Auth { provider, status, message },
-        429 => ModelError::RateLimited { provider, retry_after: retry_after(headers), message },
-        408 | 409 | 500..=599 => ModelError::Server { provider, status, retry_after: retry_after(headers), message },
+        429 => ModelError::RateLimited { provider, retry_after: wait(), message },
+        408 | 409 | 500..=599 => ModelError::Server { provider, status, retry_after: wait(), message },
         _ => ModelError::Request { provider, status, message },
     }
 }

@@ -5,7 +5,7 @@
 //! be retried, pricing each call, and recording/replaying calls as cassettes. What it is not
 //! for: deciding what to ask (the engine builds the requests) or storing anything.
 //!
-//! The two adapters are written by hand on reqwest + eventsource-stream rather than through
+//! The adapters are written by hand on reqwest + eventsource-stream rather than through
 //! a multi-vendor crate: we need exact control of the request (tool schemas, token limits),
 //! of error classification (Retry-After, 401 vs 404) and of the streamed tool-call assembly,
 //! and both are tested against recorded vendor response shapes in `tests/`.
@@ -14,6 +14,9 @@
 //! - [`http`]: HTTP status → `ModelError`, `Retry-After` parsing.
 //! - [`openai`]: OpenAI-compatible `/chat/completions` (OpenAI, Groq, Ollama, vLLM, llama.cpp).
 //! - [`anthropic`]: Anthropic `/v1/messages`.
+//! - [`gemini`]: Google Gemini `generateContent` / `streamGenerateContent`.
+//! - [`guard`]: per-provider rate limits (requests and tokens per minute) and circuit breaker.
+//! - [`fallback`]: the ordered fallback list; each switch is recorded in the response.
 //! - [`retry`]: retries with exponential backoff that honours `Retry-After`.
 //! - [`pricing`]: the price and context-window table.
 //! - [`cassette`]: record every exchange to a JSON-lines file; replay it with no network.
@@ -21,6 +24,9 @@
 
 pub mod anthropic;
 pub mod cassette;
+pub mod fallback;
+pub mod gemini;
+pub mod guard;
 pub mod http;
 pub mod openai;
 pub mod pricing;
@@ -28,6 +34,9 @@ pub mod retry;
 
 pub use anthropic::AnthropicClient;
 pub use cassette::{Recorder, Replayer};
+pub use fallback::{Candidate, FallbackClient};
+pub use gemini::GeminiClient;
+pub use guard::{Guard, GuardSettings, GuardedClient};
 pub use openai::OpenAiClient;
 pub use pricing::{ModelInfo, PriceTable};
 pub use retry::{RetryPolicy, RetryingClient};

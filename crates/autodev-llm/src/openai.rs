@@ -101,10 +101,11 @@ impl OpenAiClient {
                     None => String::new(),
                 };
                 let id = c.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("call_{i}"));
-                calls.push(ToolCall { id, name: name.to_string(), arguments });
+                calls.push(ToolCall { id, name: name.to_string(), arguments, signature: None });
             }
         }
         Ok(ModelResponse {
+            fallbacks: Vec::new(),
             stop_reason: stop_reason(choice.get("finish_reason").and_then(Value::as_str), !calls.is_empty()),
             message: Message::assistant(content, calls),
             usage: usage(v.get("usage")),
@@ -180,12 +181,14 @@ impl OpenAiClient {
                 id: if id.is_empty() { format!("call_{i}") } else { id },
                 name,
                 arguments,
+                signature: None,
             })
             .collect();
         if calls.iter().any(|c| c.name.is_empty()) {
             return Err(self.malformed("a streamed tool call had no function name"));
         }
         Ok(ModelResponse {
+            fallbacks: Vec::new(),
             stop_reason: stop_reason(finish.as_deref(), !calls.is_empty()),
             message: Message::assistant(content, calls),
             usage: use_,

@@ -36,6 +36,10 @@ impl ModelClient for RetryingClient {
         self.inner.provider()
     }
 
+    fn candidates(&self, model: &str) -> Vec<(String, String)> {
+        self.inner.candidates(model)
+    }
+
     async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.policy.min_delay)
@@ -54,6 +58,8 @@ impl ModelClient for RetryingClient {
             })
             .notify(|err: &ModelError, wait: Duration| {
                 tracing::warn!(error = %err, wait_ms = wait.as_millis() as u64, "model call failed; retrying");
+                metrics::counter!("autodev_model_retries_total", "provider" => self.inner.provider().to_string())
+                    .increment(1);
             })
             .await
     }

@@ -171,6 +171,8 @@ pub struct RunView<'a> {
     origin: Option<&'a str>,
     tests_passed: Option<bool>,
     evidence: Option<&'a str>,
+    /// At `awaiting_approval`: `plan` or `delivery`.
+    gate: Option<&'static str>,
     usage: UsageView,
     created_at_ms: i64,
     finished_at_ms: Option<i64>,
@@ -219,6 +221,8 @@ impl<'a> From<RunRef<'a>> for RunView<'a> {
             origin: r.origin,
             tests_passed: r.test_passed,
             evidence: r.evidence,
+            // The delivery gate is the one after the tests ran (see `autodev_engine::Gate`).
+            gate: (r.state == "awaiting_approval").then(|| if r.test_passed.is_some() { "delivery" } else { "plan" }),
             usage: UsageView {
                 input_tokens: r.input_tokens,
                 output_tokens: r.output_tokens,

@@ -103,6 +103,10 @@ pub struct Run {
     /// (they pass on the base too) or `no tests` (the run changed no tests).
     #[schema(value_type = Option<String>, pattern = "^(proven|tests pass but prove nothing|no tests)$")]
     evidence: Option<String>,
+    /// At `awaiting_approval`, the gate the run waits at: `plan` (approve to execute it) or
+    /// `delivery` (tests passed; approve to push the branch and open the pull request).
+    #[schema(value_type = Option<String>, pattern = "^(plan|delivery)$")]
+    gate: Option<String>,
     usage: Usage,
     created_at_ms: i64,
     finished_at_ms: Option<i64>,
@@ -189,8 +193,12 @@ pub struct CreateRun {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"comment": "Looks right; keep the tests small."}))]
 pub struct Decision {
-    /// At most 4,000 characters; a rejection's comment is the run's reason.
+    /// At most 4,000 characters. Rejecting a plan with a comment sends it back to the
+    /// planner with the comment (up to 3 times); any other rejection cancels the run with the
+    /// comment as its reason.
     comment: Option<String>,
+    /// Approval only: protected globs (the project's `protected_paths`) the run may change.
+    allow_paths: Option<Vec<String>>,
 }
 
 /// The settings Autodev knows; any other key is refused. PATCH replaces them all.
@@ -205,6 +213,14 @@ pub struct ProjectSettings {
     jira_project: Option<String>,
     /// Runs must prove their change with a test that fails without it.
     require_evidence: Option<bool>,
+    /// What this project's runs together may spend per calendar month (UTC), in USD.
+    monthly_budget_usd: Option<f64>,
+    /// Globs agents may not change (`.github/workflows/**`, `migrations/**`) unless a run is
+    /// approved with them: `*`, `?` within a path component, `**` as a whole component.
+    protected_paths: Option<Vec<String>>,
+    /// Hold each run after its tests pass, at `awaiting_approval` (gate `delivery`), until a
+    /// person approves pushing and opening the pull request.
+    approve_delivery: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -488,6 +504,14 @@ fn refine(doc: &mut Value) -> Vec<String> {
     set(doc, &schema("ProjectSettings", "github_repo"), json!({"pattern": GITHUB_REPO}));
     set(doc, &schema("ProjectSettings", "gitlab_project"), json!({"pattern": GITLAB_PROJECT}));
     set(doc, &schema("ProjectSettings", "jira_project"), json!({"pattern": JIRA_PROJECT}));
+    set(
+        doc,
+        &schema("ProjectSettings", "monthly_budget_usd"),
+        json!({"exclusiveMinimum": 0, "maximum": MONTHLY_BUDGET_MAX}),
+    );
+    let globs = json!({"maxItems": autodev_workspace::protect::MAX_GLOBS, "items": {"type": "string", "pattern": autodev_workspace::protect::GLOB_PATTERN}});
+    set(doc, &schema("ProjectSettings", "protected_paths"), globs.clone());
+    set(doc, &schema("Decision", "allow_paths"), globs);
     let param = |path: &str, method: &str, index: usize| {
         format!("/paths/{}/{method}/parameters/{index}/schema", path.replace('/', "~1"))
     };

@@ -39,6 +39,8 @@ pub const TEXT: &str = "^[^\\x00]*[^\\x00\\t\\n\\r \u{feff}][^\\x00]*$";
 pub const NO_NUL: &str = r"^[^\x00]*$";
 
 pub const SPEC_MAX_CHARS: usize = 256 * 1024;
+/// The largest monthly budget a project may set (USD): beyond it, a typo.
+pub const MONTHLY_BUDGET_MAX: f64 = 1e9;
 pub const TITLE_MAX_CHARS: usize = 200;
 pub const COMMENT_MAX_CHARS: usize = 4000;
 pub const COMMAND_MAX_CHARS: usize = 4000;
@@ -177,6 +179,12 @@ pub struct ProjectSettings {
     pub jira_project: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub require_evidence: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_budget_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protected_paths: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approve_delivery: Option<bool>,
 }
 
 impl ProjectSettings {
@@ -194,8 +202,31 @@ impl ProjectSettings {
                 return Err(ApiError::invalid(field, format!("`{v}` is not {what}")));
             }
         }
+        if let Some(b) = self.monthly_budget_usd
+            && !(b > 0.0 && b <= MONTHLY_BUDGET_MAX)
+        {
+            return Err(ApiError::invalid(
+                "settings.monthly_budget_usd",
+                format!("give a positive number of dollars up to {MONTHLY_BUDGET_MAX:.0}, not {b}"),
+            ));
+        }
+        if let Some(globs) = &self.protected_paths {
+            allow_paths("settings.protected_paths", globs)?;
+        }
         Ok(())
     }
+}
+
+/// Protected-path globs (a project's `protected_paths`, an approval's `allow_paths`).
+pub fn allow_paths(field: &str, globs: &[String]) -> Result<(), ApiError> {
+    use autodev_workspace::protect::{MAX_GLOBS, check_glob};
+    if globs.len() > MAX_GLOBS {
+        return Err(ApiError::invalid(field, format!("at most {MAX_GLOBS} globs")));
+    }
+    for (i, glob) in globs.iter().enumerate() {
+        check_glob(glob).map_err(|e| ApiError::invalid(&format!("{field}[{i}]"), format!("`{glob}`: {e}")))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -260,5 +291,14 @@ mod tests {
         let s: ProjectSettings = serde_json::from_str(r#"{"github_repo": "not a repo"}"#).unwrap();
         assert_eq!(s.check().unwrap_err().field.as_deref(), Some("settings.github_repo"));
         assert!(serde_json::from_str::<ProjectSettings>(r#"{"github_rep": "o/n"}"#).is_err());
+        let s: ProjectSettings = serde_json::from_str(
+            r#"{"monthly_budget_usd": 50, "protected_paths": [".github/workflows/**", "migrations"], "approve_delivery": true}"#,
+        )
+        .unwrap();
+        assert!(s.check().is_ok());
+        let s: ProjectSettings = serde_json::from_str(r#"{"monthly_budget_usd": 0}"#).unwrap();
+        assert_eq!(s.check().unwrap_err().field.as_deref(), Some("settings.monthly_budget_usd"));
+        let s: ProjectSettings = serde_json::from_str(r#"{"protected_paths": ["ok/**", "a**"]}"#).unwrap();
+        assert_eq!(s.check().unwrap_err().field.as_deref(), Some("settings.protected_paths[1]"));
     }
 }

@@ -96,6 +96,8 @@ pub async fn create(
 pub struct Decision {
     /// Absent, null or a string.
     comment: Option<String>,
+    /// Approval only: protected globs the run may change.
+    allow_paths: Option<Vec<String>>,
 }
 
 /// Approves or rejects a plan. The caller's role is checked before the body is judged.
@@ -110,9 +112,15 @@ async fn decide(
     let decision: Decision = body.parse_optional()?.unwrap_or_default();
     let comment = decision.comment.unwrap_or_default();
     rules::free_text("comment", &comment, rules::COMMENT_MAX_CHARS)?;
+    let allow_paths = decision.allow_paths.unwrap_or_default();
+    rules::allow_paths("allow_paths", &allow_paths)?;
+    if !approved && !allow_paths.is_empty() {
+        return Err(ApiError::invalid("allow_paths", "allow_paths goes with an approval, not a rejection"));
+    }
     let run = state.store.find_run(&id).await?;
     let verb = if approved { "approve" } else { "reject" };
-    let result = approve_plan(&state.store, &run.id, approved, &caller.key.name, &comment).await;
+    let decision = autodev_engine::Decision { approved, by: caller.key.name.clone(), comment, allow_paths };
+    let result = approve_plan(&state.store, &run.id, &decision).await;
     let status = if result.is_ok() { 200 } else { 409 };
     state.store.audit(Some(&*caller.key), "POST", &format!("/api/v1/runs/{}/{verb}", run.id), status, None).await?;
     match result {

@@ -1635,4 +1635,5 @@ impl Store {
 }
 
 pub(crate) mod budget;
+pub(crate) mod gates;
 pub(crate) mod outbox;

@@ -340,6 +340,40 @@ impl Git {
         Ok(!out.is_empty())
     }
 
+    /// Paths that differ from `HEAD` in the index or the working tree, untracked files
+    /// included (ignored ones not), relative to the worktree root.
+    pub async fn changed_paths(&self) -> Result<Vec<String>> {
+        let mut paths: Vec<String> = Vec::new();
+        for args in [
+            &["diff", "--name-only", "--no-renames", "-z", "HEAD"][..],
+            &["ls-files", "--others", "--exclude-standard", "-z"][..],
+        ] {
+            let out = self.run(args).await?;
+            paths.extend(out.split('\0').filter(|p| !p.is_empty()).map(str::to_string));
+        }
+        paths.sort();
+        paths.dedup();
+        Ok(paths)
+    }
+
+    /// Puts `path` back as it is in `HEAD` (index and working tree); a path `HEAD` does not
+    /// have is removed.
+    pub async fn restore_from_head(&self, path: &str) -> Result<()> {
+        let spec = format!("HEAD:{path}");
+        if self.check(&["cat-file", "-e", &spec]).await? {
+            self.run(&["checkout", "HEAD", "--", path]).await?;
+        } else {
+            self.run(&["rm", "-q", "-r", "--cached", "--ignore-unmatch", "--", path]).await?;
+            let full = self.dir.join(path);
+            if full.is_dir() {
+                std::fs::remove_dir_all(&full)?;
+            } else if full.symlink_metadata().is_ok() {
+                std::fs::remove_file(&full)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Stages everything except caches and dependency directories that test runs leave
     /// behind, and commits; returns the new commit, or `None` when nothing was staged.
     pub async fn commit_all(&self, message: &str) -> Result<Option<String>> {

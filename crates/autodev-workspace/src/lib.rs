@@ -18,6 +18,7 @@
 pub mod fsops;
 pub mod git;
 pub mod paths;
+pub mod protect;
 pub mod sandbox;
 pub mod tools;
 

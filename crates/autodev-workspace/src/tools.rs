@@ -31,14 +31,16 @@ pub struct ToolOutcome {
     pub is_error: bool,
     /// Set by `finish`: the agent's summary; the task ends.
     pub finished: Option<String>,
+    /// Set when a write was refused because the path is protected: (path, glob).
+    pub protected: Option<(String, String)>,
 }
 
 impl ToolOutcome {
     fn ok(content: impl Into<String>) -> Self {
-        Self { content: content.into(), is_error: false, finished: None }
+        Self { content: content.into(), is_error: false, finished: None, protected: None }
     }
     fn err(content: impl Into<String>) -> Self {
-        Self { content: content.into(), is_error: true, finished: None }
+        Self { content: content.into(), is_error: true, finished: None, protected: None }
     }
 }
 
@@ -51,6 +53,7 @@ pub struct ToolBox {
     sandbox: Arc<Sandbox>,
     default_timeout: Duration,
     max_timeout: Duration,
+    protected: Option<Arc<crate::protect::Protected>>,
 }
 
 #[derive(Deserialize)]
@@ -118,7 +121,31 @@ impl ToolBox {
             root,
             default_timeout: Duration::from_secs(120),
             max_timeout: Duration::from_secs(1800),
+            protected: None,
         })
+    }
+
+    /// Refuses writes to these paths (see [`crate::protect`]).
+    pub fn with_protected(mut self, protected: crate::protect::Protected) -> Self {
+        self.protected = (!protected.is_empty()).then(|| Arc::new(protected));
+        self
+    }
+
+    /// A refusal when `path` (relative to the root) is protected.
+    fn guard(&self, shown: &str, path: &Path) -> Result<(), ToolOutcome> {
+        let Some(protected) = &self.protected else { return Ok(()) };
+        let rel = path.to_string_lossy();
+        match protected.protecting(&rel) {
+            None => Ok(()),
+            Some(glob) => Err(ToolOutcome {
+                protected: Some((rel.to_string(), glob.to_string())),
+                ..ToolOutcome::err(format!(
+                    "`{shown}` is a protected path (the project protects `{glob}`): the write was refused and \
+                     recorded. Do not work around it; if the task needs this change, say so in your finish \
+                     summary so a person can approve the run with that path."
+                ))
+            }),
+        }
     }
 
     pub fn with_default_timeout(mut self, timeout: Duration) -> Self {
@@ -213,6 +240,7 @@ impl ToolBox {
                 content: "Task finished.".to_string(),
                 is_error: false,
                 finished: Some(a.summary),
+                protected: None,
             }),
             other => Err(ToolOutcome::err(format!(
                 "unknown tool `{other}`; the tools are list_files, read_file, write_file, edit_file, search, run, finish"
@@ -297,6 +325,7 @@ impl ToolBox {
             return Err(ToolOutcome::err("content is over 4 MiB; write smaller files"));
         }
         let path = self.path(&args.path)?;
+        self.guard(&args.path, &path)?;
         if path.as_os_str().is_empty() || self.fs.is_dir(&path) {
             return Err(ToolOutcome::err(format!("`{}` is a directory", args.path)));
         }
@@ -314,6 +343,7 @@ impl ToolBox {
             return Err(ToolOutcome::err("old_text is empty; to create a file use write_file"));
         }
         let path = self.path(&args.path)?;
+        self.guard(&args.path, &path)?;
         let bytes = self.fs.read(&path).map_err(|e| ToolOutcome::err(format!("cannot read `{}`: {e}", args.path)))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| ToolOutcome::err(format!("`{}` is not UTF-8 text; rewrite it with write_file", args.path)))?;

@@ -1,6 +1,8 @@
 mod anthropic;
 mod cassette;
+mod gemini;
 mod openai;
+mod resilience;
 mod retry;
 
 use autodev_domain::{CallMeta, Message, ModelRequest, ToolCall, ToolSpec};
@@ -17,7 +19,12 @@ pub fn request(model: &str) -> ModelRequest {
             Message::user("Fix the bug."),
             Message::assistant(
                 "",
-                vec![ToolCall { id: "c1".into(), name: "read_file".into(), arguments: r#"{"path":"a.rs"}"#.into() }],
+                vec![ToolCall {
+                    id: "c1".into(),
+                    name: "read_file".into(),
+                    arguments: r#"{"path":"a.rs"}"#.into(),
+                    signature: None,
+                }],
             ),
             Message::tool("c1", "1\tfn a() {}", false),
         ],

@@ -1,0 +1,76 @@
+//! An ordered fallback list: when the run's provider cannot answer (its breaker is open, its
+//! retries are spent, or it refused the request), the same request goes to the next provider
+//! and model on the list. Every switch is recorded in the response ([`Fallback`]), so the
+//! engine stores it with the call, emits it as an event and puts it in the report.
+use std::sync::Arc;
+
+use autodev_domain::{Fallback, ModelClient, ModelError, ModelRequest, ModelResponse};
+
+/// A provider and model to fall back on, with its client (already behind its retries and
+/// guard).
+pub struct Candidate {
+    pub provider: String,
+    pub model: String,
+    pub client: Arc<dyn ModelClient>,
+}
+
+pub struct FallbackClient {
+    primary: Arc<dyn ModelClient>,
+    fallbacks: Vec<Candidate>,
+}
+
+impl FallbackClient {
+    pub fn new(primary: Arc<dyn ModelClient>, fallbacks: Vec<Candidate>) -> Self {
+        Self { primary, fallbacks }
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelClient for FallbackClient {
+    fn provider(&self) -> &str {
+        self.primary.provider()
+    }
+
+    fn candidates(&self, model: &str) -> Vec<(String, String)> {
+        let mut all = self.primary.candidates(model);
+        all.extend(self.fallbacks.iter().map(|c| (c.provider.clone(), c.model.clone())));
+        all
+    }
+
+    async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
+        let mut switches: Vec<Fallback> = Vec::new();
+        let (mut from_provider, mut from_model) = (self.primary.provider().to_string(), req.model.clone());
+        let mut error = match self.primary.complete(req).await {
+            Ok(r) => return Ok(r),
+            Err(e) if !e.may_fall_back() || self.fallbacks.is_empty() => return Err(e),
+            Err(e) => e,
+        };
+        for c in &self.fallbacks {
+            tracing::warn!(from = %format!("{from_provider}:{from_model}"), to = %format!("{}:{}", c.provider, c.model), error = %error, "falling back to the next provider");
+            metrics::counter!("autodev_model_fallbacks_total", "from" => from_provider.clone(), "to" => c.provider.clone())
+                .increment(1);
+            switches.push(Fallback {
+                from_provider: from_provider.clone(),
+                from_model: from_model.clone(),
+                to_provider: c.provider.clone(),
+                to_model: c.model.clone(),
+                reason: error.to_string(),
+            });
+            let mut attempt = req.clone();
+            attempt.model = c.model.clone();
+            match c.client.complete(&attempt).await {
+                Ok(mut r) => {
+                    r.fallbacks = switches;
+                    return Ok(r);
+                }
+                Err(e) if !e.may_fall_back() => return Err(e),
+                Err(e) => {
+                    error = e;
+                    from_provider = c.provider.clone();
+                    from_model = c.model.clone();
+                }
+            }
+        }
+        Err(error)
+    }
+}
