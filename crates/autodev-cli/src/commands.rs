@@ -126,7 +126,6 @@ pub fn sandbox_config(cfg: &FileConfig) -> autodev_engine::SandboxConfig {
 
 /// Turns flags and config into the run's settings.
 pub fn settings(args: &RunArgs, cfg: &FileConfig, test_command: String) -> RunSettings {
-    let d = RunSettings::default();
     let model_name = args.model.model.clone().or_else(|| cfg.model.clone());
     let provider = args
         .model
@@ -135,29 +134,47 @@ pub fn settings(args: &RunArgs, cfg: &FileConfig, test_command: String) -> RunSe
         .or_else(|| cfg.provider.clone())
         .unwrap_or_else(|| provider::default_provider(model_name.as_deref()));
     let model = model_name.unwrap_or_else(|| provider::default_model(&provider).to_string());
-    let provider_name = provider.clone();
+    let base = configured_settings(cfg, &provider, model);
     RunSettings {
         test_command,
         provider: if args.model.replay.is_some() { "replay".into() } else { provider },
+        max_parallel: args.max_parallel.unwrap_or(base.max_parallel),
+        max_repair_rounds: args.max_repair_rounds.unwrap_or(base.max_repair_rounds),
+        max_steps: args.max_steps.unwrap_or(base.max_steps),
+        approval: args.approve,
+        record: args.model.record.as_ref().map(|p| absolute(p)),
+        replay: args.model.replay.as_ref().map(|p| absolute(p)),
+        ..base
+    }
+}
+
+/// A run's settings from the operator's configuration alone, for `provider` and `model`:
+/// what `autodev run` starts from before its flags, and what runs made through the API and
+/// webhooks get.
+pub fn configured_settings(cfg: &FileConfig, provider: &str, model: String) -> RunSettings {
+    let d = RunSettings::default();
+    RunSettings {
+        test_command: String::new(),
+        provider: provider.to_string(),
         model,
-        max_parallel: args.max_parallel.or(cfg.max_parallel).unwrap_or(d.max_parallel),
-        max_repair_rounds: args.max_repair_rounds.or(cfg.max_repair_rounds).unwrap_or(d.max_repair_rounds),
-        max_steps: args.max_steps.or(cfg.max_steps).unwrap_or(d.max_steps),
+        max_parallel: cfg.max_parallel.unwrap_or(d.max_parallel),
+        max_repair_rounds: cfg.max_repair_rounds.unwrap_or(d.max_repair_rounds),
+        max_steps: cfg.max_steps.unwrap_or(d.max_steps),
         max_task_tokens: cfg.max_task_tokens.unwrap_or(d.max_task_tokens),
         max_cost_usd: cfg.max_cost_usd,
         max_output_tokens: cfg.max_output_tokens.unwrap_or(d.max_output_tokens),
         context_window: cfg.context_window,
-        approval: args.approve,
+        approval: false,
         command_timeout_secs: cfg.command_timeout_secs.unwrap_or(d.command_timeout_secs),
         test_timeout_secs: cfg.test_timeout_secs.unwrap_or(d.test_timeout_secs),
         sandbox_network: cfg.sandbox.network.unwrap_or(false),
         sandbox_pass_env: cfg.sandbox.pass_env.clone(),
         sandbox_writable: cfg.sandbox.writable.clone(),
-        record: args.model.record.as_ref().map(|p| absolute(p)),
-        replay: args.model.replay.as_ref().map(|p| absolute(p)),
+        record: None,
+        replay: None,
         keep_worktrees: false,
         require_evidence: cfg.require_evidence.unwrap_or(false),
-        tool_calls: cfg.tool_calls_for(&provider_name).unwrap_or_default(),
+        tool_calls: cfg.tool_calls_for(provider).unwrap_or_default(),
         config_warnings: cfg.repo_warnings.clone(),
         deliver_branch: None,
         protected_paths: cfg.protected_paths.clone(),

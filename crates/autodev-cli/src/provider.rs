@@ -225,6 +225,11 @@ impl autodev_server::workers::ModelFactory for ConfiguredModels {
         (provider, model)
     }
 
+    fn run_settings(&self) -> autodev_engine::RunSettings {
+        let (provider, model) = self.defaults();
+        crate::commands::configured_settings(&self.cfg, &provider, model)
+    }
+
     fn build(&self, settings: &autodev_engine::RunSettings) -> Result<Arc<dyn ModelClient>, String> {
         build(&settings.provider, &self.cfg, settings.record.as_deref(), settings.replay.as_deref())
     }

@@ -134,8 +134,8 @@ async fn plan(ctx: &Arc<RunCtx>) -> Result<()> {
             let git = ctx.repo().worktree(&wt).await?;
             let mut header =
                 prompts::planner(&run.spec, &detect::repo_view(&git, &wt).await, &ctx.settings.test_command);
-            if let Some((_, comment, rejected)) = &revision {
-                header.push(autodev_domain::Message::user(prompts::plan_revision(rejected, comment)));
+            if let Some((round, comment, rejected)) = &revision {
+                header.push(autodev_domain::Message::user(prompts::plan_revision(*round, rejected, comment)));
             }
             header
         };

@@ -55,9 +55,9 @@ pub fn planner(spec: &str, repo_view: &str, test_command: &str) -> Vec<Message> 
 }
 
 /// What the planner is told when a reviewer rejected its plan with a comment.
-pub fn plan_revision(rejected: &str, comment: &str) -> String {
+pub fn plan_revision(round: u32, rejected: &str, comment: &str) -> String {
     format!(
-        "# A reviewer rejected the previous plan\n\nThe plan was:\n\n{rejected}\nThe reviewer's comment:\n\n> {}\n\n\
+        "# A reviewer rejected the previous plan\n\nThis is revision {round} of the plan. The plan was:\n\n{rejected}\nThe reviewer's comment:\n\n> {}\n\n\
          Revise the plan to address the comment, then call submit_plan with the whole revised plan.",
         comment.lines().collect::<Vec<_>>().join("\n> ")
     )

@@ -61,11 +61,25 @@ pub async fn render(
     if let Some(plan) = &plan {
         let _ = writeln!(out, "## Plan\n\n{}\n", plan.summary);
     }
+    // What each conversation cost (a task's is `task:<id>`).
+    let mut by_conv: std::collections::BTreeMap<String, (u32, u64, u64, i64)> = Default::default();
+    for e in &events {
+        if let EventKind::ModelCall { conversation, input_tokens, output_tokens, cost_micros, .. } = &e.kind {
+            let entry = by_conv.entry(conversation.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += input_tokens;
+            entry.2 += output_tokens;
+            entry.3 += cost_micros;
+        }
+    }
     let _ = writeln!(out, "## Tasks\n");
     for t in &tasks {
         let deps = t.deps();
         let after = if deps.is_empty() { String::new() } else { format!(" (after {})", deps.join(", ")) };
         let _ = writeln!(out, "### {} — {}{} — {}\n", t.task_key, t.title, after, t.state);
+        if let Some((n, i, o, c)) = by_conv.get(&format!("task:{}", t.task_key)) {
+            let _ = writeln!(out, "Cost: {} ({n} model calls, {i} input + {o} output tokens)\n", MicroUsd(*c));
+        }
         if let Some(s) = &t.summary {
             let _ = writeln!(out, "{s}\n");
         }
@@ -129,17 +143,54 @@ pub async fn render(
     if !diffstat.trim().is_empty() {
         let _ = writeln!(out, "\n```\n{}\n```", diffstat.trim_end());
     }
-    let _ = writeln!(out, "\n## Model calls\n");
-    let mut by_conv: std::collections::BTreeMap<String, (u32, u64, u64, i64)> = Default::default();
+    // The gates and the guards: who decided what, and what the agents were stopped from
+    // changing.
+    let mut gates = Vec::new();
     for e in &events {
-        if let EventKind::ModelCall { conversation, input_tokens, output_tokens, cost_micros, .. } = &e.kind {
-            let entry = by_conv.entry(conversation.clone()).or_default();
-            entry.0 += 1;
-            entry.1 += input_tokens;
-            entry.2 += output_tokens;
-            entry.3 += cost_micros;
+        match &e.kind {
+            EventKind::PlanApproved { by, comment, allow_paths } => {
+                let mut line = format!("- approved by {by}");
+                if !comment.is_empty() {
+                    let _ = write!(line, ": {comment}");
+                }
+                if !allow_paths.is_empty() {
+                    let _ = write!(line, " (protected paths allowed: {})", allow_paths.join(", "));
+                }
+                gates.push(line);
+            }
+            EventKind::PlanRevisionRequested { by, comment, round } => {
+                gates.push(format!("- plan rejected by {by}, revision {round} asked: {comment}"))
+            }
+            EventKind::ProtectedPath { conversation, path, glob, action } => {
+                gates.push(format!("- {conversation}: change to protected `{path}` ({glob}) {action}"))
+            }
+            _ => {}
         }
     }
+    if !gates.is_empty() {
+        let _ = writeln!(out, "\n## Gates\n");
+        for g in gates {
+            let _ = writeln!(out, "{}", g.replace('\n', " "));
+        }
+    }
+    let fallbacks: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ProviderFallback { conversation, turn, from, to, reason } => Some(format!(
+                "- {conversation} turn {}: {from} → {to} ({})",
+                turn + 1,
+                reason.lines().next().unwrap_or_default()
+            )),
+            _ => None,
+        })
+        .collect();
+    if !fallbacks.is_empty() {
+        let _ = writeln!(out, "\n## Provider fallbacks\n");
+        for f in fallbacks {
+            let _ = writeln!(out, "{f}");
+        }
+    }
+    let _ = writeln!(out, "\n## Model calls\n");
     let _ = writeln!(out, "| conversation | calls | input | output | cost |\n|---|---|---|---|---|");
     for (conv, (n, i, o, c)) in by_conv {
         let _ = writeln!(out, "| {conv} | {n} | {i} | {o} | {} |", MicroUsd(c));

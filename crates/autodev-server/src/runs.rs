@@ -66,14 +66,12 @@ pub async fn create(
     let spec = Spec::from_text(&text).map_err(|e| ApiError::invalid("spec", e.to_string()))?;
     // An empty test command is detected by the worker in its clone of the repository.
     let test_command = project.test_command.clone().unwrap_or_default();
-    let (provider, default_model) = state.models.defaults();
-    let defaults = RunSettings::default();
+    let defaults = state.models.run_settings();
     let settings = RunSettings {
         test_command,
-        provider,
-        model: body.model.unwrap_or(default_model),
+        model: body.model.unwrap_or_else(|| defaults.model.clone()),
         max_parallel: body.max_parallel.unwrap_or(defaults.max_parallel),
-        approval: body.approval.unwrap_or(false),
+        approval: body.approval.unwrap_or(defaults.approval),
         ..defaults
     };
     // Build the client now so a run for a provider that is not configured is refused here,

@@ -440,13 +440,8 @@ async fn act(
         Ok(spec) => spec,
         Err(e) => return ignored(format!("the ticket is not a usable spec: {e}")),
     };
-    let (provider, model) = state.models.defaults();
-    let settings = RunSettings {
-        test_command: project.test_command.clone().unwrap_or_default(),
-        provider,
-        model,
-        ..RunSettings::default()
-    };
+    let settings =
+        RunSettings { test_command: project.test_command.clone().unwrap_or_default(), ..state.models.run_settings() };
     if let Err(e) = state.models.check(&settings) {
         return ignored(format!("no model client: {e}"));
     }

@@ -14,6 +14,13 @@ use crate::app::AppState;
 pub trait ModelFactory: Send + Sync {
     /// The provider and model a run gets when its request names none.
     fn defaults(&self) -> (String, String);
+    /// The settings a run made through the API or a webhook starts from: the operator's
+    /// configuration (limits, budgets, sandbox, tool calls, protected paths) with the default
+    /// provider and model. The request and the project then adjust them.
+    fn run_settings(&self) -> RunSettings {
+        let (provider, model) = self.defaults();
+        RunSettings { provider, model, ..RunSettings::default() }
+    }
     /// The client for a run's settings, or why there is none (the provider is not configured).
     fn build(&self, settings: &RunSettings) -> Result<Arc<dyn ModelClient>, String>;
     /// Whether `build` would succeed, without building (creating a run calls this; building

@@ -21,7 +21,11 @@ pub fn conversation_of(body: &Value) -> (String, u32) {
     let conv = if text.contains("Autodev doctor is checking") {
         "doctor".to_string()
     } else if text.contains("You are the planner") {
-        "planner".to_string()
+        // A revision (a rejected plan sent back with a comment) is a conversation of its own.
+        match text.split("revision ").nth(1).and_then(|r| r.split(' ').next()) {
+            Some(round) if text.contains("# A reviewer rejected the previous plan") => format!("planner:r{round}"),
+            _ => "planner".to_string(),
+        }
     } else if let Some(rest) = text.split("# Your task: ").nth(1) {
         format!("task:{}", rest.split(' ').next().unwrap_or(""))
     } else if let Some(rest) = text.split("(repair round ").nth(1) {

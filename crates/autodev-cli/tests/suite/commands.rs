@@ -707,7 +707,7 @@ async fn approve_and_reject_decide_at_the_plan_gate() {
             base_branch: "main".into(),
             base_commit: "abc".into(),
             branch: format!("autodev/{}-x", id.short()),
-            settings: "{}".into(),
+            settings: serde_json::to_string(&autodev_engine::RunSettings::default()).unwrap(),
             project_id: None,
             origin: None,
         };
@@ -722,17 +722,43 @@ async fn approve_and_reject_decide_at_the_plan_gate() {
         store.set_run_state(&run.id, RunState::AwaitingApproval, None).await.unwrap();
         shorts.push(id.short());
     }
-    let (code, stdout, stderr) = output(autodev(&home).args(["approve", &shorts[0], "--comment", "looks right"]));
+    let (code, stdout, stderr) = output(autodev(&home).args([
+        "approve",
+        &shorts[0],
+        "--comment",
+        "looks right",
+        "--allow-path",
+        "migrations/0002_*.sql",
+    ]));
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains("approved") && stdout.contains("executing") && stdout.contains("autodev resume"),
         "{stdout}"
     );
+    let first = store.find_run(&shorts[0]).await.unwrap();
+    let settings: autodev_engine::RunSettings = serde_json::from_str(&first.settings).unwrap();
+    assert_eq!(settings.allowed_paths, ["migrations/0002_*.sql"]);
+    // A bad glob is refused before anything is decided.
+    let (code, _, stderr) = output(autodev(&home).args(["approve", &shorts[1], "--allow-path", "a**"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--allow-path `a**`"), "{stderr}");
+    // Rejected with a comment: back to the planner with it.
     let (code, stdout, _) = output(autodev(&home).args(["reject", &shorts[1], "--comment", "too broad"]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("goes back to the planner"), "{stdout}");
+    let second = store.find_run(&shorts[1]).await.unwrap();
+    assert_eq!(second.run_state(), RunState::Planning);
+    let events = store.events(&second.id, 0).await.unwrap();
+    assert!(events.iter().any(
+        |e| matches!(&e.kind, EventKind::PlanRevisionRequested { comment, round: 1, .. } if comment == "too broad")
+    ));
+    // Rejected without a comment: cancelled.
+    store.set_run_state(&second.id, RunState::AwaitingApproval, None).await.unwrap();
+    let (code, stdout, _) = output(autodev(&home).args(["reject", &shorts[1]]));
     assert_eq!(code, 0);
     assert!(stdout.contains("rejected") && stdout.contains("cancelled"), "{stdout}");
     let (_, stdout, _) = output(autodev(&home).args(["runs", "show", &shorts[1]]));
-    assert!(stdout.contains("plan rejected: too broad"), "{stdout}");
+    assert!(stdout.contains("plan rejected"), "{stdout}");
     // Not at the gate: refused with why.
     let (code, _, stderr) = output(autodev(&home).args(["approve", &shorts[1]]));
     assert_eq!(code, 2);

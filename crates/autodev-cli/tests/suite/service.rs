@@ -203,3 +203,122 @@ async fn one_server_and_three_workers_on_postgres_finish_every_run_once_after_a_
     let _ = std::process::Command::new("kill").args(["-TERM", &serve.id().to_string()]).status();
     assert_eq!(serve.wait().unwrap().code(), Some(0));
 }
+
+/// Issue 12's concurrency rule across processes: two `autodev worker` processes on one
+/// PostgreSQL database each drive a run of the same project with four agents in parallel
+/// (eight agents in all), against the project's monthly budget. Each model call reserves its
+/// worst case in the same transaction as the check, so the project's recorded spend never
+/// passes the budget: the overshoot is zero, not "at most one call".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_worker_processes_sharing_a_project_budget_on_postgres_never_pass_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = autodev_testkit::pg::TestDb::create().await;
+    let script = Script::default();
+    let tasks: Vec<Value> = (1..=4)
+        .map(|i| json!({"id": format!("t{i}"), "title": format!("Part {i}"), "description": "", "depends_on": [], "acceptance": []}))
+        .collect();
+    script.plan(json!(tasks));
+    for i in 1..=4 {
+        for turn in 0..60 {
+            script.on(&format!("task:t{i}"), turn, vec![call("search", json!({"pattern": format!("t{i}x{turn}")}))]);
+        }
+    }
+    let model = script.serve(Duration::from_millis(25)).await;
+    let model_url = model.uri();
+    let repo = make_repo(dir.path());
+    let env = |cmd: &mut std::process::Command| {
+        with_db(cmd, &db.url, &model_url);
+        // gpt-4.1: $2/M input, $8/M output. Each scripted call reports 1,000 + 100 tokens
+        // ($0.0028); each reserves its worst case (its input estimate and 200 output tokens).
+        cmd.env("AUTODEV_MODEL", "gpt-4.1").env("AUTODEV_MAX_OUTPUT_TOKENS", "200");
+    };
+    let mut pids = Vec::new();
+    let mut serve = autodev(&dir.path().join("serve-home"));
+    env(&mut serve);
+    let mut serve =
+        serve.args(["serve", "--listen", "127.0.0.1:0", "--workers", "0"]).stderr(Stdio::piped()).spawn().unwrap();
+    pids.push(serve.id());
+    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let base = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
+    std::thread::spawn(move || for _ in lines {});
+    let mut keys = autodev(&dir.path().join("serve-home"));
+    env(&mut keys);
+    let (code, stdout, stderr) = output(keys.args(["keys", "create", "--name", "ops", "--role", "admin"]));
+    assert_eq!(code, 0, "{stderr}");
+    let key = stdout.lines().last().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/api/v1/projects"))
+        .bearer_auth(&key)
+        .json(&json!({"name": "shared", "repository": repo, "test_command": "sh check.sh", "settings": {"monthly_budget_usd": 0.05}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let r = http
+            .post(format!("{base}/api/v1/runs"))
+            .bearer_auth(&key)
+            .json(&json!({"project": "shared", "spec": format!("# Job {n}\n\nSearch a lot."), "max_parallel": 4}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    let mut workers: Vec<Child> = (0..2)
+        .map(|i| {
+            let mut w = autodev(&dir.path().join(format!("worker-{i}")));
+            env(&mut w);
+            w.args(["worker", "--workers", "1", "--grace", "10"]).stderr(Stdio::null()).spawn().unwrap()
+        })
+        .collect();
+    pids.extend(workers.iter().map(Child::id));
+    let _reaper = Reaper(pids);
+
+    let store = Store::connect(&db.url, Migrations::Check).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut owners = HashSet::new();
+    loop {
+        let mut open = 0;
+        for id in &ids {
+            let run = store.get_run(id).await.unwrap();
+            owners.extend(run.lease_owner.clone());
+            if !run.run_state().is_terminal() {
+                open += 1;
+            }
+        }
+        if open == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} runs never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(owners.len(), 2, "each worker process should drive one run: {owners:?}");
+    let mut total = 0;
+    for id in &ids {
+        let run = store.get_run(id).await.unwrap();
+        assert_eq!(run.state, "failed");
+        let reason = run.reason.clone().unwrap_or_default();
+        assert!(reason.starts_with("budget_exceeded: the project's monthly_budget_usd for "), "{reason}");
+        assert!(reason.contains(" = $0.0500 would be passed"), "{reason}");
+        assert!(run.cost_micros > 0, "run {id} spent nothing: the runs did not share the budget");
+        total += run.cost_micros;
+    }
+    let month = autodev_domain::month_of(autodev_store::now_ms());
+    let project = store.find_project("shared").await.unwrap();
+    let spend: HashMap<String, i64> = store.month_spend(&month).await.unwrap().into_iter().collect();
+    assert_eq!(spend[&format!("project:{}", project.id)], total);
+    // The measured overshoot: none.
+    assert!(total <= 50_000, "the project spent {total} µ$ of a 50,000 µ$ budget");
+    // And the budget was used, not left idle: within eight calls' worst case of it.
+    assert!(total > 50_000 - 8 * 5_000, "only {total} µ$ of 50,000 was used");
+    eprintln!("two processes, eight agents: spent {total} µ$ of a 50,000 µ$ project budget");
+    for w in workers.iter_mut() {
+        let _ = std::process::Command::new("kill").args(["-TERM", &w.id().to_string()]).status();
+        assert_eq!(w.wait().unwrap().code(), Some(0));
+    }
+    let _ = std::process::Command::new("kill").args(["-TERM", &serve.id().to_string()]).status();
+    assert_eq!(serve.wait().unwrap().code(), Some(0));
+}

@@ -244,9 +244,11 @@ async fn the_approval_gate_stops_after_planning_until_approved() {
             "# Greet again",
         )
         .await;
-    app.engine.approve(&id2, false, "tester", "too big").await.unwrap();
+    // Rejected without a comment: cancelled (with one, the planner revises the plan; see
+    // governance.rs).
+    app.engine.approve(&id2, false, "tester", "").await.unwrap();
     assert_eq!(app.engine.store().run_state(&id2).await.unwrap(), RunState::Cancelled);
-    assert_eq!(app.reason(&id2).await, "plan rejected: too big");
+    assert_eq!(app.reason(&id2).await, "plan rejected");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 mod bad_input;
 mod context;
 mod escape;
+mod governance;
 pub mod harness;
 mod lifecycle;
 mod outcomes;

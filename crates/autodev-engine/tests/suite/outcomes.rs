@@ -89,7 +89,10 @@ async fn a_plan_in_text_that_does_not_parse_gets_its_error_back() {
     let broken = format!("{{\"summary\": \"s\", \"tasks\": {tasks}, \"tasks\": {tasks}}}");
     let call_text = format!("```json\n{{\"name\": \"submit_plan\", \"arguments\": {broken}}}\n```");
     app.script.on("planner", 0, vec![text(&call_text)]).on("planner", 1, vec![text(&call_text)]);
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    // Native calls only (in `auto` such a call is run, and refused as a call).
+    let mut s = settings(&app.server);
+    s.tool_calls = autodev_engine::ToolCallMode::Native;
+    let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
     let second = app.script.requests_for("planner")[1].to_string();
     assert!(
@@ -143,7 +146,10 @@ async fn a_tool_call_written_as_text_is_never_taken_as_a_summary() {
         .on("task:t1", 0, vec![call("list_files", json!({}))])
         .on("task:t1", 1, vec![text(as_text)])
         .on("task:t1", 2, vec![text(as_text)]);
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    // With native calls only: in `auto` (the default) the call in the text is run instead.
+    let mut s = settings(&app.server);
+    s.tool_calls = autodev_engine::ToolCallMode::Native;
+    let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
     let reminder = app.script.requests_for("task:t1")[2].to_string();
     assert!(reminder.contains("holds a `write_file` call written as text"), "{reminder}");

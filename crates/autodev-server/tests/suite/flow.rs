@@ -226,6 +226,79 @@ async fn a_run_created_over_http_is_executed_by_a_worker_after_approval(app) {
     tokio::time::timeout(Duration::from_secs(10), workers).await.unwrap().unwrap();
 }
 
+async fn a_project_that_approves_deliveries_holds_its_runs_before_pushing(app) {
+    let repo = make_repo(app._dir.path());
+    app.script
+        .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![write("migrations/0001.sql", "-- no\n")])
+        .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+    // Settings are checked field by field.
+    for (settings, field) in [
+        (json!({"monthly_budget_usd": -1}), "settings.monthly_budget_usd"),
+        (json!({"protected_paths": ["/etc/**"]}), "settings.protected_paths[0]"),
+        (json!({"approve_delivery": "yes"}), "settings.approve_delivery"),
+    ] {
+        let body = json!({"name": "greeter", "repository": repo, "settings": settings});
+        let (status, v) = json(app.post("/api/v1/projects", Some(&app.admin)).json(&body).send().await.unwrap()).await;
+        assert_eq!((status, v["error"]["field"].as_str()), (422, Some(field)), "{v}");
+    }
+    let project = json!({"name": "greeter", "repository": repo, "test_command": "sh check.sh",
+        "settings": {"approve_delivery": true, "protected_paths": ["migrations/**"], "monthly_budget_usd": 100}});
+    let (status, v) = json(app.post("/api/v1/projects", Some(&app.admin)).json(&project).send().await.unwrap()).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["settings"]["protected_paths"], json!(["migrations/**"]));
+    let workers = tokio::spawn(autodev_server::workers::run_workers(app.state.clone(), 1, app.shutdown.clone()));
+    let body = json!({"project": "greeter", "spec": "Write hello into greeting.txt.", "title": "Greet"});
+    let (status, run) = json(app.post("/api/v1/runs", Some(&app.operator)).json(&body).send().await.unwrap()).await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().unwrap().to_string();
+    let wait_for = |want: &'static str| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            for _ in 0..300 {
+                let (_, v) =
+                    json(app.get(&format!("/api/v1/runs/{id}"), Some(&app.viewer)).send().await.unwrap()).await;
+                if v["state"] == want {
+                    return v;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("run never reached {want}");
+        }
+    };
+    let held = wait_for("awaiting_approval").await;
+    assert_eq!(held["gate"], "delivery", "{held}");
+    assert_eq!(held["tests_passed"], true);
+    let branch = held["branch"].as_str().unwrap().to_string();
+    // Not pushed yet.
+    assert_eq!(autodev_testkit::git(&repo, &["branch", "--list", &branch]), "");
+    // allow_paths goes with an approval only.
+    let (status, v) = json(
+        app.post(&format!("/api/v1/runs/{id}/reject"), Some(&app.operator))
+            .json(&json!({"allow_paths": ["x"]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, v["error"]["field"].as_str()), (422, Some("allow_paths")), "{v}");
+    let (status, v) =
+        json(app.post(&format!("/api/v1/runs/{id}/approve"), Some(&app.operator)).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    let done = wait_for("succeeded").await;
+    assert!(done["gate"].is_null());
+    assert_eq!(autodev_testkit::git(&repo, &["show", &format!("{branch}:greeting.txt")]), "hello");
+    // The protected migration never reached the branch.
+    let files = autodev_testkit::git(&repo, &["ls-tree", "-r", "--name-only", &branch]);
+    assert!(!files.contains("migrations/"), "{files}");
+    let report = app.get(&format!("/api/v1/runs/{id}/artifacts/report"), Some(&app.viewer)).send().await.unwrap();
+    let report = report.text().await.unwrap();
+    assert!(report.contains("## Gates") && report.contains("change to protected `migrations/0001.sql` (migrations/**) refused"), "{report}");
+    app.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), workers).await.unwrap().unwrap();
+}
+
 async fn a_clone_url_project_is_cloned_by_the_worker_and_the_branch_pushed_back(app) {
     let work = make_repo(app._dir.path());
     let bare = app._dir.path().join("origin.git");
