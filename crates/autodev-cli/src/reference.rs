@@ -40,7 +40,7 @@ pub const KEYS: &[Key] = &[
         Some("AUTODEV_PROVIDER"),
         "from the model, else `openai`",
         Operator,
-        "`openai`, `anthropic`, `groq` or `ollama`.",
+        "`openai`, `anthropic`, `gemini`, `groq` or `ollama`.",
     ),
     k(
         "test_command",
@@ -71,7 +71,7 @@ pub const KEYS: &[Key] = &[
         Some("AUTODEV_MAX_COST_USD"),
         "none",
         RepositoryTighten,
-        "Each model call first reserves its worst-case cost (input estimated high, plus max_output_tokens); one that could pass this many dollars is not made and the run fails `budget_exceeded` (concurrent agents included). A warning at 80%.",
+        "Each model call first reserves its worst-case cost (input counted with the model's tokenizer or estimated high, plus max_output_tokens); one that could pass this many dollars is not made and the run fails `budget_exceeded` (concurrent agents included); `autodev resume RUN --max-cost-usd N` continues it. A warning at 80%.",
     ),
     k(
         "max_output_tokens",

@@ -9,7 +9,9 @@
 //! storing the tool call as started and as finished, and the events.
 //!
 //! The second line is the same run with `max_cost_usd` set: the difference is what a budget
-//! reservation (one conditional UPDATE in its own transaction) adds to a model call.
+//! reservation (the input counted with the model's tokenizer, then one conditional UPDATE in
+//! its own transaction) adds to a model call. The third adds a monthly budget (the month's
+//! row locked and the reservations in flight summed in the same transaction).
 //!
 //! Memory: 50 runs driven concurrently, each model call taking 20 ms (so all 50 are in flight
 //! at once), peak RSS (VmHWM) of the process.
@@ -125,13 +127,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn step_overhead(steps: u32, max_cost_usd: Option<f64>) {
+async fn step_overhead(steps: u32, max_cost_usd: Option<f64>, monthly_usd: Option<f64>) {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path());
     let home = dir.path().join("home");
     let store = Store::open(&home.join("autodev.db")).await.unwrap();
     let model = Arc::new(InstantModel { steps, delay: Duration::ZERO, calls: AtomicU64::new(0) });
-    let engine = Engine::new(store, model, PriceTable::default(), &home).collect_step_overheads();
+    let engine = Engine::new(store, model, PriceTable::default(), &home)
+        .with_budgets(autodev_engine::Budgets { monthly_usd })
+        .collect_step_overheads();
     let settings = RunSettings { max_cost_usd, ..settings() };
     let req = RunRequest { repo, spec: Spec::parse(b"# bench").unwrap(), base: None, settings };
     let id = engine.create_run(req).await.unwrap().id;
@@ -144,7 +148,11 @@ async fn step_overhead(steps: u32, max_cost_usd: Option<f64>) {
     all.sort();
     let n = all.len();
     let mean = all.iter().sum::<Duration>() / n as u32;
-    let with = if max_cost_usd.is_some() { ", with a cost limit (a reservation per call)" } else { "" };
+    let with = match (max_cost_usd, monthly_usd) {
+        (Some(_), Some(_)) => ", with a cost limit and a monthly budget (a reservation per call against both)",
+        (Some(_), None) => ", with a cost limit (a reservation per call)",
+        _ => "",
+    };
     println!("step overhead over {n} steps (model reply + tool start + tool finish persisted, events included{with}):");
     println!(
         "  median {:>7.1} µs   p90 {:>7.1} µs   p99 {:>7.1} µs   mean {:>7.1} µs   (whole run {:.2} s)",
@@ -204,9 +212,13 @@ fn main() {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        step_overhead(400, None).await;
-        // The same with max_cost_usd: each call first reserves its worst case in the store.
-        step_overhead(400, Some(1_000.0)).await;
+        step_overhead(400, None, None).await;
+        // The same with max_cost_usd: each call first reserves its worst case in the store
+        // (its input counted with the model's tokenizer).
+        step_overhead(400, Some(1_000.0), None).await;
+        // And with the deployment's monthly budget too: the month's row is locked and the
+        // reservations in flight summed in the same transaction.
+        step_overhead(400, Some(1_000.0), Some(100_000.0)).await;
         memory_in_flight(50).await;
     });
 }

@@ -242,6 +242,9 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
     let mut ever_called = false;
     let mut same_replies = 0u32;
     let mut last_compaction: Option<u32> = None;
+    // Input token counters for budget reservations, per model the call may be served by
+    // (each caches what it counted, so a turn counts only its new messages).
+    let mut counters: HashMap<String, autodev_llm::TokenCounter> = HashMap::new();
     for turn in 0.. {
         ctx.check_cancel()?;
         if turn >= spec.max_steps {
@@ -292,7 +295,7 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                     max_output_tokens: ctx.settings.max_output_tokens,
                     meta: CallMeta { conversation: conv.to_string(), turn },
                 };
-                let reserved = reserve(ctx, &request, tools_tokens).await?;
+                let reserved = reserve(ctx, &request, &mut counters).await?;
                 let started = Instant::now();
                 let result = tokio::select! {
                     r = ctx.engine.model.complete(&request) => Some(r),
@@ -586,7 +589,11 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
 /// three characters a token, where the estimate elsewhere takes four) and all the output it
 /// may ask for is added. Returns what was reserved (0 without a limit or a price); a call
 /// that would pass a limit is not made and the run fails `budget_exceeded`, naming the limit.
-async fn reserve(ctx: &RunCtx, request: &ModelRequest, tools_tokens: u64) -> Result<i64> {
+async fn reserve(
+    ctx: &RunCtx,
+    request: &ModelRequest,
+    counters: &mut HashMap<String, autodev_llm::TokenCounter>,
+) -> Result<i64> {
     let to_micros = |usd: f64| (usd * 1e6).round() as i64;
     let project_month = match &ctx.run.project_id {
         Some(_) => ctx.engine.store.project_monthly_budget(&ctx.run.id).await?.map(to_micros),
@@ -600,16 +607,17 @@ async fn reserve(ctx: &RunCtx, request: &ModelRequest, tools_tokens: u64) -> Res
     if limits == autodev_store::Limits::default() {
         return Ok(0);
     }
-    let estimated: u64 = request.messages.iter().map(Message::estimated_tokens).sum::<u64>() + tools_tokens;
-    let input = estimated.saturating_mul(4).div_ceil(3) + 64;
-    // The costliest model the call may end up on (a fallback may cost more than the primary).
-    let worst = ctx
-        .engine
-        .model
-        .candidates(&ctx.settings.model)
-        .iter()
-        .filter_map(|(_, model)| ctx.engine.prices.cost(model, input, request.max_output_tokens as u64))
-        .max();
+    // The worst case over every model the call may end up on (a fallback may cost more than
+    // the primary): its input counted with its tokenizer where there is one, else
+    // estimated conservatively, plus all the output the call may ask for.
+    let mut worst: Option<autodev_domain::MicroUsd> = None;
+    for (_, model) in ctx.engine.model.candidates(&ctx.settings.model) {
+        let counter = counters.entry(model.clone()).or_insert_with(|| autodev_llm::TokenCounter::for_model(&model));
+        let input = counter.input(request);
+        if let Some(cost) = ctx.engine.prices.cost(&model, input, request.max_output_tokens as u64) {
+            worst = worst.max(Some(cost));
+        }
+    }
     let Some(worst) = worst else {
         // Unpriced models are counted at $0 (with a warning); nothing to reserve.
         return Ok(0);

@@ -31,6 +31,7 @@ pub mod http;
 pub mod openai;
 pub mod pricing;
 pub mod retry;
+pub mod tokens;
 
 pub use anthropic::AnthropicClient;
 pub use cassette::{Recorder, Replayer};
@@ -40,3 +41,4 @@ pub use guard::{Guard, GuardSettings, GuardedClient};
 pub use openai::OpenAiClient;
 pub use pricing::{ModelInfo, PriceTable};
 pub use retry::{RetryPolicy, RetryingClient};
+pub use tokens::TokenCounter;

@@ -141,3 +141,70 @@ async fn a_run_killed_twice_resumes_to_the_end_without_repeating_model_calls() {
     assert_eq!(git(&repo, &["worktree", "list", "--porcelain"]).matches("worktree ").count(), 1);
     assert_eq!(git(&repo, &["status", "--porcelain"]), "");
 }
+
+/// A run stopped by its budget: `autodev run` fails `budget_exceeded` naming the limit, the
+/// spend and the limit's value; `autodev resume RUN --max-cost-usd N` reopens it with the
+/// raised limit and it finishes, without paying for a recorded call twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_stopped_run_resumes_with_a_raised_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    let home = dir.path().join("home");
+    let script = Script::default();
+    script.plan(json!([{"id": "t1", "title": "Greet", "description": "", "depends_on": [], "acceptance": []}]));
+    for turn in 0..5 {
+        script.on("task:t1", turn, vec![call("search", json!({"pattern": format!("x{turn}")}))]);
+    }
+    script.on("task:t1", 5, vec![write("greeting.txt", "hello\n")]).on("task:t1", 6, vec![finish("done")]);
+    let server = script.serve(Duration::ZERO).await;
+    let spec = dir.path().join("spec.md");
+    std::fs::write(&spec, "# Greet\n").unwrap();
+    // gpt-4.1: each scripted call costs $0.0028; $0.01 stops the run after a few.
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("autodev.toml"), "max_cost_usd = 0.01\nmax_output_tokens = 200\n").unwrap();
+    let env = |cmd: &mut std::process::Command| {
+        cmd.env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
+            .env("OPENAI_API_KEY", "sk-test")
+            .env("AUTODEV_MODEL", "gpt-4.1");
+    };
+    let mut cmd = autodev(&home);
+    cmd.args(["run", "--test-command", "sh check.sh"]).arg("--repo").arg(&repo).arg("--spec").arg(&spec);
+    env(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let all = format!("{stdout}{stderr}");
+    assert!(all.contains("budget_exceeded: the run's limit max_cost_usd = $0.0100 would be passed"), "{all}");
+    let store = Store::open(&home.join("autodev.db")).await.unwrap();
+    let run = store.list_runs(1).await.unwrap().remove(0);
+    assert!(run.cost_micros <= 10_000, "{}", run.cost_micros);
+    let asked_before = script.requests.lock().unwrap().len();
+    assert!(asked_before < 7);
+    // Without a higher limit it stops again at once, with the same reason.
+    let mut cmd = autodev(&home);
+    cmd.args(["resume", &run.short_id]);
+    env(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(script.requests.lock().unwrap().len(), asked_before);
+    // With one, it continues to the end.
+    let mut cmd = autodev(&home);
+    cmd.args(["resume", &run.short_id, "--max-cost-usd", "1"]);
+    env(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let mut seen = HashSet::new();
+    for body in script.requests.lock().unwrap().iter() {
+        assert!(seen.insert(conversation_of(body)), "{:?} asked twice", conversation_of(body));
+    }
+    assert_eq!(seen.len(), 1 + 7);
+    let done = store.get_run(&run.id).await.unwrap();
+    assert_eq!(done.state, "succeeded");
+    // A bad value is refused before anything changes.
+    let mut cmd = autodev(&home);
+    cmd.args(["resume", &run.short_id, "--max-cost-usd", "-3"]);
+    let (code, _, stderr) = super::output(&mut cmd);
+    assert_eq!(code, 2, "{stderr}");
+}

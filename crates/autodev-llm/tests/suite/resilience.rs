@@ -149,3 +149,42 @@ async fn when_every_provider_fails_the_last_error_is_returned() {
     let err = client.complete(&request("gpt-4o")).await.unwrap_err();
     assert!(matches!(err, ModelError::Auth { .. }), "{err}");
 }
+
+/// Retries, the breaker's state and fallbacks are `/metrics` series (rendered here by the
+/// same Prometheus exporter the server installs).
+#[test]
+fn retries_breaker_state_and_fallbacks_are_metrics() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let primary = MockServer::start().await;
+            Mock::given(method("POST")).respond_with(overloaded()).mount(&primary).await;
+            let backup = MockServer::start().await;
+            Mock::given(method("POST")).respond_with(ok()).mount(&backup).await;
+            let policy = RetryPolicy {
+                max_retries: 1,
+                min_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(10),
+            };
+            let g = GuardedClient::new(openai(&primary, "openai"), Arc::new(Guard::new("openai", breaker(2, 60_000))));
+            let client = FallbackClient::new(
+                Arc::new(RetryingClient::new(Arc::new(g), policy)),
+                vec![Candidate { provider: "groq".into(), model: "m".into(), client: openai(&backup, "groq") }],
+            );
+            client.complete(&request("gpt-4o")).await.unwrap();
+            client.complete(&request("gpt-4o")).await.unwrap();
+        });
+    });
+    let text = handle.render();
+    for want in [
+        "autodev_model_retries_total{provider=\"openai\"} 1",
+        "autodev_model_breaker_state{provider=\"openai\"} 2",
+        "autodev_model_breaker_opened_total{provider=\"openai\"} 1",
+        "autodev_model_breaker_rejections_total{provider=\"openai\"} 1",
+        "autodev_model_fallbacks_total{from=\"openai\",to=\"groq\"} 2",
+    ] {
+        assert!(text.contains(want), "missing {want} in:\n{text}");
+    }
+}
