@@ -418,6 +418,12 @@ pub async fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Exi
                 Err(why) => return Err(Exit::Usage(format!("run {} cannot be reopened: {why}", row.short_id))),
             }
             row = store.get_run(&row.id).await.map_err(store_error)?;
+            if row.project_id.is_some() {
+                // A project's run is driven by the workers, in their clones: reopened, it is
+                // theirs to continue.
+                println!("run {} reopened at {}; a worker continues it", row.short_id, row.state);
+                return Ok(Exit::Ok);
+            }
         } else if row.run_state().is_terminal() {
             return Err(Exit::Usage(format!("run {} is already {}; nothing to resume", row.short_id, row.state)));
         } else if args.max_cost_usd.is_some() {
@@ -764,7 +770,7 @@ pub async fn worker(home: &Path, config: Option<&Path>, args: crate::cli::Worker
         Err(e) => return e,
     };
     if !state.providers_configured {
-        return Exit::Usage("no model provider is configured: set OPENAI_API_KEY, ANTHROPIC_API_KEY, GROQ_API_KEY or a provider base_url (see `autodev config check`)".into());
+        return Exit::Usage("no model provider is configured: set OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, GROQ_API_KEY or a provider base_url (see `autodev config check`)".into());
     }
     let shutdown = shutdown_on_signal();
     eprintln!("autodev worker: {} workers on the {} database", args.workers, state.store.backend());
@@ -789,6 +795,7 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
     for var in [
         "OPENAI_API_KEY",
         "ANTHROPIC_API_KEY",
+        "GEMINI_API_KEY",
         "GROQ_API_KEY",
         "AUTODEV_KEY_PEPPER",
         "DATABASE_URL",
@@ -798,6 +805,18 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
     ] {
         if let Err(e) = crate::config::secret(var) {
             problems.push(e);
+        }
+    }
+    // A fallback to a provider that is not configured would fail every run at its start.
+    if let Some((cfg, _)) = &loaded {
+        for (i, entry) in cfg.fallback.iter().enumerate() {
+            if let Some((p, _)) = entry.split_once(':')
+                && provider::PROVIDERS.contains(&p)
+                && !provider::configured(p, cfg)
+            {
+                problems
+                    .push(format!("fallback[{i}] = `{entry}`: provider {p} is not configured (its key or base_url)"));
+            }
         }
     }
     if !problems.is_empty() {
@@ -833,6 +852,35 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
             configured.join(", ")
         }
     );
+    if !cfg.fallback.is_empty() {
+        println!("  fallback         {}", cfg.fallback.join(" → "));
+    }
+    for p in &configured {
+        let g = provider::guard_settings(p, &cfg);
+        let per_minute = |n: Option<u32>, what: &str| n.map(|n| format!(", {n} {what}/min")).unwrap_or_default();
+        println!(
+            "  {:<16} breaker after {} failures, {}s cooldown{}{}; tool calls {}",
+            format!("[{p}]"),
+            g.breaker_failures,
+            g.breaker_cooldown.as_secs(),
+            per_minute(g.requests_per_minute, "requests"),
+            per_minute(g.tokens_per_minute, "tokens"),
+            match cfg.tool_calls_for(p).unwrap_or_default() {
+                autodev_engine::ToolCallMode::Auto => "auto",
+                autodev_engine::ToolCallMode::Native => "native",
+                autodev_engine::ToolCallMode::Text => "text",
+            }
+        );
+    }
+    let usd = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("${v:.2}"));
+    println!(
+        "  budgets          per run {}, per month (all runs) {}; projects set their own monthly_budget_usd",
+        usd(cfg.max_cost_usd),
+        usd(cfg.monthly_budget_usd)
+    );
+    if !cfg.protected_paths.is_empty() {
+        println!("  protected paths  {}", cfg.protected_paths.join(", "));
+    }
     let mut integrations = Vec::new();
     if let Some(gh) = &delivery.github {
         let how = match gh.auth {

@@ -55,7 +55,39 @@ fn describe() {
         "Model call latency by provider and model."
     );
     describe_counter!("autodev_tool_calls_total", "Agent tool calls by tool and outcome.");
-    describe_counter!("autodev_budget_warnings_total", "Runs that spent 80% of a cost limit, by limit.");
+    describe_counter!(
+        "autodev_budget_warnings_total",
+        "Runs that spent or reserved 80% of a cost limit, by limit (run, project_month, global_month)."
+    );
+    describe_counter!(
+        "autodev_budget_denials_total",
+        "Model calls not made because their worst case would pass a limit, by limit."
+    );
+    describe_counter!(
+        "autodev_model_retries_total",
+        "Model call attempts retried after a retryable failure, by provider."
+    );
+    describe_gauge!("autodev_model_breaker_state", "A provider's circuit breaker: 0 closed, 1 half-open, 2 open.");
+    describe_counter!("autodev_model_breaker_opened_total", "Times a provider's circuit breaker opened.");
+    describe_counter!(
+        "autodev_model_breaker_rejections_total",
+        "Model calls refused at once because the provider's breaker was open."
+    );
+    describe_counter!("autodev_model_fallbacks_total", "Model calls switched to a fallback provider, by from and to.");
+    describe_counter!(
+        "autodev_model_rate_limit_waits_total",
+        "Model calls that waited for the provider's requests or tokens per minute."
+    );
+    describe_histogram!(
+        "autodev_model_rate_limit_wait_seconds",
+        Unit::Seconds,
+        "How long model calls waited for the provider's rate limit."
+    );
+    describe_counter!("autodev_protected_path_refusals_total", "Agent writes refused at a protected path.");
+    describe_counter!(
+        "autodev_protected_path_reverts_total",
+        "Changes at a protected path made by an agent's command and put back before the commit."
+    );
 }
 
 /// Records every request's count and latency by its route template (not the raw path, so
