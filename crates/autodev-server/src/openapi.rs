@@ -188,17 +188,26 @@ pub struct CreateRun {
     approval: Option<bool>,
 }
 
-/// An optional body for approve and reject.
+/// An optional body for approve.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"comment": "Looks right; keep the tests small."}))]
+#[schema(example = json!({"comment": "Looks right; keep the tests small.", "allow_paths": ["migrations/0002_*.sql"]}))]
 pub struct Decision {
+    /// At most 4,000 characters, recorded with the approval.
+    comment: Option<String>,
+    /// Protected globs (the project's `protected_paths`) the run may change from now on.
+    allow_paths: Option<Vec<String>>,
+}
+
+/// An optional body for reject.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"comment": "Touch only the parser; leave the CLI alone."}))]
+pub struct Rejection {
     /// At most 4,000 characters. Rejecting a plan with a comment sends it back to the
     /// planner with the comment (up to 3 times); any other rejection cancels the run with the
     /// comment as its reason.
     comment: Option<String>,
-    /// Approval only: protected globs (the project's `protected_paths`) the run may change.
-    allow_paths: Option<Vec<String>>,
 }
 
 /// The settings Autodev knows; any other key is refused. PATCH replaces them all.
@@ -380,9 +389,9 @@ fn cancel_run() {}
     responses((status = 200, body = Run), (status = 403, description = "Needs the operator role", body = ErrorBody), (status = 409, description = "Not awaiting approval", body = ErrorBody)))]
 fn approve_run() {}
 
-#[utoipa::path(post, path = "/api/v1/runs/{id}/reject", tag = "runs", security(("bearer" = [])), request_body = Decision,
+#[utoipa::path(post, path = "/api/v1/runs/{id}/reject", tag = "runs", security(("bearer" = [])), request_body = Rejection,
     params(("id" = String, Path, description = "Id, short id or a unique prefix")),
-    responses((status = 200, description = "The run is cancelled with the comment as its reason", body = Run), (status = 403, description = "Needs the operator role", body = ErrorBody), (status = 409, description = "Not awaiting approval", body = ErrorBody)))]
+    responses((status = 200, description = "The plan goes back to the planner (a plan rejected with a comment), or the run is cancelled with the comment as its reason", body = Run), (status = 403, description = "Needs the operator role", body = ErrorBody), (status = 409, description = "Not awaiting approval", body = ErrorBody)))]
 fn reject_run() {}
 
 #[utoipa::path(post, path = "/api/v1/runs/{id}/deliver", tag = "runs", security(("bearer" = [])),
@@ -455,7 +464,7 @@ impl Modify for BearerAuth {
     paths(health, ready, metrics, openapi_json, list_projects, create_project, get_project, update_project, delete_project,
         list_runs, create_run, get_run, cancel_run, approve_run, reject_run, deliver_run, run_events, artifact, usage,
         github_webhook, gitlab_webhook, jira_webhook),
-    components(schemas(SseEvent, Delivery, DeliverAnswer, ErrorBody, Run, RunDetail, RunPage, CreateRun, Decision, Project, ProjectCreate, ProjectUpdate, ProjectSettings, ProjectList, UsageReport, Ready, WebhookAnswer, ArtifactName)),
+    components(schemas(SseEvent, Delivery, DeliverAnswer, ErrorBody, Run, RunDetail, RunPage, CreateRun, Decision, Rejection, Project, ProjectCreate, ProjectUpdate, ProjectSettings, ProjectList, UsageReport, Ready, WebhookAnswer, ArtifactName)),
     modifiers(&BearerAuth),
     tags((name = "runs"), (name = "projects"), (name = "usage"), (name = "webhooks"), (name = "operations")),
 )]
@@ -495,6 +504,7 @@ fn refine(doc: &mut Value) -> Vec<String> {
     set(doc, &schema("CreateRun", "model"), json!({"pattern": MODEL}));
     set(doc, &schema("CreateRun", "max_parallel"), json!({"minimum": 1, "maximum": 16}));
     set(doc, &schema("Decision", "comment"), json!({"maxLength": COMMENT_MAX_CHARS, "pattern": NO_NUL}));
+    set(doc, &schema("Rejection", "comment"), json!({"maxLength": COMMENT_MAX_CHARS, "pattern": NO_NUL}));
     for name in ["ProjectCreate", "ProjectUpdate"] {
         set(doc, &schema(name, "name"), json!({"pattern": NAME}));
         set(doc, &schema(name, "repository"), json!({"pattern": REPOSITORY}));
@@ -536,7 +546,7 @@ fn refine(doc: &mut Value) -> Vec<String> {
     {
         content.remove("text/plain");
     }
-    for name in ["ProjectCreate", "ProjectUpdate", "CreateRun", "Decision", "ProjectSettings"] {
+    for name in ["ProjectCreate", "ProjectUpdate", "CreateRun", "Decision", "Rejection", "ProjectSettings"] {
         set(doc, &format!("/components/schemas/{name}"), json!({"additionalProperties": false}));
     }
     add_links(doc);

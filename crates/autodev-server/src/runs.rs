@@ -110,11 +110,12 @@ async fn decide(
     let decision: Decision = body.parse_optional()?.unwrap_or_default();
     let comment = decision.comment.unwrap_or_default();
     rules::free_text("comment", &comment, rules::COMMENT_MAX_CHARS)?;
+    if !approved && decision.allow_paths.is_some() {
+        // As if the type refused it (the reject body is `Rejection`, without the field).
+        return Err(ApiError::invalid("allow_paths", "unknown field `allow_paths`: a rejection takes only `comment`"));
+    }
     let allow_paths = decision.allow_paths.unwrap_or_default();
     rules::allow_paths("allow_paths", &allow_paths)?;
-    if !approved && !allow_paths.is_empty() {
-        return Err(ApiError::invalid("allow_paths", "allow_paths goes with an approval, not a rejection"));
-    }
     let run = state.store.find_run(&id).await?;
     let verb = if approved { "approve" } else { "reject" };
     let decision = autodev_engine::Decision { approved, by: caller.key.name.clone(), comment, allow_paths };
