@@ -677,7 +677,10 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
     } else if !sandbox.mode.isolated() {
         tracing::warn!("{}", autodev_engine::unisolated_message(sandbox.mode));
     }
+    let public_url = cfg.public_url.clone().filter(|u| !u.trim().is_empty());
     Ok(autodev_server::AppState {
+        base_path: autodev_server::AppState::base_path_of(public_url.as_deref()),
+        public_url,
         delivery,
         sandbox,
         budgets: budgets(&cfg),

@@ -43,12 +43,38 @@ pub struct AppState {
     pub budgets: autodev_engine::Budgets,
     /// Tells GitHub, Slack and webhooks about runs' milestones (no targets: nothing to do).
     pub delivery: std::sync::Arc<crate::delivery::Dispatcher>,
+    /// `AUTODEV_PUBLIC_URL`: where people reach this server (the UI's links, the session
+    /// cookie's `Secure`, the origin forms may come from).
+    pub public_url: Option<String>,
+    /// The public URL's path (`/autodev` behind a proxy that serves Autodev there), or empty:
+    /// the web UI's links start with it, and its pages answer under it as well as at the root.
+    pub base_path: String,
+}
+
+impl AppState {
+    /// A UI path (`/runs`) as a link (`/autodev/runs` under a path prefix).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_path)
+    }
+
+    /// The path prefix of a public URL (`https://host/autodev/` → `/autodev`).
+    pub fn base_path_of(public_url: Option<&str>) -> String {
+        public_url
+            .and_then(|u| reqwest::Url::parse(u).ok())
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default()
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     // Install the recorder before the first request so every series is recorded.
     let _ = crate::metrics::handle();
-    Router::new()
+    // The web UI answers at the root and, behind a proxy that keeps a path prefix, under it.
+    let mut ui = crate::ui::router();
+    if !state.base_path.is_empty() {
+        ui = ui.clone().nest(&state.base_path, crate::ui::router());
+    }
+    let api = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(crate::metrics::render))
@@ -76,8 +102,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(crate::extract::MAX_BODY_BYTES))
         .layer(crate::error::JsonErrorsLayer)
-        .layer(axum::middleware::from_fn(crate::metrics::track))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(crate::metrics::track));
+    ui.layer(axum::middleware::from_fn(crate::metrics::track)).merge(api).with_state(state)
 }
 
 /// The caller, authenticated by `Authorization: Bearer KEY`.
@@ -334,7 +360,7 @@ async fn get_run(
     Ok(Json(v))
 }
 
-async fn cancel_run(
+pub(crate) async fn cancel_run(
     caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -355,15 +381,15 @@ async fn cancel_run(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EventsQuery {
+pub(crate) struct EventsQuery {
     /// Replay events after this sequence number (like `Last-Event-ID`).
-    after: Option<i64>,
+    pub(crate) after: Option<i64>,
 }
 
 /// Server-Sent Events: every event of the run after `Last-Event-ID` (or `?after=`), then new
 /// ones as they are stored, until the run has finished. The store is polled, so this works
 /// the same whichever process drives the run.
-async fn run_events(
+pub(crate) async fn run_events(
     caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,

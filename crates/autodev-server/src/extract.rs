@@ -65,6 +65,11 @@ fn is_json(content_type: &str) -> bool {
 }
 
 impl JsonBody {
+    /// A body made in-process (the web UI calls the API's handlers with its forms' values).
+    pub fn from_value(value: &serde_json::Value) -> Self {
+        Self { content_type: Some("application/json".into()), bytes: Ok(Bytes::from(value.to_string())) }
+    }
+
     /// The body as `T`; a missing body is an error.
     pub fn parse<T: DeserializeOwned>(self) -> Result<T, ApiError> {
         self.parse_optional()?.ok_or_else(|| {

@@ -29,6 +29,7 @@ pub mod openapi;
 pub mod projects;
 pub mod rules;
 pub mod runs;
+pub mod ui;
 pub mod webhooks;
 pub mod workers;
 

@@ -217,6 +217,12 @@ pub struct UsageQuery {
     days: Option<i64>,
 }
 
+impl UsageQuery {
+    pub fn days(days: i64) -> Self {
+        Self { days: Some(days) }
+    }
+}
+
 /// `GET /api/v1/usage?days=N`: tokens and cost by project, model and day.
 pub async fn usage(
     caller: Caller,

@@ -1637,3 +1637,4 @@ impl Store {
 pub(crate) mod budget;
 pub(crate) mod gates;
 pub(crate) mod outbox;
+pub(crate) mod sessions;

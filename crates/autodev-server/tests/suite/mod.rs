@@ -105,6 +105,8 @@ pub async fn spawn_app_on(backend: &str) -> TestApp {
         )),
         sandbox: Default::default(),
         budgets: Default::default(),
+        public_url: None,
+        base_path: String::new(),
         store: store.clone(),
         pepper,
         home: dir.path().to_path_buf(),

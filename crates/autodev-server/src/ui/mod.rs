@@ -1,0 +1,387 @@
+//! The web UI: server-rendered HTML (maud) on the API's port, with a small script of our own
+//! for live updates (an `EventSource` on the run's events, and a refresh of the runs list).
+//! No build step, no CDN: the stylesheet and the script are compiled into the binary.
+//!
+//! maud rather than askama (CRATES.md's pick): pages here are built from small components
+//! (badges, tables, forms with their CSRF token) that are plain Rust functions in maud,
+//! checked by the compiler the same way, without a template directory to keep in step.
+//!
+//! Every action goes through the API's own handlers, called in-process with the signed-in
+//! key as the caller: the same roles, validation and audit records as `curl`.
+//!
+//! Sessions: `/login` takes an API key; a random token goes into an `HttpOnly`,
+//! `SameSite=Strict` cookie (`Secure` behind TLS), expiring after 12 hours; only its keyed hash
+//! is stored, with the key it acts as (a revoked key ends its sessions). Forms carry the
+//! session's CSRF token, and a POST whose `Origin` is another site is refused.
+use std::sync::Arc;
+
+use autodev_domain::AccessRole;
+use autodev_store::KeyRow;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+
+use crate::app::{AppState, Caller};
+use crate::error::ApiError;
+
+mod admin;
+mod diff;
+mod runs;
+mod svg;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "autodev_session";
+/// How long a session lasts.
+const SESSION_HOURS: i64 = 12;
+
+const CSS: &str = include_str!("assets/ui.css");
+const JS: &str = include_str!("assets/ui.js");
+
+/// The UI's routes, relative to the UI's base path.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|State(s): State<AppState>| async move { Redirect::to(&s.url("/runs")) }))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", get(logout).post(logout))
+        .route("/runs", get(runs::list))
+        .route("/runs/new", get(runs::new_page).post(runs::create))
+        .route("/runs/{id}", get(runs::show))
+        .route("/runs/{id}/live", get(runs::live))
+        .route("/runs/{id}/stream", get(runs::stream))
+        .route("/runs/{id}/artifacts/{name}", get(runs::artifact))
+        .route("/runs/{id}/{action}", post(runs::act))
+        .route("/projects", get(admin::projects).post(admin::create_project))
+        .route("/projects/{id}", post(admin::update_project))
+        .route("/usage", get(admin::usage))
+        .route("/keys", get(admin::keys).post(admin::create_key))
+        .route("/keys/{id}/revoke", post(admin::revoke_key))
+        .route(
+            "/ui/ui.css",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+                        (header::CACHE_CONTROL, "public, max-age=3600"),
+                    ],
+                    CSS,
+                )
+            }),
+        )
+        .route(
+            "/ui/ui.js",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                        (header::CACHE_CONTROL, "public, max-age=3600"),
+                    ],
+                    JS,
+                )
+            }),
+        )
+}
+
+/// A signed-in browser.
+pub struct Session {
+    pub key: Arc<KeyRow>,
+    pub role: AccessRole,
+    pub csrf: String,
+}
+
+impl Session {
+    /// The same caller the API would see for this key.
+    pub fn caller(&self) -> Caller {
+        Caller { key: self.key.clone(), role: self.role }
+    }
+
+    pub fn can(&self, role: AccessRole) -> bool {
+        self.role.allows(role)
+    }
+}
+
+/// A page for a visitor without a session: to `/login`, coming back afterwards.
+pub struct ToLogin(String);
+
+impl IntoResponse for ToLogin {
+    fn into_response(self) -> Response {
+        Redirect::to(&self.0).into_response()
+    }
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let back = || {
+            let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/runs");
+            let next = form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>();
+            ToLogin(state.url(&format!("/login?next={next}"))).into_response()
+        };
+        let Some(token) = cookie_value(&parts.headers, COOKIE).filter(|t| t.len() == 64) else { return Err(back()) };
+        let id = state.pepper.hash(&format!("session:{token}"));
+        match state.store.session(&id).await {
+            Ok(Some((key, csrf))) => {
+                let role = key.role.parse().unwrap_or(AccessRole::Viewer);
+                if let Err(wait) = state.guard.check_rate(&key.id) {
+                    return Err(error_page(
+                        state,
+                        None,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        &format!(
+                            "Too many requests for the key `{}`; try again in {} s.",
+                            key.name,
+                            wait.as_secs().max(1)
+                        ),
+                    ));
+                }
+                Ok(Session { key: Arc::new(key), role, csrf })
+            }
+            Ok(None) => Err(back()),
+            Err(e) => Err(error_page(state, None, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+        }
+    }
+}
+
+/// Refuses a form whose CSRF token is not the session's, or whose `Origin` is another site.
+pub fn check_form(state: &AppState, session: &Session, headers: &HeaderMap, token: &str) -> Result<(), Box<Response>> {
+    use subtle::ConstantTimeEq;
+    let same = token.len() == session.csrf.len() && bool::from(token.as_bytes().ct_eq(session.csrf.as_bytes()));
+    if !same || !same_origin(state, headers) {
+        return Err(Box::new(error_page(
+            state,
+            Some(session),
+            StatusCode::FORBIDDEN,
+            "This form did not come from this site's page (its CSRF token or origin does not match). Reload the page and try again.",
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a request's `Origin` (when the browser sends one) is this site: the public URL's
+/// origin, or the `Host` the request came to.
+fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    if origin == "null" {
+        return false;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let origin_host = origin.split("://").nth(1).unwrap_or_default();
+    if !host.is_empty() && origin_host == host {
+        return true;
+    }
+    state
+        .public_url
+        .as_deref()
+        .is_some_and(|public| reqwest::Url::parse(public).is_ok_and(|u| u.origin().ascii_serialization() == origin))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // The OS RNG does not fail on Linux once booted; a failure leaves zeros, which no
+    // session accepts (a 64-character token of zeros is never created twice: see login).
+    let _ = getrandom::fill(&mut buf);
+    hex::encode(buf)
+}
+
+/// The page frame: navigation by role, the heading, the content.
+pub fn page(state: &AppState, session: Option<&Session>, title: &str, body: Markup) -> Markup {
+    let nav = |path: &str, label: &str| html! { a href=(state.url(path)) { (label) } };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                title { (title) " · Autodev" }
+                link rel="stylesheet" href=(state.url("/ui/ui.css"));
+                script src=(state.url("/ui/ui.js")) defer {}
+            }
+            body data-base=(state.base_path) {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href=(state.url("/runs")) { "Autodev" }
+                    @if let Some(s) = session {
+                        nav aria-label="Main" {
+                            (nav("/runs", "Runs"))
+                            @if s.can(AccessRole::Operator) { (nav("/runs/new", "New run")) }
+                            (nav("/projects", "Projects"))
+                            (nav("/usage", "Usage"))
+                            @if s.can(AccessRole::Admin) { (nav("/keys", "Keys")) }
+                        }
+                        form.logout method="post" action=(state.url("/logout")) {
+                            input type="hidden" name="csrf" value=(s.csrf);
+                            span.who { (s.key.name) " (" (s.role) ")" }
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main #main { (body) }
+            }
+        }
+    }
+}
+
+/// An HTML page for an error.
+pub fn error_page(state: &AppState, session: Option<&Session>, status: StatusCode, message: &str) -> Response {
+    let title = match status {
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => "Check the form",
+        StatusCode::CONFLICT => "Not now",
+        _ => "Something went wrong",
+    };
+    let body = html! {
+        h1 { (title) }
+        p.error role="alert" { (message) }
+        p { a href=(state.url("/runs")) { "Back to the runs" } }
+    };
+    (status, Html(page(state, session, title, body).into_string())).into_response()
+}
+
+/// An API error as a page.
+pub fn api_error(state: &AppState, session: &Session, e: ApiError) -> Response {
+    let message = match &e.field {
+        Some(field) => format!("{}: {}", field, e.message),
+        None => e.message.clone(),
+    };
+    error_page(state, Some(session), e.status, &message)
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+async fn login_page(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
+) -> Html<String> {
+    Html(login_form(&state, q.next.as_deref(), None).into_string())
+}
+
+fn login_form(state: &AppState, next: Option<&str>, error: Option<&str>) -> Markup {
+    page(
+        state,
+        None,
+        "Sign in",
+        html! {
+            h1 { "Sign in" }
+            @if let Some(e) = error { p.error role="alert" #login-error { (e) } }
+            form.card method="post" action=(state.url("/login")) {
+                label for="key" { "API key" }
+                input #key type="password" name="key" autocomplete="current-password" required
+                    placeholder="adk_…" aria-describedby="key-help";
+                p.help #key-help { "A key from " code { "autodev keys create" } "; your role is the key's." }
+                @if let Some(n) = next { input type="hidden" name="next" value=(n); }
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    key: String,
+    next: Option<String>,
+}
+
+async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+    if !same_origin(&state, &headers) {
+        return error_page(&state, None, StatusCode::FORBIDDEN, "The sign-in form came from another site.");
+    }
+    let key = form.key.trim();
+    let found = state.guard.authenticate(&state.store, &state.pepper, key).await;
+    let (row, _) = match found {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            let page = login_form(&state, form.next.as_deref(), Some("That key is not valid (or was revoked)."));
+            return (StatusCode::UNAUTHORIZED, Html(page.into_string())).into_response();
+        }
+        Err(e) => return error_page(&state, None, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    let token = random_hex(32);
+    let csrf = random_hex(32);
+    let expires = autodev_store::now_ms() + SESSION_HOURS * 3_600_000;
+    let id = state.pepper.hash(&format!("session:{token}"));
+    if let Err(e) = state.store.create_session(&id, &row.hash, &csrf, expires).await {
+        return error_page(&state, None, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    let _ = state.store.audit(Some(&row), "POST", "/login", 303, None).await;
+    // Only a path on this site (no `//host`, no scheme) is followed after signing in.
+    let next = form
+        .next
+        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.contains("/login"))
+        .unwrap_or_else(|| state.url("/runs"));
+    let mut response = Redirect::to(&next).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie(&state, &headers, &token, SESSION_HOURS * 3600)) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// The session cookie: `HttpOnly`, `SameSite=Strict`, scoped to the UI's path, `Secure`
+/// when the site is served over TLS (the public URL, or the proxy says so).
+fn cookie(state: &AppState, headers: &HeaderMap, value: &str, max_age: i64) -> String {
+    let tls = state.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+        || headers.get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let path = if state.base_path.is_empty() { "/" } else { state.base_path.as_str() };
+    format!(
+        "{COOKIE}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        if tls { "; Secure" } else { "" }
+    )
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = cookie_value(&headers, COOKIE) {
+        let id = state.pepper.hash(&format!("session:{token}"));
+        let _ = state.store.delete_session(&id).await;
+    }
+    let mut response = Redirect::to(&state.url("/login")).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie(&state, &headers, "", 0)) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// "3m ago", "2h ago".
+pub fn age(ms: i64) -> String {
+    let secs = (autodev_store::now_ms() - ms).max(0) / 1000;
+    match secs {
+        s if s < 60 => format!("{s}s ago"),
+        s if s < 3_600 => format!("{}m ago", s / 60),
+        s if s < 172_800 => format!("{}h ago", s / 3_600),
+        s => format!("{}d ago", s / 86_400),
+    }
+}
+
+/// "42 s", "3 min 5 s".
+pub fn duration(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    if secs < 60 { format!("{secs} s") } else { format!("{} min {} s", secs / 60, secs % 60) }
+}
+
+pub fn usd(micros: i64) -> String {
+    format!("${:.4}", micros as f64 / 1e6)
+}
+
+/// A run or task state as a badge: its name in words, and a colour (never the colour alone).
+pub fn badge(state: &str) -> Markup {
+    html! { span class=(format!("badge s-{}", state.replace(' ', "_"))) { (state.replace('_', " ")) } }
+}
