@@ -371,7 +371,7 @@ async fn detail(state: &AppState, session: &Session, id: &str) -> Result<Detail,
         }
         section aria-labelledby="h-steps" {
             h2 #h-steps { "Steps" }
-            ol.steps #steps reversed {
+            ul.steps #steps {
                 @for e in events.iter().rev().take(300) { @if let Some(line) = step_line(&e.kind) { li { time { (age(e.at_ms)) } " " (line) } } }
             }
         }

@@ -2,6 +2,7 @@ mod api;
 mod contract;
 mod delivery;
 mod flow;
+mod ui;
 pub mod webhooks;
 
 /// Each test, once on SQLite and once on PostgreSQL.
