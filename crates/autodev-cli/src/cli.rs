@@ -34,6 +34,10 @@ pub enum Command {
     Cancel(RunRef),
     /// What model calls cost: by project, model, day or run.
     Costs(CostsArgs),
+    /// Build or refresh the code index of a repository (only files whose git blob changed).
+    Index(IndexArgs),
+    /// Search a repository's code index (built first if there is none).
+    Search(SearchArgs),
     /// Approve a run waiting at its gate: its plan, or (projects with approve_delivery) its
     /// delivery.
     Approve(ApproveArgs),
@@ -64,6 +68,30 @@ pub enum Command {
     Keys(KeysCommand),
     /// Run the bundled example offline from a recorded cassette.
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// The repository (default: the current directory).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// What was done, as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Plain words or identifiers.
+    pub query: String,
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// How many chunks (1 to 100).
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+    /// A JSON array of {path, start_line, end_line, score, text} on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,8 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Resume(args) => resume(&home, cli.config.as_deref(), args).await,
         Command::Cancel(r) => cancel(&home, &r.run).await,
         Command::Costs(a) => crate::costs::costs(&home, a.days, &a.by, a.json).await,
+        Command::Index(a) => crate::code::index(&home, &a.repo, a.json),
+        Command::Search(a) => crate::code::search(&home, &a.repo, &a.query, a.limit, a.json),
         Command::Approve(a) => {
             crate::gates::decide(&home, &a.decision.run, true, a.decision.comment.as_deref(), a.allow_paths).await
         }

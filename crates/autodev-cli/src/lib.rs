@@ -7,8 +7,10 @@
 //! - `provider.rs`: building the model client.
 //! - `display.rs`: the live display and `--json` output.
 //! - `commands.rs`: `run`, `resume`, `cancel`, `runs`; `doctor.rs`; `demo.rs`.
+//! - `code.rs`: `index` and `search` (the code index).
 
 pub mod cli;
+mod code;
 mod commands;
 mod config;
 mod costs;

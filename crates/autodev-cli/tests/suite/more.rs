@@ -245,3 +245,41 @@ async fn serve_executes_a_run_created_over_http() {
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// `autodev search` builds the index first when there is none, prints JSON hits with their
+/// place; `autodev index` refreshes only what changed.
+#[test]
+fn search_builds_the_index_and_index_refreshes_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    std::fs::create_dir_all(repo.join("src")).unwrap();
+    std::fs::write(
+        repo.join("src/lib.rs"),
+        "/// Greets someone by name.\npub fn greet_person(name: &str) -> String {\n    format!(\"hello {name}\")\n}\n",
+    )
+    .unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "lib"]);
+    let home = dir.path().join("home");
+    let (code, stdout, stderr) =
+        output(autodev(&home).args(["search", "greet a person", "--json", "--limit", "3"]).arg("--repo").arg(&repo));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("building the index"), "{stderr}");
+    let hits: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(hits[0]["path"], "src/lib.rs");
+    assert_eq!((hits[0]["start_line"].as_u64(), hits[0]["end_line"].as_u64()), (Some(1), Some(4)));
+    assert!(hits[0]["score"].as_f64().unwrap() > 0.0 && hits[0]["text"].as_str().unwrap().contains("greet_person"));
+    std::fs::write(repo.join("check.sh"), "#!/bin/sh\necho changed\n").unwrap();
+    let (code, stdout, _) = output(autodev(&home).args(["index", "--json"]).arg("--repo").arg(&repo));
+    assert_eq!(code, 0);
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((r["indexed"].as_u64(), r["unchanged"].as_u64()), (Some(1), Some(2)));
+    // Not a repository, an empty query, a bad limit: refused with why.
+    let (code, _, stderr) = output(autodev(&home).args(["index", "--repo"]).arg(dir.path()));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("is not a git repository"), "{stderr}");
+    let (code, _, _) = output(autodev(&home).args(["search", " "]).arg("--repo").arg(&repo));
+    assert_eq!(code, 2);
+    let (code, _, _) = output(autodev(&home).args(["search", "x", "--limit", "0"]).arg("--repo").arg(&repo));
+    assert_eq!(code, 2);
+}

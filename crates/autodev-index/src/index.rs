@@ -1,0 +1,345 @@
+//! The index on disk: a tantivy index of chunks and a manifest of the files it holds, each
+//! with the git blob id it was indexed at. A refresh re-chunks only the files whose blob id
+//! changed, drops the ones that are gone, and leaves the rest alone.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::QueryParser;
+use tantivy::schema::{
+    Field, IndexRecordOption, STORED, STRING, Schema, TantivyDocument, TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::tokenizer::{Language, LowerCaser, Stemmer, TextAnalyzer};
+use tantivy::{Index, IndexReader, ReloadPolicy, Term, doc};
+
+use crate::chunk::chunk_file;
+use crate::tokens::CodeTokenizer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{0} is not a git repository (index a git checkout)")]
+    NotARepository(String),
+    #[error("git failed in {dir}: {message}")]
+    Git { dir: String, message: String },
+    #[error("index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("index query: {0}")]
+    Query(#[from] tantivy::query::QueryParserError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("index manifest: {0}")]
+    Manifest(#[from] serde_json::Error),
+}
+
+pub type Result<T> = std::result::Result<T, IndexError>;
+
+/// Files larger than this are not indexed (generated or vendored, most likely).
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// One search result.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Hit {
+    pub path: String,
+    pub start_line: u64,
+    pub end_line: u64,
+    pub score: f32,
+    /// The definition's name, empty for a line window.
+    pub name: String,
+    pub text: String,
+}
+
+/// What a refresh did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Refresh {
+    pub files: usize,
+    pub indexed: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+    pub chunks_added: usize,
+}
+
+struct Fields {
+    path: Field,
+    file: Field,
+    name: Field,
+    kind: Field,
+    text: Field,
+    start: Field,
+    end: Field,
+}
+
+pub struct CodeIndex {
+    dir: PathBuf,
+    repo: PathBuf,
+    index: Index,
+    reader: IndexReader,
+    f: Fields,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let code = |stored: bool| {
+        let o = TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("code")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        );
+        if stored { o.set_stored() } else { o }
+    };
+    let f = Fields {
+        path: b.add_text_field("path", code(true)),
+        file: b.add_text_field("file", STRING | STORED),
+        name: b.add_text_field("name", code(true)),
+        kind: b.add_text_field("kind", STRING | STORED),
+        text: b.add_text_field("text", code(true)),
+        start: b.add_u64_field("start_line", STORED),
+        end: b.add_u64_field("end_line", STORED),
+    };
+    (b.build(), f)
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>> {
+    let out = Command::new("git").arg("-C").arg(repo).args(args).output()?;
+    if !out.status.success() {
+        return Err(IndexError::Git {
+            dir: repo.display().to_string(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// Every file git would show (tracked, and untracked but not ignored), with its blob id as
+/// in the working tree.
+fn files_with_blobs(repo: &Path) -> Result<BTreeMap<String, String>> {
+    let mut files = BTreeMap::new();
+    let staged = git(repo, &["ls-files", "-s", "-z"])?;
+    for entry in staged.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+        let entry = String::from_utf8_lossy(entry);
+        // `<mode> <blob> <stage>\t<path>`; submodules (mode 160000) are skipped.
+        let Some((meta, path)) = entry.split_once('\t') else { continue };
+        let mut parts = meta.split(' ');
+        let (mode, blob) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        if mode != "160000" {
+            files.insert(path.to_string(), blob.to_string());
+        }
+    }
+    // Modified and untracked files: their blob ids as they are now.
+    let mut changed: Vec<String> = Vec::new();
+    for args in [&["diff", "--name-only", "-z"][..], &["ls-files", "--others", "--exclude-standard", "-z"][..]] {
+        let out = git(repo, args)?;
+        changed
+            .extend(out.split(|b| *b == 0).filter(|e| !e.is_empty()).map(|e| String::from_utf8_lossy(e).into_owned()));
+    }
+    changed.retain(|p| repo.join(p).is_file());
+    files.retain(|p, _| repo.join(p).is_file());
+    if !changed.is_empty() {
+        let mut child = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["hash-object", "--stdin-paths"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().ok_or_else(|| std::io::Error::other("no stdin"))?;
+            for p in &changed {
+                writeln!(stdin, "{p}")?;
+            }
+        }
+        let out = child.wait_with_output()?;
+        for (p, blob) in changed.iter().zip(String::from_utf8_lossy(&out.stdout).lines()) {
+            files.insert(p.clone(), blob.to_string());
+        }
+    }
+    Ok(files)
+}
+
+impl CodeIndex {
+    /// Opens (or creates) the index of `repo` kept in `dir`.
+    pub fn open(dir: &Path, repo: &Path) -> Result<Self> {
+        let repo = repo.canonicalize()?;
+        if git(&repo, &["rev-parse", "--git-dir"]).is_err() {
+            return Err(IndexError::NotARepository(repo.display().to_string()));
+        }
+        std::fs::create_dir_all(dir)?;
+        let (schema, f) = schema();
+        let index = match Index::open_in_dir(dir) {
+            Ok(i) => i,
+            Err(_) => Index::create_in_dir(dir, schema)?,
+        };
+        let analyzer =
+            TextAnalyzer::builder(CodeTokenizer).filter(LowerCaser).filter(Stemmer::new(Language::English)).build();
+        index.tokenizers().register("code", analyzer);
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(Self { dir: dir.to_path_buf(), repo, index, reader, f })
+    }
+
+    fn manifest_path(&self) -> PathBuf {
+        self.dir.join("files.json")
+    }
+
+    fn manifest(&self) -> BTreeMap<String, String> {
+        std::fs::read_to_string(self.manifest_path())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// Whether the index has ever been built.
+    pub fn is_built(&self) -> bool {
+        self.manifest_path().is_file()
+    }
+
+    /// Brings the index up to date with the repository's working tree.
+    pub fn refresh(&mut self) -> Result<Refresh> {
+        let current = files_with_blobs(&self.repo)?;
+        let old = self.manifest();
+        let mut report = Refresh { files: current.len(), ..Refresh::default() };
+        let mut writer: tantivy::IndexWriter = self.index.writer(50_000_000)?;
+        for path in old.keys().filter(|p| !current.contains_key(*p)) {
+            writer.delete_term(Term::from_field_text(self.f.file, path));
+            report.removed += 1;
+        }
+        let mut manifest = BTreeMap::new();
+        for (path, blob) in &current {
+            if old.get(path) == Some(blob) {
+                report.unchanged += 1;
+                manifest.insert(path.clone(), blob.clone());
+                continue;
+            }
+            writer.delete_term(Term::from_field_text(self.f.file, path));
+            let full = self.repo.join(path);
+            let text = match std::fs::metadata(&full) {
+                Ok(m) if m.len() <= MAX_FILE_BYTES => std::fs::read(&full).ok(),
+                _ => None,
+            };
+            // Binary files (a NUL byte) and unreadable ones are recorded, not indexed.
+            if let Some(text) = text.filter(|t| !t.contains(&0)).map(|t| String::from_utf8_lossy(&t).into_owned()) {
+                for c in chunk_file(path, &text) {
+                    writer.add_document(doc!(
+                        self.f.path => c.path,
+                        self.f.file => path.as_str(),
+                        self.f.name => c.name,
+                        self.f.kind => c.kind,
+                        self.f.text => c.text,
+                        self.f.start => c.start_line as u64,
+                        self.f.end => c.end_line as u64,
+                    ))?;
+                    report.chunks_added += 1;
+                }
+            }
+            report.indexed += 1;
+            manifest.insert(path.clone(), blob.clone());
+        }
+        writer.commit()?;
+        // The manifest after the commit: a crash between them re-indexes, never skips.
+        let tmp = self.dir.join("files.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&manifest)?)?;
+        std::fs::rename(&tmp, self.manifest_path())?;
+        self.reader.reload()?;
+        Ok(report)
+    }
+
+    /// The best chunks for a query in plain words or identifiers. Names weigh most, then
+    /// paths, then the text.
+    pub fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>> {
+        let searcher = self.reader.searcher();
+        let mut qp = QueryParser::for_index(&self.index, vec![self.f.name, self.f.path, self.f.text]);
+        qp.set_field_boost(self.f.name, 3.0);
+        qp.set_field_boost(self.f.path, 1.5);
+        // Plain words, not query syntax: a question's `?` or `:` is not an operator.
+        let words: String =
+            query.chars().map(|c| if c.is_alphanumeric() || c == '_' || c.is_whitespace() { c } else { ' ' }).collect();
+        let (q, _) = qp.parse_query_lenient(&words);
+        let top = searcher.search(&q, &TopDocs::with_limit(limit.max(1)).order_by_score())?;
+        let mut hits = Vec::new();
+        for (score, addr) in top {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let s = |f: Field| d.get_first(f).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let n = |f: Field| d.get_first(f).and_then(|v| v.as_u64()).unwrap_or_default();
+            hits.push(Hit {
+                path: s(self.f.path),
+                start_line: n(self.f.start),
+                end_line: n(self.f.end),
+                score,
+                name: s(self.f.name),
+                text: s(self.f.text),
+            });
+        }
+        Ok(hits)
+    }
+
+    /// Whether `path:start-end` is within a chunk the index holds (a citation's check).
+    pub fn covers(&self, path: &str, start: u64, end: u64) -> Result<bool> {
+        let searcher = self.reader.searcher();
+        let q = tantivy::query::TermQuery::new(Term::from_field_text(self.f.file, path), IndexRecordOption::Basic);
+        for (_, addr) in searcher.search(&q, &TopDocs::with_limit(10_000).order_by_score())? {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let n = |f: Field| d.get_first(f).and_then(|v| v.as_u64()).unwrap_or_default();
+            if n(self.f.start) <= start && end <= n(self.f.end) && start <= end {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn run(dir: &Path, args: &[&str]) {
+        let ok = Command::new("git").arg("-C").arg(dir).args(args).status().unwrap().success();
+        assert!(ok, "git {args:?}");
+    }
+
+    fn repo() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        run(d.path(), &["init", "-q", "-b", "main"]);
+        std::fs::create_dir_all(d.path().join("src")).unwrap();
+        std::fs::write(
+            d.path().join("src/budget.rs"),
+            "/// Reserves the worst case of a model call against the monthly budget.\npub fn reserve_cost(micros: i64) -> bool {\n    micros < 100\n}\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("src/http.rs"), "pub fn retry_after(headers: &str) -> u64 {\n    30\n}\n")
+            .unwrap();
+        std::fs::write(d.path().join("README.md"), "# Demo\n\nHow to configure the budget.\n").unwrap();
+        run(d.path(), &["add", "-A"]);
+        run(d.path(), &["-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "init"]);
+        d
+    }
+
+    #[test]
+    fn a_repository_is_indexed_searched_and_refreshed_incrementally() {
+        let r = repo();
+        let home = tempfile::tempdir().unwrap();
+        let mut idx = CodeIndex::open(home.path(), r.path()).unwrap();
+        let first = idx.refresh().unwrap();
+        assert_eq!((first.files, first.indexed, first.unchanged), (3, 3, 0));
+        let hits = idx.search("where is the monthly budget reserved?", 5).unwrap();
+        assert_eq!(hits[0].path, "src/budget.rs");
+        assert_eq!((hits[0].start_line, hits[0].end_line, hits[0].name.as_str()), (1, 4, "reserve_cost"));
+        // Identifiers split: "retry after" finds `retry_after`.
+        assert_eq!(idx.search("retry after", 1).unwrap()[0].name, "retry_after");
+        assert!(idx.covers("src/budget.rs", 2, 3).unwrap());
+        assert!(!idx.covers("src/budget.rs", 2, 30).unwrap());
+        // One changed file, one removed, one new (untracked): only those are touched.
+        std::fs::write(r.path().join("src/http.rs"), "pub fn backoff_delay() -> u64 {\n    1\n}\n").unwrap();
+        std::fs::remove_file(r.path().join("README.md")).unwrap();
+        std::fs::write(r.path().join("notes.txt"), "circuit breaker notes\n").unwrap();
+        let second = idx.refresh().unwrap();
+        assert_eq!((second.files, second.indexed, second.removed, second.unchanged), (3, 2, 1, 1));
+        assert!(idx.search("retry after", 5).unwrap().iter().all(|h| h.name != "retry_after"));
+        assert_eq!(idx.search("backoff delay", 1).unwrap()[0].path, "src/http.rs");
+        assert_eq!(idx.search("breaker", 1).unwrap()[0].path, "notes.txt");
+        // Reopened, nothing to do.
+        let mut again = CodeIndex::open(home.path(), r.path()).unwrap();
+        let third = again.refresh().unwrap();
+        assert_eq!((third.indexed, third.unchanged), (0, 3));
+    }
+}
