@@ -38,6 +38,9 @@ pub enum Command {
     Index(IndexArgs),
     /// Search a repository's code index (built first if there is none).
     Search(SearchArgs),
+    /// Ask a question about a repository: the model answers from the code index, citing
+    /// `path:start-end`, and every citation is checked against the index.
+    Ask(AskArgs),
     /// Approve a run waiting at its gate: its plan, or (projects with approve_delivery) its
     /// delivery.
     Approve(ApproveArgs),
@@ -95,6 +98,18 @@ pub struct SearchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AskArgs {
+    pub question: String,
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// The answer, its citations (each checked) and usage as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct CostsArgs {
     /// The last N days (1 to 366).
     #[arg(long, default_value_t = 30)]
@@ -140,7 +155,7 @@ pub struct ModelArgs {
     /// Model id (e.g. gpt-4.1, claude-sonnet-4-5, llama-3.3-70b-versatile).
     #[arg(long, env = "AUTODEV_MODEL")]
     pub model: Option<String>,
-    /// Provider: openai (any OpenAI-compatible server), anthropic, groq, ollama.
+    /// Provider: openai (any OpenAI-compatible server), anthropic, gemini, groq, ollama.
     #[arg(long, env = "AUTODEV_PROVIDER")]
     pub provider: Option<String>,
     /// Write every model exchange to this cassette file.

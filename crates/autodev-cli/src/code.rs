@@ -94,3 +94,60 @@ pub fn search(home: &Path, repo: &Path, query: &str, limit: usize, json: bool) -
         Ok(e) | Err(e) => e,
     }
 }
+
+/// `autodev ask QUESTION --repo DIR`: an answer from the code index with checked citations.
+pub async fn ask(home: &Path, config: Option<&Path>, args: crate::cli::AskArgs) -> Exit {
+    let inner = async {
+        if args.question.trim().is_empty() {
+            return Err(Exit::Usage("the question is empty".into()));
+        }
+        let cfg = crate::config::FileConfig::load(home, config, None)
+            .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
+        let model_name = args.model.model.clone().or_else(|| cfg.model.clone());
+        let provider = args
+            .model
+            .provider
+            .clone()
+            .or_else(|| cfg.provider.clone())
+            .unwrap_or_else(|| crate::provider::default_provider(model_name.as_deref()));
+        let model_name = model_name.unwrap_or_else(|| crate::provider::default_model(&provider).to_string());
+        let client =
+            crate::provider::build(&provider, &cfg, args.model.record.as_deref(), args.model.replay.as_deref())
+                .map_err(Exit::Usage)?;
+        let mut idx = open(home, &args.repo)?;
+        if !idx.is_built() {
+            eprintln!("building the index of {} first (autodev index refreshes it)", args.repo.display());
+            idx.refresh().map_err(failed)?;
+        }
+        let prices = autodev_llm::PriceTable::with_overrides(&cfg.prices);
+        let answer = autodev_engine::ask::ask(&idx, client.as_ref(), &prices, &model_name, &args.question)
+            .await
+            .map_err(|e| {
+                eprintln!("error: {e}");
+                Exit::Failed
+            })?;
+        if args.json {
+            println!("{}", serde_json::to_value(&answer).unwrap_or_default());
+            return Ok(Exit::Ok);
+        }
+        println!("{}\n", answer.answer);
+        for c in &answer.citations {
+            let mark = if c.valid { "✓" } else { "✗ not in the index" };
+            println!("  {}:{}-{}  {mark}", c.path, c.start_line, c.end_line);
+        }
+        if !answer.citations_ok {
+            println!("\n! the answer's citations do not check out: read it with care");
+        }
+        println!(
+            "\n{} · {} in + {} out tokens · ${:.4}",
+            answer.model,
+            answer.input_tokens,
+            answer.output_tokens,
+            answer.cost_micros as f64 / 1e6
+        );
+        Ok(Exit::Ok)
+    };
+    match inner.await {
+        Ok(e) | Err(e) => e,
+    }
+}

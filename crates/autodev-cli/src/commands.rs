@@ -27,6 +27,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Costs(a) => crate::costs::costs(&home, a.days, &a.by, a.json).await,
         Command::Index(a) => crate::code::index(&home, &a.repo, a.json),
         Command::Search(a) => crate::code::search(&home, &a.repo, &a.query, a.limit, a.json),
+        Command::Ask(a) => crate::code::ask(&home, cli.config.as_deref(), a).await,
         Command::Approve(a) => {
             crate::gates::decide(&home, &a.decision.run, true, a.decision.comment.as_deref(), a.allow_paths).await
         }

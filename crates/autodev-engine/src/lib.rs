@@ -23,6 +23,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod agent;
+pub mod ask;
 pub mod checkout;
 pub mod compact;
 pub mod detect;

@@ -283,3 +283,59 @@ fn search_builds_the_index_and_index_refreshes_what_changed() {
     let (code, _, _) = output(autodev(&home).args(["search", "x", "--limit", "0"]).arg("--repo").arg(&repo));
     assert_eq!(code, 2);
 }
+
+/// `autodev ask`: the model sees the best chunks with their places; its citations are
+/// checked against the index (one real, one made up: not ok); "I could not find it" is an
+/// answer whose citations are fine.
+#[tokio::test(flavor = "multi_thread")]
+async fn ask_answers_with_citations_checked_against_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    std::fs::create_dir_all(repo.join("src")).unwrap();
+    std::fs::write(
+        repo.join("src/lib.rs"),
+        "/// Greets someone by name.\npub fn greet_person(name: &str) -> String {\n    format!(\"hello {name}\")\n}\n",
+    )
+    .unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "lib"]);
+    let script = Script::default();
+    script.on(
+        "unknown",
+        0,
+        vec![autodev_testkit::text(
+            "`greet_person` builds the greeting (src/lib.rs:2-4); it is also in src/made_up.rs:1-9.",
+        )],
+    );
+    let server = script.serve(Duration::ZERO).await;
+    let home = dir.path().join("home");
+    let ask = |q: &str| {
+        let mut cmd = autodev(&home);
+        cmd.args(["ask", q, "--json"])
+            .arg("--repo")
+            .arg(&repo)
+            .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
+            .env("OPENAI_API_KEY", "sk-test")
+            .env("AUTODEV_MODEL", "gpt-4.1-mini");
+        output(&mut cmd)
+    };
+    let (code, stdout, stderr) = ask("How is a person greeted?");
+    assert_eq!(code, 0, "{stderr}");
+    let a: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(a["citations"][0], json!({"path": "src/lib.rs", "start_line": 2, "end_line": 4, "valid": true}));
+    assert_eq!(a["citations"][1]["valid"], false);
+    assert_eq!(a["citations_ok"], false);
+    assert_eq!(a["sources"][0]["path"], "src/lib.rs");
+    assert!(a["cost_micros"].as_i64().unwrap() > 0);
+    // The model was given the chunk with its place.
+    let asked = script.requests.lock().unwrap()[0].to_string();
+    assert!(
+        asked.contains("## src/lib.rs:1-4 (greet_person)") && asked.contains("How is a person greeted?"),
+        "{asked}"
+    );
+    script.on("unknown", 0, vec![autodev_testkit::text("I could not find it.")]);
+    let (code, stdout, _) = ask("Where is the database schema?");
+    assert_eq!(code, 0);
+    let a: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((a["not_found"].as_bool(), a["citations_ok"].as_bool()), (Some(true), Some(true)));
+}

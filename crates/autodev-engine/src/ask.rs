@@ -1,0 +1,150 @@
+//! Answers about a repository from its code index, with citations that are checked.
+//!
+//! The best chunks for the question are given to the model with their places
+//! (`path:start-end`); the model must cite those places for what it says, or say "I could
+//! not find it". Every citation in the answer is looked up in the index: an answer whose
+//! citations do not all fall inside indexed chunks is marked so (`citations_ok = false`).
+use std::sync::LazyLock;
+
+use autodev_domain::{CallMeta, Message, ModelClient, ModelError, ModelRequest};
+use autodev_index::{CodeIndex, Hit, IndexError};
+use autodev_llm::PriceTable;
+use regex::Regex;
+
+/// Chunks the model sees.
+const CONTEXT_CHUNKS: usize = 8;
+/// What the model says when the excerpts do not hold the answer.
+pub const NOT_FOUND: &str = "I could not find it";
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Citation {
+    pub path: String,
+    pub start_line: u64,
+    pub end_line: u64,
+    /// Whether the place is inside a chunk of the index.
+    pub valid: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Answer {
+    pub answer: String,
+    pub citations: Vec<Citation>,
+    /// Every citation checks out, and there is at least one (or the answer is "not found").
+    pub citations_ok: bool,
+    pub not_found: bool,
+    /// The chunks the model was given.
+    pub sources: Vec<Hit>,
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_micros: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("model call failed: {0}")]
+    Model(#[from] ModelError),
+}
+
+/// `path:12-30` or `path:12` (a file name with an extension, or a dotfile path).
+static CITATION: LazyLock<Regex> = LazyLock::new(|| {
+    // A constant pattern, covered by the tests below.
+    #[allow(clippy::expect_used)]
+    Regex::new(r"([A-Za-z0-9_./-]*[A-Za-z0-9_-]\.[A-Za-z0-9]+):(\d+)(?:-(\d+))?").expect("a valid pattern")
+});
+
+/// The places an answer cites, in order, without repeats.
+pub fn citations_in(text: &str) -> Vec<(String, u64, u64)> {
+    let mut out: Vec<(String, u64, u64)> = Vec::new();
+    for c in CITATION.captures_iter(text) {
+        let path = c[1].trim_start_matches("./").to_string();
+        let start: u64 = c[2].parse().unwrap_or(0);
+        let end: u64 = c.get(3).and_then(|m| m.as_str().parse().ok()).unwrap_or(start);
+        if !out.iter().any(|(p, s, e)| *p == path && *s == start && *e == end) {
+            out.push((path, start, end));
+        }
+    }
+    out
+}
+
+fn prompt(question: &str, hits: &[Hit]) -> Vec<Message> {
+    let mut excerpts = String::new();
+    for h in hits {
+        let name = if h.name.is_empty() { String::new() } else { format!(" ({})", h.name) };
+        excerpts.push_str(&format!("\n## {}:{}-{}{name}\n```\n{}\n```\n", h.path, h.start_line, h.end_line, h.text));
+    }
+    vec![
+        Message::system(format!(
+            "You answer questions about a code repository from excerpts of its code. Use only the excerpts. \
+             Cite the place of every fact you use as path:start-end, with lines inside an excerpt's range \
+             (for example src/lib.rs:10-24). Be brief. If the excerpts do not answer the question, answer \
+             exactly: {NOT_FOUND}."
+        )),
+        Message::user(format!("# Question\n\n{question}\n\n# Excerpts\n{excerpts}")),
+    ]
+}
+
+/// Answers `question` from `index` with `model` (`model_name` is priced with `prices`).
+pub async fn ask(
+    index: &CodeIndex,
+    client: &dyn ModelClient,
+    prices: &PriceTable,
+    model_name: &str,
+    question: &str,
+) -> Result<Answer, AskError> {
+    let sources = index.search(question, CONTEXT_CHUNKS)?;
+    let request = ModelRequest {
+        model: model_name.to_string(),
+        messages: prompt(question, &sources),
+        tools: Vec::new(),
+        max_output_tokens: 1_500,
+        meta: CallMeta { conversation: "ask".into(), turn: 0 },
+    };
+    let response = client.complete(&request).await?;
+    let text = response.message.content.trim().to_string();
+    let not_found = text.to_lowercase().contains(&NOT_FOUND.to_lowercase());
+    let mut citations = Vec::new();
+    for (path, start, end) in citations_in(&text) {
+        let valid = index.covers(&path, start, end)?;
+        citations.push(Citation { path, start_line: start, end_line: end, valid });
+    }
+    let citations_ok = citations.iter().all(|c| c.valid) && (not_found || !citations.is_empty());
+    let (provider_model, input, output) = (
+        response.served_by().map_or(model_name, |(_, m)| m),
+        response.usage.input_tokens,
+        response.usage.output_tokens,
+    );
+    let cost_micros = prices.cost(provider_model, input, output).map_or(0, |c| c.0);
+    Ok(Answer {
+        answer: text,
+        citations,
+        citations_ok,
+        not_found,
+        sources,
+        model: provider_model.to_string(),
+        input_tokens: input,
+        output_tokens: output,
+        cost_micros,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn citations_are_read_in_the_forms_models_write_them() {
+        let text = "Budgets are reserved in `crates/store/src/budget.rs:34-42` and checked at ./src/agent.rs:586. \
+                    See also crates/store/src/budget.rs:34-42 and README.md:1-3; not 12:30 or v1.2.";
+        assert_eq!(
+            citations_in(text),
+            vec![
+                ("crates/store/src/budget.rs".to_string(), 34, 42),
+                ("src/agent.rs".to_string(), 586, 586),
+                ("README.md".to_string(), 1, 3),
+            ]
+        );
+    }
+}
