@@ -789,15 +789,7 @@ impl Store {
     /// change as an event in the same transaction. Returns `None` when it is already there.
     pub async fn set_run_state(&self, run_id: &str, to: RunState, reason: Option<&str>) -> Result<Option<Event>> {
         let mut tx = self.begin().await?;
-        // On PostgreSQL the row lock makes the check and the update one step.
-        let select = if tx.is_pg() {
-            "SELECT state FROM runs WHERE id = $1 FOR UPDATE"
-        } else {
-            "SELECT state FROM runs WHERE id = $1"
-        };
-        let current = tx.opt_text(select, &[run_id.into()]).await?;
-        let current = current.ok_or_else(|| StoreError::RunNotFound(run_id.to_string()))?;
-        let from: RunState = current.parse().unwrap_or(RunState::Failed);
+        let from = tx.run_state_locked(run_id).await?;
         if from == to {
             return Ok(None);
         }

@@ -365,6 +365,19 @@ impl<'s> Tx<'s> {
     pub(crate) fn is_pg(&self) -> bool {
         matches!(self, Tx::Pg(_))
     }
+
+    /// A run's state, read under a row lock on PostgreSQL (SQLite's one writer already
+    /// serialises), so a check of it and the update that follows are one step.
+    pub(crate) async fn run_state_locked(&mut self, run_id: &str) -> Result<autodev_domain::RunState> {
+        let select = if self.is_pg() {
+            "SELECT state FROM runs WHERE id = $1 FOR UPDATE"
+        } else {
+            "SELECT state FROM runs WHERE id = $1"
+        };
+        let state = self.opt_text(select, &[run_id.into()]).await?;
+        let state = state.ok_or_else(|| StoreError::RunNotFound(run_id.to_string()))?;
+        Ok(state.parse().unwrap_or(autodev_domain::RunState::Failed))
+    }
 }
 
 /// An event's JSON as stored: its fields without the `type` tag (kept in its own column).

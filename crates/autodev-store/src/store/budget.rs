@@ -6,7 +6,7 @@
 //! its reservation released ([`Store::record_model_call`]).
 use autodev_domain::{Event, EventKind, RunState};
 
-use super::{Db, Store, StoreError};
+use super::{Db, Store};
 use crate::Result;
 
 /// The reason a run stopped by a budget starts with.
@@ -159,18 +159,12 @@ impl Store {
         settings: Option<&str>,
     ) -> Result<std::result::Result<Event, String>> {
         let mut tx = self.begin().await?;
-        let select = if tx.is_pg() {
-            "SELECT state FROM runs WHERE id = $1 FOR UPDATE"
-        } else {
-            "SELECT state FROM runs WHERE id = $1"
-        };
-        let state = tx.opt_text(select, &[run_id.into()]).await?;
-        let state = state.ok_or_else(|| StoreError::RunNotFound(run_id.to_string()))?;
+        let state = tx.run_state_locked(run_id).await?;
         let reason = tx
             .opt_text("SELECT COALESCE(reason, '') FROM runs WHERE id = $1", &[run_id.into()])
             .await?
             .unwrap_or_default();
-        if state != RunState::Failed.as_str() || !reason.starts_with(BUDGET_EXCEEDED) {
+        if state != RunState::Failed || !reason.starts_with(BUDGET_EXCEEDED) {
             return Ok(Err(format!("it is {state}, not failed {BUDGET_EXCEEDED}")));
         }
         // The state it failed in: the last change's `from`.

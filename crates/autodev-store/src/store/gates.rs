@@ -18,14 +18,7 @@ impl Store {
     /// state change recorded. Returns the events written.
     pub async fn return_to_planning(&self, run_id: &str, revision: EventKind) -> Result<Vec<Event>> {
         let mut tx = self.begin().await?;
-        let select = if tx.is_pg() {
-            "SELECT state FROM runs WHERE id = $1 FOR UPDATE"
-        } else {
-            "SELECT state FROM runs WHERE id = $1"
-        };
-        let state = tx.opt_text(select, &[run_id.into()]).await?;
-        let state = state.ok_or_else(|| StoreError::RunNotFound(run_id.to_string()))?;
-        let from: RunState = state.parse().unwrap_or(RunState::Failed);
+        let from = tx.run_state_locked(run_id).await?;
         if !from.can_become(RunState::Planning) {
             return Err(StoreError::Transition { run: run_id.to_string(), from, to: RunState::Planning });
         }
