@@ -9,7 +9,7 @@ use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::http::{error_message, status_error, transport_error};
+use crate::http::{error_message, transport_error};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 const API_VERSION: &str = "2023-06-01";
@@ -108,22 +108,13 @@ impl AnthropicClient {
     }
 
     async fn send(&self, body: &Value) -> Result<reqwest::Response, ModelError> {
-        let resp = self
+        let rb = self
             .http
             .post(format!("{}/v1/messages", self.base_url))
             .header("x-api-key", self.api_key.expose_secret())
             .header("anthropic-version", API_VERSION)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| transport_error("anthropic", &e))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
-        Err(status_error("anthropic", status.as_u16(), &headers, &text))
+            .json(body);
+        crate::http::send("anthropic", rb).await
     }
 
     /// Parses a non-streaming response body.

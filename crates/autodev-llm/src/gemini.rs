@@ -162,21 +162,8 @@ impl GeminiClient {
         } else {
             format!("{}/models/{model}:generateContent", self.base_url)
         };
-        let resp = self
-            .http
-            .post(url)
-            .header("x-goog-api-key", self.api_key.expose_secret())
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| transport_error("gemini", &e))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
-        Err(status_error("gemini", status.as_u16(), &headers, &text))
+        let rb = self.http.post(url).header("x-goog-api-key", self.api_key.expose_secret()).json(body);
+        crate::http::send("gemini", rb).await
     }
 
     /// Parses one `GenerateContentResponse` (a whole answer, or one streamed chunk) into

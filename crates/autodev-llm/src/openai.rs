@@ -10,7 +10,7 @@ use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::http::{status_error, transport_error};
+use crate::http::transport_error;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
@@ -69,14 +69,7 @@ impl OpenAiClient {
         if let Some(key) = &self.api_key {
             rb = rb.bearer_auth(key.expose_secret());
         }
-        let resp = rb.send().await.map_err(|e| transport_error(&self.name, &e))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
-        Err(status_error(&self.name, status.as_u16(), &headers, &text))
+        crate::http::send(&self.name, rb).await
     }
 
     fn malformed(&self, message: impl Into<String>) -> ModelError {

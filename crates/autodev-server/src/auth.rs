@@ -44,7 +44,8 @@ impl std::fmt::Debug for Pepper {
     }
 }
 
-fn random_hex(bytes: usize) -> Result<String> {
+/// `bytes` random bytes from the OS RNG, as hex (keys, peppers, UI session tokens).
+pub(crate) fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| AuthError::Random(e.to_string()))?;
     Ok(hex::encode(buf))

@@ -191,14 +191,6 @@ fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
         .is_some_and(|public| reqwest::Url::parse(public).is_ok_and(|u| u.origin().ascii_serialization() == origin))
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // The OS RNG does not fail on Linux once booted; a failure leaves zeros, which no
-    // session accepts (a 64-character token of zeros is never created twice: see login).
-    let _ = getrandom::fill(&mut buf);
-    hex::encode(buf)
-}
-
 /// The page frame: navigation by role, the heading, the content.
 pub fn page(state: &AppState, session: Option<&Session>, title: &str, body: Markup) -> Markup {
     let nav = |path: &str, label: &str| html! { a href=(state.url(path)) { (label) } };
@@ -316,8 +308,12 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Fo
         }
         Err(e) => return error_page(&state, None, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    let token = random_hex(32);
-    let csrf = random_hex(32);
+    let (token, csrf) = match (crate::auth::random_hex(32), crate::auth::random_hex(32)) {
+        (Ok(t), Ok(c)) => (t, c),
+        (Err(e), _) | (_, Err(e)) => {
+            return error_page(&state, None, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        }
+    };
     let expires = autodev_store::now_ms() + SESSION_HOURS * 3_600_000;
     let id = state.pepper.hash(&format!("session:{token}"));
     if let Err(e) = state.store.create_session(&id, &row.hash, &csrf, expires).await {
@@ -378,7 +374,7 @@ pub fn duration(ms: i64) -> String {
 }
 
 pub fn usd(micros: i64) -> String {
-    format!("${:.4}", micros as f64 / 1e6)
+    autodev_domain::MicroUsd(micros).to_string()
 }
 
 /// A run or task state as a badge: its name in words, and a colour (never the colour alone).
