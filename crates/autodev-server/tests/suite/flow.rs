@@ -10,6 +10,18 @@ async fn json(r: reqwest::Response) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// The run as the API shows it once it is in `want` (polled for up to 15 s).
+async fn wait_for_state(app: &super::TestApp, id: &str, want: &str) -> Value {
+    for _ in 0..300 {
+        let (_, v) = json(app.get(&format!("/api/v1/runs/{id}"), Some(&app.viewer)).send().await.unwrap()).await;
+        if v["state"] == want {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("run never reached {want}");
+}
+
 both! {
 async fn projects_are_managed_by_admins_and_validated_field_by_field(app) {
     let repo = make_repo(app._dir.path());
@@ -141,21 +153,7 @@ async fn a_run_created_over_http_is_executed_by_a_worker_after_approval(app) {
     assert!(run["branch"].as_str().unwrap().starts_with("autodev/"));
     let id = run["id"].as_str().unwrap().to_string();
 
-    let wait_for = |want: &'static str| {
-        let app = &app;
-        let id = id.clone();
-        async move {
-            for _ in 0..300 {
-                let (_, v) =
-                    json(app.get(&format!("/api/v1/runs/{id}"), Some(&app.viewer)).send().await.unwrap()).await;
-                if v["state"] == want {
-                    return v;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            panic!("run never reached {want}");
-        }
-    };
+    let wait_for = |want: &'static str| wait_for_state(&app, &id, want);
     let waiting = wait_for("awaiting_approval").await;
     assert_eq!(waiting["tasks"][0]["id"], "t1");
     let (status, _) = json(
@@ -252,21 +250,7 @@ async fn a_project_that_approves_deliveries_holds_its_runs_before_pushing(app) {
     let (status, run) = json(app.post("/api/v1/runs", Some(&app.operator)).json(&body).send().await.unwrap()).await;
     assert_eq!(status, 201, "{run}");
     let id = run["id"].as_str().unwrap().to_string();
-    let wait_for = |want: &'static str| {
-        let app = &app;
-        let id = id.clone();
-        async move {
-            for _ in 0..300 {
-                let (_, v) =
-                    json(app.get(&format!("/api/v1/runs/{id}"), Some(&app.viewer)).send().await.unwrap()).await;
-                if v["state"] == want {
-                    return v;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            panic!("run never reached {want}");
-        }
-    };
+    let wait_for = |want: &'static str| wait_for_state(&app, &id, want);
     let held = wait_for("awaiting_approval").await;
     assert_eq!(held["gate"], "delivery", "{held}");
     assert_eq!(held["tests_passed"], true);
