@@ -34,12 +34,22 @@ pub enum IndexError {
 
 pub type Result<T> = std::result::Result<T, IndexError>;
 
+/// Bumped when the schema changes: an index of another version is rebuilt.
+const SCHEMA_VERSION: &str = "2";
+
+/// A chunk's key in the index and in a vector store.
+pub fn chunk_id(file: &str, start: u64, end: u64) -> String {
+    format!("{file}:{start}-{end}")
+}
+
 /// Files larger than this are not indexed (generated or vendored, most likely).
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// One search result.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Hit {
+    /// The chunk's key, `path:start-end`.
+    pub id: String,
     pub path: String,
     pub start_line: u64,
     pub end_line: u64,
@@ -60,6 +70,8 @@ pub struct Refresh {
 }
 
 struct Fields {
+    /// `file:start-end`, the chunk's key (vectors are stored under it).
+    id: Field,
     path: Field,
     file: Field,
     name: Field,
@@ -88,6 +100,7 @@ fn schema() -> (Schema, Fields) {
         if stored { o.set_stored() } else { o }
     };
     let f = Fields {
+        id: b.add_text_field("id", STRING | STORED),
         path: b.add_text_field("path", code(true)),
         file: b.add_text_field("file", STRING | STORED),
         name: b.add_text_field("name", code(true)),
@@ -117,11 +130,12 @@ fn files_with_blobs(repo: &Path) -> Result<BTreeMap<String, String>> {
     let staged = git(repo, &["ls-files", "-s", "-z"])?;
     for entry in staged.split(|b| *b == 0).filter(|e| !e.is_empty()) {
         let entry = String::from_utf8_lossy(entry);
-        // `<mode> <blob> <stage>\t<path>`; submodules (mode 160000) are skipped.
+        // `<mode> <blob> <stage>\t<path>`; submodules (160000) and symlinks (120000) are
+        // skipped: a committed link to `/etc/passwd` must not put that file in the index.
         let Some((meta, path)) = entry.split_once('\t') else { continue };
         let mut parts = meta.split(' ');
         let (mode, blob) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-        if mode != "160000" {
+        if mode != "160000" && mode != "120000" {
             files.insert(path.to_string(), blob.to_string());
         }
     }
@@ -132,8 +146,9 @@ fn files_with_blobs(repo: &Path) -> Result<BTreeMap<String, String>> {
         changed
             .extend(out.split(|b| *b == 0).filter(|e| !e.is_empty()).map(|e| String::from_utf8_lossy(e).into_owned()));
     }
-    changed.retain(|p| repo.join(p).is_file());
-    files.retain(|p, _| repo.join(p).is_file());
+    let regular = |p: &str| std::fs::symlink_metadata(repo.join(p)).is_ok_and(|m| m.file_type().is_file());
+    changed.retain(|p| regular(p));
+    files.retain(|p, _| regular(p));
     if !changed.is_empty() {
         let mut child = Command::new("git")
             .arg("-C")
@@ -164,7 +179,13 @@ impl CodeIndex {
         if git(&repo, &["rev-parse", "--git-dir"]).is_err() {
             return Err(IndexError::NotARepository(repo.display().to_string()));
         }
+        let version = dir.join("schema-version");
+        if dir.join("meta.json").is_file() && std::fs::read_to_string(&version).ok().as_deref() != Some(SCHEMA_VERSION) {
+            tracing::info!(dir = %dir.display(), "the index was built by another version; rebuilding it");
+            std::fs::remove_dir_all(dir)?;
+        }
         std::fs::create_dir_all(dir)?;
+        std::fs::write(&version, SCHEMA_VERSION)?;
         let (schema, f) = schema();
         let index = match Index::open_in_dir(dir) {
             Ok(i) => i,
@@ -181,7 +202,13 @@ impl CodeIndex {
         self.dir.join("files.json")
     }
 
-    fn manifest(&self) -> BTreeMap<String, String> {
+    /// The directory the index is kept in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The files indexed, each with the git blob id it was indexed at.
+    pub fn manifest(&self) -> BTreeMap<String, String> {
         std::fs::read_to_string(self.manifest_path())
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -194,7 +221,22 @@ impl CodeIndex {
     }
 
     /// Brings the index up to date with the repository's working tree.
+    ///
+    /// Refreshes of one index are serialised across processes by a lock file beside it
+    /// (tantivy allows one writer; two workers planning runs of one repository would
+    /// otherwise fail on its lock).
     pub fn refresh(&mut self) -> Result<Refresh> {
+        let lock_path = self.dir.with_extension("lock");
+        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+        lock.lock()?;
+        let result = self.refresh_locked();
+        let _ = lock.unlock();
+        result
+    }
+
+    fn refresh_locked(&mut self) -> Result<Refresh> {
+        // Another process may have refreshed while this one waited for the lock.
+        self.reader.reload()?;
         let current = files_with_blobs(&self.repo)?;
         let old = self.manifest();
         let mut report = Refresh { files: current.len(), ..Refresh::default() };
@@ -220,6 +262,7 @@ impl CodeIndex {
             if let Some(text) = text.filter(|t| !t.contains(&0)).map(|t| String::from_utf8_lossy(&t).into_owned()) {
                 for c in chunk_file(path, &text) {
                     writer.add_document(doc!(
+                        self.f.id => chunk_id(path, c.start_line as u64, c.end_line as u64),
                         self.f.path => c.path,
                         self.f.file => path.as_str(),
                         self.f.name => c.name,
@@ -258,32 +301,59 @@ impl CodeIndex {
         let mut hits = Vec::new();
         for (score, addr) in top {
             let d: TantivyDocument = searcher.doc(addr)?;
-            let s = |f: Field| d.get_first(f).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            let n = |f: Field| d.get_first(f).and_then(|v| v.as_u64()).unwrap_or_default();
-            hits.push(Hit {
-                path: s(self.f.path),
-                start_line: n(self.f.start),
-                end_line: n(self.f.end),
-                score,
-                name: s(self.f.name),
-                text: s(self.f.text),
-            });
+            hits.push(self.hit(&d, score));
         }
         Ok(hits)
     }
 
+    fn hit(&self, d: &TantivyDocument, score: f32) -> Hit {
+        let s = |f: Field| d.get_first(f).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let n = |f: Field| d.get_first(f).and_then(|v| v.as_u64()).unwrap_or_default();
+        Hit {
+            id: s(self.f.id),
+            path: s(self.f.path),
+            start_line: n(self.f.start),
+            end_line: n(self.f.end),
+            score,
+            name: s(self.f.name),
+            text: s(self.f.text),
+        }
+    }
+
+    fn by_term(&self, field: Field, value: &str) -> Result<Vec<Hit>> {
+        let searcher = self.reader.searcher();
+        let q = tantivy::query::TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic);
+        let mut hits = Vec::new();
+        for (_, addr) in searcher.search(&q, &TopDocs::with_limit(100_000).order_by_score())? {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            hits.push(self.hit(&d, 0.0));
+        }
+        hits.sort_by_key(|h| (h.start_line, h.end_line));
+        Ok(hits)
+    }
+
+    /// The chunks of one file, in line order.
+    pub fn chunks_of(&self, file: &str) -> Result<Vec<Hit>> {
+        self.by_term(self.f.file, file)
+    }
+
+    /// The chunk stored under `id`, if the index holds it.
+    pub fn get(&self, id: &str) -> Result<Option<Hit>> {
+        Ok(self.by_term(self.f.id, id)?.into_iter().next())
+    }
+
+    /// The number of chunks in the index.
+    pub fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether `path:start-end` is within a chunk the index holds (a citation's check).
     pub fn covers(&self, path: &str, start: u64, end: u64) -> Result<bool> {
-        let searcher = self.reader.searcher();
-        let q = tantivy::query::TermQuery::new(Term::from_field_text(self.f.file, path), IndexRecordOption::Basic);
-        for (_, addr) in searcher.search(&q, &TopDocs::with_limit(10_000).order_by_score())? {
-            let d: TantivyDocument = searcher.doc(addr)?;
-            let n = |f: Field| d.get_first(f).and_then(|v| v.as_u64()).unwrap_or_default();
-            if n(self.f.start) <= start && end <= n(self.f.end) && start <= end {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(start <= end && self.chunks_of(path)?.iter().any(|c| c.start_line <= start && end <= c.end_line))
     }
 }
 
