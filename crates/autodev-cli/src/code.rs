@@ -1,72 +1,83 @@
 //! `autodev index` and `autodev search`: the code index of a repository, kept under
 //! `AUTODEV_HOME/index/<key>` (the key is a hash of the repository's absolute path).
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use autodev_index::{CodeIndex, IndexError};
-use sha2::Digest;
+use autodev_engine::code::{CodeError, CodeSearch, Searcher};
+use autodev_index::IndexError;
 
 use crate::Exit;
 
-/// Where a repository's index lives.
-pub fn index_dir(home: &Path, repo: &Path) -> Result<PathBuf, Exit> {
-    let repo = repo.canonicalize().map_err(|e| Exit::Usage(format!("--repo {}: {e}", repo.display())))?;
-    let key = hex::encode(sha2::Sha256::digest(repo.as_os_str().as_encoded_bytes()));
-    Ok(home.join("index").join(&key[..16]))
-}
-
-fn open(home: &Path, repo: &Path) -> Result<CodeIndex, Exit> {
-    CodeIndex::open(&index_dir(home, repo)?, repo).map_err(|e| match e {
-        IndexError::NotARepository(_) => Exit::Usage(e.to_string()),
-        other => {
-            eprintln!("error: {other}");
-            Exit::Failed
-        }
-    })
-}
-
-fn failed(e: IndexError) -> Exit {
+fn failed(e: impl std::fmt::Display) -> Exit {
     eprintln!("error: {e}");
     Exit::Failed
 }
 
-pub fn index(home: &Path, repo: &Path, json: bool) -> Exit {
-    let inner = || {
-        let mut idx = open(home, repo)?;
+/// The operator's code search (embeddings when configured).
+fn code_search(home: &Path, config: Option<&Path>) -> Result<CodeSearch, Exit> {
+    let cfg = crate::config::FileConfig::load(home, config, None)
+        .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
+    crate::config::code_search(home, &cfg).map_err(Exit::Usage)
+}
+
+/// Opens the index of `repo`, refreshing it when asked (or when it was never built).
+async fn open(code: &CodeSearch, repo: &Path, refresh: bool) -> Result<Searcher, Exit> {
+    if code.index_dir(repo).is_ok_and(|d| !d.join("files.json").is_file()) {
+        eprintln!("building the index of {} first (autodev index refreshes it)", repo.display());
+    }
+    code.open(repo, refresh).await.map_err(|e| match e {
+        CodeError::Index(IndexError::NotARepository(_)) | CodeError::Source(_) => Exit::Usage(e.to_string()),
+        other => failed(other),
+    })
+}
+
+pub async fn index(home: &Path, config: Option<&Path>, repo: &Path, json: bool) -> Exit {
+    let inner = async {
+        let code = code_search(home, config)?;
         let started = Instant::now();
-        let r = idx.refresh().map_err(failed)?;
+        let s = code.open(repo, true).await.map_err(|e| match e {
+            CodeError::Index(IndexError::NotARepository(_)) | CodeError::Source(_) => Exit::Usage(e.to_string()),
+            other => failed(other),
+        })?;
         let secs = started.elapsed().as_secs_f64();
+        let r = s.refresh.clone().unwrap_or_default();
         if json {
             let mut v = serde_json::to_value(&r).unwrap_or_default();
             v["seconds"] = serde_json::json!(secs);
+            v["chunks"] = serde_json::json!(s.index.len());
+            v["embeddings"] = serde_json::to_value(&s.vector_sync).unwrap_or_default();
             println!("{v}");
         } else {
             println!(
                 "indexed {} of {} files ({} chunks), {} unchanged, {} removed, in {secs:.2} s",
                 r.indexed, r.files, r.chunks_added, r.unchanged, r.removed
             );
+            if let Some(v) = &s.vector_sync {
+                println!(
+                    "embedded {} files ({} chunks), {} removed",
+                    v.files_embedded, v.chunks_embedded, v.files_removed
+                );
+            }
         }
         Ok::<Exit, Exit>(Exit::Ok)
     };
-    match inner() {
+    match inner.await {
         Ok(e) | Err(e) => e,
     }
 }
 
-pub fn search(home: &Path, repo: &Path, query: &str, limit: usize, json: bool) -> Exit {
-    let inner = || {
+pub async fn search(home: &Path, config: Option<&Path>, repo: &Path, query: &str, limit: usize, json: bool) -> Exit {
+    let inner = async {
         if !(1..=100).contains(&limit) {
             return Err(Exit::Usage("--limit must be 1 to 100".into()));
         }
         if query.trim().is_empty() {
             return Err(Exit::Usage("the query is empty: give words or identifiers to search for".into()));
         }
-        let mut idx = open(home, repo)?;
-        if !idx.is_built() {
-            eprintln!("building the index of {} first (autodev index refreshes it)", repo.display());
-            idx.refresh().map_err(failed)?;
-        }
-        let hits = idx.search(query, limit).map_err(failed)?;
+        let code = code_search(home, config)?;
+        // Searching does not refresh (`autodev index` does), except a never-built index.
+        let idx = open(&code, repo, false).await?;
+        let hits = idx.search(query, limit).await.map_err(failed)?;
         if json {
             let items: Vec<serde_json::Value> = hits
                 .iter()
@@ -90,7 +101,7 @@ pub fn search(home: &Path, repo: &Path, query: &str, limit: usize, json: bool) -
         }
         Ok(Exit::Ok)
     };
-    match inner() {
+    match inner.await {
         Ok(e) | Err(e) => e,
     }
 }
@@ -114,18 +125,12 @@ pub async fn ask(home: &Path, config: Option<&Path>, args: crate::cli::AskArgs) 
         let client =
             crate::provider::build(&provider, &cfg, args.model.record.as_deref(), args.model.replay.as_deref())
                 .map_err(Exit::Usage)?;
-        let mut idx = open(home, &args.repo)?;
-        if !idx.is_built() {
-            eprintln!("building the index of {} first (autodev index refreshes it)", args.repo.display());
-            idx.refresh().map_err(failed)?;
-        }
+        let code = crate::config::code_search(home, &cfg).map_err(Exit::Usage)?;
+        let idx = open(&code, &args.repo, false).await?;
         let prices = autodev_llm::PriceTable::with_overrides(&cfg.prices);
         let answer = autodev_engine::ask::ask(&idx, client.as_ref(), &prices, &model_name, &args.question)
             .await
-            .map_err(|e| {
-                eprintln!("error: {e}");
-                Exit::Failed
-            })?;
+            .map_err(failed)?;
         if args.json {
             println!("{}", serde_json::to_value(&answer).unwrap_or_default());
             return Ok(Exit::Ok);

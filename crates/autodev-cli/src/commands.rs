@@ -25,8 +25,8 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Resume(args) => resume(&home, cli.config.as_deref(), args).await,
         Command::Cancel(r) => cancel(&home, &r.run).await,
         Command::Costs(a) => crate::costs::costs(&home, a.days, &a.by, a.json).await,
-        Command::Index(a) => crate::code::index(&home, &a.repo, a.json),
-        Command::Search(a) => crate::code::search(&home, &a.repo, &a.query, a.limit, a.json),
+        Command::Index(a) => crate::code::index(&home, cli.config.as_deref(), &a.repo, a.json).await,
+        Command::Search(a) => crate::code::search(&home, cli.config.as_deref(), &a.repo, &a.query, a.limit, a.json).await,
         Command::Ask(a) => crate::code::ask(&home, cli.config.as_deref(), a).await,
         Command::Approve(a) => {
             crate::gates::decide(&home, &a.decision.run, true, a.decision.comment.as_deref(), a.allow_paths).await
@@ -115,6 +115,10 @@ fn engine(store: Store, model: Arc<dyn ModelClient>, cfg: &FileConfig, home: &Pa
     Engine::new(store, model, PriceTable::with_overrides(&cfg.prices), home)
         .with_sandbox(sandbox_config(cfg))
         .with_budgets(budgets(cfg))
+        .with_code_search(crate::config::code_search(home, cfg).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the embeddings are not usable; code search is lexical only");
+            autodev_engine::code::CodeSearch::new(home, None)
+        }))
 }
 
 /// The operator's budgets from the configuration.
@@ -681,7 +685,9 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
         tracing::warn!("{}", autodev_engine::unisolated_message(sandbox.mode));
     }
     let public_url = cfg.public_url.clone().filter(|u| !u.trim().is_empty());
+    let code = crate::config::code_search(home, &cfg).map_err(Exit::Usage)?;
     Ok(autodev_server::AppState {
+        code,
         base_path: autodev_server::AppState::base_path_of(public_url.as_deref()),
         public_url,
         delivery,

@@ -120,6 +120,22 @@ pub fn check_url(what: &str, url: &str) -> Result<(), String> {
     }
 }
 
+/// An embedding model for code search (`[embeddings]`): any OpenAI-compatible
+/// `/v1/embeddings`. Without it, search is lexical only.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddingsSection {
+    /// Base URL, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1`.
+    pub base_url: Option<String>,
+    pub model: Option<String>,
+    /// The variable (or `NAME_FILE`) holding the endpoint's key (none for a local server).
+    pub api_key_env: Option<String>,
+    /// Keep vectors in Qdrant at this URL instead of beside each index.
+    pub qdrant_url: Option<String>,
+    /// The variable (or `NAME_FILE`) holding Qdrant's API key.
+    pub qdrant_api_key_env: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxSection {
@@ -186,6 +202,7 @@ pub struct FileConfig {
     pub jira: JiraSection,
     pub confluence: ConfluenceSection,
     pub notify: NotifySection,
+    pub embeddings: EmbeddingsSection,
     /// What the repository's `autodev.toml` tried to set and may not.
     #[serde(skip)]
     pub repo_warnings: Vec<String>,
@@ -389,6 +406,28 @@ impl FileConfig {
                 p.push(format!("[{name}] breaker_cooldown_secs must be at least 1"));
             }
         }
+        let e = &self.embeddings;
+        match (&e.base_url, &e.model) {
+            (None, None) => {
+                if e.qdrant_url.is_some() || e.api_key_env.is_some() {
+                    p.push("[embeddings] needs base_url and model (the other keys apply to them)".into());
+                }
+            }
+            (Some(url), Some(model)) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    p.push(format!("[embeddings] base_url = `{url}`: give an http:// or https:// URL ending in /v1"));
+                }
+                if model.trim().is_empty() {
+                    p.push("[embeddings] model is empty: give the embedding model's id".into());
+                }
+            }
+            _ => p.push("[embeddings] needs both base_url and model".into()),
+        }
+        if let Some(url) = &e.qdrant_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            p.push(format!("[embeddings] qdrant_url = `{url}`: give Qdrant's http(s) URL (REST port, 6333)"));
+        }
         if self.max_parallel == Some(0) {
             p.push("max_parallel must be at least 1".into());
         }
@@ -514,6 +553,29 @@ pub fn secret(name: &str) -> Result<Option<SecretString>, String> {
         return Ok(Some(SecretString::from(value)));
     }
     Ok(None)
+}
+
+/// How code is searched: lexical, or fused with the configured embeddings.
+pub fn code_search(home: &Path, cfg: &FileConfig) -> Result<autodev_engine::code::CodeSearch, String> {
+    use secrecy::ExposeSecret;
+    let e = &cfg.embeddings;
+    let (Some(base_url), Some(model)) = (&e.base_url, &e.model) else {
+        return Ok(autodev_engine::code::CodeSearch::new(home, None));
+    };
+    let key = |var: &Option<String>| -> Result<Option<String>, String> {
+        match var {
+            Some(name) => Ok(secret(name)?.map(|s| s.expose_secret().to_string())),
+            None => Ok(None),
+        }
+    };
+    let embeddings = autodev_engine::code::EmbeddingsConfig {
+        base_url: base_url.clone(),
+        model: model.clone(),
+        api_key: key(&e.api_key_env)?,
+        qdrant_url: e.qdrant_url.clone(),
+        qdrant_api_key: key(&e.qdrant_api_key_env)?,
+    };
+    Ok(autodev_engine::code::CodeSearch::new(home, Some(embeddings)))
 }
 
 /// The integrations runs are delivered to: `[github]`, `[[notify.webhooks]]` and the

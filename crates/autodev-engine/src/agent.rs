@@ -42,16 +42,24 @@ pub(crate) enum AgentEnd {
     Plan(Plan),
 }
 
-const PLANNER_TOOLS: &[&str] = &["list_files", "read_file", "search"];
+const PLANNER_TOOLS: &[&str] = &["list_files", "read_file", "search", "search_code"];
 /// Plans refused before the planner is given up on.
 const MAX_PLAN_REJECTIONS: u32 = 3;
 
-fn tool_specs(kind: AgentKind) -> Vec<ToolSpec> {
+/// The tools a conversation sees: the interface's tools, `search_code` when the toolbox has
+/// an index, and for the planner the read-only ones and `submit_plan`.
+fn tool_specs(kind: AgentKind, toolbox: &ToolBox) -> Vec<ToolSpec> {
+    let mut all = ToolBox::specs();
+    if toolbox.has_code_search() {
+        // After `search`, so a model reads the tools in the documented order.
+        let at = all.iter().position(|s| s.name == "search").map_or(all.len(), |i| i + 1);
+        all.insert(at, ToolBox::search_code_spec());
+    }
     match kind {
-        AgentKind::Coder => ToolBox::specs(),
+        AgentKind::Coder => all,
         AgentKind::Planner => {
             let mut specs: Vec<ToolSpec> =
-                ToolBox::specs().into_iter().filter(|s| PLANNER_TOOLS.contains(&s.name.as_str())).collect();
+                all.into_iter().filter(|s| PLANNER_TOOLS.contains(&s.name.as_str())).collect();
             specs.push(prompts::submit_plan_spec());
             specs
         }
@@ -73,7 +81,7 @@ async fn execute(kind: AgentKind, toolbox: &ToolBox, name: &str, arguments: &str
     match (kind, name) {
         (AgentKind::Planner, "submit_plan") => plan_result(arguments),
         (AgentKind::Planner, n) if !PLANNER_TOOLS.contains(&n) => CallResult {
-            content: format!("the planner cannot use `{n}`; use list_files, read_file, search, and submit_plan"),
+            content: format!("the planner cannot use `{n}`; use list_files, read_file, search, search_code and submit_plan"),
             is_error: true,
             end: None,
             protected: None,
@@ -210,7 +218,7 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
     let text_mode = mode == ToolCallMode::Text;
     let mut opening = spec.header.clone();
     if text_mode && let Some(first) = opening.first_mut() {
-        first.content.push_str(&prompts::text_tools(&tool_specs(spec.kind)));
+        first.content.push_str(&prompts::text_tools(&tool_specs(spec.kind, spec.toolbox)));
     }
     let header_json = serde_json::to_string(&opening).map_err(autodev_store::StoreError::from)?;
     let header: Vec<Message> = serde_json::from_str(&store.put_conversation(run_id, conv, &header_json).await?)
@@ -229,7 +237,7 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
             finished_tools.insert((t.turn as u32, t.idx as u32), (t.result.unwrap_or_default(), t.is_error));
         }
     }
-    let mut tools = tool_specs(spec.kind);
+    let mut tools = tool_specs(spec.kind, spec.toolbox);
     let tools_tokens: u64 =
         tools.iter().map(|t| (t.description.len() + t.parameters.to_string().len()) as u64 / 4 + 8).sum();
     let window = ctx.settings.context_window.unwrap_or_else(|| ctx.engine.prices.context_window(&ctx.settings.model));

@@ -7,7 +7,9 @@
 use std::sync::LazyLock;
 
 use autodev_domain::{CallMeta, Message, ModelClient, ModelError, ModelRequest};
-use autodev_index::{CodeIndex, Hit, IndexError};
+use autodev_index::Hit;
+
+use crate::code::{CodeError, Searcher};
 use autodev_llm::PriceTable;
 use regex::Regex;
 
@@ -43,7 +45,7 @@ pub struct Answer {
 #[derive(Debug, thiserror::Error)]
 pub enum AskError {
     #[error(transparent)]
-    Index(#[from] IndexError),
+    Index(#[from] CodeError),
     #[error("model call failed: {0}")]
     Model(#[from] ModelError),
 }
@@ -88,13 +90,13 @@ fn prompt(question: &str, hits: &[Hit]) -> Vec<Message> {
 
 /// Answers `question` from `index` with `model` (`model_name` is priced with `prices`).
 pub async fn ask(
-    index: &CodeIndex,
+    index: &Searcher,
     client: &dyn ModelClient,
     prices: &PriceTable,
     model_name: &str,
     question: &str,
 ) -> Result<Answer, AskError> {
-    let sources = index.search(question, CONTEXT_CHUNKS)?;
+    let sources = index.search(question, CONTEXT_CHUNKS).await?;
     let request = ModelRequest {
         model: model_name.to_string(),
         messages: prompt(question, &sources),
@@ -107,7 +109,7 @@ pub async fn ask(
     let not_found = text.to_lowercase().contains(&NOT_FOUND.to_lowercase());
     let mut citations = Vec::new();
     for (path, start, end) in citations_in(&text) {
-        let valid = index.covers(&path, start, end)?;
+        let valid = index.index.covers(&path, start, end).map_err(CodeError::from)?;
         citations.push(Citation { path, start_line: start, end_line: end, valid });
     }
     let citations_ok = citations.iter().all(|c| c.valid) && (not_found || !citations.is_empty());

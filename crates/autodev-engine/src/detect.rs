@@ -50,20 +50,37 @@ const KEY_FILES: &[&str] = &[
     "autodev.toml",
 ];
 
-/// A compact view of the repository: the tracked files (capped) and the key files' heads.
+/// Files listed whole in the planner's view; a bigger repository gets the files and chunks
+/// most relevant to the spec from the code index instead of the rest of the list.
+pub const LISTED_FILES: usize = 400;
+/// Chunks of the code index shown to the planner of a big repository.
+const RELEVANT_CHUNKS: usize = 12;
+/// Characters of the spec used as the query.
+const SPEC_QUERY_CHARS: usize = 2_000;
+
+/// A compact view of the repository: the tracked files (capped) and the key files' heads;
+/// for a repository too big to list whole (more than [`LISTED_FILES`] files), the files and
+/// chunks of the code index most relevant to the spec as well.
 /// `git` is the worktree's (checked) git; key files are read through a handle on the
 /// worktree, so a committed symlink to a file outside it is not followed into the prompt.
-pub async fn repo_view(git: &autodev_workspace::Git, worktree: &Path) -> String {
+pub async fn repo_view(
+    git: &autodev_workspace::Git,
+    worktree: &Path,
+    relevant: Option<(&crate::code::Searcher, &str)>,
+) -> String {
     let root = autodev_workspace::fsops::Root::open(worktree).ok();
     let files = git.run(&["ls-files"]).await.unwrap_or_default();
     let all: Vec<&str> = files.lines().collect();
     let mut out = String::from("## Files\n");
-    for f in all.iter().take(400) {
+    for f in all.iter().take(LISTED_FILES) {
         out.push_str(f);
         out.push('\n');
     }
-    if all.len() > 400 {
-        out.push_str(&format!("... and {} more files\n", all.len() - 400));
+    if all.len() > LISTED_FILES {
+        out.push_str(&format!("... and {} more files\n", all.len() - LISTED_FILES));
+        if let Some((searcher, spec)) = relevant {
+            out.push_str(&relevant_view(searcher, spec).await);
+        }
     }
     for name in KEY_FILES {
         let Some(bytes) = root.as_ref().and_then(|r| r.check(name).ok().and_then(|p| r.read(&p).ok())) else {
@@ -72,6 +89,38 @@ pub async fn repo_view(git: &autodev_workspace::Git, worktree: &Path) -> String 
         let text = String::from_utf8_lossy(&bytes);
         let cut: String = text.chars().take(3_000).collect();
         out.push_str(&format!("\n## {name}\n```\n{cut}\n```\n"));
+    }
+    out
+}
+
+/// The files and chunks of the index that match the spec best (search_code finds more).
+async fn relevant_view(searcher: &crate::code::Searcher, spec: &str) -> String {
+    let query: String = spec.chars().take(SPEC_QUERY_CHARS).collect();
+    let hits = match searcher.search(&query, RELEVANT_CHUNKS).await {
+        Ok(h) if !h.is_empty() => h,
+        Ok(_) => return String::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the code index could not be searched for the planner's view");
+            return String::new();
+        }
+    };
+    let mut files: Vec<&str> = Vec::new();
+    for h in &hits {
+        if !files.contains(&h.path.as_str()) {
+            files.push(&h.path);
+        }
+    }
+    let mut out = String::from(
+        "\n## Most relevant to the spec (from the code index; use search_code for more)\n\nFiles:\n",
+    );
+    for f in &files {
+        out.push_str(&format!("- {f}\n"));
+    }
+    for h in &hits {
+        let name = if h.name.is_empty() { String::new() } else { format!(" ({})", h.name) };
+        let head: Vec<&str> = h.text.lines().take(12).collect();
+        let more = if h.text.lines().count() > 12 { "\n..." } else { "" };
+        out.push_str(&format!("\n### {}:{}-{}{name}\n```\n{}{more}\n```\n", h.path, h.start_line, h.end_line, head.join("\n")));
     }
     out
 }

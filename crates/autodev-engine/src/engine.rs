@@ -79,6 +79,9 @@ pub(crate) struct RunCtx {
     /// The same for the project's and the deployment's monthly budgets.
     pub warned_project_month: std::sync::atomic::AtomicBool,
     pub warned_global_month: std::sync::atomic::AtomicBool,
+    /// The run's code index, opened (and refreshed) the first time the planner or an
+    /// agent needs it; `None` inside when it could not be built (search_code then says so).
+    pub code: Arc<tokio::sync::OnceCell<Option<Arc<crate::code::Searcher>>>>,
 }
 
 impl RunCtx {
@@ -117,6 +120,27 @@ impl RunCtx {
         Ok(())
     }
 
+    /// The run's code index, built or refreshed from `source` (a worktree of the run) the
+    /// first time; `None` when it cannot be built (logged).
+    pub async fn code_index(&self, source: &Path) -> Option<Arc<crate::code::Searcher>> {
+        self.code
+            .get_or_init(|| async {
+                let started = std::time::Instant::now();
+                match self.engine.code.open_keyed(Path::new(&self.run.repo), source, true).await {
+                    Ok(s) => {
+                        tracing::info!(run = %self.run.id, chunks = s.index.len(), ms = started.elapsed().as_millis() as u64, "code index ready");
+                        Some(Arc::new(s))
+                    }
+                    Err(e) => {
+                        tracing::warn!(run = %self.run.id, error = %e, "could not build the code index; search_code is off for this run");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
+
     pub fn check_cancel(&self) -> Result<()> {
         if self.cancel.is_cancelled() { Err(EngineError::Cancelled) } else { Ok(()) }
     }
@@ -134,6 +158,7 @@ pub struct Engine {
     pub(crate) step_overheads: Option<Arc<Mutex<Vec<Duration>>>>,
     pub(crate) sandbox: SandboxConfig,
     pub(crate) budgets: Budgets,
+    pub(crate) code: crate::code::CodeSearch,
 }
 
 /// The operator's budgets beyond each run's own (`monthly_budget_usd` in `autodev.toml`,
@@ -172,7 +197,19 @@ impl Engine {
             step_overheads: None,
             sandbox: SandboxConfig::default(),
             budgets: Budgets::default(),
+            code: crate::code::CodeSearch::new(home, None),
         }
+    }
+
+    /// Sets how code is searched (embeddings configured or not); indexes stay under the
+    /// engine's home.
+    pub fn with_code_search(mut self, code: crate::code::CodeSearch) -> Self {
+        self.code = code;
+        self
+    }
+
+    pub fn code_search(&self) -> &crate::code::CodeSearch {
+        &self.code
     }
 
     /// Sets the operator's budgets (the global monthly budget).
@@ -371,6 +408,7 @@ impl Engine {
             warned_budget: Default::default(),
             warned_project_month: Default::default(),
             warned_global_month: Default::default(),
+            code: Default::default(),
         });
         // Heartbeat: keep the lease, and notice a cancel made by another process.
         let watcher = {

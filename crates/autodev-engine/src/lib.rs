@@ -13,6 +13,9 @@
 //! - `agent.rs`: one agent conversation, persisted turn by turn, resumable.
 //! - `phases.rs`: planning, executing (parallel tasks, commits, merges), verifying,
 //!   delivering.
+//! - [`code`]: the code index as runs, the API and MCP use it (where it lives, fresh
+//!   opens, fused search, a project's source).
+//! - [`ask`]: answers from the code index with checked citations.
 //! - [`compact`]: keeping a conversation inside the context window.
 //! - [`prompts`]: the opening messages of each kind of conversation.
 //! - [`detect`]: test-command detection and the planner's view of the repository.
@@ -25,6 +28,7 @@
 mod agent;
 pub mod ask;
 pub mod checkout;
+pub mod code;
 pub mod compact;
 pub mod detect;
 mod engine;

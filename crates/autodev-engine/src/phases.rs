@@ -49,7 +49,16 @@ async fn transition(ctx: &RunCtx, to: RunState, reason: Option<&str>) -> Result<
 fn toolbox(ctx: &RunCtx, dir: &std::path::Path) -> Result<ToolBox> {
     let tb = ToolBox::new(dir, ctx.policy())
         .map_err(|e| EngineError::Failed(format!("cannot open the workspace {}: {e}", dir.display())))?;
-    Ok(tb.with_default_timeout(Duration::from_secs(ctx.settings.command_timeout_secs)).with_protected(protected(ctx)?))
+    let index = crate::code::RunIndex {
+        cell: ctx.code.clone(),
+        code: ctx.engine.code.clone(),
+        key: std::path::PathBuf::from(&ctx.run.repo),
+        source: dir.to_path_buf(),
+    };
+    Ok(tb
+        .with_default_timeout(Duration::from_secs(ctx.settings.command_timeout_secs))
+        .with_protected(protected(ctx)?)
+        .with_code_search(Arc::new(index)))
 }
 
 /// The run's protected paths, minus those it was approved with.
@@ -132,8 +141,13 @@ async fn plan(ctx: &Arc<RunCtx>) -> Result<()> {
             Vec::new() // the stored header is used
         } else {
             let git = ctx.repo().worktree(&wt).await?;
-            let mut header =
-                prompts::planner(&run.spec, &detect::repo_view(&git, &wt).await, &ctx.settings.test_command);
+            // A repository too big to list whole is indexed now, and the planner sees what
+            // is most relevant to the spec; a smaller one is indexed when search_code is first
+            // used.
+            let tracked = git.run(&["ls-files"]).await.unwrap_or_default().lines().count();
+            let index = if tracked > detect::LISTED_FILES { ctx.code_index(&wt).await } else { None };
+            let view = detect::repo_view(&git, &wt, index.as_deref().map(|s| (s, run.spec.as_str()))).await;
+            let mut header = prompts::planner(&run.spec, &view, &ctx.settings.test_command);
             if let Some((round, comment, rejected)) = &revision {
                 header.push(autodev_domain::Message::user(prompts::plan_revision(*round, rejected, comment)));
             }

@@ -49,6 +49,8 @@ pub struct AppState {
     /// The public URL's path (`/autodev` behind a proxy that serves Autodev there), or empty:
     /// the web UI's links start with it, and its pages answer under it as well as at the root.
     pub base_path: String,
+    /// Where code indexes live and how they are searched (`ask`, MCP, the runs' agents).
+    pub code: autodev_engine::code::CodeSearch,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/projects/{key}",
             get(crate::projects::get).patch(crate::projects::update).delete(crate::projects::delete),
         )
+        .route("/api/v1/projects/{key}/ask", post(crate::ask::ask))
         .route("/api/v1/runs", get(list_runs).post(crate::runs::create))
         .route("/api/v1/runs/{id}", get(get_run))
         .route("/api/v1/runs/{id}/cancel", post(cancel_run))

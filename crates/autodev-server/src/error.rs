@@ -24,6 +24,11 @@ pub const CODES: &[&str] = &[
     "rate_limited",
     "internal",
     "unavailable",
+    "budget_exceeded",
+    "no_model",
+    "repository_unavailable",
+    "index_unavailable",
+    "model_failed",
 ];
 
 #[derive(Debug)]

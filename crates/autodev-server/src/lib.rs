@@ -20,6 +20,7 @@
 
 pub mod access;
 pub mod app;
+pub mod ask;
 pub mod auth;
 pub mod delivery;
 pub mod error;

@@ -47,6 +47,10 @@ fn describe() {
     describe_gauge!("autodev_queue_oldest_age_seconds", Unit::Seconds, "Age of the oldest run waiting for a worker.");
     describe_gauge!("autodev_active_agents", "Tasks whose agent is running.");
     describe_counter!("autodev_model_calls_total", "Model calls by provider and model.");
+    describe_counter!(
+        "autodev_asks_total",
+        "Questions answered from a project's code index, by whether the answer's citations checked out."
+    );
     describe_counter!("autodev_model_tokens_total", "Model tokens by provider, model and direction.");
     describe_counter!("autodev_model_cost_micro_usd_total", "Model cost in millionths of a US dollar.");
     describe_histogram!(

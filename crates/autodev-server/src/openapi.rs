@@ -285,11 +285,25 @@ pub struct ProjectList {
 
 #[derive(Serialize, ToSchema)]
 pub struct UsageRow {
-    /// Empty for runs started with `autodev run`.
-    project: String,
+    /// Null for runs started with `autodev run`.
+    project: Option<String>,
     model: String,
     /// UTC, `YYYY-MM-DD`.
     day: String,
+    /// `run` (agents' model calls) or `ask` (questions to a project's code index).
+    kind: String,
+    calls: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_usd: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyUsageRow {
+    /// The API key's name; null for runs from the CLI or a webhook.
+    key: Option<String>,
+    /// `run` or `ask`.
+    kind: String,
     calls: i64,
     input_tokens: i64,
     output_tokens: i64,
@@ -300,7 +314,57 @@ pub struct UsageRow {
 pub struct UsageReport {
     days: i64,
     usage: Vec<UsageRow>,
+    /// By the key that created the run (through the API) or asked the question.
+    by_key: Vec<KeyUsageRow>,
     total_cost_usd: f64,
+}
+
+/// A question about a project's code.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"question": "Where are API keys checked?"}))]
+pub struct AskRequest {
+    /// 1 to 4,000 characters.
+    question: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Citation {
+    path: String,
+    start_line: u64,
+    end_line: u64,
+    /// Whether the place is inside a chunk of the project's code index.
+    valid: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AskSource {
+    path: String,
+    start_line: u64,
+    end_line: u64,
+    score: f32,
+    /// The definition's name, empty for a window of lines.
+    name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AskAnswer {
+    id: String,
+    /// The project's name.
+    project: String,
+    question: String,
+    /// The model's answer, citing `path:start-end`; "I could not find it" is allowed.
+    answer: String,
+    not_found: bool,
+    /// Every citation is in the index (and there is one, unless not found).
+    citations_ok: bool,
+    citations: Vec<Citation>,
+    /// The chunks the model was given.
+    sources: Vec<AskSource>,
+    model: String,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_usd: f64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -360,6 +424,14 @@ fn update_project() {}
     params(("project" = String, Path, description = "Id or name")),
     responses((status = 204, description = "Deleted; its runs keep their history"), (status = 403, description = "Needs the admin role", body = ErrorBody)))]
 fn delete_project() {}
+
+#[utoipa::path(post, path = "/api/v1/projects/{project}/ask", tag = "projects", security(("bearer" = [])), request_body = AskRequest,
+    params(("project" = String, Path, description = "Id or name")),
+    responses((status = 200, description = "The answer, with its citations checked against the project's code index; recorded with its cost under the key and the project", body = AskAnswer),
+        (status = 409, description = "The project's or the deployment's monthly budget is spent (`budget_exceeded`)", body = ErrorBody),
+        (status = 502, description = "The repository could not be fetched, the index built, or the model failed", body = ErrorBody),
+        (status = 503, description = "No model provider is configured (`no_model`)", body = ErrorBody)))]
+fn ask_project() {}
 
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", security(("bearer" = [])),
     params(("project" = Option<String>, Query, description = "Project id or name (404 when there is none)"),
@@ -461,10 +533,10 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Autodev API", description = "Specs and tickets in, tested code changes out. JSON under /api/v1; errors are `{\"error\": {\"code\", \"message\", \"field\"?}}`."),
-    paths(health, ready, metrics, openapi_json, list_projects, create_project, get_project, update_project, delete_project,
+    paths(health, ready, metrics, openapi_json, list_projects, create_project, get_project, update_project, delete_project, ask_project,
         list_runs, create_run, get_run, cancel_run, approve_run, reject_run, deliver_run, run_events, artifact, usage,
         github_webhook, gitlab_webhook, jira_webhook),
-    components(schemas(SseEvent, Delivery, DeliverAnswer, ErrorBody, Run, RunDetail, RunPage, CreateRun, Decision, Rejection, Project, ProjectCreate, ProjectUpdate, ProjectSettings, ProjectList, UsageReport, Ready, WebhookAnswer, ArtifactName)),
+    components(schemas(SseEvent, Delivery, DeliverAnswer, ErrorBody, Run, RunDetail, RunPage, CreateRun, Decision, Rejection, Project, ProjectCreate, ProjectUpdate, ProjectSettings, ProjectList, UsageReport, AskRequest, AskAnswer, Ready, WebhookAnswer, ArtifactName)),
     modifiers(&BearerAuth),
     tags((name = "runs"), (name = "projects"), (name = "usage"), (name = "webhooks"), (name = "operations")),
 )]
@@ -505,6 +577,11 @@ fn refine(doc: &mut Value) -> Vec<String> {
     set(doc, &schema("CreateRun", "max_parallel"), json!({"minimum": 1, "maximum": 16}));
     set(doc, &schema("Decision", "comment"), json!({"maxLength": COMMENT_MAX_CHARS, "pattern": NO_NUL}));
     set(doc, &schema("Rejection", "comment"), json!({"maxLength": COMMENT_MAX_CHARS, "pattern": NO_NUL}));
+    set(
+        doc,
+        &schema("AskRequest", "question"),
+        json!({"minLength": 1, "maxLength": crate::ask::QUESTION_MAX_CHARS, "pattern": TEXT}),
+    );
     for name in ["ProjectCreate", "ProjectUpdate"] {
         set(doc, &schema(name, "name"), json!({"pattern": NAME}));
         set(doc, &schema(name, "repository"), json!({"pattern": REPOSITORY}));
@@ -546,7 +623,7 @@ fn refine(doc: &mut Value) -> Vec<String> {
     {
         content.remove("text/plain");
     }
-    for name in ["ProjectCreate", "ProjectUpdate", "CreateRun", "Decision", "Rejection", "ProjectSettings"] {
+    for name in ["ProjectCreate", "ProjectUpdate", "CreateRun", "Decision", "Rejection", "ProjectSettings", "AskRequest"] {
         set(doc, &format!("/components/schemas/{name}"), json!({"additionalProperties": false}));
     }
     add_links(doc);
@@ -578,6 +655,7 @@ fn add_links(doc: &mut Value) {
         "UpdateProject": link("update_project", project.clone()),
         "DeleteProject": link("delete_project", project.clone()),
         "ListProjectRuns": link("list_runs", json!({"project": "$response.body#/id"})),
+        "AskProject": link("ask_project", project.clone()),
     });
     if let Some(r) = doc.pointer_mut("/paths/~1api~1v1~1projects/post/responses/201") {
         r["links"] = project_links;

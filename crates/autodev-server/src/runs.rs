@@ -242,11 +242,27 @@ pub async fn usage(
         .map(|r| {
             serde_json::json!({
                 "project": if r.project.is_empty() { Value::Null } else { Value::String(r.project.clone()) },
-                "model": r.model, "day": r.day, "calls": r.calls,
+                "model": r.model, "day": r.day, "kind": r.kind, "calls": r.calls,
                 "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
                 "cost_usd": r.cost_micros as f64 / 1e6,
             })
         })
         .collect();
-    Ok(Json(serde_json::json!({"days": days, "usage": items, "total_cost_usd": total_cost as f64 / 1e6})))
+    let by_key: Vec<Value> = state
+        .store
+        .usage_by_key(since)
+        .await?
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "key": if r.key.is_empty() { Value::Null } else { Value::String(r.key.clone()) },
+                "kind": r.kind, "calls": r.calls,
+                "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+                "cost_usd": r.cost_micros as f64 / 1e6,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "days": days, "usage": items, "by_key": by_key, "total_cost_usd": total_cost as f64 / 1e6
+    })))
 }

@@ -75,7 +75,8 @@ async fn drive(state: &AppState, run_id: &str, shutdown: &CancellationToken) {
     };
     let engine = Engine::new(state.store.clone(), model, (*state.prices).clone(), &state.home)
         .with_sandbox(state.sandbox.clone())
-        .with_budgets(state.budgets);
+        .with_budgets(state.budgets)
+        .with_code_search(state.code.clone());
     match engine.drive(run_id, shutdown.child_token()).await {
         Ok(outcome) => tracing::info!(run = run_id, ?outcome, "worker finished driving a run"),
         Err(e) => tracing::error!(run = run_id, error = %e, "worker could not drive a run"),

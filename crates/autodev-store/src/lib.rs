@@ -29,6 +29,6 @@ pub use rows::{
 };
 pub use store::budget::{BUDGET_EXCEEDED, LimitKind, Limits, Reservation};
 pub use store::outbox::OutboxRow;
-pub use store::{AuditEntry, Migrations, Stats, Store, StoreError, UsageRow, now_ms};
+pub use store::{AuditEntry, KeyUsageRow, Migrations, NewAsk, Stats, Store, StoreError, UsageRow, now_ms};
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -110,18 +110,6 @@ pub(crate) struct PendingInsert {
     reply: tokio::sync::oneshot::Sender<Result<Event>>,
 }
 
-/// One row of the usage report. `project` is empty for runs started with `autodev run`.
-#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
-pub struct UsageRow {
-    pub project: String,
-    pub model: String,
-    pub day: String,
-    pub calls: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cost_micros: i64,
-}
-
 /// Counts read at scrape time by `/metrics`.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -1554,39 +1542,6 @@ impl Store {
             .pop())
     }
 
-    /// Tokens and cost grouped by project, model and UTC day, newest day first. `since_ms`
-    /// limits it to calls made from then on.
-    pub async fn usage(&self, since_ms: i64) -> Result<Vec<UsageRow>> {
-        const TAIL: &str = "COUNT(*) AS calls, CAST(SUM(mc.input_tokens) AS BIGINT) AS input_tokens,
-                    CAST(SUM(mc.output_tokens) AS BIGINT) AS output_tokens,
-                    CAST(SUM(mc.cost_micros) AS BIGINT) AS cost_micros
-             FROM model_calls mc JOIN runs r ON r.id = mc.run_id
-             LEFT JOIN projects p ON p.id = r.project_id
-             WHERE mc.created_at >= $1
-             GROUP BY 1, 2, 3 ORDER BY day DESC, project, model";
-        let rows = match &self.db {
-            Db::Sqlite { pool, .. } => {
-                sqlx::query_as::<_, UsageRow>(sqlx::AssertSqlSafe(format!(
-                    "SELECT COALESCE(p.name, '') AS project, mc.model AS model,
-                        date(mc.created_at / 1000, 'unixepoch') AS day, {TAIL}"
-                )))
-                .bind(since_ms)
-                .fetch_all(pool)
-                .await?
-            }
-            Db::Pg(pool) => {
-                sqlx::query_as::<_, UsageRow>(sqlx::AssertSqlSafe(format!(
-                    "SELECT COALESCE(p.name, '') AS project, mc.model AS model,
-                        to_char(to_timestamp(mc.created_at / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, {TAIL}"
-                )))
-                .bind(since_ms)
-                .fetch_all(pool)
-                .await?
-            }
-        };
-        Ok(rows)
-    }
-
     /// Counts for the metrics endpoint.
     pub async fn stats(&self) -> Result<Stats> {
         let runs_by_state: Vec<(String, i64)> = read!(self, |pool| {
@@ -1630,3 +1585,5 @@ pub(crate) mod budget;
 pub(crate) mod gates;
 pub(crate) mod outbox;
 pub(crate) mod sessions;
+pub(crate) mod usage;
+pub use usage::{KeyUsageRow, NewAsk, UsageRow};

@@ -24,4 +24,4 @@ pub mod tools;
 
 pub use git::{Git, GitError, MergeOutcome};
 pub use sandbox::{CommandOutcome, Sandbox, SandboxMode, SandboxPolicy, SandboxSupport};
-pub use tools::{ToolBox, ToolOutcome};
+pub use tools::{CodeHit, CodeSearch, TOOL_INTERFACE_VERSION, ToolBox, ToolOutcome};

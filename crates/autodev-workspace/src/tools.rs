@@ -54,6 +54,41 @@ pub struct ToolBox {
     default_timeout: Duration,
     max_timeout: Duration,
     protected: Option<Arc<crate::protect::Protected>>,
+    code_search: Option<Arc<dyn CodeSearch>>,
+}
+
+/// The version of the agent tool interface: v1 plus `search_code` (additive).
+pub const TOOL_INTERFACE_VERSION: &str = "1.1";
+
+/// What the `search_code` tool searches: the run's code index (`autodev-engine` provides it;
+/// this crate knows only the tool's contract).
+#[async_trait::async_trait]
+pub trait CodeSearch: Send + Sync + std::fmt::Debug {
+    /// The best chunks for `query`, at most `limit`, as `(path, start_line, end_line, name,
+    /// text)`; an error is shown to the model.
+    async fn search_code(&self, query: &str, limit: usize) -> Result<Vec<CodeHit>, String>;
+}
+
+/// One `search_code` result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CodeHit {
+    pub path: String,
+    pub start_line: u64,
+    pub end_line: u64,
+    /// The definition's name (`Type::method`), empty for a window of lines.
+    pub name: String,
+    pub text: String,
+}
+
+/// Lines of each `search_code` result shown; the model reads the rest with `read_file`.
+const SEARCH_CODE_LINES: usize = 30;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchCodeArgs {
+    query: String,
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -122,7 +157,64 @@ impl ToolBox {
             default_timeout: Duration::from_secs(120),
             max_timeout: Duration::from_secs(1800),
             protected: None,
+            code_search: None,
         })
+    }
+
+    /// Adds the `search_code` tool over `search`.
+    pub fn with_code_search(mut self, search: Arc<dyn CodeSearch>) -> Self {
+        self.code_search = Some(search);
+        self
+    }
+
+    /// Whether `search_code` is available.
+    pub fn has_code_search(&self) -> bool {
+        self.code_search.is_some()
+    }
+
+    /// The `search_code` tool's schema (tool interface v1.1).
+    pub fn search_code_spec() -> ToolSpec {
+        ToolSpec {
+            name: "search_code".to_string(),
+            description: "Search the repository's code index by meaning: plain words or identifiers (e.g. \"where are \
+                          retries configured\", \"parse_config\"). Returns the best functions, classes and blocks as \
+                          path:start-end with their first lines; read more with read_file. The index is of the base \
+                          commit: use `search` (regex) for text you changed yourself."
+                .to_string(),
+            parameters: json!({"type": "object", "properties": {"query": {"type": "string", "minLength": 1, "maxLength": 500, "description": "What to look for, in words or identifiers."}, "limit": {"type": "integer", "minimum": 1, "maximum": 20, "description": "Results, default 8."}}, "required": ["query"], "additionalProperties": false}),
+        }
+    }
+
+    async fn search_code(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
+        let Some(search) = &self.code_search else {
+            return Err(ToolOutcome::err("search_code is not available in this run; use search (regex)"));
+        };
+        let args: SearchCodeArgs = parse("search_code", arguments)?;
+        let query = args.query.trim();
+        if query.is_empty() || query.chars().count() > 500 {
+            return Err(ToolOutcome::err("search_code: query must be 1 to 500 characters"));
+        }
+        let limit = args.limit.unwrap_or(8);
+        if !(1..=20).contains(&limit) {
+            return Err(ToolOutcome::err("search_code: limit must be 1 to 20"));
+        }
+        let hits = search.search_code(query, limit).await.map_err(|e| ToolOutcome::err(format!("search_code: {e}")))?;
+        if hits.is_empty() {
+            return Ok(ToolOutcome::ok(format!("nothing in the code index matches `{query}`; try other words or `search`")));
+        }
+        let mut out = String::new();
+        for h in hits {
+            let name = if h.name.is_empty() { String::new() } else { format!("  {}", h.name) };
+            let _ = writeln!(out, "## {}:{}-{}{name}", h.path, h.start_line, h.end_line);
+            let lines: Vec<&str> = h.text.lines().collect();
+            for (i, line) in lines.iter().take(SEARCH_CODE_LINES).enumerate() {
+                let _ = writeln!(out, "{:>6}\t{line}", h.start_line as usize + i);
+            }
+            if lines.len() > SEARCH_CODE_LINES {
+                let _ = writeln!(out, "   ... {} more lines", lines.len() - SEARCH_CODE_LINES);
+            }
+        }
+        Ok(ToolOutcome::ok(out))
     }
 
     /// Refuses writes to these paths (see [`crate::protect`]).
@@ -219,6 +311,7 @@ impl ToolBox {
         let field = match name {
             "run" => "command",
             "search" => "pattern",
+            "search_code" => "query",
             "finish" => "summary",
             _ => "path",
         };
@@ -235,6 +328,7 @@ impl ToolBox {
             "write_file" => self.write_file(arguments),
             "edit_file" => self.edit_file(arguments),
             "search" => self.search(arguments),
+            "search_code" => self.search_code(arguments).await,
             "run" => self.run(arguments).await,
             "finish" => parse::<FinishArgs>(name, arguments).map(|a| ToolOutcome {
                 content: "Task finished.".to_string(),
@@ -243,7 +337,7 @@ impl ToolBox {
                 protected: None,
             }),
             other => Err(ToolOutcome::err(format!(
-                "unknown tool `{other}`; the tools are list_files, read_file, write_file, edit_file, search, run, finish"
+                "unknown tool `{other}`; the tools are list_files, read_file, write_file, edit_file, search, search_code, run, finish"
             ))),
         };
         result.unwrap_or_else(|e| e)

@@ -108,6 +108,7 @@ pub async fn spawn_app_on(backend: &str) -> TestApp {
         budgets: Default::default(),
         public_url: None,
         base_path: String::new(),
+        code: autodev_engine::code::CodeSearch::new(dir.path(), None),
         store: store.clone(),
         pepper,
         home: dir.path().to_path_buf(),

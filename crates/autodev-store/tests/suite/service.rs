@@ -234,6 +234,41 @@ super::runs::both! {
         assert_eq!((gpt.project.as_str(), gpt.calls, gpt.input_tokens, gpt.cost_micros), ("web", 2, 200, 14));
         assert_eq!(gpt.day.len(), 10, "YYYY-MM-DD: {}", gpt.day);
         assert!(store.usage(autodev_store::now_ms() + 60_000).await.unwrap().is_empty());
+
+        // Questions to the code index: their own kind, by key, and in the month's spend.
+        let month = autodev_domain::month_of(autodev_store::now_ms());
+        let before = store.month_spend(&month).await.unwrap();
+        for (id, key) in [("a1", "alice"), ("a2", "alice"), ("a3", "bob")] {
+            store
+                .record_ask(autodev_store::NewAsk {
+                    id,
+                    project_id: Some(&p.id),
+                    key_id: Some(key),
+                    key_name: Some(key),
+                    question: "where are budgets reserved?",
+                    model: "gpt-4o",
+                    input_tokens: 1_000,
+                    output_tokens: 50,
+                    cost_micros: 100,
+                    citations_ok: true,
+                })
+                .await
+                .unwrap();
+        }
+        let rows = store.usage(0).await.unwrap();
+        let asks = rows.iter().find(|r| r.kind == "ask").unwrap();
+        assert_eq!((asks.project.as_str(), asks.calls, asks.input_tokens, asks.cost_micros), ("web", 3, 3_000, 300));
+        assert_eq!(rows.iter().filter(|r| r.kind == "run").count(), 2);
+        let by_key = store.usage_by_key(0).await.unwrap();
+        let alice = by_key.iter().find(|r| r.key == "alice").unwrap();
+        assert_eq!((alice.kind.as_str(), alice.calls, alice.cost_micros), ("ask", 2, 200));
+        // The run was not made through the API: no key.
+        let cli = by_key.iter().find(|r| r.kind == "run").unwrap();
+        assert_eq!((cli.key.as_str(), cli.calls), ("", 3));
+        let after = store.month_spend(&month).await.unwrap();
+        let spent = |rows: &[(String, i64)], scope: &str| rows.iter().find(|(s, _)| s == scope).map_or(0, |(_, v)| *v);
+        assert_eq!(spent(&after, "global") - spent(&before, "global"), 300);
+        assert_eq!(spent(&after, &format!("project:{}", p.id)) - spent(&before, &format!("project:{}", p.id)), 300);
     }
 
     async fn events_of_one_run_appended_concurrently_are_read_in_order_without_gaps(store) {

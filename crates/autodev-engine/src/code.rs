@@ -1,0 +1,251 @@
+//! The code index as the rest of Autodev uses it: where a repository's index lives, opening
+//! it fresh (refresh, then the vectors when embeddings are configured), searching it
+//! lexically or fused with embeddings, and a project's source for the index when the
+//! project is only a clone URL (API `ask`, MCP).
+//!
+//! The CLI (`autodev index/search/ask`), the planner (its view of a big repository), the
+//! agents' `search_code` tool, the API and the MCP server all come here, so they agree on
+//! where an index is and how it is searched.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use autodev_index::{CodeIndex, Embedder, FileStore, Hit, IndexError, QdrantStore, Refresh, VectorStore, vectors};
+use autodev_store::ProjectRow;
+use autodev_workspace::Git;
+use sha2::Digest;
+
+/// An embeddings endpoint (`[embeddings]` in `autodev.toml`).
+#[derive(Clone, Debug, Default)]
+pub struct EmbeddingsConfig {
+    /// OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    /// Qdrant's URL: vectors go there instead of the file beside the index.
+    pub qdrant_url: Option<String>,
+    pub qdrant_api_key: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodeError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Vectors(#[from] autodev_index::VectorError),
+    #[error("{0}")]
+    Source(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, CodeError>;
+
+/// How long a project's fetched source is used before it is fetched again.
+const FETCH_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Where indexes live and how they are searched. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct CodeSearch {
+    home: PathBuf,
+    embeddings: Option<EmbeddingsConfig>,
+}
+
+/// An open, refreshed index with its vectors (when configured).
+pub struct Searcher {
+    pub index: CodeIndex,
+    vectors: Option<(Embedder, Box<dyn VectorStore>)>,
+    /// What the refresh did (`None` when it was opened without one).
+    pub refresh: Option<Refresh>,
+    pub vector_sync: Option<vectors::VectorSync>,
+}
+
+impl std::fmt::Debug for Searcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Searcher").field("dir", &self.index.dir()).field("fused", &self.vectors.is_some()).finish()
+    }
+}
+
+impl Searcher {
+    /// The best chunks: lexical, fused with the vectors when embeddings are configured.
+    pub async fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>> {
+        let v = self.vectors.as_ref().map(|(e, s)| (e, s.as_ref()));
+        Ok(vectors::search(&self.index, v, query, limit).await?)
+    }
+
+    /// Whether the vectors take part.
+    pub fn fused(&self) -> bool {
+        self.vectors.is_some()
+    }
+}
+
+impl CodeSearch {
+    pub fn new(home: &Path, embeddings: Option<EmbeddingsConfig>) -> Self {
+        Self { home: std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf()), embeddings }
+    }
+
+    pub fn embeddings(&self) -> Option<&EmbeddingsConfig> {
+        self.embeddings.as_ref()
+    }
+
+    /// Where the index of the repository at `source` lives: `AUTODEV_HOME/index/<key>`, the
+    /// key a hash of the repository's absolute path.
+    pub fn index_dir(&self, source: &Path) -> Result<PathBuf> {
+        let repo = source
+            .canonicalize()
+            .map_err(|e| CodeError::Source(format!("repository {}: {e}", source.display())))?;
+        let key = hex::encode(sha2::Sha256::digest(repo.as_os_str().as_encoded_bytes()));
+        Ok(self.home.join("index").join(&key[..16]))
+    }
+
+    /// Opens the index of `source` (a git working tree); `refresh` brings it up to date first
+    /// (and builds it when there is none; an index never built is always built).
+    pub async fn open(&self, source: &Path, refresh: bool) -> Result<Searcher> {
+        self.open_keyed(source, source, refresh).await
+    }
+
+    /// Opens the index kept for the repository `key` and refreshes it from `source`, another
+    /// working tree of it (a run's worktree at its base commit): the files are keyed by blob
+    /// id, so only what differs between the two is indexed again.
+    pub async fn open_keyed(&self, key: &Path, source: &Path, refresh: bool) -> Result<Searcher> {
+        let dir = self.index_dir(key)?;
+        let source = source.to_path_buf();
+        let (index, report) = tokio::task::spawn_blocking(move || -> Result<(CodeIndex, Option<Refresh>)> {
+            let mut index = CodeIndex::open(&dir, &source)?;
+            let report = if refresh || !index.is_built() { Some(index.refresh()?) } else { None };
+            Ok((index, report))
+        })
+        .await
+        .map_err(|e| CodeError::Source(format!("index task failed: {e}")))??;
+        let mut searcher = Searcher { index, vectors: None, refresh: report, vector_sync: None };
+        if let Some(cfg) = &self.embeddings {
+            let embedder = Embedder::new(&cfg.base_url, &cfg.model, cfg.api_key.clone())?;
+            let store: Box<dyn VectorStore> = match &cfg.qdrant_url {
+                Some(url) => {
+                    let key = searcher.index.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    Box::new(QdrantStore::new(url, &format!("autodev_{key}"), cfg.qdrant_api_key.clone())?)
+                }
+                None => Box::new(FileStore::open(searcher.index.dir())?),
+            };
+            if searcher.refresh.is_some() || !searcher.index.dir().join("vectors.json").is_file() {
+                searcher.vector_sync = Some(vectors::sync(&searcher.index, &embedder, store.as_ref()).await?);
+            }
+            searcher.vectors = Some((embedder, store));
+        }
+        Ok(searcher)
+    }
+
+    /// A checked-out copy of a project's base branch to index, kept at
+    /// `AUTODEV_HOME/index-src/<project id>`: cloned the first time, then fetched and checked
+    /// out again (the project's repository may be a clone URL the server can reach but has no
+    /// working tree of).
+    pub async fn project_source(&self, project: &ProjectRow) -> Result<PathBuf> {
+        let root = self.home.join("index-src");
+        std::fs::create_dir_all(&root)?;
+        let dir = root.join(&project.id);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join(format!("{}.lock", project.id)))?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+            .await
+            .map_err(|e| CodeError::Source(format!("lock task failed: {e}")))??;
+        let result = self.checkout(project, &root, &dir).await;
+        drop(lock);
+        result?;
+        Ok(dir)
+    }
+
+    async fn checkout(&self, project: &ProjectRow, root: &Path, dir: &Path) -> Result<()> {
+        let repository = &project.repository;
+        let fail = |what: &str, e: autodev_workspace::GitError| {
+            CodeError::Source(format!("could not {what} {repository} to index it: {e}"))
+        };
+        if !dir.join(".git").exists() {
+            let _ = std::fs::remove_dir_all(dir);
+            let target = dir.display().to_string();
+            Git::new(root)
+                .run(&["clone", "--quiet", "--no-checkout", "--", repository, &target])
+                .await
+                .map_err(|e| fail("clone", e))?;
+        }
+        let git = Git::new(dir);
+        // Questions come in bursts: the repository is fetched at most every FETCH_EVERY.
+        let stamp = dir.join(".git").join("autodev-fetched");
+        let fresh = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < FETCH_EVERY));
+        if fresh {
+            return Ok(());
+        }
+        git.run(&["fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*"])
+            .await
+            .map_err(|e| fail("fetch", e))?;
+        let base = match &project.base_branch {
+            Some(b) if !b.is_empty() => b.clone(),
+            _ => {
+                let out = git.run(&["ls-remote", "--symref", "origin", "HEAD"]).await.unwrap_or_default();
+                out.lines()
+                    .find_map(|l| l.strip_prefix("ref: refs/heads/").and_then(|r| r.split_whitespace().next()))
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        CodeError::Source(format!(
+                            "{repository} has no default branch (empty repository?): set the project's base_branch"
+                        ))
+                    })?
+            }
+        };
+        git.run(&["checkout", "--quiet", "--force", "--detach", &format!("refs/remotes/origin/{base}")])
+            .await
+            .map_err(|e| fail(&format!("check out branch `{base}` of"), e))?;
+        std::fs::write(&stamp, format!("{:?}", std::time::SystemTime::now()))?;
+        Ok(())
+    }
+}
+
+/// The `search_code` tool over a run's index, opened when first called.
+#[derive(Clone)]
+pub(crate) struct RunIndex {
+    pub cell: Arc<tokio::sync::OnceCell<Option<Arc<Searcher>>>>,
+    pub code: CodeSearch,
+    /// The repository the index is kept for, and the worktree it is built from if needed.
+    pub key: PathBuf,
+    pub source: PathBuf,
+}
+
+impl std::fmt::Debug for RunIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunIndex").field("key", &self.key).finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl autodev_workspace::CodeSearch for RunIndex {
+    async fn search_code(&self, query: &str, limit: usize) -> std::result::Result<Vec<autodev_workspace::CodeHit>, String> {
+        let searcher = self
+            .cell
+            .get_or_init(|| async {
+                match self.code.open_keyed(&self.key, &self.source, true).await {
+                    Ok(s) => Some(Arc::new(s)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not build the code index");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
+            .ok_or("the code index could not be built for this run; use search (regex) instead")?;
+        let hits = searcher.search(query, limit).await.map_err(|e| e.to_string())?;
+        Ok(hits
+            .into_iter()
+            .map(|h| autodev_workspace::CodeHit {
+                path: h.path,
+                start_line: h.start_line,
+                end_line: h.end_line,
+                name: h.name,
+                text: h.text,
+            })
+            .collect())
+    }
+}
