@@ -41,6 +41,10 @@ pub enum Command {
     /// Ask a question about a repository: the model answers from the code index, citing
     /// `path:start-end`, and every citation is checked against the index.
     Ask(AskArgs),
+    /// Serve the Model Context Protocol over stdin/stdout for an editor or chat client: tools
+    /// search_code, ask, create_run, get_run, list_runs, approve_run, cancel_run; runs' reports
+    /// as resources. (`autodev serve` offers the same at /mcp, behind API keys.)
+    Mcp(McpArgs),
     /// Approve a run waiting at its gate: its plan, or (projects with approve_delivery) its
     /// delivery.
     Approve(ApproveArgs),
@@ -95,6 +99,14 @@ pub struct SearchArgs {
     /// A JSON array of {path, start_line, end_line, score, text} on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// The repository search_code and ask use when a call names no project (default: none,
+    /// so calls name a project).
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

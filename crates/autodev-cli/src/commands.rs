@@ -26,7 +26,9 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Cancel(r) => cancel(&home, &r.run).await,
         Command::Costs(a) => crate::costs::costs(&home, a.days, &a.by, a.json).await,
         Command::Index(a) => crate::code::index(&home, cli.config.as_deref(), &a.repo, a.json).await,
-        Command::Search(a) => crate::code::search(&home, cli.config.as_deref(), &a.repo, &a.query, a.limit, a.json).await,
+        Command::Search(a) => {
+            crate::code::search(&home, cli.config.as_deref(), &a.repo, &a.query, a.limit, a.json).await
+        }
         Command::Ask(a) => crate::code::ask(&home, cli.config.as_deref(), a).await,
         Command::Approve(a) => {
             crate::gates::decide(&home, &a.decision.run, true, a.decision.comment.as_deref(), a.allow_paths).await
@@ -44,6 +46,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Config(crate::cli::ConfigCommand::Check { repo }) => {
             config_check(&home, cli.config.as_deref(), repo.as_deref())
         }
+        Command::Mcp(args) => mcp(&home, cli.config.as_deref(), args).await,
         Command::Serve(args) => serve(&home, cli.config.as_deref(), args).await,
         Command::Worker(args) => worker(&home, cli.config.as_deref(), args).await,
         Command::Migrate => migrate(&home).await,
@@ -706,6 +709,29 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
         )),
         models: std::sync::Arc::new(provider::ConfiguredModels { cfg }),
     })
+}
+
+/// `autodev mcp`: the MCP server over stdio, acting as the local operator. Runs it creates
+/// are driven by `autodev serve`/`worker` processes on the same database (it starts none).
+async fn mcp(home: &Path, config: Option<&Path>, args: crate::cli::McpArgs) -> Exit {
+    let repo = match &args.repo {
+        Some(r) => match r.canonicalize() {
+            Ok(p) if p.join(".git").exists() => Some(p),
+            _ => return Exit::Usage(format!("--repo {}: not a git repository", r.display())),
+        },
+        None => None,
+    };
+    let state = match service_state(home, config, false).await {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    match autodev_server::mcp::serve_stdio(state, autodev_server::mcp::Local::operator(repo)).await {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Failed
+        }
+    }
 }
 
 /// The delivery loop of this process, when integrations are configured (every `serve` and

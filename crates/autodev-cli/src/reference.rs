@@ -305,7 +305,13 @@ pub const KEYS: &[Key] = &[
         Operator,
         "An OpenAI-compatible embeddings endpoint (`https://api.openai.com/v1`, Ollama's or llama.cpp's `/v1`) for code search, fused with the lexical index; needs `embeddings.model`.",
     ),
-    k("embeddings.model", None, "none", Operator, "The embedding model, e.g. `text-embedding-3-small` or `nomic-embed-text`."),
+    k(
+        "embeddings.model",
+        None,
+        "none",
+        Operator,
+        "The embedding model, e.g. `text-embedding-3-small` or `nomic-embed-text`.",
+    ),
     k(
         "embeddings.api_key_env",
         None,
@@ -320,7 +326,13 @@ pub const KEYS: &[Key] = &[
         Operator,
         "Keep vectors in Qdrant (REST URL, port 6333), a collection per repository; `embeddings.qdrant_api_key_env` names its key's variable.",
     ),
-    k("embeddings.qdrant_api_key_env", None, "none", Operator, "The variable (or `NAME_FILE`) holding Qdrant's API key."),
+    k(
+        "embeddings.qdrant_api_key_env",
+        None,
+        "none",
+        Operator,
+        "The variable (or `NAME_FILE`) holding Qdrant's API key.",
+    ),
     k(
         "prices",
         None,

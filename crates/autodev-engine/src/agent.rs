@@ -81,7 +81,9 @@ async fn execute(kind: AgentKind, toolbox: &ToolBox, name: &str, arguments: &str
     match (kind, name) {
         (AgentKind::Planner, "submit_plan") => plan_result(arguments),
         (AgentKind::Planner, n) if !PLANNER_TOOLS.contains(&n) => CallResult {
-            content: format!("the planner cannot use `{n}`; use list_files, read_file, search, search_code and submit_plan"),
+            content: format!(
+                "the planner cannot use `{n}`; use list_files, read_file, search, search_code and submit_plan"
+            ),
             is_error: true,
             end: None,
             protected: None,

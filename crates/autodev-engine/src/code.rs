@@ -90,9 +90,8 @@ impl CodeSearch {
     /// Where the index of the repository at `source` lives: `AUTODEV_HOME/index/<key>`, the
     /// key a hash of the repository's absolute path.
     pub fn index_dir(&self, source: &Path) -> Result<PathBuf> {
-        let repo = source
-            .canonicalize()
-            .map_err(|e| CodeError::Source(format!("repository {}: {e}", source.display())))?;
+        let repo =
+            source.canonicalize().map_err(|e| CodeError::Source(format!("repository {}: {e}", source.display())))?;
         let key = hex::encode(sha2::Sha256::digest(repo.as_os_str().as_encoded_bytes()));
         Ok(self.home.join("index").join(&key[..16]))
     }
@@ -121,7 +120,8 @@ impl CodeSearch {
             let embedder = Embedder::new(&cfg.base_url, &cfg.model, cfg.api_key.clone())?;
             let store: Box<dyn VectorStore> = match &cfg.qdrant_url {
                 Some(url) => {
-                    let key = searcher.index.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let key =
+                        searcher.index.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                     Box::new(QdrantStore::new(url, &format!("autodev_{key}"), cfg.qdrant_api_key.clone())?)
                 }
                 None => Box::new(FileStore::open(searcher.index.dir())?),
@@ -221,7 +221,11 @@ impl std::fmt::Debug for RunIndex {
 
 #[async_trait::async_trait]
 impl autodev_workspace::CodeSearch for RunIndex {
-    async fn search_code(&self, query: &str, limit: usize) -> std::result::Result<Vec<autodev_workspace::CodeHit>, String> {
+    async fn search_code(
+        &self,
+        query: &str,
+        limit: usize,
+    ) -> std::result::Result<Vec<autodev_workspace::CodeHit>, String> {
         let searcher = self
             .cell
             .get_or_init(|| async {

@@ -110,9 +110,8 @@ async fn relevant_view(searcher: &crate::code::Searcher, spec: &str) -> String {
             files.push(&h.path);
         }
     }
-    let mut out = String::from(
-        "\n## Most relevant to the spec (from the code index; use search_code for more)\n\nFiles:\n",
-    );
+    let mut out =
+        String::from("\n## Most relevant to the spec (from the code index; use search_code for more)\n\nFiles:\n");
     for f in &files {
         out.push_str(&format!("- {f}\n"));
     }
@@ -120,7 +119,13 @@ async fn relevant_view(searcher: &crate::code::Searcher, spec: &str) -> String {
         let name = if h.name.is_empty() { String::new() } else { format!(" ({})", h.name) };
         let head: Vec<&str> = h.text.lines().take(12).collect();
         let more = if h.text.lines().count() > 12 { "\n..." } else { "" };
-        out.push_str(&format!("\n### {}:{}-{}{name}\n```\n{}{more}\n```\n", h.path, h.start_line, h.end_line, head.join("\n")));
+        out.push_str(&format!(
+            "\n### {}:{}-{}{name}\n```\n{}{more}\n```\n",
+            h.path,
+            h.start_line,
+            h.end_line,
+            head.join("\n")
+        ));
     }
     out
 }

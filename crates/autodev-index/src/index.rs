@@ -180,7 +180,8 @@ impl CodeIndex {
             return Err(IndexError::NotARepository(repo.display().to_string()));
         }
         let version = dir.join("schema-version");
-        if dir.join("meta.json").is_file() && std::fs::read_to_string(&version).ok().as_deref() != Some(SCHEMA_VERSION) {
+        if dir.join("meta.json").is_file() && std::fs::read_to_string(&version).ok().as_deref() != Some(SCHEMA_VERSION)
+        {
             tracing::info!(dir = %dir.display(), "the index was built by another version; rebuilding it");
             std::fs::remove_dir_all(dir)?;
         }

@@ -183,7 +183,8 @@ impl FileStore {
 
 /// `[u32 header length][header JSON: [[id, file, dims], …]][f32 little-endian …]`.
 fn encode(points: &[Point]) -> Vec<u8> {
-    let header: Vec<(&str, &str, usize)> = points.iter().map(|p| (p.id.as_str(), p.file.as_str(), p.vector.len())).collect();
+    let header: Vec<(&str, &str, usize)> =
+        points.iter().map(|p| (p.id.as_str(), p.file.as_str(), p.vector.len())).collect();
     let header = serde_json::to_vec(&header).unwrap_or_default();
     let mut out = Vec::with_capacity(4 + header.len() + points.iter().map(|p| p.vector.len() * 4).sum::<usize>());
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
@@ -381,10 +382,8 @@ pub struct VectorSync {
 /// Brings the vectors in `store` up to date with `index` (which should be refreshed first).
 pub async fn sync(index: &CodeIndex, embedder: &Embedder, store: &dyn VectorStore) -> Result<VectorSync> {
     let manifest_path = index.dir().join("vectors.json");
-    let mut done: VectorManifest = std::fs::read_to_string(&manifest_path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
+    let mut done: VectorManifest =
+        std::fs::read_to_string(&manifest_path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
     if done.model != embedder.model() {
         if !done.files.is_empty() {
             tracing::info!(from = %done.model, to = %embedder.model(), "the embedding model changed; embedding again");
@@ -423,11 +422,8 @@ pub async fn sync(index: &CodeIndex, embedder: &Embedder, store: &dyn VectorStor
             })
             .collect();
         let vectors = if inputs.is_empty() { Vec::new() } else { embedder.embed(&inputs).await? };
-        let points: Vec<Point> = chunks
-            .into_iter()
-            .zip(vectors)
-            .map(|(c, vector)| Point { id: c.id, file: c.path, vector })
-            .collect();
+        let points: Vec<Point> =
+            chunks.into_iter().zip(vectors).map(|(c, vector)| Point { id: c.id, file: c.path, vector }).collect();
         report.chunks_embedded += points.len();
         store.upsert(points).await?;
         for (file, blob) in group {
@@ -476,10 +472,8 @@ pub async fn search(
         Some(v) => store.search(v, CANDIDATES.max(limit)).await?,
         None => Vec::new(),
     };
-    let fused = rrf(&[
-        lexical.iter().map(|h| h.id.clone()).collect(),
-        semantic.into_iter().map(|(id, _)| id).collect(),
-    ]);
+    let fused =
+        rrf(&[lexical.iter().map(|h| h.id.clone()).collect(), semantic.into_iter().map(|(id, _)| id).collect()]);
     let mut by_id: HashMap<String, Hit> = lexical.into_iter().map(|h| (h.id.clone(), h)).collect();
     let mut hits = Vec::new();
     for (id, score) in fused {
@@ -518,10 +512,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let store = FileStore::open(d.path()).unwrap();
         let p = |id: &str, file: &str, v: &[f32]| Point { id: id.into(), file: file.into(), vector: v.to_vec() };
-        store
-            .upsert(vec![p("a.rs:1-3", "a.rs", &[1.0, 0.0]), p("b.rs:1-2", "b.rs", &[0.0, 2.0])])
-            .await
-            .unwrap();
+        store.upsert(vec![p("a.rs:1-3", "a.rs", &[1.0, 0.0]), p("b.rs:1-2", "b.rs", &[0.0, 2.0])]).await.unwrap();
         let hits = store.search(&[0.1, 1.0], 2).await.unwrap();
         assert_eq!(hits[0].0, "b.rs:1-2");
         // Reopened from the file.

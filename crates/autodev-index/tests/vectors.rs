@@ -23,7 +23,8 @@ impl Respond for ScriptedEmbeddings {
     fn respond(&self, req: &Request) -> ResponseTemplate {
         let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
         if !body["model"].as_str().unwrap().starts_with("scripted-embed") {
-            return ResponseTemplate::new(404).set_body_json(serde_json::json!({"error": {"message": "model not found"}}));
+            return ResponseTemplate::new(404)
+                .set_body_json(serde_json::json!({"error": {"message": "model not found"}}));
         }
         let inputs: Vec<String> =
             body["input"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_lowercase()).collect();
@@ -31,8 +32,10 @@ impl Respond for ScriptedEmbeddings {
             .iter()
             .enumerate()
             .map(|(i, text)| {
-                let mut v: Vec<f32> =
-                    CONCEPTS.iter().map(|words| if words.iter().any(|w| text.contains(w)) { 1.0 } else { 0.0 }).collect();
+                let mut v: Vec<f32> = CONCEPTS
+                    .iter()
+                    .map(|words| if words.iter().any(|w| text.contains(w)) { 1.0 } else { 0.0 })
+                    .collect();
                 v.push(0.05); // never the zero vector
                 serde_json::json!({"object": "embedding", "index": i, "embedding": v})
             })
@@ -57,7 +60,8 @@ fn repo() -> tempfile::TempDir {
         "/// Takes the amount from the account.\npub fn debit_account(id: u64, cents: i64) -> bool {\n    cents > 0 && id > 0\n}\n",
     )
     .unwrap();
-    std::fs::write(d.path().join("src/net.rs"), "pub fn open_socket(port: u16) -> bool {\n    port > 1024\n}\n").unwrap();
+    std::fs::write(d.path().join("src/net.rs"), "pub fn open_socket(port: u16) -> bool {\n    port > 1024\n}\n")
+        .unwrap();
     std::fs::write(d.path().join("src/text.rs"), "/// Where is the customer? Who knows.\npub fn customer_name() {}\n")
         .unwrap();
     git(d.path(), &["add", "-A"]);
@@ -171,7 +175,11 @@ async fn the_qdrant_store_speaks_its_rest_api() {
         .await;
     let store = QdrantStore::new(&server.uri(), "autodev_abc", Some("qd-key".into())).unwrap();
     store
-        .upsert(vec![vectors::Point { id: "src/ledger.rs:1-4".into(), file: "src/ledger.rs".into(), vector: vec![1.0, 0.0] }])
+        .upsert(vec![vectors::Point {
+            id: "src/ledger.rs:1-4".into(),
+            file: "src/ledger.rs".into(),
+            vector: vec![1.0, 0.0],
+        }])
         .await
         .unwrap();
     store.delete_files(&["src/old.rs".into()]).await.unwrap();

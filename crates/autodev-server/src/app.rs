@@ -106,10 +106,16 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::limit::RequestBodyLimitLayer::new(crate::extract::MAX_BODY_BYTES))
         .layer(crate::error::JsonErrorsLayer)
         .layer(axum::middleware::from_fn(crate::metrics::track));
-    ui.layer(axum::middleware::from_fn(crate::metrics::track)).merge(api).with_state(state)
+    // MCP over streamable HTTP, behind the API's keys (see `mcp`).
+    let mcp = Router::new()
+        .nest_service("/mcp", crate::mcp::http_service(state.clone(), tokio_util::sync::CancellationToken::new()))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::mcp::authenticate))
+        .layer(axum::middleware::from_fn(crate::metrics::track));
+    ui.layer(axum::middleware::from_fn(crate::metrics::track)).merge(api).merge(mcp).with_state(state)
 }
 
 /// The caller, authenticated by `Authorization: Bearer KEY`.
+#[derive(Clone)]
 pub struct Caller {
     pub key: std::sync::Arc<KeyRow>,
     pub role: AccessRole,
@@ -270,14 +276,14 @@ pub fn run_json(r: &RunRow) -> Value {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
-    project: Option<String>,
-    state: Option<String>,
-    limit: Option<i64>,
-    cursor: Option<String>,
+pub(crate) struct ListQuery {
+    pub project: Option<String>,
+    pub state: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
 }
 
-async fn list_runs(
+pub(crate) async fn list_runs(
     caller: Caller,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -343,7 +349,7 @@ async fn list_runs(
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn get_run(
+pub(crate) async fn get_run(
     caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -30,7 +30,11 @@ async fn check_budgets(state: &AppState, project: &ProjectRow) -> Result<(), Api
     let spent = |scope: &str| spend.iter().find(|(s, _)| s == scope).map_or(0, |(_, v)| *v);
     let settings: Value = serde_json::from_str(&project.settings).unwrap_or_default();
     let limits = [
-        (format!("project:{}", project.id), settings.get("monthly_budget_usd").and_then(Value::as_f64), "the project's"),
+        (
+            format!("project:{}", project.id),
+            settings.get("monthly_budget_usd").and_then(Value::as_f64),
+            "the project's",
+        ),
         ("global".to_string(), state.budgets.monthly_usd, "the deployment's"),
     ];
     for (scope, limit, whose) in limits {
@@ -84,9 +88,11 @@ pub async fn answer(
     let client = state.models.build(&settings).map_err(|e| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_model", format!("no model to answer with: {e}"))
     })?;
-    let source = state.code.project_source(project).await.map_err(|e| {
-        ApiError::new(StatusCode::BAD_GATEWAY, "repository_unavailable", e.to_string())
-    })?;
+    let source = state
+        .code
+        .project_source(project)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "repository_unavailable", e.to_string()))?;
     let searcher = state.code.open(&source, true).await.map_err(|e| {
         tracing::error!(project = %project.id, error = %e, "could not open the code index");
         ApiError::new(StatusCode::BAD_GATEWAY, "index_unavailable", format!("the code index could not be built: {e}"))

@@ -25,6 +25,7 @@ pub mod auth;
 pub mod delivery;
 pub mod error;
 pub mod extract;
+pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod projects;

@@ -623,7 +623,9 @@ fn refine(doc: &mut Value) -> Vec<String> {
     {
         content.remove("text/plain");
     }
-    for name in ["ProjectCreate", "ProjectUpdate", "CreateRun", "Decision", "Rejection", "ProjectSettings", "AskRequest"] {
+    for name in
+        ["ProjectCreate", "ProjectUpdate", "CreateRun", "Decision", "Rejection", "ProjectSettings", "AskRequest"]
+    {
         set(doc, &format!("/components/schemas/{name}"), json!({"additionalProperties": false}));
     }
     add_links(doc);

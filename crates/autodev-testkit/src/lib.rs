@@ -174,3 +174,12 @@ impl Script {
         server
     }
 }
+
+/// A Python with the official MCP SDK (`mcp` on PyPI), made on first use by `.ci/mcp-venv`,
+/// and the client script that drives a server with it (`.ci/mcp_client.py`).
+pub fn mcp_client() -> (PathBuf, PathBuf) {
+    let ci = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci");
+    let out = std::process::Command::new("bash").arg(ci.join("mcp-venv")).output().unwrap();
+    assert!(out.status.success(), "could not make the MCP venv: {}", String::from_utf8_lossy(&out.stderr));
+    (PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()), ci.join("mcp_client.py"))
+}

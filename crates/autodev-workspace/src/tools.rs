@@ -200,7 +200,9 @@ impl ToolBox {
         }
         let hits = search.search_code(query, limit).await.map_err(|e| ToolOutcome::err(format!("search_code: {e}")))?;
         if hits.is_empty() {
-            return Ok(ToolOutcome::ok(format!("nothing in the code index matches `{query}`; try other words or `search`")));
+            return Ok(ToolOutcome::ok(format!(
+                "nothing in the code index matches `{query}`; try other words or `search`"
+            )));
         }
         let mut out = String::new();
         for h in hits {

@@ -1,4 +1,5 @@
 mod commands;
+mod mcp;
 mod more;
 mod resume;
 mod service;

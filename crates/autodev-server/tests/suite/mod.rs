@@ -1,7 +1,9 @@
 mod api;
+mod ask;
 mod contract;
 mod delivery;
 mod flow;
+mod mcp;
 mod ui;
 pub mod webhooks;
 

@@ -1,0 +1,541 @@
+//! The Model Context Protocol server (rmcp, the official Rust SDK): Autodev's code search,
+//! answers and runs as MCP tools, and runs' reports as resources, for editors and chat
+//! clients.
+//!
+//! Two transports, one server: `autodev mcp` over stdio (a local process the client starts,
+//! acting with the operator's rights on the local database, optionally on a repository given
+//! with `--repo`), and streamable HTTP at `/mcp` under `autodev serve`, behind the API's keys
+//! (the key's role decides what each tool may do, exactly as for the REST API: every tool
+//! calls the API's own handler with the caller).
+//!
+//! Tools (each with a JSON schema from its argument type): `search_code`, `ask`,
+//! `create_run`, `get_run`, `list_runs`, `approve_run`, `cancel_run`. A tool's failure (bad
+//! input, a role that does not allow it, an unknown run) is a tool result with `isError` and
+//! the API's message, which a model can read and act on; protocol errors are for protocol
+//! faults only.
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use autodev_domain::AccessRole;
+use autodev_store::KeyRow;
+use axum::body::to_bytes;
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ListResourcesResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource, ResourceContents,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::{AppState, Caller};
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, JsonBody};
+
+/// The reports listed as resources: the newest runs'.
+const LISTED_REPORTS: i64 = 100;
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SearchCodeArgs {
+    /// What to look for, in plain words or identifiers (e.g. "where are API keys checked").
+    pub query: String,
+    /// The project (id or name) whose code to search; over stdio, omit it to search the
+    /// repository `autodev mcp --repo` was started with.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Results, 1 to 50 (default 10).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct AskArgs {
+    /// A question about the code, in plain words.
+    pub question: String,
+    /// The project (id or name); over stdio, omit it to ask about the `--repo` repository.
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct CreateRunArgs {
+    /// The project (id or name) the run changes.
+    pub project: String,
+    /// What to build or fix, in Markdown.
+    pub spec: String,
+    /// A title (default: the spec's first line).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Stop after planning until a person approves the plan.
+    #[serde(default)]
+    pub approve_plan: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RunArgs {
+    /// The run's id, short id or a unique prefix.
+    pub id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ApproveArgs {
+    /// The run's id, short id or a unique prefix.
+    pub id: String,
+    /// Recorded with the approval.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ListRunsArgs {
+    /// Only this project's runs (id or name).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Only runs in this state (`queued`, `planning`, `awaiting_approval`, `executing`,
+    /// `verifying`, `delivering`, `succeeded`, `failed`, `cancelled`).
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Runs to return, 1 to 200 (default 20).
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// Who the server acts for when the transport carries no key (stdio).
+#[derive(Clone)]
+pub struct Local {
+    pub caller: Caller,
+    /// The repository `search_code` and `ask` use when no project is named.
+    pub repo: Option<PathBuf>,
+}
+
+impl Local {
+    /// The local operator: `autodev mcp` runs with the rights of whoever can run `autodev`
+    /// on this machine (as the CLI does), shown as `local:mcp` in audit records.
+    pub fn operator(repo: Option<PathBuf>) -> Self {
+        let key = KeyRow {
+            id: "local:mcp".into(),
+            name: "local:mcp".into(),
+            role: AccessRole::Admin.to_string(),
+            prefix: String::new(),
+            hash: String::new(),
+            created_at: 0,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        Self { caller: Caller { key: Arc::new(key), role: AccessRole::Admin }, repo }
+    }
+}
+
+#[derive(Clone)]
+pub struct McpServer {
+    state: AppState,
+    local: Option<Local>,
+    tool_router: ToolRouter<Self>,
+}
+
+fn text_result(v: &Value) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(serde_json::to_string_pretty(v).unwrap_or_default())])
+}
+
+fn tool_error(message: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message.into())])
+}
+
+fn api_error(e: &ApiError) -> CallToolResult {
+    let field = e.field.as_deref().map(|f| format!(" (field `{f}`)")).unwrap_or_default();
+    tool_error(format!("{}: {}{field}", e.code, e.message))
+}
+
+/// The JSON body of an API handler's response.
+async fn body_json(r: axum::response::Response) -> Result<Value, ApiError> {
+    let bytes = to_bytes(r.into_body(), 16 * 1024 * 1024).await.map_err(|e| ApiError::internal(&e))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(&e))
+}
+
+#[tool_router]
+impl McpServer {
+    pub fn new(state: AppState, local: Option<Local>) -> Self {
+        Self { state, local, tool_router: Self::tool_router() }
+    }
+
+    /// The caller: the local operator (stdio), or the key the HTTP request was authenticated
+    /// with (set by [`authenticate`]).
+    fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, CallToolResult> {
+        if let Some(local) = &self.local {
+            return Ok(local.caller.clone());
+        }
+        ctx.extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Caller>().cloned())
+            .ok_or_else(|| tool_error("unauthorized: no API key on this connection"))
+    }
+
+    /// The index to search: a project's (fetched from its repository), or the local `--repo`.
+    async fn searcher(
+        &self,
+        caller: &Caller,
+        project: Option<&str>,
+    ) -> Result<(Option<autodev_store::ProjectRow>, autodev_engine::code::Searcher), CallToolResult> {
+        caller.require(AccessRole::Viewer).map_err(|e| api_error(&e))?;
+        let (project, source) = match (project, self.local.as_ref().and_then(|l| l.repo.clone())) {
+            (Some(p), _) => {
+                let row = self.state.store.find_project(p).await.map_err(|e| api_error(&e.into()))?;
+                let source = self.state.code.project_source(&row).await.map_err(|e| tool_error(e.to_string()))?;
+                (Some(row), source)
+            }
+            (None, Some(repo)) => (None, repo),
+            (None, None) => return Err(tool_error("invalid: name a project (id or name) in `project`")),
+        };
+        let searcher = self.state.code.open(&source, true).await.map_err(|e| tool_error(e.to_string()))?;
+        Ok((project, searcher))
+    }
+
+    #[tool(
+        description = "Search a project's code by meaning: plain words or identifiers. Returns the best functions, classes and blocks as {path, start_line, end_line, score, name, text}."
+    )]
+    async fn search_code(
+        &self,
+        Parameters(args): Parameters<SearchCodeArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let caller = match self.caller(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        if let Err(e) = crate::rules::text("query", &args.query, 500) {
+            return Ok(api_error(&e));
+        }
+        let limit = args.limit.unwrap_or(10);
+        if !(1..=50).contains(&limit) {
+            return Ok(tool_error("invalid: limit must be 1 to 50 (field `limit`)"));
+        }
+        let (_, searcher) = match self.searcher(&caller, args.project.as_deref()).await {
+            Ok(s) => s,
+            Err(r) => return Ok(r),
+        };
+        match searcher.search(&args.query, limit).await {
+            Ok(hits) => Ok(text_result(&json!(
+                hits.iter()
+                    .map(|h| json!({
+                        "path": h.path, "start_line": h.start_line, "end_line": h.end_line,
+                        "score": h.score, "name": h.name, "text": h.text,
+                    }))
+                    .collect::<Vec<_>>()
+            ))),
+            Err(e) => Ok(tool_error(e.to_string())),
+        }
+    }
+
+    #[tool(
+        description = "Ask a question about a project's code. The configured model answers from the code index and cites path:start-end; every citation is checked against the index (citations_ok). 'I could not find it' is a possible answer. Usage is recorded under your key."
+    )]
+    async fn ask(
+        &self,
+        Parameters(args): Parameters<AskArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let caller = match self.caller(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        let question = match crate::ask::valid_question(&args.question) {
+            Ok(q) => q.to_string(),
+            Err(e) => return Ok(api_error(&e)),
+        };
+        if let Some(project) = &args.project {
+            if let Err(e) = caller.require(AccessRole::Viewer) {
+                return Ok(api_error(&e));
+            }
+            let row = match self.state.store.find_project(project).await {
+                Ok(r) => r,
+                Err(e) => return Ok(api_error(&e.into())),
+            };
+            return Ok(match crate::ask::answer(&self.state, &caller, &row, &question).await {
+                Ok((id, a)) => text_result(&crate::ask::answer_json(&id, &row, &question, &a)),
+                Err(e) => api_error(&e),
+            });
+        }
+        // The local repository: answered and recorded without a project.
+        let (_, searcher) = match self.searcher(&caller, None).await {
+            Ok(s) => s,
+            Err(r) => return Ok(r),
+        };
+        let settings = self.state.models.run_settings();
+        let client = match self.state.models.build(&settings) {
+            Ok(c) => c,
+            Err(e) => return Ok(tool_error(format!("no_model: {e}"))),
+        };
+        let answer =
+            match autodev_engine::ask::ask(&searcher, client.as_ref(), &self.state.prices, &settings.model, &question)
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => return Ok(tool_error(format!("model_failed: {e}"))),
+            };
+        let id = uuid::Uuid::now_v7().to_string();
+        let recorded = self
+            .state
+            .store
+            .record_ask(autodev_store::NewAsk {
+                id: &id,
+                project_id: None,
+                key_id: Some(&caller.key.id),
+                key_name: Some(&caller.key.name),
+                question: &question,
+                model: &answer.model,
+                input_tokens: answer.input_tokens as i64,
+                output_tokens: answer.output_tokens as i64,
+                cost_micros: answer.cost_micros,
+                citations_ok: answer.citations_ok,
+            })
+            .await;
+        if let Err(e) = recorded {
+            return Ok(api_error(&e.into()));
+        }
+        let mut v = serde_json::to_value(&answer).unwrap_or_default();
+        v["id"] = json!(id);
+        Ok(text_result(&v))
+    }
+
+    #[tool(
+        description = "Start a run: Autodev plans the spec into tasks, agents carry them out in the project's repository, the tests verify, and the result is delivered as a branch or pull request. Needs the operator role."
+    )]
+    async fn create_run(
+        &self,
+        Parameters(args): Parameters<CreateRunArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let caller = match self.caller(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        let mut body = json!({"project": args.project, "spec": args.spec});
+        if let Some(t) = args.title {
+            body["title"] = json!(t);
+        }
+        if let Some(a) = args.approve_plan {
+            body["approval"] = json!(a);
+        }
+        Ok(match crate::runs::create(caller, State(self.state.clone()), JsonBody::from_value(&body)).await {
+            Ok(r) => match body_json(r.into_response()).await {
+                Ok(v) => text_result(&v),
+                Err(e) => api_error(&e),
+            },
+            Err(e) => api_error(&e),
+        })
+    }
+
+    #[tool(description = "A run: its state (and why), plan, tasks, cost and branch.")]
+    async fn get_run(
+        &self,
+        Parameters(args): Parameters<RunArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let caller = match self.caller(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        Ok(match crate::app::get_run(caller, State(self.state.clone()), Path(args.id)).await {
+            Ok(v) => text_result(&v.0),
+            Err(e) => api_error(&e),
+        })
+    }
+
+    #[tool(description = "Runs, newest first; filter by project and state.")]
+    async fn list_runs(
+        &self,
+        Parameters(args): Parameters<ListRunsArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let caller = match self.caller(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        let q = crate::app::ListQuery {
+            project: args.project,
+            state: args.state,
+            limit: Some(args.limit.unwrap_or(20)),
+            cursor: None,
+        };
+        Ok(match crate::app::list_runs(caller, State(self.state.clone()), ApiQuery(q)).await {
+            Ok(r) => match body_json(r).await {
+                Ok(v) => text_result(&v),
+                Err(e) => api_error(&e),
+            },
+            Err(e) => api_error(&e),
+        })
+    }
+
+    #[tool(description = "Approve a run waiting at a gate (its plan, or its delivery). Needs the operator role.")]
+    async fn approve_run(
+        &self,
+        Parameters(args): Parameters<ApproveArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let caller = match self.caller(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        let body = match args.comment {
+            Some(c) => json!({"comment": c}),
+            None => json!({}),
+        };
+        Ok(
+            match crate::runs::approve(caller, State(self.state.clone()), Path(args.id), JsonBody::from_value(&body))
+                .await
+            {
+                Ok(v) => text_result(&v.0),
+                Err(e) => api_error(&e),
+            },
+        )
+    }
+
+    #[tool(description = "Cancel a run that has not finished. Needs the operator role.")]
+    async fn cancel_run(
+        &self,
+        Parameters(args): Parameters<RunArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let caller = match self.caller(&ctx) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        Ok(match crate::app::cancel_run(caller, State(self.state.clone()), Path(args.id)).await {
+            Ok(v) => text_result(&v.0),
+            Err(e) => api_error(&e),
+        })
+    }
+}
+
+fn report_uri(id: &str) -> String {
+    format!("autodev://runs/{id}/report")
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
+            .with_server_info(Implementation::new("autodev", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Autodev turns specs into tested code changes. Use search_code and ask to understand a project's \
+                 code; create_run to have agents implement a spec (then get_run to follow it, approve_run at a \
+                 gate, cancel_run to stop it). Runs' reports are resources autodev://runs/{id}/report.",
+            )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let caller =
+            self.caller(&ctx).map_err(|_| ErrorData::invalid_request("no API key on this connection", None))?;
+        caller.require(AccessRole::Viewer).map_err(|e| ErrorData::invalid_request(e.message, None))?;
+        let mut runs: Vec<Resource> = Vec::new();
+        self.state
+            .store
+            .visit_runs_page(None, None, LISTED_REPORTS, None, |r| {
+                runs.push(
+                    Resource::new(report_uri(r.id), format!("run {} report", r.short_id))
+                        .with_description(format!("{} ({})", r.title, r.state))
+                        .with_mime_type("text/markdown"),
+                );
+            })
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        Ok(ListResourcesResult::with_all_items(runs))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let caller =
+            self.caller(&ctx).map_err(|_| ErrorData::invalid_request("no API key on this connection", None))?;
+        let id = request
+            .uri
+            .strip_prefix("autodev://runs/")
+            .and_then(|r| r.strip_suffix("/report"))
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+            .ok_or_else(|| {
+                ErrorData::resource_not_found(
+                    format!("no resource {}: reports are autodev://runs/ID/report", request.uri),
+                    None,
+                )
+            })?;
+        let response =
+            crate::runs::artifact(caller, State(self.state.clone()), Path((id.to_string(), "report".to_string())))
+                .await
+                .map_err(|e| {
+                    if e.status == axum::http::StatusCode::NOT_FOUND {
+                        ErrorData::resource_not_found(e.message, None)
+                    } else {
+                        ErrorData::invalid_request(e.message, None)
+                    }
+                })?;
+        let bytes = to_bytes(response.into_body(), 64 * 1024 * 1024)
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let contents = match ResourceContents::text(text, request.uri.clone()) {
+            ResourceContents::TextResourceContents { uri, text, meta, .. } => {
+                ResourceContents::TextResourceContents { uri, text, meta, mime_type: Some("text/markdown".into()) }
+            }
+            other => other,
+        };
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+}
+
+/// Authenticates an MCP HTTP request with the API's keys (the same `Authorization: Bearer`
+/// check, rate limit and errors as the REST API) and hands the caller to the tools.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::extract::FromRequestParts;
+    let (mut parts, body) = req.into_parts();
+    match Caller::from_request_parts(&mut parts, &state).await {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+            req = axum::extract::Request::from_parts(parts, body);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The streamable HTTP service mounted at `/mcp`.
+pub fn http_service(
+    state: AppState,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+    McpServer,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+> {
+    use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+    // Keys guard the endpoint, so any Host may reach it (behind a proxy, the public name);
+    // browsers are held off by the key, which they do not send on their own.
+    let mut config = StreamableHttpServerConfig::default();
+    config.allowed_hosts = Vec::new();
+    config.cancellation_token = shutdown.child_token();
+    StreamableHttpService::new(move || Ok(McpServer::new(state.clone(), None)), Default::default(), config)
+}
+
+/// Serves MCP over stdin/stdout until the client closes it.
+pub async fn serve_stdio(state: AppState, local: Local) -> Result<(), String> {
+    use rmcp::ServiceExt;
+    let server = McpServer::new(state, Some(local))
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| format!("MCP session did not start: {e}"))?;
+    server.waiting().await.map_err(|e| format!("MCP session ended with an error: {e}"))?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! `POST /api/v1/projects/{key}/ask`: answers from the project's code index with checked
+//! citations, recorded per key and project, refused at a spent monthly budget.
+use autodev_testkit::{git, make_repo, text};
+use serde_json::{Value, json};
+
+use super::both;
+
+async fn json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+both! {
+async fn a_question_about_a_project_is_answered_from_its_index_and_recorded(app) {
+    let repo = make_repo(app._dir.path());
+    std::fs::create_dir_all(repo.join("src")).unwrap();
+    std::fs::write(
+        repo.join("src/auth.rs"),
+        "/// Checks an API key against its stored hash.\npub fn verify_api_key(key: &str, hash: &str) -> bool {\n    key.len() == hash.len()\n}\n",
+    )
+    .unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "auth"]);
+    let project = json!({"name": "keys", "repository": repo, "test_command": "true"});
+    let (status, _) = json(app.post("/api/v1/projects", Some(&app.admin)).json(&project).send().await.unwrap()).await;
+    assert_eq!(status, 201);
+    app.script.on("unknown", 0, vec![text("API keys are checked by `verify_api_key` (src/auth.rs:2-4).")]);
+
+    // Validation at the edge: blank, unknown field, unknown project.
+    let ask = |key: &str, body: Value| app.post("/api/v1/projects/keys/ask", Some(key)).json(&body).send();
+    let (status, v) = json(ask(&app.viewer, json!({"question": "  "})).await.unwrap()).await;
+    assert_eq!((status, v["error"]["field"].as_str()), (422, Some("question")), "{v}");
+    let (status, _) = json(ask(&app.viewer, json!({"question": "x", "model": "y"})).await.unwrap()).await;
+    assert_eq!(status, 422);
+    let (status, _) = json(
+        app.post("/api/v1/projects/nope/ask", Some(&app.viewer)).json(&json!({"question": "x"})).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(app.post("/api/v1/projects/keys/ask", None).json(&json!({"question": "x"})).send().await.unwrap().status(), 401);
+
+    let (status, a) = json(ask(&app.viewer, json!({"question": "Where are API keys checked?"})).await.unwrap()).await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["project"], "keys");
+    assert_eq!(a["citations"], json!([{"path": "src/auth.rs", "start_line": 2, "end_line": 4, "valid": true}]));
+    assert_eq!((a["citations_ok"].as_bool(), a["not_found"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(a["sources"][0]["path"], "src/auth.rs");
+    assert!(a["cost_usd"].as_f64().unwrap() > 0.0);
+    // The project's repository was indexed from its base branch, not from the working tree.
+    std::fs::write(repo.join("src/auth.rs"), "uncommitted\n").unwrap();
+    app.script.on("unknown", 0, vec![text("See src/auth.rs:99-120.")]);
+    let (_, b) = json(ask(&app.operator, json!({"question": "Where are API keys checked?"})).await.unwrap()).await;
+    assert_eq!(b["citations"][0]["valid"], false, "{b}");
+    assert_eq!(b["citations_ok"], false);
+    assert_eq!(b["sources"][0]["name"], "verify_api_key");
+
+    // Usage: asks by kind, by key.
+    let (_, usage) = json(app.get("/api/v1/usage", Some(&app.viewer)).send().await.unwrap()).await;
+    let asks: Vec<&Value> = usage["usage"].as_array().unwrap().iter().filter(|r| r["kind"] == "ask").collect();
+    assert_eq!((asks.len(), asks[0]["calls"].as_i64(), asks[0]["project"].as_str()), (1, Some(2), Some("keys")), "{usage}");
+    let by_key = usage["by_key"].as_array().unwrap();
+    for name in ["viewer", "op"] {
+        let row = by_key.iter().find(|r| r["key"] == name && r["kind"] == "ask").unwrap_or_else(|| panic!("{usage}"));
+        assert_eq!(row["calls"], 1);
+    }
+
+    // A spent monthly budget refuses the next question.
+    let (status, _) = json(
+        app.http
+            .patch(format!("{}/api/v1/projects/keys", app.base))
+            .bearer_auth(&app.admin)
+            .json(&json!({"settings": {"monthly_budget_usd": 0.000001}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, v) = json(ask(&app.viewer, json!({"question": "Where are API keys checked?"})).await.unwrap()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("budget_exceeded")), "{v}");
+}
+}
