@@ -428,8 +428,8 @@ fn delete_project() {}
 #[utoipa::path(post, path = "/api/v1/projects/{project}/ask", tag = "projects", security(("bearer" = [])), request_body = AskRequest,
     params(("project" = String, Path, description = "Id or name")),
     responses((status = 200, description = "The answer, with its citations checked against the project's code index; recorded with its cost under the key and the project", body = AskAnswer),
-        (status = 409, description = "The project's or the deployment's monthly budget is spent (`budget_exceeded`)", body = ErrorBody),
-        (status = 502, description = "The repository could not be fetched, the index built, or the model failed", body = ErrorBody),
+        (status = 409, description = "The project's or the deployment's monthly budget is spent (`budget_exceeded`), or the project's repository cannot be fetched (`repository_unavailable`)", body = ErrorBody),
+        (status = 502, description = "The index could not be built, or the model failed (`index_unavailable`, `model_failed`)", body = ErrorBody),
         (status = 503, description = "No model provider is configured (`no_model`)", body = ErrorBody)))]
 fn ask_project() {}
 

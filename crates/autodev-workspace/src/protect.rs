@@ -17,7 +17,8 @@ pub const MAX_GLOBS: usize = 100;
 pub const MAX_GLOB_CHARS: usize = 500;
 /// The rule as the API's document publishes it (ECMA regex with lookahead); [`check_glob`] is
 /// the same rule in code.
-pub const GLOB_PATTERN: &str = r"^(?!/)(?!(.*/)?\.\.(/|$))(?!.*[^/]\*\*)(?!.*\*\*[^/])[^\[\]{}\\\x00-\x1f\x7f]{1,500}$";
+pub const GLOB_PATTERN: &str =
+    r"^(?!/)(?!(.*/)?\.\.(/|$))(?!.*[^/]\*\*)(?!.*\*\*[^/])[^\[\]{}\\\x00-\x1f\x7f-\x9f]{1,500}$";
 
 /// Whether `glob` is one Autodev accepts, or why not (the fix included).
 pub fn check_glob(glob: &str) -> Result<(), String> {
@@ -133,7 +134,9 @@ mod tests {
         for ok in [".github/workflows/**", "migrations", "**/*.pem", "a/**/b", "*.lock", "docs/", "a b/c", "a..b"] {
             assert!(check_glob(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/etc", "../x", "a/../b", "..", "a**", "**b", "a/b**/c", "[ab]", "{a,b}", "a\\*", "a\nb"] {
+        for bad in
+            ["", "/etc", "../x", "a/../b", "..", "a**", "**b", "a/b**/c", "[ab]", "{a,b}", "a\\*", "a\nb", "a\u{8d}b"]
+        {
             assert!(check_glob(bad).is_err(), "{bad:?}");
         }
         assert!(Protected::new(&["[x".into()], &[]).is_err());

@@ -240,3 +240,51 @@ async fn a_budget_stopped_run_continues_once_the_limit_is_raised() {
     let done = app.engine.store().get_run(&id).await.unwrap();
     assert!(done.cost_micros > stopped.cost_micros);
 }
+
+/// `search_code` (tool interface v1.1): planners and agents search the run's code index,
+/// built from the run's checkout when first used; its arguments are checked like any tool's.
+#[tokio::test]
+async fn planners_and_agents_search_the_code_index() {
+    let app = TestApp::new().await;
+    std::fs::write(
+        app.repo.join("billing.py"),
+        "def charge_customer(amount):\n    \"\"\"Takes the amount from the customer's card.\"\"\"\n    return amount > 0\n",
+    )
+    .unwrap();
+    git(&app.repo, &["add", "billing.py"]);
+    git(&app.repo, &["commit", "--quiet", "-m", "billing"]);
+    app.script
+        .on("planner", 0, vec![call("search_code", json!({"query": "where is the customer charged"}))])
+        .on(
+            "planner",
+            1,
+            vec![call(
+                "submit_plan",
+                json!({"summary": "p", "tasks": [{"id": "t1", "title": "Greet", "description": "", "depends_on": [], "acceptance": []}]}),
+            )],
+        )
+        .on(
+            "task:t1",
+            0,
+            vec![
+                call("search_code", json!({"query": "charge customer", "limit": 1})),
+                call("search_code", json!({"query": ""})),
+                call("search_code", json!({"query": "x", "limit": 99})),
+            ],
+        )
+        .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    // The planner was offered the tool and read the chunk with its place and numbered lines.
+    let planner = app.script.requests_for("planner");
+    let tools = planner[0]["tools"].to_string();
+    assert!(tools.contains("\"search_code\""), "{tools}");
+    let found = tool_results(&planner[1]);
+    assert!(found[0].starts_with("## billing.py:1-3  charge_customer\n"), "{}", found[0]);
+    assert!(found[0].contains("     2\t    \"\"\"Takes the amount"), "{}", found[0]);
+    let results = tool_results(&app.script.requests_for("task:t1")[1]);
+    assert!(results[0].starts_with("## billing.py:1-3"), "{}", results[0]);
+    assert_eq!(results[0].matches("## ").count(), 1, "limit 1: {}", results[0]);
+    assert!(results[1].contains("query must be 1 to 500 characters"), "{}", results[1]);
+    assert!(results[2].contains("limit must be 1 to 20"), "{}", results[2]);
+}

@@ -30,6 +30,7 @@ use crate::app::{AppState, Caller};
 use crate::error::ApiError;
 
 mod admin;
+mod ask;
 mod diff;
 mod runs;
 mod svg;
@@ -58,6 +59,7 @@ pub fn router() -> Router<AppState> {
         .route("/projects", get(admin::projects).post(admin::create_project))
         .route("/projects/{id}", post(admin::update_project))
         .route("/usage", get(admin::usage))
+        .route("/ask", get(ask::page_get).post(ask::submit))
         .route("/keys", get(admin::keys).post(admin::create_key))
         .route("/keys/{id}/revoke", post(admin::revoke_key))
         .route(
@@ -214,6 +216,7 @@ pub fn page(state: &AppState, session: Option<&Session>, title: &str, body: Mark
                             (nav("/runs", "Runs"))
                             @if s.can(AccessRole::Operator) { (nav("/runs/new", "New run")) }
                             (nav("/projects", "Projects"))
+                            (nav("/ask", "Ask"))
                             (nav("/usage", "Usage"))
                             @if s.can(AccessRole::Admin) { (nav("/keys", "Keys")) }
                         }

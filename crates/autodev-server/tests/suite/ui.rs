@@ -47,6 +47,35 @@ fn csrf_of(html: &str) -> String {
 }
 
 both! {
+async fn the_ask_page_answers_with_checked_citations(app) {
+    let repo = make_repo(app._dir.path());
+    let project = json!({"name": "greeter", "repository": repo, "test_command": "true"});
+    app.post("/api/v1/projects", Some(&app.admin)).json(&project).send().await.unwrap();
+    app.script.on("unknown", 0, vec![autodev_testkit::text("The check is in check.sh:1-4; see also nowhere.rs:1-2.")]);
+    let cookie = sign_in(&app, &app.viewer).await;
+    let (status, html, _) = page(&app, &cookie, "/ask").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<textarea id=\"question\" name=\"question\""), "{html}");
+    let csrf = csrf_of(&html);
+    let ask = |question: &'static str| {
+        no_redirects()
+            .post(format!("{}/ask", app.base))
+            .header("cookie", &cookie)
+            .form_pairs(&[("csrf", csrf.as_str()), ("project", "greeter"), ("question", question)])
+            .send()
+    };
+    let r = ask("What does the check do?").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<code>check.sh:1-4</code> <span class=\"badge ok\">checked</span>"), "{html}");
+    assert!(html.contains("<code>nowhere.rs:1-2</code> <span class=\"badge bad\">not in the index</span>"), "{html}");
+    assert!(html.contains("Some citations do not check out"), "{html}");
+    // A blank question: the form again, with the API's message for the field.
+    let r = ask("   ").await.unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().await.unwrap().contains("question: must not be empty or blank"));
+}
+
 async fn sessions_roles_and_csrf_hold_over_http(app) {
     // Without a session: to /login, coming back after.
     let (status, _, location) = page(&app, "", "/runs?state=failed").await;
