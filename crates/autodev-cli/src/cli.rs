@@ -126,8 +126,9 @@ pub struct CostsArgs {
     /// The last N days (1 to 366).
     #[arg(long, default_value_t = 30)]
     pub days: i64,
-    /// How to group the costs.
-    #[arg(long, default_value = "project", value_parser = ["project", "model", "day", "run"])]
+    /// How to group the costs: `kind` separates runs' model calls from questions to the code
+    /// index (`ask`); `key` groups by the API key that made the run or asked.
+    #[arg(long, default_value = "project", value_parser = ["project", "model", "day", "run", "kind", "key"])]
     pub by: String,
     /// JSON on stdout.
     #[arg(long)]

@@ -919,6 +919,16 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
     if !cfg.protected_paths.is_empty() {
         println!("  protected paths  {}", cfg.protected_paths.join(", "));
     }
+    match (&cfg.embeddings.base_url, &cfg.embeddings.model) {
+        (Some(url), Some(model)) => println!(
+            "  code search      lexical + embeddings ({model} at {url}), vectors in {}",
+            cfg.embeddings
+                .qdrant_url
+                .as_deref()
+                .map_or("a file beside each index".to_string(), |q| format!("Qdrant at {q}"))
+        ),
+        _ => println!("  code search      lexical (no [embeddings] configured)"),
+    }
     let mut integrations = Vec::new();
     if let Some(gh) = &delivery.github {
         let how = match gh.auth {

@@ -1,5 +1,6 @@
-//! `autodev costs`: what model calls cost, by project, model, day or run (the API's
-//! `GET /api/v1/usage` from the command line, plus the costliest runs).
+//! `autodev costs`: what model calls cost, by project, model, day, run, kind (runs' calls or
+//! questions to the code index) or API key (the API's `GET /api/v1/usage` from the command
+//! line, plus the costliest runs).
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -22,10 +23,23 @@ pub async fn costs(home: &Path, days: i64, by: &str, json: bool) -> Exit {
                 let project = if project.is_empty() { String::new() } else { format!(" [{project}]") };
                 rows.push((format!("{short} {title}{project}"), 0, input, output, cost));
             }
+        } else if by == "key" {
+            let mut grouped: BTreeMap<String, (i64, i64, i64, i64)> = BTreeMap::new();
+            for u in store.usage_by_key(since).await.map_err(store_error)? {
+                let key = if u.key.is_empty() { "(CLI or webhook)".to_string() } else { u.key.clone() };
+                let e = grouped.entry(format!("{key} ({})", u.kind)).or_default();
+                e.0 += u.calls;
+                e.1 += u.input_tokens;
+                e.2 += u.output_tokens;
+                e.3 += u.cost_micros;
+            }
+            rows = grouped.into_iter().map(|(k, (c, i, o, m))| (k, c, i, o, m)).collect();
+            rows.sort_by_key(|r| std::cmp::Reverse(r.4));
         } else {
             let mut grouped: BTreeMap<String, (i64, i64, i64, i64)> = BTreeMap::new();
             for u in store.usage(since).await.map_err(store_error)? {
                 let key = match by {
+                    "kind" => u.kind.clone(),
                     "project" if u.project.is_empty() => "(autodev run)".to_string(),
                     "project" => u.project.clone(),
                     "model" => u.model.clone(),

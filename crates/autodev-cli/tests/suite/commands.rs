@@ -373,6 +373,39 @@ fn config_check_lists_every_problem_at_once() {
     assert!(stderr.contains("max_parallel must be at least 1"), "{stderr}");
 }
 
+/// `[embeddings]`: checked with the rest; `config check` says how code is searched.
+#[test]
+fn config_check_validates_and_shows_the_embeddings() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let (code, stdout, _) = output(autodev(&home).args(["config", "check"]).env("OPENAI_API_KEY", "k"));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("code search      lexical (no [embeddings] configured)"), "{stdout}");
+    std::fs::write(
+        home.join("autodev.toml"),
+        "[embeddings]\nbase_url = \"localhost:11434\"\nqdrant_url = \"qdrant:6333\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = output(autodev(&home).args(["config", "check"]).env("OPENAI_API_KEY", "k"));
+    assert_eq!(code, 2);
+    for want in ["[embeddings] needs both base_url and model", "qdrant_url = `qdrant:6333`: give Qdrant's http(s) URL"]
+    {
+        assert!(stderr.contains(want), "want `{want}` in {stderr}");
+    }
+    std::fs::write(
+        home.join("autodev.toml"),
+        "[embeddings]\nbase_url = \"http://localhost:11434/v1\"\nmodel = \"nomic-embed-text\"\nqdrant_url = \"http://qdrant:6333\"\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = output(autodev(&home).args(["config", "check"]).env("OPENAI_API_KEY", "k"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("lexical + embeddings (nomic-embed-text at http://localhost:11434/v1), vectors in Qdrant at http://qdrant:6333"),
+        "{stdout}"
+    );
+}
+
 /// Every integration setting is checked, all at once, and the valid ones are listed.
 #[test]
 fn config_check_validates_every_integration() {

@@ -338,4 +338,13 @@ async fn ask_answers_with_citations_checked_against_the_index() {
     assert_eq!(code, 0);
     let a: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!((a["not_found"].as_bool(), a["citations_ok"].as_bool()), (Some(true), Some(true)));
+    // Both questions are in the usage, as their own kind.
+    let (code, stdout, _) = output(autodev(&home).args(["costs", "--by", "kind", "--json"]));
+    assert_eq!(code, 0);
+    let c: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(c["rows"][0]["kind"], "ask", "{c}");
+    assert_eq!(c["rows"][0]["calls"], 2, "{c}");
+    let (code, stdout, _) = output(autodev(&home).args(["costs", "--by", "key"]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("(CLI or webhook) (ask)"), "{stdout}");
 }

@@ -288,3 +288,36 @@ async fn planners_and_agents_search_the_code_index() {
     assert!(results[1].contains("query must be 1 to 500 characters"), "{}", results[1]);
     assert!(results[2].contains("limit must be 1 to 20"), "{}", results[2]);
 }
+
+/// A repository too big to list whole: the planner's view adds the files and chunks of the
+/// code index most relevant to the spec (the file list alone stops at 400 files).
+#[tokio::test]
+async fn the_planner_of_a_big_repository_sees_what_is_relevant_to_the_spec() {
+    let app = TestApp::new().await;
+    std::fs::create_dir_all(app.repo.join("gen")).unwrap();
+    for i in 0..450 {
+        std::fs::write(app.repo.join(format!("gen/table_{i:03}.txt")), format!("row {i}\n")).unwrap();
+    }
+    std::fs::create_dir_all(app.repo.join("zz")).unwrap();
+    std::fs::write(
+        app.repo.join("zz/ledger.py"),
+        "def refund_payment(order):\n    \"\"\"Gives the customer their money back.\"\"\"\n    return order.total\n",
+    )
+    .unwrap();
+    git(&app.repo, &["add", "-A"]);
+    git(&app.repo, &["commit", "--quiet", "-m", "many files"]);
+    app.script.plan(json!([{"id": "t1", "title": "Greet", "description": "", "depends_on": [], "acceptance": []}])).on(
+        "task:t1",
+        0,
+        vec![write("greeting.txt", "hello\n"), finish("ok")],
+    );
+    let (id, outcome) =
+        app.run(settings(&app.server), "# Refunds\n\nRefund the payment when an order is cancelled.").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    let prompt = app.script.requests_for("planner")[0]["messages"].to_string();
+    assert!(prompt.contains("... and "), "the list is cut");
+    assert!(!prompt.contains("zz/ledger.py\\n... and"), "ledger.py is past the cut");
+    let relevant = prompt.split("## Most relevant to the spec").nth(1).expect("a relevant section");
+    assert!(relevant.contains("- zz/ledger.py"), "{relevant}");
+    assert!(relevant.contains("### zz/ledger.py:1-3 (refund_payment)"), "{relevant}");
+}

@@ -64,6 +64,16 @@ async fn a_question_about_a_project_is_answered_from_its_index_and_recorded(app)
         assert_eq!(row["calls"], 1);
     }
 
+    // A project whose repository cannot be fetched: 409 naming the repository, no charge.
+    let gone = json!({"name": "gone", "repository": "file:///nonexistent/gone.git"});
+    assert_eq!(app.post("/api/v1/projects", Some(&app.admin)).json(&gone).send().await.unwrap().status(), 201);
+    let (status, v) = json(
+        app.post("/api/v1/projects/gone/ask", Some(&app.viewer)).json(&json!({"question": "x"})).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("repository_unavailable")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("file:///nonexistent/gone.git"), "{v}");
+
     // A spent monthly budget refuses the next question.
     let (status, _) = json(
         app.http
