@@ -37,6 +37,20 @@ pub type Result<T> = std::result::Result<T, IndexError>;
 /// Bumped when the schema changes: an index of another version is rebuilt.
 const SCHEMA_VERSION: &str = "2";
 
+/// What a test file's chunk scores, relative to code, for a question not about tests.
+const TEST_WEIGHT: f32 = 0.5;
+
+/// Whether a path is a test file or under a tests directory (Rust, Python, JS/TS, Go).
+fn is_test_path(path: &str) -> bool {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    path.split('/').any(|c| matches!(c, "tests" | "test" | "__tests__" | "spec"))
+        || file.starts_with("test_")
+        || file.ends_with("_test.go")
+        || file.ends_with("_test.py")
+        || file.contains(".test.")
+        || file.contains(".spec.")
+}
+
 /// A chunk's key in the index and in a vector store.
 pub fn chunk_id(file: &str, start: u64, end: u64) -> String {
     format!("{file}:{start}-{end}")
@@ -298,12 +312,25 @@ impl CodeIndex {
         let words: String =
             query.chars().map(|c| if c.is_alphanumeric() || c == '_' || c.is_whitespace() { c } else { ' ' }).collect();
         let (q, _) = qp.parse_query_lenient(&words);
-        let top = searcher.search(&q, &TopDocs::with_limit(limit.max(1)).order_by_score())?;
+        // More candidates than asked for, re-ranked: a chunk whose text another chunk already
+        // has (the same migration for two databases, a vendored copy) is dropped, and tests
+        // weigh less than the code they test unless the question is about tests.
+        let wanted = limit.max(1);
+        let top = searcher.search(&q, &TopDocs::with_limit(wanted * 4 + 10).order_by_score())?;
+        let about_tests = words.split_whitespace().any(|w| w.to_lowercase().starts_with("test"));
+        let mut seen = std::collections::HashSet::new();
         let mut hits = Vec::new();
         for (score, addr) in top {
             let d: TantivyDocument = searcher.doc(addr)?;
-            hits.push(self.hit(&d, score));
+            let hit = self.hit(&d, score);
+            if !seen.insert(hit.text.clone()) {
+                continue;
+            }
+            let weight = if !about_tests && is_test_path(&hit.path) { TEST_WEIGHT } else { 1.0 };
+            hits.push(Hit { score: hit.score * weight, ..hit });
         }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(wanted);
         Ok(hits)
     }
 
@@ -412,5 +439,34 @@ mod tests {
         let mut again = CodeIndex::open(home.path(), r.path()).unwrap();
         let third = again.refresh().unwrap();
         assert_eq!((third.indexed, third.unchanged), (0, 3));
+    }
+
+    #[test]
+    fn duplicates_are_dropped_and_tests_weigh_less_unless_asked_about() {
+        let d = tempfile::tempdir().unwrap();
+        run(d.path(), &["init", "-q", "-b", "main"]);
+        for dir in ["src", "tests", "migrations/sqlite", "migrations/postgres"] {
+            std::fs::create_dir_all(d.path().join(dir)).unwrap();
+        }
+        std::fs::write(d.path().join("src/refund.rs"), "/// Refunds an order.\npub fn refund_order() {}\n").unwrap();
+        std::fs::write(
+            d.path().join("tests/refund.rs"),
+            "/// Refunds an order, refund order refund.\n#[test]\nfn refund_order_refunds() { refund_order(); }\n",
+        )
+        .unwrap();
+        for db in ["sqlite", "postgres"] {
+            std::fs::write(d.path().join(format!("migrations/{db}/1.sql")), "CREATE TABLE refunds (id TEXT);\n")
+                .unwrap();
+        }
+        run(d.path(), &["add", "-A"]);
+        run(d.path(), &["-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "init"]);
+        let home = tempfile::tempdir().unwrap();
+        let mut idx = CodeIndex::open(home.path(), d.path()).unwrap();
+        idx.refresh().unwrap();
+        let hits = idx.search("refund order", 10).unwrap();
+        assert_eq!(hits[0].path, "src/refund.rs", "{hits:?}");
+        assert_eq!(hits.iter().filter(|h| h.text.starts_with("CREATE TABLE refunds")).count(), 1, "{hits:?}");
+        assert_eq!(idx.search("test refund order", 1).unwrap()[0].path, "tests/refund.rs");
+        assert!(is_test_path("pkg/foo_test.go") && is_test_path("web/a.spec.ts") && !is_test_path("src/contest.rs"));
     }
 }
