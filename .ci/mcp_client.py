@@ -2,6 +2,8 @@
 
     python mcp_client.py stdio AUTODEV_BINARY REPO_DIR PROJECT
     python mcp_client.py http  URL API_KEY PROJECT
+    python mcp_client.py call  URL API_KEY TOOL ARGUMENTS_JSON   (one tool call)
+    python mcp_client.py read  URL API_KEY RESOURCE_URI          (one resource)
 
 Initializes, lists the tools (each must have an input schema), calls search_code and
 create_run (and get_run, list_runs, cancel_run, a failing call), lists the reports as
@@ -69,6 +71,20 @@ async def main():
         async with stdio_client(params) as (read, write):
             async with ClientSession(read, write) as session:
                 out = await exercise(session, project, search_project=False)
+    elif mode in ("call", "read"):
+        url, key, what, arg = sys.argv[2:6] if mode == "call" else (*sys.argv[2:5], None)
+        client = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
+        async with client:
+            async with streamable_http_client(url, http_client=client) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    await session.initialize()
+                    if mode == "call":
+                        r = await session.call_tool(what, json.loads(arg))
+                        out = {"is_error": bool(r.is_error), "text": text_of(r)}
+                    else:
+                        r = await session.read_resource(what)
+                        c = r.contents[0]
+                        out = {"uri": str(c.uri), "mime_type": c.mime_type, "text": getattr(c, "text", "")}
     else:
         url, key, project = sys.argv[2:5]
         client = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})

@@ -50,3 +50,60 @@ async fn the_official_python_sdk_drives_the_mcp_endpoint_with_an_api_key(app) {
     assert!(seen["run"]["error"].as_str().unwrap().starts_with("forbidden"), "{seen}");
 }
 }
+
+/// One tool call or resource read through the official SDK.
+async fn sdk(app: &super::TestApp, mode: &str, key: &str, what: &str, args: Option<Value>) -> Value {
+    let (python, client) = autodev_testkit::mcp_client();
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(client).args([mode, &format!("{}/mcp", app.base), key, what]);
+    if let Some(a) = args {
+        cmd.arg(a.to_string());
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "the client failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+both! {
+async fn a_run_made_over_mcp_is_approved_over_mcp_and_its_report_read_as_a_resource(app) {
+    let repo = make_repo(app._dir.path());
+    app.script
+        .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![autodev_testkit::write("greeting.txt", "hello\n"), autodev_testkit::finish("ok")]);
+    let project = json!({"name": "greeter", "repository": repo, "test_command": "sh check.sh"});
+    app.post("/api/v1/projects", Some(&app.admin)).json(&project).send().await.unwrap();
+    let workers = tokio::spawn(autodev_server::workers::run_workers(app.state.clone(), 1, app.shutdown.clone()));
+
+    let made = sdk(&app, "call", &app.operator, "create_run", Some(json!({"project": "greeter", "spec": "# Greet\n\nAdd greeting.txt.", "approve_plan": true}))).await;
+    assert_eq!(made["is_error"], false, "{made}");
+    let id = serde_json::from_str::<Value>(made["text"].as_str().unwrap()).unwrap()["id"].as_str().unwrap().to_string();
+    let state = |app: &crate::suite::TestApp, id: String| {
+        let req = app.get(&format!("/api/v1/runs/{id}"), Some(&app.viewer));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["state"].as_str().unwrap_or_default().to_string() }
+    };
+    for _ in 0..300 {
+        if state(&app, id.clone()).await == "awaiting_approval" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A viewer may not approve; an operator may, with a comment.
+    let refused = sdk(&app, "call", &app.viewer, "approve_run", Some(json!({"id": id}))).await;
+    assert_eq!(refused["is_error"], true);
+    assert!(refused["text"].as_str().unwrap().starts_with("forbidden"), "{refused}");
+    let approved = sdk(&app, "call", &app.operator, "approve_run", Some(json!({"id": id, "comment": "go"}))).await;
+    assert_eq!(approved["is_error"], false, "{approved}");
+    for _ in 0..300 {
+        if state(&app, id.clone()).await == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(state(&app, id.clone()).await, "succeeded");
+    let report = sdk(&app, "read", &app.viewer, &format!("autodev://runs/{id}/report"), None).await;
+    assert_eq!(report["mime_type"], "text/markdown");
+    assert!(report["text"].as_str().unwrap().contains("Add greeting"), "{report}");
+    app.shutdown.cancel();
+    let _ = workers.await;
+}
+}
