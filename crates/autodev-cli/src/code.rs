@@ -1,5 +1,6 @@
-//! `autodev index` and `autodev search`: the code index of a repository, kept under
-//! `AUTODEV_HOME/index/<key>` (the key is a hash of the repository's absolute path).
+//! `autodev index`, `autodev search` and `autodev ask`: the code index of a repository, kept
+//! under `AUTODEV_HOME/index/<key>` (the key is a hash of the repository's absolute path; see
+//! `autodev_engine::code`).
 use std::path::Path;
 use std::time::Instant;
 
@@ -25,20 +26,22 @@ async fn open(code: &CodeSearch, repo: &Path, refresh: bool) -> Result<Searcher,
     if code.index_dir(repo).is_ok_and(|d| !d.join("files.json").is_file()) {
         eprintln!("building the index of {} first (autodev index refreshes it)", repo.display());
     }
-    code.open(repo, refresh).await.map_err(|e| match e {
+    code.open(repo, refresh).await.map_err(open_error)
+}
+
+/// A repository that is not one is the user's to fix (exit 2); the rest is a failure.
+fn open_error(e: CodeError) -> Exit {
+    match e {
         CodeError::Index(IndexError::NotARepository(_)) | CodeError::Source(_) => Exit::Usage(e.to_string()),
         other => failed(other),
-    })
+    }
 }
 
 pub async fn index(home: &Path, config: Option<&Path>, repo: &Path, json: bool) -> Exit {
     let inner = async {
         let code = code_search(home, config)?;
         let started = Instant::now();
-        let s = code.open(repo, true).await.map_err(|e| match e {
-            CodeError::Index(IndexError::NotARepository(_)) | CodeError::Source(_) => Exit::Usage(e.to_string()),
-            other => failed(other),
-        })?;
+        let s = code.open(repo, true).await.map_err(open_error)?;
         let secs = started.elapsed().as_secs_f64();
         let r = s.refresh.clone().unwrap_or_default();
         if json {

@@ -14,8 +14,8 @@ use autodev_store::ProjectRow;
 use autodev_workspace::Git;
 use sha2::Digest;
 
-/// An embeddings endpoint (`[embeddings]` in `autodev.toml`).
-#[derive(Clone, Debug, Default)]
+/// An embeddings endpoint (`[embeddings]` in `autodev.toml`). Its `Debug` leaves the keys out.
+#[derive(Clone, Default)]
 pub struct EmbeddingsConfig {
     /// OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
@@ -24,6 +24,18 @@ pub struct EmbeddingsConfig {
     /// Qdrant's URL: vectors go there instead of the file beside the index.
     pub qdrant_url: Option<String>,
     pub qdrant_api_key: Option<String>,
+}
+
+impl std::fmt::Debug for EmbeddingsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddingsConfig")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("qdrant_url", &self.qdrant_url)
+            .field("qdrant_api_key", &self.qdrant_api_key.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +215,33 @@ impl CodeSearch {
     }
 }
 
+/// A run's index, opened (and refreshed from `source`) the first time anything of the run
+/// needs it; `None` when it cannot be built (logged: search is a help, not a reason to fail a
+/// run).
+pub(crate) async fn run_index(
+    cell: &tokio::sync::OnceCell<Option<Arc<Searcher>>>,
+    code: &CodeSearch,
+    key: &Path,
+    source: &Path,
+) -> Option<Arc<Searcher>> {
+    cell.get_or_init(|| async {
+        let started = std::time::Instant::now();
+        match code.open_keyed(key, source, true).await {
+            Ok(s) => {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::info!(repo = %key.display(), chunks = s.index.len(), ms, "code index ready");
+                Some(Arc::new(s))
+            }
+            Err(e) => {
+                tracing::warn!(repo = %key.display(), error = %e, "could not build the code index; search_code is off");
+                None
+            }
+        }
+    })
+    .await
+    .clone()
+}
+
 /// The `search_code` tool over a run's index, opened when first called.
 #[derive(Clone)]
 pub(crate) struct RunIndex {
@@ -226,19 +265,8 @@ impl autodev_workspace::CodeSearch for RunIndex {
         query: &str,
         limit: usize,
     ) -> std::result::Result<Vec<autodev_workspace::CodeHit>, String> {
-        let searcher = self
-            .cell
-            .get_or_init(|| async {
-                match self.code.open_keyed(&self.key, &self.source, true).await {
-                    Ok(s) => Some(Arc::new(s)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not build the code index");
-                        None
-                    }
-                }
-            })
+        let searcher = run_index(&self.cell, &self.code, &self.key, &self.source)
             .await
-            .clone()
             .ok_or("the code index could not be built for this run; use search (regex) instead")?;
         let hits = searcher.search(query, limit).await.map_err(|e| e.to_string())?;
         Ok(hits
@@ -251,5 +279,24 @@ impl autodev_workspace::CodeSearch for RunIndex {
                 text: h.text,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embeddings_keys_never_show_in_debug_output() {
+        let cfg = EmbeddingsConfig {
+            base_url: "https://api.openai.com/v1".into(),
+            model: "text-embedding-3-small".into(),
+            api_key: Some("sk-live-secret".into()),
+            qdrant_url: Some("http://qdrant:6333".into()),
+            qdrant_api_key: Some("qd-secret".into()),
+        };
+        let shown = format!("{:?}", CodeSearch::new(Path::new("/tmp"), Some(cfg)));
+        assert!(!shown.contains("sk-live-secret") && !shown.contains("qd-secret"), "{shown}");
+        assert!(shown.contains("[redacted]") && shown.contains("text-embedding-3-small"), "{shown}");
     }
 }

@@ -123,22 +123,7 @@ impl RunCtx {
     /// The run's code index, built or refreshed from `source` (a worktree of the run) the
     /// first time; `None` when it cannot be built (logged).
     pub async fn code_index(&self, source: &Path) -> Option<Arc<crate::code::Searcher>> {
-        self.code
-            .get_or_init(|| async {
-                let started = std::time::Instant::now();
-                match self.engine.code.open_keyed(Path::new(&self.run.repo), source, true).await {
-                    Ok(s) => {
-                        tracing::info!(run = %self.run.id, chunks = s.index.len(), ms = started.elapsed().as_millis() as u64, "code index ready");
-                        Some(Arc::new(s))
-                    }
-                    Err(e) => {
-                        tracing::warn!(run = %self.run.id, error = %e, "could not build the code index; search_code is off for this run");
-                        None
-                    }
-                }
-            })
-            .await
-            .clone()
+        crate::code::run_index(&self.code, &self.engine.code, Path::new(&self.run.repo), source).await
     }
 
     pub fn check_cancel(&self) -> Result<()> {

@@ -35,7 +35,17 @@ pub enum IndexError {
 pub type Result<T> = std::result::Result<T, IndexError>;
 
 /// Bumped when the schema changes: an index of another version is rebuilt.
-const SCHEMA_VERSION: &str = "2";
+const SCHEMA_VERSION: &str = "3";
+
+/// Lines of a definition that make its head (doc and signature), and what the head weighs.
+const HEAD_LINES: usize = 8;
+const HEAD_BOOST: f32 = 3.0;
+
+/// A definition's doc comment or docstring and signature: its first lines, up to the end of
+/// a docstring that starts within them.
+fn head_of(text: &str) -> String {
+    text.lines().take(HEAD_LINES).collect::<Vec<_>>().join("\n")
+}
 
 /// What a test file's chunk scores, relative to code, for a question not about tests.
 const TEST_WEIGHT: f32 = 0.5;
@@ -89,6 +99,10 @@ struct Fields {
     path: Field,
     file: Field,
     name: Field,
+    /// A definition's first lines: its doc comment or docstring and signature, searched on
+    /// their own so a long function is not outranked by short ones for what its doc says
+    /// (BM25 normalises by length).
+    head: Field,
     kind: Field,
     text: Field,
     start: Field,
@@ -118,6 +132,7 @@ fn schema() -> (Schema, Fields) {
         path: b.add_text_field("path", code(true)),
         file: b.add_text_field("file", STRING | STORED),
         name: b.add_text_field("name", code(true)),
+        head: b.add_text_field("head", code(false)),
         kind: b.add_text_field("kind", STRING | STORED),
         text: b.add_text_field("text", code(true)),
         start: b.add_u64_field("start_line", STORED),
@@ -276,7 +291,9 @@ impl CodeIndex {
             // Binary files (a NUL byte) and unreadable ones are recorded, not indexed.
             if let Some(text) = text.filter(|t| !t.contains(&0)).map(|t| String::from_utf8_lossy(&t).into_owned()) {
                 for c in chunk_file(path, &text) {
+                    let head = if c.name.is_empty() { String::new() } else { head_of(&c.text) };
                     writer.add_document(doc!(
+                        self.f.head => head,
                         self.f.id => chunk_id(path, c.start_line as u64, c.end_line as u64),
                         self.f.path => c.path,
                         self.f.file => path.as_str(),
@@ -305,8 +322,9 @@ impl CodeIndex {
     /// paths, then the text.
     pub fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>> {
         let searcher = self.reader.searcher();
-        let mut qp = QueryParser::for_index(&self.index, vec![self.f.name, self.f.path, self.f.text]);
+        let mut qp = QueryParser::for_index(&self.index, vec![self.f.name, self.f.head, self.f.path, self.f.text]);
         qp.set_field_boost(self.f.name, 3.0);
+        qp.set_field_boost(self.f.head, HEAD_BOOST);
         qp.set_field_boost(self.f.path, 1.5);
         // Plain words, not query syntax: a question's `?` or `:` is not an operator.
         let words: String =

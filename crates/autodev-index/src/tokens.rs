@@ -36,7 +36,10 @@ impl Tokenizer for CodeTokenizer {
     fn token_stream<'a>(&'a mut self, text: &'a str) -> CodeTokenStream {
         let mut tokens = Vec::new();
         let mut position = 0;
-        let mut push = |from: usize, to: usize, tokens: &mut Vec<Token>| {
+        // An abbreviation also counts as the word it stands for (`extra`, at the same
+        // position), so a question in plain words ("string", "directory") finds code that
+        // says `str`, `dir`.
+        let mut push = |from: usize, to: usize, extra: Option<&'static str>, tokens: &mut Vec<Token>| {
             tokens.push(Token {
                 offset_from: from,
                 offset_to: to,
@@ -44,19 +47,93 @@ impl Tokenizer for CodeTokenizer {
                 text: text[from..to].to_string(),
                 position_length: 1,
             });
+            if let Some(full) = extra {
+                tokens.push(Token {
+                    offset_from: from,
+                    offset_to: to,
+                    position,
+                    text: full.to_string(),
+                    position_length: 1,
+                });
+            }
             position += 1;
         };
         for (start, word) in words(text) {
             let parts = split_identifier(word);
             if parts.len() > 1 {
-                push(start, start + word.len(), &mut tokens);
+                push(start, start + word.len(), None, &mut tokens);
             }
             for (s, e) in parts {
-                push(start + s, start + e, &mut tokens);
+                push(start + s, start + e, expansion(&word[s..e]), &mut tokens);
             }
         }
         CodeTokenStream { tokens, at: 0 }
     }
+}
+
+/// Abbreviations common in code and the words they stand for (a small, conservative list:
+/// only those with one usual meaning).
+const ABBREVIATIONS: &[(&str, &str)] = &[
+    ("addr", "address"),
+    ("arg", "argument"),
+    ("args", "arguments"),
+    ("attr", "attribute"),
+    ("attrs", "attributes"),
+    ("auth", "authentication"),
+    ("buf", "buffer"),
+    ("cfg", "configuration"),
+    ("char", "character"),
+    ("chars", "characters"),
+    ("cmd", "command"),
+    ("conf", "configuration"),
+    ("config", "configuration"),
+    ("conn", "connection"),
+    ("ctx", "context"),
+    ("db", "database"),
+    ("del", "delete"),
+    ("dest", "destination"),
+    ("dir", "directory"),
+    ("dirs", "directories"),
+    ("dst", "destination"),
+    ("elem", "element"),
+    ("env", "environment"),
+    ("err", "error"),
+    ("exe", "executable"),
+    ("fn", "function"),
+    ("func", "function"),
+    ("hdr", "header"),
+    ("idx", "index"),
+    ("impl", "implementation"),
+    ("init", "initialize"),
+    ("len", "length"),
+    ("lib", "library"),
+    ("msg", "message"),
+    ("num", "number"),
+    ("obj", "object"),
+    ("param", "parameter"),
+    ("params", "parameters"),
+    ("pkg", "package"),
+    ("prev", "previous"),
+    ("proc", "process"),
+    ("repo", "repository"),
+    ("req", "request"),
+    ("resp", "response"),
+    ("rm", "remove"),
+    ("sig", "signature"),
+    ("sock", "socket"),
+    ("src", "source"),
+    ("str", "string"),
+    ("tmp", "temporary"),
+    ("val", "value"),
+    ("var", "variable"),
+];
+
+fn expansion(part: &str) -> Option<&'static str> {
+    if part.len() > 6 || !part.is_ascii() {
+        return None;
+    }
+    let lower = part.to_ascii_lowercase();
+    ABBREVIATIONS.binary_search_by(|(a, _)| a.cmp(&lower.as_str())).ok().map(|i| ABBREVIATIONS[i].1)
 }
 
 /// Maximal runs of letters, digits and `_`, with their byte offsets.
@@ -118,6 +195,20 @@ pub fn split_identifier(word: &str) -> Vec<(usize, usize)> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn abbreviations_are_sorted_and_expand() {
+        assert!(ABBREVIATIONS.windows(2).all(|w| w[0].0 < w[1].0), "keep the list sorted (binary search)");
+        let mut t = CodeTokenizer;
+        let mut stream = t.token_stream("fn parse_cfg(src_dir: &str)");
+        let mut seen = Vec::new();
+        while stream.advance() {
+            seen.push(stream.token().text.clone());
+        }
+        for want in ["configuration", "source", "directory", "string", "function"] {
+            assert!(seen.iter().any(|s| s == want), "{want} in {seen:?}");
+        }
+    }
+
     fn tokens(text: &str) -> Vec<String> {
         let mut t = CodeTokenizer;
         let mut s = t.token_stream(text);
@@ -134,7 +225,8 @@ mod tests {
         assert_eq!(tokens("recordModelCall"), ["recordModelCall", "record", "Model", "Call"]);
         assert_eq!(tokens("HTTPServer::new"), ["HTTPServer", "HTTP", "Server", "new"]);
         assert_eq!(tokens("parse_utf8(x)"), ["parse_utf8", "parse", "utf", "8", "x"]);
-        assert_eq!(tokens("src/store/budget.rs"), ["src", "store", "budget", "rs"]);
-        assert_eq!(tokens("__init__"), ["init"]);
+        // Abbreviations also give the word they stand for.
+        assert_eq!(tokens("src/store/budget.rs"), ["src", "source", "store", "budget", "rs"]);
+        assert_eq!(tokens("__init__"), ["init", "initialize"]);
     }
 }

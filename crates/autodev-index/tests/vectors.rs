@@ -89,7 +89,7 @@ async fn embeddings_are_fused_with_the_lexical_ranking_and_kept_in_step_with_the
     // text.rs. Lexical alone misses the ledger; fused, both are there: text.rs first (first
     // lexically, second by vector), the ledger next (first by vector only).
     let vs = Some((&embedder, &store as &dyn VectorStore));
-    let question = "which function handles a customer payment";
+    let question = "who handles a customer payment";
     let lexical = idx.search(question, 5).unwrap();
     assert!(lexical.iter().all(|h| h.path != "src/ledger.rs"), "{lexical:?}");
     let fused = vectors::search(&idx, vs, question, 5).await.unwrap();

@@ -523,8 +523,7 @@ pub fn http_service(
     use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
     // Keys guard the endpoint, so any Host may reach it (behind a proxy, the public name);
     // browsers are held off by the key, which they do not send on their own.
-    let mut config = StreamableHttpServerConfig::default();
-    config.allowed_hosts = Vec::new();
+    let mut config = StreamableHttpServerConfig::default().disable_allowed_hosts();
     config.cancellation_token = shutdown.child_token();
     StreamableHttpService::new(move || Ok(McpServer::new(state.clone(), None)), Default::default(), config)
 }
