@@ -203,32 +203,7 @@ impl McpServer {
         Parameters(args): Parameters<SearchCodeArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let caller = match self.caller(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
-        if let Err(e) = crate::rules::text("query", &args.query, 500) {
-            return Ok(api_error(&e));
-        }
-        let limit = args.limit.unwrap_or(10);
-        if !(1..=50).contains(&limit) {
-            return Ok(tool_error("invalid: limit must be 1 to 50 (field `limit`)"));
-        }
-        let (_, searcher) = match self.searcher(&caller, args.project.as_deref()).await {
-            Ok(s) => s,
-            Err(r) => return Ok(r),
-        };
-        match searcher.search(&args.query, limit).await {
-            Ok(hits) => Ok(text_result(&json!(
-                hits.iter()
-                    .map(|h| json!({
-                        "path": h.path, "start_line": h.start_line, "end_line": h.end_line,
-                        "score": h.score, "name": h.name, "text": h.text,
-                    }))
-                    .collect::<Vec<_>>()
-            ))),
-            Err(e) => Ok(tool_error(e.to_string())),
-        }
+        Ok(outcome(self.search_code_in(args, &ctx).await))
     }
 
     #[tool(
@@ -239,47 +214,141 @@ impl McpServer {
         Parameters(args): Parameters<AskArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let caller = match self.caller(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
-        let question = match crate::ask::valid_question(&args.question) {
-            Ok(q) => q.to_string(),
-            Err(e) => return Ok(api_error(&e)),
-        };
-        if let Some(project) = &args.project {
-            if let Err(e) = caller.require(AccessRole::Viewer) {
-                return Ok(api_error(&e));
+        Ok(outcome(self.ask_in(args, &ctx).await))
+    }
+
+    #[tool(
+        description = "Start a run: Autodev plans the spec into tasks, agents carry them out in the project's repository, the tests verify, and the result is delivered as a branch or pull request. Needs the operator role."
+    )]
+    async fn create_run(
+        &self,
+        Parameters(args): Parameters<CreateRunArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let run = async {
+            let caller = self.caller(&ctx)?;
+            let mut body = json!({"project": args.project, "spec": args.spec});
+            if let Some(t) = args.title {
+                body["title"] = json!(t);
             }
-            let row = match self.state.store.find_project(project).await {
-                Ok(r) => r,
-                Err(e) => return Ok(api_error(&e.into())),
+            if let Some(a) = args.approve_plan {
+                body["approval"] = json!(a);
+            }
+            let created = crate::runs::create(caller, State(self.state.clone()), JsonBody::from_value(&body)).await;
+            body_json(created.map_err(|e| api_error(&e))?.into_response()).await.map_err(|e| api_error(&e))
+        };
+        Ok(outcome(run.await))
+    }
+
+    #[tool(description = "A run: its state (and why), plan, tasks, cost and branch.")]
+    async fn get_run(
+        &self,
+        Parameters(args): Parameters<RunArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let run = async {
+            let caller = self.caller(&ctx)?;
+            let got = crate::app::get_run(caller, State(self.state.clone()), Path(args.id)).await;
+            got.map(|v| v.0).map_err(|e| api_error(&e))
+        };
+        Ok(outcome(run.await))
+    }
+
+    #[tool(description = "Runs, newest first; filter by project and state.")]
+    async fn list_runs(
+        &self,
+        Parameters(args): Parameters<ListRunsArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let run = async {
+            let caller = self.caller(&ctx)?;
+            let q = crate::app::ListQuery {
+                project: args.project,
+                state: args.state,
+                limit: Some(args.limit.unwrap_or(20)),
+                cursor: None,
             };
-            return Ok(match crate::ask::answer(&self.state, &caller, &row, &question).await {
-                Ok((id, a)) => text_result(&crate::ask::answer_json(&id, &row, &question, &a)),
-                Err(e) => api_error(&e),
-            });
+            let page = crate::app::list_runs(caller, State(self.state.clone()), ApiQuery(q)).await;
+            body_json(page.map_err(|e| api_error(&e))?).await.map_err(|e| api_error(&e))
+        };
+        Ok(outcome(run.await))
+    }
+
+    #[tool(description = "Approve a run waiting at a gate (its plan, or its delivery). Needs the operator role.")]
+    async fn approve_run(
+        &self,
+        Parameters(args): Parameters<ApproveArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let run = async {
+            let caller = self.caller(&ctx)?;
+            let body = args.comment.map_or_else(|| json!({}), |c| json!({"comment": c}));
+            let approved =
+                crate::runs::approve(caller, State(self.state.clone()), Path(args.id), JsonBody::from_value(&body))
+                    .await;
+            approved.map(|v| v.0).map_err(|e| api_error(&e))
+        };
+        Ok(outcome(run.await))
+    }
+
+    #[tool(description = "Cancel a run that has not finished. Needs the operator role.")]
+    async fn cancel_run(
+        &self,
+        Parameters(args): Parameters<RunArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let run = async {
+            let caller = self.caller(&ctx)?;
+            let cancelled = crate::app::cancel_run(caller, State(self.state.clone()), Path(args.id)).await;
+            cancelled.map(|v| v.0).map_err(|e| api_error(&e))
+        };
+        Ok(outcome(run.await))
+    }
+}
+
+impl McpServer {
+    async fn search_code_in(
+        &self,
+        args: SearchCodeArgs,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<Value, CallToolResult> {
+        let caller = self.caller(ctx)?;
+        crate::rules::text("query", &args.query, 500).map_err(|e| api_error(&e))?;
+        let limit = args.limit.unwrap_or(10);
+        if !(1..=50).contains(&limit) {
+            return Err(tool_error("invalid: limit must be 1 to 50 (field `limit`)"));
+        }
+        let (_, searcher) = self.searcher(&caller, args.project.as_deref()).await?;
+        let hits = searcher.search(&args.query, limit).await.map_err(|e| tool_error(e.to_string()))?;
+        Ok(json!(
+            hits.iter()
+                .map(|h| json!({
+                    "path": h.path, "start_line": h.start_line, "end_line": h.end_line,
+                    "score": h.score, "name": h.name, "text": h.text,
+                }))
+                .collect::<Vec<_>>()
+        ))
+    }
+
+    async fn ask_in(&self, args: AskArgs, ctx: &RequestContext<RoleServer>) -> Result<Value, CallToolResult> {
+        let caller = self.caller(ctx)?;
+        let question = crate::ask::valid_question(&args.question).map_err(|e| api_error(&e))?.to_string();
+        if let Some(project) = &args.project {
+            caller.require(AccessRole::Viewer).map_err(|e| api_error(&e))?;
+            let row = self.state.store.find_project(project).await.map_err(|e| api_error(&e.into()))?;
+            let (id, a) = crate::ask::answer(&self.state, &caller, &row, &question).await.map_err(|e| api_error(&e))?;
+            return Ok(crate::ask::answer_json(&id, &row, &question, &a));
         }
         // The local repository: answered and recorded without a project.
-        let (_, searcher) = match self.searcher(&caller, None).await {
-            Ok(s) => s,
-            Err(r) => return Ok(r),
-        };
+        let (_, searcher) = self.searcher(&caller, None).await?;
         let settings = self.state.models.run_settings();
-        let client = match self.state.models.build(&settings) {
-            Ok(c) => c,
-            Err(e) => return Ok(tool_error(format!("no_model: {e}"))),
-        };
+        let client = self.state.models.build(&settings).map_err(|e| tool_error(format!("no_model: {e}")))?;
         let answer =
-            match autodev_engine::ask::ask(&searcher, client.as_ref(), &self.state.prices, &settings.model, &question)
+            autodev_engine::ask::ask(&searcher, client.as_ref(), &self.state.prices, &settings.model, &question)
                 .await
-            {
-                Ok(a) => a,
-                Err(e) => return Ok(tool_error(format!("model_failed: {e}"))),
-            };
+                .map_err(|e| tool_error(format!("model_failed: {e}")))?;
         let id = uuid::Uuid::now_v7().to_string();
-        let recorded = self
-            .state
+        self.state
             .store
             .record_ask(autodev_store::NewAsk {
                 id: &id,
@@ -293,122 +362,19 @@ impl McpServer {
                 cost_micros: answer.cost_micros,
                 citations_ok: answer.citations_ok,
             })
-            .await;
-        if let Err(e) = recorded {
-            return Ok(api_error(&e.into()));
-        }
+            .await
+            .map_err(|e| api_error(&e.into()))?;
         let mut v = serde_json::to_value(&answer).unwrap_or_default();
         v["id"] = json!(id);
-        Ok(text_result(&v))
+        Ok(v)
     }
+}
 
-    #[tool(
-        description = "Start a run: Autodev plans the spec into tasks, agents carry them out in the project's repository, the tests verify, and the result is delivered as a branch or pull request. Needs the operator role."
-    )]
-    async fn create_run(
-        &self,
-        Parameters(args): Parameters<CreateRunArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let caller = match self.caller(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
-        let mut body = json!({"project": args.project, "spec": args.spec});
-        if let Some(t) = args.title {
-            body["title"] = json!(t);
-        }
-        if let Some(a) = args.approve_plan {
-            body["approval"] = json!(a);
-        }
-        Ok(match crate::runs::create(caller, State(self.state.clone()), JsonBody::from_value(&body)).await {
-            Ok(r) => match body_json(r.into_response()).await {
-                Ok(v) => text_result(&v),
-                Err(e) => api_error(&e),
-            },
-            Err(e) => api_error(&e),
-        })
-    }
-
-    #[tool(description = "A run: its state (and why), plan, tasks, cost and branch.")]
-    async fn get_run(
-        &self,
-        Parameters(args): Parameters<RunArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let caller = match self.caller(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
-        Ok(match crate::app::get_run(caller, State(self.state.clone()), Path(args.id)).await {
-            Ok(v) => text_result(&v.0),
-            Err(e) => api_error(&e),
-        })
-    }
-
-    #[tool(description = "Runs, newest first; filter by project and state.")]
-    async fn list_runs(
-        &self,
-        Parameters(args): Parameters<ListRunsArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let caller = match self.caller(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
-        let q = crate::app::ListQuery {
-            project: args.project,
-            state: args.state,
-            limit: Some(args.limit.unwrap_or(20)),
-            cursor: None,
-        };
-        Ok(match crate::app::list_runs(caller, State(self.state.clone()), ApiQuery(q)).await {
-            Ok(r) => match body_json(r).await {
-                Ok(v) => text_result(&v),
-                Err(e) => api_error(&e),
-            },
-            Err(e) => api_error(&e),
-        })
-    }
-
-    #[tool(description = "Approve a run waiting at a gate (its plan, or its delivery). Needs the operator role.")]
-    async fn approve_run(
-        &self,
-        Parameters(args): Parameters<ApproveArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let caller = match self.caller(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
-        let body = match args.comment {
-            Some(c) => json!({"comment": c}),
-            None => json!({}),
-        };
-        Ok(
-            match crate::runs::approve(caller, State(self.state.clone()), Path(args.id), JsonBody::from_value(&body))
-                .await
-            {
-                Ok(v) => text_result(&v.0),
-                Err(e) => api_error(&e),
-            },
-        )
-    }
-
-    #[tool(description = "Cancel a run that has not finished. Needs the operator role.")]
-    async fn cancel_run(
-        &self,
-        Parameters(args): Parameters<RunArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let caller = match self.caller(&ctx) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
-        Ok(match crate::app::cancel_run(caller, State(self.state.clone()), Path(args.id)).await {
-            Ok(v) => text_result(&v.0),
-            Err(e) => api_error(&e),
-        })
+/// A tool's outcome as MCP's result: the JSON it produced, or the error result it met.
+fn outcome(r: Result<Value, CallToolResult>) -> CallToolResult {
+    match r {
+        Ok(v) => text_result(&v),
+        Err(e) => e,
     }
 }
 

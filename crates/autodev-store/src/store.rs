@@ -1051,12 +1051,7 @@ impl Store {
             // The month's spend, global then the project's: the rows reservations lock, in
             // their order (see `store::budget`).
             let month = autodev_domain::month_of(now);
-            tx.exec(
-                "INSERT INTO budget_months (scope, month, spent_micros) VALUES ('global', $1, $2)
-                 ON CONFLICT (scope, month) DO UPDATE SET spent_micros = budget_months.spent_micros + excluded.spent_micros",
-                &[(&month).into(), rec.cost_micros.into()],
-            )
-            .await?;
+            budget::add_month_spend(&mut tx, "global", &month, rec.cost_micros).await?;
             tx.exec(
                 "INSERT INTO budget_months (scope, month, spent_micros)
                  SELECT 'project:' || project_id, $1, $2 FROM runs WHERE id = $3 AND project_id IS NOT NULL

@@ -42,7 +42,19 @@ pub enum Reservation {
 }
 
 /// A monthly scope's key: `global`, or `project:<id>`.
-fn project_scope(project_id: &str) -> String {
+/// Adds spent money to a month's row of a scope (created at 0 first). Writers take the rows
+/// global first, then the project's, as reservations do.
+pub(crate) async fn add_month_spend(tx: &mut crate::tx::Tx<'_>, scope: &str, month: &str, micros: i64) -> Result<()> {
+    tx.exec(
+        "INSERT INTO budget_months (scope, month, spent_micros) VALUES ($1, $2, $3)
+         ON CONFLICT (scope, month) DO UPDATE SET spent_micros = budget_months.spent_micros + excluded.spent_micros",
+        &[scope.into(), month.into(), micros.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) fn project_scope(project_id: &str) -> String {
     format!("project:{project_id}")
 }
 

@@ -100,21 +100,12 @@ impl Store {
         let now = super::now_ms();
         let mut tx = self.begin().await?;
         if ask.cost_micros > 0 {
+            // The month's spend, global then the project's (the order reservations lock them).
             let month = autodev_domain::month_of(now);
-            tx.exec(
-                "INSERT INTO budget_months (scope, month, spent_micros) VALUES ('global', $1, $2)
-                 ON CONFLICT (scope, month) DO UPDATE SET spent_micros = budget_months.spent_micros + excluded.spent_micros",
-                &[(&month).into(), ask.cost_micros.into()],
-            )
-            .await?;
+            super::budget::add_month_spend(&mut tx, "global", &month, ask.cost_micros).await?;
             if let Some(project) = ask.project_id {
-                let scope = format!("project:{project}");
-                tx.exec(
-                    "INSERT INTO budget_months (scope, month, spent_micros) VALUES ($1, $2, $3)
-                     ON CONFLICT (scope, month) DO UPDATE SET spent_micros = budget_months.spent_micros + excluded.spent_micros",
-                    &[(&scope).into(), (&month).into(), ask.cost_micros.into()],
-                )
-                .await?;
+                let scope = super::budget::project_scope(project);
+                super::budget::add_month_spend(&mut tx, &scope, &month, ask.cost_micros).await?;
             }
         }
         tx.exec(
