@@ -137,19 +137,7 @@ pub async fn ask(home: &Path, config: Option<&Path>, args: crate::cli::AskArgs) 
         // Recorded like the API's questions (no key, no project), so `autodev costs --by kind`
         // shows what questions cost.
         let store = crate::commands::open_store(home).await?;
-        store
-            .record_ask(autodev_store::NewAsk {
-                id: &uuid::Uuid::now_v7().to_string(),
-                project_id: None,
-                key_id: None,
-                key_name: None,
-                question: args.question.trim(),
-                model: &answer.model,
-                input_tokens: answer.input_tokens as i64,
-                output_tokens: answer.output_tokens as i64,
-                cost_micros: answer.cost_micros,
-                citations_ok: answer.citations_ok,
-            })
+        autodev_engine::ask::record(&store, autodev_engine::ask::Asker::default(), args.question.trim(), &answer)
             .await
             .map_err(crate::commands::store_error)?;
         if args.json {

@@ -132,6 +132,41 @@ pub async fn ask(
     })
 }
 
+/// Who asked, for the usage record: an API key's id and name, a project; `None` for the
+/// CLI and a local MCP repository.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Asker<'a> {
+    pub key: Option<(&'a str, &'a str)>,
+    pub project_id: Option<&'a str>,
+}
+
+/// Records an answered question (table `asks`; its cost counts toward the month's spend) and
+/// returns its id.
+pub async fn record(
+    store: &autodev_store::Store,
+    asker: Asker<'_>,
+    question: &str,
+    answer: &Answer,
+) -> Result<String, autodev_store::StoreError> {
+    // A UUIDv7, as run ids are (time-ordered).
+    let id = autodev_domain::RunId::new().to_string();
+    store
+        .record_ask(autodev_store::NewAsk {
+            id: &id,
+            project_id: asker.project_id,
+            key_id: asker.key.map(|(id, _)| id),
+            key_name: asker.key.map(|(_, name)| name),
+            question,
+            model: &answer.model,
+            input_tokens: answer.input_tokens as i64,
+            output_tokens: answer.output_tokens as i64,
+            cost_micros: answer.cost_micros,
+            citations_ok: answer.citations_ok,
+        })
+        .await?;
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! Usage and cost are recorded per key and project (`asks`) and count toward the monthly
 //! budgets; a question is refused while a monthly budget is spent.
 use autodev_domain::AccessRole;
-use autodev_store::{NewAsk, ProjectRow};
+use autodev_store::ProjectRow;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -102,22 +102,9 @@ pub async fn answer(
     let answer = autodev_engine::ask::ask(&searcher, client.as_ref(), &state.prices, &settings.model, question)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "model_failed", e.to_string()))?;
-    let id = uuid::Uuid::now_v7().to_string();
-    state
-        .store
-        .record_ask(NewAsk {
-            id: &id,
-            project_id: Some(&project.id),
-            key_id: Some(&caller.key.id),
-            key_name: Some(&caller.key.name),
-            question,
-            model: &answer.model,
-            input_tokens: answer.input_tokens as i64,
-            output_tokens: answer.output_tokens as i64,
-            cost_micros: answer.cost_micros,
-            citations_ok: answer.citations_ok,
-        })
-        .await?;
+    let asker =
+        autodev_engine::ask::Asker { key: Some((&caller.key.id, &caller.key.name)), project_id: Some(&project.id) };
+    let id = autodev_engine::ask::record(&state.store, asker, question, &answer).await?;
     metrics::counter!("autodev_asks_total", "citations_ok" => answer.citations_ok.to_string()).increment(1);
     Ok((id, answer))
 }

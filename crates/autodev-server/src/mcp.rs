@@ -347,21 +347,8 @@ impl McpServer {
             autodev_engine::ask::ask(&searcher, client.as_ref(), &self.state.prices, &settings.model, &question)
                 .await
                 .map_err(|e| tool_error(format!("model_failed: {e}")))?;
-        let id = uuid::Uuid::now_v7().to_string();
-        self.state
-            .store
-            .record_ask(autodev_store::NewAsk {
-                id: &id,
-                project_id: None,
-                key_id: Some(&caller.key.id),
-                key_name: Some(&caller.key.name),
-                question: &question,
-                model: &answer.model,
-                input_tokens: answer.input_tokens as i64,
-                output_tokens: answer.output_tokens as i64,
-                cost_micros: answer.cost_micros,
-                citations_ok: answer.citations_ok,
-            })
+        let asker = autodev_engine::ask::Asker { key: Some((&caller.key.id, &caller.key.name)), project_id: None };
+        let id = autodev_engine::ask::record(&self.state.store, asker, &question, &answer)
             .await
             .map_err(|e| api_error(&e.into()))?;
         let mut v = serde_json::to_value(&answer).unwrap_or_default();
