@@ -43,6 +43,12 @@ pub async fn index(home: &Path, config: Option<&Path>, repo: &Path, json: bool) 
         let started = Instant::now();
         let s = code.open(repo, true).await.map_err(open_error)?;
         let secs = started.elapsed().as_secs_f64();
+        if let Some(e) = &s.vector_error {
+            // `autodev index` is asked to bring everything up to date: a failed embedding is
+            // its failure (searches keep working lexically meanwhile).
+            eprintln!("error: the lexical index is up to date, but the embeddings failed: {e}");
+            return Err(Exit::Failed);
+        }
         let r = s.refresh.clone().unwrap_or_default();
         if json {
             let mut v = serde_json::to_value(&r).unwrap_or_default();

@@ -69,6 +69,9 @@ pub struct Searcher {
     /// What the refresh did (`None` when it was opened without one).
     pub refresh: Option<Refresh>,
     pub vector_sync: Option<vectors::VectorSync>,
+    /// Why the vectors could not be brought up to date (the embeddings endpoint failed):
+    /// search is then lexical only.
+    pub vector_error: Option<String>,
 }
 
 impl std::fmt::Debug for Searcher {
@@ -127,7 +130,7 @@ impl CodeSearch {
         })
         .await
         .map_err(|e| CodeError::Source(format!("index task failed: {e}")))??;
-        let mut searcher = Searcher { index, vectors: None, refresh: report, vector_sync: None };
+        let mut searcher = Searcher { index, vectors: None, refresh: report, vector_sync: None, vector_error: None };
         if let Some(cfg) = &self.embeddings {
             let embedder = Embedder::new(&cfg.base_url, &cfg.model, cfg.api_key.clone())?;
             let store: Box<dyn VectorStore> = match &cfg.qdrant_url {
@@ -138,10 +141,22 @@ impl CodeSearch {
                 }
                 None => Box::new(FileStore::open(searcher.index.dir())?),
             };
-            if searcher.refresh.is_some() || !searcher.index.dir().join("vectors.json").is_file() {
-                searcher.vector_sync = Some(vectors::sync(&searcher.index, &embedder, store.as_ref()).await?);
+            let synced = if searcher.refresh.is_some() || !searcher.index.dir().join("vectors.json").is_file() {
+                vectors::sync(&searcher.index, &embedder, store.as_ref()).await.map(Some)
+            } else {
+                Ok(None)
+            };
+            match synced {
+                Ok(sync) => {
+                    searcher.vector_sync = sync;
+                    searcher.vectors = Some((embedder, store));
+                }
+                // The index still answers; the next open embeds what is missing.
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not update the code index's vectors; searching lexically");
+                    searcher.vector_error = Some(e.to_string());
+                }
             }
-            searcher.vectors = Some((embedder, store));
         }
         Ok(searcher)
     }

@@ -458,7 +458,9 @@ pub fn rrf(lists: &[Vec<String>]) -> Vec<(String, f32)> {
 }
 
 /// Search: lexical alone, or fused with the vectors when an embedder and store are given.
-/// With fusion, a hit's `score` is its fused score.
+/// With fusion, a hit's `score` is its fused score. When the embeddings endpoint or the
+/// vector store fails, the lexical ranking is returned (and the failure logged): search
+/// keeps working while a model server is down.
 pub async fn search(
     index: &CodeIndex,
     vectors: Option<(&Embedder, &dyn VectorStore)>,
@@ -467,10 +469,12 @@ pub async fn search(
 ) -> Result<Vec<Hit>> {
     let Some((embedder, store)) = vectors else { return Ok(index.search(query, limit)?) };
     let lexical = index.search(query, CANDIDATES.max(limit))?;
-    let q = embedder.embed(&[query.to_string()]).await?;
-    let semantic = match q.first() {
-        Some(v) => store.search(v, CANDIDATES.max(limit)).await?,
-        None => Vec::new(),
+    let semantic = match semantic(embedder, store, query, CANDIDATES.max(limit)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "vector search failed; lexical results only");
+            return Ok(lexical.into_iter().take(limit).collect());
+        }
     };
     let fused =
         rrf(&[lexical.iter().map(|h| h.id.clone()).collect(), semantic.into_iter().map(|(id, _)| id).collect()]);
@@ -490,6 +494,19 @@ pub async fn search(
         }
     }
     Ok(hits)
+}
+
+async fn semantic(
+    embedder: &Embedder,
+    store: &dyn VectorStore,
+    query: &str,
+    limit: usize,
+) -> Result<Vec<(String, f32)>> {
+    let q = embedder.embed(&[query.to_string()]).await?;
+    match q.first() {
+        Some(v) => store.search(v, limit).await,
+        None => Ok(Vec::new()),
+    }
 }
 
 #[cfg(test)]

@@ -137,6 +137,14 @@ async fn an_embeddings_error_names_the_endpoint_and_the_status() {
     let e = Embedder::new(&format!("{}/v1/", server.uri()), "m", None).unwrap();
     let err = e.embed(&["x".into()]).await.unwrap_err().to_string();
     assert!(err.contains("/v1/embeddings") && err.contains("401") && err.contains("Incorrect API key"), "{err}");
+    // Search keeps working lexically while the endpoint fails.
+    let r = repo();
+    let home = tempfile::tempdir().unwrap();
+    let mut idx = CodeIndex::open(home.path(), r.path()).unwrap();
+    idx.refresh().unwrap();
+    let store = FileStore::open(idx.dir()).unwrap();
+    let hits = vectors::search(&idx, Some((&e, &store as &dyn VectorStore)), "open socket", 3).await.unwrap();
+    assert_eq!(hits[0].path, "src/net.rs");
 }
 
 #[tokio::test]

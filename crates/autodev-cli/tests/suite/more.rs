@@ -348,3 +348,56 @@ async fn ask_answers_with_citations_checked_against_the_index() {
     assert_eq!(code, 0);
     assert!(stdout.contains("(CLI or webhook) (ask)"), "{stdout}");
 }
+
+/// `[embeddings]` configured: `autodev index` embeds the chunks (OpenAI's wire format on a
+/// scripted server) and reports it; when the endpoint fails, `index` fails naming it while
+/// `search` keeps answering lexically.
+#[tokio::test(flavor = "multi_thread")]
+async fn index_embeds_with_the_configured_model_and_search_survives_its_failure() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let server = MockServer::start().await;
+    let ok = Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(move |req: &wiremock::Request| {
+            let body: Value = serde_json::from_slice(&req.body).unwrap();
+            let n = body["input"].as_array().unwrap().len();
+            let data: Vec<Value> =
+                (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": [1.0, i as f32]})).collect();
+            ResponseTemplate::new(200).set_body_json(json!({"object": "list", "data": data, "model": "e"}))
+        })
+        .mount_as_scoped(&server)
+        .await;
+    std::fs::write(
+        home.join("autodev.toml"),
+        format!("[embeddings]\nbase_url = \"{}/v1\"\nmodel = \"e\"\napi_key_env = \"EMBED_KEY\"\n", server.uri()),
+    )
+    .unwrap();
+    let (code, stdout, stderr) =
+        output(autodev(&home).args(["index", "--json", "--repo"]).arg(&repo).env("EMBED_KEY", "sk-e"));
+    assert_eq!(code, 0, "{stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(v["embeddings"]["chunks_embedded"].as_u64().unwrap() > 0, "{v}");
+    let sent = server.received_requests().await.unwrap();
+    assert_eq!(sent[0].headers.get("authorization").unwrap(), "Bearer sk-e");
+    drop(ok);
+
+    // The endpoint fails: a changed file cannot be embedded.
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("overloaded"))
+        .mount(&server)
+        .await;
+    std::fs::write(repo.join("notes.txt"), "circuit breaker notes\n").unwrap();
+    let (code, _, stderr) = output(autodev(&home).args(["index", "--repo"]).arg(&repo));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("the embeddings failed") && stderr.contains("503"), "{stderr}");
+    let (code, stdout, stderr) = output(autodev(&home).args(["search", "breaker", "--json", "--repo"]).arg(&repo));
+    assert_eq!(code, 0, "{stderr}");
+    let hits: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(hits[0]["path"], "notes.txt");
+}
