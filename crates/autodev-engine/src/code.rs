@@ -1,7 +1,7 @@
 //! The code index as the rest of Autodev uses it: where a repository's index lives, opening
 //! it fresh (refresh, then the vectors when embeddings are configured), searching it
-//! lexically or fused with embeddings, and a project's source for the index when the
-//! project is only a clone URL (API `ask`, MCP).
+//! lexically or fused with embeddings, and a project's index from a checkout of its base
+//! branch (API `ask`, MCP), whatever its repository is.
 //!
 //! The CLI (`autodev index/search/ask`), the planner (its view of a big repository), the
 //! agents' `search_code` tool, the API and the MCP server all come here, so they agree on
@@ -161,11 +161,13 @@ impl CodeSearch {
         Ok(searcher)
     }
 
-    /// A checked-out copy of a project's base branch to index, kept at
-    /// `AUTODEV_HOME/index-src/<project id>`: cloned the first time, then fetched and checked
-    /// out again (the project's repository may be a clone URL the server can reach but has no
-    /// working tree of).
-    pub async fn project_source(&self, project: &ProjectRow) -> Result<PathBuf> {
+    /// The index of a project's base branch, fresh: a checked-out copy of the branch is kept
+    /// at `AUTODEV_HOME/index-src/<project id>` (cloned the first time, then fetched at most
+    /// every 30 s and checked out again; the project's repository may be a clone URL the
+    /// server can reach but has no working tree of), and indexed. The checkout and the
+    /// refresh happen under one lock per project, so a refresh never reads a checkout half
+    /// done. A repository that cannot be fetched is [`CodeError::Source`].
+    pub async fn open_project(&self, project: &ProjectRow) -> Result<Searcher> {
         let root = self.home.join("index-src");
         std::fs::create_dir_all(&root)?;
         let dir = root.join(&project.id);
@@ -177,10 +179,12 @@ impl CodeSearch {
         let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
             .await
             .map_err(|e| CodeError::Source(format!("lock task failed: {e}")))??;
-        let result = self.checkout(project, &root, &dir).await;
+        let result = match self.checkout(project, &root, &dir).await {
+            Ok(()) => self.open(&dir, true).await,
+            Err(e) => Err(e),
+        };
         drop(lock);
-        result?;
-        Ok(dir)
+        result
     }
 
     async fn checkout(&self, project: &ProjectRow, root: &Path, dir: &Path) -> Result<()> {

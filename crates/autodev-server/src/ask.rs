@@ -88,16 +88,20 @@ pub async fn answer(
     let client = state.models.build(&settings).map_err(|e| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_model", format!("no model to answer with: {e}"))
     })?;
-    // The repository is the project's to fix (moved, private, unreachable from here): a
-    // conflict with the project's state, not a server fault.
-    let source = state
-        .code
-        .project_source(project)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "repository_unavailable", e.to_string()))?;
-    let searcher = state.code.open(&source, true).await.map_err(|e| {
-        tracing::error!(project = %project.id, error = %e, "could not open the code index");
-        ApiError::new(StatusCode::BAD_GATEWAY, "index_unavailable", format!("the code index could not be built: {e}"))
+    let searcher = state.code.open_project(project).await.map_err(|e| match e {
+        // The repository is the project's to fix (moved, private, unreachable from here): a
+        // conflict with the project's state, not a server fault.
+        autodev_engine::code::CodeError::Source(_) => {
+            ApiError::new(StatusCode::CONFLICT, "repository_unavailable", e.to_string())
+        }
+        other => {
+            tracing::error!(project = %project.id, error = %other, "could not open the code index");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "index_unavailable",
+                format!("the code index could not be built: {other}"),
+            )
+        }
     })?;
     let answer = autodev_engine::ask::ask(&searcher, client.as_ref(), &state.prices, &settings.model, question)
         .await

@@ -182,16 +182,16 @@ impl McpServer {
         project: Option<&str>,
     ) -> Result<(Option<autodev_store::ProjectRow>, autodev_engine::code::Searcher), CallToolResult> {
         caller.require(AccessRole::Viewer).map_err(|e| api_error(&e))?;
-        let (project, source) = match (project, self.local.as_ref().and_then(|l| l.repo.clone())) {
+        let code = &self.state.code;
+        let (project, searcher) = match (project, self.local.as_ref().and_then(|l| l.repo.clone())) {
             (Some(p), _) => {
                 let row = self.state.store.find_project(p).await.map_err(|e| api_error(&e.into()))?;
-                let source = self.state.code.project_source(&row).await.map_err(|e| tool_error(e.to_string()))?;
-                (Some(row), source)
+                let searcher = code.open_project(&row).await.map_err(|e| tool_error(e.to_string()))?;
+                (Some(row), searcher)
             }
-            (None, Some(repo)) => (None, repo),
+            (None, Some(repo)) => (None, code.open(&repo, true).await.map_err(|e| tool_error(e.to_string()))?),
             (None, None) => return Err(tool_error("invalid: name a project (id or name) in `project`")),
         };
-        let searcher = self.state.code.open(&source, true).await.map_err(|e| tool_error(e.to_string()))?;
         Ok((project, searcher))
     }
 
