@@ -343,6 +343,25 @@ mod browser {
             shot(&c, name).await;
         }
 
+        // Ask the code: the answer with its citations marked.
+        app.script.on(
+            "unknown",
+            0,
+            vec![autodev_testkit::text("The tests grep for hello in greeting.txt (check.sh:1-4).")],
+        );
+        c.find(Locator::LinkText("Ask")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Css("textarea[name=question]")).await.unwrap();
+        c.find(Locator::Css("textarea[name=question]"))
+            .await
+            .unwrap()
+            .send_keys("What do the tests check?")
+            .await
+            .unwrap();
+        c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+        wait_text(&c, "ul.citations", "check.sh:1-4").await;
+        wait_text(&c, "ul.citations", "checked").await;
+        shot(&c, "ask").await;
+
         // Sign out: back at the sign-in page, and the pages ask again.
         c.find(Locator::Css("form.logout button")).await.unwrap().click().await.unwrap();
         c.wait().for_element(Locator::Css("input[name=key]")).await.unwrap();
