@@ -123,14 +123,8 @@ pub async fn ask(home: &Path, config: Option<&Path>, args: crate::cli::AskArgs) 
         }
         let cfg = crate::config::FileConfig::load(home, config, None)
             .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
-        let model_name = args.model.model.clone().or_else(|| cfg.model.clone());
-        let provider = args
-            .model
-            .provider
-            .clone()
-            .or_else(|| cfg.provider.clone())
-            .unwrap_or_else(|| crate::provider::default_provider(model_name.as_deref()));
-        let model_name = model_name.unwrap_or_else(|| crate::provider::default_model(&provider).to_string());
+        let (provider, model_name) =
+            crate::provider::resolve(args.model.provider.clone(), args.model.model.clone(), &cfg);
         let client =
             crate::provider::build(&provider, &cfg, args.model.record.as_deref(), args.model.replay.as_deref())
                 .map_err(Exit::Usage)?;

@@ -136,14 +136,7 @@ pub fn sandbox_config(cfg: &FileConfig) -> autodev_engine::SandboxConfig {
 
 /// Turns flags and config into the run's settings.
 pub fn settings(args: &RunArgs, cfg: &FileConfig, test_command: String) -> RunSettings {
-    let model_name = args.model.model.clone().or_else(|| cfg.model.clone());
-    let provider = args
-        .model
-        .provider
-        .clone()
-        .or_else(|| cfg.provider.clone())
-        .unwrap_or_else(|| provider::default_provider(model_name.as_deref()));
-    let model = model_name.unwrap_or_else(|| provider::default_model(&provider).to_string());
+    let (provider, model) = provider::resolve(args.model.provider.clone(), args.model.model.clone(), cfg);
     let base = configured_settings(cfg, &provider, model);
     RunSettings {
         test_command,

@@ -12,6 +12,16 @@ use secrecy::SecretString;
 
 use crate::config::{FileConfig, secret};
 
+/// The provider and model a call uses: the ones named (flag or variable), else the
+/// configuration's, else the model's family or whichever key is set, and that provider's
+/// default model.
+pub fn resolve(provider: Option<String>, model: Option<String>, cfg: &FileConfig) -> (String, String) {
+    let model = model.or_else(|| cfg.model.clone());
+    let provider = provider.or_else(|| cfg.provider.clone()).unwrap_or_else(|| default_provider(model.as_deref()));
+    let model = model.unwrap_or_else(|| default_model(&provider).to_string());
+    (provider, model)
+}
+
 /// The provider to use when none is named: the model's family, else whichever key is set.
 pub fn default_provider(model: Option<&str>) -> String {
     if model.is_some_and(|m| m.starts_with("claude")) {
@@ -216,13 +226,7 @@ pub struct ConfiguredModels {
 
 impl autodev_server::workers::ModelFactory for ConfiguredModels {
     fn defaults(&self) -> (String, String) {
-        let model = std::env::var("AUTODEV_MODEL").ok().or_else(|| self.cfg.model.clone());
-        let provider = std::env::var("AUTODEV_PROVIDER")
-            .ok()
-            .or_else(|| self.cfg.provider.clone())
-            .unwrap_or_else(|| default_provider(model.as_deref()));
-        let model = model.unwrap_or_else(|| default_model(&provider).to_string());
-        (provider, model)
+        resolve(std::env::var("AUTODEV_PROVIDER").ok(), std::env::var("AUTODEV_MODEL").ok(), &self.cfg)
     }
 
     fn run_settings(&self) -> autodev_engine::RunSettings {

@@ -55,17 +55,37 @@ pub type Result<T> = std::result::Result<T, CodeError>;
 /// How long a project's fetched source is used before it is fetched again.
 const FETCH_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Where indexes live and how they are searched. Cheap to clone.
+/// Where indexes live and how they are searched. Cheap to clone; clones share the
+/// embeddings client and the vector stores already opened.
 #[derive(Clone, Debug)]
 pub struct CodeSearch {
     home: PathBuf,
     embeddings: Option<EmbeddingsConfig>,
+    shared: Arc<Shared>,
+}
+
+/// What opening an index would otherwise redo on every question: the embeddings client
+/// (one HTTP client, its TLS set-up) and each index's vector store (the embedded one holds
+/// the index's vectors in memory, read from disk again only when another process wrote them).
+#[derive(Default)]
+struct Shared {
+    embedder: std::sync::OnceLock<std::result::Result<Embedder, String>>,
+    stores: std::sync::Mutex<std::collections::HashMap<PathBuf, OpenStore>>,
+}
+
+/// An opened vector store, with the time its file was written when it was read.
+type OpenStore = (Option<std::time::SystemTime>, Arc<dyn VectorStore>);
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
 }
 
 /// An open, refreshed index with its vectors (when configured).
 pub struct Searcher {
     pub index: CodeIndex,
-    vectors: Option<(Embedder, Box<dyn VectorStore>)>,
+    vectors: Option<(Embedder, Arc<dyn VectorStore>)>,
     /// What the refresh did (`None` when it was opened without one).
     pub refresh: Option<Refresh>,
     pub vector_sync: Option<vectors::VectorSync>,
@@ -95,7 +115,51 @@ impl Searcher {
 
 impl CodeSearch {
     pub fn new(home: &Path, embeddings: Option<EmbeddingsConfig>) -> Self {
-        Self { home: std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf()), embeddings }
+        Self {
+            home: std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf()),
+            embeddings,
+            shared: Arc::default(),
+        }
+    }
+
+    fn embedder(&self, cfg: &EmbeddingsConfig) -> Result<Embedder> {
+        let built = self
+            .shared
+            .embedder
+            .get_or_init(|| Embedder::new(&cfg.base_url, &cfg.model, cfg.api_key.clone()).map_err(|e| e.to_string()));
+        built.clone().map_err(|m| CodeError::Vectors(autodev_index::VectorError::Store(m)))
+    }
+
+    /// The vector store of the index in `dir`, opened once per process (the embedded one is
+    /// read again when its file changed since, i.e. another process synced it).
+    fn store(&self, cfg: &EmbeddingsConfig, dir: &Path) -> Result<Arc<dyn VectorStore>> {
+        let stamp = || std::fs::metadata(dir.join("vectors.bin")).and_then(|m| m.modified()).ok();
+        let mut stores =
+            self.shared.stores.lock().map_err(|_| CodeError::Source("vector store cache poisoned".into()))?;
+        if let Some((seen, store)) = stores.get(dir)
+            && (cfg.qdrant_url.is_some() || *seen == stamp())
+        {
+            return Ok(store.clone());
+        }
+        let store: Arc<dyn VectorStore> = match &cfg.qdrant_url {
+            Some(url) => {
+                let key = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                Arc::new(QdrantStore::new(url, &format!("autodev_{key}"), cfg.qdrant_api_key.clone())?)
+            }
+            None => Arc::new(FileStore::open(dir)?),
+        };
+        stores.insert(dir.to_path_buf(), (stamp(), store.clone()));
+        Ok(store)
+    }
+
+    /// Notes that this process wrote the vectors of `dir` itself (its cached store is current).
+    fn stored(&self, dir: &Path) {
+        let stamp = std::fs::metadata(dir.join("vectors.bin")).and_then(|m| m.modified()).ok();
+        if let Ok(mut stores) = self.shared.stores.lock()
+            && let Some(entry) = stores.get_mut(dir)
+        {
+            entry.0 = stamp;
+        }
     }
 
     pub fn embeddings(&self) -> Option<&EmbeddingsConfig> {
@@ -132,15 +196,8 @@ impl CodeSearch {
         .map_err(|e| CodeError::Source(format!("index task failed: {e}")))??;
         let mut searcher = Searcher { index, vectors: None, refresh: report, vector_sync: None, vector_error: None };
         if let Some(cfg) = &self.embeddings {
-            let embedder = Embedder::new(&cfg.base_url, &cfg.model, cfg.api_key.clone())?;
-            let store: Box<dyn VectorStore> = match &cfg.qdrant_url {
-                Some(url) => {
-                    let key =
-                        searcher.index.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    Box::new(QdrantStore::new(url, &format!("autodev_{key}"), cfg.qdrant_api_key.clone())?)
-                }
-                None => Box::new(FileStore::open(searcher.index.dir())?),
-            };
+            let embedder = self.embedder(cfg)?;
+            let store = self.store(cfg, searcher.index.dir())?;
             let synced = if searcher.refresh.is_some() || !searcher.index.dir().join("vectors.json").is_file() {
                 vectors::sync(&searcher.index, &embedder, store.as_ref()).await.map(Some)
             } else {
@@ -148,6 +205,9 @@ impl CodeSearch {
             };
             match synced {
                 Ok(sync) => {
+                    if sync.is_some() {
+                        self.stored(searcher.index.dir());
+                    }
                     searcher.vector_sync = sync;
                     searcher.vectors = Some((embedder, store));
                 }
@@ -302,8 +362,52 @@ impl autodev_workspace::CodeSearch for RunIndex {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Questions come one after another: the vector store is read from disk once, not per
+    /// question, and again only when another process rewrote it.
+    #[tokio::test]
+    async fn opening_again_reuses_the_vector_store_until_its_file_changes() {
+        use wiremock::matchers::method;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(|req: &wiremock::Request| {
+                let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+                let n = body["input"].as_array().unwrap().len();
+                let data: Vec<serde_json::Value> =
+                    (0..n).map(|i| serde_json::json!({"index": i, "embedding": [1.0, 0.5]})).collect();
+                ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": data}))
+            })
+            .mount(&server)
+            .await;
+        let repo = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            assert!(std::process::Command::new("git").arg("-C").arg(repo.path()).args(args).status().unwrap().success())
+        };
+        git(&["init", "-q", "-b", "main"]);
+        std::fs::write(repo.path().join("a.py"), "def charge():\n    return 1\n").unwrap();
+        git(&["add", "-A"]);
+        git(&["-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "a"]);
+        let home = tempfile::tempdir().unwrap();
+        let cfg =
+            EmbeddingsConfig { base_url: format!("{}/v1", server.uri()), model: "e".into(), ..Default::default() };
+        let code = CodeSearch::new(home.path(), Some(cfg));
+        let first = code.open(repo.path(), true).await.unwrap();
+        assert_eq!(first.vector_sync.as_ref().unwrap().chunks_embedded, 1);
+        let second = code.clone().open(repo.path(), true).await.unwrap();
+        let store = |s: &Searcher| s.vectors.as_ref().unwrap().1.clone();
+        assert!(Arc::ptr_eq(&store(&first), &store(&second)), "the same store, not read again");
+        // Another process rewrote the vectors: read again.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let file = first.index.dir().join("vectors.bin");
+        std::fs::write(&file, std::fs::read(&file).unwrap()).unwrap();
+        let third = code.open(repo.path(), false).await.unwrap();
+        assert!(!Arc::ptr_eq(&store(&first), &store(&third)));
+        assert_eq!(third.search("charge", 1).await.unwrap()[0].path, "a.py");
+    }
 
     #[test]
     fn the_embeddings_keys_never_show_in_debug_output() {

@@ -168,9 +168,10 @@ impl FileStore {
         Ok(Self { path, points: Mutex::new(points) })
     }
 
-    fn save(&self, points: &[Point]) -> Result<()> {
+    /// Writes the file whole (atomically); `bytes` are the points encoded under the lock.
+    fn save(&self, bytes: Vec<u8>) -> Result<()> {
         let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, encode(points))?;
+        std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, &self.path)?;
         Ok(())
     }
@@ -215,39 +216,50 @@ fn decode(bytes: &[u8]) -> Option<Vec<Point>> {
 #[async_trait::async_trait]
 impl VectorStore for FileStore {
     async fn upsert(&self, new: Vec<Point>) -> Result<()> {
-        let all = self.with(|points| {
+        let bytes = self.with(|points| {
             let ids: std::collections::HashSet<&str> = new.iter().map(|p| p.id.as_str()).collect();
             points.retain(|p| !ids.contains(p.id.as_str()));
             points.extend(new.into_iter().map(|p| Point { vector: normalize(p.vector), ..p }));
-            points.clone()
+            encode(points)
         })?;
-        self.save(&all)
+        self.save(bytes)
     }
 
     async fn delete_files(&self, files: &[String]) -> Result<()> {
-        let all = self.with(|points| {
-            points.retain(|p| !files.contains(&p.file));
-            points.clone()
+        let files: std::collections::HashSet<&str> = files.iter().map(String::as_str).collect();
+        let bytes = self.with(|points| {
+            points.retain(|p| !files.contains(p.file.as_str()));
+            encode(points)
         })?;
-        self.save(&all)
+        self.save(bytes)
     }
 
     async fn clear(&self) -> Result<()> {
-        self.with(Vec::clear)?;
-        self.save(&[])
+        let bytes = self.with(|points| {
+            points.clear();
+            encode(points)
+        })?;
+        self.save(bytes)
     }
 
     async fn search(&self, vector: &[f32], limit: usize) -> Result<Vec<(String, f32)>> {
         let q = normalize(vector.to_vec());
         self.with(|points| {
-            let mut scored: Vec<(String, f32)> = points
+            // Scores by position; only the best `limit` ids are copied out.
+            let mut scored: Vec<(usize, f32)> = points
                 .iter()
-                .filter(|p| p.vector.len() == q.len())
-                .map(|p| (p.id.clone(), p.vector.iter().zip(&q).map(|(a, b)| a * b).sum()))
+                .enumerate()
+                .filter(|(_, p)| p.vector.len() == q.len())
+                .map(|(i, p)| (i, p.vector.iter().zip(&q).map(|(a, b)| a * b).sum()))
                 .collect();
-            scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let by_score = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1);
+            if scored.len() > limit && limit > 0 {
+                scored.select_nth_unstable_by(limit - 1, by_score);
+                scored.truncate(limit);
+            }
+            scored.sort_by(by_score);
             scored.truncate(limit);
-            scored
+            scored.into_iter().map(|(i, score)| (points[i].id.clone(), score)).collect()
         })
     }
 }
