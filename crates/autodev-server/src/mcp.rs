@@ -196,7 +196,7 @@ impl McpServer {
     }
 
     #[tool(
-        description = "Search a project's code by meaning: plain words or identifiers. Returns the best functions, classes and blocks as {path, start_line, end_line, score, name, text}."
+        description = "Search a project's code in plain words or identifiers (fused with embeddings when the server has an embedding model). Returns the best functions, classes and blocks as {path, start_line, end_line, score, name, text}."
     )]
     async fn search_code(
         &self,

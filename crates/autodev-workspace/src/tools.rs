@@ -176,10 +176,11 @@ impl ToolBox {
     pub fn search_code_spec() -> ToolSpec {
         ToolSpec {
             name: "search_code".to_string(),
-            description: "Search the repository's code index by meaning: plain words or identifiers (e.g. \"where are \
+            description: "Search the repository's code index in plain words or identifiers (e.g. \"where are \
                           retries configured\", \"parse_config\"). Returns the best functions, classes and blocks as \
-                          path:start-end with their first lines; read more with read_file. The index is of the base \
-                          commit: use `search` (regex) for text you changed yourself."
+                          path:start-end with their first lines; read more with read_file. The index is built from the \
+                          run's checkout when first used and may not show later changes: use `search` (regex) for \
+                          text you changed yourself."
                 .to_string(),
             parameters: json!({"type": "object", "properties": {"query": {"type": "string", "minLength": 1, "maxLength": 500, "description": "What to look for, in words or identifiers."}, "limit": {"type": "integer", "minimum": 1, "maximum": 20, "description": "Results, default 8."}}, "required": ["query"], "additionalProperties": false}),
         }
