@@ -175,6 +175,22 @@ impl Script {
     }
 }
 
+/// The path of an outside program a test needs. A missing one fails the test with the one
+/// command that sets up everything the suite needs (and the Debian package), never a silent pass.
+pub fn require_program(program: &str, debian_package: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .unwrap_or_else(|| {
+            panic!(
+                "`{program}` is needed for this test and is not on PATH: run `scripts/test --setup` \
+                 (it installs what the tests need), or `apt-get install {debian_package}`"
+            )
+        })
+}
+
 /// A Python with the official MCP SDK (`mcp` on PyPI), made on first use by `.ci/mcp-venv`,
 /// and the client script that drives a server with it (`.ci/mcp_client.py`).
 pub fn mcp_client() -> (PathBuf, PathBuf) {

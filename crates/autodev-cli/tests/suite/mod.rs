@@ -9,6 +9,8 @@ use std::process::{Command, Output, Stdio};
 
 /// The binary with a clean environment: only what a test passes in.
 pub fn autodev(home: &Path) -> Command {
+    // Runs' agents work in bubblewrap (the default sandbox mode).
+    autodev_testkit::require_program("bwrap", "bubblewrap");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_autodev"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -38,6 +38,8 @@ impl TestApp {
     }
 
     pub async fn with_delay(delay: Duration) -> Self {
+        // Agents' commands run in bubblewrap (the default sandbox mode).
+        autodev_testkit::require_program("bwrap", "bubblewrap");
         let dir = tempfile::tempdir().unwrap();
         let repo = make_repo(dir.path());
         let home = dir.path().join("home");

@@ -781,7 +781,10 @@ async fn a_github_app_mints_installation_tokens_once_and_acts_with_them(app) {
         vec!["genrsa", "-out", key_path.to_str().unwrap(), "2048"],
         vec!["rsa", "-in", key_path.to_str().unwrap(), "-pubout", "-out", public_path.to_str().unwrap()],
     ] {
-        let out = std::process::Command::new("openssl").args(&args).output().unwrap();
+        let out = std::process::Command::new(autodev_testkit::require_program("openssl", "openssl"))
+            .args(&args)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     let private_key = std::fs::read_to_string(&key_path).unwrap();

@@ -334,19 +334,13 @@ async fn a_clone_url_project_is_cloned_by_the_worker_and_the_branch_pushed_back(
 /// `promtool check metrics` (Debian package `prometheus`, installed by .ci/run).
 fn promtool_check(text: &str) {
     use std::io::Write;
-    let Ok(mut child) = std::process::Command::new("promtool")
+    let mut child = std::process::Command::new(autodev_testkit::require_program("promtool", "prometheus"))
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is missing; .ci/run installs it (apt-get install prometheus)"
-        );
-        return;
-    };
+        .unwrap();
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

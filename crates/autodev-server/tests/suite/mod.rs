@@ -78,6 +78,8 @@ pub struct TestApp {
 
 /// The app over real HTTP on port 0, on a fresh SQLite or PostgreSQL database.
 pub async fn spawn_app_on(backend: &str) -> TestApp {
+    // Runs' agents work in bubblewrap (the default sandbox mode).
+    autodev_testkit::require_program("bwrap", "bubblewrap");
     let dir = tempfile::tempdir().unwrap();
     let script = autodev_testkit::Script::default();
     let model_server = script.serve(Duration::from_millis(5)).await;

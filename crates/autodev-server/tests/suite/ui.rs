@@ -226,12 +226,13 @@ mod browser {
 
     async fn browser() -> (Driver, Client) {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let driver = Command::new("chromedriver")
+        autodev_testkit::require_program("chromium", "chromium");
+        let driver = Command::new(autodev_testkit::require_program("chromedriver", "chromium-driver"))
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("chromedriver is needed for the browser tests: apt-get install chromium chromium-driver");
+            .unwrap();
         let driver = Driver(driver);
         let mut caps = serde_json::Map::new();
         caps.insert(
