@@ -302,6 +302,13 @@ pub async fn drive_and_report(
             eprintln!("interrupted while {state}; continue with: autodev resume {}", row.short_id);
             Exit::Interrupted
         }
+        Outcome::LeaseLost => {
+            eprintln!(
+                "another process took run {0} over while this one was stalled; it goes on there (follow it with: autodev runs show {0})",
+                row.short_id
+            );
+            Exit::Failed
+        }
     })
 }
 

@@ -412,11 +412,21 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                 metrics::counter!("autodev_model_cost_micro_usd_total", &labels)
                     .increment(rec.cost_micros.max(0) as u64);
                 metrics::histogram!("autodev_model_call_duration_seconds", &labels).record(latency.as_secs_f64());
-                for e in ctx.engine.store.record_model_call(&rec, start.as_ref()).await? {
-                    ctx.emit(e).await;
+                match ctx.engine.store.record_model_call(&rec, start.as_ref()).await? {
+                    autodev_store::Recorded::New(events) => {
+                        for e in events {
+                            ctx.emit(e).await;
+                        }
+                        first_started = start.is_some();
+                        response
+                    }
+                    // Another driver recorded this turn first: its answer is the one the
+                    // run goes on with (this one's is dropped, never recorded twice).
+                    autodev_store::Recorded::Already { response_json } => {
+                        tracing::warn!(run = %run_id, conversation = conv, turn, "turn already recorded by another driver; continuing from its answer");
+                        serde_json::from_str(&response_json).map_err(autodev_store::StoreError::from)?
+                    }
                 }
-                first_started = start.is_some();
-                response
             }
         };
         spent += response.usage.input_tokens + response.usage.output_tokens;

@@ -53,6 +53,9 @@ pub enum Outcome {
     /// The caller's token stopped the driving (Ctrl-C, shutdown); the run keeps its state
     /// and can be resumed.
     Interrupted(RunState),
+    /// Another driver took the run over after this one's lease expired (a stalled or very
+    /// busy process); this one stopped and wrote nothing more. The run goes on there.
+    LeaseLost,
 }
 
 /// A request for a new run.
@@ -139,7 +142,7 @@ pub struct Engine {
     pub(crate) prices: Arc<PriceTable>,
     pub(crate) home: PathBuf,
     events: broadcast::Sender<Event>,
-    owner: String,
+    pub(crate) lease: crate::lease::LeaseTiming,
     pub(crate) step_overheads: Option<Arc<Mutex<Vec<Duration>>>>,
     pub(crate) sandbox: SandboxConfig,
     pub(crate) budgets: Budgets,
@@ -163,10 +166,6 @@ pub struct SandboxConfig {
     pub readonly: Option<Vec<PathBuf>>,
 }
 
-/// How long a run stays leased without a heartbeat; the driving process renews it, and a
-/// process that dies loses its runs to other workers after this long.
-pub const LEASE_TTL: Duration = Duration::from_secs(15);
-
 impl Engine {
     pub fn new(store: Store, model: Arc<dyn ModelClient>, prices: PriceTable, home: &Path) -> Self {
         let (events, _) = broadcast::channel(4096);
@@ -178,7 +177,7 @@ impl Engine {
             // path against the repository, not against our working directory.
             home: std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf()),
             events,
-            owner: process_owner(),
+            lease: crate::lease::LeaseTiming::default(),
             step_overheads: None,
             sandbox: SandboxConfig::default(),
             budgets: Budgets::default(),
@@ -213,9 +212,11 @@ impl Engine {
         &self.sandbox
     }
 
-    /// The lease owner this process uses (`host:pid`).
-    pub fn owner(&self) -> &str {
-        &self.owner
+    /// Sets how long a claim holds a run and how often it is renewed (tests use a tiny
+    /// lease to make one expire while a run is driven).
+    pub fn with_lease(mut self, lease: crate::lease::LeaseTiming) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// Collects the engine's own time per agent step (for the benchmark).
@@ -340,13 +341,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Takes the run's lease. A lease held by a process of this host that no longer exists
-    /// (killed) is taken over.
-    async fn claim(&self, run_id: &str) -> Result<()> {
-        match self.store.claim_run(run_id, &self.owner, LEASE_TTL, false).await {
-            Ok(()) => Ok(()),
-            Err(StoreError::Leased { owner, .. }) if holder_is_dead(&owner, &self.owner) => {
-                Ok(self.store.claim_run(run_id, &self.owner, LEASE_TTL, true).await?)
+    /// Takes the run's lease for a new claim and returns its token. A lease held by a
+    /// process of this host that no longer exists (killed) is taken over.
+    async fn claim(&self, run_id: &str) -> Result<String> {
+        let token = crate::lease::claim_token();
+        match self.store.claim_run(run_id, &token, self.lease.ttl, false).await {
+            Ok(()) => Ok(token),
+            Err(StoreError::Leased { owner, .. }) if crate::lease::holder_is_dead(&owner) => {
+                self.store.claim_run(run_id, &token, self.lease.ttl, true).await?;
+                Ok(token)
             }
             Err(e) => Err(e.into()),
         }
@@ -360,20 +363,59 @@ impl Engine {
         if run.run_state().is_terminal() {
             return Ok(Outcome::Finished(run.run_state()));
         }
-        self.claim(run_id).await?;
-        // No call of this run is in flight now (one that was died with its process).
+        let token = self.claim(run_id).await?;
+        self.drive_claimed(run_id, &token, cancel).await
+    }
+
+    /// Drives a run this process has claimed with `token` (a worker's claim from the queue).
+    /// Everything the driving writes is fenced by the token: if another driver takes the run
+    /// over (this one's lease expired), this one stops at its next step, writes nothing more
+    /// and returns [`Outcome::LeaseLost`].
+    pub async fn drive_claimed(&self, run_id: &str, token: &str, cancel: CancellationToken) -> Result<Outcome> {
+        let fenced = self.store.fenced(run_id, token);
+        let stop = cancel.child_token();
+        let lease = Arc::new(crate::lease::LeaseState::default());
+        // The heartbeat starts with the claim, before the checkout or any agent work.
+        let _keeper = crate::lease::keeper(self, fenced.clone(), run_id, token, stop.clone(), lease.clone());
+        let driver = Engine { store: fenced, ..self.clone() };
+        let result = driver.drive_fenced(run_id, stop, &lease).await;
+        let lost = lease.lost.load(std::sync::atomic::Ordering::SeqCst)
+            || matches!(result, Err(EngineError::Store(StoreError::LeaseLost { .. })));
+        // Given up only if this claim still holds it.
+        self.store.release_run(run_id, token).await?;
+        if lost {
+            tracing::info!(run = run_id, "stopped driving: another worker holds the run");
+            return Ok(Outcome::LeaseLost);
+        }
+        result
+    }
+
+    /// The driving itself, on a fenced engine (see `drive_claimed`). A `LeaseLost` from any
+    /// write ends it without touching the run.
+    async fn drive_fenced(
+        &self,
+        run_id: &str,
+        stop: CancellationToken,
+        lease: &crate::lease::LeaseState,
+    ) -> Result<Outcome> {
+        let lost = || lease.lost.load(std::sync::atomic::Ordering::SeqCst);
+        let run = self.store.get_run(run_id).await?;
+        if run.run_state().is_terminal() {
+            return Ok(Outcome::Finished(run.run_state()));
+        }
+        // No call of this run is in flight now (one that was died with its driver).
         self.store.clear_reservations(run_id).await?;
         let mut settings: RunSettings = serde_json::from_str(&run.settings)
             .map_err(|e| EngineError::Invalid(format!("stored settings of run {run_id} are unreadable: {e}")))?;
         // A project run works in this worker's clone of the project's repository.
         let run = match crate::checkout::prepare(&self.store, &self.home, run, &mut settings).await {
             Ok(run) => run,
+            Err(e) if lost() || matches!(e, EngineError::Store(StoreError::LeaseLost { .. })) => return Err(e),
             Err(e) => {
                 let reason = e.to_string();
                 if let Some(ev) = self.store.set_run_state(run_id, RunState::Failed, Some(&reason)).await? {
                     self.publish(ev);
                 }
-                self.store.release_run(run_id, &self.owner).await?;
                 return Ok(Outcome::Finished(RunState::Failed));
             }
         };
@@ -388,36 +430,20 @@ impl Engine {
             run,
             settings,
             dir,
-            cancel: cancel.child_token(),
+            cancel: stop,
             warned_unpriced: Default::default(),
             warned_budget: Default::default(),
             warned_project_month: Default::default(),
             warned_global_month: Default::default(),
             code: Default::default(),
         });
-        // Heartbeat: keep the lease, and notice a cancel made by another process.
-        let watcher = {
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(500));
-                let mut beats = 0u32;
-                loop {
-                    tick.tick().await;
-                    if matches!(ctx.engine.store.run_state(&ctx.run.id).await, Ok(RunState::Cancelled)) {
-                        ctx.cancel.cancel();
-                        break;
-                    }
-                    beats += 1;
-                    if beats.is_multiple_of(10) {
-                        let _ = ctx.engine.store.claim_run(&ctx.run.id, &ctx.engine.owner, LEASE_TTL, false).await;
-                    }
-                }
-            })
-        };
         let result = crate::phases::drive(&ctx).await;
-        watcher.abort();
+        if lost() {
+            return Ok(Outcome::LeaseLost);
+        }
         let outcome = match result {
             Ok(outcome) => outcome,
+            Err(e @ EngineError::Store(StoreError::LeaseLost { .. })) => return Err(e),
             Err(EngineError::Cancelled) => {
                 let state = self.store.run_state(run_id).await?;
                 if state == RunState::Cancelled {
@@ -445,7 +471,6 @@ impl Engine {
         if ended && let Err(e) = crate::phases::write_report(&ctx).await {
             tracing::warn!(run = run_id, error = %e, "could not write the report of an ended run");
         }
-        self.store.release_run(run_id, &self.owner).await?;
         Ok(outcome)
     }
 
@@ -468,12 +493,6 @@ impl Engine {
             None => Ok(self.store.run_state(run_id).await?),
         }
     }
-}
-
-/// The lease owner of this process: `host:pid`.
-pub fn process_owner() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
-    format!("{}:{}", host.trim(), std::process::id())
 }
 
 /// Rejected plans that go back to the planner with the reviewer's comment before a rejection
@@ -586,19 +605,4 @@ pub async fn cancel_run(store: &Store, run_id: &str, by: &str) -> Result<Option<
         return Ok(None);
     }
     Ok(store.set_run_state(run_id, RunState::Cancelled, Some(&format!("cancelled by {by}"))).await?)
-}
-
-/// Whether a lease owner `host:pid` on this host names a process that no longer exists.
-fn holder_is_dead(owner: &str, me: &str) -> bool {
-    let (Some((host, pid)), Some((my_host, _))) = (owner.rsplit_once(':'), me.rsplit_once(':')) else {
-        return false;
-    };
-    if host != my_host {
-        return false;
-    }
-    let Ok(pid) = pid.parse::<i32>() else { return false };
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    let alive =
-        unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    !alive
 }

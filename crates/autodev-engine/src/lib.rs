@@ -10,6 +10,7 @@
 //! - [`Engine`] (`engine.rs`): creating, driving, approving and cancelling runs.
 //! - [`checkout`]: runs made for a project (API, webhooks): enqueued without git; a worker's
 //!   clone, checkpoints in the project's repository, delivery by push.
+//! - [`lease`]: one driver per run: claim tokens, the lease keeper, a dead holder told.
 //! - `agent.rs`: one agent conversation, persisted turn by turn, resumable.
 //! - `phases.rs`: planning, executing (parallel tasks, commits, merges), verifying,
 //!   delivering.
@@ -34,14 +35,16 @@ pub mod detect;
 mod engine;
 mod evidence;
 mod isolation;
+pub mod lease;
 mod phases;
 pub mod prompts;
 pub mod report;
 pub mod settings;
 
 pub use engine::{
-    Budgets, Decision, Engine, EngineError, Gate, LEASE_TTL, MAX_PLAN_REVISIONS, Outcome, RunRequest, SandboxConfig,
-    approve_plan, cancel_run, process_owner,
+    Budgets, Decision, Engine, EngineError, Gate, MAX_PLAN_REVISIONS, Outcome, RunRequest, SandboxConfig, approve_plan,
+    cancel_run,
 };
 pub use isolation::unisolated_message;
+pub use lease::{LeaseTiming, claim_token, process_owner};
 pub use settings::{RunSettings, ToolCallMode};

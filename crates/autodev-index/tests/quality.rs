@@ -80,7 +80,7 @@ const QUESTIONS: &[(&str, &str, &str)] = &[
     ),
     (
         "claim the next queued run with a lease for a worker",
-        "crates/autodev-store/src/store.rs",
+        "crates/autodev-store/src/store/lease.rs",
         "Store::claim_next_run",
     ),
     ("which calendar month a timestamp falls in for monthly budgets", "crates/autodev-domain/src/money.rs", "month_of"),
@@ -178,10 +178,10 @@ const PYTHON_QUESTIONS: &[(&str, &str, &str)] = &[
 
 #[test]
 fn recall_at_5_on_the_python_standard_library() {
-    let out = Command::new("python3")
+    let out = Command::new(autodev_testkit::require_program("python3", "python3"))
         .args(["-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"])
         .output()
-        .expect("python3 is needed for this test (the MCP tests need it too)");
+        .unwrap();
     let stdlib = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");

@@ -40,9 +40,12 @@ pub async fn run_workers(state: AppState, count: usize, shutdown: CancellationTo
 }
 
 async fn worker(state: AppState, shutdown: CancellationToken) {
-    let owner = autodev_engine::process_owner();
+    let ttl = autodev_engine::LeaseTiming::default().ttl;
     while !shutdown.is_cancelled() {
-        let claimed = match state.store.claim_next_run(&owner, autodev_engine::LEASE_TTL).await {
+        // Each claim its own token: a sibling worker of this process can never mistake this
+        // claim's lease for its own (see `autodev_engine::lease`).
+        let token = autodev_engine::claim_token();
+        let claimed = match state.store.claim_next_run(&token, ttl).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::error!(error = %e, "could not claim a run");
@@ -56,34 +59,39 @@ async fn worker(state: AppState, shutdown: CancellationToken) {
             }
             continue;
         };
-        drive(&state, &run_id, &shutdown).await;
+        drive(&state, &run_id, &token, &shutdown).await;
     }
 }
 
-async fn drive(state: &AppState, run_id: &str, shutdown: &CancellationToken) {
+async fn drive(state: &AppState, run_id: &str, token: &str, shutdown: &CancellationToken) {
     let settings = match state.store.get_run(run_id).await.map(|r| serde_json::from_str::<RunSettings>(&r.settings)) {
         Ok(Ok(settings)) => settings,
-        Ok(Err(e)) => return fail(state, run_id, &format!("the run's stored settings are unreadable: {e}")).await,
+        Ok(Err(e)) => {
+            return fail(state, run_id, token, &format!("the run's stored settings are unreadable: {e}")).await;
+        }
         Err(e) => {
             tracing::error!(run = run_id, error = %e, "could not read a claimed run");
+            let _ = state.store.release_run(run_id, token).await;
             return;
         }
     };
     let model = match state.models.build(&settings) {
         Ok(model) => model,
-        Err(e) => return fail(state, run_id, &format!("no model client: {e}")).await,
+        Err(e) => return fail(state, run_id, token, &format!("no model client: {e}")).await,
     };
     let engine = Engine::new(state.store.clone(), model, (*state.prices).clone(), &state.home)
         .with_sandbox(state.sandbox.clone())
         .with_budgets(state.budgets)
         .with_code_search(state.code.clone());
-    match engine.drive(run_id, shutdown.child_token()).await {
+    match engine.drive_claimed(run_id, token, shutdown.child_token()).await {
         Ok(outcome) => tracing::info!(run = run_id, ?outcome, "worker finished driving a run"),
         Err(e) => tracing::error!(run = run_id, error = %e, "worker could not drive a run"),
     }
 }
 
-async fn fail(state: &AppState, run_id: &str, reason: &str) {
+/// Fails a run this worker claimed before driving it (only while the claim holds it).
+async fn fail(state: &AppState, run_id: &str, token: &str, reason: &str) {
     tracing::error!(run = run_id, reason, "run failed before it started");
-    let _ = state.store.set_run_state(run_id, RunState::Failed, Some(reason)).await;
+    let _ = state.store.fenced(run_id, token).set_run_state(run_id, RunState::Failed, Some(reason)).await;
+    let _ = state.store.release_run(run_id, token).await;
 }

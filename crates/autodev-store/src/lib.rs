@@ -15,7 +15,8 @@
 //! (`migrations/sqlite`, `migrations/postgres`), and the store tests run on both.
 //!
 //! # Layout
-//! - [`Store`]: the pools and all queries.
+//! - [`Store`]: the pools and all queries; `store::lease` the run leases and the fence that
+//!   keeps a driver that lost its run from writing.
 //! - `tx`: one write transaction on either backend.
 //! - [`rows`]: the row types returned to the engine.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -25,7 +26,8 @@ mod store;
 mod tx;
 
 pub use rows::{
-    KeyRow, ModelCallRecord, NewRun, ProjectRow, RunRef, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart,
+    KeyRow, ModelCallRecord, NewRun, ProjectRow, Recorded, RunRef, RunRow, StoredModelCall, StoredToolCall, TaskRow,
+    ToolStart,
 };
 pub use store::budget::{BUDGET_EXCEEDED, LimitKind, Limits, Reservation};
 pub use store::outbox::OutboxRow;

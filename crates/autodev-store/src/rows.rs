@@ -242,6 +242,16 @@ pub struct ModelCallRecord<'a> {
     pub reserved_micros: i64,
 }
 
+/// What recording a model reply did.
+#[derive(Debug)]
+pub enum Recorded {
+    /// The reply is stored, with these events.
+    New(Vec<autodev_domain::Event>),
+    /// The turn already had a recorded reply (another driver's, which raced this one): nothing
+    /// was written; continue from that reply, stored as this JSON.
+    Already { response_json: String },
+}
+
 /// A tool call about to run.
 #[derive(Clone, Copy, Debug)]
 pub struct ToolStart<'a> {

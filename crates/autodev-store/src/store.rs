@@ -12,7 +12,7 @@ use sqlx::{PgPool, SqlitePool};
 use crate::Result;
 use crate::rows::{EventRow, RunRef, TextRow};
 use crate::rows::{
-    KeyRow, ModelCallRecord, NewRun, ProjectRow, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart,
+    KeyRow, ModelCallRecord, NewRun, ProjectRow, Recorded, RunRow, StoredModelCall, StoredToolCall, TaskRow, ToolStart,
 };
 use crate::tx::{Arg, Readers, Record, Tx, event_json, is_unique_violation, pg_fetch};
 
@@ -38,6 +38,10 @@ pub enum StoreError {
     /// Another live process holds the run's lease.
     #[error("run {run} is being driven by {owner}; wait for it, or cancel the run")]
     Leased { run: String, owner: String },
+    /// A fenced store's claim no longer holds its run: another driver took the run over.
+    /// The driver stops and writes nothing more; it is not the run's failure.
+    #[error("run {run} is now driven by another worker (this driver's lease was taken over); this driver stops")]
+    LeaseLost { run: String },
     /// Serialising a record failed (a bug).
     #[error("could not encode a record: {0}")]
     Encode(#[from] serde_json::Error),
@@ -67,12 +71,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether SQLite refused because another connection held a lock (worth retrying).
     /// Whether a unique constraint refused the write (e.g. two runs drew the same short id).
     pub fn is_unique_violation(&self) -> bool {
         is_unique_violation(self)
     }
 
+    /// Whether the database was too busy to start a transaction: SQLite's lock held by
+    /// another process, or no PostgreSQL connection free in time (worth retrying).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::PoolTimedOut)) || self.is_locked()
+    }
+
+    /// Whether SQLite refused because another connection held a lock (worth retrying).
     pub fn is_locked(&self) -> bool {
         let text = self.to_string();
         text.contains("database is locked") || text.contains("database is busy") || text.contains("(code: 5)")
@@ -152,6 +162,8 @@ pub struct Store {
     db: Db,
     /// Run inserts waiting to be committed together (see `Store::insert_run_audited`).
     inserts: Arc<std::sync::Mutex<Vec<PendingInsert>>>,
+    /// Set on a driver's store: every write is conditional on its lease (see `store::lease`).
+    fence: Option<Arc<lease::Fence>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -293,7 +305,7 @@ impl Store {
             writer: Arc::new(tokio::sync::Mutex::new(Self::writer(path)?)),
             readers: Arc::new(Readers::new(path)),
         };
-        let store = Self { db, inserts: Arc::default() };
+        let store = Self { db, inserts: Arc::default(), fence: None };
         match migrations {
             Migrations::Apply => {
                 // sqlx's SQLite migrator takes no lock: two processes starting on a new
@@ -339,7 +351,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        let store = Self { db: Db::Pg(pool.clone()), inserts: Arc::default() };
+        let store = Self { db: Db::Pg(pool.clone()), inserts: Arc::default(), fence: None };
         match migrations {
             Migrations::Apply => PG_MIGRATOR.run(&pool).await?,
             Migrations::Check => store.check_migrations().await?,
@@ -393,12 +405,36 @@ impl Store {
         Ok(())
     }
 
-    /// Starts a write transaction (see `crate::tx` for how each backend does it).
+    /// Starts a write transaction (see `crate::tx` for how each backend does it); on a fenced
+    /// store, only while the driver's claim still holds its run (see `store::lease`).
     async fn begin(&self) -> Result<Tx<'_>> {
-        match &self.db {
-            Db::Sqlite { writer, .. } => Tx::lite(writer.lock().await),
-            Db::Pg(pool) => Tx::pg(pool).await,
+        let mut tx = self.begin_unfenced().await?;
+        if let Some(fence) = &self.fence {
+            tx.check_fence(fence).await?;
         }
+        Ok(tx)
+    }
+
+    /// Starts a write transaction whatever the fence. A busy database (another process
+    /// holding SQLite's write lock past the busy timeout, every PostgreSQL connection in use
+    /// past the pool's wait) is retried with backoff rather than failing the caller's run.
+    async fn begin_unfenced(&self) -> Result<Tx<'_>> {
+        use backon::{ExponentialBuilder, Retryable};
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(20))
+            .with_max_delay(Duration::from_secs(1))
+            .with_max_times(8)
+            .with_jitter();
+        (|| async {
+            match &self.db {
+                Db::Sqlite { writer, .. } => Tx::lite(writer.lock().await),
+                Db::Pg(pool) => Tx::pg(pool).await,
+            }
+        })
+        .retry(backoff)
+        .when(StoreError::is_busy)
+        .notify(|e, wait| tracing::warn!(error = %e, ?wait, "database busy; retrying"))
+        .await
     }
 
     /// Rows of a frequent read: rusqlite in the calling thread on SQLite, sqlx on PostgreSQL.
@@ -1025,7 +1061,7 @@ impl Store {
         &self,
         rec: &ModelCallRecord<'_>,
         first_tool: Option<&ToolStart<'_>>,
-    ) -> Result<Vec<Event>> {
+    ) -> Result<Recorded> {
         let now = now_ms();
         let call_event = EventKind::ModelCall {
             conversation: rec.conversation.to_string(),
@@ -1047,6 +1083,39 @@ impl Store {
         let step_json = step_event.as_ref().map(event_json).transpose()?;
         let (input, output) = (rec.input_tokens as i64, rec.output_tokens as i64);
         let mut tx = self.begin().await?;
+        // A turn answered twice (two drivers raced before one lost its lease) is recorded
+        // once: the second attempt rolls back and gets the first's answer to continue from.
+        let inserted = tx
+            .exec(
+                "INSERT INTO model_calls (run_id, conversation, turn, provider, model, response, input_tokens, output_tokens, cost_micros, latency_ms, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (run_id, conversation, turn) DO NOTHING",
+                &[
+                    rec.run_id.into(),
+                    rec.conversation.into(),
+                    rec.turn.into(),
+                    rec.provider.into(),
+                    rec.model.into(),
+                    rec.response_json.into(),
+                    input.into(),
+                    output.into(),
+                    rec.cost_micros.into(),
+                    (rec.latency_ms as i64).into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            let first = tx
+                .opt_text(
+                    "SELECT response FROM model_calls WHERE run_id = $1 AND conversation = $2 AND turn = $3",
+                    &[rec.run_id.into(), rec.conversation.into(), rec.turn.into()],
+                )
+                .await?
+                .unwrap_or_default();
+            drop(tx);
+            return Ok(Recorded::Already { response_json: first });
+        }
         if rec.cost_micros > 0 {
             // The month's spend, global then the project's: the rows reservations lock, in
             // their order (see `store::budget`).
@@ -1060,24 +1129,6 @@ impl Store {
             )
             .await?;
         }
-        tx.exec(
-            "INSERT INTO model_calls (run_id, conversation, turn, provider, model, response, input_tokens, output_tokens, cost_micros, latency_ms, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            &[
-                rec.run_id.into(),
-                rec.conversation.into(),
-                rec.turn.into(),
-                rec.provider.into(),
-                rec.model.into(),
-                rec.response_json.into(),
-                input.into(),
-                output.into(),
-                rec.cost_micros.into(),
-                (rec.latency_ms as i64).into(),
-                now.into(),
-            ],
-        )
-        .await?;
         tx.exec(
             "UPDATE runs SET input_tokens = input_tokens + $1, output_tokens = output_tokens + $2, cost_micros = cost_micros + $3,
                  reserved_micros = CASE WHEN reserved_micros > $5 THEN reserved_micros - $5 ELSE 0 END
@@ -1093,11 +1144,12 @@ impl Store {
         tx.commit().await?;
         let mut events = vec![call_event];
         events.extend(step_event);
-        Ok(seqs
-            .into_iter()
-            .zip(events)
-            .map(|(seq, kind)| Event { seq, run_id: rec.run_id.to_string(), at_ms: now, kind })
-            .collect())
+        Ok(Recorded::New(
+            seqs.into_iter()
+                .zip(events)
+                .map(|(seq, kind)| Event { seq, run_id: rec.run_id.to_string(), at_ms: now, kind })
+                .collect(),
+        ))
     }
 
     /// Marks a tool call as started, before it runs, with the `agent_step` event.
@@ -1155,38 +1207,6 @@ impl Store {
         let seq = tx.event_raw(run_id, now, "tool_finished", &data).await?;
         tx.commit().await?;
         Ok(Event { seq, run_id: run_id.to_string(), at_ms: now, kind })
-    }
-
-    /// Takes (or renews) the run's lease for `owner` for `ttl`, unless another owner holds
-    /// an unexpired one and `force` is false (the caller sets `force` after checking the
-    /// holder is dead).
-    pub async fn claim_run(&self, run_id: &str, owner: &str, ttl: Duration, force: bool) -> Result<()> {
-        let now = now_ms();
-        let until = now + ttl.as_millis() as i64;
-        let mut tx = self.begin().await?;
-        let updated = tx
-            .exec(
-                "UPDATE runs SET lease_owner = $1, lease_until = $2
-                 WHERE id = $3 AND ($4 OR lease_owner IS NULL OR lease_owner = $1 OR lease_until < $5)",
-                &[owner.into(), until.into(), run_id.into(), force.into(), now.into()],
-            )
-            .await?;
-        tx.commit().await?;
-        if updated == 1 {
-            return Ok(());
-        }
-        let run = self.get_run(run_id).await?;
-        Err(StoreError::Leased { run: run_id.to_string(), owner: run.lease_owner.unwrap_or_default() })
-    }
-
-    pub async fn release_run(&self, run_id: &str, owner: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
-        tx.exec(
-            "UPDATE runs SET lease_owner = NULL, lease_until = 0 WHERE id = $1 AND lease_owner = $2",
-            &[run_id.into(), owner.into()],
-        )
-        .await?;
-        tx.commit().await
     }
 
     /// Stores a new API key (its hash only). A name already in use is refused.
@@ -1343,53 +1363,6 @@ impl Store {
         .await?
         .pop()
         .ok_or_else(|| StoreError::NotFound(format!("no project `{key}`")))
-    }
-
-    /// Claims the oldest run made for a project (through the API or a webhook) that needs a
-    /// worker: queued, or left unfinished by a worker whose lease expired (crashed). Runs
-    /// waiting for approval are not claimed, nor runs started with `autodev run`, which their
-    /// own process drives (and which Ctrl-C leaves paused, not up for grabs).
-    pub async fn claim_next_run(&self, owner: &str, ttl: Duration) -> Result<Option<String>> {
-        Ok(self.claim_next_runs(owner, ttl, 1).await?.into_iter().next())
-    }
-
-    /// Claims up to `limit` runs at once (see `claim_next_run`), oldest first. On PostgreSQL
-    /// the candidates are locked with `FOR UPDATE SKIP LOCKED`, so concurrent workers on any
-    /// number of machines never claim the same run and never wait on each other; on SQLite
-    /// the one writer makes the select-and-update atomic.
-    pub async fn claim_next_runs(&self, owner: &str, ttl: Duration, limit: i64) -> Result<Vec<String>> {
-        let now = now_ms();
-        let until = now + ttl.as_millis() as i64;
-        let args = [owner.into(), until.into(), now.into(), limit.into()];
-        let mut tx = self.begin().await?;
-        let ids = if tx.is_pg() {
-            tx.texts(
-                "UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id IN (
-                     SELECT id FROM runs
-                     WHERE project_id IS NOT NULL
-                       AND state NOT IN ('succeeded', 'failed', 'cancelled', 'awaiting_approval')
-                       AND (lease_owner IS NULL OR lease_until < $3)
-                     ORDER BY created_at, id LIMIT $4
-                     FOR UPDATE SKIP LOCKED)
-                 RETURNING id",
-                &args,
-            )
-            .await?
-        } else {
-            tx.texts(
-                "UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id IN (
-                     SELECT id FROM runs
-                     WHERE project_id IS NOT NULL
-                       AND state NOT IN ('succeeded', 'failed', 'cancelled', 'awaiting_approval')
-                       AND (lease_owner IS NULL OR lease_until < $3)
-                     ORDER BY created_at, id LIMIT $4)
-                 RETURNING id",
-                &args,
-            )
-            .await?
-        };
-        tx.commit().await?;
-        Ok(ids)
     }
 
     /// Ends claimed runs this owner holds in one transaction: each moves to the terminal
@@ -1578,6 +1551,7 @@ impl Store {
 
 pub(crate) mod budget;
 pub(crate) mod gates;
+pub(crate) mod lease;
 pub(crate) mod outbox;
 pub(crate) mod sessions;
 pub(crate) mod usage;

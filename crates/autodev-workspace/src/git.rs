@@ -34,6 +34,21 @@ pub enum GitError {
     Tampered { dir: String, why: String },
 }
 
+impl GitError {
+    /// Whether git failed only because another git held a lock it needed (a `*.lock` file:
+    /// the index, a ref, `packed-refs`, the config). Nothing was changed, and the same command
+    /// succeeds once the other finishes. A ref that moved under an expected old value is not
+    /// contention and is not included.
+    pub fn is_lock_contention(&self) -> bool {
+        let GitError::Failed { stderr, .. } = self else { return false };
+        (stderr.contains(".lock': File exists")
+            || stderr.contains("cannot lock ref")
+            || stderr.contains("could not lock config file")
+            || stderr.contains("Another git process seems to be running"))
+            && !stderr.contains("but expected")
+    }
+}
+
 /// Directories searched for git, in order. Fixed: the user's PATH may hold a planted `git`.
 const GIT_DIRS: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
 
@@ -202,6 +217,23 @@ impl Git {
 
     /// Runs git and returns its stdout, or the error with git's stderr.
     pub async fn run(&self, args: &[&str]) -> Result<String> {
+        use backon::{ExponentialBuilder, Retryable};
+        // Runs of one project share its repository: a ref, `packed-refs`, the index or a
+        // worktree's metadata locked by a concurrent git (another run's commit, a push, a
+        // `worktree add`) is waited out with backoff rather than failing a run.
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(25))
+            .with_max_delay(std::time::Duration::from_secs(1))
+            .with_max_times(10)
+            .with_jitter();
+        (|| self.run_once(args))
+            .retry(backoff)
+            .when(GitError::is_lock_contention)
+            .notify(|e, wait| tracing::debug!(error = %e, ?wait, "git lock held elsewhere; retrying"))
+            .await
+    }
+
+    async fn run_once(&self, args: &[&str]) -> Result<String> {
         let out = self.output(args).await?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -272,6 +304,11 @@ impl Git {
         let p = path.to_string_lossy();
         let mut attempt = 0;
         loop {
+            // Made meanwhile (under this lock) by another driver of the same task: reused.
+            if path.join(".git").symlink_metadata().is_ok() {
+                self.worktree(path).await?.clear_stale_locks()?;
+                return Ok(());
+            }
             // A worktree directory removed by hand, or a half-made one, blocks a new one.
             self.run(&["worktree", "prune"]).await?;
             if path.exists() && !path.join(".git").exists() {

@@ -109,7 +109,7 @@ async fn one_server_and_three_workers_on_postgres_finish_every_run_once_after_a_
         let mut held = Vec::new();
         for id in &ids {
             let run = store.get_run(id).await.unwrap();
-            if run.lease_owner.as_deref().is_some_and(|o| o.ends_with(&format!(":{victim}")))
+            if run.lease_owner.as_deref().is_some_and(|o| o.split(':').nth(1) == Some(victim.to_string().as_str()))
                 && !run.run_state().is_terminal()
                 && !store.tool_calls(id, "task:t1").await.unwrap().is_empty()
             {
@@ -128,7 +128,7 @@ async fn one_server_and_three_workers_on_postgres_finish_every_run_once_after_a_
     let mut held = Vec::new();
     for id in &ids {
         let run = store.get_run(id).await.unwrap();
-        if run.lease_owner.as_deref().is_some_and(|o| o.ends_with(&format!(":{victim}")))
+        if run.lease_owner.as_deref().is_some_and(|o| o.split(':').nth(1) == Some(victim.to_string().as_str()))
             && !run.run_state().is_terminal()
         {
             held.push(id.clone());
@@ -284,7 +284,10 @@ async fn two_worker_processes_sharing_a_project_budget_on_postgres_never_pass_it
         let mut open = 0;
         for id in &ids {
             let run = store.get_run(id).await.unwrap();
-            owners.extend(run.lease_owner.clone());
+            // A lease is `host:pid:claim`; the process is what this test counts.
+            owners.extend(
+                run.lease_owner.as_deref().and_then(|o| o.rsplit_once(':')).map(|(process, _)| process.to_string()),
+            );
             if !run.run_state().is_terminal() {
                 open += 1;
             }

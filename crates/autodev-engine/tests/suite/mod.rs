@@ -4,5 +4,6 @@ mod escape;
 mod governance;
 pub mod harness;
 mod lifecycle;
+mod once;
 mod outcomes;
 mod tools;

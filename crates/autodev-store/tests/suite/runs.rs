@@ -2,7 +2,8 @@ use std::time::Duration;
 
 use autodev_domain::{EventKind, Plan, RunId, RunState, TaskState};
 use autodev_store::{
-    LimitKind, Limits, Migrations, ModelCallRecord, NewRun, ProjectRow, Reservation, Store, StoreError, ToolStart,
+    LimitKind, Limits, Migrations, ModelCallRecord, NewRun, ProjectRow, Recorded, Reservation, Store, StoreError,
+    ToolStart,
 };
 
 const GRANTED: Reservation = Reservation::Granted { project_month: None, global_month: None };
@@ -308,15 +309,21 @@ async fn steps_are_persisted_with_usage_and_read_back_in_order(store) {
         reserved_micros: 0,
     };
     let read = ToolStart { idx: 0, call_id: "c1", name: "read_file", arguments: "{}", target: "a.rs" };
-    let events = store.record_model_call(&rec(0, 100, 20, 450), Some(&read)).await.unwrap();
+    let Recorded::New(events) = store.record_model_call(&rec(0, 100, 20, 450), Some(&read)).await.unwrap() else {
+        panic!("a new turn is recorded")
+    };
     assert_eq!(events.iter().map(|e| e.kind.name()).collect::<Vec<_>>(), vec!["model_call", "agent_step"]);
     assert!(events[0].seq < events[1].seq);
     store.tool_finished(&run.id, "task:t1", 0, 0, "read_file", "text", false, "ok").await.unwrap();
     store.record_model_call(&rec(1, 200, 10, 600), None).await.unwrap();
-    // A turn is recorded once: a second write of the same turn is refused, and leaves
-    // nothing behind (the whole batch is rolled back).
+    // A turn is recorded once: a second write of the same turn (two drivers raced) leaves
+    // nothing behind and hands back the first answer to go on from.
     let before = store.events(&run.id, 0).await.unwrap().len();
-    assert!(store.record_model_call(&rec(1, 1, 1, 1), None).await.is_err());
+    let second = ModelCallRecord { response_json: r#"{"second":true}"#, ..rec(1, 1, 1, 1) };
+    match store.record_model_call(&second, None).await.unwrap() {
+        Recorded::Already { response_json } => assert_eq!(response_json, "{}"),
+        Recorded::New(_) => panic!("the turn was recorded twice"),
+    }
     assert_eq!(store.events(&run.id, 0).await.unwrap().len(), before);
     let run_cmd = ToolStart { idx: 0, call_id: "c2", name: "run", arguments: "{}", target: "cargo test" };
     store.tool_started(&run.id, "task:t1", 1, &run_cmd).await.unwrap();
@@ -343,6 +350,67 @@ async fn a_lease_held_by_another_owner_blocks_until_forced_or_expired(store) {
     store.claim_run(&run.id, "host:3", Duration::from_millis(1), false).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     store.claim_run(&run.id, "host:4", Duration::from_secs(60), false).await.unwrap();
+}
+
+async fn a_driver_whose_claim_was_taken_over_writes_nothing_more(store) {
+    let run = new_run();
+    store.insert_run(&run, created()).await.unwrap();
+    store.claim_run(&run.id, "host:1:first", Duration::from_millis(1), false).await.unwrap();
+    let first = store.fenced(&run.id, "host:1:first");
+    first.append_event(&run.id, EventKind::Warning { message: "while it held the run".into() }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // The first claim's lease expired: a second driver takes the run.
+    store.claim_run(&run.id, "host:1:second", Duration::from_secs(60), false).await.unwrap();
+    let before = store.events(&run.id, 0).await.unwrap();
+
+    let rec = ModelCallRecord {
+        run_id: &run.id,
+        conversation: "planner",
+        turn: 0,
+        provider: "openai",
+        model: "gpt-4o",
+        response_json: "{}",
+        input_tokens: 1,
+        output_tokens: 1,
+        cost_micros: 5,
+        latency_ms: 1,
+        reserved_micros: 0,
+    };
+    let refused = [
+        first.append_event(&run.id, EventKind::Warning { message: "late".into() }).await.map(|_| ()),
+        first.record_model_call(&rec, None).await.map(|_| ()),
+        first.set_run_state(&run.id, RunState::Failed, Some("lost")).await.map(|_| ()),
+    ];
+    for r in refused {
+        assert!(matches!(r, Err(StoreError::LeaseLost { .. })), "{r:?}");
+    }
+    assert!(first.fence_lost());
+    assert_eq!(store.events(&run.id, 0).await.unwrap().len(), before.len());
+    assert!(store.model_calls(&run.id, "planner").await.unwrap().is_empty());
+    assert_eq!(store.get_run(&run.id).await.unwrap().run_state(), RunState::Queued);
+    // Renewal is by token: the first claim's finds it gone, the second's renews.
+    assert_eq!(store.renew_lease(&run.id, "host:1:first", Duration::from_secs(60)).await.unwrap(), None);
+    assert_eq!(
+        store.renew_lease(&run.id, "host:1:second", Duration::from_secs(60)).await.unwrap(),
+        Some(RunState::Queued)
+    );
+    // Releasing with the old token leaves the new claim alone; its own writes go through.
+    store.release_run(&run.id, "host:1:first").await.unwrap();
+    assert_eq!(store.get_run(&run.id).await.unwrap().lease_owner.as_deref(), Some("host:1:second"));
+    let second = store.fenced(&run.id, "host:1:second");
+    assert!(matches!(second.record_model_call(&rec, None).await.unwrap(), Recorded::New(_)));
+    assert!(!second.fence_lost());
+}
+
+async fn a_lease_that_expired_unclaimed_is_still_renewed_by_its_claim(store) {
+    let run = new_run();
+    store.insert_run(&run, created()).await.unwrap();
+    store.claim_run(&run.id, "host:1:slow", Duration::from_millis(1), false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(store.renew_lease(&run.id, "host:1:slow", Duration::from_secs(60)).await.unwrap().is_some());
+    let err = store.claim_run(&run.id, "host:1:other", Duration::from_secs(60), false).await.unwrap_err();
+    assert!(matches!(err, StoreError::Leased { .. }), "{err}");
+    store.fenced(&run.id, "host:1:slow").append_event(&run.id, EventKind::Warning { message: "ok".into() }).await.unwrap();
 }
 }
 
