@@ -223,7 +223,9 @@ async fn two_worker_processes_sharing_a_project_budget_on_postgres_never_pass_it
             script.on(&format!("task:t{i}"), turn, vec![call("search", json!({"pattern": format!("t{i}x{turn}")}))]);
         }
     }
-    let model = script.serve(Duration::from_millis(25)).await;
+    // Slow enough answers that both runs are spending before either could use the whole
+    // budget alone, even when one worker process starts later on a busy machine.
+    let model = script.serve(Duration::from_millis(150)).await;
     let model_url = model.uri();
     let repo = make_repo(dir.path());
     let env = |cmd: &mut std::process::Command| {
