@@ -680,6 +680,7 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
             &gl.token,
         );
     }
+    let forges = std::sync::Arc::new(autodev_server::commanders::Forges::new(&delivery));
     let delivery = std::sync::Arc::new(autodev_server::delivery::Dispatcher::new(store.clone(), home, &delivery));
     let sandbox = sandbox_config(&cfg);
     if let Err(why) = sandbox.mode.check_available() {
@@ -694,6 +695,7 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
         base_path: autodev_server::AppState::base_path_of(public_url.as_deref()),
         public_url,
         delivery,
+        forges,
         sandbox,
         budgets: budgets(&cfg),
         store,

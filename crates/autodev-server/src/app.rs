@@ -43,6 +43,8 @@ pub struct AppState {
     pub budgets: autodev_engine::Budgets,
     /// Tells GitHub, Slack and webhooks about runs' milestones (no targets: nothing to do).
     pub delivery: std::sync::Arc<crate::delivery::Dispatcher>,
+    /// The forges that say who may command Autodev by comment (see `crate::commanders`).
+    pub forges: std::sync::Arc<crate::commanders::Forges>,
     /// `AUTODEV_PUBLIC_URL`: where people reach this server (the UI's links, the session
     /// cookie's `Secure`, the origin forms may come from).
     pub public_url: Option<String>,

@@ -22,6 +22,7 @@ pub mod access;
 pub mod app;
 pub mod ask;
 pub mod auth;
+pub mod commanders;
 pub mod delivery;
 pub mod error;
 pub mod extract;

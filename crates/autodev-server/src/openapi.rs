@@ -230,6 +230,23 @@ pub struct ProjectSettings {
     /// Hold each run after its tests pass, at `awaiting_approval` (gate `delivery`), until a
     /// person approves pushing and opening the pull request.
     approve_delivery: Option<bool>,
+    /// The least permission on the forge (checked with it) a comment's or review's author
+    /// needs to start or steer a run: `read`, `triage`, `write` (the default), `maintain` or
+    /// `admin`. Labels are commands without a check (labelling needs triage rights).
+    trigger_min_permission: Option<TriggerPermission>,
+    /// Forge logins (bots such as `renovate[bot]`) whose comments are commands whatever
+    /// their permission.
+    trigger_bots: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerPermission {
+    Read,
+    Triage,
+    Write,
+    Maintain,
+    Admin,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -598,6 +615,11 @@ fn refine(doc: &mut Value) -> Vec<String> {
     );
     let globs = json!({"maxItems": autodev_workspace::protect::MAX_GLOBS, "items": {"type": "string", "pattern": autodev_workspace::protect::GLOB_PATTERN}});
     set(doc, &schema("ProjectSettings", "protected_paths"), globs.clone());
+    set(
+        doc,
+        &schema("ProjectSettings", "trigger_bots"),
+        json!({"maxItems": 50, "items": {"type": "string", "pattern": crate::rules::FORGE_LOGIN}}),
+    );
     set(doc, &schema("Decision", "allow_paths"), globs);
     let param = |path: &str, method: &str, index: usize| {
         format!("/paths/{}/{method}/parameters/{index}/schema", path.replace('/', "~1"))

@@ -185,7 +185,15 @@ pub struct ProjectSettings {
     pub protected_paths: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approve_delivery: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger_min_permission: Option<crate::commanders::Permission>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger_bots: Option<Vec<String>>,
 }
+
+/// Forge logins: letters, digits, `-`, `_`, `.` and a `[bot]` suffix.
+pub const FORGE_LOGIN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(\[bot\])?$";
+const MAX_TRIGGER_BOTS: usize = 50;
 
 impl ProjectSettings {
     pub fn check(&self) -> Result<(), ApiError> {
@@ -212,6 +220,26 @@ impl ProjectSettings {
         }
         if let Some(globs) = &self.protected_paths {
             allow_paths("settings.protected_paths", globs)?;
+        }
+        if self.trigger_min_permission == Some(crate::commanders::Permission::None) {
+            return Err(ApiError::invalid(
+                "settings.trigger_min_permission",
+                "`none` would let anyone command Autodev; give read, triage, write, maintain or admin",
+            ));
+        }
+        if let Some(bots) = &self.trigger_bots {
+            if bots.len() > MAX_TRIGGER_BOTS {
+                return Err(ApiError::invalid("settings.trigger_bots", format!("at most {MAX_TRIGGER_BOTS} logins")));
+            }
+            let login = regex::Regex::new(FORGE_LOGIN).map_err(|e| ApiError::internal(&e))?;
+            for (i, b) in bots.iter().enumerate() {
+                if !login.is_match(b) {
+                    return Err(ApiError::invalid(
+                        &format!("settings.trigger_bots[{i}]"),
+                        format!("`{b}` is not a forge login such as `renovate[bot]`"),
+                    ));
+                }
+            }
         }
         Ok(())
     }

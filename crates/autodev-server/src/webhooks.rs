@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::app::{AppState, run_json};
+use crate::commanders::{Commander, Rule, may_command};
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, RawBody};
 
@@ -120,6 +121,11 @@ struct Feedback {
     /// What to do, for the spec: the instruction, and for a review comment its file, line and
     /// diff hunk.
     text: String,
+    /// `github` or `gitlab`, and the repository there: where the author's permission is asked.
+    source: &'static str,
+    place: String,
+    /// Who wrote it (checked with the forge before anything runs).
+    by: Commander,
 }
 
 struct Ticket {
@@ -132,6 +138,22 @@ struct Ticket {
     url: Option<String>,
     /// Text after `/autodev` in a comment.
     extra: Option<String>,
+    /// The comment's author, when a comment (not a label) asked: checked with the forge.
+    by: Option<Commander>,
+}
+
+/// The author of a GitHub comment or review (its `user`, else the delivery's `sender`).
+fn github_author(item: &Value, v: &Value) -> Commander {
+    let login = str_at(item, &["user", "login"]).or_else(|| str_at(v, &["sender", "login"])).unwrap_or_default();
+    Commander { login: login.to_string(), gitlab_id: None }
+}
+
+/// The author of a GitLab note.
+fn gitlab_author(v: &Value) -> Commander {
+    Commander {
+        login: str_at(v, &["user", "username"]).unwrap_or_default().to_string(),
+        gitlab_id: v["user"]["id"].as_i64().or_else(|| v["object_attributes"]["author_id"].as_i64()),
+    }
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -153,13 +175,14 @@ fn github_intent(event: &str, v: &Value, label: &str) -> Intent {
     };
     let issue = &v["issue"];
     let number = issue["number"].as_i64().unwrap_or_default();
-    let ticket = |extra| Ticket {
+    let ticket = |extra, by| Ticket {
         place: repo.to_string(),
         origin: format!("github:{repo}#{number}"),
         title: str_at(issue, &["title"]).unwrap_or_default().to_string(),
         body: str_at(issue, &["body"]).unwrap_or_default().to_string(),
         url: str_at(issue, &["html_url"]).map(str::to_string),
         extra,
+        by,
     };
     let action = str_at(v, &["action"]).unwrap_or_default();
     match event {
@@ -173,7 +196,7 @@ fn github_intent(event: &str, v: &Value, label: &str) -> Intent {
                 _ => false,
             };
             if triggered {
-                Intent::Start(ticket(None))
+                Intent::Start(ticket(None, None))
             } else {
                 Intent::Ignore(format!("issues.{action} without the `{label}` label"))
             }
@@ -186,13 +209,16 @@ fn github_intent(event: &str, v: &Value, label: &str) -> Intent {
                     pr_url: str_at(issue, &["pull_request", "html_url"]).unwrap_or_default().to_string(),
                     origin: format!("github:{repo}#{number}"),
                     text: extra,
+                    source: "github",
+                    place: repo.to_string(),
+                    by: github_author(&v["comment"], v),
                 }),
                 Some(_) => Intent::Ignore("`/autodev` on a pull request needs an instruction after it".into()),
                 None => Intent::Ignore("the comment does not start with /autodev".into()),
             }
         }
         "issue_comment" if action == "created" => match str_at(v, &["comment", "body"]).and_then(command_text) {
-            Some(extra) => Intent::Start(ticket(Some(extra))),
+            Some(extra) => Intent::Start(ticket(Some(extra), Some(github_author(&v["comment"], v)))),
             None => Intent::Ignore("the comment does not start with /autodev".into()),
         },
         "pull_request_review_comment" if action == "created" => {
@@ -208,6 +234,9 @@ fn github_intent(event: &str, v: &Value, label: &str) -> Intent {
                         pr_url: str_at(v, &["pull_request", "html_url"]).unwrap_or_default().to_string(),
                         origin: format!("github:{repo}#{}", v["pull_request"]["number"].as_i64().unwrap_or_default()),
                         text: format!("{instruction}\n\nOn {at}:\n\n```diff\n{hunk}\n```"),
+                        source: "github",
+                        place: repo.to_string(),
+                        by: github_author(comment, v),
                     })
                 }
                 None => Intent::Ignore("the review comment does not start with /autodev".into()),
@@ -224,6 +253,9 @@ fn github_intent(event: &str, v: &Value, label: &str) -> Intent {
                         .filter(|b| !b.trim().is_empty())
                         .unwrap_or("Changes were requested in a review without a summary; see the review comments.")
                         .to_string(),
+                    source: "github",
+                    place: repo.to_string(),
+                    by: github_author(review, v),
                 })
             } else {
                 Intent::Ignore("a review that does not request changes".into())
@@ -269,6 +301,7 @@ fn gitlab_intent(v: &Value, label: &str) -> Intent {
                 body: str_at(attrs, &["description"]).unwrap_or_default().to_string(),
                 url: str_at(attrs, &["url"]).map(str::to_string),
                 extra: None,
+                by: None,
             })
         }
         // On a merge request, `/autodev …` is feedback for the run that opened it.
@@ -289,6 +322,9 @@ fn gitlab_intent(v: &Value, label: &str) -> Intent {
                 pr_url: str_at(mr, &["url"]).unwrap_or_default().to_string(),
                 origin: format!("gitlab:{project}!{}", mr["iid"].as_i64().unwrap_or_default()),
                 text,
+                source: "gitlab",
+                place: project.to_string(),
+                by: gitlab_author(v),
             })
         }
         "note" => {
@@ -307,6 +343,7 @@ fn gitlab_intent(v: &Value, label: &str) -> Intent {
                 body: str_at(issue, &["description"]).unwrap_or_default().to_string(),
                 url: str_at(issue, &["url"]).map(str::to_string),
                 extra: Some(extra),
+                by: Some(gitlab_author(v)),
             })
         }
         other => Intent::Ignore(format!("object_kind {other} is not a trigger")),
@@ -372,6 +409,7 @@ fn jira_intent(v: &Value, label: &str) -> Intent {
         body: jira_text(&issue["fields"]["description"]),
         url,
         extra: None,
+        by: None,
     })
 }
 
@@ -426,6 +464,12 @@ async fn act(
     let Some(project) = project_for(state, source, &ticket.place).await? else {
         return ignored(format!("no project is configured for {source} `{}`", ticket.place));
     };
+    if let Some(by) = &ticket.by
+        && let Err(why) = may_command(state, source, &ticket.place, by, &Rule::of(&project.settings)).await
+    {
+        tracing::warn!(source, place = %ticket.place, login = %by.login, "{why}");
+        return ignored(why);
+    }
     if let Some(active) = state.store.active_run_for_origin(&ticket.origin).await? {
         return ignored(format!("run {} for {} is still {}", active.short_id, ticket.origin, active.state));
     }
@@ -493,10 +537,19 @@ async fn follow_up(
     }) else {
         return ignored("the run that opened the pull request has no project any more".into());
     };
+    if let Err(why) =
+        may_command(state, feedback.source, &feedback.place, &feedback.by, &Rule::of(&project.settings)).await
+    {
+        tracing::warn!(source = feedback.source, place = %feedback.place, login = %feedback.by.login, "{why}");
+        return ignored(why);
+    }
     let mut settings: RunSettings = serde_json::from_str(&parent.settings).unwrap_or_default();
     let branch = settings.deliver_branch.clone().unwrap_or_else(|| parent.branch.clone());
     settings.deliver_branch = Some(branch.clone());
-    settings.approval = false;
+    // The gates stay as the project and the operator set them (the parent's settings carry
+    // the project's delivery gate and protected paths; the plan gate is the operator's):
+    // nothing a comment carries turns one off.
+    settings.approval = settings.approval || state.models.run_settings().approval;
     settings.config_warnings.clear();
     if let Err(e) = state.models.check(&settings) {
         return ignored(format!("no model client: {e}"));

@@ -100,7 +100,36 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T, CallError> {
     serde_json::from_str(body).map_err(|e| CallError::permanent(None, format!("unexpected answer from GitHub: {e}")))
 }
 
+#[derive(Deserialize)]
+struct CollaboratorPermission {
+    /// `admin`, `write`, `read` or `none` (the legacy levels).
+    permission: String,
+    /// The precise role: `admin`, `maintain`, `write`, `triage`, `read`, or a custom role.
+    #[serde(default)]
+    role_name: Option<String>,
+}
+
 impl Github {
+    /// What `login` may do in `repo`: GitHub's collaborator permission (`role_name` when it
+    /// is one of the five built-in roles, else the legacy `permission`). `none` for someone
+    /// who is not a collaborator (GitHub answers 404 for a user it does not know).
+    pub async fn permission(&self, repo: &str, login: &str) -> Result<String, CallError> {
+        let user: String = form_urlencoded::byte_serialize(login.as_bytes()).collect();
+        let req =
+            self.request(repo, reqwest::Method::GET, &format!("/repos/{repo}/collaborators/{user}/permission")).await?;
+        match send(req).await {
+            Ok((_, text)) => {
+                let answer: CollaboratorPermission = parse(&text)?;
+                Ok(match answer.role_name.as_deref() {
+                    Some(role @ ("admin" | "maintain" | "write" | "triage" | "read")) => role.to_string(),
+                    _ => answer.permission,
+                })
+            }
+            Err(e) if e.status == Some(404) => Ok("none".into()),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn new(config: GithubConfig) -> Self {
         Self { config, http: client(), tokens: Default::default() }
     }

@@ -66,7 +66,24 @@ fn project_id(path: &str) -> String {
     form_urlencoded::byte_serialize(path.as_bytes()).collect()
 }
 
+#[derive(Deserialize)]
+struct Member {
+    access_level: u32,
+}
+
 impl Gitlab {
+    /// `user_id`'s access level in `project` (10 guest, 15 planner, 20 reporter, 30 developer,
+    /// 40 maintainer, 50 owner), inherited memberships included; 0 for a non-member.
+    pub async fn access_level(&self, project: &str, user_id: i64) -> Result<u32, CallError> {
+        let req =
+            self.request(reqwest::Method::GET, &format!("/projects/{}/members/all/{user_id}", project_id(project)));
+        match send(req).await {
+            Ok((_, text)) => Ok(parse::<Member>(&text)?.access_level),
+            Err(e) if e.status == Some(404) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn new(config: GitlabConfig) -> Self {
         Self { config, http: client() }
     }

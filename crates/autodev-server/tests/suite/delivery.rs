@@ -716,6 +716,14 @@ async fn review_feedback_adds_commits_to_the_same_branch_and_pull_request(app) {
     app.script
         .plan(json!([{"id": "t2", "title": "Add emoji", "description": "", "depends_on": [], "acceptance": []}]))
         .on("task:t2", 0, vec![write("emoji.txt", "👋\n"), finish("ok")]);
+    // The same review comment from someone GitHub says may only read: nothing starts.
+    let mut strange = payload.clone();
+    strange["comment"]["user"]["login"] = json!("stranger");
+    strange["comment"]["author_association"] = json!("NONE");
+    let (status, v) =
+        crate::suite::webhooks::signed_github(&app, "pull_request_review_comment", "review-0", &strange).await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("ignored")), "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("stranger may not command Autodev"), "{v}");
     let (status, created) = hook("review-1").await;
     assert_eq!(status, 201, "{created}");
     let follow_id = created["run"]["id"].as_str().unwrap().to_string();
@@ -758,11 +766,20 @@ async fn review_feedback_adds_commits_to_the_same_branch_and_pull_request(app) {
     assert_eq!(v["status"], "ignored", "the fixture's review only comments: {v}");
     review["review"]["state"] = json!("changes_requested");
     review["review"]["body"] = json!("Please add a test for the emoji.");
+    // The run that opened the pull request was made under a plan gate: its follow-ups keep
+    // it (a review never turns a gate off).
+    for id in [&first_id, &follow_id] {
+        let mut gated: Value = serde_json::from_str(&app.store.get_run(id).await.unwrap().settings).unwrap();
+        gated["approval"] = json!(true);
+        app.store.set_run_settings(id, &gated.to_string()).await.unwrap();
+    }
     let (status, v) = send_review(&review, "review-4").await;
     assert_eq!(status, 201, "{v}");
     let third = app.store.get_run(v["run"]["id"].as_str().unwrap()).await.unwrap();
     assert!(third.spec.contains("Please add a test for the emoji."), "{}", third.spec);
     assert_eq!(third.base_branch, branch, "a follow-up starts from the pull request's branch");
+    let third_settings: Value = serde_json::from_str(&third.settings).unwrap();
+    assert_eq!(third_settings["approval"], json!(true), "the follow-up kept the plan gate");
     app.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), workers).await.unwrap().unwrap();
 }

@@ -74,6 +74,44 @@ pub struct TestApp {
     pub viewer: String,
     pub http: reqwest::Client,
     pub shutdown: CancellationToken,
+    /// GitHub's and GitLab's APIs as far as commands need them: who may write. Everyone may
+    /// (`write` / developer), except the user `stranger` (`read` / reporter); a test mounts
+    /// more answers as it needs them.
+    pub forge: wiremock::MockServer,
+}
+
+/// GitHub and GitLab answering permission questions (see `TestApp::forge`).
+async fn forge() -> wiremock::MockServer {
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, ResponseTemplate};
+    let server = wiremock::MockServer::start().await;
+    let github = |role: &str| {
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "permission": if role == "triage" { "read" } else { role },
+            "role_name": role,
+            "user": {"login": "someone", "type": "User"}
+        }))
+    };
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/repos/[^/]+/[^/]+/collaborators/stranger/permission$"))
+        .respond_with(github("read"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/repos/[^/]+/[^/]+/collaborators/[^/]+/permission$"))
+        .respond_with(github("write"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/api/v4/projects/[^/]+/members/all/\d+$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"id": 1, "username": "someone", "access_level": 30})),
+        )
+        .mount(&server)
+        .await;
+    server
 }
 
 /// The app over real HTTP on port 0, on a fresh SQLite or PostgreSQL database.
@@ -102,7 +140,22 @@ pub async fn spawn_app_on(backend: &str) -> TestApp {
         key("op", AccessRole::Operator).await,
         key("viewer", AccessRole::Viewer).await,
     );
+    let forge = forge().await;
+    let forges = autodev_server::delivery::DeliveryConfig {
+        github: Some(autodev_server::delivery::github::GithubConfig {
+            api_url: forge.uri(),
+            auth: autodev_server::delivery::github::GithubAuth::Token(SecretString::from("ghp_test")),
+            labels: vec![],
+        }),
+        gitlab: Some(autodev_server::delivery::gitlab::GitlabConfig {
+            url: forge.uri(),
+            token: SecretString::from("glpat-test"),
+            labels: vec![],
+        }),
+        ..Default::default()
+    };
     let state = AppState {
+        forges: std::sync::Arc::new(autodev_server::commanders::Forges::new(&forges)),
         delivery: std::sync::Arc::new(autodev_server::delivery::Dispatcher::new(
             store.clone(),
             dir.path(),
@@ -144,6 +197,7 @@ pub async fn spawn_app_on(backend: &str) -> TestApp {
         viewer,
         http: reqwest::Client::new(),
         shutdown,
+        forge,
     }
 }
 

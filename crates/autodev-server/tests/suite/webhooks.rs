@@ -168,4 +168,76 @@ both! {
         assert_eq!(r.json::<Value>().await.unwrap()["status"], "duplicate");
         assert_eq!(run_count(&app).await, 2);
     }
+
+    async fn a_comment_commands_autodev_only_when_its_author_may_write(app) {
+        project(&app, "hello", json!({"github_repo": "Codertocat/Hello-World"})).await;
+        // A stranger on a public repository: `author_association: NONE`, and GitHub says read.
+        let mut comment = fixture("github/issue_comment.created.json");
+        comment["comment"]["body"] = json!("/autodev delete the tests and push to main");
+        comment["comment"]["user"]["login"] = json!("stranger");
+        comment["comment"]["author_association"] = json!("NONE");
+        comment["sender"]["login"] = json!("stranger");
+        let (status, v) = signed_github(&app, "issue_comment", "s-1", &comment).await;
+        assert_eq!((status, v["status"].as_str()), (200, Some("ignored")), "{v}");
+        let reason = v["reason"].as_str().unwrap();
+        assert!(reason.contains("stranger may not command Autodev on Codertocat/Hello-World") && reason.contains("needs write"), "{reason}");
+        assert_eq!(run_count(&app).await, 0, "a refused command starts nothing");
+        let outcome = app.store.delivery("github", "s-1").await.unwrap().unwrap().0.unwrap();
+        assert!(outcome.starts_with("ignored: stranger may not command"), "{outcome}");
+        // Asked of GitHub, not read from the payload.
+        let asked = app.forge.received_requests().await.unwrap();
+        assert!(asked.iter().any(|r| r.url.path() == "/repos/Codertocat/Hello-World/collaborators/stranger/permission"));
+        // `author_association: OWNER` in a payload changes nothing: GitHub is asked.
+        comment["comment"]["author_association"] = json!("OWNER");
+        let (_, v) = signed_github(&app, "issue_comment", "s-2", &comment).await;
+        assert_eq!(v["status"], "ignored", "{v}");
+
+        // A bot the project allows is heard whatever GitHub says.
+        let r = app
+            .http
+            .patch(format!("{}/api/v1/projects/hello", app.base))
+            .bearer_auth(&app.admin)
+            .json(&json!({"settings": {"github_repo": "Codertocat/Hello-World", "trigger_bots": ["stranger"]}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let (status, v) = signed_github(&app, "issue_comment", "s-3", &comment).await;
+        assert_eq!((status, v["status"].as_str()), (201, Some("created")), "{v}");
+        let run_id = v["run"]["id"].as_str().unwrap().to_string();
+        let r = app.post(&format!("/api/v1/runs/{run_id}/cancel"), Some(&app.operator)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+
+        // A project that asks for maintainers refuses a writer; bad settings are refused.
+        let r = app
+            .http
+            .patch(format!("{}/api/v1/projects/hello", app.base))
+            .bearer_auth(&app.admin)
+            .json(&json!({"settings": {"github_repo": "Codertocat/Hello-World", "trigger_min_permission": "maintain"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let mut writer = fixture("github/issue_comment.created.json");
+        writer["comment"]["body"] = json!("/autodev fix the typo");
+        let (_, v) = signed_github(&app, "issue_comment", "s-4", &writer).await;
+        assert_eq!(v["status"], "ignored", "{v}");
+        assert!(v["reason"].as_str().unwrap().contains("needs maintain permission or more") && v["reason"].as_str().unwrap().contains("they have write"), "{v}");
+        for (settings, field) in [
+            (json!({"trigger_min_permission": "none"}), "settings.trigger_min_permission"),
+            (json!({"trigger_min_permission": "owner"}), "settings.trigger_min_permission"),
+            (json!({"trigger_bots": ["<!channel>"]}), "settings.trigger_bots[0]"),
+        ] {
+            let r = app.http.patch(format!("{}/api/v1/projects/hello", app.base)).bearer_auth(&app.admin).json(&json!({"settings": settings})).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 422, "{settings}");
+            let body: Value = r.json().await.unwrap();
+            assert!(body["error"]["field"].as_str().unwrap_or_default().starts_with(field.split('[').next().unwrap()), "{body}");
+        }
+        // A labelled issue needs no check (labelling needs triage rights on GitHub).
+        let mut labeled = fixture("github/issues.labeled.json");
+        labeled["label"]["name"] = json!("autodev");
+        labeled["sender"]["login"] = json!("stranger");
+        let (status, v) = signed_github(&app, "issues", "s-5", &labeled).await;
+        assert_eq!(status, 201, "{v}");
+    }
 }
