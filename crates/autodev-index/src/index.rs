@@ -141,8 +141,40 @@ fn schema() -> (Schema, Fields) {
     (b.build(), f)
 }
 
+/// Directories searched for git, in order: the same fixed list as Autodev's own git
+/// (`autodev_workspace::git`), never the caller's PATH, which may hold a planted `git`.
+const GIT_DIRS: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
+
+/// git as Autodev runs it on a directory an agent wrote: a fixed binary, an empty
+/// environment (no `GIT_DIR` or config from the caller, no global or system config), no
+/// hooks, no fsmonitor (a command git would start). The index is built on the host from a
+/// run's worktree, so the worktree is treated as hostile (see also `open_source`).
+fn git_command(repo: &Path) -> std::io::Result<Command> {
+    let binary = GIT_DIRS.iter().map(|d| Path::new(d).join("git")).find(|p| p.is_file()).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no git in /usr/local/bin, /usr/bin or /bin")
+    })?;
+    let mut cmd = Command::new(binary);
+    cmd.env_clear()
+        .env("PATH", GIT_DIRS.join(":"))
+        .env("HOME", "/nonexistent/autodev-git-home")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]);
+    Ok(cmd)
+}
+
+/// The source tree as a directory handle: every read below goes through it, so no path
+/// (a tracked folder an agent replaced with a link to the data directory, `../`, an
+/// absolute link) reaches outside the tree.
+fn open_source(repo: &Path) -> Result<cap_std::fs::Dir> {
+    Ok(cap_std::fs::Dir::open_ambient_dir(repo, cap_std::ambient_authority())?)
+}
+
 fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>> {
-    let out = Command::new("git").arg("-C").arg(repo).args(args).output()?;
+    let out = git_command(repo)?.args(args).output()?;
     if !out.status.success() {
         return Err(IndexError::Git {
             dir: repo.display().to_string(),
@@ -175,13 +207,14 @@ fn files_with_blobs(repo: &Path) -> Result<BTreeMap<String, String>> {
         changed
             .extend(out.split(|b| *b == 0).filter(|e| !e.is_empty()).map(|e| String::from_utf8_lossy(e).into_owned()));
     }
-    let regular = |p: &str| std::fs::symlink_metadata(repo.join(p)).is_ok_and(|m| m.file_type().is_file());
+    // Regular files inside the tree only: a path through a link that leaves it is refused by
+    // the handle, a link as the last component is not a regular file.
+    let source = open_source(repo)?;
+    let regular = |p: &str| source.symlink_metadata(p).is_ok_and(|m| m.file_type().is_file());
     changed.retain(|p| regular(p));
     files.retain(|p, _| regular(p));
     if !changed.is_empty() {
-        let mut child = Command::new("git")
-            .arg("-C")
-            .arg(repo)
+        let mut child = git_command(repo)?
             .args(["hash-object", "--stdin-paths"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -199,6 +232,23 @@ fn files_with_blobs(repo: &Path) -> Result<BTreeMap<String, String>> {
         }
     }
     Ok(files)
+}
+
+/// A regular file of the source tree, read through its handle (see `open_source`), up to
+/// the size limit; `None` for anything else.
+fn read_source(source: &cap_std::fs::Dir, path: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    if !source.symlink_metadata(path).ok()?.file_type().is_file() {
+        return None;
+    }
+    let file = source.open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
+        return None;
+    }
+    let mut text = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_FILE_BYTES).read_to_end(&mut text).ok()?;
+    Some(text)
 }
 
 impl CodeIndex {
@@ -275,6 +325,7 @@ impl CodeIndex {
             writer.delete_term(Term::from_field_text(self.f.file, path));
             report.removed += 1;
         }
+        let source = open_source(&self.repo)?;
         let mut manifest = BTreeMap::new();
         for (path, blob) in &current {
             if old.get(path) == Some(blob) {
@@ -283,11 +334,7 @@ impl CodeIndex {
                 continue;
             }
             writer.delete_term(Term::from_field_text(self.f.file, path));
-            let full = self.repo.join(path);
-            let text = match std::fs::metadata(&full) {
-                Ok(m) if m.len() <= MAX_FILE_BYTES => std::fs::read(&full).ok(),
-                _ => None,
-            };
+            let text = read_source(&source, path);
             // Binary files (a NUL byte) and unreadable ones are recorded, not indexed.
             if let Some(text) = text.filter(|t| !t.contains(&0)).map(|t| String::from_utf8_lossy(&t).into_owned()) {
                 for c in chunk_file(path, &text) {
@@ -486,5 +533,33 @@ mod tests {
         assert_eq!(hits.iter().filter(|h| h.text.starts_with("CREATE TABLE refunds")).count(), 1, "{hits:?}");
         assert_eq!(idx.search("test refund order", 1).unwrap()[0].path, "tests/refund.rs");
         assert!(is_test_path("pkg/foo_test.go") && is_test_path("web/a.spec.ts") && !is_test_path("src/contest.rs"));
+    }
+
+    /// Regression (issue 24): an agent replaced a tracked folder with a link to the data
+    /// directory (`rm -rf leak && ln -s $AUTODEV_HOME leak`) and `search_code` returned a file
+    /// from there verbatim. Nothing outside the tree is read now, through a folder link, a
+    /// file link or an untracked link.
+    #[test]
+    fn links_out_of_the_tree_are_never_read() {
+        let r = repo();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("budget.rs"), "pepper = topsecretpepper\n").unwrap();
+        std::fs::create_dir_all(r.path().join("leak")).unwrap();
+        std::fs::write(r.path().join("leak/budget.rs"), "harmless\n").unwrap();
+        run(r.path(), &["add", "-A"]);
+        run(r.path(), &["-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "leak"]);
+        std::fs::remove_dir_all(r.path().join("leak")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), r.path().join("leak")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("budget.rs"), r.path().join("untracked.rs")).unwrap();
+        std::fs::create_dir_all(r.path().join("inner")).unwrap();
+        std::os::unix::fs::symlink("../leak/budget.rs", r.path().join("inner/relative.rs")).unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let mut idx = CodeIndex::open(home.path(), r.path()).unwrap();
+        idx.refresh().unwrap();
+        let hits = idx.search("topsecretpepper pepper", 20).unwrap();
+        assert!(hits.iter().all(|h| !h.text.contains("topsecretpepper")), "{hits:?}");
+        assert!(hits.iter().all(|h| h.path != "leak/budget.rs" && h.path != "untracked.rs"), "{hits:?}");
+        // The rest of the tree is still indexed.
+        assert_eq!(idx.search("where is the monthly budget reserved?", 1).unwrap()[0].path, "src/budget.rs");
     }
 }
