@@ -24,6 +24,7 @@ pub mod message;
 pub mod money;
 pub mod plan;
 pub mod ports;
+pub mod redact;
 pub mod spec;
 pub mod state;
 
@@ -36,6 +37,7 @@ pub use message::{
 pub use money::{MicroUsd, month_of};
 pub use plan::{Plan, PlanError, PlannedTask};
 pub use ports::{ModelClient, ModelError};
+pub use redact::mask_url_credentials;
 pub use spec::{Spec, SpecError};
 pub use state::{RunState, TaskState};
 

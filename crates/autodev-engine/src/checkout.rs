@@ -112,7 +112,8 @@ pub(crate) async fn insert_draft(
         };
         let created = EventKind::RunCreated {
             title: title.clone(),
-            repo: run.repo.clone(),
+            // Events are shown to every viewer: a token in the clone URL is masked.
+            repo: autodev_domain::mask_url_credentials(&run.repo).into_owned(),
             base_branch: run.base_branch.clone(),
             test_command: draft.settings.test_command.clone(),
         };

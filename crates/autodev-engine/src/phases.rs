@@ -705,8 +705,10 @@ async fn deliver(ctx: &Arc<RunCtx>) -> Result<()> {
         for t in &tasks {
             repo.worktree_remove(&ctx.worktree(&format!("task-{}", t.task_key))).await?;
             let branch = task_branch(ctx, &t.task_key);
+            // Under the repository's lock: `branch -D` reads every worktree, and another run of
+            // the project removing one meanwhile made it fail ("Invalid path", seen under load).
             if repo.branch_exists(&branch).await? {
-                repo.run(&["branch", "-D", &branch]).await?;
+                repo.run_exclusive(&["branch", "-D", &branch]).await?;
             }
         }
         repo.worktree_remove(&ctx.worktree("run")).await?;

@@ -24,7 +24,7 @@ pub async fn render(
         None => run.state.clone(),
     };
     let _ = writeln!(out, "| outcome | {outcome} |");
-    let _ = writeln!(out, "| repository | `{}` |", run.repo);
+    let _ = writeln!(out, "| repository | `{}` |", autodev_domain::mask_url_credentials(&run.repo));
     let _ = writeln!(
         out,
         "| branch | `{}` (from `{}` at `{}`) |",

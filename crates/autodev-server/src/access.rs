@@ -40,7 +40,12 @@ pub struct Guard {
     marker_checked_ms: std::sync::atomic::AtomicI64,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     per_minute: u32,
+    /// Sign-in attempts per client address (see `check_sign_in`).
+    sign_in: DefaultKeyedRateLimiter<std::net::IpAddr>,
 }
+
+/// Sign-in attempts allowed per client address and minute.
+const SIGN_INS_PER_MINUTE: u32 = 20;
 
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,7 +69,23 @@ impl Guard {
             marker_checked_ms: Default::default(),
             limiter,
             per_minute,
+            sign_in: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(SIGN_INS_PER_MINUTE).unwrap_or(NonZeroU32::MIN),
+            )),
         }
+    }
+
+    /// Whether a sign-in from `client` may be tried now: a burst of 20 per address, then one
+    /// every 3 s, so keys cannot be guessed through the form at speed. `Err`: how long to
+    /// wait. An unknown address (no socket: an in-process call) is not limited.
+    pub fn check_sign_in(&self, client: Option<std::net::IpAddr>) -> Result<(), std::time::Duration> {
+        let Some(ip) = client else { return Ok(()) };
+        if self.sign_in.len() > 100_000 {
+            self.sign_in.retain_recent();
+        }
+        self.sign_in.check_key(&ip).map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()))
+        })
     }
 
     /// Drops the cache when a key was revoked on this machine since the last look.

@@ -92,17 +92,20 @@ impl Forges {
 
 /// Answers of the forges, kept a minute.
 #[derive(Default)]
-struct PermissionCache(std::sync::Mutex<HashMap<(String, String, String), (Permission, Instant)>>);
+struct PermissionCache(std::sync::Mutex<HashMap<CacheKey, (Permission, Instant)>>);
+
+/// Forge, place (lower case), login (lower case).
+type CacheKey = (String, String, String);
 
 const CACHE_FOR: Duration = Duration::from_secs(60);
 
 impl PermissionCache {
-    fn get(&self, key: &(String, String, String)) -> Option<Permission> {
+    fn get(&self, key: &CacheKey) -> Option<Permission> {
         let map = self.0.lock().ok()?;
         map.get(key).filter(|(_, at)| at.elapsed() < CACHE_FOR).map(|(p, _)| *p)
     }
 
-    fn put(&self, key: (String, String, String), p: Permission) {
+    fn put(&self, key: CacheKey, p: Permission) {
         if let Ok(mut map) = self.0.lock() {
             if map.len() > 10_000 {
                 map.retain(|_, (_, at)| at.elapsed() < CACHE_FOR);

@@ -28,7 +28,8 @@ pub fn project_json(p: &ProjectRow) -> Value {
     json!({
         "id": p.id,
         "name": p.name,
-        "repository": p.repository,
+        // Credentials in a clone URL are kept for cloning, never shown.
+        "repository": autodev_domain::mask_url_credentials(&p.repository),
         "base_branch": p.base_branch,
         "test_command": p.test_command,
         "settings": serde_json::from_str::<Value>(&p.settings).unwrap_or_else(|_| json!({})),
@@ -144,7 +145,9 @@ pub async fn update(
     if let Some(name) = body.name {
         row.name = valid_name(&name)?;
     }
-    if let Some(repo) = body.repository {
+    // A client that sends back the repository as it was shown (credentials masked) keeps the
+    // stored one.
+    if let Some(repo) = body.repository.filter(|r| *r != autodev_domain::mask_url_credentials(&row.repository)) {
         row.repository = valid_repository(&repo)?;
     }
     if let Some(b) = valid_branch(body.base_branch)? {

@@ -812,6 +812,9 @@ impl Store {
     /// Moves a run to `to` if the lifecycle allows it from its current state, recording the
     /// change as an event in the same transaction. Returns `None` when it is already there.
     pub async fn set_run_state(&self, run_id: &str, to: RunState, reason: Option<&str>) -> Result<Option<Event>> {
+        // A reason is shown to every viewer: a token in a clone URL (a git error) is masked.
+        let masked = reason.map(autodev_domain::mask_url_credentials);
+        let reason = masked.as_deref();
         let mut tx = self.begin().await?;
         let from = tx.run_state_locked(run_id).await?;
         if from == to {

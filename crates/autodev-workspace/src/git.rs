@@ -238,10 +238,11 @@ impl Git {
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
+            // A clone or push URL may carry a token: masked in what the error says.
             Err(GitError::Failed {
-                args: args.join(" "),
+                args: autodev_domain::mask_url_credentials(&args.join(" ")).into_owned(),
                 dir: self.dir.display().to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                stderr: autodev_domain::mask_url_credentials(String::from_utf8_lossy(&out.stderr).trim()).into_owned(),
             })
         }
     }
@@ -443,7 +444,7 @@ impl Git {
             return Err(GitError::Failed {
                 args: format!("merge {branch}"),
                 dir: self.dir.display().to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                stderr: autodev_domain::mask_url_credentials(String::from_utf8_lossy(&out.stderr).trim()).into_owned(),
             });
         }
         Ok(MergeOutcome::Conflict(files))

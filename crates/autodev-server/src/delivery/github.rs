@@ -359,7 +359,7 @@ impl Target for Github {
 /// The pull request's description: the headline, the issue it closes, the run's report.
 fn pull_request_body(m: &Milestone<'_>, repo: &str) -> String {
     let mut body = String::new();
-    body.push_str(&format!("{}\n\n", m.headline()));
+    body.push_str(&format!("{}\n\n", super::text::forge(&m.headline())));
     if let Some((issue_repo, number)) = origin_issue(m.run.origin.as_deref()) {
         if issue_repo.eq_ignore_ascii_case(repo) {
             body.push_str(&format!("Closes #{number}\n\n"));
@@ -367,7 +367,7 @@ fn pull_request_body(m: &Milestone<'_>, repo: &str) -> String {
             body.push_str(&format!("Closes {issue_repo}#{number}\n\n"));
         }
     }
-    let report = std::fs::read_to_string(m.run_dir.join("report.md")).unwrap_or_default();
+    let report = super::text::forge(&std::fs::read_to_string(m.run_dir.join("report.md")).unwrap_or_default());
     let room = MAX_BODY_CHARS.saturating_sub(body.len() + 400);
     if report.chars().count() > room {
         body.extend(report.chars().take(room));
@@ -420,11 +420,13 @@ pub(crate) fn comment_text(m: &Milestone<'_>, pull_request: Option<&str>, noun: 
         "failed" => match pull_request {
             Some(url) => format!(
                 "failed: {}. The work so far is in a draft {noun} for a person to finish: {url}",
-                reason.unwrap_or("no reason recorded")
+                super::text::forge(reason.unwrap_or("no reason recorded"))
             ),
-            None => format!("failed: {}", reason.unwrap_or("no reason recorded")),
+            None => format!("failed: {}", super::text::forge(reason.unwrap_or("no reason recorded"))),
         },
-        "cancelled" => format!("was cancelled{}", reason.map(|r| format!(": {r}")).unwrap_or_default()),
+        "cancelled" => {
+            format!("was cancelled{}", reason.map(|r| format!(": {}", super::text::forge(r))).unwrap_or_default())
+        }
         other => other.to_string(),
     };
     format!(

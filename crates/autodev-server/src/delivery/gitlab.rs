@@ -218,7 +218,7 @@ impl Target for Gitlab {
 
 /// The merge request's description: the headline, the issue it closes, the run's report.
 fn description(m: &Milestone<'_>, project: &str) -> String {
-    let mut body = format!("{}\n\n", m.headline());
+    let mut body = format!("{}\n\n", super::text::forge(&m.headline()));
     if let Some((issue_project, number)) = origin_issue(m.run.origin.as_deref()) {
         if issue_project == project {
             body.push_str(&format!("Closes #{number}\n\n"));
@@ -226,7 +226,7 @@ fn description(m: &Milestone<'_>, project: &str) -> String {
             body.push_str(&format!("Closes {issue_project}#{number}\n\n"));
         }
     }
-    let report = std::fs::read_to_string(m.run_dir.join("report.md")).unwrap_or_default();
+    let report = super::text::forge(&std::fs::read_to_string(m.run_dir.join("report.md")).unwrap_or_default());
     body.extend(report.chars().take(MAX_BODY_CHARS));
     body.push_str(&format!("\n\n---\nRun {} · {}\n{}\n", m.run.short_id, m.run_url(), marker(&m.run.id)));
     body

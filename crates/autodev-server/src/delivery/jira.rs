@@ -101,7 +101,8 @@ impl Jira {
                     ]},
                 ],
             }),
-            JiraAuth::DataCenter { .. } => json!(format!("{text}\n\nRun: {link} {tag}")),
+            // Wiki markup: the text's own markup escaped, Autodev's link and tag added.
+            JiraAuth::DataCenter { .. } => json!(format!("{}\n\nRun: {link} {tag}", super::text::jira_wiki(text))),
         }
     }
 

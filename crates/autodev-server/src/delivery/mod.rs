@@ -28,6 +28,7 @@ pub mod confluence;
 pub mod github;
 pub mod gitlab;
 pub mod jira;
+pub mod text;
 pub mod webhook;
 
 /// Attempts at one milestone (each with its in-place retries) before it is marked failed.

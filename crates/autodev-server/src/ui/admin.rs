@@ -57,7 +57,7 @@ async fn projects_page(
             section.card aria-labelledby=(format!("p-{}", p.id)) {
                 h2 id=(format!("p-{}", p.id)) { (p.name) }
                 dl {
-                    dt { "Repository" } dd { code { (p.repository) } }
+                    dt { "Repository" } dd { code { (autodev_domain::mask_url_credentials(&p.repository)) } }
                     dt { "Base branch" } dd { (p.base_branch.as_deref().unwrap_or("the repository's default")) }
                     dt { "Tests" } dd { code { (p.test_command.as_deref().unwrap_or("detected")) } }
                     dt { "Settings" } dd { code { (p.settings) } }
@@ -71,7 +71,7 @@ async fn projects_page(
                             (fields(&ProjectForm {
                                 csrf: String::new(),
                                 name: p.name.clone(),
-                                repository: p.repository.clone(),
+                                repository: autodev_domain::mask_url_credentials(&p.repository).into_owned(),
                                 base_branch: p.base_branch.clone().unwrap_or_default(),
                                 test_command: p.test_command.clone().unwrap_or_default(),
                                 settings: p.settings.clone(),

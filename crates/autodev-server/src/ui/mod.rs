@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use autodev_domain::AccessRole;
 use autodev_store::KeyRow;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::{Extension, Form, Router};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
@@ -48,7 +48,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(|State(s): State<AppState>| async move { Redirect::to(&s.url("/runs")) }))
         .route("/login", get(login_page).post(login))
-        .route("/logout", get(logout).post(logout))
+        .route("/logout", post(logout))
         .route("/runs", get(runs::list))
         .route("/runs/new", get(runs::new_page).post(runs::create))
         .route("/runs/{id}", get(runs::show))
@@ -86,6 +86,26 @@ pub fn router() -> Router<AppState> {
                 )
             }),
         )
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// What the browser is told about every page: only this site's script, styles and forms;
+/// never framed (clickjacking); no type sniffing; no page address sent to other sites.
+async fn security_headers(mut response: Response) -> Response {
+    const HEADERS: [(&str, &str); 4] = [
+        (
+            "content-security-policy",
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "same-origin"),
+    ];
+    let headers = response.headers_mut();
+    for (name, value) in HEADERS {
+        headers.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// A signed-in browser.
@@ -297,9 +317,41 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+/// Where to go after signing in: a page of this site only, given exactly (a path under the
+/// UI's base, of URL-safe characters: no scheme, no `//host`, no backslash, and no tab or
+/// newline, which browsers drop, turning `/\t/evil.example` into `//evil.example`).
+fn next_page(state: &AppState, next: Option<&str>) -> String {
+    let base = state.url("/");
+    next.filter(|n| {
+        n.starts_with(&base)
+            && !n.starts_with("//")
+            && !n[1..].starts_with('/')
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~?=&%+:,".contains(&b))
+            && !n.contains("/login")
+            && !n.contains("/logout")
+    })
+    .map(str::to_string)
+    .unwrap_or_else(|| state.url("/runs"))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     if !same_origin(&state, &headers) {
         return error_page(&state, None, StatusCode::FORBIDDEN, "The sign-in form came from another site.");
+    }
+    let client = client.map(|Extension(ConnectInfo(addr))| addr.ip());
+    if let Err(wait) = state.guard.check_sign_in(client) {
+        let page =
+            login_form(&state, form.next.as_deref(), Some("Too many sign-in attempts from here; wait a minute."));
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, Html(page.into_string())).into_response();
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
     }
     let key = form.key.trim();
     let found = state.guard.authenticate(&state.store, &state.pepper, key).await;
@@ -323,11 +375,7 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Fo
         return error_page(&state, None, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     }
     let _ = state.store.audit(Some(&row), "POST", "/login", 303, None).await;
-    // Only a path on this site (no `//host`, no scheme) is followed after signing in.
-    let next = form
-        .next
-        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.contains("/login"))
-        .unwrap_or_else(|| state.url("/runs"));
+    let next = next_page(&state, form.next.as_deref());
     let mut response = Redirect::to(&next).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie(&state, &headers, &token, SESSION_HOURS * 3600)) {
         response.headers_mut().insert(header::SET_COOKIE, v);
@@ -347,7 +395,22 @@ fn cookie(state: &AppState, headers: &HeaderMap, value: &str, max_age: i64) -> S
     )
 }
 
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+#[derive(Deserialize)]
+struct LogoutForm {
+    csrf: String,
+}
+
+/// Signs out: a POST from this site's page with the session's CSRF token (a link or an image
+/// elsewhere cannot sign anyone out).
+async fn logout(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    if let Err(refused) = check_form(&state, &session, &headers, &form.csrf) {
+        return *refused;
+    }
     if let Some(token) = cookie_value(&headers, COOKIE) {
         let id = state.pepper.hash(&format!("session:{token}"));
         let _ = state.store.delete_session(&id).await;

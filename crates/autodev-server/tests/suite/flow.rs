@@ -23,6 +23,41 @@ async fn wait_for_state(app: &super::TestApp, id: &str, want: &str) -> Value {
 }
 
 both! {
+async fn a_token_in_a_repository_url_is_never_shown(app) {
+    // A project cloned with a token in its URL (a port nothing listens on: the clone fails
+    // and git's error names the URL).
+    let secret = "ghp_S3cretTok3n";
+    let url = format!("https://autodev:{secret}@127.0.0.1:9/org/repo.git");
+    let (status, v) = json(app.post("/api/v1/projects", Some(&app.admin)).json(&json!({"name": "private", "repository": url, "test_command": "true"})).send().await.unwrap()).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["repository"], "https://***@127.0.0.1:9/org/repo.git");
+    let (status, run) = json(app.post("/api/v1/runs", Some(&app.operator)).json(&json!({"project": "private", "spec": "# Something"})).send().await.unwrap()).await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().unwrap().to_string();
+    let workers = tokio::spawn(autodev_server::workers::run_workers(app.state.clone(), 1, app.shutdown.clone()));
+    let failed = wait_for_state(&app, &id, "failed").await;
+    assert!(failed["reason"].as_str().unwrap().contains("***@127.0.0.1:9"), "{failed}");
+    // Nowhere a viewer looks: the project, the run, the list, its events, its report.
+    let mut seen = Vec::new();
+    for path in ["/api/v1/projects".to_string(), "/api/v1/projects/private".into(), format!("/api/v1/runs/{id}"), "/api/v1/runs".into(), format!("/api/v1/runs/{id}/artifacts/report.md")] {
+        let r = app.get(&path, Some(&app.viewer)).send().await.unwrap();
+        seen.push((path, r.text().await.unwrap()));
+    }
+    seen.push(("events".into(), format!("{:?}", app.store.events(&id, 0).await.unwrap())));
+    seen.push(("report.md".into(), std::fs::read_to_string(app._dir.path().join("runs").join(&id).join("report.md")).unwrap_or_default()));
+    for (path, body) in &seen {
+        assert!(!body.contains(secret), "{path} shows the token: {body}");
+    }
+    // Saving the project as shown (masked) keeps the real URL.
+    let (status, _) = json(app.http.patch(format!("{}/api/v1/projects/private", app.base)).bearer_auth(&app.admin).json(&json!({"repository": "https://***@127.0.0.1:9/org/repo.git", "test_command": "true"})).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.store.find_project("private").await.unwrap().repository, url);
+    app.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), workers).await.unwrap().unwrap();
+}
+}
+
+both! {
 async fn projects_are_managed_by_admins_and_validated_field_by_field(app) {
     let repo = make_repo(app._dir.path());
     let body = json!({"name": "greeter", "repository": repo, "test_command": "sh check.sh"});

@@ -76,6 +76,18 @@ async fn the_ask_page_answers_with_checked_citations(app) {
     assert!(r.text().await.unwrap().contains("question: must not be empty or blank"));
 }
 
+async fn sign_in_is_throttled_per_client(app) {
+    // 20 attempts a minute from one address, then 429 with when to come back.
+    for i in 0..20 {
+        let r = no_redirects().post(format!("{}/login", app.base)).form_pairs(&[("key", format!("adk_guess{i}"))]).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "attempt {i}");
+    }
+    let r = no_redirects().post(format!("{}/login", app.base)).form_pairs(&[("key", app.viewer.as_str())]).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(r.headers().get("set-cookie").is_none(), "not even a right key signs in while throttled");
+}
+
 async fn sessions_roles_and_csrf_hold_over_http(app) {
     // Without a session: to /login, coming back after.
     let (status, _, location) = page(&app, "", "/runs?state=failed").await;
@@ -94,6 +106,25 @@ async fn sessions_roles_and_csrf_hold_over_http(app) {
         .unwrap();
     assert_eq!(r.headers()["location"], "/runs");
     let set = r.headers()["set-cookie"].to_str().unwrap();
+    // Only an exact page of this site: a tab or newline (which browsers drop), a backslash, a
+    // scheme or a host fall back to the runs; a page of the site is kept.
+    for (next, to) in [
+        ("/\t/evil.example", "/runs"),
+        ("/\n/evil.example", "/runs"),
+        ("/\\evil.example", "/runs"),
+        ("https://evil.example/", "/runs"),
+        ("/runs?state=failed", "/runs?state=failed"),
+    ] {
+        let r = no_redirects().post(format!("{}/login", app.base)).form_pairs(&[("key", app.viewer.as_str()), ("next", next)]).send().await.unwrap();
+        assert_eq!(r.headers()["location"], to, "{next:?}");
+    }
+    // Pages tell the browser to run only this site's script and never to frame them.
+    let r = no_redirects().get(format!("{}/login", app.base)).send().await.unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.headers()["referrer-policy"], "same-origin");
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Max-Age=43200"), "{set}");
     let viewer = set.split(';').next().unwrap().to_string();
     // The session's token is not stored as is.
@@ -170,8 +201,16 @@ async fn sessions_roles_and_csrf_hold_over_http(app) {
         .unwrap();
     assert_eq!(cancel.status().as_u16(), 303);
     assert_eq!(app.store.get_run(&runs[0].id).await.unwrap().state, "cancelled");
+    // Signing out takes the page's form: a GET (a link, an image elsewhere) or a POST
+    // without the session's CSRF token signs nobody out.
+    let r = no_redirects().get(format!("{}/logout", app.base)).header("cookie", &op).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let r = no_redirects().post(format!("{}/logout", app.base)).header("cookie", &op).form_pairs(&[("csrf", "0".repeat(64).as_str())]).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let (status, _, _) = page(&app, &op, "/runs").await;
+    assert_eq!(status, 200, "still signed in");
     // Sign out: the session is gone, also for a copy of the cookie.
-    let out = no_redirects().post(format!("{}/logout", app.base)).header("cookie", &op).send().await.unwrap();
+    let out = no_redirects().post(format!("{}/logout", app.base)).header("cookie", &op).form_pairs(&[("csrf", csrf.as_str())]).send().await.unwrap();
     assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
     let (status, _, location) = page(&app, &op, "/runs").await;
     assert_eq!((status, location.as_deref()), (303, Some("/login?next=%2Fruns")));
