@@ -64,6 +64,18 @@ fn describe() {
         "Runs that spent or reserved 80% of a cost limit, by limit (run, project_month, global_month)."
     );
     describe_counter!(
+        "autodev_lease_renewals_late_total",
+        "Run lease renewals that came after half the lease had passed (a busy or stalled process)."
+    );
+    describe_counter!(
+        "autodev_leases_lost_total",
+        "Drivers that stopped because another worker had taken their run over."
+    );
+    describe_counter!(
+        "autodev_commands_refused_total",
+        "Comment commands refused because their author lacks the project's trigger_min_permission, by source."
+    );
+    describe_counter!(
         "autodev_budget_denials_total",
         "Model calls not made because their worst case would pass a limit, by limit."
     );

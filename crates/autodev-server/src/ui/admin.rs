@@ -48,7 +48,7 @@ async fn projects_page(
         Err(e) => return api_error(state, session, e.into()),
     };
     let admin = session.can(AccessRole::Admin);
-    let settings_help = "JSON: github_repo, gitlab_project, jira_project, require_evidence, monthly_budget_usd, protected_paths, approve_delivery.";
+    let settings_help = "JSON: github_repo, gitlab_project, jira_project, require_evidence, monthly_budget_usd, protected_paths, approve_delivery, trigger_min_permission, trigger_bots.";
     let body = html! {
         h1 { "Projects" }
         @if let Some(e) = error { p.error role="alert" { (e) } }
