@@ -163,3 +163,51 @@ async fn an_unisolated_mode_is_flagged_in_the_events_and_the_report() {
     let report = std::fs::read_to_string(app.engine.run_dir(&id).join("report.md")).unwrap();
     assert!(report.contains("## Warnings\n\n- UNISOLATED: sandbox.mode = \"landlock\""), "{report}");
 }
+
+/// Issue 24: an agent replaced a tracked folder with a link to the data directory
+/// (`rm -rf leak && ln -s $AUTODEV_HOME leak`) and `search_code`, built on the host, returned a
+/// file from there verbatim. No tool and no artifact may carry it now.
+#[tokio::test]
+async fn a_link_to_the_data_directory_leaks_nothing_through_any_tool_or_artifact() {
+    let app = TestApp::new().await;
+    std::fs::create_dir_all(app.repo.join("leak")).unwrap();
+    std::fs::write(app.repo.join("leak/notes.md"), "harmless notes about the project\n").unwrap();
+    git(&app.repo, &["add", "leak"]);
+    git(&app.repo, &["commit", "--quiet", "-m", "notes"]);
+    std::fs::create_dir_all(&app.home).unwrap();
+    let canary = "zebracanary";
+    std::fs::write(app.home.join("notes.md"), format!("{canary} the key pepper lives in the data directory\n"))
+        .unwrap();
+    let home = std::path::absolute(&app.home).unwrap().display().to_string();
+    app.script
+        .plan(json!([{"id": "t1", "title": "Greet", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![run(&format!("rm -rf leak && ln -s {home} leak && echo linked"))])
+        .on(
+            "task:t1",
+            1,
+            vec![
+                call("search_code", json!({"query": "zebracanary key pepper data directory"})),
+                call("search", json!({"pattern": canary})),
+                call("list_files", json!({"path": "leak"})),
+                call("read_file", json!({"path": "leak/notes.md"})),
+            ],
+        )
+        .on("task:t1", 2, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+    let (id, _) = app.run(settings(&app.server), "# Greet").await;
+    let requests = app.script.requests_for("task:t1");
+    assert!(requests.len() >= 3, "the agent got its tool results back");
+    // The link's command, then the four reads through it.
+    let results = tool_results(&requests[2]);
+    assert_eq!(results.len(), 5, "{results:?}");
+    assert!(results[1].contains("nothing in the code index matches"), "{}", results[1]);
+    for r in &results {
+        assert!(!r.contains(canary), "a tool carried the data directory's file: {r}");
+    }
+    let dir = app.engine.run_dir(&id);
+    for artifact in ["report.md", "changes.patch"] {
+        let text = std::fs::read_to_string(dir.join(artifact)).unwrap_or_default();
+        assert!(!text.contains(canary), "{artifact}: {text}");
+    }
+    let events = format!("{:?}", app.events(&id).await);
+    assert!(!events.contains(canary), "{events}");
+}
