@@ -186,8 +186,8 @@ async fn a_link_to_the_data_directory_leaks_nothing_through_any_tool_or_artifact
             "task:t1",
             1,
             vec![
-                call("search_code", json!({"query": "zebracanary key pepper data directory"})),
-                call("search", json!({"pattern": canary})),
+                call("search_code", json!({"query": "where does the key pepper live in the data directory"})),
+                call("search", json!({"pattern": "zebra.?canary"})),
                 call("list_files", json!({"path": "leak"})),
                 call("read_file", json!({"path": "leak/notes.md"})),
             ],
