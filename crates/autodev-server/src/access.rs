@@ -42,6 +42,51 @@ pub struct Guard {
     per_minute: u32,
     /// Sign-in attempts per client address (see `check_sign_in`).
     sign_in: DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Event streams open per key (see `open_stream`).
+    streams: Slots,
+    /// Questions being answered per key (see `start_ask`).
+    asks: Slots,
+}
+
+/// Event streams one key may hold open at once (each is a connection and a poll loop).
+pub const STREAMS_PER_KEY: usize = 32;
+/// Questions one key may have answered at once (each holds a model call).
+pub const ASKS_PER_KEY: usize = 4;
+
+/// Places per key for something held open (event streams, questions in flight).
+#[derive(Default)]
+struct Slots(std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>);
+
+impl Slots {
+    /// A place for one more of `key`'s, or how many it holds (the most, `max`).
+    fn take(&self, key: &str, max: usize) -> Result<StreamPermit, usize> {
+        let mut open = self.0.lock().map_err(|_| max)?;
+        let n = open.entry(key.to_string()).or_default();
+        if *n >= max {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(StreamPermit { streams: self.0.clone(), key: key.to_string() })
+    }
+}
+
+/// A place a key holds (an open event stream, a question in flight); dropping it frees it.
+pub struct StreamPermit {
+    streams: std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    key: String,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.streams.lock()
+            && let Some(n) = open.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Sign-in attempts allowed per client address and minute.
@@ -69,10 +114,22 @@ impl Guard {
             marker_checked_ms: Default::default(),
             limiter,
             per_minute,
+            streams: Default::default(),
+            asks: Default::default(),
             sign_in: RateLimiter::keyed(Quota::per_minute(
                 NonZeroU32::new(SIGN_INS_PER_MINUTE).unwrap_or(NonZeroU32::MIN),
             )),
         }
+    }
+
+    /// A place for one more event stream of `key`, or how many it has open (the most).
+    pub fn open_stream(&self, key: &str) -> Result<StreamPermit, usize> {
+        self.streams.take(key, STREAMS_PER_KEY)
+    }
+
+    /// A place for one more question of `key` being answered, or how many it has in flight.
+    pub fn start_ask(&self, key: &str) -> Result<StreamPermit, usize> {
+        self.asks.take(key, ASKS_PER_KEY)
     }
 
     /// Whether a sign-in from `client` may be tried now: a burst of 20 per address, then one

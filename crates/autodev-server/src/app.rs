@@ -401,6 +401,9 @@ pub(crate) struct EventsQuery {
 /// Server-Sent Events: every event of the run after `Last-Event-ID` (or `?after=`), then new
 /// ones as they are stored, until the run has finished. The store is polled, so this works
 /// the same whichever process drives the run.
+/// Events read per page by an event stream.
+const EVENTS_PAGE: i64 = 500;
+
 pub(crate) async fn run_events(
     caller: Caller,
     State(state): State<AppState>,
@@ -410,6 +413,14 @@ pub(crate) async fn run_events(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
     caller.require(AccessRole::Viewer)?;
     let run = state.store.find_run(&id).await?;
+    // Held by the stream: given back when the client goes away.
+    let permit = state.guard.open_stream(&caller.key.id).map_err(|open| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!("this key already follows {open} event streams (the most it may); close one first"),
+        )
+    })?;
     let header_seq = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| v.trim().parse::<i64>());
     let after = match header_seq {
         Some(Ok(seq)) => seq,
@@ -425,6 +436,7 @@ pub(crate) async fn run_events(
         futures::stream::unfold((after, Vec::<SseEvent>::new(), false), move |(mut after, mut queue, mut done)| {
             let store = store.clone();
             let run_id = run_id.clone();
+            let _permit = &permit;
             async move {
                 loop {
                     if let Some(e) = queue.pop() {
@@ -435,7 +447,9 @@ pub(crate) async fn run_events(
                     }
                     // Read the state first: events written before a terminal state are all in.
                     let finished = store.run_state(&run_id).await.map(RunState::is_terminal).unwrap_or(true);
-                    let events = store.events(&run_id, after).await.unwrap_or_default();
+                    // A page at a time: a long history is sent in pieces, never loaded whole.
+                    let events = store.events_page(&run_id, after, EVENTS_PAGE).await.unwrap_or_default();
+                    let more = events.len() as i64 == EVENTS_PAGE;
                     for e in events.iter().rev() {
                         let data = serde_json::to_string(e).unwrap_or_default();
                         queue.push(SseEvent::default().id(e.seq.to_string()).event(e.kind.name()).data(data));
@@ -443,7 +457,7 @@ pub(crate) async fn run_events(
                     if let Some(last) = events.last() {
                         after = last.seq;
                     }
-                    if finished {
+                    if finished && !more {
                         done = true;
                     } else if queue.is_empty() {
                         tokio::time::sleep(poll).await;

@@ -83,6 +83,14 @@ pub async fn answer(
     project: &ProjectRow,
     question: &str,
 ) -> Result<(String, autodev_engine::ask::Answer), ApiError> {
+    // Held until the answer is recorded: a key cannot fan out model calls without bound.
+    let _in_flight = state.guard.start_ask(&caller.key.id).map_err(|n| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_asks",
+            format!("this key has {n} questions being answered (the most it may at once); wait for one"),
+        )
+    })?;
     check_budgets(state, project).await?;
     let settings = state.models.run_settings();
     let client = state.models.build(&settings).map_err(|e| {

@@ -446,6 +446,7 @@ fn delete_project() {}
     params(("project" = String, Path, description = "Id or name")),
     responses((status = 200, description = "The answer, with its citations checked against the project's code index; recorded with its cost under the key and the project", body = AskAnswer),
         (status = 409, description = "The project's or the deployment's monthly budget is spent (`budget_exceeded`), or the project's repository cannot be fetched (`repository_unavailable`)", body = ErrorBody),
+        (status = 429, description = "The key already has four questions being answered (`too_many_asks`), or is over its rate limit", body = ErrorBody),
         (status = 502, description = "The index could not be built, or the model failed (`index_unavailable`, `model_failed`)", body = ErrorBody),
         (status = 503, description = "No model provider is configured (`no_model`)", body = ErrorBody)))]
 fn ask_project() {}
@@ -492,7 +493,8 @@ fn deliver_run() {}
     params(("id" = String, Path, description = "Id, short id or a unique prefix"),
         ("after" = Option<i64>, Query, description = "Replay events after this sequence number (as `Last-Event-ID`, which wins when both are given)"),
         ("Last-Event-ID" = Option<i64>, Header, description = "Replay events after this sequence number (422 when it is not an integer)")),
-    responses((status = 200, description = "Server-Sent Events: `id` is the event's sequence number, `event` its type, `data` its JSON; the stream ends after the run finishes", content_type = "text/event-stream", body = SseEvent)))]
+    responses((status = 200, description = "Server-Sent Events: `id` is the event's sequence number, `event` its type, `data` its JSON; the stream ends after the run finishes", content_type = "text/event-stream", body = SseEvent),
+        (status = 429, description = "The key already follows 32 event streams (`too_many_streams`), or is over its rate limit", body = ErrorBody)))]
 fn run_events() {}
 
 #[utoipa::path(get, path = "/api/v1/runs/{id}/artifacts/{name}", tag = "runs", security(("bearer" = [])),

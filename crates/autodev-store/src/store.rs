@@ -461,6 +461,45 @@ impl Store {
                 &[run_id.into(), after_seq.into()],
             )
             .await?;
+        Self::decode_events(run_id, rows)
+    }
+
+    /// At most `limit` events of a run after `after_seq`, oldest first: what a follower reads
+    /// at a time (a run with a long history is sent in pages, not loaded whole).
+    pub async fn events_page(&self, run_id: &str, after_seq: i64, limit: i64) -> Result<Vec<Event>> {
+        let rows: Vec<EventRow> = self
+            .fetch(
+                "SELECT seq, at_ms, kind, data FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[run_id.into(), after_seq.into(), limit.into()],
+            )
+            .await?;
+        Self::decode_events(run_id, rows)
+    }
+
+    /// The last `limit` events of a run, oldest first (a run's page shows its recent steps).
+    pub async fn events_tail(&self, run_id: &str, limit: i64) -> Result<Vec<Event>> {
+        let mut rows: Vec<EventRow> = self
+            .fetch(
+                "SELECT seq, at_ms, kind, data FROM events WHERE run_id = $1 ORDER BY seq DESC LIMIT $2",
+                &[run_id.into(), limit.into()],
+            )
+            .await?;
+        rows.reverse();
+        Self::decode_events(run_id, rows)
+    }
+
+    /// A run's events of one kind (`test_run`), oldest first.
+    pub async fn events_of_kind(&self, run_id: &str, kind: &str) -> Result<Vec<Event>> {
+        let rows: Vec<EventRow> = self
+            .fetch(
+                "SELECT seq, at_ms, kind, data FROM events WHERE run_id = $1 AND kind = $2 ORDER BY seq",
+                &[run_id.into(), kind.into()],
+            )
+            .await?;
+        Self::decode_events(run_id, rows)
+    }
+
+    fn decode_events(run_id: &str, rows: Vec<EventRow>) -> Result<Vec<Event>> {
         let mut out = Vec::with_capacity(rows.len());
         for EventRow { seq, at_ms, kind, data } in rows {
             let mut v: serde_json::Value = serde_json::from_str(&data)?;

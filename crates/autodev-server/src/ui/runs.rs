@@ -281,27 +281,45 @@ pub async fn artifact(
 
 type Detail = (String, Markup, String, bool);
 
+/// The most recent events a run's page lists as steps.
+const STEPS_SHOWN: i64 = 300;
+/// How much of a run's patch its page renders; the rest is a link to the whole file.
+const PATCH_SHOWN_BYTES: usize = 256 * 1024;
+
+/// The run's patch, cut at a line end within `PATCH_SHOWN_BYTES`, and its whole size when cut.
+async fn read_patch(path: &std::path::Path) -> Option<(String, Option<usize>)> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await.ok()?;
+    let size = file.metadata().await.ok()?.len() as usize;
+    let mut bytes = Vec::with_capacity(size.min(PATCH_SHOWN_BYTES));
+    file.take(PATCH_SHOWN_BYTES as u64).read_to_end(&mut bytes).await.ok()?;
+    if size <= PATCH_SHOWN_BYTES {
+        return Some((String::from_utf8_lossy(&bytes).into_owned(), None));
+    }
+    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(bytes.len(), |i| i + 1);
+    Some((String::from_utf8_lossy(&bytes[..end]).into_owned(), Some(size)))
+}
+
 async fn detail(state: &AppState, session: &Session, id: &str) -> Result<Detail, Response> {
     let store = &state.store;
     let fail = |e: autodev_store::StoreError| api_error(state, session, e.into());
     let run = store.find_run(id).await.map_err(fail)?;
     let tasks = store.tasks(&run.id).await.map_err(fail)?;
-    let events = store.events(&run.id, 0).await.map_err(fail)?;
+    // The page reads what it shows, not the whole history: the recent steps, the test rounds,
+    // the cost per conversation (summed by the database).
+    let events = store.events_tail(&run.id, STEPS_SHOWN).await.map_err(fail)?;
+    let test_runs = store.events_of_kind(&run.id, "test_run").await.map_err(fail)?;
     let links = store.run_links(&run.id).await.map_err(fail)?;
     let outbox = store.outbox_for_run(&run.id).await.map_err(fail)?;
     let state_enum = run.run_state();
     let finished = state_enum.is_terminal() || state_enum == RunState::AwaitingApproval;
     let gate = (state_enum == RunState::AwaitingApproval).then(|| autodev_engine::Gate::of(&run));
     let dir = state.home.join("runs").join(&run.id);
-    let patch = tokio::fs::read_to_string(dir.join("changes.patch")).await.ok();
+    let patch = read_patch(&dir.join("changes.patch")).await;
     let has_report = dir.join("report.md").is_file();
     // Cost per conversation, for the tasks' column.
-    let mut cost: std::collections::HashMap<String, i64> = Default::default();
-    for e in &events {
-        if let EventKind::ModelCall { conversation, cost_micros, .. } = &e.kind {
-            *cost.entry(conversation.clone()).or_default() += cost_micros;
-        }
-    }
+    let cost: std::collections::HashMap<String, i64> =
+        store.cost_by_conversation(&run.id).await.map_err(fail)?.into_iter().collect();
     let operator = session.can(AccessRole::Operator);
     let form = |action: &str, label: &str, comment: bool, class: &str| {
         html! {
@@ -360,7 +378,7 @@ async fn detail(state: &AppState, session: &Session, id: &str) -> Result<Detail,
         }
         section aria-labelledby="h-tests" {
             h2 #h-tests { "Tests" }
-            @let rounds: Vec<_> = events.iter().filter_map(|e| match &e.kind { EventKind::TestRun { round, passed, exit_code, duration_ms, tail } => Some((round, passed, exit_code, duration_ms, tail)), _ => None }).collect();
+            @let rounds: Vec<_> = test_runs.iter().filter_map(|e| match &e.kind { EventKind::TestRun { round, passed, exit_code, duration_ms, tail } => Some((round, passed, exit_code, duration_ms, tail)), _ => None }).collect();
             @if rounds.is_empty() { p { "Not run yet." } }
             @for (round, passed, code, ms, tail) in rounds {
                 details open[!*passed] {
@@ -372,13 +390,21 @@ async fn detail(state: &AppState, session: &Session, id: &str) -> Result<Detail,
         section aria-labelledby="h-steps" {
             h2 #h-steps { "Steps" }
             ul.steps #steps {
-                @for e in events.iter().rev().take(300) { @if let Some(line) = step_line(&e.kind) { li { time { (age(e.at_ms)) } " " (line) } } }
+                @for e in events.iter().rev() { @if let Some(line) = step_line(&e.kind) { li { time { (age(e.at_ms)) } " " (line) } } }
             }
         }
         section aria-labelledby="h-diff" {
             h2 #h-diff { "Changes" }
             @match &patch {
-                Some(p) if !p.trim().is_empty() => { (super::diff::render(p)) }
+                Some((p, whole)) if !p.trim().is_empty() => {
+                    @if let Some(size) = whole {
+                        p.note role="status" {
+                            "The patch is " (size / 1024) " KiB; the first " (PATCH_SHOWN_BYTES / 1024) " KiB are shown. "
+                            a href=(state.url(&format!("/runs/{}/artifacts/changes.patch", run.id))) { "The whole patch" }
+                        }
+                    }
+                    (super::diff::render(p))
+                }
                 _ => { p { "No changes written yet (the patch appears when the tests pass)." } }
             }
         }

@@ -123,6 +123,47 @@ async fn the_event_stream_replays_from_last_event_id_then_follows_until_the_run_
     // The stream closes by itself once the run is terminal.
     assert_eq!(rest, vec!["warning", "state_changed"]);
 }
+
+async fn a_long_history_streams_whole_in_pages_and_streams_per_key_are_capped(app) {
+    // 1,201 events (pages of 500): every one arrives, in order, and the stream ends.
+    let id = app.run_with_events("Long", 1_200).await;
+    app.store.set_run_state(&id, RunState::Cancelled, Some("done")).await.unwrap();
+    let resp = app.get(&format!("/api/v1/runs/{id}/events"), Some(&app.viewer)).send().await.unwrap();
+    let mut events = resp.bytes_stream().eventsource();
+    let mut seqs = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap() {
+        seqs.push(e.unwrap().id.parse::<i64>().unwrap());
+    }
+    assert_eq!(seqs.len(), 1_202, "run_created, 1,200 warnings, the state change");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    // One key follows at most 32 streams at once; a closed one frees its place.
+    let open = app.run_with_events("Open", 0).await;
+    let mut held = Vec::new();
+    for _ in 0..autodev_server::access::STREAMS_PER_KEY {
+        let r = app.get(&format!("/api/v1/runs/{open}/events"), Some(&app.viewer)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        held.push(r);
+    }
+    let r = app.get(&format!("/api/v1/runs/{open}/events"), Some(&app.viewer)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_streams", "{body}");
+    // Another key is not affected.
+    let r = app.get(&format!("/api/v1/runs/{open}/events"), Some(&app.operator)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    drop(r);
+    drop(held.pop());
+    let mut reopened = None;
+    for _ in 0..100 {
+        let r = app.get(&format!("/api/v1/runs/{open}/events"), Some(&app.viewer)).send().await.unwrap();
+        if r.status().as_u16() == 200 {
+            reopened = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened.is_some(), "a closed stream gave its place back");
+}
 }
 
 both! {

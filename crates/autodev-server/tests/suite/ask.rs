@@ -54,6 +54,14 @@ async fn a_question_about_a_project_is_answered_from_its_index_and_recorded(app)
     assert_eq!(b["citations_ok"], false);
     assert_eq!(b["sources"][0]["name"], "verify_api_key");
 
+    // A key has at most four questions answered at once: with four in flight, a fifth is 429
+    // and costs nothing; another key still asks.
+    let viewer_id = app.store.list_keys().await.unwrap().into_iter().find(|k| k.name == "viewer").unwrap().id;
+    let held: Vec<_> = (0..autodev_server::access::ASKS_PER_KEY).map(|_| app.state.guard.start_ask(&viewer_id).unwrap()).collect();
+    let (status, v) = json(ask(&app.viewer, json!({"question": "Where are API keys checked?"})).await.unwrap()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (429, Some("too_many_asks")), "{v}");
+    drop(held);
+
     // Usage: asks by kind, by key.
     let (_, usage) = json(app.get("/api/v1/usage", Some(&app.viewer)).send().await.unwrap()).await;
     let asks: Vec<&Value> = usage["usage"].as_array().unwrap().iter().filter(|r| r["kind"] == "ask").collect();

@@ -76,6 +76,22 @@ async fn the_ask_page_answers_with_checked_citations(app) {
     assert!(r.text().await.unwrap().contains("question: must not be empty or blank"));
 }
 
+async fn a_run_page_shows_recent_steps_and_a_big_patch_in_part(app) {
+    let id = app.run_with_events("Busy", 1_000).await;
+    let dir = app._dir.path().join("runs").join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let hunk = "diff --git a/big.txt b/big.txt\n--- a/big.txt\n+++ b/big.txt\n@@ -0,0 +1,20000 @@\n";
+    let body: String = (0..20_000).map(|i| format!("+line {i} of a generated file\n")).collect();
+    std::fs::write(dir.join("changes.patch"), format!("{hunk}{body}")).unwrap();
+    let cookie = sign_in(&app, &app.viewer).await;
+    let (status, html, _) = page(&app, &cookie, &format!("/runs/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("The whole patch") && html.contains(&format!("/runs/{id}/artifacts/changes.patch")), "no link to the whole patch");
+    assert!(html.len() < 2_000_000, "the page carried the whole patch: {} bytes", html.len());
+    assert!(!html.contains("line 19999 of a generated file"), "the end of the patch was rendered");
+    assert!(html.contains("! w999<") && !html.contains("! w0<"), "the most recent steps, not the whole history");
+}
+
 async fn sign_in_is_throttled_per_client(app) {
     // 20 attempts a minute from one address, then 429 with when to come back.
     for i in 0..20 {

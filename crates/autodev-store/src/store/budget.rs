@@ -150,6 +150,19 @@ impl Store {
     }
 
     /// What was spent in `month` (`YYYY-MM`), globally and for each project by id.
+    /// What each conversation of a run has cost, from its recorded model calls.
+    pub async fn cost_by_conversation(&self, run_id: &str) -> Result<Vec<(String, i64)>> {
+        Ok(read!(self, |pool| {
+            sqlx::query_as(
+                "SELECT conversation, CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM model_calls
+                 WHERE run_id = $1 GROUP BY conversation",
+            )
+            .bind(run_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
     pub async fn month_spend(&self, month: &str) -> Result<Vec<(String, i64)>> {
         Ok(read!(self, |pool| {
             sqlx::query_as("SELECT scope, spent_micros FROM budget_months WHERE month = $1 ORDER BY scope")
