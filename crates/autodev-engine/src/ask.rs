@@ -17,6 +17,8 @@ use regex::Regex;
 const CONTEXT_CHUNKS: usize = 8;
 /// What the model says when the excerpts do not hold the answer.
 pub const NOT_FOUND: &str = "I could not find it";
+/// The longest answer a question may get, in tokens (its worst case is reserved for it).
+pub const MAX_ANSWER_TOKENS: u32 = 1_500;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Citation {
@@ -101,7 +103,7 @@ pub async fn ask(
         model: model_name.to_string(),
         messages: prompt(question, &sources),
         tools: Vec::new(),
-        max_output_tokens: 1_500,
+        max_output_tokens: MAX_ANSWER_TOKENS,
         meta: CallMeta { conversation: "ask".into(), turn: 0 },
     };
     let response = client.complete(&request).await?;

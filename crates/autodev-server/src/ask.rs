@@ -1,7 +1,7 @@
 //! `POST /api/v1/projects/{key}/ask`: a question about a project's code, answered by the
 //! configured model from the project's code index, with citations checked against the index.
 //! Usage and cost are recorded per key and project (`asks`) and count toward the monthly
-//! budgets; a question is refused while a monthly budget is spent.
+//! budgets; a question reserves its worst case against them first, as a run's model call does.
 use autodev_domain::AccessRole;
 use autodev_store::ProjectRow;
 use axum::Json;
@@ -23,34 +23,53 @@ pub struct AskBody {
     question: String,
 }
 
-/// Refuses a question while the project's or the deployment's monthly budget is spent.
-async fn check_budgets(state: &AppState, project: &ProjectRow) -> Result<(), ApiError> {
-    let month = autodev_domain::month_of(autodev_store::now_ms());
-    let spend = state.store.month_spend(&month).await?;
-    let spent = |scope: &str| spend.iter().find(|(s, _)| s == scope).map_or(0, |(_, v)| *v);
+/// The most a question can cost: its prompt (the instructions, the question, the excerpts the
+/// index gives, at most `CONTEXT_TOKENS_MAX`) and the longest answer allowed.
+fn worst_case(state: &AppState, model: &str, question: &str) -> i64 {
+    const CONTEXT_TOKENS_MAX: u64 = 16_000;
+    let input = CONTEXT_TOKENS_MAX + question.chars().count() as u64;
+    state.prices.cost(model, input, u64::from(autodev_engine::ask::MAX_ANSWER_TOKENS)).map_or(0, |c| c.0)
+}
+
+/// Reserves the question's worst case against the project's and the deployment's monthly
+/// budgets, as a run's model call does, so parallel questions cannot pass a budget together.
+/// Returns the reservation to release once the cost is recorded.
+async fn reserve(
+    state: &AppState,
+    project: &ProjectRow,
+    model: &str,
+    question: &str,
+) -> Result<Option<String>, ApiError> {
     let settings: Value = serde_json::from_str(&project.settings).unwrap_or_default();
-    let limits = [
-        (
-            format!("project:{}", project.id),
-            settings.get("monthly_budget_usd").and_then(Value::as_f64),
-            "the project's",
-        ),
-        ("global".to_string(), state.budgets.monthly_usd, "the deployment's"),
-    ];
-    for (scope, limit, whose) in limits {
-        if let Some(usd) = limit
-            && spent(&scope) as f64 >= usd * 1e6
-        {
-            return Err(ApiError::new(
+    let usd = |v: Option<f64>| v.map(|d| (d * 1e6) as i64);
+    let project_limit = usd(settings.get("monthly_budget_usd").and_then(Value::as_f64));
+    let global_limit = usd(state.budgets.monthly_usd);
+    if project_limit.is_none() && global_limit.is_none() {
+        return Ok(None);
+    }
+    let micros = worst_case(state, model, question);
+    match state.store.reserve_ask(&project.id, micros, project_limit, global_limit).await? {
+        (autodev_store::Reservation::Granted { .. }, id) => Ok(id),
+        (autodev_store::Reservation::Denied { limit, month, spent_micros, reserved_micros }, _) => {
+            let (whose, cap) = match limit {
+                autodev_store::LimitKind::ProjectMonth => ("the project's", project_limit),
+                _ => ("the deployment's", global_limit),
+            };
+            metrics::counter!("autodev_budget_denials_total", "limit" => "ask").increment(1);
+            Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "budget_exceeded",
                 format!(
-                    "{whose} monthly_budget_usd for {month} (${usd:.2}) is spent: raise it to ask more questions this month"
+                    "{whose} monthly_budget_usd for {} (${:.2}) would be passed by this question (spent ${:.4}, ${:.4} reserved, this question up to ${:.4}): raise it to ask more questions this month",
+                    month.unwrap_or_default(),
+                    cap.unwrap_or_default() as f64 / 1e6,
+                    spent_micros as f64 / 1e6,
+                    reserved_micros as f64 / 1e6,
+                    micros as f64 / 1e6
                 ),
-            ));
+            ))
         }
     }
-    Ok(())
 }
 
 /// The answer as the API returns it.
@@ -91,11 +110,29 @@ pub async fn answer(
             format!("this key has {n} questions being answered (the most it may at once); wait for one"),
         )
     })?;
-    check_budgets(state, project).await?;
     let settings = state.models.run_settings();
     let client = state.models.build(&settings).map_err(|e| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_model", format!("no model to answer with: {e}"))
     })?;
+    let reservation = reserve(state, project, &settings.model, question).await?;
+    let result = answer_reserved(state, caller, project, question, client, &settings.model).await;
+    // The cost is recorded (or the question failed): the reservation is given back.
+    if let Some(id) = reservation
+        && let Err(e) = state.store.release_ask(&id).await
+    {
+        tracing::warn!(error = %e, "could not release a question's reservation (it lapses in ten minutes)");
+    }
+    result
+}
+
+async fn answer_reserved(
+    state: &AppState,
+    caller: &Caller,
+    project: &ProjectRow,
+    question: &str,
+    client: std::sync::Arc<dyn autodev_domain::ModelClient>,
+    model: &str,
+) -> Result<(String, autodev_engine::ask::Answer), ApiError> {
     let searcher = state.code.open_project(project).await.map_err(|e| match e {
         // The repository is the project's to fix (moved, private, unreachable from here): a
         // conflict with the project's state, not a server fault.
@@ -111,7 +148,7 @@ pub async fn answer(
             )
         }
     })?;
-    let answer = autodev_engine::ask::ask(&searcher, client.as_ref(), &state.prices, &settings.model, question)
+    let answer = autodev_engine::ask::ask(&searcher, client.as_ref(), &state.prices, model, question)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "model_failed", e.to_string()))?;
     let asker =

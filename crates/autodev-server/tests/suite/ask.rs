@@ -96,5 +96,29 @@ async fn a_question_about_a_project_is_answered_from_its_index_and_recorded(app)
     assert_eq!(status, 200);
     let (status, v) = json(ask(&app.viewer, json!({"question": "Where are API keys checked?"})).await.unwrap()).await;
     assert_eq!((status, v["error"]["code"].as_str()), (409, Some("budget_exceeded")), "{v}");
+
+    // A question reserves its worst case first (about $0.0088 here: 16,000 tokens of
+    // context, the question, 1,500 tokens of answer, at gpt-4.1-mini's prices), so questions
+    // in flight together cannot pass a budget: with one reserved, the next waits its turn.
+    let spent: i64 = app.store.month_spend(&autodev_domain::month_of(autodev_store::now_ms())).await.unwrap()
+        .into_iter().filter(|(s, _)| s.starts_with("project:")).map(|(_, v)| v).sum();
+    let budget = (spent as f64 + 12_000.0) / 1e6;
+    let r = app.http.patch(format!("{}/api/v1/projects/keys", app.base)).bearer_auth(&app.admin)
+        .json(&json!({"settings": {"monthly_budget_usd": budget}})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let project_id = app.store.find_project("keys").await.unwrap().id;
+    let limit = Some((budget * 1e6) as i64);
+    let (held, id) = app.store.reserve_ask(&project_id, 8_811, limit, None).await.unwrap();
+    assert!(matches!(held, autodev_store::Reservation::Granted { .. }), "{held:?}");
+    let (status, v) = json(ask(&app.viewer, json!({"question": "Where are API keys checked?"})).await.unwrap()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("budget_exceeded")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("reserved"), "{v}");
+    app.store.release_ask(&id.unwrap()).await.unwrap();
+    let (status, v) = json(ask(&app.viewer, json!({"question": "Where are API keys checked?"})).await.unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    // Its own reservation was given back once its cost was recorded.
+    let (again, id) = app.store.reserve_ask(&project_id, 8_811, limit, None).await.unwrap();
+    assert!(matches!(again, autodev_store::Reservation::Granted { .. }), "{again:?}");
+    app.store.release_ask(&id.unwrap()).await.unwrap();
 }
 }

@@ -58,7 +58,101 @@ pub(crate) fn project_scope(project_id: &str) -> String {
     format!("project:{project_id}")
 }
 
+/// A question's reservation stops counting after this long (its process died before
+/// recording the answer; a question takes seconds).
+const ASK_RESERVATION_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// What is reserved and not yet spent against a monthly scope, under its row's lock: the
+/// reservations of unfinished runs, and of questions being answered.
+async fn in_flight(tx: &mut crate::tx::Tx<'_>, kind: LimitKind, project_id: Option<&str>) -> Result<i64> {
+    let since = super::now_ms() - ASK_RESERVATION_TTL_MS;
+    match kind {
+        LimitKind::ProjectMonth => {
+            tx.int(
+                "SELECT CAST(COALESCE((SELECT SUM(reserved_micros) FROM runs
+                     WHERE project_id = $1 AND reserved_micros > 0 AND finished_at IS NULL), 0)
+                   + COALESCE((SELECT SUM(micros) FROM ask_reservations WHERE project_id = $1 AND created_at > $2), 0) AS BIGINT)",
+                &[project_id.into(), since.into()],
+            )
+            .await
+        }
+        LimitKind::GlobalMonth | LimitKind::Run => {
+            tx.int(
+                "SELECT CAST(COALESCE((SELECT SUM(reserved_micros) FROM runs
+                     WHERE reserved_micros > 0 AND finished_at IS NULL), 0)
+                   + COALESCE((SELECT SUM(micros) FROM ask_reservations WHERE created_at > $1), 0) AS BIGINT)",
+                &[since.into()],
+            )
+            .await
+        }
+    }
+}
+
 impl Store {
+    /// Reserves the worst case of a question about `project_id` (its monthly budget
+    /// `project_limit` and the deployment's `global_limit`, in micro-dollars), as a run's
+    /// model call does: granted only while what each month has spent, plus every reservation
+    /// in flight, plus `micros` stays within it. `Granted` comes with the reservation's id, to
+    /// release when the answer's cost is recorded (or the question fails).
+    pub async fn reserve_ask(
+        &self,
+        project_id: &str,
+        micros: i64,
+        project_limit: Option<i64>,
+        global_limit: Option<i64>,
+    ) -> Result<(Reservation, Option<String>)> {
+        let now = super::now_ms();
+        let month = autodev_domain::month_of(now);
+        let mut tx = self.begin().await?;
+        let mut granted = (None, None);
+        // Global first, then the project, as every writer of these rows takes them.
+        let scopes = [
+            (global_limit, "global".to_string(), LimitKind::GlobalMonth),
+            (project_limit, project_scope(project_id), LimitKind::ProjectMonth),
+        ];
+        for (limit, scope, kind) in scopes {
+            let Some(limit) = limit else { continue };
+            let spent = tx
+                .int(
+                    "INSERT INTO budget_months (scope, month, spent_micros) VALUES ($1, $2, 0)
+                     ON CONFLICT (scope, month) DO UPDATE SET spent_micros = budget_months.spent_micros
+                     RETURNING spent_micros",
+                    &[(&scope).into(), (&month).into()],
+                )
+                .await?;
+            let reserved = in_flight(&mut tx, kind, Some(project_id)).await?;
+            if spent + reserved + micros > limit {
+                tx.commit().await?;
+                let denied = Reservation::Denied {
+                    limit: kind,
+                    month: Some(month),
+                    spent_micros: spent,
+                    reserved_micros: reserved,
+                };
+                return Ok((denied, None));
+            }
+            match kind {
+                LimitKind::GlobalMonth => granted.1 = Some(spent + reserved + micros),
+                _ => granted.0 = Some(spent + reserved + micros),
+            }
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        tx.exec(
+            "INSERT INTO ask_reservations (id, project_id, micros, created_at) VALUES ($1, $2, $3, $4)",
+            &[(&id).into(), project_id.into(), micros.into(), now.into()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((Reservation::Granted { project_month: granted.0, global_month: granted.1 }, Some(id)))
+    }
+
+    /// Gives a question's reservation back (its cost is recorded, or it failed).
+    pub async fn release_ask(&self, id: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        tx.exec("DELETE FROM ask_reservations WHERE id = $1", &[id.into()]).await?;
+        tx.commit().await
+    }
+
     /// Reserves `micros` for a call of `run_id` if, for every limit given, what is spent and
     /// reserved against it plus `micros` stays within it. The run's row carries its
     /// reservations; the monthly limits count the month's recorded spend plus the
@@ -87,24 +181,7 @@ impl Store {
                     &[(&scope).into(), (&month).into()],
                 )
                 .await?;
-            let reserved = match kind {
-                LimitKind::GlobalMonth => {
-                    tx.int(
-                        "SELECT CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT) FROM runs
-                         WHERE reserved_micros > 0 AND finished_at IS NULL",
-                        &[],
-                    )
-                    .await?
-                }
-                _ => {
-                    tx.int(
-                        "SELECT CAST(COALESCE(SUM(reserved_micros), 0) AS BIGINT) FROM runs
-                         WHERE project_id = $1 AND reserved_micros > 0 AND finished_at IS NULL",
-                        &[project_id.as_deref().into()],
-                    )
-                    .await?
-                }
-            };
+            let reserved = in_flight(&mut tx, kind, project_id.as_deref()).await?;
             if spent + reserved + micros > limit {
                 tx.commit().await?;
                 return Ok(Reservation::Denied {
@@ -149,7 +226,6 @@ impl Store {
             .and_then(|v| v.get("monthly_budget_usd").and_then(serde_json::Value::as_f64)))
     }
 
-    /// What was spent in `month` (`YYYY-MM`), globally and for each project by id.
     /// What each conversation of a run has cost, from its recorded model calls.
     pub async fn cost_by_conversation(&self, run_id: &str) -> Result<Vec<(String, i64)>> {
         Ok(read!(self, |pool| {
@@ -163,6 +239,7 @@ impl Store {
         }))
     }
 
+    /// What was spent in `month` (`YYYY-MM`), globally and for each project by id.
     pub async fn month_spend(&self, month: &str) -> Result<Vec<(String, i64)>> {
         Ok(read!(self, |pool| {
             sqlx::query_as("SELECT scope, spent_micros FROM budget_months WHERE month = $1 ORDER BY scope")
