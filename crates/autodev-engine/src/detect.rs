@@ -4,12 +4,17 @@ use std::path::Path;
 
 /// Detects the test command from the files at the repository root, or `None`.
 pub fn detect_test_command(repo: &Path) -> Option<String> {
-    let exists = |name: &str| repo.join(name).exists();
+    // The checkout is the project's, as hostile as an agent's worktree: files are read
+    // through a handle on it (no link followed out of it, nothing but a regular file).
+    let root = autodev_workspace::fsops::Root::open(repo).ok()?;
+    let exists = |name: &str| root.exists(Path::new(name));
+    let read =
+        |name: &str| root.read(Path::new(name)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     if exists("Cargo.toml") {
         return Some("cargo test".into());
     }
     if exists("package.json") {
-        let text = std::fs::read_to_string(repo.join("package.json")).unwrap_or_default();
+        let text = read("package.json");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         let script = v.pointer("/scripts/test").and_then(|s| s.as_str()).unwrap_or("");
         // `npm init` writes a test script that only fails; it is not a test suite.
@@ -20,13 +25,13 @@ pub fn detect_test_command(repo: &Path) -> Option<String> {
     if exists("go.mod") {
         return Some("go test ./...".into());
     }
-    let pyproject = std::fs::read_to_string(repo.join("pyproject.toml")).unwrap_or_default();
+    let pyproject = read("pyproject.toml");
     if pyproject.contains("pytest") || exists("pytest.ini") || exists("conftest.py") {
         return Some("python3 -m pytest -q".into());
     }
     if exists("Makefile") || exists("makefile") {
         let name = if exists("Makefile") { "Makefile" } else { "makefile" };
-        let text = std::fs::read_to_string(repo.join(name)).unwrap_or_default();
+        let text = read(name);
         if text.lines().any(|l| l.starts_with("test:") || l.starts_with("test ")) {
             return Some("make test".into());
         }

@@ -1,7 +1,7 @@
 //! The run's phases, each resumable: re-entering a phase after a crash picks up from what
 //! the store and git already show.
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -482,12 +482,24 @@ async fn merge_task_into(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_
         },
     )
     .await?;
+    // Read through the worktree's handle: the agent that resolved the conflict may have left a
+    // link out of the worktree in a conflicted file's place.
+    let root = autodev_workspace::fsops::Root::open(run_wt)?;
     let unresolved: Vec<&String> = conflicted
         .iter()
         .filter(|f| {
-            std::fs::read_to_string(run_wt.join(f))
-                .map(|text| text.lines().any(|l| l.starts_with("<<<<<<< ") || l.starts_with(">>>>>>> ")))
-                .unwrap_or(false)
+            // A conflicted file the resolution deleted is resolved.
+            if !root.exists(Path::new(f.as_str())) {
+                return false;
+            }
+            root.read(Path::new(f.as_str()))
+                .map(|bytes| {
+                    String::from_utf8_lossy(&bytes)
+                        .lines()
+                        .any(|l| l.starts_with("<<<<<<< ") || l.starts_with(">>>>>>> "))
+                })
+                // Not a regular file inside the worktree: not a resolution.
+                .unwrap_or(true)
         })
         .collect();
     if !unresolved.is_empty() {

@@ -3,6 +3,7 @@ mod context;
 mod escape;
 mod governance;
 pub mod harness;
+mod host_reads;
 mod lifecycle;
 mod once;
 mod outcomes;
