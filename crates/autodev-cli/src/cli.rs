@@ -307,6 +307,10 @@ pub enum KeysCommand {
         /// admin (projects, keys), operator (runs), or viewer (read only).
         #[arg(long, value_parser = ["admin", "operator", "viewer"])]
         role: String,
+        /// Scope the key to this project (id or name; repeat for more): it sees and acts on
+        /// those projects alone, and everything else answers 404.
+        #[arg(long = "project", value_name = "PROJECT")]
+        projects: Vec<String>,
     },
     /// Keys with their names, roles and prefixes (never the keys).
     List {

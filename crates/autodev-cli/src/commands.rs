@@ -592,17 +592,21 @@ pub async fn keys(home: &Path, cmd: crate::cli::KeysCommand) -> Exit {
     let inner = async {
         let store = open_store(home).await?;
         match cmd {
-            crate::cli::KeysCommand::Create { name, role } => {
+            crate::cli::KeysCommand::Create { name, role, projects } => {
                 let role: autodev_domain::AccessRole =
                     role.parse().map_err(|e: autodev_domain::access::UnknownRole| Exit::Usage(e.to_string()))?;
                 let configured = crate::config::secret("AUTODEV_KEY_PEPPER").map_err(Exit::Usage)?;
                 let pepper = auth::Pepper::load(configured, home).map_err(|e| Exit::Usage(e.to_string()))?;
-                let new = auth::create_key(&store, &pepper, &name, role).await.map_err(|e| match e {
-                    auth::AuthError::Invalid(m) => Exit::Usage(m),
-                    auth::AuthError::Store(StoreError::Conflict(m)) => Exit::Usage(m),
-                    other => Exit::Usage(other.to_string()),
-                })?;
+                let new =
+                    auth::create_scoped_key(&store, &pepper, &name, role, &projects).await.map_err(|e| match e {
+                        auth::AuthError::Invalid(m) => Exit::Usage(m),
+                        auth::AuthError::Store(StoreError::Conflict(m)) => Exit::Usage(m),
+                        other => Exit::Usage(other.to_string()),
+                    })?;
                 println!("created key {} ({}) for {}, role {}", new.row.id, new.row.prefix, new.row.name, new.row.role);
+                if !projects.is_empty() {
+                    println!("scoped to {}: it sees nothing else", projects.join(", "));
+                }
                 println!("store it now: it is not shown again. Send it as `Authorization: Bearer <key>`.");
                 println!("{}", new.key.expose_secret());
             }
@@ -611,7 +615,7 @@ pub async fn keys(home: &Path, cmd: crate::cli::KeysCommand) -> Exit {
                 if json {
                     let v: Vec<serde_json::Value> = keys
                         .iter()
-                        .map(|k| serde_json::json!({"id": k.id, "name": k.name, "role": k.role, "prefix": k.prefix, "created_at_ms": k.created_at, "last_used_at_ms": k.last_used_at, "revoked": k.revoked_at.is_some()}))
+                        .map(|k| serde_json::json!({"id": k.id, "name": k.name, "role": k.role, "prefix": k.prefix, "created_at_ms": k.created_at, "last_used_at_ms": k.last_used_at, "revoked": k.revoked_at.is_some(), "projects": k.scope()}))
                         .collect();
                     println!("{}", serde_json::Value::Array(v));
                 } else if keys.is_empty() {

@@ -124,6 +124,48 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The ids of the projects a scoped key sees, comma-separated (as queries take them);
+    /// `None` for an unscoped key.
+    pub fn scope(&self) -> Option<&str> {
+        self.key.projects.as_deref()
+    }
+
+    /// Whether the key sees something of `project_id` (a run, a question).
+    pub fn sees(&self, project_id: Option<&str>) -> bool {
+        self.key.sees(project_id)
+    }
+
+    /// A run this key may see; any other is "no run", as if it did not exist.
+    pub async fn run(&self, state: &AppState, id: &str) -> Result<autodev_store::RunRow, ApiError> {
+        let run = state.store.find_run(id).await?;
+        if self.sees(run.project_id.as_deref()) {
+            Ok(run)
+        } else {
+            Err(autodev_store::StoreError::RunNotFound(id.to_string()).into())
+        }
+    }
+
+    /// A project this key may see; any other is "no project", as if it did not exist.
+    pub async fn project(&self, state: &AppState, key: &str) -> Result<autodev_store::ProjectRow, ApiError> {
+        let project = state.store.find_project(key).await?;
+        if self.sees(Some(&project.id)) {
+            Ok(project)
+        } else {
+            Err(autodev_store::StoreError::NotFound(format!("no project `{key}`")).into())
+        }
+    }
+
+    /// Refuses what only a key for every project may do (create projects, manage keys).
+    pub fn require_unscoped(&self, what: &str) -> Result<(), ApiError> {
+        match self.scope() {
+            None => Ok(()),
+            Some(_) => Err(ApiError::forbidden(format!(
+                "the key `{}` is scoped to projects and cannot {what}; use a key without --project",
+                self.key.name
+            ))),
+        }
+    }
+
     pub fn require(&self, role: AccessRole) -> Result<(), ApiError> {
         if self.role.allows(role) {
             Ok(())
@@ -303,9 +345,8 @@ pub(crate) async fn list_runs(
     let before = q.cursor.as_deref().map(rules::cursor).transpose()?;
     let project = match q.project.as_deref() {
         Some(p) => Some(
-            state
-                .store
-                .find_project(p)
+            caller
+                .project(&state, p)
                 .await
                 .map_err(|_| ApiError {
                     field: Some("project".into()),
@@ -325,7 +366,7 @@ pub(crate) async fn list_runs(
     let mut failed = None;
     state
         .store
-        .visit_runs_page(project.as_deref(), filter, limit + 1, before, |r| {
+        .visit_runs_page(project.as_deref(), caller.scope(), filter, limit + 1, before, |r| {
             if written == limit {
                 more = true;
                 return;
@@ -358,7 +399,7 @@ pub(crate) async fn get_run(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AccessRole::Viewer)?;
-    let run = state.store.find_run(&id).await?;
+    let run = caller.run(&state, &id).await?;
     let tasks = state.store.tasks(&run.id).await?;
     let mut v = run_json(&run);
     let links: std::collections::BTreeMap<String, String> = state.store.run_links(&run.id).await?.into_iter().collect();
@@ -378,7 +419,7 @@ pub(crate) async fn cancel_run(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AccessRole::Operator)?;
-    let run = state.store.find_run(&id).await?;
+    let run = caller.run(&state, &id).await?;
     let result = match autodev_engine::cancel_run(&state.store, &run.id, &caller.key.name).await {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(ApiError::conflict(format!("run {} is already {}", run.short_id, run.state))),
@@ -412,7 +453,7 @@ pub(crate) async fn run_events(
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
     caller.require(AccessRole::Viewer)?;
-    let run = state.store.find_run(&id).await?;
+    let run = caller.run(&state, &id).await?;
     // Held by the stream: given back when the client goes away.
     let permit = state.guard.open_stream(&caller.key.id).map_err(|open| {
         ApiError::new(

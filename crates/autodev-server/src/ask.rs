@@ -173,7 +173,7 @@ pub async fn ask(
     caller.require(AccessRole::Viewer)?;
     let body: AskBody = body.parse()?;
     let question = valid_question(&body.question)?;
-    let project = state.store.find_project(&key).await?;
+    let project = caller.project(&state, &key).await?;
     let (id, answer) = answer(&state, &caller, &project, question).await?;
     Ok(Json(answer_json(&id, &project, question, &answer)))
 }

@@ -104,6 +104,27 @@ pub struct NewKey {
 
 /// Creates and stores a key.
 pub async fn create_key(store: &Store, pepper: &Pepper, name: &str, role: AccessRole) -> Result<NewKey> {
+    create_scoped_key(store, pepper, name, role, &[]).await
+}
+
+/// Like [`create_key`], for a key that sees the projects `projects` (ids or names) alone;
+/// an empty list makes a key for every project.
+pub async fn create_scoped_key(
+    store: &Store,
+    pepper: &Pepper,
+    name: &str,
+    role: AccessRole,
+    projects: &[String],
+) -> Result<NewKey> {
+    let mut ids: Vec<String> = Vec::new();
+    for p in projects {
+        let row = store.find_project(p.trim()).await.map_err(|_| {
+            AuthError::Invalid(format!("no project `{p}` to scope the key to (the projects: GET /api/v1/projects)"))
+        })?;
+        if !ids.contains(&row.id) {
+            ids.push(row.id);
+        }
+    }
     let name = name.trim();
     let ok =
         !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
@@ -123,6 +144,7 @@ pub async fn create_key(store: &Store, pepper: &Pepper, name: &str, role: Access
         created_at: now_ms(),
         last_used_at: None,
         revoked_at: None,
+        projects: (!ids.is_empty()).then(|| ids.join(",")),
     };
     store.insert_key(&row).await?;
     Ok(NewKey { key: SecretString::from(key), row })

@@ -126,6 +126,7 @@ impl Local {
             created_at: 0,
             last_used_at: None,
             revoked_at: None,
+            projects: None,
         };
         Self { caller: Caller { key: Arc::new(key), role: AccessRole::Admin }, repo }
     }
@@ -185,12 +186,15 @@ impl McpServer {
         let code = &self.state.code;
         let (project, searcher) = match (project, self.local.as_ref().and_then(|l| l.repo.clone())) {
             (Some(p), _) => {
-                let row = self.state.store.find_project(p).await.map_err(|e| api_error(&e.into()))?;
+                let row = caller.project(&self.state, p).await.map_err(|e| api_error(&e))?;
                 let searcher = code.open_project(&row).await.map_err(|e| tool_error(e.to_string()))?;
                 (Some(row), searcher)
             }
-            (None, Some(repo)) => (None, code.open(&repo, true).await.map_err(|e| tool_error(e.to_string()))?),
-            (None, None) => return Err(tool_error("invalid: name a project (id or name) in `project`")),
+            // The local repository is the local operator's (stdio); a scoped key names a project.
+            (None, Some(repo)) if caller.scope().is_none() => {
+                (None, code.open(&repo, true).await.map_err(|e| tool_error(e.to_string()))?)
+            }
+            (None, _) => return Err(tool_error("invalid: name a project (id or name) in `project`")),
         };
         Ok((project, searcher))
     }
@@ -335,7 +339,7 @@ impl McpServer {
         let question = crate::ask::valid_question(&args.question).map_err(|e| api_error(&e))?.to_string();
         if let Some(project) = &args.project {
             caller.require(AccessRole::Viewer).map_err(|e| api_error(&e))?;
-            let row = self.state.store.find_project(project).await.map_err(|e| api_error(&e.into()))?;
+            let row = caller.project(&self.state, project).await.map_err(|e| api_error(&e))?;
             let (id, a) = crate::ask::answer(&self.state, &caller, &row, &question).await.map_err(|e| api_error(&e))?;
             return Ok(crate::ask::answer_json(&id, &row, &question, &a));
         }
@@ -392,7 +396,7 @@ impl ServerHandler for McpServer {
         let mut runs: Vec<Resource> = Vec::new();
         self.state
             .store
-            .visit_runs_page(None, None, LISTED_REPORTS, None, |r| {
+            .visit_runs_page(None, caller.scope(), None, LISTED_REPORTS, None, |r| {
                 runs.push(
                     Resource::new(report_uri(r.id), format!("run {} report", r.short_id))
                         .with_description(format!("{} ({})", r.title, r.state))

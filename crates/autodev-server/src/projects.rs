@@ -97,6 +97,7 @@ pub async fn create(
     body: JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(AccessRole::Admin)?;
+    caller.require_unscoped("create projects")?;
     let body: ProjectBody = body.parse()?;
     let name = valid_name(body.name.as_deref().ok_or_else(|| ApiError::invalid("name", "name is required"))?)?;
     let repository = valid_repository(
@@ -121,7 +122,8 @@ pub async fn create(
 pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     caller.require(AccessRole::Viewer)?;
     let projects = state.store.list_projects().await?;
-    Ok(Json(json!({"projects": projects.iter().map(project_json).collect::<Vec<_>>()})))
+    let seen = projects.iter().filter(|p| caller.sees(Some(&p.id)));
+    Ok(Json(json!({"projects": seen.map(project_json).collect::<Vec<_>>()})))
 }
 
 pub async fn get(
@@ -130,7 +132,7 @@ pub async fn get(
     Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AccessRole::Viewer)?;
-    Ok(Json(project_json(&state.store.find_project(&key).await?)))
+    Ok(Json(project_json(&caller.project(&state, &key).await?)))
 }
 
 pub async fn update(
@@ -141,7 +143,7 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AccessRole::Admin)?;
     let body: ProjectBody = body.parse()?;
-    let mut row = state.store.find_project(&key).await?;
+    let mut row = caller.project(&state, &key).await?;
     if let Some(name) = body.name {
         row.name = valid_name(&name)?;
     }
@@ -170,7 +172,7 @@ pub async fn delete(
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(AccessRole::Admin)?;
-    let row = state.store.find_project(&key).await?;
+    let row = caller.project(&state, &key).await?;
     state.store.delete_project(&row.id).await?;
     state
         .store

@@ -55,7 +55,7 @@ pub async fn create(
     if let Some(n) = body.max_parallel.filter(|n| !(1..=16).contains(n)) {
         return Err(ApiError::invalid("max_parallel", format!("max_parallel must be 1 to 16, not {n}")));
     }
-    let project = state.store.find_project(body.project.trim()).await.map_err(|_| ApiError {
+    let project = caller.project(&state, body.project.trim()).await.map_err(|_| ApiError {
         field: Some("project".into()),
         ..ApiError::not_found(format!("no project `{}`; create it first (POST /api/v1/projects)", body.project))
     })?;
@@ -116,7 +116,7 @@ async fn decide(
     }
     let allow_paths = decision.allow_paths.unwrap_or_default();
     rules::allow_paths("allow_paths", &allow_paths)?;
-    let run = state.store.find_run(&id).await?;
+    let run = caller.run(&state, &id).await?;
     let verb = if approved { "approve" } else { "reject" };
     let decision = autodev_engine::Decision { approved, by: caller.key.name.clone(), comment, allow_paths };
     let result = approve_plan(&state.store, &run.id, &decision).await;
@@ -159,7 +159,7 @@ pub async fn deliver(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(AccessRole::Operator)?;
-    let run = state.store.find_run(&id).await?;
+    let run = caller.run(&state, &id).await?;
     let queued = state.store.retry_outbox(&run.id).await?;
     state.store.audit(Some(&*caller.key), "POST", &format!("/api/v1/runs/{}/deliver", run.id), 202, None).await?;
     let dispatcher = state.delivery.clone();
@@ -182,7 +182,7 @@ pub async fn artifact(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     caller.require(AccessRole::Viewer)?;
-    let run = state.store.find_run(&id).await?;
+    let run = caller.run(&state, &id).await?;
     let (file, content_type) = match name.as_str() {
         "report" => ("report.md", "text/markdown; charset=utf-8"),
         "patch" => ("changes.patch", "text/x-diff; charset=utf-8"),
@@ -235,7 +235,24 @@ pub async fn usage(
         return Err(ApiError::invalid("days", "days must be 1 to 366"));
     }
     let since = autodev_store::now_ms() - days * 86_400_000;
-    let rows = state.store.usage(since).await?;
+    let mut rows = state.store.usage(since).await?;
+    // A key scoped to projects sees their usage only, and its own among the keys.
+    let visible: Option<std::collections::HashSet<String>> = match caller.scope() {
+        Some(_) => Some(
+            state
+                .store
+                .list_projects()
+                .await?
+                .into_iter()
+                .filter(|p| caller.sees(Some(&p.id)))
+                .map(|p| p.name)
+                .collect(),
+        ),
+        None => None,
+    };
+    if let Some(names) = &visible {
+        rows.retain(|r| names.contains(&r.project));
+    }
     let total_cost: i64 = rows.iter().map(|r| r.cost_micros).sum();
     let items: Vec<Value> = rows
         .iter()
@@ -253,6 +270,7 @@ pub async fn usage(
         .usage_by_key(since)
         .await?
         .iter()
+        .filter(|r| visible.is_none() || r.key == caller.key.name)
         .map(|r| {
             serde_json::json!({
                 "key": if r.key.is_empty() { Value::Null } else { Value::String(r.key.clone()) },

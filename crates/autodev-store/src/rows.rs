@@ -274,6 +274,24 @@ pub struct KeyRow {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The ids of the projects a scoped key sees, comma-separated; `None`: every project.
+    pub projects: Option<String>,
+}
+
+impl KeyRow {
+    /// The project ids a scoped key is limited to; `None` for an unscoped key.
+    pub fn scope(&self) -> Option<Vec<&str>> {
+        self.projects.as_deref().map(|p| p.split(',').filter(|s| !s.is_empty()).collect())
+    }
+
+    /// Whether this key sees a run or a question of `project_id` (`None`: a run made with
+    /// `autodev run`, seen by unscoped keys only).
+    pub fn sees(&self, project_id: Option<&str>) -> bool {
+        match self.scope() {
+            None => true,
+            Some(ids) => project_id.is_some_and(|p| ids.contains(&p)),
+        }
+    }
 }
 
 /// A project: a repository with its settings.
@@ -370,6 +388,7 @@ impl Record for KeyRow {
             created_at: r.get(5)?,
             last_used_at: r.get(6)?,
             revoked_at: r.get(7)?,
+            projects: r.get(8)?,
         })
     }
 }

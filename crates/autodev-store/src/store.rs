@@ -211,7 +211,10 @@ fn io_err(e: std::io::Error) -> StoreError {
 /// A `SELECT` of every key column (in `KeyRow::from_lite`'s order) with a literal tail.
 macro_rules! key_select {
     ($tail:literal) => {
-        concat!("SELECT id, name, role, prefix, hash, created_at, last_used_at, revoked_at FROM api_keys ", $tail)
+        concat!(
+            "SELECT id, name, role, prefix, hash, created_at, last_used_at, revoked_at, projects FROM api_keys ",
+            $tail
+        )
     };
 }
 
@@ -228,6 +231,7 @@ macro_rules! project_select {
 /// A page of runs (see `Store::list_runs_page`); arguments from `page_args`.
 const RUNS_PAGE_SQL: &str = run_list_select!(
     "WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) AND (CAST($6 AS TEXT) IS NULL OR project_id = $6)
+       AND (CAST($7 AS TEXT) IS NULL OR (',' || $7 || ',') LIKE ('%,' || project_id || ',%'))
        AND (NOT $2 OR created_at < $3 OR (created_at = $3 AND id < $4))
      ORDER BY created_at DESC, id DESC LIMIT $5"
 );
@@ -235,10 +239,11 @@ const RUNS_PAGE_SQL: &str = run_list_select!(
 /// The arguments of `RUNS_PAGE_SQL`; a cursor at `i64::MAX` means the first page.
 fn page_args<'a>(
     project_id: Option<&'a str>,
+    scope: Option<&'a str>,
     state: Option<RunState>,
     limit: i64,
     cursor: &'a (i64, String),
-) -> [Arg<'a>; 6] {
+) -> [Arg<'a>; 7] {
     [
         state.map(RunState::as_str).into(),
         (cursor.0 != i64::MAX).into(),
@@ -246,6 +251,7 @@ fn page_args<'a>(
         cursor.1.as_str().into(),
         limit.into(),
         project_id.into(),
+        scope.into(),
     ]
 }
 
@@ -804,15 +810,17 @@ impl Store {
 
     /// A page of runs, newest first, optionally of one project and in one state, strictly
     /// before the cursor `(created_at, id)`. The rows' spec, settings and plan are empty.
+    /// `scope`: the comma-separated ids of the projects a scoped key sees (`None`: every run).
     pub async fn list_runs_page(
         &self,
         project_id: Option<&str>,
+        scope: Option<&str>,
         state: Option<RunState>,
         limit: i64,
         before: Option<(i64, String)>,
     ) -> Result<Vec<RunRow>> {
         let cursor = before.unwrap_or((i64::MAX, String::new()));
-        self.fetch(RUNS_PAGE_SQL, &page_args(project_id, state, limit, &cursor)).await
+        self.fetch(RUNS_PAGE_SQL, &page_args(project_id, scope, state, limit, &cursor)).await
     }
 
     /// Like `list_runs_page`, but hands each run to `f` borrowed instead of returning owned
@@ -821,6 +829,7 @@ impl Store {
     pub async fn visit_runs_page(
         &self,
         project_id: Option<&str>,
+        scope: Option<&str>,
         state: Option<RunState>,
         limit: i64,
         before: Option<(i64, String)>,
@@ -829,13 +838,13 @@ impl Store {
         match &self.db {
             Db::Sqlite { readers, .. } => {
                 let cursor = before.unwrap_or((i64::MAX, String::new()));
-                readers.visit(RUNS_PAGE_SQL, &page_args(project_id, state, limit, &cursor), |row| {
+                readers.visit(RUNS_PAGE_SQL, &page_args(project_id, scope, state, limit, &cursor), |row| {
                     f(RunRef::from_lite(row)?);
                     Ok(())
                 })
             }
             Db::Pg(_) => {
-                for run in self.list_runs_page(project_id, state, limit, before).await? {
+                for run in self.list_runs_page(project_id, scope, state, limit, before).await? {
                     f(run.as_ref());
                 }
                 Ok(())
@@ -1260,7 +1269,7 @@ impl Store {
             return Err(taken());
         }
         tx.exec(
-            "INSERT INTO api_keys (id, name, role, prefix, hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (id, name, role, prefix, hash, created_at, projects) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 (&key.id).into(),
                 (&key.name).into(),
@@ -1268,6 +1277,7 @@ impl Store {
                 (&key.prefix).into(),
                 (&key.hash).into(),
                 key.created_at.into(),
+                key.projects.as_deref().into(),
             ],
         )
         .await

@@ -332,6 +332,12 @@ fn keys_are_printed_once_listed_without_secrets_and_revocable() {
     assert!(stderr.contains("a key named `ci-bot` exists"), "{stderr}");
     let (code, _, stderr) = output(autodev(&home).args(["keys", "create", "--name", "x", "--role", "root"]));
     assert_eq!(code, 2, "{stderr}");
+    // A key scoped to a project that does not exist is refused, naming it.
+    let (code, _, stderr) =
+        output(autodev(&home).args(["keys", "create", "--name", "c", "--role", "viewer", "--project", "nope"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no project `nope` to scope the key to"), "{stderr}");
+    assert_eq!(keys[0]["projects"], Value::Null, "an unscoped key");
     let (code, stdout, _) = output(autodev(&home).args(["keys", "revoke", "ci-bot"]));
     assert_eq!((code, stdout.trim()), (0, "revoked ci-bot"));
     let (code, _, _) = output(autodev(&home).args(["keys", "revoke", "ci-bot"]));

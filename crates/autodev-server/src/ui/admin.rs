@@ -44,7 +44,7 @@ async fn projects_page(
     status: StatusCode,
 ) -> Response {
     let projects = match state.store.list_projects().await {
-        Ok(p) => p,
+        Ok(p) => p.into_iter().filter(|p| session.caller().sees(Some(&p.id))).collect::<Vec<_>>(),
         Err(e) => return api_error(state, session, e.into()),
     };
     let admin = session.can(AccessRole::Admin);
@@ -264,8 +264,13 @@ async fn keys_page(
     created: Option<(&str, &str)>,
     error: Option<&str>,
 ) -> Response {
-    if !session.can(AccessRole::Admin) {
-        return error_page(state, Some(session), StatusCode::FORBIDDEN, "Managing keys needs the admin role.");
+    if !session.can(AccessRole::Admin) || session.caller().scope().is_some() {
+        return error_page(
+            state,
+            Some(session),
+            StatusCode::FORBIDDEN,
+            "Managing keys needs the admin role and a key for every project.",
+        );
     }
     let keys = match state.store.list_keys().await {
         Ok(k) => k,
@@ -327,8 +332,13 @@ pub async fn create_key(
     if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
         return *r;
     }
-    if !session.can(AccessRole::Admin) {
-        return error_page(&state, Some(&session), StatusCode::FORBIDDEN, "Managing keys needs the admin role.");
+    if !session.can(AccessRole::Admin) || session.caller().scope().is_some() {
+        return error_page(
+            &state,
+            Some(&session),
+            StatusCode::FORBIDDEN,
+            "Managing keys needs the admin role and a key for every project.",
+        );
     }
     let Ok(role) = form.role.parse::<AccessRole>() else {
         return keys_page(&state, &session, None, Some("role: choose viewer, operator or admin")).await;
@@ -353,8 +363,13 @@ pub async fn revoke_key(
     if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
         return *r;
     }
-    if !session.can(AccessRole::Admin) {
-        return error_page(&state, Some(&session), StatusCode::FORBIDDEN, "Managing keys needs the admin role.");
+    if !session.can(AccessRole::Admin) || session.caller().scope().is_some() {
+        return error_page(
+            &state,
+            Some(&session),
+            StatusCode::FORBIDDEN,
+            "Managing keys needs the admin role and a key for every project.",
+        );
     }
     // The same code as `autodev keys revoke`.
     match crate::auth::revoke(&state.store, &state.home, &id).await {

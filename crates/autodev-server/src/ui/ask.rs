@@ -64,7 +64,15 @@ async fn render(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let projects = state.store.list_projects().await.unwrap_or_default();
+    let caller = session.caller();
+    let projects: Vec<_> = state
+        .store
+        .list_projects()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| caller.sees(Some(&p.id)))
+        .collect();
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let body = html! {
         h1 { "Ask the code" }

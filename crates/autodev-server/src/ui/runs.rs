@@ -26,7 +26,7 @@ pub struct ListQuery {
 
 pub async fn list(State(state): State<AppState>, session: Session, Query(q): Query<ListQuery>) -> Response {
     let projects = match state.store.list_projects().await {
-        Ok(p) => p,
+        Ok(p) => p.into_iter().filter(|p| session.caller().sees(Some(&p.id))).collect::<Vec<_>>(),
         Err(e) => return api_error(&state, &session, e.into()),
     };
     let project = q.project.as_deref().filter(|p| !p.is_empty());
@@ -54,7 +54,7 @@ pub async fn list(State(state): State<AppState>, session: Session, Query(q): Que
     let mut last: Option<(i64, String)> = None;
     let visited = state
         .store
-        .visit_runs_page(project_id.as_deref(), filter, PAGE, before, |r| {
+        .visit_runs_page(project_id.as_deref(), session.caller().scope(), filter, PAGE, before, |r| {
             let took = r.finished_at.map(|f| duration(f - r.created_at)).unwrap_or_else(|| "…".to_string());
             let project = r.project_id.and_then(|id| names.get(id).copied()).unwrap_or("—");
             rows.push(html! {
@@ -146,7 +146,15 @@ async fn new_form(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let projects = state.store.list_projects().await.unwrap_or_default();
+    let caller = session.caller();
+    let projects: Vec<_> = state
+        .store
+        .list_projects()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| caller.sees(Some(&p.id)))
+        .collect();
     let body = html! {
         h1 { "New run" }
         @if let Some(e) = error { p.error role="alert" { (e) } }
@@ -303,7 +311,7 @@ async fn read_patch(path: &std::path::Path) -> Option<(String, Option<usize>)> {
 async fn detail(state: &AppState, session: &Session, id: &str) -> Result<Detail, Response> {
     let store = &state.store;
     let fail = |e: autodev_store::StoreError| api_error(state, session, e.into());
-    let run = store.find_run(id).await.map_err(fail)?;
+    let run = session.caller().run(state, id).await.map_err(|e| api_error(state, session, e))?;
     let tasks = store.tasks(&run.id).await.map_err(fail)?;
     // The page reads what it shows, not the whole history: the recent steps, the test rounds,
     // the cost per conversation (summed by the database).

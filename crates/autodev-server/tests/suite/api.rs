@@ -241,3 +241,92 @@ async fn made_up_methods_share_one_metrics_label() {
     assert!(!text.contains("FUZZ"), "a made-up method became a label value");
     assert!(after.iter().any(|k| k.contains("method=\"other\"")), "{after:?}");
 }
+
+both! {
+async fn a_project_scoped_key_sees_and_acts_on_its_projects_alone(app) {
+    use serde_json::json;
+    // Two projects with a run each (queued: no workers here).
+    let mut runs = Vec::new();
+    for name in ["mine", "theirs"] {
+        let repo = autodev_testkit::make_repo(&app._dir.path().join(name));
+        let body = json!({"name": name, "repository": repo, "test_command": "sh check.sh"});
+        let r = app.post("/api/v1/projects", Some(&app.admin)).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let r = app.post("/api/v1/runs", Some(&app.operator)).json(&json!({"project": name, "spec": "# Work"})).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        runs.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    let (mine, theirs) = (runs[0].clone(), runs[1].clone());
+    // A contractor's key: admin of "mine" alone (the CLI's `autodev keys create --project mine`).
+    let scoped = autodev_server::auth::create_scoped_key(&app.store, &app.state.pepper, "contractor", autodev_domain::AccessRole::Admin, &["mine".to_string()])
+        .await
+        .unwrap();
+    let key = secrecy::ExposeSecret::expose_secret(&scoped.key).to_string();
+    let status = |r: reqwest::Response| r.status().as_u16();
+
+    // What it sees: its project, its run.
+    let v: Value = app.get("/api/v1/projects", Some(&key)).send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = v["projects"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["mine"]);
+    let v: Value = app.get("/api/v1/runs", Some(&key)).send().await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = v["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![mine.as_str()]);
+    assert_eq!(status(app.get(&format!("/api/v1/runs/{mine}"), Some(&key)).send().await.unwrap()), 200);
+
+    // Everything of the other project is 404, as if it did not exist, on every route.
+    let gets = [
+        "/api/v1/projects/theirs".to_string(),
+        "/api/v1/runs?project=theirs".into(),
+        format!("/api/v1/runs/{theirs}"),
+        format!("/api/v1/runs/{}", &theirs[theirs.len() - 8..]),
+        format!("/api/v1/runs/{theirs}/events"),
+        format!("/api/v1/runs/{theirs}/artifacts/report.md"),
+    ];
+    for path in &gets {
+        assert_eq!(status(app.get(path, Some(&key)).send().await.unwrap()), 404, "GET {path}");
+    }
+    for action in ["cancel", "approve", "reject", "deliver"] {
+        let r = app.post(&format!("/api/v1/runs/{theirs}/{action}"), Some(&key)).json(&json!({})).send().await.unwrap();
+        assert_eq!(status(r), 404, "POST {action}");
+    }
+    let r = app.post("/api/v1/runs", Some(&key)).json(&json!({"project": "theirs", "spec": "# Mine now"})).send().await.unwrap();
+    assert_eq!(status(r), 404);
+    let r = app.post("/api/v1/projects/theirs/ask", Some(&key)).json(&json!({"question": "What is here?"})).send().await.unwrap();
+    assert_eq!(status(r), 404);
+    let r = app.http.patch(format!("{}/api/v1/projects/theirs", app.base)).bearer_auth(&key).json(&json!({"test_command": "true"})).send().await.unwrap();
+    assert_eq!(status(r), 404);
+    let r = app.http.delete(format!("{}/api/v1/projects/theirs", app.base)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(status(r), 404);
+    assert_eq!(app.store.find_project("theirs").await.unwrap().name, "theirs", "untouched");
+    // What only a key for every project may do.
+    let r = app.post("/api/v1/projects", Some(&key)).json(&json!({"name": "new", "repository": "/tmp/x"})).send().await.unwrap();
+    assert_eq!(status(r), 403);
+    // Usage: its projects and its own key only.
+    let v: Value = app.get("/api/v1/usage", Some(&key)).send().await.unwrap().json().await.unwrap();
+    assert!(v["usage"].as_array().unwrap().iter().all(|r| r["project"] == "mine"), "{v}");
+    assert!(v["by_key"].as_array().unwrap().iter().all(|r| r["key"] == "contractor"), "{v}");
+    // It still acts on its own run.
+    assert_eq!(status(app.post(&format!("/api/v1/runs/{mine}/cancel"), Some(&key)).send().await.unwrap()), 200);
+    assert_eq!(app.store.get_run(&theirs).await.unwrap().state, "queued");
+
+    // The web UI: the same key signs in and sees the same.
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirects.post(format!("{}/login", app.base)).header("content-type", "application/x-www-form-urlencoded").body(format!("key={key}")).send().await.unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let page = |path: String| {
+        let (c, n) = (cookie.clone(), no_redirects.clone());
+        let url = format!("{}{path}", app.base);
+        async move { n.get(url).header("cookie", c).send().await.unwrap() }
+    };
+    assert_eq!(status(page(format!("/runs/{theirs}")).await), 404);
+    assert_eq!(status(page(format!("/runs/{mine}")).await), 200);
+    let list = page("/runs".into()).await.text().await.unwrap();
+    assert!(list.contains(&mine[mine.len() - 8..]) && !list.contains(&theirs[theirs.len() - 8..]), "{list}");
+    let projects = page("/projects".into()).await.text().await.unwrap();
+    assert!(!projects.contains(">theirs<"), "{projects}");
+    assert_eq!(status(page("/keys".into()).await), 403);
+    // An unscoped key still sees both.
+    let v: Value = app.get("/api/v1/runs", Some(&app.viewer)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["runs"].as_array().unwrap().len(), 2);
+}
+}

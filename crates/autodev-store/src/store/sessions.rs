@@ -4,7 +4,7 @@ use super::{Db, Store};
 use crate::{KeyRow, Result};
 
 /// A key's columns and the session's CSRF token, as read.
-type SessionRow = (String, String, String, String, String, i64, Option<i64>, Option<i64>, String);
+type SessionRow = (String, String, String, String, String, i64, Option<i64>, Option<i64>, Option<String>, String);
 
 impl Store {
     /// Stores a session (`id` is the keyed hash of the cookie's token) for the key with
@@ -27,7 +27,7 @@ impl Store {
         let now = super::now_ms();
         let row: Option<SessionRow> = read!(self, |pool| {
             sqlx::query_as(
-                "SELECT k.id, k.name, k.role, k.prefix, k.hash, k.created_at, k.last_used_at, k.revoked_at, s.csrf
+                "SELECT k.id, k.name, k.role, k.prefix, k.hash, k.created_at, k.last_used_at, k.revoked_at, k.projects, s.csrf
                      FROM ui_sessions s JOIN api_keys k ON k.hash = s.key_hash
                      WHERE s.id = $1 AND s.expires_at > $2 AND k.revoked_at IS NULL",
             )
@@ -36,8 +36,8 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        Ok(row.map(|(id, name, role, prefix, hash, created_at, last_used_at, revoked_at, csrf)| {
-            (KeyRow { id, name, role, prefix, hash, created_at, last_used_at, revoked_at }, csrf)
+        Ok(row.map(|(id, name, role, prefix, hash, created_at, last_used_at, revoked_at, projects, csrf)| {
+            (KeyRow { id, name, role, prefix, hash, created_at, last_used_at, revoked_at, projects }, csrf)
         }))
     }
 

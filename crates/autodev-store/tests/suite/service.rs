@@ -82,6 +82,7 @@ super::runs::both! {
             created_at: 1,
             last_used_at: None,
             revoked_at: None,
+            projects: None,
         };
         store.insert_key(&key).await.unwrap();
         let dup = store.insert_key(&KeyRow { id: "k2".into(), hash: "h2".into(), ..key.clone() }).await;
@@ -312,13 +313,22 @@ super::runs::both! {
             store.insert_run(&queued_for(&p), created()).await.unwrap();
         }
         store.insert_run(&new_run(), created()).await.unwrap();
-        let page = store.list_runs_page(Some(&p.id), None, 3, None).await.unwrap();
+        let page = store.list_runs_page(Some(&p.id), None, None, 3, None).await.unwrap();
         assert_eq!(page.len(), 3);
         let last = page.last().unwrap();
-        let rest = store.list_runs_page(Some(&p.id), None, 3, Some((last.created_at, last.id.clone()))).await.unwrap();
+        let rest =
+            store.list_runs_page(Some(&p.id), None, None, 3, Some((last.created_at, last.id.clone()))).await.unwrap();
         assert_eq!(rest.len(), 2);
-        assert_eq!(store.list_runs_page(None, Some(RunState::Queued), 50, None).await.unwrap().len(), 6);
-        assert_eq!(store.list_runs_page(None, Some(RunState::Failed), 50, None).await.unwrap().len(), 0);
+        assert_eq!(store.list_runs_page(None, None, Some(RunState::Queued), 50, None).await.unwrap().len(), 6);
+        assert_eq!(store.list_runs_page(None, None, Some(RunState::Failed), 50, None).await.unwrap().len(), 0);
+        // A scoped key's listing: its projects' runs only (a run without a project is not one).
+        let q = project("api");
+        store.insert_project(&q).await.unwrap();
+        store.insert_run(&queued_for(&q), created()).await.unwrap();
+        let scope = format!("{},{}", p.id, q.id);
+        assert_eq!(store.list_runs_page(None, Some(&scope), None, 50, None).await.unwrap().len(), 6);
+        assert_eq!(store.list_runs_page(None, Some(&q.id), None, 50, None).await.unwrap().len(), 1);
+        assert_eq!(store.list_runs_page(None, Some("nothing"), None, 50, None).await.unwrap().len(), 0);
     }
 }
 
