@@ -29,6 +29,8 @@ pub const CODES: &[&str] = &[
     "repository_unavailable",
     "index_unavailable",
     "model_failed",
+    "too_many_streams",
+    "too_many_asks",
 ];
 
 #[derive(Debug)]
@@ -262,6 +264,7 @@ mod tests {
             include_str!("webhooks.rs"),
             include_str!("access.rs"),
             include_str!("rules.rs"),
+            include_str!("ask.rs"),
         ];
         let literal = regex::Regex::new(r#"ApiError::new\(\s*[A-Za-z_:]+,\s*"([a-z_]+)""#).unwrap();
         let mut seen = 0;

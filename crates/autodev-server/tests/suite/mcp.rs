@@ -107,3 +107,33 @@ async fn a_run_made_over_mcp_is_approved_over_mcp_and_its_report_read_as_a_resou
     let _ = workers.await;
 }
 }
+
+both! {
+async fn a_project_scoped_key_sees_its_projects_alone_over_mcp(app) {
+    let mut runs = Vec::new();
+    for name in ["mine", "theirs"] {
+        let repo = make_repo(&app._dir.path().join(name));
+        let project = json!({"name": name, "repository": repo, "test_command": "sh check.sh"});
+        assert_eq!(app.post("/api/v1/projects", Some(&app.admin)).json(&project).send().await.unwrap().status(), 201);
+        let r = app.post("/api/v1/runs", Some(&app.operator)).json(&json!({"project": name, "spec": "# Work"})).send().await.unwrap();
+        runs.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    let scoped = autodev_server::auth::create_scoped_key(&app.store, &app.state.pepper, "contractor", autodev_domain::AccessRole::Operator, &["mine".to_string()])
+        .await
+        .unwrap();
+    let key = secrecy::ExposeSecret::expose_secret(&scoped.key).to_string();
+    let theirs = sdk(&app, "call", &key, "get_run", Some(json!({"id": runs[1]}))).await;
+    assert_eq!(theirs["is_error"], true, "{theirs}");
+    assert!(theirs["text"].as_str().unwrap().starts_with("not_found"), "{theirs}");
+    let mine = sdk(&app, "call", &key, "get_run", Some(json!({"id": runs[0]}))).await;
+    assert_eq!(mine["is_error"], false, "{mine}");
+    let listed = sdk(&app, "call", &key, "list_runs", Some(json!({}))).await;
+    let text = listed["text"].as_str().unwrap();
+    assert!(text.contains(&runs[0]) && !text.contains(&runs[1]), "{text}");
+    let cancel = sdk(&app, "call", &key, "cancel_run", Some(json!({"id": runs[1]}))).await;
+    assert_eq!(cancel["is_error"], true, "{cancel}");
+    let search = sdk(&app, "call", &key, "search_code", Some(json!({"query": "greeting", "project": "theirs"}))).await;
+    assert_eq!(search["is_error"], true, "{search}");
+    assert_eq!(app.store.get_run(&runs[1]).await.unwrap().state, "queued");
+}
+}
