@@ -43,8 +43,8 @@ async fn projects_page(
     form: &ProjectForm,
     status: StatusCode,
 ) -> Response {
-    let projects = match state.store.list_projects().await {
-        Ok(p) => p.into_iter().filter(|p| session.caller().sees(Some(&p.id))).collect::<Vec<_>>(),
+    let projects = match super::visible_projects(state, session).await {
+        Ok(p) => p,
         Err(e) => return api_error(state, session, e.into()),
     };
     let admin = session.can(AccessRole::Admin);
@@ -254,6 +254,20 @@ pub async fn usage(State(state): State<AppState>, session: Session, Query(q): Qu
     Html(page(&state, Some(&session), "Usage", body).into_string()).into_response()
 }
 
+/// Keys are managed by an admin whose key is for every project (a scoped key could otherwise
+/// make itself an unscoped one).
+fn may_manage_keys(state: &AppState, session: &Session) -> Result<(), Box<Response>> {
+    if session.can(AccessRole::Admin) && session.caller().scope().is_none() {
+        return Ok(());
+    }
+    Err(Box::new(error_page(
+        state,
+        Some(session),
+        StatusCode::FORBIDDEN,
+        "Managing keys needs the admin role and a key for every project.",
+    )))
+}
+
 pub async fn keys(State(state): State<AppState>, session: Session) -> Response {
     keys_page(&state, &session, None, None).await
 }
@@ -264,13 +278,8 @@ async fn keys_page(
     created: Option<(&str, &str)>,
     error: Option<&str>,
 ) -> Response {
-    if !session.can(AccessRole::Admin) || session.caller().scope().is_some() {
-        return error_page(
-            state,
-            Some(session),
-            StatusCode::FORBIDDEN,
-            "Managing keys needs the admin role and a key for every project.",
-        );
+    if let Err(refused) = may_manage_keys(state, session) {
+        return *refused;
     }
     let keys = match state.store.list_keys().await {
         Ok(k) => k,
@@ -332,13 +341,8 @@ pub async fn create_key(
     if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
         return *r;
     }
-    if !session.can(AccessRole::Admin) || session.caller().scope().is_some() {
-        return error_page(
-            &state,
-            Some(&session),
-            StatusCode::FORBIDDEN,
-            "Managing keys needs the admin role and a key for every project.",
-        );
+    if let Err(refused) = may_manage_keys(&state, &session) {
+        return *refused;
     }
     let Ok(role) = form.role.parse::<AccessRole>() else {
         return keys_page(&state, &session, None, Some("role: choose viewer, operator or admin")).await;
@@ -363,13 +367,8 @@ pub async fn revoke_key(
     if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
         return *r;
     }
-    if !session.can(AccessRole::Admin) || session.caller().scope().is_some() {
-        return error_page(
-            &state,
-            Some(&session),
-            StatusCode::FORBIDDEN,
-            "Managing keys needs the admin role and a key for every project.",
-        );
+    if let Err(refused) = may_manage_keys(&state, &session) {
+        return *refused;
     }
     // The same code as `autodev keys revoke`.
     match crate::auth::revoke(&state.store, &state.home, &id).await {

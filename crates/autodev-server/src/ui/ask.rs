@@ -64,15 +64,7 @@ async fn render(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let caller = session.caller();
-    let projects: Vec<_> = state
-        .store
-        .list_projects()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| caller.sees(Some(&p.id)))
-        .collect();
+    let projects = super::visible_projects(state, session).await.unwrap_or_default();
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let body = html! {
         h1 { "Ask the code" }

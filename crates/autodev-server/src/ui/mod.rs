@@ -180,6 +180,15 @@ impl FromRequestParts<AppState> for Session {
     }
 }
 
+/// The projects the session's key sees (all of them, unless it is scoped to some).
+pub async fn visible_projects(
+    state: &AppState,
+    session: &Session,
+) -> Result<Vec<autodev_store::ProjectRow>, autodev_store::StoreError> {
+    let caller = session.caller();
+    Ok(state.store.list_projects().await?.into_iter().filter(|p| caller.sees(Some(&p.id))).collect())
+}
+
 /// Refuses a form whose CSRF token is not the session's, or whose `Origin` is another site.
 pub fn check_form(state: &AppState, session: &Session, headers: &HeaderMap, token: &str) -> Result<(), Box<Response>> {
     use subtle::ConstantTimeEq;

@@ -25,8 +25,8 @@ pub struct ListQuery {
 }
 
 pub async fn list(State(state): State<AppState>, session: Session, Query(q): Query<ListQuery>) -> Response {
-    let projects = match state.store.list_projects().await {
-        Ok(p) => p.into_iter().filter(|p| session.caller().sees(Some(&p.id))).collect::<Vec<_>>(),
+    let projects = match super::visible_projects(&state, &session).await {
+        Ok(p) => p,
         Err(e) => return api_error(&state, &session, e.into()),
     };
     let project = q.project.as_deref().filter(|p| !p.is_empty());
@@ -146,15 +146,7 @@ async fn new_form(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let caller = session.caller();
-    let projects: Vec<_> = state
-        .store
-        .list_projects()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| caller.sees(Some(&p.id)))
-        .collect();
+    let projects = super::visible_projects(state, session).await.unwrap_or_default();
     let body = html! {
         h1 { "New run" }
         @if let Some(e) = error { p.error role="alert" { (e) } }

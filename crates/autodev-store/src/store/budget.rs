@@ -88,6 +88,50 @@ async fn in_flight(tx: &mut crate::tx::Tx<'_>, kind: LimitKind, project_id: Opti
     }
 }
 
+/// Checks `micros` against the monthly limits given, each decided under its month's row lock
+/// (created at 0 first): the deployment's, then the project's, the order every writer of these
+/// rows takes them. `Ok`: each month's spent and reserved total with `micros` (project,
+/// global), for the 80% warnings; `Err`: the refusal.
+async fn check_months(
+    tx: &mut crate::tx::Tx<'_>,
+    month: &str,
+    project_id: Option<&str>,
+    global_limit: Option<i64>,
+    project_limit: Option<i64>,
+    micros: i64,
+) -> Result<std::result::Result<(Option<i64>, Option<i64>), Reservation>> {
+    let mut granted = (None, None);
+    let scopes = [
+        (global_limit, Some("global".to_string()), LimitKind::GlobalMonth),
+        (project_limit, project_id.map(project_scope), LimitKind::ProjectMonth),
+    ];
+    for (limit, scope, kind) in scopes {
+        let (Some(limit), Some(scope)) = (limit, scope) else { continue };
+        let spent = tx
+            .int(
+                "INSERT INTO budget_months (scope, month, spent_micros) VALUES ($1, $2, 0)
+                 ON CONFLICT (scope, month) DO UPDATE SET spent_micros = budget_months.spent_micros
+                 RETURNING spent_micros",
+                &[(&scope).into(), month.into()],
+            )
+            .await?;
+        let reserved = in_flight(tx, kind, project_id).await?;
+        if spent + reserved + micros > limit {
+            return Ok(Err(Reservation::Denied {
+                limit: kind,
+                month: Some(month.to_string()),
+                spent_micros: spent,
+                reserved_micros: reserved,
+            }));
+        }
+        match kind {
+            LimitKind::GlobalMonth => granted.1 = Some(spent + reserved + micros),
+            _ => granted.0 = Some(spent + reserved + micros),
+        }
+    }
+    Ok(Ok(granted))
+}
+
 impl Store {
     /// Reserves the worst case of a question about `project_id` (its monthly budget
     /// `project_limit` and the deployment's `global_limit`, in micro-dollars), as a run's
@@ -104,38 +148,14 @@ impl Store {
         let now = super::now_ms();
         let month = autodev_domain::month_of(now);
         let mut tx = self.begin().await?;
-        let mut granted = (None, None);
-        // Global first, then the project, as every writer of these rows takes them.
-        let scopes = [
-            (global_limit, "global".to_string(), LimitKind::GlobalMonth),
-            (project_limit, project_scope(project_id), LimitKind::ProjectMonth),
-        ];
-        for (limit, scope, kind) in scopes {
-            let Some(limit) = limit else { continue };
-            let spent = tx
-                .int(
-                    "INSERT INTO budget_months (scope, month, spent_micros) VALUES ($1, $2, 0)
-                     ON CONFLICT (scope, month) DO UPDATE SET spent_micros = budget_months.spent_micros
-                     RETURNING spent_micros",
-                    &[(&scope).into(), (&month).into()],
-                )
-                .await?;
-            let reserved = in_flight(&mut tx, kind, Some(project_id)).await?;
-            if spent + reserved + micros > limit {
+        let granted = match check_months(&mut tx, &month, Some(project_id), global_limit, project_limit, micros).await?
+        {
+            Ok(granted) => granted,
+            Err(denied) => {
                 tx.commit().await?;
-                let denied = Reservation::Denied {
-                    limit: kind,
-                    month: Some(month),
-                    spent_micros: spent,
-                    reserved_micros: reserved,
-                };
                 return Ok((denied, None));
             }
-            match kind {
-                LimitKind::GlobalMonth => granted.1 = Some(spent + reserved + micros),
-                _ => granted.0 = Some(spent + reserved + micros),
-            }
-        }
+        };
         let id = uuid::Uuid::now_v7().to_string();
         tx.exec(
             "INSERT INTO ask_reservations (id, project_id, micros, created_at) VALUES ($1, $2, $3, $4)",
@@ -164,38 +184,22 @@ impl Store {
             Some(_) => tx.opt_text("SELECT project_id FROM runs WHERE id = $1", &[run_id.into()]).await?,
             None => None,
         };
-        let mut granted = (None, None);
-        // Global first, then the project: every writer of these rows takes them in this order.
-        let scopes = [
-            (limits.global_month, Some("global".to_string()), LimitKind::GlobalMonth),
-            (limits.project_month, project_id.as_deref().map(project_scope), LimitKind::ProjectMonth),
-        ];
-        for (limit, scope, kind) in scopes {
-            let (Some(limit), Some(scope)) = (limit, scope) else { continue };
-            // Creates or locks the month's row; everything below is decided under that lock.
-            let spent = tx
-                .int(
-                    "INSERT INTO budget_months (scope, month, spent_micros) VALUES ($1, $2, 0)
-                     ON CONFLICT (scope, month) DO UPDATE SET spent_micros = budget_months.spent_micros
-                     RETURNING spent_micros",
-                    &[(&scope).into(), (&month).into()],
-                )
-                .await?;
-            let reserved = in_flight(&mut tx, kind, project_id.as_deref()).await?;
-            if spent + reserved + micros > limit {
+        let granted = match check_months(
+            &mut tx,
+            &month,
+            project_id.as_deref(),
+            limits.global_month,
+            limits.project_month,
+            micros,
+        )
+        .await?
+        {
+            Ok(granted) => granted,
+            Err(denied) => {
                 tx.commit().await?;
-                return Ok(Reservation::Denied {
-                    limit: kind,
-                    month: Some(month),
-                    spent_micros: spent,
-                    reserved_micros: reserved,
-                });
+                return Ok(denied);
             }
-            match kind {
-                LimitKind::GlobalMonth => granted.1 = Some(spent + reserved + micros),
-                _ => granted.0 = Some(spent + reserved + micros),
-            }
-        }
+        };
         let n = tx
             .exec(
                 "UPDATE runs SET reserved_micros = reserved_micros + $1
