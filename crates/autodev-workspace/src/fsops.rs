@@ -64,10 +64,13 @@ impl Root {
     }
 
     /// Reads a whole file beneath the root, refusing anything that is not a regular file (a
-    /// FIFO would block the agent).
+    /// FIFO would block the agent). The file is opened non-blocking, so a FIFO an agent made
+    /// (`mkfifo`) is refused at once instead of waiting in `open` for a writer; for a regular
+    /// file the flag changes nothing.
     pub fn read(&self, rel: &Path) -> Result<Vec<u8>, FsError> {
+        use cap_std::fs::OpenOptionsExt;
         let mut opts = OpenOptions::new();
-        opts.read(true);
+        opts.read(true).custom_flags(libc::O_NONBLOCK);
         let file = self.dir.open_with(Self::rel(rel), &opts).map_err(escape_message)?;
         if !file.metadata()?.is_file() {
             return Err(FsError::Io(std::io::Error::other("not a regular file")));
@@ -110,6 +113,22 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A FIFO an agent made in its worktree is refused at once: opening it for reading would
+    /// otherwise wait for a writer forever (the engine reads worktrees on the host).
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = std::ffi::CString::new(dir.path().join("pipe").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+        std::fs::write(dir.path().join("file.txt"), "text").unwrap();
+        let root = Root::open(&dir.path().canonicalize().unwrap()).unwrap();
+        let started = std::time::Instant::now();
+        assert!(root.read(Path::new("pipe")).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(root.read(Path::new("file.txt")).unwrap(), b"text");
+    }
 
     /// Regression (issue 9): with a directory swapped for a symlink to outside between the
     /// check and the write, `write_file` wrote outside the worktree 2 times in 36. Here a
