@@ -379,7 +379,10 @@ impl Engine {
         let _keeper = crate::lease::keeper(self, fenced.clone(), run_id, token, stop.clone(), lease.clone());
         let driver = Engine { store: fenced, ..self.clone() };
         let result = driver.drive_fenced(run_id, stop, &lease).await;
+        // Lost however it was noticed: by the keeper's renewal, by a refused write whose error
+        // came back as this one's, or by one that a task turned into its own failure.
         let lost = lease.lost.load(std::sync::atomic::Ordering::SeqCst)
+            || driver.store.fence_lost()
             || matches!(result, Err(EngineError::Store(StoreError::LeaseLost { .. })));
         // Given up only if this claim still holds it.
         self.store.release_run(run_id, token).await?;
