@@ -8,6 +8,9 @@ use std::borrow::Cow;
 
 /// `text` with the user information of every `scheme://user[:secret]@host` URL in it
 /// replaced by `***`. Text without one is returned as it is.
+///
+/// A scan rather than a URL parser: the URLs sit inside free text (git's error output, a
+/// reason, a report), where nothing says where one ends, and only the authority matters.
 pub fn mask_url_credentials(text: &str) -> Cow<'_, str> {
     if !text.contains("://") || !text.contains('@') {
         return Cow::Borrowed(text);

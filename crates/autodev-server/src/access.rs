@@ -59,26 +59,26 @@ struct Slots(std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>);
 
 impl Slots {
     /// A place for one more of `key`'s, or how many it holds (the most, `max`).
-    fn take(&self, key: &str, max: usize) -> Result<StreamPermit, usize> {
+    fn take(&self, key: &str, max: usize) -> Result<SlotPermit, usize> {
         let mut open = self.0.lock().map_err(|_| max)?;
         let n = open.entry(key.to_string()).or_default();
         if *n >= max {
             return Err(*n);
         }
         *n += 1;
-        Ok(StreamPermit { streams: self.0.clone(), key: key.to_string() })
+        Ok(SlotPermit { slots: self.0.clone(), key: key.to_string() })
     }
 }
 
 /// A place a key holds (an open event stream, a question in flight); dropping it frees it.
-pub struct StreamPermit {
-    streams: std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>,
+pub struct SlotPermit {
+    slots: std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>,
     key: String,
 }
 
-impl Drop for StreamPermit {
+impl Drop for SlotPermit {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.streams.lock()
+        if let Ok(mut open) = self.slots.lock()
             && let Some(n) = open.get_mut(&self.key)
         {
             *n = n.saturating_sub(1);
@@ -123,12 +123,12 @@ impl Guard {
     }
 
     /// A place for one more event stream of `key`, or how many it has open (the most).
-    pub fn open_stream(&self, key: &str) -> Result<StreamPermit, usize> {
+    pub fn open_stream(&self, key: &str) -> Result<SlotPermit, usize> {
         self.streams.take(key, STREAMS_PER_KEY)
     }
 
     /// A place for one more question of `key` being answered, or how many it has in flight.
-    pub fn start_ask(&self, key: &str) -> Result<StreamPermit, usize> {
+    pub fn start_ask(&self, key: &str) -> Result<SlotPermit, usize> {
         self.asks.take(key, ASKS_PER_KEY)
     }
 
