@@ -14,7 +14,8 @@ use autodev_store::{ModelCallRecord, ToolStart};
 use autodev_workspace::{ToolBox, ToolOutcome};
 
 use crate::compact;
-use crate::engine::{EngineError, Result, RunCtx};
+use crate::ctx::RunCtx;
+use crate::error::{EngineError, Result};
 use crate::prompts;
 use crate::settings::ToolCallMode;
 

@@ -13,7 +13,7 @@ use autodev_domain::{EventKind, RunId, Spec, slugify};
 use autodev_store::{AuditEntry, NewRun, ProjectRow, RunRow, Store};
 use autodev_workspace::Git;
 
-use crate::engine::{EngineError, Result};
+use crate::error::{EngineError, Result};
 use crate::settings::RunSettings;
 
 /// What a project run is made from.

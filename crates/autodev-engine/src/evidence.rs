@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use autodev_domain::{EventKind, Evidence};
 use autodev_workspace::fsops::Root;
 
-use crate::engine::{EngineError, Result, RunCtx};
+use crate::ctx::RunCtx;
+use crate::error::{EngineError, Result};
 
 /// What the evidence step found.
 #[derive(Debug)]

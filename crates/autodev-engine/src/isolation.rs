@@ -5,7 +5,12 @@ use autodev_domain::EventKind;
 use autodev_store::RunRow;
 use sha2::{Digest, Sha256};
 
-use crate::engine::{EngineError, Result, RunCtx};
+use std::path::PathBuf;
+
+use autodev_workspace::SandboxPolicy;
+
+use crate::ctx::RunCtx;
+use crate::error::{EngineError, Result};
 
 /// Checks the sandbox and records the warnings; fails the run when the sandbox is missing.
 pub(crate) async fn announce(ctx: &RunCtx) -> Result<()> {
@@ -45,5 +50,24 @@ pub(crate) fn cache_key(run: &RunRow) -> String {
                 .unwrap_or_default();
             format!("local-{name}-{}", hex::encode(&digest[..6]))
         }
+    }
+}
+
+impl RunCtx {
+    /// What this run's commands may see and do: the operator's sandbox mode and read-only
+    /// list (process-wide), this run's network, variables and writable list (operator
+    /// settings stored with the run), the project's build caches, and `AUTODEV_HOME` and the
+    /// repository hidden.
+    pub fn policy(&self) -> SandboxPolicy {
+        let mut p = SandboxPolicy::new(self.dir.join("tmp")).with_mode(self.engine.sandbox.mode);
+        if let Some(readonly) = &self.engine.sandbox.readonly {
+            p.readonly = readonly.clone();
+        }
+        p.cache_dir = Some(self.engine.home.join("cache").join(cache_key(&self.run)));
+        p.hidden = vec![self.engine.home.clone(), PathBuf::from(&self.run.repo)];
+        p.network = self.settings.sandbox_network;
+        p.pass_env = self.settings.sandbox_pass_env.clone();
+        p.writable = self.settings.sandbox_writable.clone();
+        p
     }
 }

@@ -7,7 +7,10 @@
 //! which live in the adapters (`autodev-llm`, `autodev-store`, `autodev-workspace`).
 //!
 //! # Layout
-//! - [`Engine`] (`engine.rs`): creating, driving, approving and cancelling runs.
+//! - [`Engine`] (`engine.rs`): what the engine holds (store, model, prices, sandbox, budgets)
+//!   and how it is built; `run.rs`: creating a run and driving it (claim, lease, phases,
+//!   report); `ctx.rs`: what one run being driven shares with its tasks; `gates.rs`: the
+//!   plan and delivery gates, approving, rejecting and cancelling; `error.rs`: [`EngineError`].
 //! - [`checkout`]: runs made for a project (API, webhooks): enqueued without git; a worker's
 //!   clone, checkpoints in the project's repository, delivery by push.
 //! - [`lease`]: one driver per run: claim tokens, the lease keeper, a dead holder told.
@@ -31,20 +34,26 @@ pub mod ask;
 pub mod checkout;
 pub mod code;
 pub mod compact;
+mod ctx;
 pub mod detect;
 mod engine;
+mod error;
 mod evidence;
+mod gates;
 mod isolation;
 pub mod lease;
+mod outcome;
 mod phases;
 pub mod prompts;
 pub mod report;
+mod run;
 pub mod settings;
 
-pub use engine::{
-    Budgets, Decision, Engine, EngineError, Gate, MAX_PLAN_REVISIONS, Outcome, RunRequest, SandboxConfig, approve_plan,
-    cancel_run,
-};
+pub use engine::{Budgets, Engine, SandboxConfig};
+pub use error::EngineError;
+pub use gates::{Decision, Gate, MAX_PLAN_REVISIONS, approve_plan, cancel_run};
 pub use isolation::unisolated_message;
 pub use lease::{LeaseTiming, claim_token, process_owner};
+pub use outcome::Outcome;
+pub use run::RunRequest;
 pub use settings::{RunSettings, ToolCallMode};

@@ -11,7 +11,9 @@ use autodev_workspace::{MergeOutcome, ToolBox};
 use tokio::task::JoinSet;
 
 use crate::agent::{AgentEnd, AgentKind, AgentSpec, run_agent};
-use crate::engine::{EngineError, Outcome, Result, RunCtx};
+use crate::ctx::RunCtx;
+use crate::error::{EngineError, Result};
+use crate::outcome::Outcome;
 use crate::{detect, prompts, report};
 
 /// Model turns the planner may take.

@@ -15,22 +15,33 @@
 //! (`migrations/sqlite`, `migrations/postgres`), and the store tests run on both.
 //!
 //! # Layout
-//! - [`Store`]: the pools and all queries; `store::lease` the run leases and the fence that
-//!   keeps a driver that lost its run from writing.
+//! - [`Store`] (`store.rs`): the pools, migrations and the transaction entry points; its
+//!   queries live by aggregate under `store/`: `runs` (runs and events), `tasks` (tasks,
+//!   conversations, model and tool calls), `keys` (API keys and the audit log), `projects`,
+//!   `lease` (run leases, the queue claim and the fence that keeps a driver that lost its run
+//!   from writing), `receipts` (inbound webhook deliveries), `budget`, `usage`, `gates`,
+//!   `outbox`, `sessions`.
+//! - `error`: [`StoreError`]; `clock`: [`now_ms`].
 //! - `tx`: one write transaction on either backend.
 //! - [`rows`]: the row types returned to the engine.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod clock;
+mod error;
 mod rows;
 mod store;
 mod tx;
 
+pub use clock::now_ms;
+pub use error::StoreError;
+pub use rows::AuditEntry;
 pub use rows::{
     KeyRow, ModelCallRecord, NewRun, ProjectRow, Recorded, RunRef, RunRow, StoredModelCall, StoredToolCall, TaskRow,
     ToolStart,
 };
 pub use store::budget::{BUDGET_EXCEEDED, LimitKind, Limits, Reservation};
 pub use store::outbox::OutboxRow;
-pub use store::{AuditEntry, KeyUsageRow, Migrations, NewAsk, Stats, Store, StoreError, UsageRow, now_ms};
+pub use store::usage::{KeyUsageRow, NewAsk, UsageRow};
+pub use store::{Migrations, Stats, Store};
 
 pub type Result<T> = std::result::Result<T, StoreError>;

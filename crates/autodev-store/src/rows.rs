@@ -419,3 +419,27 @@ impl Record for TextRow {
         Ok(Self { value: r.get(0)? })
     }
 }
+
+/// A request to record in the audit log (who, what, when: the time is the write's).
+#[derive(Clone, Debug)]
+pub struct AuditEntry {
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub detail: Option<String>,
+}
+
+impl AuditEntry {
+    pub fn new(key: Option<&KeyRow>, method: &str, path: &str, status: u16, detail: Option<&str>) -> Self {
+        Self {
+            key_id: key.map(|k| k.id.clone()),
+            key_name: key.map(|k| k.name.clone()),
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            detail: detail.map(str::to_string),
+        }
+    }
+}

@@ -22,7 +22,8 @@ use rusqlite::OptionalExtension;
 use sqlx::{PgPool, Postgres};
 
 use crate::Result;
-use crate::store::{StoreError, now_ms};
+use crate::StoreError;
+use crate::clock::now_ms;
 
 /// A bound value. The few types the schema uses, so one list of arguments serves both
 /// drivers.

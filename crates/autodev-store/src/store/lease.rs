@@ -14,20 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use autodev_domain::RunState;
+use autodev_domain::{EventKind, RunState};
 
+use super::fence::Fence;
 use super::{Store, StoreError, now_ms};
 use crate::Result;
-use crate::tx::Tx;
-
-/// The run and the claim a fenced store writes for.
-#[derive(Debug)]
-pub(crate) struct Fence {
-    run_id: String,
-    token: String,
-    /// Set when a write found the lease gone.
-    lost: AtomicBool,
-}
+use crate::tx::event_json;
 
 impl Store {
     /// This store, with every write transaction conditional on `run_id`'s lease still
@@ -147,23 +139,93 @@ impl Store {
     }
 }
 
-impl Tx<'_> {
-    /// Fails with [`StoreError::LeaseLost`] unless the fence's run is still leased to its
-    /// claim. On PostgreSQL the run row stays locked until the transaction ends, so no claim
-    /// can take the run between this check and the commit (a concurrent claim waits, or
-    /// skips the row); SQLite's one writer gives the same.
-    pub(crate) async fn check_fence(&mut self, fence: &Fence) -> Result<()> {
-        let select = if self.is_pg() {
-            "SELECT COALESCE(lease_owner, '') FROM runs WHERE id = $1 FOR UPDATE"
-        } else {
-            "SELECT COALESCE(lease_owner, '') FROM runs WHERE id = $1"
-        };
-        match self.opt_text(select, &[fence.run_id.as_str().into()]).await? {
-            Some(holder) if holder == fence.token => Ok(()),
-            _ => {
-                fence.lost.store(true, Ordering::SeqCst);
-                Err(StoreError::LeaseLost { run: fence.run_id.clone() })
+impl Store {
+    /// Ends claimed runs this owner holds in one transaction: each moves to the terminal
+    /// state `to` (with its event) and its lease is released. Runs another owner holds, or
+    /// that already ended, are left alone. Returns how many ended now.
+    pub async fn finish_claimed(&self, ids: &[String], owner: &str, to: RunState, reason: &str) -> Result<usize> {
+        if !to.is_terminal() {
+            return Err(StoreError::Invalid(format!("finish_claimed needs a terminal state, not {to}")));
+        }
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        if let Some(conn) = tx.pg_conn() {
+            // Three round trips for the whole batch, whatever its size.
+            let mut sorted = ids.to_vec();
+            sorted.sort();
+            let ended: Vec<(String, String)> = sqlx::query_as(
+                "WITH old AS (
+                     SELECT id, state FROM runs
+                     WHERE id = ANY($1) AND lease_owner = $2 AND state NOT IN ('succeeded', 'failed', 'cancelled')
+                     ORDER BY id FOR UPDATE)
+                 UPDATE runs r SET state = $3, reason = $4, updated_at = $5, finished_at = $5, lease_owner = NULL, lease_until = 0
+                 FROM old WHERE r.id = old.id RETURNING r.id, old.state",
+            )
+            .bind(&sorted)
+            .bind(owner)
+            .bind(to.as_str())
+            .bind(reason)
+            .bind(now)
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut run_ids = Vec::with_capacity(ended.len());
+            let mut data = Vec::with_capacity(ended.len());
+            for (id, from) in &ended {
+                let from: RunState = from.parse().unwrap_or(RunState::Failed);
+                data.push(event_json(&EventKind::StateChanged { from, to, reason: Some(reason.to_string()) })?);
+                run_ids.push(id.clone());
+            }
+            // The same per-run order lock as every other append (see `Tx::event_raw`).
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext(x)) FROM unnest($1::text[]) AS x ORDER BY x")
+                .bind(&run_ids)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "INSERT INTO events (run_id, at_ms, kind, data)
+                 SELECT t.id, $2, 'state_changed', t.data FROM unnest($1::text[], $3::text[]) AS t(id, data)",
+            )
+            .bind(&run_ids)
+            .bind(now)
+            .bind(&data)
+            .execute(&mut *conn)
+            .await?;
+            // The milestone of each ended run, as `Tx::event` writes it for one.
+            if let Some(topic) = (EventKind::StateChanged { from: RunState::Executing, to, reason: None }).topic() {
+                sqlx::query(
+                    "INSERT INTO outbox (id, run_id, topic, seq, next_at, created_at)
+                     SELECT x || ':' || $2, x, $2, (SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = x), $3, $3
+                     FROM unnest($1::text[]) AS x
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&run_ids)
+                .bind(topic)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
+            tx.commit().await?;
+            return Ok(ended.len());
+        }
+        let mut ended = 0;
+        for id in ids {
+            let select = if tx.is_pg() {
+                "SELECT state FROM runs WHERE id = $1 AND lease_owner = $2 FOR UPDATE"
+            } else {
+                "SELECT state FROM runs WHERE id = $1 AND lease_owner = $2"
+            };
+            let Some(from) = tx.opt_text(select, &[id.into(), owner.into()]).await? else { continue };
+            let from: RunState = from.parse().unwrap_or(RunState::Failed);
+            if !from.is_terminal() {
+                tx.exec(
+                    "UPDATE runs SET state = $1, reason = $2, updated_at = $3, finished_at = $3, lease_owner = NULL, lease_until = 0 WHERE id = $4",
+                    &[to.as_str().into(), reason.into(), now.into(), id.into()],
+                )
+                .await?;
+                tx.event(id, EventKind::StateChanged { from, to, reason: Some(reason.to_string()) }).await?;
+                ended += 1;
             }
         }
+        tx.commit().await?;
+        Ok(ended)
     }
 }

@@ -1,0 +1,62 @@
+//! What one run being driven shares with its tasks.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+
+use autodev_domain::{Event, EventKind};
+use autodev_store::RunRow;
+use autodev_workspace::Git;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::error::{EngineError, Result};
+use crate::settings::RunSettings;
+
+/// Everything a run being driven needs, shared by its tasks.
+pub(crate) struct RunCtx {
+    pub engine: Engine,
+    pub run: RunRow,
+    pub settings: RunSettings,
+    pub dir: PathBuf,
+    pub cancel: CancellationToken,
+    pub cost_micros: AtomicI64,
+    pub warned_unpriced: std::sync::atomic::AtomicBool,
+    /// Whether the 80% warning of the run's cost limit was given (once per process).
+    pub warned_budget: std::sync::atomic::AtomicBool,
+    /// The same for the project's and the deployment's monthly budgets.
+    pub warned_project_month: std::sync::atomic::AtomicBool,
+    pub warned_global_month: std::sync::atomic::AtomicBool,
+    /// The run's code index, opened (and refreshed) the first time the planner or an
+    /// agent needs it; `None` inside when it could not be built (search_code then says so).
+    pub code: Arc<tokio::sync::OnceCell<Option<Arc<crate::code::Searcher>>>>,
+}
+
+impl RunCtx {
+    pub fn worktree(&self, name: &str) -> PathBuf {
+        self.dir.join("worktrees").join(name)
+    }
+
+    pub fn repo(&self) -> Git {
+        Git::new(&self.run.repo)
+    }
+
+    pub async fn emit(&self, e: Event) {
+        self.engine.publish(e);
+    }
+
+    pub async fn event(&self, kind: EventKind) -> Result<()> {
+        let e = self.engine.store.append_event(&self.run.id, kind).await?;
+        self.engine.publish(e);
+        Ok(())
+    }
+
+    /// The run's code index, built or refreshed from `source` (a worktree of the run) the
+    /// first time; `None` when it cannot be built (logged).
+    pub async fn code_index(&self, source: &Path) -> Option<Arc<crate::code::Searcher>> {
+        crate::code::run_index(&self.code, &self.engine.code, Path::new(&self.run.repo), source).await
+    }
+
+    pub fn check_cancel(&self) -> Result<()> {
+        if self.cancel.is_cancelled() { Err(EngineError::Cancelled) } else { Ok(()) }
+    }
+}
