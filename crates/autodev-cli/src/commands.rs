@@ -695,19 +695,22 @@ async fn service_state(home: &Path, config: Option<&Path>, no_migrate: bool) -> 
     let public_url = cfg.public_url.clone().filter(|u| !u.trim().is_empty());
     let code = crate::config::code_search(home, &cfg).map_err(Exit::Usage)?;
     Ok(autodev_server::AppState {
-        code,
         base_path: autodev_server::AppState::base_path_of(public_url.as_deref()),
         public_url,
         delivery,
         forges,
-        sandbox,
-        budgets: budgets(&cfg),
+        engine: autodev_engine::EngineConfig {
+            home: home.to_path_buf(),
+            prices: std::sync::Arc::new(PriceTable::with_overrides(&cfg.prices)),
+            sandbox,
+            budgets: budgets(&cfg),
+            code,
+        },
         store,
         pepper,
         home: home.to_path_buf(),
         providers_configured: provider::any_configured(&cfg),
         poll: std::time::Duration::from_millis(250),
-        prices: std::sync::Arc::new(PriceTable::with_overrides(&cfg.prices)),
         webhooks: std::sync::Arc::new(webhooks),
         guard: std::sync::Arc::new(autodev_server::access::Guard::new(
             cfg.rate_limit_per_minute.unwrap_or(1200),

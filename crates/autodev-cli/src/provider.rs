@@ -224,7 +224,7 @@ pub struct ConfiguredModels {
     pub cfg: FileConfig,
 }
 
-impl autodev_server::workers::ModelFactory for ConfiguredModels {
+impl autodev_server::ModelFactory for ConfiguredModels {
     fn defaults(&self) -> (String, String) {
         resolve(std::env::var("AUTODEV_PROVIDER").ok(), std::env::var("AUTODEV_MODEL").ok(), &self.cfg)
     }

@@ -42,6 +42,42 @@ pub struct SandboxConfig {
     pub readonly: Option<Vec<PathBuf>>,
 }
 
+/// The operator's choices every engine of a process shares: where it keeps its files, the
+/// prices, the sandbox, the budgets and how code is searched. The CLI builds one from the
+/// configuration; `autodev run` and each worker make their engines from it (one builder).
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub home: PathBuf,
+    pub prices: Arc<PriceTable>,
+    pub sandbox: SandboxConfig,
+    pub budgets: Budgets,
+    pub code: crate::code::CodeSearch,
+}
+
+impl EngineConfig {
+    /// Defaults for `home`: built-in prices, the default sandbox, no monthly budget, lexical
+    /// code search.
+    pub fn new(home: &Path) -> Self {
+        Self {
+            home: home.to_path_buf(),
+            prices: Arc::new(PriceTable::default()),
+            sandbox: SandboxConfig::default(),
+            budgets: Budgets::default(),
+            code: crate::code::CodeSearch::new(home, None),
+        }
+    }
+
+    /// An engine on `store` with `model`, under these choices.
+    pub fn engine(&self, store: Store, model: Arc<dyn ModelClient>) -> Engine {
+        let mut engine = Engine::new(store, model, PriceTable::default(), &self.home)
+            .with_sandbox(self.sandbox.clone())
+            .with_budgets(self.budgets)
+            .with_code_search(self.code.clone());
+        engine.prices = self.prices.clone();
+        engine
+    }
+}
+
 impl Engine {
     pub fn new(store: Store, model: Arc<dyn ModelClient>, prices: PriceTable, home: &Path) -> Self {
         let (events, _) = broadcast::channel(4096);

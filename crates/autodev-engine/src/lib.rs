@@ -49,7 +49,7 @@ pub mod report;
 mod run;
 pub mod settings;
 
-pub use engine::{Budgets, Engine, SandboxConfig};
+pub use engine::{Budgets, Engine, EngineConfig, SandboxConfig};
 pub use error::EngineError;
 pub use gates::{Decision, Gate, MAX_PLAN_REVISIONS, approve_plan, cancel_run};
 pub use isolation::unisolated_message;

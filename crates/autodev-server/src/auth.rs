@@ -162,7 +162,7 @@ pub async fn revoke(store: &Store, home: &Path, id_or_name: &str) -> Result<bool
     let revoked = store.revoke_key(id_or_name).await?;
     if revoked {
         let _ = std::fs::create_dir_all(home);
-        let _ = std::fs::write(revocation_marker(home), crate::app::now_nanos().to_string());
+        let _ = std::fs::write(revocation_marker(home), now_nanos().to_string());
     }
     Ok(revoked)
 }
@@ -215,4 +215,9 @@ mod tests {
             Err(AuthError::Invalid(_))
         ));
     }
+}
+
+/// Nanoseconds since the epoch (a marker file's content; its mtime is what is compared).
+pub fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }

@@ -12,8 +12,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::app::AppState;
-
 /// What a person may do in a repository, in GitHub's words (GitLab's levels map onto them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -133,7 +131,7 @@ impl Rule {
 /// GitLab) under `rule`. `Err` is the reason to answer and audit: refused, or the forge could
 /// not be asked (then nothing runs either).
 pub async fn may_command(
-    state: &AppState,
+    forges: &Forges,
     source: &str,
     place: &str,
     who: &Commander,
@@ -143,12 +141,12 @@ pub async fn may_command(
         return Ok(());
     }
     let key = (source.to_string(), place.to_lowercase(), who.login.to_lowercase());
-    let has = match state.forges.cache.get(&key) {
+    let has = match forges.cache.get(&key) {
         Some(p) => p,
         None => {
             let p = match source {
                 "github" => {
-                    let gh = state.forges.github.as_ref().ok_or_else(|| {
+                    let gh = forges.github.as_ref().ok_or_else(|| {
                         "comment commands need AUTODEV_GITHUB_TOKEN (or a GitHub App) to check the author's permission"
                             .to_string()
                     })?;
@@ -158,7 +156,7 @@ pub async fn may_command(
                     Permission::from_github(&role)
                 }
                 "gitlab" => {
-                    let gl = state.forges.gitlab.as_ref().ok_or_else(|| {
+                    let gl = forges.gitlab.as_ref().ok_or_else(|| {
                         "comment commands need AUTODEV_GITLAB_TOKEN to check the author's access".to_string()
                     })?;
                     let id = who.gitlab_id.ok_or_else(|| "the note names no author id".to_string())?;
@@ -169,7 +167,7 @@ pub async fn may_command(
                 }
                 other => return Err(format!("{other} comments are not commands")),
             };
-            state.forges.cache.put(key, p);
+            forges.cache.put(key, p);
             p
         }
     };

@@ -106,6 +106,20 @@ impl From<autodev_store::StoreError> for ApiError {
     }
 }
 
+/// What the engine refused or failed at, as the API says it: the store's errors as the store's,
+/// a request the run's state does not allow (`EngineError::Invalid`) as a conflict, the rest
+/// internal. (Where `Invalid` names a field of the request, the caller says which.)
+impl From<autodev_engine::EngineError> for ApiError {
+    fn from(e: autodev_engine::EngineError) -> Self {
+        use autodev_engine::EngineError;
+        match e {
+            EngineError::Store(e) => e.into(),
+            EngineError::Invalid(msg) => ApiError::conflict(msg),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({"code": self.code, "message": self.message});
@@ -259,12 +273,20 @@ mod tests {
             include_str!("error.rs"),
             include_str!("extract.rs"),
             include_str!("app.rs"),
-            include_str!("runs.rs"),
-            include_str!("projects.rs"),
-            include_str!("webhooks.rs"),
+            include_str!("caller.rs"),
+            include_str!("api/runs.rs"),
+            include_str!("api/projects.rs"),
+            include_str!("service/runs.rs"),
+            include_str!("service/projects.rs"),
+            include_str!("service/usage.rs"),
+            include_str!("service/ask.rs"),
+            include_str!("webhooks/mod.rs"),
+            include_str!("webhooks/github.rs"),
+            include_str!("webhooks/gitlab.rs"),
+            include_str!("webhooks/jira.rs"),
+            include_str!("webhooks/receipt.rs"),
             include_str!("access.rs"),
             include_str!("rules.rs"),
-            include_str!("ask.rs"),
         ];
         let literal = regex::Regex::new(r#"ApiError::new\(\s*[A-Za-z_:]+,\s*"([a-z_]+)""#).unwrap();
         let mut seen = 0;

@@ -5,23 +5,32 @@
 //! workers. What it is not for: running agents (the engine) or storage (the store).
 //!
 //! # Layout
+//! - [`state`]: [`AppState`], what every request, page, tool call and worker shares, and the
+//!   [`ModelFactory`] that builds a run's model client.
+//! - [`caller`]: the [`Caller`] (bearer key → role, what its key sees).
+//! - [`service`]: what can be done — runs, projects, questions, usage — once, typed, with
+//!   authorization and audit inside. The front ends below are adapters over it.
+//! - [`api`]: the REST handlers; [`ui`]: the web UI; [`mcp`]: the MCP server; [`views`]: how
+//!   the API shows runs and projects.
+//! - [`app`]: the axum router, health and readiness.
 //! - [`auth`]: API keys — generation from the OS RNG, a keyed hash (HMAC-SHA-256 with a
-//!   server-side pepper) for storage and lookup.
-//! - [`access`]: the per-request key cache and the per-key rate limit (governor).
-//! - [`app`]: the axum router, the `Caller` extractor (bearer key → role), the handlers.
-//! - [`error`]: the one JSON error shape.
-//! - [`projects`], [`runs`]: the handlers that create and change things.
-//! - [`metrics`]: `/metrics` in the Prometheus text format.
-//! - [`openapi`]: the OpenAPI document (utoipa).
-//! - [`webhooks`]: GitHub, GitLab and Jira deliveries: verified, deduplicated, turned into runs.
+//!   server-side pepper) for storage and lookup. [`access`]: the per-request key cache, the
+//!   per-key rate limit (governor) and the per-key stream and question places.
+//! - [`error`]: the one JSON error shape; [`extract`]: JSON bodies and queries read strictly;
+//!   [`rules`]: the validation rules the OpenAPI document publishes.
+//! - [`metrics`]: `/metrics` in the Prometheus text format; [`openapi`]: the OpenAPI document.
+//! - [`webhooks`]: GitHub, GitLab and Jira receipts: verified, deduplicated, turned into runs;
+//!   [`commanders`]: who may command Autodev by comment.
+//! - [`delivery`]: telling forges, trackers and chat what runs did (the outbox dispatcher).
 //! - [`workers`]: in-process workers that claim queued runs (with leases) and drive them.
 //! - [`serve`]: binding and graceful shutdown.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod access;
+pub mod api;
 pub mod app;
-pub mod ask;
 pub mod auth;
+pub mod caller;
 pub mod commanders;
 pub mod delivery;
 pub mod error;
@@ -29,14 +38,17 @@ pub mod extract;
 pub mod mcp;
 pub mod metrics;
 pub mod openapi;
-pub mod projects;
 pub mod rules;
-pub mod runs;
+pub mod service;
+pub mod state;
 pub mod ui;
+pub mod views;
 pub mod webhooks;
 pub mod workers;
 
-pub use app::{AppState, router};
+pub use app::router;
+pub use caller::Caller;
+pub use state::{AppState, ModelFactory};
 
 /// Serves until `shutdown` is cancelled, then stops accepting and lets in-flight requests
 /// finish (event streams are cut).

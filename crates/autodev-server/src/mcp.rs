@@ -18,8 +18,7 @@ use std::sync::Arc;
 
 use autodev_domain::AccessRole;
 use autodev_store::KeyRow;
-use axum::body::to_bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -33,9 +32,11 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, t
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::{AppState, Caller};
+use crate::caller::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, JsonBody};
+use crate::service::{ask, runs};
+use crate::state::AppState;
+use crate::views::run_json;
 
 /// The reports listed as resources: the newest runs'.
 const LISTED_REPORTS: i64 = 100;
@@ -153,10 +154,6 @@ fn api_error(e: &ApiError) -> CallToolResult {
 }
 
 /// The JSON body of an API handler's response.
-async fn body_json(r: axum::response::Response) -> Result<Value, ApiError> {
-    let bytes = to_bytes(r.into_body(), 16 * 1024 * 1024).await.map_err(|e| ApiError::internal(&e))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(&e))
-}
 
 #[tool_router]
 impl McpServer {
@@ -183,7 +180,7 @@ impl McpServer {
         project: Option<&str>,
     ) -> Result<(Option<autodev_store::ProjectRow>, autodev_engine::code::Searcher), CallToolResult> {
         caller.require(AccessRole::Viewer).map_err(|e| api_error(&e))?;
-        let code = &self.state.code;
+        let code = &self.state.engine.code;
         let (project, searcher) = match (project, self.local.as_ref().and_then(|l| l.repo.clone())) {
             (Some(p), _) => {
                 let row = caller.project(&self.state, p).await.map_err(|e| api_error(&e))?;
@@ -231,15 +228,15 @@ impl McpServer {
     ) -> Result<CallToolResult, ErrorData> {
         let run = async {
             let caller = self.caller(&ctx)?;
-            let mut body = json!({"project": args.project, "spec": args.spec});
-            if let Some(t) = args.title {
-                body["title"] = json!(t);
-            }
-            if let Some(a) = args.approve_plan {
-                body["approval"] = json!(a);
-            }
-            let created = crate::runs::create(caller, State(self.state.clone()), JsonBody::from_value(&body)).await;
-            body_json(created.map_err(|e| api_error(&e))?.into_response()).await.map_err(|e| api_error(&e))
+            let request = runs::CreateRun {
+                project: args.project,
+                spec: args.spec,
+                title: args.title,
+                approval: args.approve_plan,
+                ..Default::default()
+            };
+            let created = runs::create(&self.state, &caller, request).await.map_err(|e| api_error(&e))?;
+            Ok(run_json(&created))
         };
         Ok(outcome(run.await))
     }
@@ -252,8 +249,8 @@ impl McpServer {
     ) -> Result<CallToolResult, ErrorData> {
         let run = async {
             let caller = self.caller(&ctx)?;
-            let got = crate::app::get_run(caller, State(self.state.clone()), Path(args.id)).await;
-            got.map(|v| v.0).map_err(|e| api_error(&e))
+            let got = runs::get(&self.state, &caller, &args.id).await.map_err(|e| api_error(&e))?;
+            serde_json::to_value(got).map_err(|e| api_error(&ApiError::internal(&e)))
         };
         Ok(outcome(run.await))
     }
@@ -266,14 +263,14 @@ impl McpServer {
     ) -> Result<CallToolResult, ErrorData> {
         let run = async {
             let caller = self.caller(&ctx)?;
-            let q = crate::app::ListQuery {
+            let q = runs::ListRuns {
                 project: args.project,
                 state: args.state,
                 limit: Some(args.limit.unwrap_or(20)),
                 cursor: None,
             };
-            let page = crate::app::list_runs(caller, State(self.state.clone()), ApiQuery(q)).await;
-            body_json(page.map_err(|e| api_error(&e))?).await.map_err(|e| api_error(&e))
+            let page = runs::list(&self.state, &caller, q).await.map_err(|e| api_error(&e))?;
+            serde_json::from_slice(&page).map_err(|e| api_error(&ApiError::internal(&e)))
         };
         Ok(outcome(run.await))
     }
@@ -286,11 +283,9 @@ impl McpServer {
     ) -> Result<CallToolResult, ErrorData> {
         let run = async {
             let caller = self.caller(&ctx)?;
-            let body = args.comment.map_or_else(|| json!({}), |c| json!({"comment": c}));
-            let approved =
-                crate::runs::approve(caller, State(self.state.clone()), Path(args.id), JsonBody::from_value(&body))
-                    .await;
-            approved.map(|v| v.0).map_err(|e| api_error(&e))
+            let decision = runs::Decision { comment: args.comment, allow_paths: None };
+            let approved = runs::decide(&self.state, &caller, &args.id, true, decision).await;
+            approved.map(|r| run_json(&r)).map_err(|e| api_error(&e))
         };
         Ok(outcome(run.await))
     }
@@ -303,8 +298,8 @@ impl McpServer {
     ) -> Result<CallToolResult, ErrorData> {
         let run = async {
             let caller = self.caller(&ctx)?;
-            let cancelled = crate::app::cancel_run(caller, State(self.state.clone()), Path(args.id)).await;
-            cancelled.map(|v| v.0).map_err(|e| api_error(&e))
+            let cancelled = runs::cancel(&self.state, &caller, &args.id).await;
+            cancelled.map(|r| run_json(&r)).map_err(|e| api_error(&e))
         };
         Ok(outcome(run.await))
     }
@@ -336,19 +331,16 @@ impl McpServer {
 
     async fn ask_in(&self, args: AskArgs, ctx: &RequestContext<RoleServer>) -> Result<Value, CallToolResult> {
         let caller = self.caller(ctx)?;
-        let question = crate::ask::valid_question(&args.question).map_err(|e| api_error(&e))?.to_string();
+        let question = ask::valid_question(&args.question).map_err(|e| api_error(&e))?.to_string();
         if let Some(project) = &args.project {
-            caller.require(AccessRole::Viewer).map_err(|e| api_error(&e))?;
-            let row = caller.project(&self.state, project).await.map_err(|e| api_error(&e))?;
-            let (id, a) = crate::ask::answer(&self.state, &caller, &row, &question).await.map_err(|e| api_error(&e))?;
-            return Ok(crate::ask::answer_json(&id, &row, &question, &a));
+            return ask::ask(&self.state, &caller, project, &question).await.map_err(|e| api_error(&e));
         }
         // The local repository: answered and recorded without a project.
         let (_, searcher) = self.searcher(&caller, None).await?;
         let settings = self.state.models.run_settings();
         let client = self.state.models.build(&settings).map_err(|e| tool_error(format!("no_model: {e}")))?;
         let answer =
-            autodev_engine::ask::ask(&searcher, client.as_ref(), &self.state.prices, &settings.model, &question)
+            autodev_engine::ask::ask(&searcher, client.as_ref(), &self.state.engine.prices, &settings.model, &question)
                 .await
                 .map_err(|e| tool_error(format!("model_failed: {e}")))?;
         let asker = autodev_engine::ask::Asker { key: Some((&caller.key.id, &caller.key.name)), project_id: None };
@@ -426,20 +418,14 @@ impl ServerHandler for McpServer {
                     None,
                 )
             })?;
-        let response =
-            crate::runs::artifact(caller, State(self.state.clone()), Path((id.to_string(), "report".to_string())))
-                .await
-                .map_err(|e| {
-                    if e.status == axum::http::StatusCode::NOT_FOUND {
-                        ErrorData::resource_not_found(e.message, None)
-                    } else {
-                        ErrorData::invalid_request(e.message, None)
-                    }
-                })?;
-        let bytes = to_bytes(response.into_body(), 64 * 1024 * 1024)
-            .await
-            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
-        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let report = runs::artifact(&self.state, &caller, id, "report").await.map_err(|e| {
+            if e.status == axum::http::StatusCode::NOT_FOUND {
+                ErrorData::resource_not_found(e.message, None)
+            } else {
+                ErrorData::invalid_request(e.message, None)
+            }
+        })?;
+        let text = String::from_utf8_lossy(&report.bytes).into_owned();
         let contents = match ResourceContents::text(text, request.uri.clone()) {
             ResourceContents::TextResourceContents { uri, text, meta, .. } => {
                 ResourceContents::TextResourceContents { uri, text, meta, mime_type: Some("text/markdown".into()) }

@@ -599,7 +599,7 @@ fn refine(doc: &mut Value) -> Vec<String> {
     set(
         doc,
         &schema("AskRequest", "question"),
-        json!({"minLength": 1, "maxLength": crate::ask::QUESTION_MAX_CHARS, "pattern": TEXT}),
+        json!({"minLength": 1, "maxLength": crate::service::ask::QUESTION_MAX_CHARS, "pattern": TEXT}),
     );
     for name in ["ProjectCreate", "ProjectUpdate"] {
         set(doc, &schema(name, "name"), json!({"pattern": NAME}));

@@ -2,33 +2,12 @@
 //! engine keeps alive while it works), builds the run's model client, and drives the run.
 //! On shutdown a worker stops claiming and interrupts its run between steps; the run stays
 //! resumable and another worker (or this one, restarted) picks it up.
-use std::sync::Arc;
 
-use autodev_domain::{ModelClient, RunState};
-use autodev_engine::{Engine, RunSettings};
+use autodev_domain::RunState;
+use autodev_engine::RunSettings;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
-
-/// Builds model clients for runs.
-pub trait ModelFactory: Send + Sync {
-    /// The provider and model a run gets when its request names none.
-    fn defaults(&self) -> (String, String);
-    /// The settings a run made through the API or a webhook starts from: the operator's
-    /// configuration (limits, budgets, sandbox, tool calls, protected paths) with the default
-    /// provider and model. The request and the project then adjust them.
-    fn run_settings(&self) -> RunSettings {
-        let (provider, model) = self.defaults();
-        RunSettings { provider, model, ..RunSettings::default() }
-    }
-    /// The client for a run's settings, or why there is none (the provider is not configured).
-    fn build(&self, settings: &RunSettings) -> Result<Arc<dyn ModelClient>, String>;
-    /// Whether `build` would succeed, without building (creating a run calls this; building
-    /// an HTTP client costs milliseconds).
-    fn check(&self, settings: &RunSettings) -> Result<(), String> {
-        self.build(settings).map(|_| ())
-    }
-}
+use crate::state::AppState;
 
 /// Runs `count` workers until `shutdown`.
 pub async fn run_workers(state: AppState, count: usize, shutdown: CancellationToken) {
@@ -79,10 +58,7 @@ async fn drive(state: &AppState, run_id: &str, token: &str, shutdown: &Cancellat
         Ok(model) => model,
         Err(e) => return fail(state, run_id, token, &format!("no model client: {e}")).await,
     };
-    let engine = Engine::new(state.store.clone(), model, (*state.prices).clone(), &state.home)
-        .with_sandbox(state.sandbox.clone())
-        .with_budgets(state.budgets)
-        .with_code_search(state.code.clone());
+    let engine = state.engine.engine(state.store.clone(), model);
     match engine.drive_claimed(run_id, token, shutdown.child_token()).await {
         Ok(outcome) => tracing::info!(run = run_id, ?outcome, "worker finished driving a run"),
         Err(e) => tracing::error!(run = run_id, error = %e, "worker could not drive a run"),

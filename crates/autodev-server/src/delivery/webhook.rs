@@ -77,7 +77,7 @@ impl Target for WebhookTarget {
             "event": m.topic,
             "delivery": delivery,
             "at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            "run": crate::app::run_json(m.run),
+            "run": crate::views::run_json(m.run),
         });
         let bytes = serde_json::to_vec(&body).map_err(|e| CallError::permanent(None, e.to_string()))?;
         let mut request = self

@@ -2,18 +2,18 @@
 use std::collections::BTreeMap;
 
 use autodev_domain::AccessRole;
+use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::{Form, Json};
 use maud::{Markup, PreEscaped, html};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Session, age, api_error, check_form, error_page, page, usd};
-use crate::app::AppState;
-use crate::extract::JsonBody;
+use crate::service::projects::{self, ProjectBody};
+use crate::state::AppState;
 
 #[derive(Deserialize, Default)]
 pub struct ProjectForm {
@@ -113,20 +113,22 @@ fn fields(f: &ProjectForm, id: &str, settings_help: &str) -> Markup {
     }
 }
 
-fn project_body(f: &ProjectForm) -> Result<Value, String> {
-    let mut body = json!({"name": f.name.trim(), "repository": f.repository.trim()});
-    if !f.base_branch.trim().is_empty() {
-        body["base_branch"] = json!(f.base_branch.trim());
-    }
-    if !f.test_command.trim().is_empty() {
-        body["test_command"] = json!(f.test_command.trim());
-    }
-    if !f.settings.trim().is_empty() {
-        let settings: Value =
-            serde_json::from_str(f.settings.trim()).map_err(|e| format!("settings: not JSON ({e})"))?;
-        body["settings"] = settings;
-    }
-    Ok(body)
+fn project_body(f: &ProjectForm) -> Result<ProjectBody, String> {
+    let filled = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
+    let settings = match filled(&f.settings) {
+        Some(text) => match serde_json::from_str::<Value>(&text).map_err(|e| format!("settings: not JSON ({e})"))? {
+            Value::Object(map) => Some(map),
+            _ => return Err("settings: must be a JSON object (see the ProjectSettings schema)".into()),
+        },
+        None => None,
+    };
+    Ok(ProjectBody {
+        name: Some(f.name.trim().to_string()),
+        repository: Some(f.repository.trim().to_string()),
+        base_branch: filled(&f.base_branch),
+        test_command: filled(&f.test_command),
+        settings,
+    })
 }
 
 pub async fn create_project(
@@ -142,7 +144,7 @@ pub async fn create_project(
         Ok(b) => b,
         Err(e) => return projects_page(&state, &session, Some(&e), &form, StatusCode::UNPROCESSABLE_ENTITY).await,
     };
-    match crate::projects::create(session.caller(), State(state.clone()), JsonBody::from_value(&body)).await {
+    match projects::create(&state, &session.caller(), body).await {
         Ok(_) => Redirect::to(&state.url("/projects")).into_response(),
         Err(e) if e.status == StatusCode::FORBIDDEN => api_error(&state, &session, e),
         Err(e) => {
@@ -175,16 +177,9 @@ pub async fn update_project(
             .await;
         }
     };
-    // An emptied field clears it.
-    for key in ["base_branch", "test_command"] {
-        if body.get(key).is_none() {
-            body[key] = Value::Null;
-        }
-    }
-    if body.get("settings").is_none() {
-        body["settings"] = json!({});
-    }
-    match crate::projects::update(session.caller(), State(state.clone()), Path(id), JsonBody::from_value(&body)).await {
+    // Emptied settings clear them.
+    body.settings.get_or_insert_with(serde_json::Map::new);
+    match projects::update(&state, &session.caller(), &id, body).await {
         Ok(_) => Redirect::to(&state.url("/projects")).into_response(),
         Err(e) if e.status == StatusCode::FORBIDDEN => api_error(&state, &session, e),
         Err(e) => {
@@ -201,24 +196,23 @@ pub struct UsageQuery {
 
 pub async fn usage(State(state): State<AppState>, session: Session, Query(q): Query<UsageQuery>) -> Response {
     let days = q.days.unwrap_or(30);
-    let query = crate::extract::ApiQuery(crate::runs::UsageQuery::days(days));
-    let report = match crate::runs::usage(session.caller(), State(state.clone()), query).await {
-        Ok(Json(v)) => v,
+    let report = match crate::service::usage::usage(&state, &session.caller(), Some(days)).await {
+        Ok(report) => report,
         Err(e) => return api_error(&state, &session, e),
     };
-    let rows = report["usage"].as_array().cloned().unwrap_or_default();
-    let micros = |r: &Value| (r["cost_usd"].as_f64().unwrap_or(0.0) * 1e6).round() as i64;
+    let rows = report.usage;
+    let micros = |r: &crate::service::usage::UsageItem| (r.cost_usd * 1e6).round() as i64;
     let mut by_day: BTreeMap<String, i64> = BTreeMap::new();
     let mut by_project: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     let mut by_model: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     for r in &rows {
         let c = micros(r);
-        *by_day.entry(r["day"].as_str().unwrap_or_default().to_string()).or_default() += c;
-        let tokens = r["input_tokens"].as_i64().unwrap_or(0) + r["output_tokens"].as_i64().unwrap_or(0);
-        let calls = r["calls"].as_i64().unwrap_or(0);
+        *by_day.entry(r.day.clone()).or_default() += c;
+        let tokens = r.input_tokens + r.output_tokens;
+        let calls = r.calls;
         for (map, key) in [
-            (&mut by_project, r["project"].as_str().unwrap_or("(no project)").to_string()),
-            (&mut by_model, r["model"].as_str().unwrap_or_default().to_string()),
+            (&mut by_project, r.project.clone().unwrap_or_else(|| "(no project)".into())),
+            (&mut by_model, r.model.clone()),
         ] {
             let e = map.entry(key).or_default();
             e.0 += calls;

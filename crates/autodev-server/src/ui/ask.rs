@@ -1,17 +1,15 @@
 //! `/ask`: a question about a project's code, answered from its code index through the
 //! API's own handler (so the same roles, validation, budgets and usage records).
 use axum::Form;
-use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Session, check_form, page, usd};
-use crate::app::AppState;
-use crate::extract::JsonBody;
+use crate::state::AppState;
 
 #[derive(Deserialize, Default)]
 pub struct AskForm {
@@ -36,16 +34,8 @@ pub async fn submit(
     if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
         return *r;
     }
-    let body = json!({"question": form.question});
-    match crate::ask::ask(
-        session.caller(),
-        State(state.clone()),
-        Path(form.project.clone()),
-        JsonBody::from_value(&body),
-    )
-    .await
-    {
-        Ok(Json(answer)) => render(&state, &session, &form, Some(&answer), None, StatusCode::OK).await,
+    match crate::service::ask::ask(&state, &session.caller(), &form.project, &form.question).await {
+        Ok(answer) => render(&state, &session, &form, Some(&answer), None, StatusCode::OK).await,
         Err(e) => {
             let message = match &e.field {
                 Some(f) => format!("{f}: {}", e.message),

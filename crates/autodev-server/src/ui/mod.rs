@@ -26,8 +26,9 @@ use axum::{Extension, Form, Router};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
-use crate::app::{AppState, Caller};
+use crate::caller::Caller;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 mod admin;
 mod ask;

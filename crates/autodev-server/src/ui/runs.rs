@@ -1,16 +1,15 @@
 //! `/runs`, `/runs/new` and `/runs/{id}`.
 use autodev_domain::{AccessRole, EventKind, RunState};
+use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::{Form, Json};
 use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::{Session, age, api_error, badge, check_form, duration, error_page, page, usd};
-use crate::app::AppState;
-use crate::extract::JsonBody;
+use crate::service::runs;
+use crate::state::AppState;
 
 /// Runs per page.
 const PAGE: i64 = 50;
@@ -198,21 +197,17 @@ pub async fn create(
     if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
         return *r;
     }
-    let mut body = json!({"project": form.project, "spec": form.spec});
-    if !form.title.trim().is_empty() {
-        body["title"] = json!(form.title.trim());
-    }
-    if !form.model.trim().is_empty() {
-        body["model"] = json!(form.model.trim());
-    }
-    if form.approval.is_some() {
-        body["approval"] = json!(true);
-    }
-    match crate::runs::create(session.caller(), State(state.clone()), JsonBody::from_value(&body)).await {
-        Ok((_, Json(run))) => {
-            let id = run["id"].as_str().unwrap_or_default();
-            Redirect::to(&state.url(&format!("/runs/{id}"))).into_response()
-        }
+    let filled = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
+    let request = crate::service::runs::CreateRun {
+        project: form.project.clone(),
+        spec: form.spec.clone(),
+        title: filled(&form.title),
+        model: filled(&form.model),
+        max_parallel: None,
+        approval: form.approval.is_some().then_some(true),
+    };
+    match crate::service::runs::create(&state, &session.caller(), request).await {
+        Ok(run) => Redirect::to(&state.url(&format!("/runs/{}", run.id))).into_response(),
         Err(e) if e.status == StatusCode::FORBIDDEN => api_error(&state, &session, e),
         Err(e) => {
             let message = match &e.field {
@@ -260,21 +255,24 @@ pub async fn stream(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let q = crate::extract::ApiQuery(crate::app::EventsQuery { after: None });
-    match crate::app::run_events(session.caller(), State(state.clone()), Path(id), headers, q).await {
-        Ok(sse) => sse.into_response(),
+    let after = match crate::api::runs::events_after(&headers, None) {
+        Ok(after) => after,
+        Err(e) => return e.into_response(),
+    };
+    match crate::service::runs::follow(&state, &session.caller(), &id, after).await {
+        Ok(events) => crate::api::runs::sse(events).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-/// The report or the patch, for the session's key (the API's handler).
+/// The report or the patch, for the session's key.
 pub async fn artifact(
     State(state): State<AppState>,
     session: Session,
     Path((id, name)): Path<(String, String)>,
 ) -> Response {
-    match crate::runs::artifact(session.caller(), State(state.clone()), Path((id, name))).await {
-        Ok(r) => r,
+    match crate::service::runs::artifact(&state, &session.caller(), &id, &name).await {
+        Ok(a) => ([(axum::http::header::CONTENT_TYPE, a.content_type)], a.bytes).into_response(),
         Err(e) => api_error(&state, &session, e),
     }
 }
@@ -469,21 +467,18 @@ pub async fn act(
     if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
         return *r;
     }
-    let body = if form.comment.trim().is_empty() { json!({}) } else { json!({"comment": form.comment.trim()}) };
+    let comment = Some(form.comment.trim().to_string()).filter(|c| !c.is_empty());
+    let decision = || crate::service::runs::Decision { comment: comment.clone(), allow_paths: None };
     let caller = session.caller();
-    let st = State(state.clone());
-    let done: Result<Value, crate::error::ApiError> = match action.as_str() {
-        "approve" => crate::runs::approve(caller, st, Path(id.clone()), JsonBody::from_value(&body)).await.map(|j| j.0),
-        "reject" => crate::runs::reject(caller, st, Path(id.clone()), JsonBody::from_value(&body)).await.map(|j| j.0),
-        "cancel" => crate::app::cancel_run(caller, st, Path(id.clone())).await.map(|j| j.0),
-        "deliver" => crate::runs::deliver(caller, st, Path(id.clone())).await.map(|(_, j)| j.0),
+    let done: Result<String, crate::error::ApiError> = match action.as_str() {
+        "approve" => runs::decide(&state, &caller, &id, true, decision()).await.map(|r| r.id),
+        "reject" => runs::decide(&state, &caller, &id, false, decision()).await.map(|r| r.id),
+        "cancel" => runs::cancel(&state, &caller, &id).await.map(|r| r.id),
+        "deliver" => runs::deliver(&state, &caller, &id).await.map(|r| r.run),
         other => return error_page(&state, Some(&session), StatusCode::NOT_FOUND, &format!("no action `{other}`")),
     };
     match done {
-        Ok(v) => {
-            let run_id = v["id"].as_str().map(str::to_string).unwrap_or(id);
-            Redirect::to(&state.url(&format!("/runs/{run_id}"))).into_response()
-        }
+        Ok(run_id) => Redirect::to(&state.url(&format!("/runs/{run_id}"))).into_response(),
         Err(e) => api_error(&state, &session, e),
     }
 }

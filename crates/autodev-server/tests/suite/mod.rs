@@ -47,7 +47,7 @@ pub const JIRA_SECRET: &str = "jira-shared-secret";
 /// Model clients pointing at a scripted model server.
 pub struct TestModels(pub String);
 
-impl autodev_server::workers::ModelFactory for TestModels {
+impl autodev_server::ModelFactory for TestModels {
     fn defaults(&self) -> (String, String) {
         ("openai".into(), "gpt-4.1-mini".into())
     }
@@ -161,18 +161,15 @@ pub async fn spawn_app_on(backend: &str) -> TestApp {
             dir.path(),
             &Default::default(),
         )),
-        sandbox: Default::default(),
-        budgets: Default::default(),
+        engine: autodev_engine::EngineConfig::new(dir.path()),
         public_url: None,
         base_path: String::new(),
-        code: autodev_engine::code::CodeSearch::new(dir.path(), None),
         store: store.clone(),
         pepper,
         home: dir.path().to_path_buf(),
         providers_configured: true,
         poll: Duration::from_millis(20),
         models: std::sync::Arc::new(TestModels(model_url)),
-        prices: std::sync::Arc::new(autodev_llm::PriceTable::default()),
         guard: std::sync::Arc::new(autodev_server::access::Guard::new(RATE_PER_MINUTE, Some(dir.path()))),
         webhooks: std::sync::Arc::new(autodev_server::webhooks::WebhookConfig {
             github_secret: Some(SecretString::from(GITHUB_SECRET)),

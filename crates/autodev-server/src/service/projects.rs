@@ -1,41 +1,25 @@
-//! Projects: create, list, get, update, delete. Addressed by id or name.
+//! Projects: create, list, show, change, delete, each with the caller's role and scope checked
+//! and the change audited.
 use autodev_domain::AccessRole;
 use autodev_store::{ProjectRow, now_ms};
-use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::app::{AppState, Caller};
+use crate::caller::Caller;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
 use crate::rules::{self, ProjectSettings};
+use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectBody {
-    name: Option<String>,
-    repository: Option<String>,
-    base_branch: Option<String>,
-    test_command: Option<String>,
+    pub name: Option<String>,
+    pub repository: Option<String>,
+    pub base_branch: Option<String>,
+    pub test_command: Option<String>,
     /// An object (checked as [`ProjectSettings`] after the rest, so an array is refused as a
     /// whole rather than read as the struct's fields in order).
-    settings: Option<serde_json::Map<String, Value>>,
-}
-
-pub fn project_json(p: &ProjectRow) -> Value {
-    json!({
-        "id": p.id,
-        "name": p.name,
-        // Credentials in a clone URL are kept for cloning, never shown.
-        "repository": autodev_domain::mask_url_credentials(&p.repository),
-        "base_branch": p.base_branch,
-        "test_command": p.test_command,
-        "settings": serde_json::from_str::<Value>(&p.settings).unwrap_or_else(|_| json!({})),
-        "created_at_ms": p.created_at,
-        "updated_at_ms": p.updated_at,
-    })
+    pub settings: Option<serde_json::Map<String, Value>>,
 }
 
 /// A project's name. Projects are addressed by id or name, so a name that could be an id
@@ -91,14 +75,10 @@ fn valid_settings(v: Option<serde_json::Map<String, Value>>) -> Result<Option<St
     }
 }
 
-pub async fn create(
-    caller: Caller,
-    State(state): State<AppState>,
-    body: JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// Creates a project (an unscoped admin's).
+pub async fn create(state: &AppState, caller: &Caller, body: ProjectBody) -> Result<ProjectRow, ApiError> {
     caller.require(AccessRole::Admin)?;
     caller.require_unscoped("create projects")?;
-    let body: ProjectBody = body.parse()?;
     let name = valid_name(body.name.as_deref().ok_or_else(|| ApiError::invalid("name", "name is required"))?)?;
     let repository = valid_repository(
         body.repository.as_deref().ok_or_else(|| ApiError::invalid("repository", "repository is required"))?,
@@ -116,34 +96,26 @@ pub async fn create(
     };
     state.store.insert_project(&row).await?;
     state.store.audit(Some(&*caller.key), "POST", "/api/v1/projects", 201, Some(&row.name)).await?;
-    Ok((StatusCode::CREATED, Json(project_json(&row))))
+    Ok(row)
 }
 
-pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// The projects the caller sees.
+pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<ProjectRow>, ApiError> {
     caller.require(AccessRole::Viewer)?;
     let projects = state.store.list_projects().await?;
-    let seen = projects.iter().filter(|p| caller.sees(Some(&p.id)));
-    Ok(Json(json!({"projects": seen.map(project_json).collect::<Vec<_>>()})))
+    Ok(projects.into_iter().filter(|p| caller.sees(Some(&p.id))).collect())
 }
 
-pub async fn get(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path(key): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+/// A project the caller sees, by id or name.
+pub async fn get(state: &AppState, caller: &Caller, key: &str) -> Result<ProjectRow, ApiError> {
     caller.require(AccessRole::Viewer)?;
-    Ok(Json(project_json(&caller.project(&state, &key).await?)))
+    caller.project(state, key).await
 }
 
-pub async fn update(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path(key): Path<String>,
-    body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+/// Changes the fields `body` gives of a project.
+pub async fn update(state: &AppState, caller: &Caller, key: &str, body: ProjectBody) -> Result<ProjectRow, ApiError> {
     caller.require(AccessRole::Admin)?;
-    let body: ProjectBody = body.parse()?;
-    let mut row = caller.project(&state, &key).await?;
+    let mut row = caller.project(state, key).await?;
     if let Some(name) = body.name {
         row.name = valid_name(&name)?;
     }
@@ -163,20 +135,17 @@ pub async fn update(
     }
     state.store.update_project(&row).await?;
     state.store.audit(Some(&*caller.key), "PATCH", &format!("/api/v1/projects/{}", row.id), 200, None).await?;
-    Ok(Json(project_json(&state.store.find_project(&row.id).await?)))
+    Ok(state.store.find_project(&row.id).await?)
 }
 
-pub async fn delete(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path(key): Path<String>,
-) -> Result<StatusCode, ApiError> {
+/// Deletes a project (its runs stay).
+pub async fn delete(state: &AppState, caller: &Caller, key: &str) -> Result<(), ApiError> {
     caller.require(AccessRole::Admin)?;
-    let row = caller.project(&state, &key).await?;
+    let row = caller.project(state, key).await?;
     state.store.delete_project(&row.id).await?;
     state
         .store
         .audit(Some(&*caller.key), "DELETE", &format!("/api/v1/projects/{}", row.id), 204, Some(&row.name))
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

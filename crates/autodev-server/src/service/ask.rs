@@ -1,26 +1,25 @@
-//! `POST /api/v1/projects/{key}/ask`: a question about a project's code, answered by the
+//! Questions (`POST /api/v1/projects/{key}/ask`): a question about a project's code, answered by the
 //! configured model from the project's code index, with citations checked against the index.
 //! Usage and cost are recorded per key and project (`asks`) and count toward the monthly
 //! budgets; a question reserves its worst case against them first, as a run's model call does.
 use autodev_domain::AccessRole;
 use autodev_store::ProjectRow;
-use axum::Json;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::{AppState, Caller};
+use crate::caller::Caller;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::state::AppState;
 
 /// The longest question accepted, in characters.
 pub const QUESTION_MAX_CHARS: usize = 4_000;
 
+/// A question (`{"question": "…"}`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AskBody {
-    question: String,
+    pub question: String,
 }
 
 /// The most a question can cost: its prompt (the instructions, the question, the excerpts the
@@ -28,7 +27,7 @@ pub struct AskBody {
 fn worst_case(state: &AppState, model: &str, question: &str) -> i64 {
     const CONTEXT_TOKENS_MAX: u64 = 16_000;
     let input = CONTEXT_TOKENS_MAX + question.chars().count() as u64;
-    state.prices.cost(model, input, u64::from(autodev_engine::ask::MAX_ANSWER_TOKENS)).map_or(0, |c| c.0)
+    state.engine.prices.cost(model, input, u64::from(autodev_engine::ask::MAX_ANSWER_TOKENS)).map_or(0, |c| c.0)
 }
 
 /// Reserves the question's worst case against the project's and the deployment's monthly
@@ -43,7 +42,7 @@ async fn reserve(
     let settings: Value = serde_json::from_str(&project.settings).unwrap_or_default();
     let usd = |v: Option<f64>| v.map(|d| (d * 1e6) as i64);
     let project_limit = usd(settings.get("monthly_budget_usd").and_then(Value::as_f64));
-    let global_limit = usd(state.budgets.monthly_usd);
+    let global_limit = usd(state.engine.budgets.monthly_usd);
     if project_limit.is_none() && global_limit.is_none() {
         return Ok(None);
     }
@@ -133,7 +132,7 @@ async fn answer_reserved(
     client: std::sync::Arc<dyn autodev_domain::ModelClient>,
     model: &str,
 ) -> Result<(String, autodev_engine::ask::Answer), ApiError> {
-    let searcher = state.code.open_project(project).await.map_err(|e| match e {
+    let searcher = state.engine.code.open_project(project).await.map_err(|e| match e {
         // The repository is the project's to fix (moved, private, unreachable from here): a
         // conflict with the project's state, not a server fault.
         autodev_engine::code::CodeError::Source(_) => {
@@ -148,7 +147,7 @@ async fn answer_reserved(
             )
         }
     })?;
-    let answer = autodev_engine::ask::ask(&searcher, client.as_ref(), &state.prices, model, question)
+    let answer = autodev_engine::ask::ask(&searcher, client.as_ref(), &state.engine.prices, model, question)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "model_failed", e.to_string()))?;
     let asker =
@@ -164,16 +163,12 @@ pub fn valid_question(question: &str) -> Result<&str, ApiError> {
     Ok(question.trim())
 }
 
-pub async fn ask(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path(key): Path<String>,
-    body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+/// Answers a question about a project the caller sees (`POST /api/v1/projects/{key}/ask`, the
+/// UI's page, MCP's `ask`), as the API shows the answer.
+pub async fn ask(state: &AppState, caller: &Caller, key: &str, question: &str) -> Result<Value, ApiError> {
     caller.require(AccessRole::Viewer)?;
-    let body: AskBody = body.parse()?;
-    let question = valid_question(&body.question)?;
-    let project = caller.project(&state, &key).await?;
-    let (id, answer) = answer(&state, &caller, &project, question).await?;
-    Ok(Json(answer_json(&id, &project, question, &answer)))
+    let question = valid_question(question)?;
+    let project = caller.project(state, key).await?;
+    let (id, answer) = answer(state, caller, &project, question).await?;
+    Ok(answer_json(&id, &project, question, &answer))
 }
