@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use autodev_engine::RunSettings;
 use autodev_llm::ModelInfo;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -383,11 +384,10 @@ impl FileConfig {
         let mut p = Vec::new();
         for (i, entry) in self.fallback.iter().enumerate() {
             match entry.split_once(':') {
-                Some((provider, model))
-                    if crate::provider::PROVIDERS.contains(&provider) && !model.trim().is_empty() => {}
+                Some((provider, model)) if PROVIDERS.contains(&provider) && !model.trim().is_empty() => {}
                 _ => p.push(format!(
                     "fallback[{i}] = `{entry}`: give `provider:model` with provider one of {}",
-                    crate::provider::PROVIDERS.join(", ")
+                    PROVIDERS.join(", ")
                 )),
             }
         }
@@ -399,7 +399,7 @@ impl FileConfig {
                 p.push(format!("protected_paths[{i}] = `{glob}`: {e}"));
             }
         }
-        for name in crate::provider::PROVIDERS {
+        for name in PROVIDERS {
             if let Some(section) = self.provider_section(name)
                 && section.breaker_cooldown_secs == Some(0)
             {
@@ -791,4 +791,41 @@ fn confluence_config(
         space,
         parent_id: cfg.confluence.parent_id.clone(),
     })
+}
+
+pub const PROVIDERS: &[&str] = &["openai", "anthropic", "groq", "ollama", "gemini"];
+
+/// A run's settings from the operator's configuration alone, for `provider` and `model`:
+/// what `autodev run` starts from before its flags, and what runs made through the API and
+/// webhooks get.
+pub fn configured_settings(cfg: &FileConfig, provider: &str, model: String) -> RunSettings {
+    let d = RunSettings::default();
+    RunSettings {
+        test_command: String::new(),
+        provider: provider.to_string(),
+        model,
+        max_parallel: cfg.max_parallel.unwrap_or(d.max_parallel),
+        max_repair_rounds: cfg.max_repair_rounds.unwrap_or(d.max_repair_rounds),
+        max_steps: cfg.max_steps.unwrap_or(d.max_steps),
+        max_task_tokens: cfg.max_task_tokens.unwrap_or(d.max_task_tokens),
+        max_cost_usd: cfg.max_cost_usd,
+        max_output_tokens: cfg.max_output_tokens.unwrap_or(d.max_output_tokens),
+        context_window: cfg.context_window,
+        approval: false,
+        command_timeout_secs: cfg.command_timeout_secs.unwrap_or(d.command_timeout_secs),
+        test_timeout_secs: cfg.test_timeout_secs.unwrap_or(d.test_timeout_secs),
+        sandbox_network: cfg.sandbox.network.unwrap_or(false),
+        sandbox_pass_env: cfg.sandbox.pass_env.clone(),
+        sandbox_writable: cfg.sandbox.writable.clone(),
+        record: None,
+        replay: None,
+        keep_worktrees: false,
+        require_evidence: cfg.require_evidence.unwrap_or(false),
+        tool_calls: cfg.tool_calls_for(provider).unwrap_or_default(),
+        config_warnings: cfg.repo_warnings.clone(),
+        deliver_branch: None,
+        protected_paths: cfg.protected_paths.clone(),
+        allowed_paths: Vec::new(),
+        approve_delivery: false,
+    }
 }

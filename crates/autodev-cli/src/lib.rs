@@ -6,19 +6,16 @@
 //! - `config.rs`: layered configuration and `X_FILE` secrets.
 //! - `provider.rs`: building the model client.
 //! - `display.rs`: the live display and `--json` output.
-//! - `commands.rs`: `run`, `resume`, `cancel`, `runs`; `doctor.rs`; `demo.rs`.
-//! - `code.rs`: `index` and `search` (the code index).
+//! - `context.rs`: what every command shares (the store, the engine built from the
+//!   configuration, run settings from flags and configuration).
+//! - `commands/`: one file per subcommand (`run.rs` is `run`, `resume` and `cancel`; `serve.rs`
+//!   is `serve`, `worker` and `mcp`; `code.rs` is `index`, `search` and `ask`), and the dispatch.
 
 pub mod cli;
-mod code;
 mod commands;
 mod config;
-mod costs;
-mod deliver;
-mod demo;
+mod context;
 mod display;
-mod doctor;
-mod gates;
 mod provider;
 mod reference;
 

@@ -55,7 +55,7 @@ pub fn default_model(provider: &str) -> &'static str {
     }
 }
 
-pub const PROVIDERS: &[&str] = &["openai", "anthropic", "groq", "ollama", "gemini"];
+pub use crate::config::PROVIDERS;
 
 /// The base URL a provider will be called at.
 pub fn base_url(provider: &str, cfg: &FileConfig) -> String {
@@ -231,7 +231,7 @@ impl autodev_server::ModelFactory for ConfiguredModels {
 
     fn run_settings(&self) -> autodev_engine::RunSettings {
         let (provider, model) = self.defaults();
-        crate::commands::configured_settings(&self.cfg, &provider, model)
+        crate::config::configured_settings(&self.cfg, &provider, model)
     }
 
     fn build(&self, settings: &autodev_engine::RunSettings) -> Result<Arc<dyn ModelClient>, String> {

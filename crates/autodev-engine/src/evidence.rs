@@ -290,7 +290,7 @@ async fn run_on_base(ctx: &RunCtx, wt: &Path, grafts: &[(String, String)]) -> Re
         let rel = root.check(path).map_err(|e| EngineError::Failed(format!("evidence: {e}")))?;
         root.write(&rel, content.as_bytes()).map_err(|e| EngineError::Failed(format!("evidence: {path}: {e}")))?;
     }
-    let outcome = crate::phases::test_command_in(ctx, &wt.canonicalize()?).await?;
+    let outcome = ctx.test_command_in(&wt.canonicalize()?).await?;
     Ok((outcome.exit_code, outcome.success(), outcome.render(30)))
 }
 

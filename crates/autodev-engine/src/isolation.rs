@@ -70,4 +70,13 @@ impl RunCtx {
         p.writable = self.settings.sandbox_writable.clone();
         p
     }
+
+    /// The project's test command in `wt`, in the same kind of sandbox as the agents' commands
+    /// (a fresh one each time: nothing an agent left running sees the tests).
+    pub(crate) async fn test_command_in(&self, wt: &std::path::Path) -> Result<autodev_workspace::CommandOutcome> {
+        autodev_workspace::Sandbox::new(wt, self.policy())
+            .run(&self.settings.test_command, std::time::Duration::from_secs(self.settings.test_timeout_secs))
+            .await
+            .map_err(|e| EngineError::Failed(format!("could not run the test command: {e}")))
+    }
 }

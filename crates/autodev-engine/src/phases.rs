@@ -515,17 +515,8 @@ async fn merge_task_into(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_
     ctx.event(EventKind::TaskMerged { task: task.id.clone(), commit: sha }).await
 }
 
-/// The project's test command in `wt`, in the same kind of sandbox as the agents' commands
-/// (a fresh one each time: nothing an agent left running sees the tests).
-pub(crate) async fn test_command_in(ctx: &RunCtx, wt: &std::path::Path) -> Result<autodev_workspace::CommandOutcome> {
-    autodev_workspace::Sandbox::new(wt, ctx.policy())
-        .run(&ctx.settings.test_command, Duration::from_secs(ctx.settings.test_timeout_secs))
-        .await
-        .map_err(|e| EngineError::Failed(format!("could not run the test command: {e}")))
-}
-
 async fn run_tests(ctx: &RunCtx, wt: &std::path::Path, round: u32) -> Result<(bool, String, Option<i32>)> {
-    let outcome = test_command_in(ctx, wt).await?;
+    let outcome = ctx.test_command_in(wt).await?;
     let passed = outcome.success();
     let tail = outcome.render(40);
     let e = ctx

@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Session, age, api_error, check_form, error_page, page, usd};
+use super::page::{Session, age, api_error, check_form, error_page, page, usd};
 use crate::service::projects::{self, ProjectBody};
 use crate::state::AppState;
 
@@ -43,7 +43,7 @@ async fn projects_page(
     form: &ProjectForm,
     status: StatusCode,
 ) -> Response {
-    let projects = match super::visible_projects(state, session).await {
+    let projects = match super::page::visible_projects(state, session).await {
         Ok(p) => p,
         Err(e) => return api_error(state, session, e.into()),
     };

@@ -8,7 +8,7 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Session, check_form, page, usd};
+use super::page::{Session, check_form, page, usd};
 use crate::state::AppState;
 
 #[derive(Deserialize, Default)]
@@ -54,7 +54,7 @@ async fn render(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let projects = super::visible_projects(state, session).await.unwrap_or_default();
+    let projects = super::page::visible_projects(state, session).await.unwrap_or_default();
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let body = html! {
         h1 { "Ask the code" }

@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
-use super::{Session, age, api_error, badge, check_form, duration, error_page, page, usd};
+use super::page::{Session, age, api_error, badge, check_form, duration, error_page, page, usd};
 use crate::service::runs;
 use crate::state::AppState;
 
@@ -24,7 +24,7 @@ pub struct ListQuery {
 }
 
 pub async fn list(State(state): State<AppState>, session: Session, Query(q): Query<ListQuery>) -> Response {
-    let projects = match super::visible_projects(&state, &session).await {
+    let projects = match super::page::visible_projects(&state, &session).await {
         Ok(p) => p,
         Err(e) => return api_error(&state, &session, e.into()),
     };
@@ -145,7 +145,7 @@ async fn new_form(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let projects = super::visible_projects(state, session).await.unwrap_or_default();
+    let projects = super::page::visible_projects(state, session).await.unwrap_or_default();
     let body = html! {
         h1 { "New run" }
         @if let Some(e) = error { p.error role="alert" { (e) } }

@@ -39,16 +39,16 @@ pub async fn deliver(home: &Path, config: Option<&Path>, key: &str, json: bool) 
     let inner = async {
         let cfg = FileConfig::load(home, config, None)
             .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
-        let store = crate::commands::open_store(home).await?;
-        let run = store.find_run(key).await.map_err(crate::commands::store_error)?;
+        let store = crate::context::open_store(home).await?;
+        let run = store.find_run(key).await.map_err(crate::context::store_error)?;
         let dispatcher = dispatcher(home, &cfg, &store)?;
         if dispatcher.is_empty() {
             return Err(Exit::Usage(
                 "no integration is configured: set AUTODEV_GITHUB_TOKEN, AUTODEV_SLACK_WEBHOOK_URL or AUTODEV_NOTIFY_WEBHOOK_URL, or add [[notify.webhooks]] (README: Delivery)".into(),
             ));
         }
-        store.retry_outbox(&run.id).await.map_err(crate::commands::store_error)?;
-        let rows = dispatcher.deliver_run(&run.id).await.map_err(crate::commands::store_error)?;
+        store.retry_outbox(&run.id).await.map_err(crate::context::store_error)?;
+        let rows = dispatcher.deliver_run(&run.id).await.map_err(crate::context::store_error)?;
         print(&rows, json);
         let undelivered = rows.iter().filter(|r| r.state != "done").count();
         if undelivered == 0 {

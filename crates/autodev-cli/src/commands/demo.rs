@@ -100,7 +100,7 @@ pub async fn demo(home: Option<PathBuf>, args: DemoArgs) -> Exit {
         approve: false,
         json: args.json,
     };
-    let exit = crate::commands::run(&home, None, run_args).await;
+    let exit = crate::commands::run::run(&home, None, run_args).await;
     if !args.json && matches!(exit, Exit::Ok) {
         println!("\ndemo: look at the result with  git -C {} log --oneline --graph --all", repo.display());
         println!("demo: and at the run with      AUTODEV_HOME={} autodev runs show --json <run>", home.display());

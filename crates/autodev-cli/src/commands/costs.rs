@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::Exit;
-use crate::commands::{open_store, store_error};
+use crate::context::{open_store, store_error};
 
 pub async fn costs(home: &Path, days: i64, by: &str, json: bool) -> Exit {
     let inner = async {

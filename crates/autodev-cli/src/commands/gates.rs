@@ -7,7 +7,7 @@ use autodev_domain::RunState;
 use autodev_engine::{Decision, Gate};
 
 use crate::Exit;
-use crate::commands::{open_store, store_error};
+use crate::context::{open_store, store_error};
 
 pub async fn decide(home: &Path, key: &str, approved: bool, comment: Option<&str>, allow_paths: Vec<String>) -> Exit {
     let inner = async {
@@ -21,7 +21,7 @@ pub async fn decide(home: &Path, key: &str, approved: bool, comment: Option<&str
             autodev_workspace::protect::check_glob(glob)
                 .map_err(|e| Exit::Usage(format!("--allow-path `{glob}`: {e}")))?;
         }
-        let by = crate::commands::whoami();
+        let by = crate::context::whoami();
         let gate = Gate::of(&run);
         let decision = Decision { approved, by: by.clone(), comment: comment.to_string(), allow_paths };
         autodev_engine::approve_plan(&store, &run.id, &decision).await.map_err(|e| match e {

@@ -136,10 +136,10 @@ pub async fn ask(home: &Path, config: Option<&Path>, args: crate::cli::AskArgs) 
             .map_err(failed)?;
         // Recorded like the API's questions (no key, no project), so `autodev costs --by kind`
         // shows what questions cost.
-        let store = crate::commands::open_store(home).await?;
+        let store = crate::context::open_store(home).await?;
         autodev_engine::ask::record(&store, autodev_engine::ask::Asker::default(), args.question.trim(), &answer)
             .await
-            .map_err(crate::commands::store_error)?;
+            .map_err(crate::context::store_error)?;
         if args.json {
             println!("{}", serde_json::to_value(&answer).unwrap_or_default());
             return Ok(Exit::Ok);

@@ -1,0 +1,121 @@
+//! `autodev runs list` and `runs show`.
+use crate::Exit;
+use crate::display::Display;
+use autodev_domain::MicroUsd;
+use autodev_store::RunRow;
+use std::path::Path;
+
+use crate::context::*;
+
+pub(crate) fn run_json(r: &RunRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id, "short_id": r.short_id, "title": r.title, "state": r.state, "reason": r.reason,
+        "repo": r.repo, "base_branch": r.base_branch, "branch": r.branch,
+        "tests_passed": r.test_passed, "evidence": r.evidence, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+        "cost_usd": MicroUsd(r.cost_micros).as_usd(), "created_at_ms": r.created_at, "finished_at_ms": r.finished_at,
+    })
+}
+
+pub(crate) fn age(ms: i64) -> String {
+    let secs = (autodev_store::now_ms() - ms).max(0) / 1000;
+    match secs {
+        s if s < 120 => format!("{s}s ago"),
+        s if s < 7_200 => format!("{}m ago", s / 60),
+        s if s < 172_800 => format!("{}h ago", s / 3_600),
+        s => format!("{}d ago", s / 86_400),
+    }
+}
+
+pub async fn list(home: &Path, limit: i64, json: bool) -> Exit {
+    let inner = async {
+        let store = open_store(home).await?;
+        let runs = store.list_runs(limit.clamp(1, 1000)).await.map_err(store_error)?;
+        if json {
+            println!("{}", serde_json::Value::Array(runs.iter().map(run_json).collect()));
+            return Ok(Exit::Ok);
+        }
+        if runs.is_empty() {
+            println!("no runs yet; start one with: autodev run --spec SPEC.md");
+            return Ok(Exit::Ok);
+        }
+        println!("{:<9} {:<18} {:<9} {:<10} TITLE", "RUN", "STATE", "COST", "CREATED");
+        for r in &runs {
+            let title: String = r.title.chars().take(50).collect();
+            println!(
+                "{:<9} {:<18} {:<9} {:<10} {title}",
+                r.short_id,
+                r.state,
+                MicroUsd(r.cost_micros).to_string(),
+                age(r.created_at)
+            );
+        }
+        Ok::<Exit, Exit>(Exit::Ok)
+    };
+    match inner.await {
+        Ok(e) | Err(e) => e,
+    }
+}
+
+pub async fn show(home: &Path, key: &str, json: bool) -> Exit {
+    let inner = async {
+        let store = open_store(home).await?;
+        let r = store.find_run(key).await.map_err(store_error)?;
+        let tasks = store.tasks(&r.id).await.map_err(store_error)?;
+        let events = store.events(&r.id, 0).await.map_err(store_error)?;
+        let deliveries = store.outbox_for_run(&r.id).await.map_err(store_error)?;
+        let links = store.run_links(&r.id).await.map_err(store_error)?;
+        if json {
+            let mut v = run_json(&r);
+            v["deliveries"] = autodev_server::delivery::deliveries_json(&deliveries);
+            v["links"] = links
+                .iter()
+                .map(|(k, val)| (k.clone(), serde_json::json!(val)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            v["plan"] = r.plan.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or(serde_json::Value::Null);
+            v["tasks"] = tasks
+                .iter()
+                .map(|t| serde_json::json!({"id": t.task_key, "title": t.title, "state": t.state, "depends_on": t.deps(), "summary": t.summary, "reason": t.reason, "commit": t.commit_sha}))
+                .collect();
+            v["events"] = serde_json::to_value(&events).unwrap_or_default();
+            println!("{v}");
+            return Ok(Exit::Ok);
+        }
+        println!("run      {} ({})", r.id, r.short_id);
+        println!("title    {}", r.title);
+        println!("state    {}{}", r.state, r.reason.as_deref().map(|x| format!(": {x}")).unwrap_or_default());
+        println!("repo     {} (base {})", r.repo, r.base_branch);
+        println!("branch   {}", r.branch);
+        if let Some(evidence) = &r.evidence {
+            println!("evidence {evidence}");
+        }
+        println!("usage    {} input + {} output tokens, {}", r.input_tokens, r.output_tokens, MicroUsd(r.cost_micros));
+        if !tasks.is_empty() {
+            println!("tasks");
+            for t in &tasks {
+                let deps = t.deps();
+                let after = if deps.is_empty() { String::new() } else { format!(" (after {})", deps.join(", ")) };
+                println!("  {:<8} {:<8} {}{after}", t.task_key, t.state, t.title);
+            }
+        }
+        for (name, value) in &links {
+            println!("link     {name}: {value}");
+        }
+        if !deliveries.is_empty() {
+            println!("delivery");
+            for d in &deliveries {
+                println!("  {:<22} {} (attempts {})", d.topic, d.state, d.attempts);
+            }
+        }
+        println!("events");
+        let mut display = Display::new(false);
+        for e in &events {
+            display.event(e);
+        }
+        display.finish();
+        Ok::<Exit, Exit>(Exit::Ok)
+    };
+    match inner.await {
+        Ok(e) | Err(e) => e,
+    }
+}
