@@ -1,4 +1,4 @@
-//! Autodev's domain model: the words of DESIGN.md as types.
+//! Autodev's domain model: the words of `docs/architecture.md` and the README as types.
 //!
 //! What it is for: ids, specs, plans (a validated DAG of tasks), the run and task state
 //! machines, events, the conversation types shared by every model provider, money, and the

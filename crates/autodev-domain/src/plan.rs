@@ -1,4 +1,4 @@
-//! The planner's answer: a summary and a DAG of tasks, validated as DESIGN.md requires.
+//! The planner's answer: a summary and a DAG of tasks, validated (acyclic, known dependencies, acceptance criteria).
 //! A plan with duplicate ids, unknown dependencies or a cycle is refused with a reason the
 //! planner model can act on.
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,4 +1,4 @@
-//! The run and task state machines of DESIGN.md.
+//! The run and task state machines (the README's "How a run works" names the states).
 use std::fmt;
 use std::str::FromStr;
 
@@ -91,7 +91,7 @@ impl fmt::Display for RunState {
     }
 }
 
-/// A state name that is not one of DESIGN.md's.
+/// A state name that is not one of the run's or task's states.
 #[derive(Debug, thiserror::Error)]
 #[error("unknown state `{0}`")]
 pub struct UnknownState(pub String);

@@ -30,7 +30,7 @@ pub struct ErrorDetail {
     field: Option<String>,
 }
 
-/// DESIGN.md's run states.
+/// The run states (`autodev_domain::RunState`).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStateName {

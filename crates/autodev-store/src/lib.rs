@@ -1,8 +1,8 @@
 //! Autodev's store: runs, tasks, conversations, model calls, tool calls and events.
 //!
-//! What it is for: durable state that lets a run survive `kill -9`. DESIGN.md's
-//! persist-before-act rule lives here as an API: `record_model_call` stores a model reply
-//! (with its usage and cost) before any of its tool calls run, `tool_started` and
+//! What it is for: durable state that lets a run survive `kill -9`. The persist-before-act
+//! rule (README, "How a run works") lives here as an API: `record_model_call` stores a model
+//! reply (with its usage and cost) before any of its tool calls run, `tool_started` and
 //! `tool_finished` bracket each tool call, and every record is written in one transaction
 //! with the event that announces it. What it is not for: deciding what happens next.
 //!

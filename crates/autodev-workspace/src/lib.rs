@@ -11,7 +11,7 @@
 //!   sandbox per agent), or — where the operator chose so — with Landlock or nothing.
 //! - [`fsops`]: file I/O beneath a worktree through a directory handle (cap-std), so no
 //!   symlink, however raced, leads a tool outside it.
-//! - [`tools`]: the v1 tool interface of DESIGN.md (`list_files`, `read_file`, `write_file`,
+//! - [`tools`]: the v1 tool interface (`list_files`, `read_file`, `write_file`,
 //!   `edit_file`, `search`, `run`, `finish`) and their JSON schemas.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 

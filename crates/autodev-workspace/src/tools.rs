@@ -1,4 +1,4 @@
-//! The v1 agent tool interface (DESIGN.md, a public contract): `list_files`, `read_file`,
+//! The v1 agent tool interface (a public contract, documented in the README): `list_files`, `read_file`,
 //! `write_file`, `edit_file`, `search`, `run`, `finish`. Every failure — bad arguments, a
 //! path outside the workspace, a missing file, an ambiguous edit — is a tool result the
 //! model can read and act on, never a crash.
