@@ -184,6 +184,11 @@ pub async fn authenticate(store: &Store, pepper: &Pepper, token: &str) -> Result
     Ok(Some((row, role)))
 }
 
+/// Nanoseconds since the epoch (a marker file's content; its mtime is what is compared).
+pub fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,9 +220,4 @@ mod tests {
             Err(AuthError::Invalid(_))
         ));
     }
-}
-
-/// Nanoseconds since the epoch (a marker file's content; its mtime is what is compared).
-pub fn now_nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
