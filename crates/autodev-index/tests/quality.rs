@@ -60,12 +60,12 @@ const QUESTIONS: &[(&str, &str, &str)] = &[
     ("retry after header parsing for rate limited vendors", "crates/autodev-llm/src/http.rs", "retry_after"),
     (
         "sign in to the web UI with an API key and set the session cookie",
-        "crates/autodev-server/src/ui/mod.rs",
+        "crates/autodev-server/src/ui/page.rs",
         "login",
     ),
-    ("check the CSRF token and origin of a form", "crates/autodev-server/src/ui/mod.rs", "check_form"),
+    ("check the CSRF token and origin of a form", "crates/autodev-server/src/ui/page.rs", "check_form"),
     ("draw the plan's task DAG as SVG", "crates/autodev-server/src/ui/svg.rs", "dag"),
-    ("verify the GitHub webhook signature of a delivery", "crates/autodev-server/src/webhooks.rs", "signature_ok"),
+    ("verify the GitHub webhook signature of a delivery", "crates/autodev-server/src/webhooks/mod.rs", "signature_ok"),
     ("compact the conversation to fit the context window", "crates/autodev-engine/src/compact.rs", "fit"),
     (
         "a rejected plan goes back to the planner with the reviewer's comment",

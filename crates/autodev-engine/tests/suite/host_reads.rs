@@ -10,7 +10,7 @@ use std::path::Path;
 /// (file, text on the line, why the path is not an agent's or a repository's).
 const ALLOWED: &[(&str, &str, &str)] = &[
     (
-        "crates/autodev-engine/src/engine.rs",
+        "crates/autodev-engine/src/run.rs",
         "read_to_string(&exclude)",
         "the user's repository's .git/info/exclude, which Autodev appends to",
     ),
@@ -32,7 +32,7 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "the run's report, written by Autodev in its run folder",
     ),
     (
-        "crates/autodev-server/src/runs.rs",
+        "crates/autodev-server/src/service/runs.rs",
         "tokio::fs::read(&path)",
         "an artifact (report.md, changes.patch) of the run folder, by a fixed name",
     ),
