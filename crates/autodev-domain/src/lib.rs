@@ -25,6 +25,7 @@ pub mod money;
 pub mod plan;
 pub mod ports;
 pub mod redact;
+pub mod settings;
 pub mod spec;
 pub mod state;
 
@@ -38,6 +39,7 @@ pub use money::{MicroUsd, month_of};
 pub use plan::{Plan, PlanError, PlannedTask};
 pub use ports::{ModelClient, ModelError};
 pub use redact::mask_url_credentials;
+pub use settings::{Permission, ProjectSettings, RunSettings, ToolCallMode};
 pub use spec::{Spec, SpecError};
 pub use state::{RunState, TaskState};
 

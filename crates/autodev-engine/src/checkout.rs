@@ -41,19 +41,16 @@ pub async fn enqueue(store: &Store, req: ProjectRun<'_>) -> Result<(RunRow, auto
     // Project settings that tighten a run: `require_evidence`, `protected_paths` (added to
     // the operator's), `approve_delivery`. (`monthly_budget_usd` is read at each reservation.)
     let mut settings = req.settings.clone();
-    let project_settings: serde_json::Value = serde_json::from_str(&req.project.settings).unwrap_or_default();
-    let flag = |key: &str| project_settings.get(key).and_then(serde_json::Value::as_bool) == Some(true);
-    if flag("require_evidence") {
+    let project_settings = req.project.settings();
+    if project_settings.require_evidence == Some(true) {
         settings.require_evidence = true;
     }
-    if flag("approve_delivery") {
+    if project_settings.approve_delivery == Some(true) {
         settings.approve_delivery = true;
     }
-    if let Some(globs) = project_settings.get("protected_paths").and_then(serde_json::Value::as_array) {
-        for glob in globs.iter().filter_map(serde_json::Value::as_str) {
-            if !settings.protected_paths.iter().any(|g| g == glob) {
-                settings.protected_paths.push(glob.to_string());
-            }
+    for glob in project_settings.protected_paths.iter().flatten() {
+        if !settings.protected_paths.iter().any(|g| g == glob) {
+            settings.protected_paths.push(glob.clone());
         }
     }
     let draft = RunDraft {

@@ -3,7 +3,6 @@ use autodev_domain::{Event, EventKind, RunState};
 use autodev_store::{RunRow, Store, StoreError};
 
 use crate::error::{EngineError, Result};
-use crate::settings::RunSettings;
 
 /// Rejected plans that go back to the planner with the reviewer's comment before a rejection
 /// cancels the run.
@@ -61,8 +60,7 @@ pub async fn approve_plan(store: &Store, run_id: &str, decision: &Decision) -> R
                 autodev_workspace::protect::check_glob(glob)
                     .map_err(|e| EngineError::Invalid(format!("allow_paths: `{glob}`: {e}")))?;
             }
-            let mut settings: RunSettings = serde_json::from_str(&run.settings)
-                .map_err(|e| EngineError::Failed(format!("the run's stored settings are unreadable: {e}")))?;
+            let mut settings = run.settings().map_err(|e| EngineError::Failed(e.to_string()))?;
             for glob in &decision.allow_paths {
                 if !settings.allowed_paths.contains(glob) {
                     settings.allowed_paths.push(glob.clone());

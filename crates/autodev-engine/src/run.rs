@@ -151,13 +151,38 @@ impl Engine {
     /// over (this one's lease expired), this one stops at its next step, writes nothing more
     /// and returns [`Outcome::LeaseLost`].
     pub async fn drive_claimed(&self, run_id: &str, token: &str, cancel: CancellationToken) -> Result<Outcome> {
+        let run = self.store.get_run(run_id).await?;
+        let settings = match run.settings() {
+            Ok(settings) => settings,
+            Err(e) => {
+                self.store.release_run(run_id, token).await?;
+                if run.run_state().is_terminal() {
+                    return Ok(Outcome::Finished(run.run_state()));
+                }
+                return Err(EngineError::Invalid(e.to_string()));
+            }
+        };
+        self.drive_claimed_run(run, settings, token, cancel).await
+    }
+
+    /// [`Engine::drive_claimed`] for a run the caller has read and whose settings it has parsed
+    /// (a worker reads them to build the run's model client): nothing is read twice.
+    pub async fn drive_claimed_run(
+        &self,
+        run: RunRow,
+        settings: RunSettings,
+        token: &str,
+        cancel: CancellationToken,
+    ) -> Result<Outcome> {
+        let run_id = run.id.clone();
+        let run_id = run_id.as_str();
         let fenced = self.store.fenced(run_id, token);
         let stop = cancel.child_token();
         let lease = Arc::new(crate::lease::LeaseState::default());
         // The heartbeat starts with the claim, before the checkout or any agent work.
         let _keeper = crate::lease::keeper(self, fenced.clone(), run_id, token, stop.clone(), lease.clone());
         let driver = Engine { store: fenced, ..self.clone() };
-        let result = driver.drive_fenced(run_id, stop, &lease).await;
+        let result = driver.drive_fenced(run, settings, stop, &lease).await;
         // Lost however it was noticed: by the keeper's renewal, by a refused write whose error
         // came back as this one's, or by one that a task turned into its own failure.
         let lost = lease.lost.load(std::sync::atomic::Ordering::SeqCst)
@@ -176,19 +201,19 @@ impl Engine {
     /// write ends it without touching the run.
     async fn drive_fenced(
         &self,
-        run_id: &str,
+        run: RunRow,
+        mut settings: RunSettings,
         stop: CancellationToken,
         lease: &crate::lease::LeaseState,
     ) -> Result<Outcome> {
         let lost = || lease.lost.load(std::sync::atomic::Ordering::SeqCst);
-        let run = self.store.get_run(run_id).await?;
+        let run_id = run.id.clone();
+        let run_id = run_id.as_str();
         if run.run_state().is_terminal() {
             return Ok(Outcome::Finished(run.run_state()));
         }
         // No call of this run is in flight now (one that was died with its driver).
         self.store.clear_reservations(run_id).await?;
-        let mut settings: RunSettings = serde_json::from_str(&run.settings)
-            .map_err(|e| EngineError::Invalid(format!("stored settings of run {run_id} are unreadable: {e}")))?;
         // A project run works in this worker's clone of the project's repository.
         let run = match crate::checkout::prepare(&self.store, &self.home, run, &mut settings).await {
             Ok(run) => run,

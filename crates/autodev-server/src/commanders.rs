@@ -12,55 +12,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// What a person may do in a repository, in GitHub's words (GitLab's levels map onto them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Permission {
-    None,
-    Read,
-    Triage,
-    Write,
-    Maintain,
-    Admin,
-}
-
-impl Permission {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Permission::None => "none",
-            Permission::Read => "read",
-            Permission::Triage => "triage",
-            Permission::Write => "write",
-            Permission::Maintain => "maintain",
-            Permission::Admin => "admin",
-        }
-    }
-
-    /// GitHub's role name or legacy permission; an unknown (custom) role counts as read.
-    fn from_github(role: &str) -> Self {
-        match role {
-            "admin" => Permission::Admin,
-            "maintain" => Permission::Maintain,
-            "write" => Permission::Write,
-            "triage" => Permission::Triage,
-            "none" => Permission::None,
-            _ => Permission::Read,
-        }
-    }
-
-    /// GitLab's access level: reporter ≈ triage, developer ≈ write, maintainer ≈ maintain,
-    /// owner ≈ admin; guest and planner read.
-    fn from_gitlab(level: u32) -> Self {
-        match level {
-            50.. => Permission::Admin,
-            40.. => Permission::Maintain,
-            30.. => Permission::Write,
-            20.. => Permission::Triage,
-            1.. => Permission::Read,
-            0 => Permission::None,
-        }
-    }
-}
+pub use autodev_domain::Permission;
 
 /// The author of a comment or review that asks something of Autodev.
 #[derive(Clone, Debug)]
@@ -121,9 +73,11 @@ pub struct Rule {
 }
 
 impl Rule {
-    pub fn of(settings: &str) -> Self {
-        let s: crate::rules::ProjectSettings = serde_json::from_str(settings).unwrap_or_default();
-        Rule { min: s.trigger_min_permission.unwrap_or(Permission::Write), bots: s.trigger_bots.unwrap_or_default() }
+    pub fn of(s: &autodev_domain::ProjectSettings) -> Self {
+        Rule {
+            min: s.trigger_min_permission.unwrap_or(Permission::Write),
+            bots: s.trigger_bots.clone().unwrap_or_default(),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use autodev_domain::spec::is_blank;
 use regex::Regex;
 
 use crate::error::ApiError;
+pub use autodev_domain::ProjectSettings;
 
 /// Project names: an ASCII letter or digit, then up to 99 letters, digits, `-`, `_` or `.`.
 /// ASCII only: names are typed in CLI arguments and URLs and end up in branch and directory
@@ -166,37 +167,18 @@ pub fn free_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A project's settings: the keys Autodev knows, each checked (an unknown key is refused by
-/// the type, so `github_rep` cannot be ignored silently).
-#[derive(serde::Deserialize, serde::Serialize, Default, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct ProjectSettings {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub github_repo: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gitlab_project: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jira_project: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub require_evidence: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub monthly_budget_usd: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub protected_paths: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub approve_delivery: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trigger_min_permission: Option<crate::commanders::Permission>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trigger_bots: Option<Vec<String>>,
-}
-
 /// Forge logins: letters, digits, `-`, `_`, `.` and a `[bot]` suffix.
 pub const FORGE_LOGIN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(\[bot\])?$";
 const MAX_TRIGGER_BOTS: usize = 50;
 
-impl ProjectSettings {
-    pub fn check(&self) -> Result<(), ApiError> {
+/// The checks of a project's settings beyond their types (patterns, ranges, globs), for the API's
+/// edge: the settings a project is stored with passed them.
+pub trait CheckSettings {
+    fn check(&self) -> Result<(), ApiError>;
+}
+
+impl CheckSettings for ProjectSettings {
+    fn check(&self) -> Result<(), ApiError> {
         type Check<'a> = (&'a str, &'a Option<String>, fn(&str) -> bool, &'a str);
         let checks: [Check; 3] = [
             ("settings.github_repo", &self.github_repo, is_github_repo, "`owner/name`, as in github.com/owner/name"),
@@ -221,7 +203,7 @@ impl ProjectSettings {
         if let Some(globs) = &self.protected_paths {
             allow_paths("settings.protected_paths", globs)?;
         }
-        if self.trigger_min_permission == Some(crate::commanders::Permission::None) {
+        if self.trigger_min_permission == Some(autodev_domain::Permission::None) {
             return Err(ApiError::invalid(
                 "settings.trigger_min_permission",
                 "`none` would let anyone command Autodev; give read, triage, write, maintain or admin",

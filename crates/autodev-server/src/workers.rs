@@ -4,7 +4,6 @@
 //! resumable and another worker (or this one, restarted) picks it up.
 
 use autodev_domain::RunState;
-use autodev_engine::RunSettings;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
@@ -43,23 +42,24 @@ async fn worker(state: AppState, shutdown: CancellationToken) {
 }
 
 async fn drive(state: &AppState, run_id: &str, token: &str, shutdown: &CancellationToken) {
-    let settings = match state.store.get_run(run_id).await.map(|r| serde_json::from_str::<RunSettings>(&r.settings)) {
-        Ok(Ok(settings)) => settings,
-        Ok(Err(e)) => {
-            return fail(state, run_id, token, &format!("the run's stored settings are unreadable: {e}")).await;
-        }
+    let run = match state.store.get_run(run_id).await {
+        Ok(run) => run,
         Err(e) => {
             tracing::error!(run = run_id, error = %e, "could not read a claimed run");
             let _ = state.store.release_run(run_id, token).await;
             return;
         }
     };
+    let settings = match run.settings() {
+        Ok(settings) => settings,
+        Err(e) => return fail(state, run_id, token, &e.to_string()).await,
+    };
     let model = match state.models.build(&settings) {
         Ok(model) => model,
         Err(e) => return fail(state, run_id, token, &format!("no model client: {e}")).await,
     };
     let engine = state.engine.engine(state.store.clone(), model);
-    match engine.drive_claimed(run_id, token, shutdown.child_token()).await {
+    match engine.drive_claimed_run(run, settings, token, shutdown.child_token()).await {
         Ok(outcome) => tracing::info!(run = run_id, ?outcome, "worker finished driving a run"),
         Err(e) => tracing::error!(run = run_id, error = %e, "worker could not drive a run"),
     }

@@ -169,6 +169,14 @@ impl RunRow {
     pub fn run_state(&self) -> RunState {
         self.state.parse().unwrap_or(RunState::Failed)
     }
+
+    /// The settings the run was created with, parsed. Unreadable settings (a damaged row)
+    /// are an error naming the run: nothing should drive a run on guessed settings.
+    pub fn settings(&self) -> Result<autodev_domain::RunSettings, crate::StoreError> {
+        serde_json::from_str(&self.settings).map_err(|e| {
+            crate::StoreError::Invalid(format!("the stored settings of run {} are unreadable: {e}", self.short_id))
+        })
+    }
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -307,6 +315,14 @@ pub struct ProjectRow {
     pub settings: String,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl ProjectRow {
+    /// The project's settings, parsed. They were checked when they were stored; a row that no
+    /// longer parses (written by a newer Autodev) reads as no settings.
+    pub fn settings(&self) -> autodev_domain::ProjectSettings {
+        serde_json::from_str(&self.settings).unwrap_or_default()
+    }
 }
 
 /// One stored event, before its JSON is parsed.

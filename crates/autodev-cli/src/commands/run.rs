@@ -222,8 +222,7 @@ pub async fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Exi
     let inner = async {
         let store = open_store(home).await?;
         let mut row = store.find_run(&args.run).await.map_err(store_error)?;
-        let mut settings: RunSettings =
-            serde_json::from_str(&row.settings).map_err(|e| Exit::Usage(format!("stored settings unreadable: {e}")))?;
+        let mut settings: RunSettings = row.settings().map_err(|e| Exit::Usage(e.to_string()))?;
         if let Some(max) = args.max_cost_usd {
             if !(max.is_finite() && max > 0.0) {
                 return Err(Exit::Usage(format!("--max-cost-usd must be a positive number of dollars, not {max}")));

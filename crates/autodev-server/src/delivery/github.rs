@@ -308,7 +308,7 @@ impl Target for Github {
     }
 
     fn wants(&self, m: &Milestone<'_>) -> bool {
-        let on_github = m.setting("github_repo").is_some();
+        let on_github = m.project_settings().github_repo.is_some();
         let from_issue = origin_issue(m.run.origin.as_deref()).is_some();
         on_github && (m.opens_review() || (from_issue && m.topic != "run.pr_opened"))
     }
@@ -320,8 +320,7 @@ impl Target for Github {
         let Ok(projects) = store.list_projects().await else { return };
         let mut owners = std::collections::BTreeMap::new();
         for p in &projects {
-            let settings: serde_json::Value = serde_json::from_str(&p.settings).unwrap_or_default();
-            if let Some(repo) = settings["github_repo"].as_str() {
+            if let Some(repo) = p.settings().github_repo.as_deref() {
                 owners
                     .entry(repo.split('/').next().unwrap_or_default().to_string())
                     .or_insert_with(|| repo.to_string());
@@ -335,7 +334,7 @@ impl Target for Github {
     }
 
     async fn deliver(&self, store: &Store, m: &Milestone<'_>) -> Result<String, CallError> {
-        let Some(repo) = m.setting("github_repo") else { return Ok("not a GitHub project".into()) };
+        let Some(repo) = m.project_settings().github_repo else { return Ok("not a GitHub project".into()) };
         let mut done = Vec::new();
         let mut pull_request = m.links.get("github.pull_request").cloned();
         if m.opens_review() {

@@ -182,14 +182,14 @@ impl Target for Gitlab {
     }
 
     fn wants(&self, m: &Milestone<'_>) -> bool {
-        let on_gitlab = m.setting("gitlab_project").is_some();
+        let on_gitlab = m.project_settings().gitlab_project.is_some();
         let from_issue =
             origin_issue(m.run.origin.as_deref()).is_some() || origin_merge_request(m.run.origin.as_deref()).is_some();
         on_gitlab && (m.opens_review() || (from_issue && m.topic != "run.pr_opened"))
     }
 
     async fn deliver(&self, store: &Store, m: &Milestone<'_>) -> Result<String, CallError> {
-        let Some(project) = m.setting("gitlab_project") else { return Ok("not a GitLab project".into()) };
+        let Some(project) = m.project_settings().gitlab_project else { return Ok("not a GitLab project".into()) };
         let mut done = Vec::new();
         let mut merge_request = m.links.get("gitlab.merge_request").cloned();
         if m.opens_review() {

@@ -91,7 +91,7 @@ impl Milestone<'_> {
 
     /// The branch the run delivers onto: a follow-up's pull request branch, else its own.
     pub fn head_branch(&self) -> String {
-        let settings: autodev_engine::RunSettings = serde_json::from_str(&self.run.settings).unwrap_or_default();
+        let settings = self.run.settings().unwrap_or_default();
         settings.deliver_branch.unwrap_or_else(|| self.run.branch.clone())
     }
 
@@ -107,11 +107,9 @@ impl Milestone<'_> {
         self.topic == "run.succeeded" || (self.topic == "run.failed" && self.links.contains_key("git.branch"))
     }
 
-    /// A project setting (`github_repo`…).
-    pub fn setting(&self, name: &str) -> Option<String> {
-        let project = self.project?;
-        let v: Value = serde_json::from_str(&project.settings).ok()?;
-        v.get(name)?.as_str().map(str::to_string)
+    /// The run's project's settings (none for a run of a local repository).
+    pub fn project_settings(&self) -> autodev_domain::ProjectSettings {
+        self.project.map(autodev_store::ProjectRow::settings).unwrap_or_default()
     }
 
     /// One line for people: what happened.

@@ -39,9 +39,8 @@ async fn reserve(
     model: &str,
     question: &str,
 ) -> Result<Option<String>, ApiError> {
-    let settings: Value = serde_json::from_str(&project.settings).unwrap_or_default();
     let usd = |v: Option<f64>| v.map(|d| (d * 1e6) as i64);
-    let project_limit = usd(settings.get("monthly_budget_usd").and_then(Value::as_f64));
+    let project_limit = usd(project.settings().monthly_budget_usd);
     let global_limit = usd(state.engine.budgets.monthly_usd);
     if project_limit.is_none() && global_limit.is_none() {
         return Ok(None);

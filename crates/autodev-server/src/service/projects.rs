@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::caller::Caller;
 use crate::error::ApiError;
-use crate::rules::{self, ProjectSettings};
+use crate::rules::{self, CheckSettings, ProjectSettings};
 use crate::state::AppState;
 
 #[derive(Deserialize, Default)]

@@ -16,15 +16,15 @@ use super::*;
 /// The project a ticket belongs to: settings `github_repo`/`gitlab_project`/`jira_project`,
 /// or for GitHub a repository URL on github.com naming the same repository.
 async fn project_for(state: &AppState, source: &str, place: &str) -> Result<Option<ProjectRow>, ApiError> {
-    let key = match source {
-        "github" => "github_repo",
-        "gitlab" => "gitlab_project",
-        _ => "jira_project",
-    };
     let projects = state.store.list_projects().await?;
     Ok(projects.into_iter().find(|p| {
-        let settings: Value = serde_json::from_str(&p.settings).unwrap_or(Value::Null);
-        if settings[key].as_str().is_some_and(|s| s.eq_ignore_ascii_case(place)) {
+        let settings = p.settings();
+        let named = match source {
+            "github" => settings.github_repo,
+            "gitlab" => settings.gitlab_project,
+            _ => settings.jira_project,
+        };
+        if named.is_some_and(|s| s.eq_ignore_ascii_case(place)) {
             return true;
         }
         source == "github" && github_repo_of(&p.repository).is_some_and(|r| r.eq_ignore_ascii_case(place))
@@ -52,7 +52,7 @@ async fn act(
         return ignored(format!("no project is configured for {source} `{}`", ticket.place));
     };
     if let Some(by) = &ticket.by
-        && let Err(why) = may_command(&state.forges, source, &ticket.place, by, &Rule::of(&project.settings)).await
+        && let Err(why) = may_command(&state.forges, source, &ticket.place, by, &Rule::of(&project.settings())).await
     {
         tracing::warn!(source, place = %ticket.place, login = %by.login, "{why}");
         return ignored(why);
@@ -125,12 +125,12 @@ async fn follow_up(
         return ignored("the run that opened the pull request has no project any more".into());
     };
     if let Err(why) =
-        may_command(&state.forges, feedback.source, &feedback.place, &feedback.by, &Rule::of(&project.settings)).await
+        may_command(&state.forges, feedback.source, &feedback.place, &feedback.by, &Rule::of(&project.settings())).await
     {
         tracing::warn!(source = feedback.source, place = %feedback.place, login = %feedback.by.login, "{why}");
         return ignored(why);
     }
-    let mut settings: RunSettings = serde_json::from_str(&parent.settings).unwrap_or_default();
+    let mut settings: RunSettings = parent.settings().unwrap_or_default();
     let branch = settings.deliver_branch.clone().unwrap_or_else(|| parent.branch.clone());
     settings.deliver_branch = Some(branch.clone());
     // The gates stay as the project and the operator set them (the parent's settings carry

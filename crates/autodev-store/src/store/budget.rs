@@ -226,8 +226,8 @@ impl Store {
                 .await?
         });
         Ok(settings
-            .and_then(|(s,)| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v.get("monthly_budget_usd").and_then(serde_json::Value::as_f64)))
+            .and_then(|(s,)| serde_json::from_str::<autodev_domain::ProjectSettings>(&s).ok())
+            .and_then(|s| s.monthly_budget_usd))
     }
 
     /// What each conversation of a run has cost, from its recorded model calls.
