@@ -580,8 +580,8 @@ pub fn code_search(home: &Path, cfg: &FileConfig) -> Result<autodev_engine::code
 
 /// The integrations runs are delivered to: `[github]`, `[[notify.webhooks]]` and the
 /// `AUTODEV_*` variables (tokens and URLs that hold tokens only from variables or `_FILE`s).
-pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::DeliveryConfig, Vec<String>> {
-    use autodev_server::delivery::{DeliveryConfig, github::GithubConfig, webhook::WebhookTarget};
+pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_delivery::DeliveryConfig, Vec<String>> {
+    use autodev_delivery::{DeliveryConfig, github::GithubConfig, webhook::WebhookTarget};
     let mut problems = Vec::new();
     let mut get = |name: &str| {
         secret(name).unwrap_or_else(|e| {
@@ -645,7 +645,7 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
     if gitlab_token.is_some() {
         problems.extend(check_url("AUTODEV_GITLAB_URL / gitlab.url", &gitlab_url).err());
     }
-    let gitlab = gitlab_token.map(|token| autodev_server::delivery::gitlab::GitlabConfig {
+    let gitlab = gitlab_token.map(|token| autodev_delivery::gitlab::GitlabConfig {
         url: gitlab_url,
         token,
         labels: cfg.gitlab.labels.clone(),
@@ -682,6 +682,7 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_server::delivery::Del
         slack_api_url: None,
         webhooks,
         retry_base: None,
+        git_credentials: Default::default(),
     };
     if problems.is_empty() { Ok(config) } else { Err(problems) }
 }
@@ -692,8 +693,8 @@ fn github_auth(
     app_id: Option<String>,
     app_key: Option<SecretString>,
     problems: &mut Vec<String>,
-) -> Option<autodev_server::delivery::github::GithubAuth> {
-    use autodev_server::delivery::github::GithubAuth;
+) -> Option<autodev_delivery::github::GithubAuth> {
+    use autodev_delivery::github::GithubAuth;
     match (token, app_id, app_key) {
         (None, None, None) => None,
         (Some(token), None, None) => Some(GithubAuth::Token(token)),
@@ -726,8 +727,8 @@ fn github_auth(
 }
 
 /// Jira's configuration: Cloud (email + API token) or Data Center (a personal access token).
-fn jira_config(cfg: &FileConfig, problems: &mut Vec<String>) -> Option<autodev_server::delivery::jira::JiraConfig> {
-    use autodev_server::delivery::jira::{JiraAuth, JiraConfig};
+fn jira_config(cfg: &FileConfig, problems: &mut Vec<String>) -> Option<autodev_delivery::jira::JiraConfig> {
+    use autodev_delivery::jira::{JiraAuth, JiraConfig};
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let mut get = |name: &str| {
         secret(name).unwrap_or_else(|e| {
@@ -768,7 +769,7 @@ fn jira_config(cfg: &FileConfig, problems: &mut Vec<String>) -> Option<autodev_s
 fn confluence_config(
     cfg: &FileConfig,
     problems: &mut Vec<String>,
-) -> Option<autodev_server::delivery::confluence::ConfluenceConfig> {
+) -> Option<autodev_delivery::confluence::ConfluenceConfig> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let token = secret("AUTODEV_CONFLUENCE_API_TOKEN").unwrap_or_else(|e| {
         problems.push(e);
@@ -784,7 +785,7 @@ fn confluence_config(
         return None;
     };
     problems.extend(check_url("AUTODEV_CONFLUENCE_URL / confluence.url", &url).err());
-    Some(autodev_server::delivery::confluence::ConfluenceConfig {
+    Some(autodev_delivery::confluence::ConfluenceConfig {
         url,
         email,
         token,

@@ -13,6 +13,9 @@ use autodev_domain::{EventKind, RunId, Spec, slugify};
 use autodev_store::{AuditEntry, NewRun, ProjectRow, RunRow, Store};
 use autodev_workspace::Git;
 
+/// The process's forge credentials for Autodev's own clones, fetches and pushes.
+type Credentials = std::sync::Arc<autodev_workspace::git::credentials::Credentials>;
+
 use crate::error::{EngineError, Result};
 use crate::settings::RunSettings;
 
@@ -159,7 +162,13 @@ pub fn validate_repository(repository: &str) -> std::result::Result<(), String> 
 /// The worker's clone of a project's repository, fetched up to date; the run row is
 /// returned pointing at it, with its base branch and base commit filled in (and stored the
 /// first time).
-pub(crate) async fn prepare(store: &Store, home: &Path, run: RunRow, settings: &mut RunSettings) -> Result<RunRow> {
+pub(crate) async fn prepare(
+    store: &Store,
+    home: &Path,
+    credentials: &Credentials,
+    run: RunRow,
+    settings: &mut RunSettings,
+) -> Result<RunRow> {
     let Some(project_id) = run.project_id.clone() else { return Ok(run) };
     let repos = home.join("repos");
     std::fs::create_dir_all(&repos)?;
@@ -173,10 +182,10 @@ pub(crate) async fn prepare(store: &Store, home: &Path, run: RunRow, settings: &
     let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
         .await
         .map_err(|e| EngineError::Failed(format!("lock task failed: {e}")))??;
-    let result = fetch(&run.repo, &dir, &run.id).await;
+    let result = fetch(&run.repo, &dir, &run.id, credentials).await;
     drop(lock);
     result?;
-    let git = Git::new(&dir);
+    let git = Git::new(&dir).with_credentials(credentials);
     let base =
         if run.base_branch.is_empty() { default_branch(&git, &run.repo).await? } else { run.base_branch.clone() };
     let base_commit = if run.base_commit.is_empty() {
@@ -202,17 +211,18 @@ pub(crate) async fn prepare(store: &Store, home: &Path, run: RunRow, settings: &
     Ok(RunRow { repo: dir.display().to_string(), base_branch: base, base_commit, ..run })
 }
 
-async fn fetch(repository: &str, dir: &Path, run_id: &str) -> Result<()> {
+async fn fetch(repository: &str, dir: &Path, run_id: &str, credentials: &Credentials) -> Result<()> {
     if !dir.join(".git").exists() {
         let _ = std::fs::remove_dir_all(dir);
         let parent = dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         let target = dir.display().to_string();
         Git::new(&parent)
+            .with_credentials(credentials)
             .run(&["clone", "--quiet", "--no-checkout", "--", repository, &target])
             .await
             .map_err(|e| EngineError::Failed(format!("could not clone {repository}: {e}")))?;
     }
-    let git = Git::new(dir);
+    let git = Git::new(dir).with_credentials(credentials);
     // The run's own checkpoint refs come back too, so a run resumed by another machine's
     // worker starts from the last merged state.
     let checkpoints = format!("+refs/autodev/{run_id}/*:refs/autodev/{run_id}/*");

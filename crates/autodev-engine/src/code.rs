@@ -62,6 +62,8 @@ pub struct CodeSearch {
     home: PathBuf,
     embeddings: Option<EmbeddingsConfig>,
     shared: Arc<Shared>,
+    /// Forge credentials for cloning and fetching projects to index.
+    credentials: Arc<autodev_workspace::git::credentials::Credentials>,
 }
 
 /// What opening an index would otherwise redo on every question: the embeddings client
@@ -119,7 +121,14 @@ impl CodeSearch {
             home: std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf()),
             embeddings,
             shared: Arc::default(),
+            credentials: Arc::default(),
         }
+    }
+
+    /// Clones and fetches projects with these forge credentials.
+    pub fn with_git_credentials(mut self, credentials: &Arc<autodev_workspace::git::credentials::Credentials>) -> Self {
+        self.credentials = credentials.clone();
+        self
     }
 
     fn embedder(&self, cfg: &EmbeddingsConfig) -> Result<Embedder> {
@@ -256,11 +265,12 @@ impl CodeSearch {
             let _ = std::fs::remove_dir_all(dir);
             let target = dir.display().to_string();
             Git::new(root)
+                .with_credentials(&self.credentials)
                 .run(&["clone", "--quiet", "--no-checkout", "--", repository, &target])
                 .await
                 .map_err(|e| fail("clone", e))?;
         }
-        let git = Git::new(dir);
+        let git = Git::new(dir).with_credentials(&self.credentials);
         // Questions come in bursts: the repository is fetched at most every FETCH_EVERY.
         let stamp = dir.join(".git").join("autodev-fetched");
         let fresh = std::fs::metadata(&stamp)

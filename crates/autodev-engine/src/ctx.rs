@@ -37,7 +37,7 @@ impl RunCtx {
     }
 
     pub fn repo(&self) -> Git {
-        Git::new(&self.run.repo)
+        self.engine.git(&self.run.repo)
     }
 
     pub async fn emit(&self, e: Event) {

@@ -8,6 +8,7 @@ use autodev_domain::{Event, ModelClient};
 use autodev_llm::PriceTable;
 use autodev_store::Store;
 use autodev_workspace::SandboxMode;
+use autodev_workspace::git::credentials::Credentials;
 use tokio::sync::broadcast;
 
 /// The engine. Cheap to clone; clones share the store, the model and the event channel.
@@ -23,6 +24,8 @@ pub struct Engine {
     pub(crate) sandbox: SandboxConfig,
     pub(crate) budgets: Budgets,
     pub(crate) code: crate::code::CodeSearch,
+    /// Forge credentials for this engine's clones, fetches and pushes of projects.
+    pub(crate) credentials: Arc<Credentials>,
 }
 
 /// The operator's budgets beyond each run's own (`monthly_budget_usd` in `autodev.toml`,
@@ -52,6 +55,8 @@ pub struct EngineConfig {
     pub sandbox: SandboxConfig,
     pub budgets: Budgets,
     pub code: crate::code::CodeSearch,
+    /// The process's forge credentials (the code search's too).
+    pub credentials: Arc<Credentials>,
 }
 
 impl EngineConfig {
@@ -64,6 +69,7 @@ impl EngineConfig {
             sandbox: SandboxConfig::default(),
             budgets: Budgets::default(),
             code: crate::code::CodeSearch::new(home, None),
+            credentials: Arc::default(),
         }
     }
 
@@ -74,6 +80,7 @@ impl EngineConfig {
             .with_budgets(self.budgets)
             .with_code_search(self.code.clone());
         engine.prices = self.prices.clone();
+        engine.credentials = self.credentials.clone();
         engine
     }
 }
@@ -94,7 +101,20 @@ impl Engine {
             sandbox: SandboxConfig::default(),
             budgets: Budgets::default(),
             code: crate::code::CodeSearch::new(home, None),
+            credentials: Arc::default(),
         }
+    }
+
+    /// Clones, fetches and pushes projects with these forge credentials.
+    pub fn with_git_credentials(mut self, credentials: &Arc<Credentials>) -> Self {
+        self.credentials = credentials.clone();
+        self
+    }
+
+    /// Autodev's own git for a repository it clones, fetches or pushes (not an agent's
+    /// worktree): with the forge credentials.
+    pub(crate) fn git(&self, dir: impl Into<PathBuf>) -> autodev_workspace::Git {
+        autodev_workspace::Git::new(dir).with_credentials(&self.credentials)
     }
 
     /// Sets how code is searched (embeddings configured or not); indexes stay under the

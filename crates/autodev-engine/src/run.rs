@@ -215,7 +215,7 @@ impl Engine {
         // No call of this run is in flight now (one that was died with its driver).
         self.store.clear_reservations(run_id).await?;
         // A project run works in this worker's clone of the project's repository.
-        let run = match crate::checkout::prepare(&self.store, &self.home, run, &mut settings).await {
+        let run = match crate::checkout::prepare(&self.store, &self.home, &self.credentials, run, &mut settings).await {
             Ok(run) => run,
             Err(e) if lost() || matches!(e, EngineError::Store(StoreError::LeaseLost { .. })) => return Err(e),
             Err(e) => {
@@ -227,7 +227,7 @@ impl Engine {
             }
         };
         if run.project_id.is_some() {
-            crate::checkout::restore_checkpoint(&Git::new(&run.repo), &run).await?;
+            crate::checkout::restore_checkpoint(&self.git(&run.repo), &run).await?;
         }
         let dir = self.run_dir(run_id);
         std::fs::create_dir_all(dir.join("tmp"))?;

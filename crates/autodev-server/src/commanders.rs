@@ -33,7 +33,10 @@ pub struct Forges {
 impl Forges {
     pub fn new(config: &crate::delivery::DeliveryConfig) -> Self {
         Forges {
-            github: config.github.clone().map(crate::delivery::github::Github::new),
+            github: config
+                .github
+                .clone()
+                .map(|gh| crate::delivery::github::Github::new(gh).with_git_credentials(&config.git_credentials)),
             gitlab: config.gitlab.clone().map(crate::delivery::gitlab::Gitlab::new),
             cache: PermissionCache::default(),
         }

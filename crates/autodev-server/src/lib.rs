@@ -21,7 +21,7 @@
 //! - [`metrics`]: `/metrics` in the Prometheus text format; [`openapi`]: the OpenAPI document.
 //! - [`webhooks`]: GitHub, GitLab and Jira receipts: verified, deduplicated, turned into runs;
 //!   [`commanders`]: who may command Autodev by comment.
-//! - [`delivery`]: telling forges, trackers and chat what runs did (the outbox dispatcher).
+//! - `delivery` (the `autodev-delivery` crate): telling forges, trackers and chat what runs did.
 //! - [`workers`]: in-process workers that claim queued runs (with leases) and drive them.
 //! - [`serve`]: binding and graceful shutdown.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -32,7 +32,6 @@ pub mod app;
 pub mod auth;
 pub mod caller;
 pub mod commanders;
-pub mod delivery;
 pub mod error;
 pub mod extract;
 pub mod mcp;
@@ -47,6 +46,9 @@ pub mod webhooks;
 pub mod workers;
 
 pub use app::router;
+/// Deliveries out (their own crate, `autodev-delivery`), under the name the server has always
+/// given them.
+pub use autodev_delivery as delivery;
 pub use caller::Caller;
 pub use state::{AppState, ModelFactory};
 

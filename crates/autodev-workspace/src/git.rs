@@ -118,12 +118,20 @@ pub struct Git {
     /// For a worktree an agent works in: the repository's common git directory, where the
     /// worktree's registration is checked before each call.
     common: Option<PathBuf>,
+    /// Forge credentials for Autodev's own clones, fetches and pushes (never a worktree's).
+    credentials: Option<std::sync::Arc<credentials::Credentials>>,
 }
 
 impl Git {
     /// A repository of the user's or Autodev's own (not one an agent writes to).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), common: None }
+        Self { dir: dir.into(), common: None, credentials: None }
+    }
+
+    /// This repository, authenticating to the forges `credentials` has tokens for.
+    pub fn with_credentials(mut self, credentials: &std::sync::Arc<credentials::Credentials>) -> Self {
+        self.credentials = Some(credentials.clone());
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -138,7 +146,7 @@ impl Git {
 
     /// A worktree of this repository that agents write to: every call on it is checked first.
     pub async fn worktree(&self, path: &Path) -> Result<Git> {
-        Ok(Git { dir: path.to_path_buf(), common: Some(self.common_dir().await?) })
+        Ok(Git { dir: path.to_path_buf(), common: Some(self.common_dir().await?), credentials: None })
     }
 
     /// For a checked worktree: its git directory, after making sure the worktree's `.git`
@@ -183,8 +191,10 @@ impl Git {
         cmd.env_clear();
         // Autodev's own fetches and pushes (never in an agent's worktree) authenticate to the
         // forges it has tokens for, through the environment only.
-        if self.common.is_none() {
-            credentials::apply(&mut cmd);
+        if self.common.is_none()
+            && let Some(credentials) = &self.credentials
+        {
+            credentials.apply(&mut cmd);
         }
         for name in GIT_PASS_ENV {
             if let Some(v) = std::env::var_os(name) {
@@ -508,7 +518,9 @@ mod tests {
     async fn forge_credentials_reach_git_through_the_environment_only() {
         let (dir, git) = repo().await;
         let token = secrecy::SecretString::from("ghp_credentials_test");
-        credentials::add_basic("https://forge.test.invalid/", "x-access-token", &token);
+        let credentials = std::sync::Arc::new(credentials::Credentials::default());
+        credentials.add_basic("https://forge.test.invalid/", "x-access-token", &token);
+        let git = git.with_credentials(&credentials);
         let header = git.run(&["config", "--get", "http.https://forge.test.invalid/.extraheader"]).await.unwrap();
         let expected =
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "x-access-token:ghp_credentials_test");
@@ -665,28 +677,45 @@ pub mod credentials {
     use base64::Engine as _;
     use secrecy::{ExposeSecret, SecretString};
 
-    static HEADERS: RwLock<Vec<(String, SecretString)>> = RwLock::new(Vec::new());
+    /// The headers Autodev's own git calls send, by URL prefix. One per process, shared (an
+    /// `Arc`) by whoever clones, fetches and pushes (the engine, the code index) and whoever
+    /// learns tokens (the configuration, a GitHub App's installation tokens as they are minted);
+    /// given to a [`super::Git`] with [`super::Git::with_credentials`].
+    #[derive(Default)]
+    pub struct Credentials {
+        headers: RwLock<Vec<(String, SecretString)>>,
+    }
 
-    /// Sends `Authorization: Basic base64(user:token)` to every URL under `prefix`
-    /// (`https://github.com/`); GitHub takes user `x-access-token` with any token.
-    pub fn add_basic(prefix: &str, user: &str, token: &SecretString) {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", token.expose_secret()));
-        let header = SecretString::from(format!("Authorization: Basic {encoded}"));
-        if let Ok(mut headers) = HEADERS.write() {
-            headers.retain(|(p, _)| p != prefix);
-            headers.push((prefix.to_string(), header));
+    impl std::fmt::Debug for Credentials {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let prefixes: Vec<String> =
+                self.headers.read().map(|h| h.iter().map(|(p, _)| p.clone()).collect()).unwrap_or_default();
+            f.debug_struct("Credentials").field("prefixes", &prefixes).finish_non_exhaustive()
         }
     }
 
-    pub(super) fn apply(cmd: &mut tokio::process::Command) {
-        let Ok(headers) = HEADERS.read() else { return };
-        if headers.is_empty() {
-            return;
+    impl Credentials {
+        /// Sends `Authorization: Basic base64(user:token)` to every URL under `prefix`
+        /// (`https://github.com/`); GitHub takes user `x-access-token` with any token.
+        pub fn add_basic(&self, prefix: &str, user: &str, token: &SecretString) {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", token.expose_secret()));
+            let header = SecretString::from(format!("Authorization: Basic {encoded}"));
+            if let Ok(mut headers) = self.headers.write() {
+                headers.retain(|(p, _)| p != prefix);
+                headers.push((prefix.to_string(), header));
+            }
         }
-        cmd.env("GIT_CONFIG_COUNT", headers.len().to_string());
-        for (i, (prefix, header)) in headers.iter().enumerate() {
-            cmd.env(format!("GIT_CONFIG_KEY_{i}"), format!("http.{prefix}.extraHeader"));
-            cmd.env(format!("GIT_CONFIG_VALUE_{i}"), header.expose_secret());
+
+        pub(super) fn apply(&self, cmd: &mut tokio::process::Command) {
+            let Ok(headers) = self.headers.read() else { return };
+            if headers.is_empty() {
+                return;
+            }
+            cmd.env("GIT_CONFIG_COUNT", headers.len().to_string());
+            for (i, (prefix, header)) in headers.iter().enumerate() {
+                cmd.env(format!("GIT_CONFIG_KEY_{i}"), format!("http.{prefix}.extraHeader"));
+                cmd.env(format!("GIT_CONFIG_VALUE_{i}"), header.expose_secret());
+            }
         }
     }
 }

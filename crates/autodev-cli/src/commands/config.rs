@@ -118,8 +118,8 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
     let mut integrations = Vec::new();
     if let Some(gh) = &delivery.github {
         let how = match gh.auth {
-            autodev_server::delivery::github::GithubAuth::Token(_) => "token",
-            autodev_server::delivery::github::GithubAuth::App { .. } => "GitHub App",
+            autodev_delivery::github::GithubAuth::Token(_) => "token",
+            autodev_delivery::github::GithubAuth::App { .. } => "GitHub App",
         };
         integrations.push(format!("github ({}, {how})", gh.api_url));
     }

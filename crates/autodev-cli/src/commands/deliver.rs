@@ -3,7 +3,7 @@
 //! the end of `autodev run`.
 use std::path::Path;
 
-use autodev_server::delivery::Dispatcher;
+use autodev_delivery::Dispatcher;
 use autodev_store::{OutboxRow, Store};
 
 use crate::Exit;
@@ -19,7 +19,7 @@ fn dispatcher(home: &Path, cfg: &FileConfig, store: &Store) -> Result<Dispatcher
 /// One line per milestone and target, to stderr (or the rows as JSON to stdout).
 fn print(rows: &[OutboxRow], json: bool) {
     if json {
-        println!("{}", autodev_server::delivery::deliveries_json(rows));
+        println!("{}", autodev_delivery::deliveries_json(rows));
         return;
     }
     for r in rows {

@@ -66,7 +66,7 @@ pub async fn show(home: &Path, key: &str, json: bool) -> Exit {
         let links = store.run_links(&r.id).await.map_err(store_error)?;
         if json {
             let mut v = run_json(&r);
-            v["deliveries"] = autodev_server::delivery::deliveries_json(&deliveries);
+            v["deliveries"] = autodev_delivery::deliveries_json(&deliveries);
             v["links"] = links
                 .iter()
                 .map(|(k, val)| (k.clone(), serde_json::json!(val)))

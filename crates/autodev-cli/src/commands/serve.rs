@@ -32,24 +32,23 @@ pub(crate) async fn service_state(
     };
     let delivery = crate::config::delivery_config(&cfg)
         .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
+    // The process's forge credentials for git, handed to whoever clones, fetches or pushes
+    // (the workers' engines, the code index) and to the GitHub clients that mint tokens.
+    let credentials = delivery.git_credentials.clone();
     if let Some(gh) = &delivery.github
-        && let autodev_server::delivery::github::GithubAuth::Token(token) = &gh.auth
-        && let Some(prefix) = autodev_server::delivery::github::git_prefix(&gh.api_url)
+        && let autodev_delivery::github::GithubAuth::Token(token) = &gh.auth
+        && let Some(prefix) = autodev_delivery::github::git_prefix(&gh.api_url)
     {
         // The worker's clones of GitHub projects fetch and push with the token. (A GitHub
-        // App's installation tokens are set per owner as the dispatcher mints them.)
-        autodev_workspace::git::credentials::add_basic(&prefix, "x-access-token", token);
+        // App's installation tokens are added per owner as they are minted.)
+        credentials.add_basic(&prefix, "x-access-token", token);
     }
     if let Some(gl) = &delivery.gitlab {
         // GitLab takes any user name with a personal, project or group access token.
-        autodev_workspace::git::credentials::add_basic(
-            &format!("{}/", gl.url.trim_end_matches('/')),
-            "oauth2",
-            &gl.token,
-        );
+        credentials.add_basic(&format!("{}/", gl.url.trim_end_matches('/')), "oauth2", &gl.token);
     }
     let forges = std::sync::Arc::new(autodev_server::commanders::Forges::new(&delivery));
-    let delivery = std::sync::Arc::new(autodev_server::delivery::Dispatcher::new(store.clone(), home, &delivery));
+    let delivery = std::sync::Arc::new(autodev_delivery::Dispatcher::new(store.clone(), home, &delivery));
     let sandbox = sandbox_config(&cfg);
     if let Err(why) = sandbox.mode.check_available() {
         tracing::error!("agents cannot be sandboxed on this host; every run will fail until this is fixed: {why}");
@@ -68,7 +67,8 @@ pub(crate) async fn service_state(
             prices: std::sync::Arc::new(PriceTable::with_overrides(&cfg.prices)),
             sandbox,
             budgets: budgets(&cfg),
-            code,
+            code: code.with_git_credentials(&credentials),
+            credentials,
         },
         store,
         pepper,

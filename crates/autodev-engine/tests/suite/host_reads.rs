@@ -16,18 +16,10 @@ const ALLOWED: &[(&str, &str, &str)] = &[
     ),
     ("crates/autodev-engine/src/lease.rs", "/proc/sys/kernel/hostname", "the host's name, for lease tokens"),
     ("crates/autodev-server/src/auth.rs", "read_to_string(&path)", "the key pepper in AUTODEV_HOME"),
+    ("crates/autodev-delivery/src/github.rs", "report.md", "the run's report, written by Autodev in its run folder"),
+    ("crates/autodev-delivery/src/gitlab.rs", "report.md", "the run's report, written by Autodev in its run folder"),
     (
-        "crates/autodev-server/src/delivery/github.rs",
-        "report.md",
-        "the run's report, written by Autodev in its run folder",
-    ),
-    (
-        "crates/autodev-server/src/delivery/gitlab.rs",
-        "report.md",
-        "the run's report, written by Autodev in its run folder",
-    ),
-    (
-        "crates/autodev-server/src/delivery/confluence.rs",
+        "crates/autodev-delivery/src/confluence.rs",
         "report.md",
         "the run's report, written by Autodev in its run folder",
     ),

@@ -99,6 +99,7 @@ fn config(github: &MockServer, hook: &MockServer) -> DeliveryConfig {
             Some(SecretString::from(HOOK_SECRET)),
             None,
         )],
+        git_credentials: Default::default(),
         retry_base: Some(Duration::from_millis(50)),
     }
 }

@@ -7,8 +7,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::webhook::{client, send};
-use super::{CallError, Milestone, Target};
+use crate::target::{CallError, Milestone, Target};
+use crate::webhook::{client, send};
 
 /// GitLab's description limit is 1,048,576 characters; the report is cut well before.
 const MAX_BODY_CHARS: usize = 100_000;
@@ -141,9 +141,9 @@ impl Gitlab {
         merge_request: Option<&str>,
     ) -> Result<u64, CallError> {
         let id = project_id(project);
-        let mut body = super::github::comment_text(m, merge_request, "merge request");
+        let mut body = crate::github::comment_text(m, merge_request, "merge request");
         if m.is_follow_up() && m.run.state == "succeeded" {
-            body.push_str(&super::github::what_changed(store, m).await);
+            body.push_str(&crate::github::what_changed(store, m).await);
         }
         let mut known = m.links.get("gitlab.note").and_then(|id| id.parse::<u64>().ok());
         if known.is_none() {
@@ -218,7 +218,7 @@ impl Target for Gitlab {
 
 /// The merge request's description: the headline, the issue it closes, the run's report.
 fn description(m: &Milestone<'_>, project: &str) -> String {
-    let mut body = format!("{}\n\n", super::text::forge(&m.headline()));
+    let mut body = format!("{}\n\n", crate::text::forge(&m.headline()));
     if let Some((issue_project, number)) = origin_issue(m.run.origin.as_deref()) {
         if issue_project == project {
             body.push_str(&format!("Closes #{number}\n\n"));
@@ -226,7 +226,7 @@ fn description(m: &Milestone<'_>, project: &str) -> String {
             body.push_str(&format!("Closes {issue_project}#{number}\n\n"));
         }
     }
-    let report = super::text::forge(&std::fs::read_to_string(m.run_dir.join("report.md")).unwrap_or_default());
+    let report = crate::text::forge(&std::fs::read_to_string(m.run_dir.join("report.md")).unwrap_or_default());
     body.extend(report.chars().take(MAX_BODY_CHARS));
     body.push_str(&format!("\n\n---\nRun {} · {}\n{}\n", m.run.short_id, m.run_url(), marker(&m.run.id)));
     body

@@ -9,8 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::webhook::{client, send};
-use super::{CallError, Milestone, Target};
+use crate::target::{CallError, Milestone, Target};
+use crate::webhook::{client, send};
 
 #[derive(Clone)]
 pub struct ConfluenceConfig {

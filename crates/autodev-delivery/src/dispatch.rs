@@ -1,35 +1,17 @@
-//! Delivery: telling the places a team works about a run's milestones — a pull request and a
-//! ticket comment on GitHub, a Slack message, signed outgoing webhooks.
-//!
-//! The store writes each milestone (`run.plan_ready`, `run.awaiting_approval`,
-//! `run.succeeded`, `run.failed`, `run.cancelled`, `run.pr_opened`) to its outbox in the
-//! transaction of the change that causes it. A [`Dispatcher`] in every `serve`/`worker`
-//! process claims due milestones with a lease and hands each to every [`Target`] that wants
-//! it. Each call is rate-limited per target and retried in place on 5xx, timeouts and 429
-//! (honouring `Retry-After`); what still fails is tried again later with a growing delay, and
-//! after [`MAX_ATTEMPTS`] it is marked failed (`delivery_failed`) until `autodev deliver RUN`
-//! or `POST /api/v1/runs/{id}/deliver`. Targets that succeeded are not called again. Nothing
-//! here changes a run's state: a run that succeeded stays succeeded whatever its deliveries do.
-//!
-//! Idempotency across crashes comes from the targets: a pull request is looked up by its head
-//! branch before one is opened, the ticket comment carries a marker it is found by, and
-//! webhook deliveries carry a stable `X-Autodev-Delivery` id for receivers to deduplicate.
+//! The dispatcher: claims due milestones from the outbox with a lease and hands each to every
+//! target that wants it, rate-limited and retried; and how deliveries are shown (report, API).
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use autodev_domain::EventKind;
-use autodev_store::{OutboxRow, ProjectRow, RunRow, Store};
+use autodev_store::{OutboxRow, Store};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub mod confluence;
-pub mod github;
-pub mod gitlab;
-pub mod jira;
-pub mod text;
-pub mod webhook;
+use crate::target::{CallError, Milestone, Target};
+use crate::{confluence, github, gitlab, jira, webhook};
 
 /// Attempts at one milestone (each with its in-place retries) before it is marked failed.
 pub const MAX_ATTEMPTS: i64 = 6;
@@ -55,6 +37,9 @@ pub struct DeliveryConfig {
     pub webhooks: Vec<webhook::WebhookTarget>,
     /// Test hook: the base delay between attempts (default 30 s, doubling).
     pub retry_base: Option<Duration>,
+    /// The process's forge credentials for git: a GitHub App's installation tokens are added
+    /// as they are minted (the workers clone, fetch and push with them).
+    pub git_credentials: Arc<autodev_workspace::git::credentials::Credentials>,
 }
 
 impl DeliveryConfig {
@@ -66,149 +51,6 @@ impl DeliveryConfig {
             && self.slack_bot.is_none()
             && self.webhooks.is_empty()
     }
-}
-
-/// What a target is told: the run as it stands and what it is about.
-pub struct Milestone<'a> {
-    pub topic: &'a str,
-    /// `<run id>:<topic>`, stable across retries.
-    pub id: &'a str,
-    pub run: &'a RunRow,
-    pub project: Option<&'a ProjectRow>,
-    /// What integrations made for the run so far (`github.pull_request` → URL).
-    pub links: &'a BTreeMap<String, String>,
-    pub public_url: Option<&'a str>,
-    /// Where the run's `report.md` and `changes.patch` are.
-    pub run_dir: std::path::PathBuf,
-}
-
-impl Milestone<'_> {
-    /// The run's page for people: the UI when there is a public URL, else the API.
-    pub fn run_url(&self) -> String {
-        let base = self.public_url.unwrap_or("").trim_end_matches('/');
-        format!("{base}/api/v1/runs/{}", self.run.id)
-    }
-
-    /// The branch the run delivers onto: a follow-up's pull request branch, else its own.
-    pub fn head_branch(&self) -> String {
-        let settings = self.run.settings().unwrap_or_default();
-        settings.deliver_branch.unwrap_or_else(|| self.run.branch.clone())
-    }
-
-    /// Whether the run is a follow-up of review feedback (it delivers onto a pull request's
-    /// branch instead of its own).
-    pub fn is_follow_up(&self) -> bool {
-        self.head_branch() != self.run.branch
-    }
-
-    /// Whether this milestone opens (or updates) a pull request: a run that succeeded, or one
-    /// whose tests still failed and whose branch was pushed for review (as a draft).
-    pub fn opens_review(&self) -> bool {
-        self.topic == "run.succeeded" || (self.topic == "run.failed" && self.links.contains_key("git.branch"))
-    }
-
-    /// The run's project's settings (none for a run of a local repository).
-    pub fn project_settings(&self) -> autodev_domain::ProjectSettings {
-        self.project.map(autodev_store::ProjectRow::settings).unwrap_or_default()
-    }
-
-    /// One line for people: what happened.
-    pub fn headline(&self) -> String {
-        let title = &self.run.title;
-        let short = &self.run.short_id;
-        match self.topic {
-            "run.plan_ready" => format!("Autodev run {short} has a plan and is working on it: {title}"),
-            "run.awaiting_approval" => format!("Autodev run {short} waits for approval of its plan: {title}"),
-            "run.succeeded" => format!("Autodev run {short} succeeded: {title}"),
-            "run.failed" => format!(
-                "Autodev run {short} failed: {title} ({})",
-                self.run.reason.as_deref().unwrap_or("no reason recorded")
-            ),
-            "run.cancelled" => format!(
-                "Autodev run {short} was cancelled: {title}{}",
-                self.run.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
-            ),
-            "run.pr_opened" => format!(
-                "Autodev run {short} opened a pull request: {}",
-                self.links
-                    .get("github.pull_request")
-                    .or_else(|| self.links.get("gitlab.merge_request"))
-                    .map(String::as_str)
-                    .unwrap_or(title)
-            ),
-            other => format!("Autodev run {short}: {other}"),
-        }
-    }
-}
-
-/// What went wrong with a call, and whether trying again can help.
-#[derive(Debug, Clone)]
-pub struct CallError {
-    pub status: Option<u16>,
-    /// For people; never holds a secret (URLs are stripped from transport errors).
-    pub message: String,
-    /// A 5xx, a timeout, a 429, a secondary rate limit: worth another try.
-    pub transient: bool,
-    pub retry_after: Option<Duration>,
-}
-
-impl CallError {
-    pub fn permanent(status: Option<u16>, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), transient: false, retry_after: None }
-    }
-
-    /// From a transport failure (connect, timeout): transient, without the URL.
-    pub fn transport(e: reqwest::Error) -> Self {
-        let e = e.without_url();
-        Self { status: None, message: format!("request failed: {e}"), transient: true, retry_after: None }
-    }
-
-    /// From a response that is not a success: 429 and 5xx are transient (with the
-    /// `Retry-After` they give), as is a 403 that says it is a rate limit; any other 4xx is
-    /// permanent. `body` is the vendor's answer, cut short.
-    pub fn from_status(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> Self {
-        let retry_after = retry_after(headers);
-        let rate_limited = status == 429
-            || (status == 403
-                && (retry_after.is_some()
-                    || headers.get("x-ratelimit-remaining").is_some_and(|v| v.as_bytes() == b"0")));
-        let detail: String = body.chars().take(300).collect();
-        Self {
-            status: Some(status),
-            message: format!("HTTP {status}: {}", detail.trim()),
-            transient: rate_limited || status >= 500,
-            retry_after,
-        }
-    }
-}
-
-/// `Retry-After` in seconds or as an HTTP date.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
-}
-
-/// A place to deliver to.
-#[async_trait::async_trait]
-pub trait Target: Send + Sync {
-    /// `github`, `slack`, `webhook:<name>`: the key of its results and events.
-    fn name(&self) -> String;
-    /// Whether this milestone is for this target.
-    fn wants(&self, m: &Milestone<'_>) -> bool;
-    /// Delivers once (no retries: the dispatcher retries). Returns what to record.
-    async fn deliver(&self, store: &Store, m: &Milestone<'_>) -> Result<String, CallError>;
-    /// Calls per second this target may make (a GCRA limit, in process).
-    fn per_second(&self) -> u32 {
-        5
-    }
-
-    /// Renews what expires (a GitHub App's installation tokens, which are also the workers'
-    /// git credentials); called when the dispatcher starts and every half hour.
-    async fn refresh(&self, _store: &Store) {}
 }
 
 type Limiter = governor::DefaultDirectRateLimiter;
@@ -230,7 +72,7 @@ impl Dispatcher {
     pub fn new(store: Store, home: &std::path::Path, config: &DeliveryConfig) -> Self {
         let mut targets: Vec<Arc<dyn Target>> = Vec::new();
         if let Some(gh) = &config.github {
-            targets.push(Arc::new(github::Github::new(gh.clone())));
+            targets.push(Arc::new(github::Github::new(gh.clone()).with_git_credentials(&config.git_credentials)));
         }
         if let Some(gl) = &config.gitlab {
             targets.push(Arc::new(gitlab::Gitlab::new(gl.clone())));

@@ -12,7 +12,7 @@ use hmac::{KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use super::{CallError, Milestone, Target};
+use crate::target::{CallError, Milestone, Target};
 
 /// Every call's deadline.
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -77,7 +77,7 @@ impl Target for WebhookTarget {
             "event": m.topic,
             "delivery": delivery,
             "at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            "run": crate::views::run_json(m.run),
+            "run": crate::view::run_json(m.run),
         });
         let bytes = serde_json::to_vec(&body).map_err(|e| CallError::permanent(None, e.to_string()))?;
         let mut request = self
@@ -122,7 +122,7 @@ impl Target for Slack {
     }
 
     async fn deliver(&self, _store: &Store, m: &Milestone<'_>) -> Result<String, CallError> {
-        let mut text = format!("{} <{}|details>", super::text::slack(&m.headline()), m.run_url());
+        let mut text = format!("{} <{}|details>", crate::text::slack(&m.headline()), m.run_url());
         if m.topic == "run.awaiting_approval" {
             text.push_str(&format!("\nApprove: `autodev approve {}` or POST {}/approve", m.run.short_id, m.run_url()));
         }
@@ -191,12 +191,12 @@ impl Target for SlackBot {
     }
 
     async fn deliver(&self, store: &Store, m: &Milestone<'_>) -> Result<String, CallError> {
-        let top = format!("{} <{}|details>", super::text::slack(&m.headline()), m.run_url());
+        let top = format!("{} <{}|details>", crate::text::slack(&m.headline()), m.run_url());
         let record = |e: autodev_store::StoreError| CallError::permanent(None, format!("could not record: {e}"));
         match (m.links.get("slack.channel"), m.links.get("slack.ts")) {
             (Some(channel), Some(ts)) => {
                 self.call("chat.update", json!({"channel": channel, "ts": ts, "text": top})).await?;
-                let reply = format!("{} <{}|details>", super::text::slack(&m.headline()), m.run_url());
+                let reply = format!("{} <{}|details>", crate::text::slack(&m.headline()), m.run_url());
                 self.call("chat.postMessage", json!({"channel": channel, "thread_ts": ts, "text": reply})).await?;
                 Ok(format!("updated the run's message and replied in its thread ({ts})"))
             }

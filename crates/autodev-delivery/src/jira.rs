@@ -12,8 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::webhook::{client, send};
-use super::{CallError, Milestone, Target};
+use crate::target::{CallError, Milestone, Target};
+use crate::webhook::{client, send};
 
 #[derive(Clone)]
 pub enum JiraAuth {
@@ -102,7 +102,7 @@ impl Jira {
                 ],
             }),
             // Wiki markup: the text's own markup escaped, Autodev's link and tag added.
-            JiraAuth::DataCenter { .. } => json!(format!("{}\n\nRun: {link} {tag}", super::text::jira_wiki(text))),
+            JiraAuth::DataCenter { .. } => json!(format!("{}\n\nRun: {link} {tag}", crate::text::jira_wiki(text))),
         }
     }
 

@@ -5,13 +5,16 @@
 //! honours `Retry-After` and GitHub's rate-limit headers, which octocrab's errors do not carry,
 //! and these five endpoints are all Autodev needs. (CRATES.md names octocrab for GitHub; the
 //! GitHub App flow, when it comes, is where its JWT support would pay.)
+use std::sync::Arc;
+
 use autodev_store::Store;
+use autodev_workspace::git::credentials::Credentials;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::webhook::{client, send};
-use super::{CallError, Milestone, Target};
+use crate::target::{CallError, Milestone, Target};
+use crate::webhook::{client, send};
 
 /// The largest pull request body GitHub takes is 65,536 characters; the report is cut to fit.
 const MAX_BODY_CHARS: usize = 60_000;
@@ -41,6 +44,8 @@ pub struct Github {
     http: reqwest::Client,
     /// Installation tokens by repository owner, with when they stop being used.
     tokens: tokio::sync::Mutex<std::collections::HashMap<String, (SecretString, std::time::SystemTime)>>,
+    /// Where minted installation tokens go for git (see `with_git_credentials`).
+    git_credentials: Option<Arc<Credentials>>,
 }
 
 #[derive(serde::Serialize)]
@@ -131,7 +136,14 @@ impl Github {
     }
 
     pub fn new(config: GithubConfig) -> Self {
-        Self { config, http: client(), tokens: Default::default() }
+        Self { config, http: client(), tokens: Default::default(), git_credentials: None }
+    }
+
+    /// Adds each installation token it mints to these git credentials, for the owner's
+    /// repositories.
+    pub fn with_git_credentials(mut self, credentials: &Arc<Credentials>) -> Self {
+        self.git_credentials = Some(credentials.clone());
+        self
     }
 
     fn request_as(&self, token: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -184,8 +196,8 @@ impl Github {
             .unwrap_or_else(|_| std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
         let token = SecretString::from(minted.token);
         tokens.insert(owner.clone(), (token.clone(), expires - std::time::Duration::from_secs(300)));
-        if let Some(prefix) = git_prefix(&self.config.api_url) {
-            autodev_workspace::git::credentials::add_basic(&format!("{prefix}{owner}/"), "x-access-token", &token);
+        if let (Some(prefix), Some(credentials)) = (git_prefix(&self.config.api_url), &self.git_credentials) {
+            credentials.add_basic(&format!("{prefix}{owner}/"), "x-access-token", &token);
         }
         Ok(token)
     }
@@ -358,7 +370,7 @@ impl Target for Github {
 /// The pull request's description: the headline, the issue it closes, the run's report.
 fn pull_request_body(m: &Milestone<'_>, repo: &str) -> String {
     let mut body = String::new();
-    body.push_str(&format!("{}\n\n", super::text::forge(&m.headline())));
+    body.push_str(&format!("{}\n\n", crate::text::forge(&m.headline())));
     if let Some((issue_repo, number)) = origin_issue(m.run.origin.as_deref()) {
         if issue_repo.eq_ignore_ascii_case(repo) {
             body.push_str(&format!("Closes #{number}\n\n"));
@@ -366,7 +378,7 @@ fn pull_request_body(m: &Milestone<'_>, repo: &str) -> String {
             body.push_str(&format!("Closes {issue_repo}#{number}\n\n"));
         }
     }
-    let report = super::text::forge(&std::fs::read_to_string(m.run_dir.join("report.md")).unwrap_or_default());
+    let report = crate::text::forge(&std::fs::read_to_string(m.run_dir.join("report.md")).unwrap_or_default());
     let room = MAX_BODY_CHARS.saturating_sub(body.len() + 400);
     if report.chars().count() > room {
         body.extend(report.chars().take(room));
@@ -419,12 +431,12 @@ pub(crate) fn comment_text(m: &Milestone<'_>, pull_request: Option<&str>, noun: 
         "failed" => match pull_request {
             Some(url) => format!(
                 "failed: {}. The work so far is in a draft {noun} for a person to finish: {url}",
-                super::text::forge(reason.unwrap_or("no reason recorded"))
+                crate::text::forge(reason.unwrap_or("no reason recorded"))
             ),
-            None => format!("failed: {}", super::text::forge(reason.unwrap_or("no reason recorded"))),
+            None => format!("failed: {}", crate::text::forge(reason.unwrap_or("no reason recorded"))),
         },
         "cancelled" => {
-            format!("was cancelled{}", reason.map(|r| format!(": {}", super::text::forge(r))).unwrap_or_default())
+            format!("was cancelled{}", reason.map(|r| format!(": {}", crate::text::forge(r))).unwrap_or_default())
         }
         other => other.to_string(),
     };

@@ -1,0 +1,89 @@
+//! The run as the API and outgoing webhooks show it, written straight from the row.
+use autodev_store::{RunRef, RunRow};
+use serde::Serialize;
+use serde_json::Value;
+
+/// A run as the API shows it. Serialised straight from the row (no intermediate
+/// `serde_json::Value`: building one per run was most of the cost of a page of 50).
+#[derive(Serialize)]
+pub struct RunView<'a> {
+    id: &'a str,
+    short_id: &'a str,
+    title: &'a str,
+    state: &'a str,
+    reason: Option<std::borrow::Cow<'a, str>>,
+    /// Credentials in a clone URL are masked (`https://***@host/…`).
+    repository: std::borrow::Cow<'a, str>,
+    base_branch: &'a str,
+    branch: &'a str,
+    project_id: Option<&'a str>,
+    origin: Option<&'a str>,
+    tests_passed: Option<bool>,
+    evidence: Option<&'a str>,
+    /// At `awaiting_approval`: `plan` or `delivery`.
+    gate: Option<&'static str>,
+    usage: UsageView,
+    created_at_ms: i64,
+    finished_at_ms: Option<i64>,
+    links: Links<'a>,
+}
+
+#[derive(Serialize)]
+struct UsageView {
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_usd: f64,
+}
+
+/// `{"self": "/api/v1/runs/ID", "events": "/api/v1/runs/ID/events"}`, written straight into
+/// the output (no string built per link).
+struct Links<'a>(&'a str);
+
+impl Serialize for Links<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Path<'a>(&'a str, &'static str);
+        impl Serialize for Path<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(&format_args!("/api/v1/runs/{}{}", self.0, self.1))
+            }
+        }
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("self", &Path(self.0, ""))?;
+        map.serialize_entry("events", &Path(self.0, "/events"))?;
+        map.end()
+    }
+}
+
+impl<'a> From<RunRef<'a>> for RunView<'a> {
+    fn from(r: RunRef<'a>) -> Self {
+        Self {
+            id: r.id,
+            short_id: r.short_id,
+            title: r.title,
+            state: r.state,
+            reason: r.reason.map(autodev_domain::mask_url_credentials),
+            repository: autodev_domain::mask_url_credentials(r.repo),
+            base_branch: r.base_branch,
+            branch: r.branch,
+            project_id: r.project_id,
+            origin: r.origin,
+            tests_passed: r.test_passed,
+            evidence: r.evidence,
+            // The delivery gate is the one after the tests ran (see `autodev_engine::Gate`).
+            gate: (r.state == "awaiting_approval").then(|| if r.test_passed.is_some() { "delivery" } else { "plan" }),
+            usage: UsageView {
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                cost_usd: r.cost_micros as f64 / 1e6,
+            },
+            created_at_ms: r.created_at,
+            finished_at_ms: r.finished_at,
+            links: Links(r.id),
+        }
+    }
+}
+
+pub fn run_json(r: &RunRow) -> Value {
+    serde_json::to_value(RunView::from(r.as_ref())).unwrap_or(Value::Null)
+}
