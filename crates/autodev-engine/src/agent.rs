@@ -213,312 +213,450 @@ fn short(text: &str) -> String {
     if cut.len() < text.len() { format!("{cut}…") } else { cut }
 }
 
+/// Runs one agent conversation to its end: a finished task or an accepted plan.
 pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<AgentEnd> {
-    let store = &ctx.engine.store;
-    let run_id = ctx.run.id.as_str();
-    let conv = spec.conversation.as_str();
-    let mode = ctx.settings.tool_calls;
-    let text_mode = mode == ToolCallMode::Text;
-    let mut opening = spec.header.clone();
-    if text_mode && let Some(first) = opening.first_mut() {
-        first.content.push_str(&prompts::text_tools(&tool_specs(spec.kind, spec.toolbox)));
-    }
-    let header_json = serde_json::to_string(&opening).map_err(autodev_store::StoreError::from)?;
-    let header: Vec<Message> = serde_json::from_str(&store.put_conversation(run_id, conv, &header_json).await?)
-        .map_err(autodev_store::StoreError::from)?;
-    let header_len = header.len();
-    let mut recorded: HashMap<u32, ModelResponse> = HashMap::new();
-    let mut spent: u64 = 0;
-    for c in store.model_calls(run_id, conv).await? {
-        spent += (c.input_tokens + c.output_tokens) as u64;
-        let resp: ModelResponse = serde_json::from_str(&c.response).map_err(autodev_store::StoreError::from)?;
-        recorded.insert(c.turn as u32, resp);
-    }
-    let mut finished_tools: HashMap<(u32, u32), (String, bool)> = HashMap::new();
-    for t in store.tool_calls(run_id, conv).await? {
-        if t.status == "finished" {
-            finished_tools.insert((t.turn as u32, t.idx as u32), (t.result.unwrap_or_default(), t.is_error));
+    let mut agent = AgentLoop::open(ctx, spec).await?;
+    for turn in 0.. {
+        if let Some(end) = agent.step(turn).await? {
+            return Ok(end);
         }
     }
-    let mut tools = tool_specs(spec.kind, spec.toolbox);
-    let tools_tokens: u64 =
-        tools.iter().map(|t| (t.description.len() + t.parameters.to_string().len()) as u64 / 4 + 8).sum();
-    let window = ctx.settings.context_window.unwrap_or_else(|| ctx.engine.prices.context_window(&ctx.settings.model));
-    let budget =
-        window.saturating_sub(ctx.settings.max_output_tokens as u64).saturating_sub(tools_tokens).saturating_mul(95)
+    Err(EngineError::Failed(format!("{} ended without finishing", agent.spec.conversation)))
+}
+
+/// One agent conversation as a small state machine. Each step (`step`) takes the turn's reply
+/// (`reply`: replayed from the store, or `call`ed and `record`ed before anything acts on it),
+/// then either answers a reply without tool calls (`text_reply`) or runs its calls (`tools`,
+/// each recorded as started and finished, or replayed).
+struct AgentLoop<'a, 's> {
+    ctx: &'a RunCtx,
+    spec: AgentSpec<'s>,
+    mode: ToolCallMode,
+    header_len: usize,
+    /// Replies stored by an earlier driver, by turn (taken as they are replayed).
+    recorded: HashMap<u32, ModelResponse>,
+    /// Tool results stored by an earlier driver, by turn and position.
+    finished_tools: HashMap<(u32, u32), (String, bool)>,
+    tools: Vec<ToolSpec>,
+    /// The context window, and the tokens a request's messages may fill.
+    window: u64,
+    budget: u64,
+    messages: Vec<Message>,
+    /// Tokens spent by this conversation (its token budget).
+    spent: u64,
+    rejections: u32,
+    quiet_turns: u32,
+    ever_called: bool,
+    same_replies: u32,
+    last_compaction: Option<u32>,
+    /// Input token counters for budget reservations, per model the call may be served by
+    /// (each caches what it counted, so a turn counts only its new messages).
+    counters: HashMap<String, autodev_llm::TokenCounter>,
+    /// The model's and the tools' own time in this step (left out of the step's overhead).
+    excluded: Duration,
+}
+
+/// A turn's reply, and how it came.
+struct Reply {
+    response: ModelResponse,
+    /// Called now (not replayed from the store).
+    fresh: bool,
+    /// The reply was stored with its first tool call marked as started.
+    first_started: bool,
+}
+
+impl<'a, 's> AgentLoop<'a, 's> {
+    /// Stores the opening messages once and reads back what an earlier driver recorded.
+    async fn open(ctx: &'a RunCtx, spec: AgentSpec<'s>) -> Result<Self> {
+        let store = &ctx.engine.store;
+        let run_id = ctx.run.id.as_str();
+        let conv = spec.conversation.as_str();
+        let mode = ctx.settings.tool_calls;
+        let mut opening = spec.header.clone();
+        if mode == ToolCallMode::Text
+            && let Some(first) = opening.first_mut()
+        {
+            first.content.push_str(&prompts::text_tools(&tool_specs(spec.kind, spec.toolbox)));
+        }
+        let header_json = serde_json::to_string(&opening).map_err(autodev_store::StoreError::from)?;
+        let header: Vec<Message> = serde_json::from_str(&store.put_conversation(run_id, conv, &header_json).await?)
+            .map_err(autodev_store::StoreError::from)?;
+        let mut recorded = HashMap::new();
+        let mut spent: u64 = 0;
+        for c in store.model_calls(run_id, conv).await? {
+            spent += (c.input_tokens + c.output_tokens) as u64;
+            let resp: ModelResponse = serde_json::from_str(&c.response).map_err(autodev_store::StoreError::from)?;
+            recorded.insert(c.turn as u32, resp);
+        }
+        let mut finished_tools = HashMap::new();
+        for t in store.tool_calls(run_id, conv).await? {
+            if t.status == "finished" {
+                finished_tools.insert((t.turn as u32, t.idx as u32), (t.result.unwrap_or_default(), t.is_error));
+            }
+        }
+        let tools = tool_specs(spec.kind, spec.toolbox);
+        let tools_tokens: u64 =
+            tools.iter().map(|t| (t.description.len() + t.parameters.to_string().len()) as u64 / 4 + 8).sum();
+        let window =
+            ctx.settings.context_window.unwrap_or_else(|| ctx.engine.prices.context_window(&ctx.settings.model));
+        let budget = window
+            .saturating_sub(ctx.settings.max_output_tokens as u64)
+            .saturating_sub(tools_tokens)
+            .saturating_mul(95)
             / 100;
-    let mut messages = header;
-    let mut rejections = 0u32;
-    let mut quiet_turns = 0u32;
-    let mut ever_called = false;
-    let mut same_replies = 0u32;
-    let mut last_compaction: Option<u32> = None;
-    // Input token counters for budget reservations, per model the call may be served by
-    // (each caches what it counted, so a turn counts only its new messages).
-    let mut counters: HashMap<String, autodev_llm::TokenCounter> = HashMap::new();
-    for turn in 0.. {
-        ctx.check_cancel()?;
-        if turn >= spec.max_steps {
+        Ok(Self {
+            ctx,
+            spec,
+            mode,
+            header_len: header.len(),
+            recorded,
+            finished_tools,
+            tools,
+            window,
+            budget,
+            messages: header,
+            spent,
+            rejections: 0,
+            quiet_turns: 0,
+            ever_called: false,
+            same_replies: 0,
+            last_compaction: None,
+            counters: HashMap::new(),
+            excluded: Duration::ZERO,
+        })
+    }
+
+    fn conv(&self) -> &str {
+        &self.spec.conversation
+    }
+
+    /// One turn: its reply, then its calls (or the answer to a reply without any). `Some` when
+    /// the conversation ended.
+    async fn step(&mut self, turn: u32) -> Result<Option<AgentEnd>> {
+        self.ctx.check_cancel()?;
+        if turn >= self.spec.max_steps {
             return Err(EngineError::Failed(format!(
-                "{conv} reached its step limit ({} model turns) without finishing",
-                spec.max_steps
+                "{} reached its step limit ({} model turns) without finishing",
+                self.conv(),
+                self.spec.max_steps
             )));
         }
         let step_started = Instant::now();
-        let mut excluded = Duration::ZERO;
-        let replayed = recorded.remove(&turn);
-        let fresh_reply = replayed.is_none();
-        let mut first_started = false;
-        let response = match replayed {
-            Some(r) => r,
-            None => {
-                if let Some(limit) = spec.token_budget.filter(|l| spent >= *l) {
-                    return Err(EngineError::Failed(format!(
-                        "{conv} spent its token budget ({spent} of {limit} tokens) without finishing"
-                    )));
-                }
-                // The request borrows the conversation by moving it in and out, so a step does
-                // not copy the whole history; a compacted copy is made only when needed.
-                let fitted = compact::fit(&messages, header_len, budget);
-                if let Some((_, c)) = &fitted {
-                    // Log each new level of compaction once, not on every turn.
-                    if last_compaction != Some(c.elided_messages) {
-                        last_compaction = Some(c.elided_messages);
-                        ctx.event(EventKind::ContextCompacted {
-                            conversation: conv.to_string(),
-                            turn,
-                            elided_messages: c.elided_messages,
-                            tokens_before: c.tokens_before,
-                            tokens_after: c.tokens_after,
-                            window,
-                        })
-                        .await?;
-                    }
-                }
-                let compacted = fitted.is_some();
-                let mut request = ModelRequest {
-                    model: ctx.settings.model.clone(),
-                    messages: match fitted {
-                        Some((fitted, _)) => fitted,
-                        None => std::mem::take(&mut messages),
-                    },
-                    tools: std::mem::take(&mut tools),
-                    max_output_tokens: ctx.settings.max_output_tokens,
-                    meta: CallMeta { conversation: conv.to_string(), turn },
-                };
-                let reserved = reserve(ctx, &request, &mut counters).await?;
-                let started = Instant::now();
-                let result = tokio::select! {
-                    r = ctx.engine.model.complete(&request) => Some(r),
-                    _ = ctx.cancel.cancelled() => None,
-                };
-                if !matches!(result, Some(Ok(_))) && reserved > 0 {
-                    ctx.engine.store.release_cost(run_id, reserved).await?;
-                }
-                tools = std::mem::take(&mut request.tools);
-                if !compacted {
-                    messages = std::mem::take(&mut request.messages);
-                }
-                let response = match result {
-                    Some(r) => r?,
-                    None => return Err(EngineError::Cancelled),
-                };
-                let latency = started.elapsed();
-                excluded += latency;
-                // A fallback may have answered: its provider and model are what was used
-                // and what is priced.
-                let (provider, model) = match response.served_by() {
-                    Some((p, m)) => (p.to_string(), m.to_string()),
-                    None => (ctx.engine.model.provider().to_string(), ctx.settings.model.clone()),
-                };
-                for f in &response.fallbacks {
-                    ctx.event(EventKind::ProviderFallback {
-                        conversation: conv.to_string(),
-                        turn,
-                        from: format!("{}:{}", f.from_provider, f.from_model),
-                        to: format!("{}:{}", f.to_provider, f.to_model),
-                        reason: f.reason.clone(),
-                    })
-                    .await?;
-                }
-                let cost = match ctx.engine.prices.cost(
-                    &model,
-                    response.usage.input_tokens,
-                    response.usage.output_tokens,
-                ) {
-                    Some(c) => c.0,
-                    None => {
-                        if !ctx.warned_unpriced.swap(true, Ordering::Relaxed) {
-                            ctx.event(EventKind::Warning {
-                                message: format!(
-                                    "model `{model}` is not in the price table; its calls are counted at $0 (add it under [prices] in autodev.toml)"
-                                ),
-                            })
-                            .await?;
-                        }
-                        0
-                    }
-                };
-                let spent = ctx.cost_micros.fetch_add(cost, Ordering::Relaxed) + cost;
-                if let Some(max) = ctx.settings.max_cost_usd
-                    && spent as f64 >= max * 0.8e6
-                    && !ctx.warned_budget.swap(true, Ordering::Relaxed)
-                {
-                    let message = format!(
-                        "80% of the run's limit max_cost_usd = ${max:.4} is spent (${:.4})",
-                        spent as f64 / 1e6
-                    );
-                    tracing::warn!(run = %ctx.run.id, "{message}");
-                    metrics::counter!("autodev_budget_warnings_total", "limit" => "run").increment(1);
-                    ctx.event(EventKind::Warning { message }).await?;
-                }
-                let json = serde_json::to_string(&response).map_err(autodev_store::StoreError::from)?;
-                // The reply and the start of its first tool call are stored together, before
-                // the tool runs.
-                let effective = calls_of(&response, mode, &tools, turn);
-                let first = effective.first();
-                let target = first.map(|c| ToolBox::describe(&c.name, &c.arguments)).unwrap_or_default();
-                let start = first.map(|c| ToolStart {
-                    idx: 0,
-                    call_id: &c.id,
-                    name: &c.name,
-                    arguments: &c.arguments,
-                    target: &target,
-                });
-                let rec = ModelCallRecord {
-                    run_id,
-                    conversation: conv,
-                    turn,
-                    provider: &provider,
-                    model: &model,
-                    response_json: &json,
-                    input_tokens: response.usage.input_tokens,
-                    output_tokens: response.usage.output_tokens,
-                    cost_micros: cost,
-                    latency_ms: latency.as_millis() as u64,
-                    reserved_micros: reserved,
-                };
-                let labels = [("provider", rec.provider.to_string()), ("model", rec.model.to_string())];
-                metrics::counter!("autodev_model_calls_total", &labels).increment(1);
-                metrics::counter!(
-                    "autodev_model_tokens_total",
-                    &[labels[0].clone(), labels[1].clone(), ("direction", "input".to_string())]
-                )
-                .increment(rec.input_tokens);
-                metrics::counter!(
-                    "autodev_model_tokens_total",
-                    &[labels[0].clone(), labels[1].clone(), ("direction", "output".to_string())]
-                )
-                .increment(rec.output_tokens);
-                metrics::counter!("autodev_model_cost_micro_usd_total", &labels)
-                    .increment(rec.cost_micros.max(0) as u64);
-                metrics::histogram!("autodev_model_call_duration_seconds", &labels).record(latency.as_secs_f64());
-                match ctx.engine.store.record_model_call(&rec, start.as_ref()).await? {
-                    autodev_store::Recorded::New(events) => {
-                        for e in events {
-                            ctx.emit(e).await;
-                        }
-                        first_started = start.is_some();
-                        response
-                    }
-                    // Another driver recorded this turn first: its answer is the one the
-                    // run goes on with (this one's is dropped, never recorded twice).
-                    autodev_store::Recorded::Already { response_json } => {
-                        tracing::warn!(run = %run_id, conversation = conv, turn, "turn already recorded by another driver; continuing from its answer");
-                        serde_json::from_str(&response_json).map_err(autodev_store::StoreError::from)?
-                    }
-                }
-            }
-        };
-        spent += response.usage.input_tokens + response.usage.output_tokens;
-        let calls = calls_of(&response, mode, &tools, turn);
+        self.excluded = Duration::ZERO;
+        let Reply { response, fresh, first_started } = self.reply(turn).await?;
+        self.spent += response.usage.input_tokens + response.usage.output_tokens;
+        let calls = calls_of(&response, self.mode, &self.tools, turn);
         let text = response.message.content.clone();
         // A loop: the same reply (text and calls) again and again. Compared with the previous
         // reply still in the conversation: nothing is copied or serialised per step.
-        let previous = messages.iter().rev().find(|m| m.role == autodev_domain::Role::Assistant);
-        same_replies = if previous.is_some_and(|p| same_reply(p, &response.message)) { same_replies + 1 } else { 1 };
-        let looped = (same_replies >= MAX_SAME_REPLIES).then(|| {
+        let previous = self.messages.iter().rev().find(|m| m.role == autodev_domain::Role::Assistant);
+        self.same_replies =
+            if previous.is_some_and(|p| same_reply(p, &response.message)) { self.same_replies + 1 } else { 1 };
+        let looped = (self.same_replies >= MAX_SAME_REPLIES).then(|| {
             EngineError::Failed(format!(
-                "{conv}: the model gave the same reply {same_replies} times in a row (a loop): {}",
+                "{}: the model gave the same reply {} times in a row (a loop): {}",
+                self.conv(),
+                self.same_replies,
                 short(&calls.first().map(|c| format!("{} {}", c.name, c.arguments)).unwrap_or_else(|| text.clone()))
             ))
         });
-        messages.push(response.message);
+        self.messages.push(response.message);
         if calls.is_empty() {
-            quiet_turns += 1;
-            let in_text = tool_call_in_text(&text);
-            match spec.kind {
-                AgentKind::Planner => {
-                    // Some models write the plan as JSON in their reply instead of calling
-                    // the tool; a plan that parses and validates is taken as submitted, and
-                    // one that does not gets its error back rather than a generic reminder.
-                    let parsed = plan_in_text(&text);
-                    if let Some(Ok(plan)) = parsed {
-                        return Ok(AgentEnd::Plan(plan));
-                    }
-                    let error = parsed.and_then(std::result::Result::err);
-                    if quiet_turns >= MAX_TEXT_REPLIES {
-                        let detail = match &error {
-                            Some(e) => format!(" (its last reply held a plan that could not be read: {e})"),
-                            None => String::new(),
-                        };
-                        return Err(no_tool_calls(conv, quiet_turns, &detail));
-                    }
-                    let nudge = match error {
-                        Some(e) => {
-                            if fresh_reply {
-                                ctx.event(EventKind::PlanRejected { reason: e.clone() }).await?;
-                            }
-                            format!(
-                                "The plan in your reply could not be read: {e}. Call the `submit_plan` tool with the plan as its arguments."
-                            )
-                        }
-                        None => prompts::PLANNER_NUDGE.to_string(),
-                    };
-                    messages.push(Message::user(nudge));
-                }
-                AgentKind::Coder => {
-                    // Many models end their work by answering without a tool call. After one
-                    // reminder to call `finish`, a second such answer ends the task with its
-                    // text as the summary, if the model has called tools before (it can, and
-                    // says it is done). A model that never called one, or that writes tool
-                    // calls as text, is stopped with the likely cause: its text is no summary.
-                    if quiet_turns >= MAX_TEXT_REPLIES {
-                        if let Some((name, _)) = &in_text {
-                            return Err(no_tool_calls(
-                                conv,
-                                quiet_turns,
-                                &format!(" (it wrote a `{name}` call as text)"),
-                            ));
-                        }
-                        if !ever_called {
-                            return Err(no_tool_calls(conv, quiet_turns, ""));
-                        }
-                        let summary = if text.trim().is_empty() { "(no summary given)".to_string() } else { text };
-                        return Ok(AgentEnd::Finished(summary));
-                    }
-                    let nudge = match &in_text {
-                        Some((name, _)) => format!(
-                            "Your reply holds a `{name}` call written as text, which this server did not return as a tool call, so it was not run. Call tools through the tool-calling interface; when the work is complete and checked, call `finish`."
+            return self.text_reply(text, fresh).await;
+        }
+        self.quiet_turns = 0;
+        self.ever_called = true;
+        let end = self.tools(turn, &calls, first_started).await?;
+        if let Some(Ok(mut v)) = self.ctx.engine.step_overheads.as_ref().map(|o| o.lock()) {
+            v.push(step_started.elapsed().saturating_sub(self.excluded));
+        }
+        if let Some(end) = end {
+            return Ok(Some(end));
+        }
+        if self.rejections >= MAX_PLAN_REJECTIONS {
+            return Err(EngineError::Failed(format!(
+                "the planner did not produce a valid plan after {} attempts; last reason: {}",
+                self.rejections,
+                self.messages.last().map(|m| m.content.clone()).unwrap_or_default()
+            )));
+        }
+        // Checked after the calls ran (their results are on record) and after the planner's
+        // own limit, whose reason says more.
+        match looped {
+            Some(looped) => Err(looped),
+            None => Ok(None),
+        }
+    }
+
+    /// The turn's reply: replayed when an earlier driver stored it, else called now.
+    async fn reply(&mut self, turn: u32) -> Result<Reply> {
+        if let Some(response) = self.recorded.remove(&turn) {
+            return Ok(Reply { response, fresh: false, first_started: false });
+        }
+        if let Some(limit) = self.spec.token_budget.filter(|l| self.spent >= *l) {
+            return Err(EngineError::Failed(format!(
+                "{} spent its token budget ({} of {limit} tokens) without finishing",
+                self.conv(),
+                self.spent
+            )));
+        }
+        let (response, first_started) = self.call(turn).await?;
+        Ok(Reply { response, fresh: true, first_started })
+    }
+
+    /// Calls the model for `turn` (the conversation compacted to fit, the worst case reserved
+    /// against the budgets) and records the reply before anything acts on it.
+    async fn call(&mut self, turn: u32) -> Result<(ModelResponse, bool)> {
+        let ctx = self.ctx;
+        // The request borrows the conversation by moving it in and out, so a step does not
+        // copy the whole history; a compacted copy is made only when needed.
+        let fitted = compact::fit(&self.messages, self.header_len, self.budget);
+        if let Some((_, c)) = &fitted {
+            // Log each new level of compaction once, not on every turn.
+            if self.last_compaction != Some(c.elided_messages) {
+                self.last_compaction = Some(c.elided_messages);
+                ctx.event(EventKind::ContextCompacted {
+                    conversation: self.spec.conversation.clone(),
+                    turn,
+                    elided_messages: c.elided_messages,
+                    tokens_before: c.tokens_before,
+                    tokens_after: c.tokens_after,
+                    window: self.window,
+                })
+                .await?;
+            }
+        }
+        let compacted = fitted.is_some();
+        let mut request = ModelRequest {
+            model: ctx.settings.model.clone(),
+            messages: match fitted {
+                Some((fitted, _)) => fitted,
+                None => std::mem::take(&mut self.messages),
+            },
+            tools: std::mem::take(&mut self.tools),
+            max_output_tokens: ctx.settings.max_output_tokens,
+            meta: CallMeta { conversation: self.spec.conversation.clone(), turn },
+        };
+        let reserved = reserve(ctx, &request, &mut self.counters).await?;
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = ctx.engine.model.complete(&request) => Some(r),
+            _ = ctx.cancel.cancelled() => None,
+        };
+        if !matches!(result, Some(Ok(_))) && reserved > 0 {
+            ctx.engine.store.release_cost(&ctx.run.id, reserved).await?;
+        }
+        self.tools = std::mem::take(&mut request.tools);
+        if !compacted {
+            self.messages = std::mem::take(&mut request.messages);
+        }
+        let response = match result {
+            Some(r) => r?,
+            None => return Err(EngineError::Cancelled),
+        };
+        let latency = started.elapsed();
+        self.excluded += latency;
+        self.record(turn, response, latency, reserved).await
+    }
+
+    /// Prices the reply, warns about spending, and stores it with the start of its first tool
+    /// call, in one transaction. Returns the reply the run goes on with (another driver's, if
+    /// it recorded this turn first) and whether the first call was marked started.
+    async fn record(
+        &mut self,
+        turn: u32,
+        response: ModelResponse,
+        latency: Duration,
+        reserved: i64,
+    ) -> Result<(ModelResponse, bool)> {
+        let ctx = self.ctx;
+        let run_id = ctx.run.id.as_str();
+        let conv = self.spec.conversation.as_str();
+        // A fallback may have answered: its provider and model are what was used and what
+        // is priced.
+        let (provider, model) = match response.served_by() {
+            Some((p, m)) => (p.to_string(), m.to_string()),
+            None => (ctx.engine.model.provider().to_string(), ctx.settings.model.clone()),
+        };
+        for f in &response.fallbacks {
+            ctx.event(EventKind::ProviderFallback {
+                conversation: conv.to_string(),
+                turn,
+                from: format!("{}:{}", f.from_provider, f.from_model),
+                to: format!("{}:{}", f.to_provider, f.to_model),
+                reason: f.reason.clone(),
+            })
+            .await?;
+        }
+        let cost = match ctx.engine.prices.cost(&model, response.usage.input_tokens, response.usage.output_tokens) {
+            Some(c) => c.0,
+            None => {
+                if !ctx.warned_unpriced.swap(true, Ordering::Relaxed) {
+                    ctx.event(EventKind::Warning {
+                        message: format!(
+                            "model `{model}` is not in the price table; its calls are counted at $0 (add it under [prices] in autodev.toml)"
                         ),
-                        None => prompts::NUDGE.to_string(),
+                    })
+                    .await?;
+                }
+                0
+            }
+        };
+        let spent = ctx.cost_micros.fetch_add(cost, Ordering::Relaxed) + cost;
+        if let Some(max) = ctx.settings.max_cost_usd
+            && spent as f64 >= max * 0.8e6
+            && !ctx.warned_budget.swap(true, Ordering::Relaxed)
+        {
+            let message =
+                format!("80% of the run's limit max_cost_usd = ${max:.4} is spent (${:.4})", spent as f64 / 1e6);
+            tracing::warn!(run = %ctx.run.id, "{message}");
+            metrics::counter!("autodev_budget_warnings_total", "limit" => "run").increment(1);
+            ctx.event(EventKind::Warning { message }).await?;
+        }
+        let json = serde_json::to_string(&response).map_err(autodev_store::StoreError::from)?;
+        // The reply and the start of its first tool call are stored together, before the tool
+        // runs.
+        let effective = calls_of(&response, self.mode, &self.tools, turn);
+        let first = effective.first();
+        let target = first.map(|c| ToolBox::describe(&c.name, &c.arguments)).unwrap_or_default();
+        let start = first.map(|c| ToolStart {
+            idx: 0,
+            call_id: &c.id,
+            name: &c.name,
+            arguments: &c.arguments,
+            target: &target,
+        });
+        let rec = ModelCallRecord {
+            run_id,
+            conversation: conv,
+            turn,
+            provider: &provider,
+            model: &model,
+            response_json: &json,
+            input_tokens: response.usage.input_tokens,
+            output_tokens: response.usage.output_tokens,
+            cost_micros: cost,
+            latency_ms: latency.as_millis() as u64,
+            reserved_micros: reserved,
+        };
+        let labels = [("provider", rec.provider.to_string()), ("model", rec.model.to_string())];
+        metrics::counter!("autodev_model_calls_total", &labels).increment(1);
+        metrics::counter!(
+            "autodev_model_tokens_total",
+            &[labels[0].clone(), labels[1].clone(), ("direction", "input".to_string())]
+        )
+        .increment(rec.input_tokens);
+        metrics::counter!(
+            "autodev_model_tokens_total",
+            &[labels[0].clone(), labels[1].clone(), ("direction", "output".to_string())]
+        )
+        .increment(rec.output_tokens);
+        metrics::counter!("autodev_model_cost_micro_usd_total", &labels).increment(rec.cost_micros.max(0) as u64);
+        metrics::histogram!("autodev_model_call_duration_seconds", &labels).record(latency.as_secs_f64());
+        match ctx.engine.store.record_model_call(&rec, start.as_ref()).await? {
+            autodev_store::Recorded::New(events) => {
+                for e in events {
+                    ctx.emit(e).await;
+                }
+                Ok((response, start.is_some()))
+            }
+            // Another driver recorded this turn first: its answer is the one the run goes on
+            // with (this one's is dropped, never recorded twice).
+            autodev_store::Recorded::Already { response_json } => {
+                tracing::warn!(run = %run_id, conversation = conv, turn, "turn already recorded by another driver; continuing from its answer");
+                let theirs = serde_json::from_str(&response_json).map_err(autodev_store::StoreError::from)?;
+                Ok((theirs, false))
+            }
+        }
+    }
+
+    /// A reply without tool calls: a plan or a summary written as text, a reminder, or the
+    /// end of a model that does not call tools.
+    async fn text_reply(&mut self, text: String, fresh: bool) -> Result<Option<AgentEnd>> {
+        self.quiet_turns += 1;
+        let in_text = tool_call_in_text(&text);
+        let nudge = match self.spec.kind {
+            AgentKind::Planner => {
+                // Some models write the plan as JSON in their reply instead of calling the
+                // tool; a plan that parses and validates is taken as submitted, and one that
+                // does not gets its error back rather than a generic reminder.
+                let parsed = plan_in_text(&text);
+                if let Some(Ok(plan)) = parsed {
+                    return Ok(Some(AgentEnd::Plan(plan)));
+                }
+                let error = parsed.and_then(std::result::Result::err);
+                if self.quiet_turns >= MAX_TEXT_REPLIES {
+                    let detail = match &error {
+                        Some(e) => format!(" (its last reply held a plan that could not be read: {e})"),
+                        None => String::new(),
                     };
-                    messages.push(Message::user(nudge));
+                    return Err(no_tool_calls(self.conv(), self.quiet_turns, &detail));
+                }
+                match error {
+                    Some(e) => {
+                        if fresh {
+                            self.ctx.event(EventKind::PlanRejected { reason: e.clone() }).await?;
+                        }
+                        format!(
+                            "The plan in your reply could not be read: {e}. Call the `submit_plan` tool with the plan as its arguments."
+                        )
+                    }
+                    None => prompts::PLANNER_NUDGE.to_string(),
                 }
             }
-            continue;
-        }
-        quiet_turns = 0;
-        ever_called = true;
+            AgentKind::Coder => {
+                // Many models end their work by answering without a tool call. After one
+                // reminder to call `finish`, a second such answer ends the task with its text
+                // as the summary, if the model has called tools before (it can, and says it is
+                // done). A model that never called one, or that writes tool calls as text, is
+                // stopped with the likely cause: its text is no summary.
+                if self.quiet_turns >= MAX_TEXT_REPLIES {
+                    if let Some((name, _)) = &in_text {
+                        return Err(no_tool_calls(
+                            self.conv(),
+                            self.quiet_turns,
+                            &format!(" (it wrote a `{name}` call as text)"),
+                        ));
+                    }
+                    if !self.ever_called {
+                        return Err(no_tool_calls(self.conv(), self.quiet_turns, ""));
+                    }
+                    let summary = if text.trim().is_empty() { "(no summary given)".to_string() } else { text };
+                    return Ok(Some(AgentEnd::Finished(summary)));
+                }
+                match &in_text {
+                    Some((name, _)) => format!(
+                        "Your reply holds a `{name}` call written as text, which this server did not return as a tool call, so it was not run. Call tools through the tool-calling interface; when the work is complete and checked, call `finish`."
+                    ),
+                    None => prompts::NUDGE.to_string(),
+                }
+            }
+        };
+        self.messages.push(Message::user(nudge));
+        Ok(None)
+    }
+
+    /// Runs the turn's calls in order (or replays the results an earlier driver stored), each
+    /// recorded as started before it runs and as finished after. `Some` when a call ended the
+    /// conversation (`finish`, an accepted plan).
+    async fn tools(
+        &mut self,
+        turn: u32,
+        calls: &[autodev_domain::ToolCall],
+        first_started: bool,
+    ) -> Result<Option<AgentEnd>> {
+        let ctx = self.ctx;
+        let run_id = ctx.run.id.as_str();
         let mut end = None;
         for (idx, call) in calls.iter().enumerate() {
             let idx = idx as u32;
-            let (content, is_error, call_end, fresh) = match finished_tools.remove(&(turn, idx)) {
+            let (content, is_error, call_end, fresh) = match self.finished_tools.remove(&(turn, idx)) {
                 Some((content, is_error)) => {
-                    let call_end = recorded_end(spec.kind, &call.name, &call.arguments, is_error);
+                    let call_end = recorded_end(self.spec.kind, &call.name, &call.arguments, is_error);
                     (content, is_error, call_end, false)
                 }
                 None => {
+                    let conv = self.spec.conversation.as_str();
                     if !(idx == 0 && first_started) {
                         let target = ToolBox::describe(&call.name, &call.arguments);
                         let start = ToolStart {
@@ -532,11 +670,11 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                         ctx.emit(e).await;
                     }
                     let tool_started = Instant::now();
-                    let result = execute(spec.kind, spec.toolbox, &call.name, &call.arguments).await;
-                    excluded += tool_started.elapsed();
+                    let result = execute(self.spec.kind, self.spec.toolbox, &call.name, &call.arguments).await;
+                    self.excluded += tool_started.elapsed();
                     let outcome = if result.is_error { "error" } else { "ok" };
                     // The name comes from the model: only known names become label values.
-                    let known = tools.iter().any(|t| t.name == call.name);
+                    let known = self.tools.iter().any(|t| t.name == call.name);
                     let tool = if known { call.name.clone() } else { "unknown".to_string() };
                     metrics::counter!("autodev_tool_calls_total", "tool" => tool, "outcome" => outcome).increment(1);
                     let e = ctx
@@ -567,41 +705,24 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
                     (result.content, result.is_error, result.end, true)
                 }
             };
-            if spec.kind == AgentKind::Planner && call.name == "submit_plan" && is_error {
-                rejections += 1;
+            if self.spec.kind == AgentKind::Planner && call.name == "submit_plan" && is_error {
+                self.rejections += 1;
                 if fresh {
                     ctx.event(EventKind::PlanRejected { reason: content.clone() }).await?;
                 }
             }
-            if mode != ToolCallMode::Native && response_is_text(&messages) {
+            if self.mode != ToolCallMode::Native && response_is_text(&self.messages) {
                 let status = if is_error { " (error)" } else { "" };
-                messages.push(Message::user(format!("Result of `{}`{status}:\n{content}", call.name)));
+                self.messages.push(Message::user(format!("Result of `{}`{status}:\n{content}", call.name)));
             } else {
-                messages.push(Message::tool(call.id.clone(), content, is_error));
+                self.messages.push(Message::tool(call.id.clone(), content, is_error));
             }
             if end.is_none() {
                 end = call_end;
             }
         }
-        if let Some(Ok(mut v)) = ctx.engine.step_overheads.as_ref().map(|o| o.lock()) {
-            v.push(step_started.elapsed().saturating_sub(excluded));
-        }
-        if let Some(end) = end {
-            return Ok(end);
-        }
-        if rejections >= MAX_PLAN_REJECTIONS {
-            return Err(EngineError::Failed(format!(
-                "the planner did not produce a valid plan after {rejections} attempts; last reason: {}",
-                messages.last().map(|m| m.content.clone()).unwrap_or_default()
-            )));
-        }
-        // Checked after the calls ran (their results are on record) and after the planner's
-        // own limit, whose reason says more.
-        if let Some(looped) = looped {
-            return Err(looped);
-        }
+        Ok(end)
     }
-    Err(EngineError::Failed(format!("{conv} ended without finishing")))
 }
 
 /// Reserves the call's worst-case cost before it is made, against every limit that applies:

@@ -852,6 +852,7 @@ async fn a_github_app_mints_installation_tokens_once_and_acts_with_them(app) {
     let prefix = format!("{}/octo-org/", github.uri());
     let repo = autodev_testkit::make_repo(&dir.join("cred"));
     let header = autodev_workspace::Git::new(&repo)
+        .with_credentials(&config.git_credentials)
         .run(&["config", "--get", &format!("http.{prefix}.extraheader")])
         .await
         .unwrap();
