@@ -56,14 +56,31 @@ pub(crate) fn store_error(e: StoreError) -> Exit {
     }
 }
 
+/// The engine of `autodev run` and `resume`, from the process's engine choices.
 pub(crate) fn engine(store: Store, model: Arc<dyn ModelClient>, cfg: &FileConfig, home: &Path) -> Engine {
-    Engine::new(store, model, PriceTable::with_overrides(&cfg.prices), home)
-        .with_sandbox(sandbox_config(cfg))
-        .with_budgets(budgets(cfg))
-        .with_code_search(crate::config::code_search(home, cfg).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "the embeddings are not usable; code search is lexical only");
-            autodev_engine::code::CodeSearch::new(home, None)
-        }))
+    let code = crate::config::code_search(home, cfg).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the embeddings are not usable; code search is lexical only");
+        autodev_engine::code::CodeSearch::new(home, None)
+    });
+    engine_config(cfg, home, code).engine(store, model)
+}
+
+/// The operator's engine choices from the configuration: the one builder of every engine this
+/// process makes (`run`, `resume`, and the workers of `serve` and `worker`). No forge
+/// credentials: `serve` adds the process's own.
+pub(crate) fn engine_config(
+    cfg: &FileConfig,
+    home: &Path,
+    code: autodev_engine::code::CodeSearch,
+) -> autodev_engine::EngineConfig {
+    autodev_engine::EngineConfig {
+        home: home.to_path_buf(),
+        prices: Arc::new(PriceTable::with_overrides(&cfg.prices)),
+        sandbox: sandbox_config(cfg),
+        budgets: budgets(cfg),
+        code,
+        credentials: Arc::default(),
+    }
 }
 
 /// The operator's budgets from the configuration.

@@ -24,27 +24,8 @@ const WORKERS: usize = 2;
 const BATCH: i64 = 64;
 
 fn job(project: &str) -> (NewRun, EventKind) {
-    let id = RunId::new();
-    let run = NewRun {
-        id: id.to_string(),
-        short_id: id.short(),
-        title: "no-op".into(),
-        spec: "# no-op".into(),
-        repo: "/srv/repo".into(),
-        base_branch: "main".into(),
-        base_commit: String::new(),
-        branch: format!("autodev/{}-no-op", id.short()),
-        settings: "{}".into(),
-        project_id: Some(project.to_string()),
-        origin: None,
-    };
-    let created = EventKind::RunCreated {
-        title: "no-op".into(),
-        repo: "/srv/repo".into(),
-        base_branch: "main".into(),
-        test_command: String::new(),
-    };
-    (run, created)
+    let (run, created) = autodev_testkit::new_run("no-op");
+    (NewRun { base_commit: String::new(), project_id: Some(project.to_string()), ..run }, created)
 }
 
 async fn measure(store: Store) -> f64 {

@@ -9,6 +9,33 @@ use std::time::Duration;
 
 pub mod pg;
 
+/// A run as a test stores it directly (as the engine would), titled `title`, from `/tmp/repo`
+/// at `main` (`abc`), with empty settings; and its `run_created` event. Tests change what they
+/// need with struct update syntax.
+pub fn new_run(title: &str) -> (autodev_store::NewRun, autodev_domain::EventKind) {
+    let id = autodev_domain::RunId::new();
+    let run = autodev_store::NewRun {
+        id: id.to_string(),
+        short_id: id.short(),
+        title: title.into(),
+        spec: format!("# {title}"),
+        repo: "/tmp/repo".into(),
+        base_branch: "main".into(),
+        base_commit: "abc".into(),
+        branch: format!("autodev/{}-{}", id.short(), autodev_domain::slugify(title, 40)),
+        settings: "{}".into(),
+        project_id: None,
+        origin: None,
+    };
+    let created = autodev_domain::EventKind::RunCreated {
+        title: title.into(),
+        repo: "/tmp/repo".into(),
+        base_branch: "main".into(),
+        test_command: "true".into(),
+    };
+    (run, created)
+}
+
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::method};
 

@@ -2,7 +2,6 @@
 //! workers, the delivery loop and graceful shutdown.
 use crate::config::FileConfig;
 use crate::{Exit, provider};
-use autodev_llm::PriceTable;
 use autodev_store::Migrations;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
@@ -49,27 +48,24 @@ pub(crate) async fn service_state(
     }
     let forges = std::sync::Arc::new(autodev_server::commanders::Forges::new(&delivery));
     let delivery = std::sync::Arc::new(autodev_delivery::Dispatcher::new(store.clone(), home, &delivery));
-    let sandbox = sandbox_config(&cfg);
-    if let Err(why) = sandbox.mode.check_available() {
+    let code = crate::config::code_search(home, &cfg).map_err(Exit::Usage)?;
+    let engine = autodev_engine::EngineConfig {
+        credentials: credentials.clone(),
+        ..engine_config(&cfg, home, code.with_git_credentials(&credentials))
+    };
+    let mode = engine.sandbox.mode;
+    if let Err(why) = mode.check_available() {
         tracing::error!("agents cannot be sandboxed on this host; every run will fail until this is fixed: {why}");
-    } else if !sandbox.mode.isolated() {
-        tracing::warn!("{}", autodev_engine::unisolated_message(sandbox.mode));
+    } else if !mode.isolated() {
+        tracing::warn!("{}", autodev_engine::unisolated_message(mode));
     }
     let public_url = cfg.public_url.clone().filter(|u| !u.trim().is_empty());
-    let code = crate::config::code_search(home, &cfg).map_err(Exit::Usage)?;
     Ok(autodev_server::AppState {
         base_path: autodev_server::AppState::base_path_of(public_url.as_deref()),
         public_url,
         delivery,
         forges,
-        engine: autodev_engine::EngineConfig {
-            home: home.to_path_buf(),
-            prices: std::sync::Arc::new(PriceTable::with_overrides(&cfg.prices)),
-            sandbox,
-            budgets: budgets(&cfg),
-            code: code.with_git_credentials(&credentials),
-            credentials,
-        },
+        engine,
         store,
         pepper,
         home: home.to_path_buf(),

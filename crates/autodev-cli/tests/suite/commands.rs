@@ -729,37 +729,20 @@ async fn a_run_is_delivered_to_a_webhook_and_deliver_retries_what_failed() {
 /// `autodev approve` and `autodev reject` decide at the plan gate, recorded under the user.
 #[tokio::test(flavor = "multi_thread")]
 async fn approve_and_reject_decide_at_the_plan_gate() {
-    use autodev_domain::{EventKind, RunId, RunState};
+    use autodev_domain::{EventKind, RunState};
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let store = autodev_store::Store::open(&home.join("autodev.db")).await.unwrap();
     let mut shorts = Vec::new();
     for title in ["One", "Two"] {
-        let id = RunId::new();
-        let run = autodev_store::NewRun {
-            id: id.to_string(),
-            short_id: id.short(),
-            title: title.into(),
-            spec: format!("# {title}"),
-            repo: "/tmp/repo".into(),
-            base_branch: "main".into(),
-            base_commit: "abc".into(),
-            branch: format!("autodev/{}-x", id.short()),
-            settings: serde_json::to_string(&autodev_engine::RunSettings::default()).unwrap(),
-            project_id: None,
-            origin: None,
-        };
-        let created = EventKind::RunCreated {
-            title: title.into(),
-            repo: "/tmp/repo".into(),
-            base_branch: "main".into(),
-            test_command: "true".into(),
-        };
+        let (run, created) = autodev_testkit::new_run(title);
+        let settings = serde_json::to_string(&autodev_engine::RunSettings::default()).unwrap();
+        let run = autodev_store::NewRun { settings, ..run };
         store.insert_run(&run, created).await.unwrap();
         store.set_run_state(&run.id, RunState::Planning, None).await.unwrap();
         store.set_run_state(&run.id, RunState::AwaitingApproval, None).await.unwrap();
-        shorts.push(id.short());
+        shorts.push(run.short_id.clone());
     }
     let (code, stdout, stderr) = output(autodev(&home).args([
         "approve",

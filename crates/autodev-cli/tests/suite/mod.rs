@@ -1,6 +1,6 @@
 mod commands;
 mod mcp;
-mod more;
+mod processes;
 mod resume;
 mod service;
 

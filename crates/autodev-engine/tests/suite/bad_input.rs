@@ -12,8 +12,7 @@ async fn a_directory_that_is_not_a_git_repository_is_refused() {
     let app = TestApp::new().await;
     let plain = app.repo.parent().unwrap().join("plain");
     std::fs::create_dir_all(&plain).unwrap();
-    let req =
-        RunRequest { repo: plain, spec: Spec::parse(b"# x").unwrap(), base: None, settings: settings(&app.server) };
+    let req = RunRequest { repo: plain, spec: Spec::parse(b"# x").unwrap(), base: None, settings: settings() };
     let err = app.engine.create_run(req).await.unwrap_err();
     assert!(matches!(err, EngineError::Invalid(_)));
     assert!(err.to_string().contains("is not a git repository"), "{err}");
@@ -22,7 +21,7 @@ async fn a_directory_that_is_not_a_git_repository_is_refused() {
         repo: app.repo.join("nope"),
         spec: Spec::parse(b"# x").unwrap(),
         base: None,
-        settings: settings(&app.server),
+        settings: settings(),
     };
     assert!(app.engine.create_run(req).await.unwrap_err().to_string().contains("does not exist"));
 
@@ -30,7 +29,7 @@ async fn a_directory_that_is_not_a_git_repository_is_refused() {
         repo: app.repo.clone(),
         spec: Spec::parse(b"# x").unwrap(),
         base: Some("release".into()),
-        settings: settings(&app.server),
+        settings: settings(),
     };
     assert!(app.engine.create_run(req).await.unwrap_err().to_string().contains("base branch `release`"));
     assert!(app.engine.store().list_runs(10).await.unwrap().is_empty());
@@ -48,7 +47,7 @@ async fn a_dirty_working_tree_is_left_untouched() {
             0,
             vec![write("greeting.txt", "hello\n"), write("README.md", "# Project\nrewritten\n"), finish("ok")],
         );
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     assert_eq!(std::fs::read_to_string(app.repo.join("README.md")).unwrap(), "# Project\nmy local edit\n");
     assert_eq!(std::fs::read_to_string(app.repo.join("notes.txt")).unwrap(), "untracked\n");
@@ -73,7 +72,7 @@ async fn a_model_the_vendor_does_not_know_fails_the_run_with_its_message() {
     let client = std::sync::Arc::new(autodev_llm::OpenAiClient::new("openai", &server.uri(), None, false));
     let engine =
         autodev_engine::Engine::new(app.engine.store().clone(), client, autodev_llm::PriceTable::default(), &app.home);
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.model = "gpt-9".into();
     let req = RunRequest { repo: app.repo.clone(), spec: Spec::parse(b"# x").unwrap(), base: None, settings: s };
     let id = engine.create_run(req).await.unwrap().id;
@@ -91,7 +90,7 @@ async fn a_model_missing_from_the_price_table_costs_nothing_and_warns_once() {
     app.script
         .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
         .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), finish("ok")]);
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.model = "my-local-llama".into();
     let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
@@ -117,7 +116,7 @@ async fn a_data_directory_inside_the_repository_stays_out_of_git_status() {
     let client =
         std::sync::Arc::new(autodev_llm::OpenAiClient::new("openai", &format!("{}/v1", app.server.uri()), None, false));
     let engine = autodev_engine::Engine::new(store, client, autodev_llm::PriceTable::default(), &home);
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.keep_worktrees = true;
     let req = RunRequest { repo: app.repo.clone(), spec: Spec::parse(b"# Greet").unwrap(), base: None, settings: s };
     let id = engine.create_run(req).await.unwrap().id;

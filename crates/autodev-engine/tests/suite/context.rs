@@ -22,7 +22,7 @@ async fn a_long_task_is_kept_inside_a_small_context_window() {
         );
     }
     app.script.on("task:t1", 6, vec![write("greeting.txt", "hello\n"), finish("ok")]);
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.context_window = Some(12_000);
     s.max_output_tokens = 1_000;
     let (id, outcome) = app.run(s, "# Read").await;

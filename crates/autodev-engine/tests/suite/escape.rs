@@ -79,7 +79,7 @@ async fn every_known_escape_fails_and_the_run_still_delivers() {
         .on("task:t1", 0, attacks)
         .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("wrote the greeting")]);
 
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
 
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     let r = tool_results(&app.script.requests_for("task:t1")[1]);
@@ -135,7 +135,7 @@ async fn a_worktree_whose_git_file_was_changed_fails_its_task_without_running_gi
         .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), run(&repoint)])
         .on("task:t1", 1, vec![finish("done")]);
     app.engine = app.engine.clone().with_sandbox(SandboxConfig { mode: SandboxMode::None, readonly: None });
-    let (id, outcome) = app.run(settings(&app.server), "# Tamper").await;
+    let (id, outcome) = app.run(settings(), "# Tamper").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
     let r = tool_results(&app.script.requests_for("task:t1")[1]);
     assert!(r[1].contains("repointed"), "{}", r[1]);
@@ -158,7 +158,7 @@ async fn an_unisolated_mode_is_flagged_in_the_events_and_the_report() {
         vec![write("greeting.txt", "hello\n"), finish("done")],
     );
     app.engine = app.engine.clone().with_sandbox(SandboxConfig { mode: SandboxMode::Landlock, readonly: None });
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     let report = std::fs::read_to_string(app.engine.run_dir(&id).join("report.md")).unwrap();
     assert!(report.contains("## Warnings\n\n- UNISOLATED: sandbox.mode = \"landlock\""), "{report}");
@@ -193,7 +193,7 @@ async fn a_link_to_the_data_directory_leaks_nothing_through_any_tool_or_artifact
             ],
         )
         .on("task:t1", 2, vec![write("greeting.txt", "hello\n"), finish("ok")]);
-    let (id, _) = app.run(settings(&app.server), "# Greet").await;
+    let (id, _) = app.run(settings(), "# Greet").await;
     let requests = app.script.requests_for("task:t1");
     assert!(requests.len() >= 3, "the agent got its tool results back");
     // The link's command, then the four reads through it.

@@ -75,7 +75,7 @@ async fn a_run_completes_on_the_fallback_when_the_primary_fails_mid_run() {
         }],
     );
     app.engine = Engine::new(app.engine.store().clone(), Arc::new(model), PriceTable::default(), &app.home);
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.model = "gpt-4.1-mini".into();
     s.max_cost_usd = Some(5.0);
     let (id, outcome) = app.run(s, "# Greet").await;
@@ -122,7 +122,7 @@ async fn a_model_that_writes_tool_calls_as_text_is_understood_by_default() {
         .on("task:t1", 0, vec![text(r#"{"name": "write_file", "arguments": {"path": "greeting.txt", "content": "hello\n"}}"#)])
         .on("task:t1", 1, vec![text("Let me check it.\n<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"greeting.txt\"}}\n</tool_call>")])
         .on("task:t1", 2, vec![text("```\n{\"name\": \"finish\", \"parameters\": {\"summary\": \"greeting written\"}}\n```")]);
-    let s = settings(&app.server);
+    let s = settings();
     assert_eq!(s.tool_calls, autodev_engine::ToolCallMode::Auto);
     let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
@@ -157,7 +157,7 @@ async fn writes_to_protected_paths_are_refused_and_command_changes_there_put_bac
         .on("task:t1", 2, vec![call("run", json!({"command": "echo 'on: workflow_dispatch' > .github/workflows/ci.yml && mkdir -p migrations && echo x > migrations/0009.sql"}))])
         .on("task:t1", 3, vec![write("greeting.txt", "hello\n")])
         .on("task:t1", 4, vec![finish("greeting added")]);
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.protected_paths = vec![".github/workflows/**".into(), "migrations".into()];
     let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
@@ -205,7 +205,7 @@ async fn a_run_approved_with_a_protected_path_may_change_it() {
         .on("task:t1", 0, vec![write("migrations/0002_greet.sql", "-- greet\n")])
         .on("task:t1", 1, vec![write("greeting.txt", "hello\n")])
         .on("task:t1", 2, vec![finish("done")]);
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.protected_paths = vec!["migrations/**".into()];
     s.approval = true;
     let (id, outcome) = app.run(s, "# Greet").await;
@@ -238,7 +238,7 @@ async fn a_plan_rejected_with_a_comment_is_revised_by_the_planner() {
             json!({"summary": "Greet, smaller", "tasks": [{"id": "t1", "title": "Greet", "description": "only greeting.txt", "depends_on": [], "acceptance": []}]}),
         )],
     );
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.approval = true;
     let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, Outcome::AwaitingApproval);
@@ -267,7 +267,7 @@ async fn a_plan_rejected_with_a_comment_is_revised_by_the_planner() {
 #[tokio::test]
 async fn plan_revisions_are_bounded() {
     let app = TestApp::new().await;
-    let id = app.create(settings(&app.server), "# Greet").await;
+    let id = app.create(settings(), "# Greet").await;
     let store = app.engine.store();
     store.set_run_state(&id, RunState::Planning, None).await.unwrap();
     let reject = Decision { approved: false, by: "bob".into(), comment: "smaller".into(), allow_paths: vec![] };
@@ -288,7 +288,7 @@ async fn plan_revisions_are_bounded() {
 async fn a_delivery_waits_for_approval_after_the_tests_pass() {
     let app = TestApp::new().await;
     greet_script(&app);
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.approve_delivery = true;
     let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, Outcome::AwaitingApproval);

@@ -21,8 +21,8 @@ pub struct TestApp {
     pub engine: Engine,
 }
 
-pub fn settings(server: &MockServer) -> RunSettings {
-    let _ = server;
+/// The settings the tests run with (the model is the scripted server behind the engine).
+pub fn settings() -> RunSettings {
     RunSettings {
         test_command: "sh check.sh".into(),
         provider: "openai".into(),

@@ -21,7 +21,7 @@ async fn two_task_plan_with_a_dependency_delivers_a_tested_branch() {
         .on("task:t2", 0, vec![call("read_file", json!({"path": "greeting.txt"}))])
         .on("task:t2", 1, vec![call("edit_file", json!({"path": "greeting.txt", "old_text": "hello\n", "new_text": "hello world\n"})), finish("greeted the world")]);
     let head_before = git(&app.repo, &["rev-parse", "HEAD"]);
-    let (id, outcome) = app.run(settings(&app.server), "# Greet\n\nSay hello world.").await;
+    let (id, outcome) = app.run(settings(), "# Greet\n\nSay hello world.").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
 
     let run = app.engine.store().get_run(&id).await.unwrap();
@@ -85,7 +85,7 @@ async fn independent_tasks_run_in_parallel() {
         .on("task:a", 0, vec![write("a.txt", "a\n"), finish("a")])
         .on("task:b", 0, vec![write("b.txt", "b\n"), finish("b")])
         .on("task:c", 0, vec![write("greeting.txt", "hello\n"), finish("c")]);
-    let (id, outcome) = app.run(settings(&app.server), "# Three files").await;
+    let (id, outcome) = app.run(settings(), "# Three files").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     let events = app.events(&id).await;
     let order: Vec<(String, TaskState)> = events
@@ -111,7 +111,7 @@ async fn a_failing_test_goes_to_a_repair_agent_which_fixes_it() {
         .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
         .on("task:t1", 0, vec![write("greeting.txt", "goodbye\n"), finish("done (wrongly)")])
         .on("repair:1", 0, vec![write("greeting.txt", "hello\n"), finish("fixed the greeting")]);
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     let tests: Vec<(u32, bool)> = app
         .events(&id)
@@ -138,7 +138,7 @@ async fn tests_that_keep_failing_fail_the_run_after_the_repair_rounds() {
         .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
         .on("task:t1", 0, vec![write("greeting.txt", "nope\n"), finish("x")])
         .on("repair:1", 0, vec![finish("could not fix")]);
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.max_repair_rounds = 1;
     let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
@@ -156,7 +156,7 @@ async fn a_plan_with_a_cycle_is_refused_and_the_planner_corrects_it() {
         .on("planner", 0, vec![call("submit_plan", cyclic)])
         .on("planner", 1, vec![call("submit_plan", json!({"summary": "s", "tasks": [{"id": "a", "title": "A", "description": "", "depends_on": [], "acceptance": []}]}))])
         .on("task:a", 0, vec![write("greeting.txt", "hello\n"), finish("ok")]);
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     let rejected: Vec<String> = app
         .events(&id)
@@ -185,7 +185,7 @@ async fn a_planner_that_keeps_submitting_bad_plans_fails_the_run() {
     for turn in 0..3 {
         app.script.on("planner", turn, vec![call("submit_plan", bad.clone())]);
     }
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
     assert!(app.reason(&id).await.contains("depends on `ghost`"), "{}", app.reason(&id).await);
 }
@@ -203,7 +203,7 @@ async fn a_merge_conflict_is_handed_to_an_agent_and_resolved() {
         // Whichever task finishes second meets the conflict.
         .on("merge:x", 0, vec![write("greeting.txt", "hello and hi\n"), finish("kept both")])
         .on("merge:y", 0, vec![write("greeting.txt", "hello and hi\n"), finish("kept both")]);
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     let conflicts: Vec<Vec<String>> = app
         .events(&id)
@@ -225,7 +225,7 @@ async fn the_approval_gate_stops_after_planning_until_approved() {
     app.script
         .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
         .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), finish("ok")]);
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.approval = true;
     let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, Outcome::AwaitingApproval);
@@ -237,7 +237,7 @@ async fn the_approval_gate_stops_after_planning_until_approved() {
     let (id2, _) = app
         .run(
             {
-                let mut s = settings(&app.server);
+                let mut s = settings();
                 s.approval = true;
                 s
             },
@@ -259,7 +259,7 @@ async fn cancelling_a_run_stops_it_between_steps() {
         .on("task:t1", 0, vec![call("list_files", json!({}))])
         .on("task:t1", 1, vec![call("list_files", json!({}))])
         .on("task:t1", 2, vec![write("greeting.txt", "hello\n"), finish("ok")]);
-    let id = app.create(settings(&app.server), "# Slow").await;
+    let id = app.create(settings(), "# Slow").await;
     let engine = app.engine.clone();
     let id2 = id.clone();
     let driver = tokio::spawn(async move { engine.drive(&id2, CancellationToken::new()).await });
@@ -284,7 +284,7 @@ async fn a_failed_task_skips_its_dependents_transitively_and_fails_the_run() {
         {"id": "c", "title": "C", "description": "", "depends_on": ["b"], "acceptance": []}
     ]));
     // Task a gets no script: the model refuses, the task fails.
-    let (id, outcome) = app.run(settings(&app.server), "# Chain").await;
+    let (id, outcome) = app.run(settings(), "# Chain").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
     let tasks = app.engine.store().tasks(&id).await.unwrap();
     let states: Vec<(&str, TaskState)> = tasks.iter().map(|t| (t.task_key.as_str(), t.task_state())).collect();
@@ -303,7 +303,7 @@ async fn models_that_answer_in_text_instead_of_calling_tools_still_finish() {
         // The agent says it is done instead of calling finish; reminded once, it says so again.
         .on("task:t1", 1, vec![text("I wrote the greeting.")])
         .on("task:t1", 2, vec![text("Done: greeting.txt says hello.")]);
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     let tasks = app.engine.store().tasks(&id).await.unwrap();
     assert_eq!(tasks[0].summary.as_deref(), Some("Done: greeting.txt says hello."));
@@ -317,7 +317,7 @@ async fn a_test_command_that_cannot_run_fails_without_repair_rounds() {
     app.script
         .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
         .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), finish("ok")]);
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.test_command = "no-such-test-runner --all".into();
     let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));

@@ -29,7 +29,7 @@ async fn a_driver_whose_lease_expired_stops_and_the_driver_that_took_the_run_fin
         .plan(json!([{"id": "t1", "title": "Add the greeting file", "description": "create", "depends_on": [], "acceptance": ["says hello"]}]))
         .on("task:t1", 0, vec![write("greeting.txt", "hello\n")])
         .on("task:t1", 1, vec![finish("added greeting.txt")]);
-    let id = app.create(settings(&app.server), "# Greet\n\nSay hello.").await;
+    let id = app.create(settings(), "# Greet\n\nSay hello.").await;
 
     // The first driver's lease lasts 50 ms and is never renewed in time: a stalled driver.
     let stalled = app
@@ -85,7 +85,7 @@ async fn a_driver_notices_a_lost_lease_at_its_renewal_and_stops_its_agents() {
         .plan(json!([{"id": "t1", "title": "Add the greeting file", "description": "create", "depends_on": [], "acceptance": ["says hello"]}]))
         .on("task:t1", 0, vec![call("run", json!({"command": "sleep 30", "timeout_secs": 60}))])
         .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("added greeting.txt")]);
-    let id = app.create(settings(&app.server), "# Greet\n\nSay hello.").await;
+    let id = app.create(settings(), "# Greet\n\nSay hello.").await;
     let first_engine = app
         .engine
         .clone()

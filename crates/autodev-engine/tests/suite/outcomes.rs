@@ -19,7 +19,7 @@ async fn a_run_whose_agents_change_nothing_fails_no_change_with_their_words() {
         .on("task:t1", 0, vec![call("read_file", json!({"path": "greeting.txt"}))])
         .on("task:t1", 1, vec![finish("greeting.txt already says hello; nothing to do")]);
 
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
 
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
     assert_eq!(
@@ -48,7 +48,7 @@ async fn a_task_without_a_change_says_so_while_the_run_succeeds_on_the_others() 
         .on("task:t1", 0, vec![write("greeting.txt", "hello\n"), finish("wrote it")])
         .on("task:t2", 0, vec![finish("looked; all fine")]);
 
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
 
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     let tasks = app.engine.store().tasks(&id).await.unwrap();
@@ -73,7 +73,7 @@ async fn a_planner_that_only_answers_in_text_is_stopped_with_the_cause_named() {
     for turn in 0..30 {
         app.script.on("planner", turn, vec![text("I would split this into two steps: first read, then write.")]);
     }
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
     let reason = app.reason(&id).await;
     assert!(reason.starts_with("planner: the model answered 2 times without calling a tool;"), "{reason}");
@@ -90,7 +90,7 @@ async fn a_plan_in_text_that_does_not_parse_gets_its_error_back() {
     let call_text = format!("```json\n{{\"name\": \"submit_plan\", \"arguments\": {broken}}}\n```");
     app.script.on("planner", 0, vec![text(&call_text)]).on("planner", 1, vec![text(&call_text)]);
     // Native calls only (in `auto` such a call is run, and refused as a call).
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.tool_calls = autodev_engine::ToolCallMode::Native;
     let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
@@ -113,7 +113,7 @@ async fn a_submit_plan_call_written_as_text_is_taken_when_it_validates() {
         0,
         vec![write("greeting.txt", "hello\n"), finish("done")],
     );
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
 }
 
@@ -125,7 +125,7 @@ async fn a_coder_that_never_calls_a_tool_is_stopped_with_the_cause_named() {
         1,
         vec![text("The greeting has been added.")],
     );
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
     let reason = app.reason(&id).await;
     assert!(
@@ -147,7 +147,7 @@ async fn a_tool_call_written_as_text_is_never_taken_as_a_summary() {
         .on("task:t1", 1, vec![text(as_text)])
         .on("task:t1", 2, vec![text(as_text)]);
     // With native calls only: in `auto` (the default) the call in the text is run instead.
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.tool_calls = autodev_engine::ToolCallMode::Native;
     let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
@@ -167,7 +167,7 @@ async fn the_same_reply_again_and_again_is_a_loop_that_stops_the_agent() {
     for turn in 0..10 {
         app.script.on("task:t1", turn, vec![call("read_file", json!({"path": "README.md"}))]);
     }
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
     let reason = app.reason(&id).await;
     assert!(reason.contains("task:t1: the model gave the same reply 3 times in a row (a loop): read_file"), "{reason}");
@@ -183,7 +183,7 @@ fn with_test_runner(app: &TestApp) -> autodev_engine::RunSettings {
     .unwrap();
     git(&app.repo, &["add", "run_tests.sh"]);
     git(&app.repo, &["commit", "--quiet", "-m", "test runner"]);
-    autodev_engine::RunSettings { test_command: "sh run_tests.sh".into(), ..settings(&app.server) }
+    autodev_engine::RunSettings { test_command: "sh run_tests.sh".into(), ..settings() }
 }
 
 async fn evidence_of(app: &TestApp, id: &str) -> (Option<String>, Vec<autodev_domain::EventKind>) {
@@ -315,7 +315,7 @@ async fn in_the_text_mode_tool_calls_written_as_text_are_run_and_answered_in_tex
         1,
         vec![text(finish_text)],
     );
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.tool_calls = autodev_engine::ToolCallMode::Text;
     let (id, outcome) = app.run(s, "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);

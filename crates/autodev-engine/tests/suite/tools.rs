@@ -27,7 +27,7 @@ async fn a_path_escape_is_refused_and_the_model_reads_why() {
             ],
         )
         .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
-    let (id, outcome) = app.run(settings(&app.server), "# Escape").await;
+    let (id, outcome) = app.run(settings(), "# Escape").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     let results = tool_results(&app.script.requests_for("task:t1")[1]);
     assert_eq!(results.len(), 4);
@@ -56,7 +56,7 @@ async fn a_command_that_times_out_is_killed_and_reported() {
         .on("task:t1", 0, vec![call("run", json!({"command": "sleep 60; echo late", "timeout_secs": 1}))])
         .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
     let started = std::time::Instant::now();
-    let (id, outcome) = app.run(settings(&app.server), "# Hang").await;
+    let (id, outcome) = app.run(settings(), "# Hang").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     let results = tool_results(&app.script.requests_for("task:t1")[1]);
@@ -77,7 +77,7 @@ async fn invalid_tool_arguments_and_unknown_tools_go_back_to_the_model() {
             ],
         )
         .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
-    let (id, outcome) = app.run(settings(&app.server), "# Sloppy").await;
+    let (id, outcome) = app.run(settings(), "# Sloppy").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     let results = tool_results(&app.script.requests_for("task:t1")[1]);
     assert!(results[0].starts_with("invalid arguments for write_file"), "{}", results[0]);
@@ -91,7 +91,7 @@ async fn agent_commands_do_not_see_secrets_from_the_environment() {
         .plan(json!([{"id": "t1", "title": "Env", "description": "", "depends_on": [], "acceptance": []}]))
         .on("task:t1", 0, vec![call("run", json!({"command": "env | cut -d= -f1"}))])
         .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.sandbox_pass_env = vec!["MY_SERVICE_TOKEN".into()];
     let (id, outcome) = app.run(s, "# Env").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
@@ -110,7 +110,7 @@ async fn an_agent_that_never_finishes_hits_the_step_limit() {
         // Different calls each turn: the same one again and again would be stopped as a loop.
         app.script.on("task:t1", turn, vec![call("search", json!({"pattern": format!("x{turn}")}))]);
     }
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.max_steps = 3;
     let (id, outcome) = app.run(s, "# Loop").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
@@ -129,7 +129,7 @@ async fn a_task_that_spends_its_token_budget_fails() {
         // Different calls each turn: the same one again and again would be stopped as a loop.
         app.script.on("task:t1", turn, vec![call("search", json!({"pattern": format!("x{turn}")}))]);
     }
-    let mut s = settings(&app.server);
+    let mut s = settings();
     // Each scripted call reports 1,100 tokens: the third call would start past 2,500.
     s.max_task_tokens = 2_500;
     let (id, outcome) = app.run(s, "# Chatty").await;
@@ -149,7 +149,7 @@ async fn the_run_stops_calling_the_model_once_its_cost_budget_is_spent() {
         // Different calls each turn: the same one again and again would be stopped as a loop.
         app.script.on("task:t1", turn, vec![call("search", json!({"pattern": format!("x{turn}")}))]);
     }
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.model = "gpt-4.1".into(); // $2/M in, $8/M out: 1,000 + 100 tokens = $0.0028 a call
     s.max_output_tokens = 200;
     s.max_cost_usd = Some(0.01);
@@ -189,7 +189,7 @@ async fn four_parallel_agents_stop_within_the_cost_limit() {
             );
         }
     }
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.model = "gpt-4.1".into();
     s.max_output_tokens = 200;
     s.max_parallel = 4;
@@ -214,7 +214,7 @@ async fn a_budget_stopped_run_continues_once_the_limit_is_raised() {
     }
     app.script.on("task:t1", 6, vec![write("greeting.txt", "hello\n")]);
     app.script.on("task:t1", 7, vec![finish("done")]);
-    let mut s = settings(&app.server);
+    let mut s = settings();
     s.model = "gpt-4.1".into();
     s.max_output_tokens = 200;
     s.max_cost_usd = Some(0.01);
@@ -273,7 +273,7 @@ async fn planners_and_agents_search_the_code_index() {
             ],
         )
         .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
-    let (id, outcome) = app.run(settings(&app.server), "# Greet").await;
+    let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     // The planner was offered the tool and read the chunk with its place and numbered lines.
     let planner = app.script.requests_for("planner");
@@ -311,8 +311,7 @@ async fn the_planner_of_a_big_repository_sees_what_is_relevant_to_the_spec() {
         0,
         vec![write("greeting.txt", "hello\n"), finish("ok")],
     );
-    let (id, outcome) =
-        app.run(settings(&app.server), "# Refunds\n\nRefund the payment when an order is cancelled.").await;
+    let (id, outcome) = app.run(settings(), "# Refunds\n\nRefund the payment when an order is cancelled.").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     let prompt = app.script.requests_for("planner")[0]["messages"].to_string();
     assert!(prompt.contains("... and "), "the list is cut");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use autodev_domain::{EventKind, RunId, RunState};
+use autodev_domain::{EventKind, RunState};
 use autodev_server::delivery::github::{GithubAuth, GithubConfig};
 use autodev_server::delivery::{DeliveryConfig, Dispatcher, webhook::WebhookTarget};
 use autodev_store::{NewRun, ProjectRow};
@@ -39,27 +39,14 @@ async fn ticket_run(app: &TestApp, to: RunState, origin: &str) -> (String, Strin
         updated_at: now,
     };
     app.store.insert_project(&project).await.unwrap();
-    let id = RunId::new();
-    let branch = format!("autodev/{}-add-greeting", id.short());
+    let (run, created) = autodev_testkit::new_run("Add a greeting");
     let run = NewRun {
-        id: id.to_string(),
-        short_id: id.short(),
-        title: "Add a greeting".into(),
-        spec: "# Add a greeting".into(),
         repo: project.repository.clone(),
-        base_branch: "main".into(),
-        base_commit: "abc".into(),
-        branch: branch.clone(),
-        settings: "{}".into(),
         project_id: Some(project.id.clone()),
         origin: Some(origin.to_string()),
+        ..run
     };
-    let created = EventKind::RunCreated {
-        title: run.title.clone(),
-        repo: run.repo.clone(),
-        base_branch: "main".into(),
-        test_command: "true".into(),
-    };
+    let branch = run.branch.clone();
     app.store.insert_run(&run, created).await.unwrap();
     let path =
         [RunState::Planning, RunState::Executing, RunState::Verifying, RunState::Delivering, RunState::Succeeded];

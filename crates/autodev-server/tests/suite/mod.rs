@@ -31,10 +31,10 @@ pub(crate) use both;
 
 use std::time::Duration;
 
-use autodev_domain::{AccessRole, EventKind, RunId};
+use autodev_domain::{AccessRole, EventKind};
 use autodev_server::auth::{Pepper, create_key};
 use autodev_server::{AppState, serve};
-use autodev_store::{NewRun, Store};
+use autodev_store::Store;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
@@ -201,26 +201,7 @@ pub async fn spawn_app_on(backend: &str) -> TestApp {
 impl TestApp {
     /// A run stored directly (as the engine would), with `n` warning events.
     pub async fn run_with_events(&self, title: &str, n: usize) -> String {
-        let id = RunId::new();
-        let run = NewRun {
-            id: id.to_string(),
-            short_id: id.short(),
-            title: title.into(),
-            spec: format!("# {title}"),
-            repo: "/tmp/repo".into(),
-            base_branch: "main".into(),
-            base_commit: "abc".into(),
-            branch: format!("autodev/{}-x", id.short()),
-            settings: "{}".into(),
-            project_id: None,
-            origin: None,
-        };
-        let created = EventKind::RunCreated {
-            title: title.into(),
-            repo: "/tmp/repo".into(),
-            base_branch: "main".into(),
-            test_command: "true".into(),
-        };
+        let (run, created) = autodev_testkit::new_run(title);
         self.store.insert_run(&run, created).await.unwrap();
         for i in 0..n {
             self.store.append_event(&run.id, EventKind::Warning { message: format!("w{i}") }).await.unwrap();

@@ -61,20 +61,7 @@ macro_rules! both {
 pub(crate) use both;
 
 pub fn new_run() -> NewRun {
-    let id = RunId::new();
-    NewRun {
-        id: id.to_string(),
-        short_id: id.short(),
-        title: "Add a flag".into(),
-        spec: "# Add a flag".into(),
-        repo: "/tmp/repo".into(),
-        base_branch: "main".into(),
-        base_commit: "abc".into(),
-        branch: format!("autodev/{}-add-a-flag", id.short()),
-        settings: "{}".into(),
-        project_id: None,
-        origin: None,
-    }
+    autodev_testkit::new_run("Add a flag").0
 }
 
 pub fn created() -> EventKind {

@@ -1,3 +1,6 @@
+//! The binary as a process: a cassette replayed with no network, signals (Ctrl-C, SIGTERM),
+//! the approval prompt on the terminal, `serve` with keys and workers, and the code index
+//! commands (`index`, `search`, `ask`).
 use std::io::{BufRead, Write};
 use std::process::Stdio;
 use std::time::Duration;
