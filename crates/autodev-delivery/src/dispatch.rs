@@ -344,14 +344,32 @@ pub fn report_section(rows: &[OutboxRow], links: &[(String, String)]) -> String 
 
 /// The run object an outgoing webhook or the API shows, with its deliveries.
 pub fn deliveries_json(rows: &[OutboxRow]) -> Value {
+    serde_json::to_value(deliveries(rows)).unwrap_or_else(|_| json!([]))
+}
+
+/// One milestone of a run and how its delivery to the configured integrations stands.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Delivery)]
+pub struct DeliveryView {
+    /// `run.plan_ready`, `run.awaiting_approval`, `run.succeeded`, `run.failed`,
+    /// `run.cancelled` or `run.pr_opened`.
+    pub topic: String,
+    /// `pending` (being delivered, or waiting for its next attempt), `done` or `failed`
+    /// (retry with `POST /api/v1/runs/{id}/deliver`).
+    pub state: String,
+    pub attempts: i64,
+    /// Each target's last result: `{"github": {"ok", "status", "message", "at_ms"}}`.
+    pub results: Value,
+}
+
+/// A run's milestones as the API shows them.
+pub fn deliveries(rows: &[OutboxRow]) -> Vec<DeliveryView> {
     rows.iter()
-        .map(|r| {
-            json!({
-                "topic": r.topic,
-                "state": r.state,
-                "attempts": r.attempts,
-                "results": serde_json::from_str::<Value>(&r.results).unwrap_or_else(|_| json!({})),
-            })
+        .map(|r| DeliveryView {
+            topic: r.topic.clone(),
+            state: r.state.clone(),
+            attempts: r.attempts,
+            results: serde_json::from_str::<Value>(&r.results).unwrap_or_else(|_| json!({})),
         })
         .collect()
 }

@@ -35,5 +35,7 @@ pub mod text;
 pub mod view;
 pub mod webhook;
 
-pub use dispatch::{DeliveryConfig, Dispatcher, MAX_ATTEMPTS, deliveries_json, report_section};
+pub use dispatch::{
+    DeliveryConfig, DeliveryView, Dispatcher, MAX_ATTEMPTS, deliveries, deliveries_json, report_section,
+};
 pub use target::{CallError, Milestone, Target};

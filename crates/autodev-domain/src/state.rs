@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// `queued → planning → awaiting_approval? → executing → verifying → delivering → succeeded`,
 /// and from any non-terminal state to `failed` or `cancelled`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = RunStateName))]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Queued,

@@ -250,7 +250,7 @@ impl McpServer {
         let run = async {
             let caller = self.caller(&ctx)?;
             let got = runs::get(&self.state, &caller, &args.id).await.map_err(|e| api_error(&e))?;
-            serde_json::to_value(got).map_err(|e| api_error(&ApiError::internal(&e)))
+            serde_json::to_value(got.view()).map_err(|e| api_error(&ApiError::internal(&e)))
         };
         Ok(outcome(run.await))
     }
@@ -333,7 +333,8 @@ impl McpServer {
         let caller = self.caller(ctx)?;
         let question = ask::valid_question(&args.question).map_err(|e| api_error(&e))?.to_string();
         if let Some(project) = &args.project {
-            return ask::ask(&self.state, &caller, project, &question).await.map_err(|e| api_error(&e));
+            let answer = ask::ask(&self.state, &caller, project, &question).await.map_err(|e| api_error(&e))?;
+            return serde_json::to_value(answer).map_err(|e| api_error(&ApiError::internal(&e)));
         }
         // The local repository: answered and recorded without a project.
         let (_, searcher) = self.searcher(&caller, None).await?;

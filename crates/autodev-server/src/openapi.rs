@@ -1,9 +1,12 @@
 //! The OpenAPI document, served at `GET /api/v1/openapi.json` (no key needed).
 //!
-//! The handlers build their JSON with `serde_json::json!`, so the shapes are described here
-//! once, as schema types, with one `#[utoipa::path]` per route. A test checks that every
-//! route of the router is documented and every documented route exists, so the two cannot
-//! drift apart silently.
+//! The schemas of what the handlers read and write are the real types' (`ToSchema` on the
+//! service layer's requests and views: `CreateRun`, `Decision`, `RunDetail`, `UsageReport`, the
+//! run view of `autodev_delivery`, …), so a field added to one is in the document by
+//! construction. What is still built with `json!` (projects, answers, errors, readiness,
+//! webhook answers) is described here by schema-only types. One `#[utoipa::path]` per route;
+//! a test checks that every route of the router is documented and every documented route
+//! exists, so the two cannot drift apart silently.
 #![allow(dead_code)] // The types and fns below exist for their utoipa attributes.
 
 use axum::Json;
@@ -12,6 +15,13 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::service::ask::{AskAnswer, AskBody};
+use crate::service::runs::{CreateRun, Decision, Redelivery, RunDetail};
+use crate::service::usage::UsageReport;
+use crate::views::{ProjectList, ProjectView};
+use autodev_delivery::view::RunView;
+use autodev_domain::RunState;
 
 /// Every error: one shape, with the field at fault when there is one.
 #[derive(Serialize, ToSchema)]
@@ -28,21 +38,6 @@ pub struct ErrorDetail {
     /// The body field (`settings.github_repo`), query parameter or header at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
-}
-
-/// The run states (`autodev_domain::RunState`).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStateName {
-    Queued,
-    Planning,
-    AwaitingApproval,
-    Executing,
-    Verifying,
-    Delivering,
-    Succeeded,
-    Failed,
-    Cancelled,
 }
 
 /// One Server-Sent Event of a run's stream.
@@ -65,138 +60,11 @@ pub enum ArtifactName {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Usage {
-    input_tokens: i64,
-    output_tokens: i64,
-    cost_usd: f64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RunLinks {
-    #[serde(rename = "self")]
-    this: String,
-    events: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Run {
-    /// UUIDv7.
-    id: String,
-    /// The last 8 hex digits of the id; accepted wherever an id is.
-    short_id: String,
-    title: String,
-    state: RunStateName,
-    /// Why the run failed or was cancelled.
-    reason: Option<String>,
-    /// The project's repository (a path or a clone URL), or the local path for CLI runs.
-    repository: String,
-    /// Empty until a worker resolves the repository's default branch.
-    base_branch: String,
-    /// The branch the run delivers, `autodev/<short-id>-<slug>`.
-    branch: String,
-    project_id: Option<String>,
-    /// What started the run: `github:owner/name#12`, `gitlab:group/name#3`, `jira:KEY-7`.
-    origin: Option<String>,
-    tests_passed: Option<bool>,
-    /// What the run's tests prove, once verified: `proven` (they fail on the base commit with
-    /// only the run's test changes, and pass on the run branch), `tests pass but prove nothing`
-    /// (they pass on the base too) or `no tests` (the run changed no tests).
-    #[schema(value_type = Option<String>, pattern = "^(proven|tests pass but prove nothing|no tests)$")]
-    evidence: Option<String>,
-    /// At `awaiting_approval`, the gate the run waits at: `plan` (approve to execute it) or
-    /// `delivery` (tests passed; approve to push the branch and open the pull request).
-    #[schema(value_type = Option<String>, pattern = "^(plan|delivery)$")]
-    gate: Option<String>,
-    usage: Usage,
-    created_at_ms: i64,
-    finished_at_ms: Option<i64>,
-    links: RunLinks,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Task {
-    id: String,
-    title: String,
-    /// `pending`, `ready`, `running`, `done`, `failed` or `skipped`.
-    state: String,
-    depends_on: Vec<String>,
-    summary: Option<String>,
-    reason: Option<String>,
-    commit: Option<String>,
-}
-
-/// One milestone of a run and how its delivery to the configured integrations stands.
-#[derive(Serialize, ToSchema)]
-pub struct Delivery {
-    /// `run.plan_ready`, `run.awaiting_approval`, `run.succeeded`, `run.failed`,
-    /// `run.cancelled` or `run.pr_opened`.
-    topic: String,
-    /// `pending` (being delivered, or waiting for its next attempt), `done` or `failed`
-    /// (retry with `POST /api/v1/runs/{id}/deliver`).
-    state: String,
-    attempts: i64,
-    /// Each target's last result: `{"github": {"ok", "status", "message", "at_ms"}}`.
-    results: Value,
-}
-
-/// The answer to a delivery retry.
-#[derive(Serialize, ToSchema)]
-pub struct DeliverAnswer {
-    run: String,
-    /// Milestones made due again.
-    retrying: i64,
-    deliveries: Vec<Delivery>,
-}
-
-/// A run with its plan and tasks.
-#[derive(Serialize, ToSchema)]
-pub struct RunDetail {
-    #[serde(flatten)]
-    run: Run,
-    /// The pull request Autodev opened for the run, once it has.
-    pull_request: Option<String>,
-    /// The run's milestones and their delivery.
-    deliveries: Vec<Delivery>,
-    plan: Option<Value>,
-    tasks: Vec<Task>,
-}
-
-#[derive(Serialize, ToSchema)]
 pub struct RunPage {
     /// Newest first.
-    runs: Vec<Run>,
+    runs: Vec<RunView<'static>>,
     /// Pass as `cursor` for the next page; absent on the last page.
     next_cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"project": "demo", "spec": "# Add a --version flag\n\nPrint the version from Cargo.toml.", "max_parallel": 2}))]
-pub struct CreateRun {
-    /// Project id or name (404 when there is no such project).
-    project: String,
-    /// Markdown, at most 262,144 characters, not blank. A first `# heading` is the title
-    /// unless `title` is given.
-    spec: String,
-    /// One line, at most 200 characters.
-    title: Option<String>,
-    /// A model id of the configured provider (default: the server's).
-    model: Option<String>,
-    /// Tasks at once, 1 to 16.
-    max_parallel: Option<u32>,
-    /// Stop at `awaiting_approval` after planning (default false).
-    approval: Option<bool>,
-}
-
-/// An optional body for approve.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"comment": "Looks right; keep the tests small.", "allow_paths": ["migrations/0002_*.sql"]}))]
-pub struct Decision {
-    /// At most 4,000 characters, recorded with the approval.
-    comment: Option<String>,
-    /// Protected globs (the project's `protected_paths`) the run may change from now on.
-    allow_paths: Option<Vec<String>>,
 }
 
 /// An optional body for reject.
@@ -249,21 +117,6 @@ pub enum TriggerPermission {
     Admin,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct Project {
-    id: String,
-    name: String,
-    /// An absolute path to a git repository, or a clone URL (https, ssh, git, file).
-    repository: String,
-    base_branch: Option<String>,
-    /// Detected in the repository when absent.
-    test_command: Option<String>,
-    /// As stored: see `ProjectSettings`.
-    settings: Value,
-    created_at_ms: i64,
-    updated_at_ms: i64,
-}
-
 /// A new project.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -296,95 +149,6 @@ pub struct ProjectUpdate {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct ProjectList {
-    projects: Vec<Project>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct UsageRow {
-    /// Null for runs started with `autodev run`.
-    project: Option<String>,
-    model: String,
-    /// UTC, `YYYY-MM-DD`.
-    day: String,
-    /// `run` (agents' model calls) or `ask` (questions to a project's code index).
-    kind: String,
-    calls: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    cost_usd: f64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct KeyUsageRow {
-    /// The API key's name; null for runs from the CLI or a webhook.
-    key: Option<String>,
-    /// `run` or `ask`.
-    kind: String,
-    calls: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    cost_usd: f64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct UsageReport {
-    days: i64,
-    usage: Vec<UsageRow>,
-    /// By the key that created the run (through the API) or asked the question.
-    by_key: Vec<KeyUsageRow>,
-    total_cost_usd: f64,
-}
-
-/// A question about a project's code.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"question": "Where are API keys checked?"}))]
-pub struct AskRequest {
-    /// 1 to 4,000 characters.
-    question: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Citation {
-    path: String,
-    start_line: u64,
-    end_line: u64,
-    /// Whether the place is inside a chunk of the project's code index.
-    valid: bool,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AskSource {
-    path: String,
-    start_line: u64,
-    end_line: u64,
-    score: f32,
-    /// The definition's name, empty for a window of lines.
-    name: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AskAnswer {
-    id: String,
-    /// The project's name.
-    project: String,
-    question: String,
-    /// The model's answer, citing `path:start-end`; "I could not find it" is allowed.
-    answer: String,
-    not_found: bool,
-    /// Every citation is in the index (and there is one, unless not found).
-    citations_ok: bool,
-    citations: Vec<Citation>,
-    /// The chunks the model was given.
-    sources: Vec<AskSource>,
-    model: String,
-    input_tokens: u64,
-    output_tokens: u64,
-    cost_usd: f64,
-}
-
-#[derive(Serialize, ToSchema)]
 pub struct Ready {
     /// `ready` or `not_ready`.
     status: String,
@@ -398,7 +162,7 @@ pub struct WebhookAnswer {
     status: String,
     reason: Option<String>,
     delivery: Option<String>,
-    run: Option<Run>,
+    run: Option<RunView<'static>>,
 }
 
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The process is alive", body = String)))]
@@ -420,19 +184,19 @@ fn openapi_json() {}
 fn list_projects() {}
 
 #[utoipa::path(post, path = "/api/v1/projects", tag = "projects", security(("bearer" = [])), request_body = ProjectCreate,
-    responses((status = 201, body = Project), (status = 403, description = "Needs the admin role", body = ErrorBody),
+    responses((status = 201, body = ProjectView), (status = 403, description = "Needs the admin role", body = ErrorBody),
         (status = 404, description = "No git repository at the path given as `repository`", body = ErrorBody),
         (status = 409, description = "The name is taken", body = ErrorBody)))]
 fn create_project() {}
 
 #[utoipa::path(get, path = "/api/v1/projects/{project}", tag = "projects", security(("bearer" = [])),
     params(("project" = String, Path, description = "Id or name")),
-    responses((status = 200, body = Project)))]
+    responses((status = 200, body = ProjectView)))]
 fn get_project() {}
 
 #[utoipa::path(patch, path = "/api/v1/projects/{project}", tag = "projects", security(("bearer" = [])), request_body = ProjectUpdate,
     params(("project" = String, Path, description = "Id or name")),
-    responses((status = 200, body = Project), (status = 403, description = "Needs the admin role", body = ErrorBody),
+    responses((status = 200, body = ProjectView), (status = 403, description = "Needs the admin role", body = ErrorBody),
         (status = 404, description = "No such project, or no git repository at the path given as `repository`", body = ErrorBody),
         (status = 409, description = "Another project has the name", body = ErrorBody)))]
 fn update_project() {}
@@ -442,7 +206,7 @@ fn update_project() {}
     responses((status = 204, description = "Deleted; its runs keep their history"), (status = 403, description = "Needs the admin role", body = ErrorBody)))]
 fn delete_project() {}
 
-#[utoipa::path(post, path = "/api/v1/projects/{project}/ask", tag = "projects", security(("bearer" = [])), request_body = AskRequest,
+#[utoipa::path(post, path = "/api/v1/projects/{project}/ask", tag = "projects", security(("bearer" = [])), request_body = AskBody,
     params(("project" = String, Path, description = "Id or name")),
     responses((status = 200, description = "The answer, with its citations checked against the project's code index; recorded with its cost under the key and the project", body = AskAnswer),
         (status = 409, description = "The project's or the deployment's monthly budget is spent (`budget_exceeded`), or the project's repository cannot be fetched (`repository_unavailable`)", body = ErrorBody),
@@ -453,14 +217,14 @@ fn ask_project() {}
 
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", security(("bearer" = [])),
     params(("project" = Option<String>, Query, description = "Project id or name (404 when there is none)"),
-        ("state" = Option<RunStateName>, Query, description = "Only runs in this state"),
+        ("state" = Option<RunState>, Query, description = "Only runs in this state"),
         ("limit" = Option<i64>, Query, description = "Runs per page, 1 to 200, default 50"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, body = RunPage), (status = 404, description = "No such project", body = ErrorBody)))]
 fn list_runs() {}
 
 #[utoipa::path(post, path = "/api/v1/runs", tag = "runs", security(("bearer" = [])), request_body = CreateRun,
-    responses((status = 201, description = "Queued for a worker", body = Run), (status = 403, description = "Needs the operator role", body = ErrorBody),
+    responses((status = 201, description = "Queued for a worker", body = RunView), (status = 403, description = "Needs the operator role", body = ErrorBody),
         (status = 404, description = "No such project", body = ErrorBody)))]
 fn create_run() {}
 
@@ -471,22 +235,22 @@ fn get_run() {}
 
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Id, short id or a unique prefix")),
-    responses((status = 200, body = Run), (status = 403, description = "Needs the operator role", body = ErrorBody), (status = 409, description = "Already finished", body = ErrorBody)))]
+    responses((status = 200, body = RunView), (status = 403, description = "Needs the operator role", body = ErrorBody), (status = 409, description = "Already finished", body = ErrorBody)))]
 fn cancel_run() {}
 
 #[utoipa::path(post, path = "/api/v1/runs/{id}/approve", tag = "runs", security(("bearer" = [])), request_body = Decision,
     params(("id" = String, Path, description = "Id, short id or a unique prefix")),
-    responses((status = 200, body = Run), (status = 403, description = "Needs the operator role", body = ErrorBody), (status = 409, description = "Not awaiting approval", body = ErrorBody)))]
+    responses((status = 200, body = RunView), (status = 403, description = "Needs the operator role", body = ErrorBody), (status = 409, description = "Not awaiting approval", body = ErrorBody)))]
 fn approve_run() {}
 
 #[utoipa::path(post, path = "/api/v1/runs/{id}/reject", tag = "runs", security(("bearer" = [])), request_body = Rejection,
     params(("id" = String, Path, description = "Id, short id or a unique prefix")),
-    responses((status = 200, description = "The plan goes back to the planner (a plan rejected with a comment), or the run is cancelled with the comment as its reason", body = Run), (status = 403, description = "Needs the operator role", body = ErrorBody), (status = 409, description = "Not awaiting approval", body = ErrorBody)))]
+    responses((status = 200, description = "The plan goes back to the planner (a plan rejected with a comment), or the run is cancelled with the comment as its reason", body = RunView), (status = 403, description = "Needs the operator role", body = ErrorBody), (status = 409, description = "Not awaiting approval", body = ErrorBody)))]
 fn reject_run() {}
 
 #[utoipa::path(post, path = "/api/v1/runs/{id}/deliver", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Id, short id or a unique prefix")),
-    responses((status = 202, description = "The run's undelivered milestones are being tried again", body = DeliverAnswer), (status = 403, description = "Needs the operator role", body = ErrorBody)))]
+    responses((status = 202, description = "The run's undelivered milestones are being tried again", body = Redelivery), (status = 403, description = "Needs the operator role", body = ErrorBody)))]
 fn deliver_run() {}
 
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", security(("bearer" = [])),
@@ -555,7 +319,7 @@ impl Modify for BearerAuth {
     paths(health, ready, metrics, openapi_json, list_projects, create_project, get_project, update_project, delete_project, ask_project,
         list_runs, create_run, get_run, cancel_run, approve_run, reject_run, deliver_run, run_events, artifact, usage,
         github_webhook, gitlab_webhook, jira_webhook),
-    components(schemas(SseEvent, Delivery, DeliverAnswer, ErrorBody, Run, RunDetail, RunPage, CreateRun, Decision, Rejection, Project, ProjectCreate, ProjectUpdate, ProjectSettings, ProjectList, UsageReport, AskRequest, AskAnswer, Ready, WebhookAnswer, ArtifactName)),
+    components(schemas(SseEvent, autodev_delivery::DeliveryView, Redelivery, ErrorBody, RunView, RunDetail, RunPage, CreateRun, Decision, Rejection, ProjectView, ProjectCreate, ProjectUpdate, ProjectSettings, ProjectList, UsageReport, AskBody, AskAnswer, Ready, WebhookAnswer, ArtifactName)),
     modifiers(&BearerAuth),
     tags((name = "runs"), (name = "projects"), (name = "usage"), (name = "webhooks"), (name = "operations")),
 )]

@@ -2,32 +2,31 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
 
 use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::service::projects as service;
 use crate::state::AppState;
-use crate::views::project_json;
+use crate::views::{ProjectList, ProjectView};
 
 /// `POST /api/v1/projects`: 201 with the project.
 pub async fn create(
     caller: Caller,
     State(state): State<AppState>,
     body: JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
     // The role is checked before the body is judged.
     caller.require(autodev_domain::AccessRole::Admin)?;
     caller.require_unscoped("create projects")?;
     let row = service::create(&state, &caller, body.parse()?).await?;
-    Ok((StatusCode::CREATED, Json(project_json(&row))))
+    Ok((StatusCode::CREATED, Json(ProjectView::from(&row))))
 }
 
 /// `GET /api/v1/projects`.
-pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Json<ProjectList>, ApiError> {
     let projects = service::list(&state, &caller).await?;
-    Ok(Json(json!({"projects": projects.iter().map(project_json).collect::<Vec<_>>()})))
+    Ok(Json(ProjectList { projects: projects.iter().map(ProjectView::from).collect() }))
 }
 
 /// `GET /api/v1/projects/{key}`.
@@ -35,8 +34,8 @@ pub async fn get(
     caller: Caller,
     State(state): State<AppState>,
     Path(key): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(project_json(&service::get(&state, &caller, &key).await?)))
+) -> Result<Json<ProjectView>, ApiError> {
+    Ok(Json(ProjectView::from(&service::get(&state, &caller, &key).await?)))
 }
 
 /// `PATCH /api/v1/projects/{key}`: the fields given change.
@@ -45,9 +44,9 @@ pub async fn update(
     State(state): State<AppState>,
     Path(key): Path<String>,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProjectView>, ApiError> {
     caller.require(autodev_domain::AccessRole::Admin)?;
-    Ok(Json(project_json(&service::update(&state, &caller, &key, body.parse()?).await?)))
+    Ok(Json(ProjectView::from(&service::update(&state, &caller, &key, body.parse()?).await?)))
 }
 
 /// `DELETE /api/v1/projects/{key}`: 204.

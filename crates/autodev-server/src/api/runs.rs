@@ -38,12 +38,9 @@ pub async fn list(
 }
 
 /// `GET /api/v1/runs/{id}`.
-pub async fn get(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<service::runs::RunDetail>, ApiError> {
-    Ok(Json(service::runs::get(&state, &caller, &id).await?))
+pub async fn get(caller: Caller, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let detail = service::runs::get(&state, &caller, &id).await?;
+    Ok(Json(detail.view()).into_response())
 }
 
 /// `POST /api/v1/runs/{id}/cancel`.
@@ -172,7 +169,7 @@ pub async fn ask(
     State(state): State<AppState>,
     Path(key): Path<String>,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<service::ask::AskAnswer>, ApiError> {
     caller.require(autodev_domain::AccessRole::Viewer)?;
     let body: service::ask::AskBody = body.parse()?;
     Ok(Json(service::ask::ask(&state, &caller, &key, &body.question).await?))

@@ -5,8 +5,7 @@
 use autodev_domain::AccessRole;
 use autodev_store::ProjectRow;
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::caller::Caller;
 use crate::error::ApiError;
@@ -15,10 +14,12 @@ use crate::state::AppState;
 /// The longest question accepted, in characters.
 pub const QUESTION_MAX_CHARS: usize = 4_000;
 
-/// A question (`{"question": "…"}`).
-#[derive(Deserialize)]
+/// A question about a project's code.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AskRequest, example = json!({"question": "Where are API keys checked?"}))]
 pub struct AskBody {
+    /// 1 to 4,000 characters.
     pub question: String,
 }
 
@@ -70,26 +71,81 @@ async fn reserve(
     }
 }
 
-/// The answer as the API returns it.
-pub fn answer_json(id: &str, project: &ProjectRow, question: &str, a: &autodev_engine::ask::Answer) -> Value {
-    json!({
-        "id": id,
-        "project": project.name,
-        "question": question,
-        "answer": a.answer,
-        "not_found": a.not_found,
-        "citations_ok": a.citations_ok,
-        "citations": a.citations.iter().map(|c| json!({
-            "path": c.path, "start_line": c.start_line, "end_line": c.end_line, "valid": c.valid,
-        })).collect::<Vec<_>>(),
-        "sources": a.sources.iter().map(|h| json!({
-            "path": h.path, "start_line": h.start_line, "end_line": h.end_line, "score": h.score, "name": h.name,
-        })).collect::<Vec<_>>(),
-        "model": a.model,
-        "input_tokens": a.input_tokens,
-        "output_tokens": a.output_tokens,
-        "cost_usd": a.cost_micros as f64 / 1e6,
-    })
+/// An answer as the API returns it (and the UI and MCP show it).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AskAnswer {
+    pub id: String,
+    /// The project's name.
+    pub project: String,
+    pub question: String,
+    /// The model's answer, citing `path:start-end`; "I could not find it" is allowed.
+    pub answer: String,
+    pub not_found: bool,
+    /// Every citation is in the index (and there is one, unless not found).
+    pub citations_ok: bool,
+    pub citations: Vec<CitationView>,
+    /// The chunks the model was given.
+    pub sources: Vec<SourceView>,
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+}
+
+/// A place an answer cites.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Citation)]
+pub struct CitationView {
+    pub path: String,
+    pub start_line: u64,
+    pub end_line: u64,
+    /// Whether the place is inside a chunk of the project's code index.
+    pub valid: bool,
+}
+
+/// An excerpt of the code index given to the model.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AskSource)]
+pub struct SourceView {
+    pub path: String,
+    pub start_line: u64,
+    pub end_line: u64,
+    pub score: f32,
+    /// The definition's name, empty for a window of lines.
+    pub name: String,
+}
+
+impl AskAnswer {
+    pub fn new(id: String, project: &ProjectRow, question: &str, a: autodev_engine::ask::Answer) -> Self {
+        AskAnswer {
+            id,
+            project: project.name.clone(),
+            question: question.to_string(),
+            answer: a.answer,
+            not_found: a.not_found,
+            citations_ok: a.citations_ok,
+            citations: a
+                .citations
+                .into_iter()
+                .map(|c| CitationView { path: c.path, start_line: c.start_line, end_line: c.end_line, valid: c.valid })
+                .collect(),
+            sources: a
+                .sources
+                .into_iter()
+                .map(|h| SourceView {
+                    path: h.path,
+                    start_line: h.start_line,
+                    end_line: h.end_line,
+                    score: h.score,
+                    name: h.name,
+                })
+                .collect(),
+            model: a.model,
+            input_tokens: a.input_tokens,
+            output_tokens: a.output_tokens,
+            cost_usd: a.cost_micros as f64 / 1e6,
+        }
+    }
 }
 
 /// Answers `question` about `project` for `caller` and records it. Shared by the API, the
@@ -164,10 +220,10 @@ pub fn valid_question(question: &str) -> Result<&str, ApiError> {
 
 /// Answers a question about a project the caller sees (`POST /api/v1/projects/{key}/ask`, the
 /// UI's page, MCP's `ask`), as the API shows the answer.
-pub async fn ask(state: &AppState, caller: &Caller, key: &str, question: &str) -> Result<Value, ApiError> {
+pub async fn ask(state: &AppState, caller: &Caller, key: &str, question: &str) -> Result<AskAnswer, ApiError> {
     caller.require(AccessRole::Viewer)?;
     let question = valid_question(question)?;
     let project = caller.project(state, key).await?;
     let (id, answer) = answer(state, caller, &project, question).await?;
-    Ok(answer_json(&id, &project, question, &answer))
+    Ok(AskAnswer::new(id, &project, question, answer))
 }

@@ -13,19 +13,27 @@ use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::rules;
 use crate::state::AppState;
-use crate::views::{RunView, run_json};
+use crate::views::RunView;
 
 /// A request for a run of a project (`POST /api/v1/runs`, the UI's form, MCP's `create_run`).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"project": "demo", "spec": "# Add a --version flag\n\nPrint the version from Cargo.toml.", "max_parallel": 2}))]
 pub struct CreateRun {
+    /// Project id or name (404 when there is no such project).
     pub project: String,
+    /// Markdown, at most 262,144 characters, not blank. A first `# heading` is the title
+    /// unless `title` is given.
     pub spec: String,
+    /// One line, at most 200 characters.
     pub title: Option<String>,
+    /// A model id of the configured provider (default: the server's).
     pub model: Option<String>,
+    /// Tasks at once, 1 to 16.
     #[serde(default, deserialize_with = "whole_number")]
+    #[schema(value_type = Option<u32>)]
     pub max_parallel: Option<usize>,
-    /// Stop at `awaiting_approval` after planning.
+    /// Stop at `awaiting_approval` after planning (default false).
     pub approval: Option<bool>,
 }
 
@@ -159,22 +167,46 @@ pub async fn list(state: &AppState, caller: &Caller, q: ListRuns) -> Result<Vec<
     Ok(body)
 }
 
-/// One run with its plan, tasks, pull request and deliveries (`GET /api/v1/runs/{id}`).
-#[derive(Serialize)]
-pub struct RunDetail {
+/// A run, read with what its page shows beside it (see [`Detail::view`]).
+pub struct Detail {
+    pub run: RunRow,
+    pub extras: RunExtras,
+}
+
+impl Detail {
+    /// The run as `GET /api/v1/runs/{id}` shows it.
+    pub fn view(&self) -> RunDetail<'_> {
+        RunDetail { run: RunView::from(self.run.as_ref()), extras: &self.extras }
+    }
+}
+
+/// A run with its plan and tasks.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunDetail<'a> {
     #[serde(flatten)]
-    pub run: Value,
+    pub run: RunView<'a>,
+    #[serde(flatten)]
+    pub extras: &'a RunExtras,
+}
+
+/// What a run's detail adds to the run.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunExtras {
+    /// The pull request Autodev opened for the run, once it has.
     pub pull_request: Option<String>,
-    pub deliveries: Value,
-    pub plan: Value,
+    /// The run's milestones and their delivery.
+    pub deliveries: Vec<autodev_delivery::DeliveryView>,
+    pub plan: Option<Value>,
     pub tasks: Vec<TaskView>,
 }
 
 /// A task of a run as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Task)]
 pub struct TaskView {
     pub id: String,
     pub title: String,
+    /// `pending`, `ready`, `running`, `done`, `failed` or `skipped`.
     pub state: String,
     pub depends_on: Vec<String>,
     pub summary: Option<String>,
@@ -183,16 +215,15 @@ pub struct TaskView {
 }
 
 /// A run the caller sees, in detail.
-pub async fn get(state: &AppState, caller: &Caller, id: &str) -> Result<RunDetail, ApiError> {
+pub async fn get(state: &AppState, caller: &Caller, id: &str) -> Result<Detail, ApiError> {
     caller.require(AccessRole::Viewer)?;
     let run = caller.run(state, id).await?;
     let tasks = state.store.tasks(&run.id).await?;
     let links: std::collections::BTreeMap<String, String> = state.store.run_links(&run.id).await?.into_iter().collect();
-    Ok(RunDetail {
-        run: run_json(&run),
+    let extras = RunExtras {
         pull_request: links.get("github.pull_request").cloned(),
-        deliveries: crate::delivery::deliveries_json(&state.store.outbox_for_run(&run.id).await?),
-        plan: run.plan.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or(Value::Null),
+        deliveries: crate::delivery::deliveries(&state.store.outbox_for_run(&run.id).await?),
+        plan: run.plan.as_deref().and_then(|p| serde_json::from_str(p).ok()),
         tasks: tasks
             .iter()
             .map(|t| TaskView {
@@ -205,16 +236,18 @@ pub async fn get(state: &AppState, caller: &Caller, id: &str) -> Result<RunDetai
                 commit: t.commit_sha.clone(),
             })
             .collect(),
-    })
+    };
+    Ok(Detail { run, extras })
 }
 
-/// A decision at a run's gate: its comment and, approving, the protected globs it may change.
-#[derive(Deserialize, Default)]
+/// An optional body for approve.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"comment": "Looks right; keep the tests small.", "allow_paths": ["migrations/0002_*.sql"]}))]
 pub struct Decision {
-    /// Absent, null or a string.
+    /// At most 4,000 characters, recorded with the approval.
     pub comment: Option<String>,
-    /// Approval only: protected globs the run may change.
+    /// Protected globs (the project's `protected_paths`) the run may change from now on.
     pub allow_paths: Option<Vec<String>>,
 }
 
@@ -260,12 +293,14 @@ pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> Result<RunRo
     Ok(state.store.get_run(&run.id).await?)
 }
 
-/// What `deliver` started: the milestones queued again and how they all stand.
-#[derive(Serialize)]
+/// The answer to a delivery retry.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = DeliverAnswer)]
 pub struct Redelivery {
     pub run: String,
+    /// Milestones made due again.
     pub retrying: u64,
-    pub deliveries: Value,
+    pub deliveries: Vec<autodev_delivery::DeliveryView>,
 }
 
 /// Tries the run's undelivered milestones again (those that failed or are waiting for their
@@ -282,7 +317,7 @@ pub async fn deliver(state: &AppState, caller: &Caller, id: &str) -> Result<Rede
             tracing::error!(run = %run_id, error = %e, "delivery retry failed");
         }
     });
-    let deliveries = crate::delivery::deliveries_json(&state.store.outbox_for_run(&run.id).await?);
+    let deliveries = crate::delivery::deliveries(&state.store.outbox_for_run(&run.id).await?);
     Ok(Redelivery { run: run.id, retrying: queued, deliveries })
 }
 

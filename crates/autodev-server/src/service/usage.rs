@@ -7,21 +7,25 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// What was spent over `days` (`GET /api/v1/usage`).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UsageReport {
     pub days: i64,
     pub usage: Vec<UsageItem>,
+    /// By the key that created the run (through the API) or asked the question.
     pub by_key: Vec<KeyUsageItem>,
     pub total_cost_usd: f64,
 }
 
 /// Model calls of one project, model, day and kind (run or question).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = UsageRow)]
 pub struct UsageItem {
-    /// `null` for runs made from a local repository.
+    /// Null for runs started with `autodev run`.
     pub project: Option<String>,
     pub model: String,
+    /// UTC, `YYYY-MM-DD`.
     pub day: String,
+    /// `run` (agents' model calls) or `ask` (questions to a project's code index).
     pub kind: String,
     pub calls: i64,
     pub input_tokens: i64,
@@ -30,10 +34,12 @@ pub struct UsageItem {
 }
 
 /// Model calls made for one key, by kind.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = KeyUsageRow)]
 pub struct KeyUsageItem {
-    /// `null` for runs no key made (the CLI, webhooks).
+    /// The API key's name; null for runs from the CLI or a webhook.
     pub key: Option<String>,
+    /// `run` or `ask`.
     pub kind: String,
     pub calls: i64,
     pub input_tokens: i64,

@@ -6,7 +6,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::page::{Session, check_form, page, usd};
 use crate::state::AppState;
@@ -50,12 +49,11 @@ async fn render(
     state: &AppState,
     session: &Session,
     form: &AskForm,
-    answer: Option<&Value>,
+    answer: Option<&crate::service::ask::AskAnswer>,
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
     let projects = super::page::visible_projects(state, session).await.unwrap_or_default();
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let body = html! {
         h1 { "Ask the code" }
         @if let Some(e) = error { p.error role="alert" { (e) } }
@@ -77,18 +75,17 @@ async fn render(
         @if let Some(a) = answer {
             section aria-live="polite" aria-labelledby="answer-h" {
                 h2 #answer-h { "Answer" }
-                @if a["citations_ok"] != Value::Bool(true) {
+                @if !a.citations_ok {
                     p.error role="status" { "Some citations do not check out against the index: read this answer with care." }
                 }
-                pre.answer { (s(&a["answer"])) }
-                @let citations = a["citations"].as_array().cloned().unwrap_or_default();
-                @if !citations.is_empty() {
+                pre.answer { (a.answer) }
+                @if !a.citations.is_empty() {
                     h3 { "Citations" }
                     ul.citations {
-                        @for c in &citations {
+                        @for c in &a.citations {
                             li {
-                                code { (s(&c["path"])) ":" (c["start_line"]) "-" (c["end_line"]) }
-                                @if c["valid"] == Value::Bool(true) { " " span.badge.ok { "checked" } }
+                                code { (c.path) ":" (c.start_line) "-" (c.end_line) }
+                                @if c.valid { " " span.badge.ok { "checked" } }
                                 @else { " " span.badge.bad { "not in the index" } }
                             }
                         }
@@ -96,13 +93,13 @@ async fn render(
                 }
                 h3 { "Excerpts given to the model" }
                 ol.sources {
-                    @for h in a["sources"].as_array().cloned().unwrap_or_default() {
-                        li { code { (s(&h["path"])) ":" (h["start_line"]) "-" (h["end_line"]) } " " (s(&h["name"])) }
+                    @for h in &a.sources {
+                        li { code { (h.path) ":" (h.start_line) "-" (h.end_line) } " " (h.name) }
                     }
                 }
                 p.help {
-                    (s(&a["model"])) " · " (a["input_tokens"]) " in + " (a["output_tokens"]) " out tokens · "
-                    (usd((a["cost_usd"].as_f64().unwrap_or(0.0) * 1e6).round() as i64))
+                    (a.model) " · " (a.input_tokens) " in + " (a.output_tokens) " out tokens · "
+                    (usd((a.cost_usd * 1e6).round() as i64))
                 }
             }
         }
