@@ -27,10 +27,23 @@ pub struct UsageItem {
     pub day: String,
     /// `run` (agents' model calls) or `ask` (questions to a project's code index).
     pub kind: String,
+    #[serde(flatten)]
+    pub spent: Spent,
+}
+
+/// Calls, tokens and what they cost.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Spent {
     pub calls: i64,
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_usd: f64,
+}
+
+impl Spent {
+    fn new(calls: i64, input_tokens: i64, output_tokens: i64, cost_micros: i64) -> Self {
+        Spent { calls, input_tokens, output_tokens, cost_usd: cost_micros as f64 / 1e6 }
+    }
 }
 
 /// Model calls made for one key, by kind.
@@ -41,10 +54,8 @@ pub struct KeyUsageItem {
     pub key: Option<String>,
     /// `run` or `ask`.
     pub kind: String,
-    pub calls: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cost_usd: f64,
+    #[serde(flatten)]
+    pub spent: Spent,
 }
 
 /// The usage the caller sees over the last `days` (default 30, at most 366). A key scoped to
@@ -82,10 +93,7 @@ pub async fn usage(state: &AppState, caller: &Caller, days: Option<i64>) -> Resu
             model: r.model,
             day: r.day,
             kind: r.kind,
-            calls: r.calls,
-            input_tokens: r.input_tokens,
-            output_tokens: r.output_tokens,
-            cost_usd: usd(r.cost_micros),
+            spent: Spent::new(r.calls, r.input_tokens, r.output_tokens, r.cost_micros),
         })
         .collect();
     let by_key = state
@@ -97,10 +105,7 @@ pub async fn usage(state: &AppState, caller: &Caller, days: Option<i64>) -> Resu
         .map(|r| KeyUsageItem {
             key: Some(r.key).filter(|k| !k.is_empty()),
             kind: r.kind,
-            calls: r.calls,
-            input_tokens: r.input_tokens,
-            output_tokens: r.output_tokens,
-            cost_usd: usd(r.cost_micros),
+            spent: Spent::new(r.calls, r.input_tokens, r.output_tokens, r.cost_micros),
         })
         .collect();
     Ok(UsageReport { days, usage, by_key, total_cost_usd: usd(total_cost) })

@@ -2,23 +2,20 @@
 use std::collections::BTreeMap;
 
 use autodev_domain::AccessRole;
-use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{Markup, PreEscaped, html};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::page::{Session, age, api_error, check_form, error_page, page, usd};
+use super::page::{Session, SignedForm, age, api_error, error_page, page, usd};
 use crate::service::projects::{self, ProjectBody};
 use crate::state::AppState;
 
 #[derive(Deserialize, Default)]
 pub struct ProjectForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -69,7 +66,6 @@ async fn projects_page(
                         form method="post" action=(state.url(&format!("/projects/{}", p.id))) {
                             input type="hidden" name="csrf" value=(session.csrf);
                             (fields(&ProjectForm {
-                                csrf: String::new(),
                                 name: p.name.clone(),
                                 repository: autodev_domain::mask_url_credentials(&p.repository).into_owned(),
                                 base_branch: p.base_branch.clone().unwrap_or_default(),
@@ -133,13 +129,8 @@ fn project_body(f: &ProjectForm) -> Result<ProjectBody, String> {
 
 pub async fn create_project(
     State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    Form(form): Form<ProjectForm>,
+    SignedForm { session, form }: SignedForm<ProjectForm>,
 ) -> Response {
-    if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
-        return *r;
-    }
     let body = match project_body(&form) {
         Ok(b) => b,
         Err(e) => return projects_page(&state, &session, Some(&e), &form, StatusCode::UNPROCESSABLE_ENTITY).await,
@@ -156,14 +147,9 @@ pub async fn create_project(
 
 pub async fn update_project(
     State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<ProjectForm>,
+    SignedForm { session, form }: SignedForm<ProjectForm>,
 ) -> Response {
-    if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
-        return *r;
-    }
     let mut body = match project_body(&form) {
         Ok(b) => b,
         Err(e) => {
@@ -201,15 +187,15 @@ pub async fn usage(State(state): State<AppState>, session: Session, Query(q): Qu
         Err(e) => return api_error(&state, &session, e),
     };
     let rows = report.usage;
-    let micros = |r: &crate::service::usage::UsageItem| (r.cost_usd * 1e6).round() as i64;
+    let micros = |r: &crate::service::usage::UsageItem| (r.spent.cost_usd * 1e6).round() as i64;
     let mut by_day: BTreeMap<String, i64> = BTreeMap::new();
     let mut by_project: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     let mut by_model: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     for r in &rows {
         let c = micros(r);
         *by_day.entry(r.day.clone()).or_default() += c;
-        let tokens = r.input_tokens + r.output_tokens;
-        let calls = r.calls;
+        let tokens = r.spent.input_tokens + r.spent.output_tokens;
+        let calls = r.spent.calls;
         for (map, key) in [
             (&mut by_project, r.project.clone().unwrap_or_else(|| "(no project)".into())),
             (&mut by_model, r.model.clone()),
@@ -319,22 +305,12 @@ async fn keys_page(
 #[derive(Deserialize)]
 pub struct KeyForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     name: String,
     #[serde(default)]
     role: String,
 }
 
-pub async fn create_key(
-    State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    Form(form): Form<KeyForm>,
-) -> Response {
-    if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
-        return *r;
-    }
+pub async fn create_key(State(state): State<AppState>, SignedForm { session, form }: SignedForm<KeyForm>) -> Response {
     if let Err(refused) = may_manage_keys(&state, &session) {
         return *refused;
     }
@@ -353,14 +329,9 @@ pub async fn create_key(
 
 pub async fn revoke_key(
     State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<KeyForm>,
+    SignedForm { session, form: _ }: SignedForm<KeyForm>,
 ) -> Response {
-    if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
-        return *r;
-    }
     if let Err(refused) = may_manage_keys(&state, &session) {
         return *refused;
     }

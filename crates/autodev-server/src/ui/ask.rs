@@ -1,19 +1,16 @@
 //! `/ask`: a question about a project's code, answered from its code index through the
 //! API's own handler (so the same roles, validation, budgets and usage records).
-use axum::Form;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::page::{Session, check_form, page, usd};
+use super::page::{Session, SignedForm, page, usd};
 use crate::state::AppState;
 
 #[derive(Deserialize, Default)]
 pub struct AskForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     project: String,
     #[serde(default)]
@@ -24,15 +21,7 @@ pub async fn page_get(State(state): State<AppState>, session: Session) -> Respon
     render(&state, &session, &AskForm::default(), None, None, StatusCode::OK).await
 }
 
-pub async fn submit(
-    State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    Form(form): Form<AskForm>,
-) -> Response {
-    if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
-        return *r;
-    }
+pub async fn submit(State(state): State<AppState>, SignedForm { session, form }: SignedForm<AskForm>) -> Response {
     match crate::service::ask::ask(&state, &session.caller(), &form.project, &form.question).await {
         Ok(answer) => render(&state, &session, &form, Some(&answer), None, StatusCode::OK).await,
         Err(e) => {

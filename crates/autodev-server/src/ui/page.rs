@@ -103,7 +103,39 @@ pub async fn visible_projects(
 }
 
 /// Refuses a form whose CSRF token is not the session's, or whose `Origin` is another site.
-pub fn check_form(state: &AppState, session: &Session, headers: &HeaderMap, token: &str) -> Result<(), Box<Response>> {
+/// A form posted by a signed-in browser from one of this site's pages: the session, and the
+/// form once its CSRF token and origin have been checked (a refusal is the 403 page, a bad
+/// session the sign-in page, a bad form axum's own rejection).
+pub struct SignedForm<T> {
+    pub session: Session,
+    pub form: T,
+}
+
+impl<T: serde::de::DeserializeOwned + Send> axum::extract::FromRequest<AppState> for SignedForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        /// The token every form of the UI carries, whatever else it holds.
+        #[derive(Deserialize)]
+        struct Token {
+            #[serde(default)]
+            csrf: String,
+        }
+        let (mut parts, body) = req.into_parts();
+        let session = Session::from_request_parts(&mut parts, state).await?;
+        let headers = parts.headers.clone();
+        let bytes = axum::body::to_bytes(body, crate::extract::MAX_BODY_BYTES)
+            .await
+            .map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response())?;
+        let token = serde_urlencoded::from_bytes::<Token>(&bytes).map(|t| t.csrf).unwrap_or_default();
+        let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+        let Form(form) = Form::<T>::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        check_form(state, &session, &headers, &token).map_err(|refused| *refused)?;
+        Ok(SignedForm { session, form })
+    }
+}
+
+fn check_form(state: &AppState, session: &Session, headers: &HeaderMap, token: &str) -> Result<(), Box<Response>> {
     use subtle::ConstantTimeEq;
     let same = token.len() == session.csrf.len() && bool::from(token.as_bytes().ct_eq(session.csrf.as_bytes()));
     if !same || !same_origin(state, headers) {
@@ -319,20 +351,15 @@ fn cookie(state: &AppState, headers: &HeaderMap, value: &str, max_age: i64) -> S
 
 #[derive(Deserialize)]
 pub(super) struct LogoutForm {
+    // Required here (a sign-out without a token is refused as a malformed form); its value is
+    // checked by `SignedForm`.
+    #[expect(dead_code, reason = "read by SignedForm from the raw form")]
     csrf: String,
 }
 
 /// Signs out: a POST from this site's page with the session's CSRF token (a link or an image
 /// elsewhere cannot sign anyone out).
-pub(super) async fn logout(
-    State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    Form(form): Form<LogoutForm>,
-) -> Response {
-    if let Err(refused) = check_form(&state, &session, &headers, &form.csrf) {
-        return *refused;
-    }
+pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap, _: SignedForm<LogoutForm>) -> Response {
     if let Some(token) = cookie_value(&headers, COOKIE) {
         let id = state.pepper.hash(&format!("session:{token}"));
         let _ = state.store.delete_session(&id).await;

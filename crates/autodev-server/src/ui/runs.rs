@@ -1,13 +1,12 @@
 //! `/runs`, `/runs/new` and `/runs/{id}`.
 use autodev_domain::{AccessRole, EventKind, RunState};
-use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
-use super::page::{Session, age, api_error, badge, check_form, duration, error_page, page, usd};
+use super::page::{Session, SignedForm, age, api_error, badge, duration, error_page, page, usd};
 use crate::service::runs;
 use crate::state::AppState;
 
@@ -176,8 +175,6 @@ async fn new_form(
 #[derive(Deserialize, Default)]
 pub struct NewRun {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     project: String,
     #[serde(default)]
     spec: String,
@@ -188,15 +185,7 @@ pub struct NewRun {
     approval: Option<String>,
 }
 
-pub async fn create(
-    State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    Form(form): Form<NewRun>,
-) -> Response {
-    if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
-        return *r;
-    }
+pub async fn create(State(state): State<AppState>, SignedForm { session, form }: SignedForm<NewRun>) -> Response {
     let filled = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
     let request = crate::service::runs::CreateRun {
         project: form.project.clone(),
@@ -451,22 +440,15 @@ fn step_line(kind: &EventKind) -> Option<Markup> {
 #[derive(Deserialize)]
 pub struct Action {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     comment: String,
 }
 
 /// `POST /runs/{id}/approve|reject|cancel|deliver` from the page's buttons.
 pub async fn act(
     State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
-    Form(form): Form<Action>,
+    SignedForm { session, form }: SignedForm<Action>,
 ) -> Response {
-    if let Err(r) = check_form(&state, &session, &headers, &form.csrf) {
-        return *r;
-    }
     let comment = Some(form.comment.trim().to_string()).filter(|c| !c.is_empty());
     let decision = || crate::service::runs::Decision { comment: comment.clone(), allow_paths: None };
     let caller = session.caller();

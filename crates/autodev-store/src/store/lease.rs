@@ -108,32 +108,23 @@ impl Store {
         let until = now + ttl.as_millis() as i64;
         let args = [owner.into(), until.into(), now.into(), limit.into()];
         let mut tx = self.begin_unfenced().await?;
-        let ids = if tx.is_pg() {
-            tx.texts(
-                "UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id IN (
+        // The same statement on both; PostgreSQL also skips the rows other claims hold locked.
+        macro_rules! claim {
+            ($lock:literal) => {
+                concat!(
+                    "UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id IN (
                      SELECT id FROM runs
                      WHERE project_id IS NOT NULL
                        AND state NOT IN ('succeeded', 'failed', 'cancelled', 'awaiting_approval')
                        AND (lease_owner IS NULL OR lease_until < $3)
-                     ORDER BY created_at, id LIMIT $4
-                     FOR UPDATE SKIP LOCKED)
-                 RETURNING id",
-                &args,
-            )
-            .await?
-        } else {
-            tx.texts(
-                "UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id IN (
-                     SELECT id FROM runs
-                     WHERE project_id IS NOT NULL
-                       AND state NOT IN ('succeeded', 'failed', 'cancelled', 'awaiting_approval')
-                       AND (lease_owner IS NULL OR lease_until < $3)
-                     ORDER BY created_at, id LIMIT $4)
-                 RETURNING id",
-                &args,
-            )
-            .await?
-        };
+                     ORDER BY created_at, id LIMIT $4",
+                    $lock,
+                    ") RETURNING id"
+                )
+            };
+        }
+        let sql = if tx.is_pg() { claim!(" FOR UPDATE SKIP LOCKED") } else { claim!("") };
+        let ids = tx.texts(sql, &args).await?;
         tx.commit().await?;
         Ok(ids)
     }

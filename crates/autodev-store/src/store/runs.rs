@@ -45,13 +45,7 @@ impl Store {
 
     /// Events of a run after `after_seq`, oldest first.
     pub async fn events(&self, run_id: &str, after_seq: i64) -> Result<Vec<Event>> {
-        let rows: Vec<EventRow> = self
-            .fetch(
-                "SELECT seq, at_ms, kind, data FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
-                &[run_id.into(), after_seq.into()],
-            )
-            .await?;
-        Self::decode_events(run_id, rows)
+        self.events_page(run_id, after_seq, i64::MAX).await
     }
 
     /// At most `limit` events of a run after `after_seq`, oldest first: what a follower reads
