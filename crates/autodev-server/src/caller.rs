@@ -9,14 +9,48 @@ use crate::auth;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The caller, authenticated by `Authorization: Bearer KEY`.
+/// The caller: a key (authenticated by `Authorization: Bearer KEY`, a signed-in session, or the
+/// local operator of `autodev mcp`), its role, and the front end it came through.
 #[derive(Clone)]
 pub struct Caller {
     pub key: std::sync::Arc<KeyRow>,
     pub role: AccessRole,
+    pub via: Via,
+}
+
+/// The front end an action came through; the audit log says which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Api,
+    Ui,
+    Mcp,
 }
 
 impl Caller {
+    /// Where an action is audited: the API's path through the API; through the web UI or MCP,
+    /// the same operation's path under the front end's name (`ui:/runs/ID/approve`,
+    /// `mcp:/runs`).
+    pub fn audit_path(&self, api_path: &str) -> String {
+        let operation = api_path.strip_prefix("/api/v1").unwrap_or(api_path);
+        match self.via {
+            Via::Api => api_path.to_string(),
+            Via::Ui => format!("ui:{operation}"),
+            Via::Mcp => format!("mcp:{operation}"),
+        }
+    }
+
+    /// Records an action of this caller in the audit log (see [`Caller::audit_path`]).
+    pub async fn audit(
+        &self,
+        state: &AppState,
+        method: &str,
+        api_path: &str,
+        status: u16,
+        detail: Option<&str>,
+    ) -> Result<(), autodev_store::StoreError> {
+        state.store.audit(Some(&*self.key), method, &self.audit_path(api_path), status, detail).await
+    }
+
     /// The ids of the projects a scoped key sees, comma-separated (as queries take them);
     /// `None` for an unscoped key.
     pub fn scope(&self) -> Option<&str> {
@@ -85,7 +119,7 @@ impl FromRequestParts<AppState> for Caller {
                 if let Err(wait) = state.guard.check_rate(&key.id) {
                     return Err(ApiError::rate_limited(&key.name, wait));
                 }
-                Ok(Caller { key, role })
+                Ok(Caller { key, role, via: Via::Api })
             }
             Ok(None) => Err(ApiError::unauthorized("invalid or revoked API key")),
             Err(auth::AuthError::Store(e)) => Err(e.into()),

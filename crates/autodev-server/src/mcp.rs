@@ -129,7 +129,7 @@ impl Local {
             revoked_at: None,
             projects: None,
         };
-        Self { caller: Caller { key: Arc::new(key), role: AccessRole::Admin }, repo }
+        Self { caller: Caller { key: Arc::new(key), role: AccessRole::Admin, via: crate::caller::Via::Mcp }, repo }
     }
 }
 
@@ -448,7 +448,7 @@ pub async fn authenticate(
     let (mut parts, body) = req.into_parts();
     match Caller::from_request_parts(&mut parts, &state).await {
         Ok(caller) => {
-            parts.extensions.insert(caller);
+            parts.extensions.insert(Caller { via: crate::caller::Via::Mcp, ..caller });
             req = axum::extract::Request::from_parts(parts, body);
             next.run(req).await
         }

@@ -95,7 +95,7 @@ pub async fn create(state: &AppState, caller: &Caller, body: ProjectBody) -> Res
         updated_at: now,
     };
     state.store.insert_project(&row).await?;
-    state.store.audit(Some(&*caller.key), "POST", "/api/v1/projects", 201, Some(&row.name)).await?;
+    caller.audit(state, "POST", "/api/v1/projects", 201, Some(&row.name)).await?;
     Ok(row)
 }
 
@@ -134,7 +134,7 @@ pub async fn update(state: &AppState, caller: &Caller, key: &str, body: ProjectB
         row.settings = settings;
     }
     state.store.update_project(&row).await?;
-    state.store.audit(Some(&*caller.key), "PATCH", &format!("/api/v1/projects/{}", row.id), 200, None).await?;
+    caller.audit(state, "PATCH", &format!("/api/v1/projects/{}", row.id), 200, None).await?;
     Ok(state.store.find_project(&row.id).await?)
 }
 
@@ -143,9 +143,6 @@ pub async fn delete(state: &AppState, caller: &Caller, key: &str) -> Result<(), 
     caller.require(AccessRole::Admin)?;
     let row = caller.project(state, key).await?;
     state.store.delete_project(&row.id).await?;
-    state
-        .store
-        .audit(Some(&*caller.key), "DELETE", &format!("/api/v1/projects/{}", row.id), 204, Some(&row.name))
-        .await?;
+    caller.audit(state, "DELETE", &format!("/api/v1/projects/{}", row.id), 204, Some(&row.name)).await?;
     Ok(())
 }

@@ -84,7 +84,7 @@ pub async fn create(state: &AppState, caller: &Caller, body: CreateRun) -> Resul
     // Build the client now so a run for a provider that is not configured is refused here,
     // not found failing later in a worker.
     state.models.check(&settings).map_err(|e| ApiError::invalid("model", e))?;
-    let audit = AuditEntry::new(Some(&*caller.key), "POST", "/api/v1/runs", 201, None);
+    let audit = AuditEntry::new(Some(&*caller.key), "POST", &caller.audit_path("/api/v1/runs"), 201, None);
     let req =
         checkout::ProjectRun { project: &project, spec, settings, origin: None, audit: Some(audit), base_branch: None };
     let (run, _) = checkout::enqueue(&state.store, req).await.map_err(|e| match e {
@@ -273,7 +273,7 @@ pub async fn decide(
     let decision = autodev_engine::Decision { approved, by: caller.key.name.clone(), comment, allow_paths };
     let result = approve_plan(&state.store, &run.id, &decision).await;
     let status = if result.is_ok() { 200 } else { 409 };
-    state.store.audit(Some(&*caller.key), "POST", &format!("/api/v1/runs/{}/{verb}", run.id), status, None).await?;
+    caller.audit(state, "POST", &format!("/api/v1/runs/{}/{verb}", run.id), status, None).await?;
     result?;
     Ok(state.store.get_run(&run.id).await?)
 }
@@ -288,7 +288,7 @@ pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> Result<RunRo
         Err(e) => Err(ApiError::from(e)),
     };
     let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
-    state.store.audit(Some(&*caller.key), "POST", &format!("/api/v1/runs/{}/cancel", run.id), status, None).await?;
+    caller.audit(state, "POST", &format!("/api/v1/runs/{}/cancel", run.id), status, None).await?;
     result?;
     Ok(state.store.get_run(&run.id).await?)
 }
@@ -309,7 +309,7 @@ pub async fn deliver(state: &AppState, caller: &Caller, id: &str) -> Result<Rede
     caller.require(AccessRole::Operator)?;
     let run = caller.run(state, id).await?;
     let queued = state.store.retry_outbox(&run.id).await?;
-    state.store.audit(Some(&*caller.key), "POST", &format!("/api/v1/runs/{}/deliver", run.id), 202, None).await?;
+    caller.audit(state, "POST", &format!("/api/v1/runs/{}/deliver", run.id), 202, None).await?;
     let dispatcher = state.delivery.clone();
     let run_id = run.id.clone();
     tokio::spawn(async move {

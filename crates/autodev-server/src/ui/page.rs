@@ -31,7 +31,7 @@ pub struct Session {
 impl Session {
     /// The same caller the API would see for this key.
     pub fn caller(&self) -> Caller {
-        Caller { key: self.key.clone(), role: self.role }
+        Caller { key: self.key.clone(), role: self.role, via: crate::caller::Via::Ui }
     }
 
     pub fn can(&self, role: AccessRole) -> bool {

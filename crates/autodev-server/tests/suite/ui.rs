@@ -217,6 +217,10 @@ async fn sessions_roles_and_csrf_hold_over_http(app) {
         .unwrap();
     assert_eq!(cancel.status().as_u16(), 303);
     assert_eq!(app.store.get_run(&runs[0].id).await.unwrap().state, "cancelled");
+    // Audited as the web UI's: the operation's path under `ui:`, not the API's.
+    let audit = app.store.recent_audit(5).await.unwrap();
+    let cancelled = format!("ui:/runs/{}/cancel", runs[0].id);
+    assert!(audit.iter().any(|a| a.path == cancelled && a.status == 200 && a.key_name.as_deref() == Some("op")), "{audit:#?}");
     // Signing out takes the page's form: a GET (a link, an image elsewhere) or a POST
     // without the session's CSRF token signs nobody out.
     let r = no_redirects().get(format!("{}/logout", app.base)).header("cookie", &op).send().await.unwrap();

@@ -98,6 +98,30 @@ impl Store {
     }
 
     /// How many requests the audit log holds.
+    /// The newest `limit` audit records, newest first.
+    pub async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditEntry>> {
+        type Row = (Option<String>, Option<String>, String, String, i64, Option<String>);
+        let rows: Vec<Row> = read!(self, |pool| {
+            sqlx::query_as(
+                "SELECT key_id, key_name, method, path, status, detail FROM audit_log ORDER BY id DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(key_id, key_name, method, path, status, detail)| AuditEntry {
+                key_id,
+                key_name,
+                method,
+                path,
+                status: u16::try_from(status).unwrap_or(0),
+                detail,
+            })
+            .collect())
+    }
+
     pub async fn audit_count(&self) -> Result<i64> {
         Ok(read!(self, |pool| sqlx::query_scalar("SELECT COUNT(*) FROM audit_log").fetch_one(pool).await?))
     }
