@@ -184,8 +184,8 @@ pub(super) async fn receive(
     event: &str,
     intent: impl FnOnce() -> Intent,
 ) -> Result<Response, ApiError> {
-    if !state.store.record_delivery(source, id, event).await? {
-        let seen = state.store.delivery(source, id).await?;
+    if !state.store.record_receipt(source, id, event).await? {
+        let seen = state.store.receipt(source, id).await?;
         let (outcome, run) = seen.unwrap_or((None, None));
         return Ok((
             StatusCode::OK,
@@ -194,7 +194,7 @@ pub(super) async fn receive(
             .into_response());
     }
     let (status, mut body, outcome, run_id) = act(state, source, intent()).await?;
-    state.store.finish_delivery(source, id, &outcome, run_id.as_deref()).await?;
+    state.store.finish_receipt(source, id, &outcome, run_id.as_deref()).await?;
     state
         .store
         .audit(

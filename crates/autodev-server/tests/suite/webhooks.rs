@@ -59,7 +59,7 @@ both! {
         assert_eq!((status, v["error"]["code"].as_str()), (401, Some("unauthorized")), "{v}");
         assert_eq!(github(&app, "issues", "d-bad", &body, None).await.0, 401);
         assert_eq!(github(&app, "issues", "d-bad", &body, Some("sha256=zz".into())).await.0, 401);
-        assert_eq!(app.store.delivery("github", "d-bad").await.unwrap(), None);
+        assert_eq!(app.store.receipt("github", "d-bad").await.unwrap(), None);
         // Signed but not JSON: 400.
         let junk = b"{not json";
         let (status, v) = github(&app, "issues", "d-junk", junk, Some(sign(GITHUB_SECRET, junk))).await;
@@ -112,7 +112,7 @@ both! {
         let (status, v) = signed_github(&app, "issues", "d-5", &elsewhere).await;
         assert_eq!((status, v["status"].as_str()), (200, Some("ignored")), "{v}");
         assert_eq!(run_count(&app).await, 2);
-        assert_eq!(app.store.delivery("github", "d-5").await.unwrap().unwrap().0.unwrap(), "ignored: no project is configured for github `someone/else`");
+        assert_eq!(app.store.receipt("github", "d-5").await.unwrap().unwrap().0.unwrap(), "ignored: no project is configured for github `someone/else`");
     }
 
     async fn gitlab_and_jira_deliveries_are_checked_and_matched_by_project_settings(app) {
@@ -182,7 +182,7 @@ both! {
         let reason = v["reason"].as_str().unwrap();
         assert!(reason.contains("stranger may not command Autodev on Codertocat/Hello-World") && reason.contains("needs write"), "{reason}");
         assert_eq!(run_count(&app).await, 0, "a refused command starts nothing");
-        let outcome = app.store.delivery("github", "s-1").await.unwrap().unwrap().0.unwrap();
+        let outcome = app.store.receipt("github", "s-1").await.unwrap().unwrap().0.unwrap();
         assert!(outcome.starts_with("ignored: stranger may not command"), "{outcome}");
         // Asked of GitHub, not read from the payload.
         let asked = app.forge.received_requests().await.unwrap();

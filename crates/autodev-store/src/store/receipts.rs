@@ -3,9 +3,10 @@ use super::{Db, Store, now_ms};
 use crate::Result;
 
 impl Store {
-    /// Stores a webhook delivery before anything acts on it. Returns false when this
-    /// delivery id was seen before (a redelivery), in which case nothing else should happen.
-    pub async fn record_delivery(&self, source: &str, delivery_id: &str, event: &str) -> Result<bool> {
+    /// Stores the receipt of a webhook delivery (the sender's delivery id) before anything acts
+    /// on it. Returns false when this delivery id was received before (a redelivery), in which
+    /// case nothing else should happen.
+    pub async fn record_receipt(&self, source: &str, delivery_id: &str, event: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
         let n = tx
             .exec(
@@ -18,8 +19,8 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Records what a delivery led to (`ignored: …`, `run created`, …) and its run.
-    pub async fn finish_delivery(
+    /// Records what a receipt led to (`ignored: …`, `run created`, …) and its run.
+    pub async fn finish_receipt(
         &self,
         source: &str,
         delivery_id: &str,
@@ -35,8 +36,8 @@ impl Store {
         tx.commit().await
     }
 
-    /// A delivery's recorded outcome and run, if it was seen.
-    pub async fn delivery(&self, source: &str, delivery_id: &str) -> Result<Option<(Option<String>, Option<String>)>> {
+    /// A receipt's recorded outcome and run, if the delivery id was received.
+    pub async fn receipt(&self, source: &str, delivery_id: &str) -> Result<Option<(Option<String>, Option<String>)>> {
         Ok(read!(self, |pool| {
             sqlx::query_as("SELECT outcome, run_id FROM webhook_deliveries WHERE source = $1 AND delivery_id = $2")
                 .bind(source)

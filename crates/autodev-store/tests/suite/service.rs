@@ -197,15 +197,15 @@ super::runs::both! {
     }
 
     async fn a_repeated_delivery_is_recorded_once(store) {
-        assert!(store.record_delivery("github", "d-1", "issues").await.unwrap());
-        assert!(!store.record_delivery("github", "d-1", "issues").await.unwrap());
-        assert!(store.record_delivery("gitlab", "d-1", "issues").await.unwrap());
-        store.finish_delivery("github", "d-1", "run created", Some("r1")).await.unwrap();
+        assert!(store.record_receipt("github", "d-1", "issues").await.unwrap());
+        assert!(!store.record_receipt("github", "d-1", "issues").await.unwrap());
+        assert!(store.record_receipt("gitlab", "d-1", "issues").await.unwrap());
+        store.finish_receipt("github", "d-1", "run created", Some("r1")).await.unwrap();
         assert_eq!(
-            store.delivery("github", "d-1").await.unwrap(),
+            store.receipt("github", "d-1").await.unwrap(),
             Some((Some("run created".to_string()), Some("r1".to_string())))
         );
-        assert_eq!(store.delivery("github", "d-2").await.unwrap(), None);
+        assert_eq!(store.receipt("github", "d-2").await.unwrap(), None);
     }
 
     async fn usage_is_grouped_by_project_model_and_day(store) {
