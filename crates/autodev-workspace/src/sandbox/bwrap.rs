@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use super::{CommandOutcome, SandboxError, SandboxMode, SandboxPolicy, host_cargo_home};
+use super::policy::{CACHE_VARS, CommandOutcome, SandboxError, SandboxMode, SandboxPolicy, host_cargo_home};
 
 /// Where the shared I/O directory appears inside the sandbox.
 const IO_DIR: &str = "/run/autodev";
@@ -168,7 +168,7 @@ impl SessionDirs {
         std::fs::create_dir_all(base.join("tmp"))?;
         std::fs::create_dir_all(base.join("io"))?;
         if let Some(cache) = &policy.cache_dir {
-            for (_, sub) in super::CACHE_VARS {
+            for (_, sub) in CACHE_VARS {
                 std::fs::create_dir_all(cache.join(sub))?;
             }
         }

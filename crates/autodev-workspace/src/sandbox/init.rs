@@ -28,7 +28,7 @@ pub fn set_helper(path: PathBuf) {
 
 /// The helper, when one was named and Landlock is there to apply.
 pub fn helper() -> Option<&'static Path> {
-    super::SandboxSupport::cached().landlock_abi?;
+    super::spawn::SandboxSupport::cached().landlock_abi?;
     HELPER.get().map(PathBuf::as_path).filter(|p| p.is_file())
 }
 

@@ -13,7 +13,7 @@ use landlock::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{CommandOutcome, SandboxError, SandboxMode, SandboxPolicy};
+use super::policy::{CommandOutcome, SandboxError, SandboxMode, SandboxPolicy};
 
 /// What this host offers for sandboxing, for `autodev doctor` and for warnings.
 #[derive(Clone, Debug, PartialEq, Eq)]
