@@ -14,7 +14,8 @@
 //! - [`checkout`]: runs made for a project (API, webhooks): enqueued without git; a worker's
 //!   clone, checkpoints in the project's repository, delivery by push.
 //! - [`lease`]: one driver per run: claim tokens, the lease keeper, a dead holder told.
-//! - `agent.rs`: one agent conversation, persisted turn by turn, resumable.
+//! - `agent.rs`: one agent conversation as an `AgentLoop` (open, step, reply, call, record,
+//!   tools), persisted turn by turn, resumable.
 //! - `phases.rs`: planning, executing (parallel tasks, commits, merges), verifying,
 //!   delivering.
 //! - [`code`]: the code index as runs, the API and MCP use it (where it lives, fresh
@@ -23,10 +24,11 @@
 //! - [`compact`]: keeping a conversation inside the context window.
 //! - [`prompts`]: the opening messages of each kind of conversation.
 //! - [`detect`]: test-command detection and the planner's view of the repository.
-//! - [`settings`]: the per-run settings stored with the run.
+//! - [`settings`]: the per-run settings stored with the run (typed in `autodev_domain`).
 //! - `evidence.rs`: whether the run's tests fail on the base commit (FAIL_TO_PASS).
 //! - `isolation.rs`: the sandbox check at the start of a run, the unisolated-mode and
-//!   refused-configuration warnings, the per-project cache key.
+//!   refused-configuration warnings, the per-project cache key, a run's sandbox policy and
+//!   its test command in the sandbox.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod agent;
