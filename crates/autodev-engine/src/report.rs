@@ -50,12 +50,7 @@ pub async fn render(
             _ => None,
         })
         .collect();
-    if !warnings.is_empty() {
-        let _ = writeln!(out, "\n## Warnings\n");
-        for w in warnings {
-            let _ = writeln!(out, "- {w}");
-        }
-    }
+    section(&mut out, "Warnings", warnings.iter().map(|w| format!("- {w}")));
     let summary: String = run.spec.lines().take(12).collect::<Vec<_>>().join("\n");
     let _ = writeln!(out, "\n## Spec\n\n{summary}\n");
     if let Some(plan) = &plan {
@@ -167,12 +162,7 @@ pub async fn render(
             _ => {}
         }
     }
-    if !gates.is_empty() {
-        let _ = writeln!(out, "\n## Gates\n");
-        for g in gates {
-            let _ = writeln!(out, "{}", g.replace('\n', " "));
-        }
-    }
+    section(&mut out, "Gates", gates.iter().map(|g| g.replace('\n', " ")));
     let fallbacks: Vec<String> = events
         .iter()
         .filter_map(|e| match &e.kind {
@@ -184,16 +174,23 @@ pub async fn render(
             _ => None,
         })
         .collect();
-    if !fallbacks.is_empty() {
-        let _ = writeln!(out, "\n## Provider fallbacks\n");
-        for f in fallbacks {
-            let _ = writeln!(out, "{f}");
-        }
-    }
+    section(&mut out, "Provider fallbacks", fallbacks);
     let _ = writeln!(out, "\n## Model calls\n");
     let _ = writeln!(out, "| conversation | calls | input | output | cost |\n|---|---|---|---|---|");
     for (conv, (n, i, o, c)) in by_conv {
         let _ = writeln!(out, "| {conv} | {n} | {i} | {o} | {} |", MicroUsd(c));
     }
     Ok(out)
+}
+
+/// A `## title` section of one line per item; nothing when there are no items.
+fn section(out: &mut String, title: &str, lines: impl IntoIterator<Item = String>) {
+    let mut lines = lines.into_iter().peekable();
+    if lines.peek().is_none() {
+        return;
+    }
+    let _ = writeln!(out, "\n## {title}\n");
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
 }

@@ -81,15 +81,17 @@ pub fn name(field: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `Ok` when a value has its shape, else 422 naming the field and the shape.
+fn shaped(ok: bool, field: &str, shape: &str) -> Result<(), ApiError> {
+    if ok { Ok(()) } else { Err(ApiError::invalid(field, shape)) }
+}
+
 pub fn model(value: &str) -> Result<(), ApiError> {
-    if is_model(value) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "model",
-            "a model id is up to 200 letters, digits and `._:/@+-`, starting with a letter or digit (e.g. gpt-4.1-mini)",
-        ))
-    }
+    shaped(
+        is_model(value),
+        "model",
+        "a model id is up to 200 letters, digits and `._:/@+-`, starting with a letter or digit (e.g. gpt-4.1-mini)",
+    )
 }
 
 pub fn cursor(value: &str) -> Result<(i64, String), ApiError> {
@@ -104,14 +106,11 @@ pub fn cursor(value: &str) -> Result<(i64, String), ApiError> {
 /// The shape of a repository field; whether the path holds a repository is the caller's
 /// question.
 pub fn repository(value: &str) -> Result<(), ApiError> {
-    if is_repository(value) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "repository",
-            "give an absolute path to a git repository, or a clone URL (https://, http://, ssh://, git://, file://, or user@host:path), with no spaces around it",
-        ))
-    }
+    shaped(
+        is_repository(value),
+        "repository",
+        "give an absolute path to a git repository, or a clone URL (https://, http://, ssh://, git://, file://, or user@host:path), with no spaces around it",
+    )
 }
 
 /// A branch name git accepts, the rules of [`BRANCH`].
@@ -121,14 +120,11 @@ pub fn branch(field: &str, value: &str) -> Result<(), ApiError> {
         && value.chars().all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
     let parts_ok = !["..", "//", "/.", "@{", ".lock/"].iter().any(|bad| value.contains(bad))
         && ![".lock", "/", "."].iter().any(|bad| value.ends_with(bad));
-    if chars_ok && parts_ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            field,
-            "not a branch name git accepts: ASCII letters, digits and `._/-`, starting with a letter, digit or `_`, without `..`, `//`, `/.` or `@{`, not ending in `/`, `.` or `.lock`",
-        ))
-    }
+    shaped(
+        chars_ok && parts_ok,
+        field,
+        "not a branch name git accepts: ASCII letters, digits and `._/-`, starting with a letter, digit or `_`, without `..`, `//`, `/.` or `@{`, not ending in `/`, `.` or `.lock`",
+    )
 }
 
 /// Text that must say something ([`TEXT`]) in at most `max` characters.

@@ -17,7 +17,7 @@
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
-use axum::response::Redirect;
+use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 
 use crate::state::AppState;
@@ -54,36 +54,19 @@ pub fn router() -> Router<AppState> {
         .route("/ask", get(ask::page_get).post(ask::submit))
         .route("/keys", get(admin::keys).post(admin::create_key))
         .route("/keys/{id}/revoke", post(admin::revoke_key))
-        .route(
-            "/ui/ui.css",
-            get(|| async {
-                (
-                    [
-                        (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-                        (header::CACHE_CONTROL, "public, max-age=3600"),
-                    ],
-                    CSS,
-                )
-            }),
-        )
-        .route(
-            "/ui/ui.js",
-            get(|| async {
-                (
-                    [
-                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-                        (header::CACHE_CONTROL, "public, max-age=3600"),
-                    ],
-                    JS,
-                )
-            }),
-        )
+        .route("/ui/ui.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
+        .route("/ui/ui.js", get(|| async { asset("text/javascript; charset=utf-8", JS) }))
         // What the browser is told about every page: only this site's script, styles and
         // forms; never framed (clickjacking); no type sniffing; no page address sent elsewhere.
         .layer(page_header("content-security-policy", CSP))
         .layer(page_header("x-frame-options", "DENY"))
         .layer(page_header("x-content-type-options", "nosniff"))
         .layer(page_header("referrer-policy", "same-origin"))
+}
+
+/// A file compiled into the binary, cached by browsers for an hour.
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body)
 }
 
 /// The pages' Content-Security-Policy.
