@@ -103,6 +103,10 @@ pub async fn visible_projects(
 }
 
 /// Refuses a form whose CSRF token is not the session's, or whose `Origin` is another site.
+/// The most a form's body may hold: axum's default body limit, which the pages' forms have
+/// always had (the API's own limit is `crate::extract::MAX_BODY_BYTES`).
+const FORM_MAX_BYTES: usize = 2 * 1024 * 1024;
+
 /// A form posted by a signed-in browser from one of this site's pages: the session, and the
 /// form once its CSRF token and origin have been checked (a refusal is the 403 page, a bad
 /// session the sign-in page, a bad form axum's own rejection).
@@ -124,7 +128,7 @@ impl<T: serde::de::DeserializeOwned + Send> axum::extract::FromRequest<AppState>
         let (mut parts, body) = req.into_parts();
         let session = Session::from_request_parts(&mut parts, state).await?;
         let headers = parts.headers.clone();
-        let bytes = axum::body::to_bytes(body, crate::extract::MAX_BODY_BYTES)
+        let bytes = axum::body::to_bytes(body, FORM_MAX_BYTES)
             .await
             .map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response())?;
         let token = serde_urlencoded::from_bytes::<Token>(&bytes).map(|t| t.csrf).unwrap_or_default();
