@@ -75,23 +75,23 @@ impl EngineConfig {
 
     /// An engine on `store` with `model`, under these choices.
     pub fn engine(&self, store: Store, model: Arc<dyn ModelClient>) -> Engine {
-        let mut engine = Engine::new(store, model, PriceTable::default(), &self.home)
+        Engine::new(store, model, self.prices.clone(), &self.home)
             .with_sandbox(self.sandbox.clone())
             .with_budgets(self.budgets)
-            .with_code_search(self.code.clone());
-        engine.prices = self.prices.clone();
-        engine.credentials = self.credentials.clone();
-        engine
+            .with_code_search(self.code.clone())
+            .with_git_credentials(&self.credentials)
     }
 }
 
 impl Engine {
-    pub fn new(store: Store, model: Arc<dyn ModelClient>, prices: PriceTable, home: &Path) -> Self {
+    /// An engine with the default sandbox and budgets. `prices`: a table, or one shared
+    /// (`Arc`) by the engines of a process.
+    pub fn new(store: Store, model: Arc<dyn ModelClient>, prices: impl Into<Arc<PriceTable>>, home: &Path) -> Self {
         let (events, _) = broadcast::channel(4096);
         Self {
             store,
             model,
-            prices: Arc::new(prices),
+            prices: prices.into(),
             // Worktree paths are handed to `git -C <repo>`, which would resolve a relative
             // path against the repository, not against our working directory.
             home: std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf()),
