@@ -103,7 +103,7 @@ impl<'a> From<RunRef<'a>> for RunView<'a> {
             usage: UsageView {
                 input_tokens: r.input_tokens,
                 output_tokens: r.output_tokens,
-                cost_usd: r.cost_micros as f64 / 1e6,
+                cost_usd: autodev_domain::MicroUsd(r.cost_micros).as_usd(),
             },
             created_at_ms: r.created_at,
             finished_at_ms: r.finished_at,

@@ -143,7 +143,7 @@ impl AskAnswer {
             model: a.model,
             input_tokens: a.input_tokens,
             output_tokens: a.output_tokens,
-            cost_usd: a.cost_micros as f64 / 1e6,
+            cost_usd: autodev_domain::MicroUsd(a.cost_micros).as_usd(),
         }
     }
 }

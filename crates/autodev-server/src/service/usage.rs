@@ -1,5 +1,5 @@
 //! Usage: tokens and cost by project, model and day, and by key, over the last days.
-use autodev_domain::AccessRole;
+use autodev_domain::{AccessRole, MicroUsd};
 use serde::Serialize;
 
 use crate::caller::Caller;
@@ -42,7 +42,7 @@ pub struct Spent {
 
 impl Spent {
     fn new(calls: i64, input_tokens: i64, output_tokens: i64, cost_micros: i64) -> Self {
-        Spent { calls, input_tokens, output_tokens, cost_usd: cost_micros as f64 / 1e6 }
+        Spent { calls, input_tokens, output_tokens, cost_usd: MicroUsd(cost_micros).as_usd() }
     }
 }
 
@@ -84,7 +84,6 @@ pub async fn usage(state: &AppState, caller: &Caller, days: Option<i64>) -> Resu
     if let Some(names) = &visible {
         rows.retain(|r| names.contains(&r.project));
     }
-    let usd = |micros: i64| micros as f64 / 1e6;
     let total_cost: i64 = rows.iter().map(|r| r.cost_micros).sum();
     let usage = rows
         .into_iter()
@@ -108,5 +107,5 @@ pub async fn usage(state: &AppState, caller: &Caller, days: Option<i64>) -> Resu
             spent: Spent::new(r.calls, r.input_tokens, r.output_tokens, r.cost_micros),
         })
         .collect();
-    Ok(UsageReport { days, usage, by_key, total_cost_usd: usd(total_cost) })
+    Ok(UsageReport { days, usage, by_key, total_cost_usd: MicroUsd(total_cost).as_usd() })
 }
