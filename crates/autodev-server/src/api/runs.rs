@@ -141,10 +141,8 @@ pub async fn events(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
-    caller.require(autodev_domain::AccessRole::Viewer)?;
-    caller.run(&state, &id).await?;
-    let after = events_after(&headers, q.after)?;
-    Ok(sse(service::runs::follow(&state, &caller, &id, after).await?))
+    let feed = service::runs::open_events(&state, &caller, &id).await?;
+    Ok(sse(feed.follow(events_after(&headers, q.after)?)))
 }
 
 #[derive(Deserialize)]

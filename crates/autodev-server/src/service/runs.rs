@@ -362,18 +362,20 @@ pub async fn artifact(state: &AppState, caller: &Caller, id: &str, name: &str) -
 /// Events read per page by an event stream.
 const EVENTS_PAGE: i64 = 500;
 
-/// Every event of a run after `after`, then new ones as they are stored, until the run has
-/// finished. The store is polled, so this works the same whichever process drives the run.
-/// The stream holds one of the key's stream places until it is dropped.
-pub async fn follow(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    after: i64,
-) -> Result<impl Stream<Item = Event> + use<>, ApiError> {
+/// A run's events opened for one follower: the caller may see the run, and one of its key's
+/// stream places is held (given back when the stream is dropped).
+pub struct EventFeed {
+    store: autodev_store::Store,
+    poll: std::time::Duration,
+    run_id: String,
+    permit: crate::access::SlotPermit,
+}
+
+/// Opens a run's events for the caller: its role, the run (404 if it does not see it), then a
+/// stream place (429 when the key has them all).
+pub async fn open_events(state: &AppState, caller: &Caller, id: &str) -> Result<EventFeed, ApiError> {
     caller.require(AccessRole::Viewer)?;
     let run = caller.run(state, id).await?;
-    // Held by the stream: given back when the client goes away.
     let permit = state.guard.open_stream(&caller.key.id).map_err(|open| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -381,36 +383,43 @@ pub async fn follow(
             format!("this key already follows {open} event streams (the most it may); close one first"),
         )
     })?;
-    let store = state.store.clone();
-    let poll = state.poll;
-    let run_id = run.id;
-    Ok(futures::stream::unfold((after, Vec::<Event>::new(), false), move |(mut after, mut queue, mut done)| {
-        let store = store.clone();
-        let run_id = run_id.clone();
-        let _permit = &permit;
-        async move {
-            loop {
-                if let Some(e) = queue.pop() {
-                    return Some((e, (after, queue, done)));
-                }
-                if done {
-                    return None;
-                }
-                // Read the state first: events written before a terminal state are all in.
-                let finished = store.run_state(&run_id).await.map(RunState::is_terminal).unwrap_or(true);
-                // A page at a time: a long history is sent in pieces, never loaded whole.
-                let events = store.events_page(&run_id, after, EVENTS_PAGE).await.unwrap_or_default();
-                let more = events.len() as i64 == EVENTS_PAGE;
-                if let Some(last) = events.last() {
-                    after = last.seq;
-                }
-                queue.extend(events.into_iter().rev());
-                if finished && !more {
-                    done = true;
-                } else if queue.is_empty() {
-                    tokio::time::sleep(poll).await;
+    Ok(EventFeed { store: state.store.clone(), poll: state.poll, run_id: run.id, permit })
+}
+
+impl EventFeed {
+    /// Every event of the run after `after`, then new ones as they are stored, until the run
+    /// has finished. The store is polled, so this works the same whichever process drives
+    /// the run.
+    pub fn follow(self, after: i64) -> impl Stream<Item = Event> + use<> {
+        let EventFeed { store, poll, run_id, permit } = self;
+        futures::stream::unfold((after, Vec::<Event>::new(), false), move |(mut after, mut queue, mut done)| {
+            let store = store.clone();
+            let run_id = run_id.clone();
+            let _permit = &permit;
+            async move {
+                loop {
+                    if let Some(e) = queue.pop() {
+                        return Some((e, (after, queue, done)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    // Read the state first: events written before a terminal state are all in.
+                    let finished = store.run_state(&run_id).await.map(RunState::is_terminal).unwrap_or(true);
+                    // A page at a time: a long history is sent in pieces, never loaded whole.
+                    let events = store.events_page(&run_id, after, EVENTS_PAGE).await.unwrap_or_default();
+                    let more = events.len() as i64 == EVENTS_PAGE;
+                    if let Some(last) = events.last() {
+                        after = last.seq;
+                    }
+                    queue.extend(events.into_iter().rev());
+                    if finished && !more {
+                        done = true;
+                    } else if queue.is_empty() {
+                        tokio::time::sleep(poll).await;
+                    }
                 }
             }
-        }
-    }))
+        })
+    }
 }

@@ -244,11 +244,8 @@ pub async fn stream(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let after = match crate::api::runs::events_after(&headers, None) {
-        Ok(after) => after,
-        Err(e) => return e.into_response(),
-    };
-    match crate::service::runs::follow(&state, &session.caller(), &id, after).await {
+    let opened = crate::service::runs::open_events(&state, &session.caller(), &id).await;
+    match opened.and_then(|feed| Ok(feed.follow(crate::api::runs::events_after(&headers, None)?))) {
         Ok(events) => crate::api::runs::sse(events).into_response(),
         Err(e) => e.into_response(),
     }
