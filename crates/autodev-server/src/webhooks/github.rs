@@ -1,8 +1,4 @@
 //! `POST /webhooks/github`: issues, comments, reviews and pull requests from GitHub.
-use crate::commanders::Commander;
-use crate::error::ApiError;
-use crate::extract::RawBody;
-use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -10,8 +6,13 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use super::receipt;
-use super::*;
+use super::{
+    Feedback, Intent, Ticket, command_text, delivery_id, disabled, header, parse, receipt, signature_ok, str_at,
+};
+use crate::commanders::Commander;
+use crate::error::ApiError;
+use crate::extract::RawBody;
+use crate::state::AppState;
 
 /// The author of a GitHub comment or review (its `user`, else the delivery's `sender`).
 pub(super) fn github_author(item: &Value, v: &Value) -> Commander {

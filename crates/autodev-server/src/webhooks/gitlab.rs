@@ -1,16 +1,15 @@
 //! `POST /webhooks/gitlab`: issues, notes and merge requests from GitLab.
-use crate::commanders::Commander;
-use crate::error::ApiError;
-use crate::extract::RawBody;
-use crate::state::AppState;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use super::receipt;
-use super::*;
+use super::{Feedback, Intent, Ticket, command_text, delivery_id, disabled, header, parse, receipt, str_at, token_ok};
+use crate::commanders::Commander;
+use crate::error::ApiError;
+use crate::extract::RawBody;
+use crate::state::AppState;
 
 /// The author of a GitLab note.
 pub(super) fn gitlab_author(v: &Value) -> Commander {

@@ -1,15 +1,14 @@
 //! `POST /webhooks/jira`: issues and comments from Jira (Cloud signs; Data Center sends a token).
-use crate::error::ApiError;
-use crate::extract::{ApiQuery, RawBody};
-use crate::state::AppState;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use super::receipt;
-use super::*;
+use super::{Intent, Ticket, delivery_id, disabled, header, parse, receipt, signature_ok, str_at, token_ok};
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, RawBody};
+use crate::state::AppState;
 
 /// Plain text of a Jira description: a string (REST v2, wiki markup) or an Atlassian
 /// Document Format tree (v3), whose text nodes are joined by block.

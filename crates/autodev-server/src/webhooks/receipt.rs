@@ -1,8 +1,4 @@
 //! A receipt: a delivery stored under its id before anything acts on it, then acted on once.
-use crate::commanders::{Rule, may_command};
-use crate::error::ApiError;
-use crate::state::AppState;
-use crate::views::run_json;
 use autodev_domain::Spec;
 use autodev_engine::{EngineError, RunSettings, checkout};
 use autodev_store::ProjectRow;
@@ -11,7 +7,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::*;
+use super::{Feedback, Intent, github_repo_of};
+use crate::commanders::{Rule, may_command};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::views::run_json;
 
 /// The project a ticket belongs to: settings `github_repo`/`gitlab_project`/`jira_project`,
 /// or for GitHub a repository URL on github.com naming the same repository.
