@@ -463,7 +463,7 @@ impl<'a, 's> AgentLoop<'a, 's> {
     /// call, in one transaction. Returns the reply the run goes on with (another driver's, if
     /// it recorded this turn first) and whether the first call was marked started.
     async fn record(
-        &mut self,
+        &self,
         turn: u32,
         response: ModelResponse,
         latency: Duration,
