@@ -66,7 +66,17 @@ pub enum Command {
     /// (DATABASE_URL=postgres://… for many processes on many machines) and drive them.
     Worker(WorkerArgs),
     /// Apply database migrations (SQLite in AUTODEV_HOME, or DATABASE_URL) and exit.
-    Migrate,
+    Migrate(MigrateArgs),
+    /// Remove what runs that ended long ago leave behind: worktrees, task branches, run
+    /// folders, events and tool results (never a run that has not ended, never the delivered
+    /// branch in the project's repository).
+    Gc(GcArgs),
+    /// Copy the database, the run folders and the key pepper into one file, consistently
+    /// while serving.
+    Backup(BackupArgs),
+    /// Restore a backup into an empty data directory (and an empty PostgreSQL database, with
+    /// DATABASE_URL).
+    Restore(RestoreArgs),
     /// Check the configuration and list every problem at once.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -269,10 +279,72 @@ pub struct ServeArgs {
     /// their leases before exiting anyway.
     #[arg(long, default_value_t = 30, env = "AUTODEV_SHUTDOWN_GRACE_SECS")]
     pub grace: u64,
+    /// Collect runs that ended longer ago than this (`autodev gc`), every --gc-every; `off`
+    /// to keep everything.
+    #[arg(long, default_value = "30d", env = "AUTODEV_GC_OLDER_THAN", value_parser = parse_retention)]
+    pub gc_older_than: Option<std::time::Duration>,
+    /// How often the collection runs.
+    #[arg(long, default_value = "1h", env = "AUTODEV_GC_EVERY", value_parser = parse_age)]
+    pub gc_every: std::time::Duration,
+}
+
+/// An age such as `30d`, `12h`, `90m` (humantime).
+pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}` is not an age like 30d, 12h or 90m: {e}"))
+}
+
+/// `off`, or an age.
+pub fn parse_retention(s: &str) -> Result<Option<std::time::Duration>, String> {
+    if matches!(s.trim(), "off" | "never" | "0") { Ok(None) } else { parse_age(s).map(Some) }
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Collect runs that ended longer ago than this.
+    #[arg(long, default_value = "30d", value_parser = parse_age)]
+    pub older_than: std::time::Duration,
+    /// Say what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// What was (or would be) removed, as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The backup file to write (a tar archive, zstd-compressed when it ends in .zst).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Then remove older backups beside it (files named `autodev-*` in the same folder), keeping
+    /// the newest N.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file (`autodev backup --out`).
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    /// Replace what the data directory (and the database) already holds.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Change nothing: exit 0 when the database has every migration of this build, 1 listing
+    /// the missing ones (for CI and for an init container before `serve --no-migrate`).
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
+    /// Also serve /health, /ready and /metrics on this address (probes and Prometheus).
+    #[arg(long, env = "AUTODEV_WORKER_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
     /// Runs this process drives at once.
     #[arg(long, default_value_t = 2, env = "AUTODEV_WORKERS", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub workers: u64,
@@ -283,6 +355,13 @@ pub struct WorkerArgs {
     /// their leases before exiting anyway.
     #[arg(long, default_value_t = 30, env = "AUTODEV_SHUTDOWN_GRACE_SECS")]
     pub grace: u64,
+    /// Collect runs that ended longer ago than this (`autodev gc`), every --gc-every; `off`
+    /// to keep everything.
+    #[arg(long, default_value = "30d", env = "AUTODEV_GC_OLDER_THAN", value_parser = parse_retention)]
+    pub gc_older_than: Option<std::time::Duration>,
+    /// How often the collection runs.
+    #[arg(long, default_value = "1h", env = "AUTODEV_GC_EVERY", value_parser = parse_age)]
+    pub gc_every: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]

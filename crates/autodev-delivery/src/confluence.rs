@@ -94,8 +94,10 @@ impl Target for Confluence {
     async fn deliver(&self, store: &Store, m: &Milestone<'_>) -> Result<String, CallError> {
         // The title is the page's key in its space: the same run always finds its page.
         let title = format!("Autodev run {}: {}", m.run.short_id, m.run.title);
-        let report = std::fs::read_to_string(m.run_dir.join("report.md"))
-            .unwrap_or_else(|_| format!("# {}\n\nThe run is {} and wrote no report.\n", m.run.title, m.run.state));
+        let report = m
+            .report
+            .clone()
+            .unwrap_or_else(|| format!("# {}\n\nThe run is {} and wrote no report.\n", m.run.title, m.run.state));
         let mut markdown = format!("{}\n\nRun: {}\n\n", m.headline(), m.run_url());
         if let Some(pr) = m.links.get("github.pull_request").or_else(|| m.links.get("gitlab.merge_request")) {
             markdown.push_str(&format!("Pull request: {pr}\n\n"));

@@ -221,6 +221,7 @@ impl Dispatcher {
             }
             // Links are read per target: the pull request one target opened is the next's link.
             let links: BTreeMap<String, String> = self.store.run_links(&run.id).await?.into_iter().collect();
+            let report = self.store.artifact(&self.home, &run.id, "report.md").await?;
             let milestone = Milestone {
                 topic: &row.topic,
                 id: &row.id,
@@ -228,7 +229,7 @@ impl Dispatcher {
                 project: project.as_ref(),
                 links: &links,
                 public_url: self.public_url.as_deref(),
-                run_dir: self.home.join("runs").join(&run.id),
+                report,
             };
             if !target.wants(&milestone) {
                 continue;

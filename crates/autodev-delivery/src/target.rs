@@ -15,8 +15,9 @@ pub struct Milestone<'a> {
     /// What integrations made for the run so far (`github.pull_request` → URL).
     pub links: &'a BTreeMap<String, String>,
     pub public_url: Option<&'a str>,
-    /// Where the run's `report.md` and `changes.patch` are.
-    pub run_dir: std::path::PathBuf,
+    /// The run's `report.md` (from the database, whichever process drove the run), if it
+    /// wrote one.
+    pub report: Option<String>,
 }
 
 impl Milestone<'_> {

@@ -42,6 +42,7 @@ mod engine;
 mod error;
 mod evidence;
 mod gates;
+pub mod gc;
 mod isolation;
 pub mod lease;
 mod outcome;

@@ -103,7 +103,7 @@ async fn tests_passed(ctx: &RunCtx) -> Result<()> {
     if ctx.settings.approve_delivery {
         let repo = ctx.repo();
         let patch = repo.diff(&ctx.run.base_commit, &ctx.run.branch).await?;
-        std::fs::write(ctx.dir.join("changes.patch"), &patch)?;
+        write_artifact(ctx, "changes.patch", &patch).await?;
         write_report(ctx).await?;
         return transition(ctx, RunState::AwaitingApproval, None).await;
     }
@@ -686,8 +686,15 @@ pub(crate) async fn write_report(ctx: &RunCtx) -> Result<PathBuf> {
     let commits = repo.log(&range).await.unwrap_or_default();
     let diffstat = repo.diff_stat(&ctx.run.base_commit, &ctx.run.branch).await.unwrap_or_default();
     let text = report::render(&ctx.engine.store, &ctx.run.id, &commits, &diffstat).await?;
-    let path = ctx.dir.join("report.md");
+    write_artifact(ctx, "report.md", &text).await
+}
+
+/// Writes an artifact to the run folder and to the database (from which every process serves
+/// and delivers it).
+async fn write_artifact(ctx: &RunCtx, name: &str, text: &str) -> Result<PathBuf> {
+    let path = ctx.dir.join(name);
     std::fs::write(&path, text)?;
+    ctx.engine.store.put_artifact(&ctx.run.id, name, text).await?;
     Ok(path)
 }
 
@@ -698,8 +705,7 @@ async fn deliver(ctx: &Arc<RunCtx>) -> Result<()> {
     let range = format!("{}..{}", ctx.run.base_commit, ctx.run.branch);
     let commits = repo.log(&range).await?;
     let patch = repo.diff(&ctx.run.base_commit, &ctx.run.branch).await?;
-    let patch_path = ctx.dir.join("changes.patch");
-    std::fs::write(&patch_path, &patch)?;
+    let patch_path = write_artifact(ctx, "changes.patch", &patch).await?;
     let report_path = write_report(ctx).await?;
     if ctx.run.project_id.is_some() {
         let target = ctx.settings.deliver_branch.as_deref().unwrap_or(&ctx.run.branch);

@@ -57,6 +57,19 @@ pub fn router(state: AppState) -> Router {
     ui.layer(axum::middleware::from_fn(crate::metrics::track)).merge(api).merge(mcp).with_state(state)
 }
 
+/// The operations endpoints alone (`/health`, `/ready`, `/metrics`): what `autodev worker
+/// --listen` serves for probes and Prometheus.
+pub fn ops_router(state: AppState) -> Router {
+    let _ = crate::metrics::handle();
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(crate::metrics::render))
+        .fallback(|| async { ApiError::not_found("no such endpoint: a worker serves /health, /ready and /metrics") })
+        .layer(crate::error::JsonErrorsLayer)
+        .with_state(state)
+}
+
 async fn health() -> &'static str {
     "ok"
 }

@@ -52,6 +52,17 @@ pub use autodev_delivery as delivery;
 pub use caller::Caller;
 pub use state::{AppState, ModelFactory};
 
+/// Serves the operations endpoints only (see `app::ops_router`) until `shutdown`.
+pub async fn serve_ops(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app::ops_router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
 /// Serves until `shutdown` is cancelled, then stops accepting and lets in-flight requests
 /// finish (event streams are cut).
 pub async fn serve(

@@ -46,6 +46,11 @@ fn describe() {
     describe_gauge!("autodev_queue_depth", "Runs made through the API waiting for a worker.");
     describe_gauge!("autodev_queue_oldest_age_seconds", Unit::Seconds, "Age of the oldest run waiting for a worker.");
     describe_gauge!("autodev_active_agents", "Tasks whose agent is running.");
+    describe_gauge!(
+        "autodev_data_dir_bytes",
+        Unit::Bytes,
+        "Size of this process's data directory (AUTODEV_HOME), measured every 5 minutes."
+    );
     describe_counter!("autodev_model_calls_total", "Model calls by provider and model.");
     describe_counter!(
         "autodev_asks_total",

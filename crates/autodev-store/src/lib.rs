@@ -39,9 +39,11 @@ pub use rows::{
     KeyRow, ModelCallRecord, NewRun, ProjectRow, Recorded, RunRef, RunRow, StoredModelCall, StoredToolCall, TaskRow,
     ToolStart,
 };
+pub use store::artifacts::ARTIFACTS;
 pub use store::budget::{BUDGET_EXCEEDED, LimitKind, Limits, Reservation};
 pub use store::outbox::OutboxRow;
+pub use store::retention::Collected;
 pub use store::usage::{KeyUsageRow, NewAsk, UsageRow};
-pub use store::{Migrations, Stats, Store};
+pub use store::{MigrationStatus, Migrations, Stats, Store};
 
 pub type Result<T> = std::result::Result<T, StoreError>;

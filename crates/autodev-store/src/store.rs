@@ -25,8 +25,32 @@ pub struct Stats {
     pub running_tasks: i64,
 }
 
-static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// The migrations of each backend. They only expand the schema (new tables, new nullable or
+/// defaulted columns, new indexes; never a drop, a rename or a type change in the same
+/// release that stops using something), so version N and N+1 run against one database during
+/// a rolling upgrade; a database migrated by a newer version (versions this build does not
+/// know) is therefore accepted (`ignore_missing`), not refused. See docs/operations.md.
+static SQLITE_MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> = std::sync::LazyLock::new(|| {
+    let mut m = sqlx::migrate!("./migrations/sqlite");
+    m.set_ignore_missing(true);
+    m
+});
+static PG_MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> = std::sync::LazyLock::new(|| {
+    let mut m = sqlx::migrate!("./migrations/postgres");
+    m.set_ignore_missing(true);
+    m
+});
+
+/// Where a database stands against this build's migrations (`autodev migrate --check`).
+#[derive(Clone, Debug, Default)]
+pub struct MigrationStatus {
+    /// Versions applied that this build knows.
+    pub applied: Vec<i64>,
+    /// This build's migrations the database lacks: (version, description).
+    pub pending: Vec<(i64, String)>,
+    /// Versions applied by a newer build (expand-only, so this build still works on them).
+    pub newer: Vec<i64>,
+}
 
 /// Whether opening the store applies pending migrations or only checks there are none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +58,8 @@ pub enum Migrations {
     Apply,
     /// Refuse to open a database that needs migrations (`serve --no-migrate`).
     Check,
+    /// Open the database as it is (`autodev migrate --check`, tests of upgrades).
+    Leave,
 }
 
 /// A run insert waiting for the batch that commits it (see `Store::insert_run`).
@@ -205,6 +231,7 @@ impl Store {
                 migrated?;
             }
             Migrations::Check => store.check_migrations().await?,
+            Migrations::Leave => {}
         }
         Ok(store)
     }
@@ -233,6 +260,7 @@ impl Store {
         match migrations {
             Migrations::Apply => PG_MIGRATOR.run(&pool).await?,
             Migrations::Check => store.check_migrations().await?,
+            Migrations::Leave => {}
         }
         Ok(store)
     }
@@ -241,32 +269,86 @@ impl Store {
     pub async fn migrate(&self) -> Result<Vec<i64>> {
         let pending = self.pending_migrations().await?;
         match &self.db {
-            Db::Sqlite { pool, .. } => SQLITE_MIGRATOR.run(pool).await?,
-            Db::Pg(pool) => PG_MIGRATOR.run(pool).await?,
+            Db::Sqlite { pool, .. } => self.migrator().run(pool).await?,
+            Db::Pg(pool) => self.migrator().run(pool).await?,
         }
         Ok(pending)
     }
 
     /// Versions this build has that the database has not applied.
     pub async fn pending_migrations(&self) -> Result<Vec<i64>> {
-        let migrator = match &self.db {
+        Ok(self.migration_status().await?.pending.into_iter().map(|(v, _)| v).collect())
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match &self.db {
             Db::Sqlite { .. } => &SQLITE_MIGRATOR,
             Db::Pg(_) => &PG_MIGRATOR,
-        };
+        }
+    }
+
+    /// The database's migrations against this build's.
+    pub async fn migration_status(&self) -> Result<MigrationStatus> {
         // Before the first migration the bookkeeping table does not exist.
-        let applied: Vec<i64> = read!(self, |pool| {
+        let done: Vec<i64> = read!(self, |pool| {
             match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await {
                 Ok(v) => v,
                 Err(sqlx::Error::Database(_)) => Vec::new(),
                 Err(e) => return Err(e.into()),
             }
         });
-        Ok(migrator.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect())
+        let known: Vec<i64> = self.migrator().iter().map(|m| m.version).collect();
+        Ok(MigrationStatus {
+            applied: done.iter().copied().filter(|v| known.contains(v)).collect(),
+            pending: self
+                .migrator()
+                .iter()
+                .filter(|m| !done.contains(&m.version))
+                .map(|m| (m.version, m.description.to_string()))
+                .collect(),
+            newer: done.iter().copied().filter(|v| !known.contains(v)).collect(),
+        })
+    }
+
+    /// Applies this build's migrations up to and including `version` only (tests of rolling
+    /// upgrades: a database as the previous release left it).
+    pub async fn migrate_to(&self, version: i64) -> Result<()> {
+        match &self.db {
+            Db::Sqlite { pool, .. } => self.migrator().run_to(version, pool).await?,
+            Db::Pg(pool) => self.migrator().run_to(version, pool).await?,
+        }
+        Ok(())
     }
 
     async fn check_migrations(&self) -> Result<()> {
         let pending = self.pending_migrations().await?;
         if pending.is_empty() { Ok(()) } else { Err(StoreError::Pending(pending)) }
+    }
+
+    /// A consistent copy of the SQLite database at `dest` while it is in use (`VACUUM INTO`: one
+    /// read transaction, so writers go on, WAL included, compacted). PostgreSQL databases are
+    /// copied with `pg_dump` instead (see `autodev backup`).
+    pub async fn snapshot_sqlite(&self, dest: &Path) -> Result<()> {
+        let Db::Sqlite { pool, .. } = &self.db else {
+            return Err(StoreError::Url("snapshot_sqlite: this store is not SQLite".into()));
+        };
+        let dest = dest.to_str().ok_or_else(|| StoreError::Url(format!("{}: not UTF-8", dest.display())))?;
+        sqlx::query("VACUUM INTO $1").bind(dest).execute(pool).await?;
+        Ok(())
+    }
+
+    /// Counts of what matters in a backup: projects, API keys, runs, events.
+    pub async fn inventory(&self) -> Result<(i64, i64, i64, i64)> {
+        let count = |sql: &'static str| async move {
+            let n: i64 = read!(self, |pool| sqlx::query_scalar(sql).fetch_one(pool).await?);
+            Ok::<i64, StoreError>(n)
+        };
+        Ok((
+            count("SELECT COUNT(*) FROM projects").await?,
+            count("SELECT COUNT(*) FROM api_keys").await?,
+            count("SELECT COUNT(*) FROM runs").await?,
+            count("SELECT COUNT(*) FROM events").await?,
+        ))
     }
 
     /// `sqlite` or `postgres`.
@@ -347,6 +429,7 @@ impl Store {
     }
 }
 
+pub(crate) mod artifacts;
 pub(crate) mod budget;
 pub(crate) mod fence;
 pub(crate) mod gates;
@@ -355,6 +438,7 @@ pub(crate) mod lease;
 pub(crate) mod outbox;
 pub(crate) mod projects;
 pub(crate) mod receipts;
+pub(crate) mod retention;
 pub(crate) mod runs;
 pub(crate) mod sessions;
 pub(crate) mod tasks;

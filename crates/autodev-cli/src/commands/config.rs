@@ -155,7 +155,10 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
 }
 
 /// `autodev migrate`.
-pub async fn migrate(home: &Path) -> Exit {
+pub async fn migrate(home: &Path, check: bool) -> Exit {
+    if check {
+        return migrate_check(home).await;
+    }
     let store = match open_store_with(home, Migrations::Check).await {
         Ok(store) => {
             println!("the {} database is up to date", store.backend());
@@ -168,4 +171,36 @@ pub async fn migrate(home: &Path) -> Exit {
     };
     println!("the {} database is migrated", store.backend());
     Exit::Ok
+}
+
+/// `autodev migrate --check`: exit 0 when this build's migrations are all applied (a database
+/// a newer build migrated is fine: migrations only expand), 1 listing the pending ones
+/// otherwise. Changes nothing; for CI and for an init container before `serve --no-migrate`.
+async fn migrate_check(home: &Path) -> Exit {
+    let store = match open_store_with(home, Migrations::Leave).await {
+        Ok(store) => store,
+        Err(e) => return e,
+    };
+    let status = match store.migration_status().await {
+        Ok(status) => status,
+        Err(e) => return crate::context::store_error(e),
+    };
+    let backend = store.backend();
+    if !status.newer.is_empty() {
+        let newer: Vec<String> = status.newer.iter().map(i64::to_string).collect();
+        println!(
+            "the {backend} database has migrations of a newer autodev ({}); this build runs on it (migrations only add)",
+            newer.join(", ")
+        );
+    }
+    if status.pending.is_empty() {
+        println!("the {backend} database is up to date ({} migrations applied)", status.applied.len());
+        return Exit::Ok;
+    }
+    println!("the {backend} database lacks {} migration(s) of this build:", status.pending.len());
+    for (version, description) in &status.pending {
+        println!("  {version} {description}");
+    }
+    println!("run `autodev migrate` (or the migrate Job), then start this version");
+    Exit::Failed
 }

@@ -13,6 +13,7 @@ pub(crate) mod demo;
 pub(crate) mod doctor;
 pub(crate) mod gates;
 pub(crate) mod keys;
+pub(crate) mod ops;
 pub(crate) mod run;
 pub(crate) mod runs;
 pub(crate) mod serve;
@@ -49,7 +50,10 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Mcp(args) => serve::mcp(&home, cli.config.as_deref(), args).await,
         Command::Serve(args) => serve::serve(&home, cli.config.as_deref(), args).await,
         Command::Worker(args) => serve::worker(&home, cli.config.as_deref(), args).await,
-        Command::Migrate => config::migrate(&home).await,
+        Command::Gc(args) => ops::gc(&home, args).await,
+        Command::Backup(args) => ops::backup(&home, args).await,
+        Command::Restore(args) => ops::restore(&home, args).await,
+        Command::Migrate(args) => config::migrate(&home, args.check).await,
         Command::Demo(_) => Exit::Usage("demo is handled above".into()),
     }
 }

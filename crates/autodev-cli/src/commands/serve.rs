@@ -111,6 +111,23 @@ pub(crate) fn spawn_delivery(state: &autodev_server::AppState, shutdown: &Cancel
     }
 }
 
+/// The periodic retention of this process (every `serve` and `worker`): old runs collected
+/// every `every`, and the data directory's size in /metrics.
+pub(crate) fn spawn_gc(
+    state: &autodev_server::AppState,
+    older_than: Option<std::time::Duration>,
+    every: std::time::Duration,
+    shutdown: &CancellationToken,
+) {
+    tokio::spawn(autodev_engine::gc::run_periodically(
+        state.store.clone(),
+        state.home.clone(),
+        older_than,
+        every,
+        shutdown.clone(),
+    ));
+}
+
 /// A token cancelled on SIGTERM or SIGINT.
 pub(crate) fn shutdown_on_signal() -> CancellationToken {
     let shutdown = CancellationToken::new();
@@ -159,6 +176,7 @@ pub async fn serve(home: &Path, config: Option<&Path>, args: crate::cli::ServeAr
         );
         let workers = tokio::spawn(autodev_server::workers::run_workers(state.clone(), args.workers, shutdown.clone()));
         spawn_delivery(&state, &shutdown);
+        spawn_gc(&state, args.gc_older_than, args.gc_every, &shutdown);
         let served = autodev_server::serve(listener, state, shutdown).await;
         drain(workers, args.grace, "serve").await;
         served.map_err(|e| Exit::Usage(format!("server error: {e}")))?;
@@ -180,8 +198,28 @@ pub async fn worker(home: &Path, config: Option<&Path>, args: crate::cli::Worker
         return Exit::Usage("no model provider is configured: set OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, GROQ_API_KEY or a provider base_url (see `autodev config check`)".into());
     }
     let shutdown = shutdown_on_signal();
-    eprintln!("autodev worker: {} workers on the {} database", args.workers, state.store.backend());
+    let ops = match args.listen {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => return Exit::Usage(format!("cannot listen on {addr}: {e} (--listen)")),
+        },
+        None => None,
+    };
+    match &ops {
+        // The address comes last on the line, as `serve`'s does.
+        Some(l) => eprintln!(
+            "autodev worker: {} workers on the {} database; /health /ready /metrics on http://{}",
+            args.workers,
+            state.store.backend(),
+            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        ),
+        None => eprintln!("autodev worker: {} workers on the {} database", args.workers, state.store.backend()),
+    }
+    if let Some(listener) = ops {
+        tokio::spawn(autodev_server::serve_ops(listener, state.clone(), shutdown.clone()));
+    }
     spawn_delivery(&state, &shutdown);
+    spawn_gc(&state, args.gc_older_than, args.gc_every, &shutdown);
     let workers = tokio::spawn(autodev_server::workers::run_workers(state, args.workers as usize, shutdown.clone()));
     shutdown.cancelled().await;
     drain(workers, args.grace, "worker").await;

@@ -1,4 +1,5 @@
 mod commands;
+mod deploy;
 mod mcp;
 mod processes;
 mod resume;

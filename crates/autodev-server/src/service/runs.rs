@@ -337,26 +337,21 @@ pub async fn artifact(state: &AppState, caller: &Caller, id: &str, name: &str) -
         "patch" => ("changes.patch", "text/x-diff; charset=utf-8"),
         other => return Err(ApiError::not_found(format!("no artifact `{other}`: the artifacts are report and patch"))),
     };
-    let path = state.home.join("runs").join(&run.id).join(file);
-    match tokio::fs::read(&path).await {
-        Ok(mut bytes) => {
-            if name == "report" {
-                // Deliveries happen after the report is written: how they stand now.
-                bytes.extend_from_slice(
-                    crate::delivery::report_section(
-                        &state.store.outbox_for_run(&run.id).await?,
-                        &state.store.run_links(&run.id).await?,
-                    )
-                    .as_bytes(),
-                );
-            }
-            Ok(Artifact { content_type, bytes })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(ApiError::not_found(format!("run {} has no {name} yet (it is {})", run.short_id, run.state)))
-        }
-        Err(e) => Err(ApiError::internal(&e)),
+    let Some(text) = state.store.artifact(&state.home, &run.id, file).await? else {
+        return Err(ApiError::not_found(format!("run {} has no {name} yet (it is {})", run.short_id, run.state)));
+    };
+    let mut bytes = text.into_bytes();
+    if name == "report" {
+        // Deliveries happen after the report is written: how they stand now.
+        bytes.extend_from_slice(
+            crate::delivery::report_section(
+                &state.store.outbox_for_run(&run.id).await?,
+                &state.store.run_links(&run.id).await?,
+            )
+            .as_bytes(),
+        );
     }
+    Ok(Artifact { content_type, bytes })
 }
 
 /// Events read per page by an event stream.

@@ -270,18 +270,16 @@ const STEPS_SHOWN: i64 = 300;
 /// How much of a run's patch its page renders; the rest is a link to the whole file.
 const PATCH_SHOWN_BYTES: usize = 256 * 1024;
 
-/// The run's patch, cut at a line end within `PATCH_SHOWN_BYTES`, and its whole size when cut.
-async fn read_patch(path: &std::path::Path) -> Option<(String, Option<usize>)> {
-    use tokio::io::AsyncReadExt;
-    let file = tokio::fs::File::open(path).await.ok()?;
-    let size = file.metadata().await.ok()?.len() as usize;
-    let mut bytes = Vec::with_capacity(size.min(PATCH_SHOWN_BYTES));
-    file.take(PATCH_SHOWN_BYTES as u64).read_to_end(&mut bytes).await.ok()?;
+/// The patch as the page shows it: at most `PATCH_SHOWN_BYTES`, cut at a line end, with the
+/// whole size when cut.
+fn shown_patch(patch: String) -> (String, Option<usize>) {
+    let size = patch.len();
     if size <= PATCH_SHOWN_BYTES {
-        return Some((String::from_utf8_lossy(&bytes).into_owned(), None));
+        return (patch, None);
     }
+    let bytes = &patch.as_bytes()[..PATCH_SHOWN_BYTES];
     let end = bytes.iter().rposition(|b| *b == b'\n').map_or(bytes.len(), |i| i + 1);
-    Some((String::from_utf8_lossy(&bytes[..end]).into_owned(), Some(size)))
+    (String::from_utf8_lossy(&bytes[..end]).into_owned(), Some(size))
 }
 
 async fn detail(state: &AppState, session: &Session, id: &str) -> Result<Detail, Response> {
@@ -298,9 +296,8 @@ async fn detail(state: &AppState, session: &Session, id: &str) -> Result<Detail,
     let state_enum = run.run_state();
     let finished = state_enum.is_terminal() || state_enum == RunState::AwaitingApproval;
     let gate = (state_enum == RunState::AwaitingApproval).then(|| autodev_engine::Gate::of(&run));
-    let dir = state.home.join("runs").join(&run.id);
-    let patch = read_patch(&dir.join("changes.patch")).await;
-    let has_report = dir.join("report.md").is_file();
+    let patch = store.artifact(&state.home, &run.id, "changes.patch").await.map_err(fail)?.map(shown_patch);
+    let has_report = store.artifact(&state.home, &run.id, "report.md").await.map_err(fail)?.is_some();
     // Cost per conversation, for the tasks' column.
     let cost: std::collections::HashMap<String, i64> =
         store.cost_by_conversation(&run.id).await.map_err(fail)?.into_iter().collect();
