@@ -282,7 +282,7 @@ pub struct ServeArgs {
     /// Collect runs that ended longer ago than this (`autodev gc`), every --gc-every; `off`
     /// to keep everything.
     #[arg(long, default_value = "30d", env = "AUTODEV_GC_OLDER_THAN", value_parser = parse_retention)]
-    pub gc_older_than: Option<std::time::Duration>,
+    pub gc_older_than: Retention,
     /// How often the collection runs.
     #[arg(long, default_value = "1h", env = "AUTODEV_GC_EVERY", value_parser = parse_age)]
     pub gc_every: std::time::Duration,
@@ -293,9 +293,17 @@ pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}` is not an age like 30d, 12h or 90m: {e}"))
 }
 
+/// How long ended runs are kept: an age, or none (`off`: kept for ever).
+#[derive(Clone, Copy, Debug)]
+pub struct Retention(pub Option<std::time::Duration>);
+
 /// `off`, or an age.
-pub fn parse_retention(s: &str) -> Result<Option<std::time::Duration>, String> {
-    if matches!(s.trim(), "off" | "never" | "0") { Ok(None) } else { parse_age(s).map(Some) }
+pub fn parse_retention(s: &str) -> Result<Retention, String> {
+    if matches!(s.trim(), "off" | "never" | "0") {
+        Ok(Retention(None))
+    } else {
+        parse_age(s).map(|d| Retention(Some(d)))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -358,7 +366,7 @@ pub struct WorkerArgs {
     /// Collect runs that ended longer ago than this (`autodev gc`), every --gc-every; `off`
     /// to keep everything.
     #[arg(long, default_value = "30d", env = "AUTODEV_GC_OLDER_THAN", value_parser = parse_retention)]
-    pub gc_older_than: Option<std::time::Duration>,
+    pub gc_older_than: Retention,
     /// How often the collection runs.
     #[arg(long, default_value = "1h", env = "AUTODEV_GC_EVERY", value_parser = parse_age)]
     pub gc_every: std::time::Duration,

@@ -176,7 +176,7 @@ pub async fn serve(home: &Path, config: Option<&Path>, args: crate::cli::ServeAr
         );
         let workers = tokio::spawn(autodev_server::workers::run_workers(state.clone(), args.workers, shutdown.clone()));
         spawn_delivery(&state, &shutdown);
-        spawn_gc(&state, args.gc_older_than, args.gc_every, &shutdown);
+        spawn_gc(&state, args.gc_older_than.0, args.gc_every, &shutdown);
         let served = autodev_server::serve(listener, state, shutdown).await;
         drain(workers, args.grace, "serve").await;
         served.map_err(|e| Exit::Usage(format!("server error: {e}")))?;
@@ -219,7 +219,7 @@ pub async fn worker(home: &Path, config: Option<&Path>, args: crate::cli::Worker
         tokio::spawn(autodev_server::serve_ops(listener, state.clone(), shutdown.clone()));
     }
     spawn_delivery(&state, &shutdown);
-    spawn_gc(&state, args.gc_older_than, args.gc_every, &shutdown);
+    spawn_gc(&state, args.gc_older_than.0, args.gc_every, &shutdown);
     let workers = tokio::spawn(autodev_server::workers::run_workers(state, args.workers as usize, shutdown.clone()));
     shutdown.cancelled().await;
     drain(workers, args.grace, "worker").await;

@@ -1,6 +1,7 @@
 mod commands;
 mod deploy;
 mod mcp;
+mod ops;
 mod processes;
 mod resume;
 mod service;

@@ -1,2 +1,3 @@
 mod runs;
 mod service;
+mod upgrade;
