@@ -2,6 +2,7 @@
 """Load test: many runs through `autodev serve` at once, on a busy machine.
 
     python3 bench/load.py [--runs 500] [--workers 500] [--delay 2] [--postgres URL] [--bin PATH]
+                          [--stop-at N]
 
 A release `autodev serve --workers N` on a fresh data directory (SQLite, or a throwaway
 database on the PostgreSQL server `--postgres` names), one project (a small Python package,
@@ -12,6 +13,10 @@ through the API at once; the script waits until every run has ended and prints t
 time, the throughput, the server's peak RSS, how runs ended (with the reason of every run
 that did not succeed), and the lease counters from /metrics (renewals that came late, drivers
 that lost their run). Exit code 1 when a run did not succeed.
+
+With `--stop-at N`, the server gets SIGTERM as soon as N runs are in flight; the script
+prints how long it took to exit (`stop_s`) and how many runs it had handed back, then starts a
+second server on the same data directory, which must finish every run.
 
 Not part of the test suite (it takes minutes); the README gives its figures.
 """
@@ -180,6 +185,7 @@ def main():
     ap.add_argument("--postgres", help="a PostgreSQL server URL (a throwaway database is made on it)")
     ap.add_argument("--bin", help="the autodev binary (default: cargo build --release)")
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--stop-at", type=int, default=0, help="SIGTERM the server when this many runs are in flight")
     args = ap.parse_args()
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -209,8 +215,10 @@ def main():
                              check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         port = free_port()
         log = open(os.path.join(work, "serve.log"), "w")
-        server = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--workers", str(args.workers)],
-                                  env=env, stdout=log, stderr=log)
+        def start():
+            return subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--workers", str(args.workers)],
+                                    env=env, stdout=log, stderr=log)
+        server = start()
         base = f"http://127.0.0.1:{port}"
         for _ in range(200):
             try:
@@ -227,6 +235,8 @@ def main():
         created = time.monotonic() - started
         print(f"created {len(ids)} runs in {created:.1f} s; idle RSS {idle_rss} MB", flush=True)
         peak_in_flight, states = 0, Counter()
+        stop = None
+        peak_first = 0
         while time.monotonic() - started < args.timeout:
             states = Counter()
             cursor = ""
@@ -242,9 +252,27 @@ def main():
                                                      if k not in ("queued", "succeeded", "failed", "cancelled")))
             if ended >= len(ids):
                 break
+            in_flight = sum(v for k, v in states.items() if k not in ("queued", "succeeded", "failed", "cancelled"))
+            if args.stop_at and stop is None and in_flight >= args.stop_at:
+                _, peak_first = rss(server.pid)
+                t0 = time.monotonic()
+                server.send_signal(15)
+                server.wait(timeout=120)
+                stop = {"in_flight_at_stop": in_flight, "stop_s": round(time.monotonic() - t0, 2),
+                        "exit_code": server.returncode}
+                print(f"stopped with {in_flight} in flight in {stop['stop_s']} s", flush=True)
+                server = start()
+                for _ in range(200):
+                    try:
+                        urllib.request.urlopen(base + "/health", timeout=1)
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+                continue
             time.sleep(2)
         wall = time.monotonic() - started
         _, peak = rss(server.pid)
+        peak = max(peak, peak_first)
         metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
         reasons = Counter()
         for run_id in ids:
@@ -257,6 +285,7 @@ def main():
             "wall_s": round(wall, 1), "runs_per_min": round(len(ids) / wall * 60, 1),
             "peak_in_flight": peak_in_flight, "peak_rss_mb": peak, "idle_rss_mb": idle_rss,
             "states": dict(states),
+            "stop": stop,
             "lease_renewals_late": metric(metrics, "autodev_lease_renewals_late_total"),
             "leases_lost": metric(metrics, "autodev_leases_lost_total"),
             "load_avg": os.getloadavg(),

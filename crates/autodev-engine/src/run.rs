@@ -27,6 +27,10 @@ pub struct RunRequest {
     pub settings: RunSettings,
 }
 
+/// How long a run being stopped (its process shutting down) may take to reach a step boundary
+/// before its step in flight is abandoned (see `Engine::drive_claimed_run`).
+pub const ABANDON_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Engine {
     /// Validates a request and stores the run as `queued`. Nothing in the user's repository
     /// or working tree changes.
@@ -182,7 +186,21 @@ impl Engine {
         // The heartbeat starts with the claim, before the checkout or any agent work.
         let _keeper = crate::lease::keeper(self, fenced.clone(), run_id, token, stop.clone(), lease.clone());
         let driver = Engine { store: fenced, ..self.clone() };
-        let result = driver.drive_fenced(run, settings, stop, &lease).await;
+        // A stopping process (`cancel`) gives the run until its next step boundary, at most
+        // ABANDON_AFTER; then the step in flight (a checkout waiting on the clone's lock, a
+        // command, a git operation) is dropped as a crash would drop it, which the run
+        // survives (every step is recorded before it acts), and the run is handed back.
+        let abandon = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(ABANDON_AFTER).await;
+        };
+        let result = tokio::select! {
+            r = driver.drive_fenced(run, settings, stop, &lease) => r,
+            _ = abandon => {
+                tracing::info!(run = run_id, "stopping: the step in flight is abandoned; the run resumes from its last recorded step");
+                Ok(Outcome::Interrupted(self.store.run_state(run_id).await?))
+            }
+        };
         // Lost however it was noticed: by the keeper's renewal, by a refused write whose error
         // came back as this one's, or by one that a task turned into its own failure.
         let lost = lease.lost.load(std::sync::atomic::Ordering::SeqCst)

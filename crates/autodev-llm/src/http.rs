@@ -7,14 +7,33 @@ use reqwest::header::HeaderMap;
 /// The longest wait a vendor may ask for before we give up on waiting politely.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
-/// The HTTP client both adapters use: a bounded connect time, and a generous total time for
-/// long generations (streams included).
+/// The HTTP client every adapter uses: a bounded connect time, and a generous total time for
+/// long generations (streams included). One per process, shared by every run's clients (a
+/// clone is a reference): its connection pool and TLS configuration (the root store alone is
+/// a few hundred kilobytes) are built once, not once per run.
+///
+/// Pooled connections live on the runtime that opened them, so the client is shared within
+/// one tokio runtime (a process has one; each test has its own) and a new one is made for
+/// another runtime.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(15))
-        .timeout(Duration::from_secs(600))
-        .build()
-        .unwrap_or_default()
+    static SHARED: std::sync::Mutex<Option<(tokio::runtime::Id, reqwest::Client)>> = std::sync::Mutex::new(None);
+    let build = || {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .timeout(Duration::from_secs(600))
+            .build()
+            .unwrap_or_default()
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current().map(|h| h.id()) else { return build() };
+    let Ok(mut shared) = SHARED.lock() else { return build() };
+    match &*shared {
+        Some((id, client)) if *id == runtime => client.clone(),
+        _ => {
+            let client = build();
+            *shared = Some((runtime, client.clone()));
+            client
+        }
+    }
 }
 
 /// Reads `Retry-After` (seconds; an HTTP date is treated as "a while") and the

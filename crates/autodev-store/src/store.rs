@@ -89,6 +89,9 @@ pub struct Store {
     inserts: Arc<std::sync::Mutex<Vec<PendingInsert>>>,
     /// Set on a driver's store: every write is conditional on its lease (see `store::lease`).
     fence: Option<Arc<fence::Fence>>,
+    /// Rung when a run may have become claimable (made, released, its state changed): wakes
+    /// this process's dispatcher at once (see `Store::queue_signal`).
+    queue: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -209,7 +212,7 @@ impl Store {
             writer: Arc::new(tokio::sync::Mutex::new(Self::writer(path)?)),
             readers: Arc::new(Readers::new(path)),
         };
-        let store = Self { db, inserts: Arc::default(), fence: None };
+        let store = Self { db, inserts: Arc::default(), fence: None, queue: Arc::default() };
         match migrations {
             Migrations::Apply => {
                 // sqlx's SQLite migrator takes no lock: two processes starting on a new
@@ -256,7 +259,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        let store = Self { db: Db::Pg(pool.clone()), inserts: Arc::default(), fence: None };
+        let store = Self { db: Db::Pg(pool.clone()), inserts: Arc::default(), fence: None, queue: Arc::default() };
         match migrations {
             Migrations::Apply => PG_MIGRATOR.run(&pool).await?,
             Migrations::Check => store.check_migrations().await?,
@@ -349,6 +352,58 @@ impl Store {
             count("SELECT COUNT(*) FROM runs").await?,
             count("SELECT COUNT(*) FROM events").await?,
         ))
+    }
+
+    /// What a dispatcher waits on between claims: rung in this process whenever a run may have
+    /// become claimable, and on PostgreSQL also when another process says so
+    /// (`NOTIFY autodev_queue`, followed by `listen_queue`).
+    pub fn queue_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.queue.clone()
+    }
+
+    /// Rings the queue signal here, and on PostgreSQL in every process listening.
+    pub(crate) async fn ring_queue(&self) {
+        self.queue.notify_one();
+        if let Db::Pg(pool) = &self.db
+            && let Err(e) = sqlx::query("SELECT pg_notify('autodev_queue', '')").execute(pool).await
+        {
+            tracing::debug!(error = %e, "could not notify other processes of the queue");
+        }
+    }
+
+    /// On PostgreSQL, rings this process's queue signal whenever another process notifies
+    /// `autodev_queue`, until `shutdown` (reconnecting after errors). On SQLite it returns at
+    /// once: processes sharing a SQLite file poll.
+    pub async fn listen_queue(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let Db::Pg(pool) = &self.db else { return };
+        while !shutdown.is_cancelled() {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for queue notifications; polling meanwhile");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            if let Err(e) = listener.listen("autodev_queue").await {
+                tracing::warn!(error = %e, "cannot LISTEN autodev_queue; polling meanwhile");
+                continue;
+            }
+            loop {
+                tokio::select! {
+                    got = listener.recv() => match got {
+                        Ok(_) => self.queue.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "queue notifications interrupted; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
     }
 
     /// `sqlite` or `postgres`.

@@ -147,6 +147,25 @@ pub async fn doctor(home: &Path, config: Option<&Path>, args: DoctorArgs) -> Exi
     if failed { Exit::Failed } else { Exit::Ok }
 }
 
+/// The container this process runs in, if it can tell: `docker`, `podman`, `kubernetes` or
+/// `container`.
+fn container() -> Option<&'static str> {
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return Some("kubernetes");
+    }
+    if std::path::Path::new("/run/.containerenv").exists() {
+        return Some("podman");
+    }
+    if std::path::Path::new("/.dockerenv").exists() {
+        return Some("docker");
+    }
+    let cgroup = std::fs::read_to_string("/proc/1/cgroup").unwrap_or_default();
+    if ["docker", "kubepods", "containerd", "libpod"].iter().any(|k| cgroup.contains(k)) {
+        return Some("container");
+    }
+    None
+}
+
 /// The sandbox mode in force, what this host supports, and the self-test: attacks run inside
 /// a real sandbox, each reported as held or not.
 async fn sandbox(home: &Path, cfg: &FileConfig) -> bool {
@@ -158,6 +177,19 @@ async fn sandbox(home: &Path, cfg: &FileConfig) -> bool {
         None => "no Landlock".to_string(),
     };
     let userns = if support.user_namespaces { "user namespaces enabled" } else { "user namespaces disabled" };
+    if let Some(kind) = container() {
+        // Inside a container, bubblewrap's user namespaces are what the runtime's seccomp and
+        // AppArmor profiles allow (README "Deploy and operate").
+        if support.user_namespaces {
+            failed |= report(Level::Ok, "container", &format!("{kind}: user namespaces allowed, agents can be isolated with bubblewrap"));
+        } else {
+            failed |= report(
+                Level::Warn,
+                "container",
+                &format!("{kind}: user namespaces refused by the container runtime; relax seccomp and AppArmor for this container (docker: --security-opt seccomp=unconfined --security-opt apparmor=unconfined; Kubernetes: seccompProfile and appArmorProfile Unconfined), or choose sandbox.mode = \"landlock\" (AUTODEV_SANDBOX_MODE) knowing agents are then unisolated"),
+            );
+        }
+    }
     match mode.check_available() {
         Ok(()) if mode.isolated() => {
             let layer = if autodev_workspace::sandbox::bwrap::second_layer() {

@@ -88,7 +88,10 @@ impl Store {
             &[run_id.into(), token.into()],
         )
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        // A run handed back unfinished (a stopping process) is up for grabs.
+        self.ring_queue().await;
+        Ok(())
     }
 
     /// Claims the oldest run made for a project (through the API or a webhook) that needs a

@@ -144,6 +144,7 @@ impl Store {
                 &mut *inserts.lock().map_err(|_| StoreError::Batch("the insert batch was poisoned".into()))?,
             );
             self.commit_inserts(batch).await;
+            self.ring_queue().await;
         }
         answer.await.map_err(|_| StoreError::Batch("the insert batch was dropped".into()))?
     }
@@ -442,6 +443,10 @@ impl Store {
         .await?;
         let e = tx.event(run_id, EventKind::StateChanged { from, to, reason: reason.map(str::to_string) }).await?;
         tx.commit().await?;
+        if from == RunState::AwaitingApproval || to == RunState::Queued {
+            // Approved, or queued again: a worker may claim it now.
+            self.ring_queue().await;
+        }
         Ok(Some(e))
     }
 
