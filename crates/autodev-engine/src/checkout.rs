@@ -173,17 +173,26 @@ pub(crate) async fn prepare(
     let repos = home.join("repos");
     std::fs::create_dir_all(&repos)?;
     let dir = repos.join(&project_id);
-    // Workers sharing a home share the clone; one fetches at a time.
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(repos.join(format!("{project_id}.lock")))?;
-    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
-        .await
-        .map_err(|e| EngineError::Failed(format!("lock task failed: {e}")))??;
-    let result = fetch(&run.repo, &dir, &run.id, credentials).await;
-    drop(lock);
+    // Workers sharing a home share the clone; one fetches at a time. A run that has never
+    // been driven (no base commit yet, so no checkpoint refs of its own to bring back) is
+    // served by any fetch that began after it started waiting: when a thousand runs of one
+    // project are claimed at once, one fetch serves all that queued behind it.
+    let lock_path = repos.join(format!("{project_id}.lock"));
+    let gate = crate::filelock::gate(&lock_path);
+    let seen = gate.begun();
+    let held = crate::filelock::lock(&gate, &lock_path).await?;
+    let fresh_run = run.base_commit.is_empty();
+    let result = if fresh_run && dir.join(".git").exists() && gate.done_since(seen) {
+        Ok(())
+    } else {
+        let number = gate.start();
+        let result = fetch(&run.repo, &dir, &run.id, credentials).await;
+        if result.is_ok() {
+            gate.finish(number);
+        }
+        result
+    };
+    drop(held);
     result?;
     let git = Git::new(&dir).with_credentials(credentials);
     let base =

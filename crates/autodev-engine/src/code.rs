@@ -240,14 +240,8 @@ impl CodeSearch {
         let root = self.home.join("index-src");
         std::fs::create_dir_all(&root)?;
         let dir = root.join(&project.id);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(root.join(format!("{}.lock", project.id)))?;
-        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
-            .await
-            .map_err(|e| CodeError::Source(format!("lock task failed: {e}")))??;
+        let lock_path = root.join(format!("{}.lock", project.id));
+        let lock = crate::filelock::lock(&crate::filelock::gate(&lock_path), &lock_path).await?;
         let result = match self.checkout(project, &root, &dir).await {
             Ok(()) => self.open(&dir, true).await,
             Err(e) => Err(e),
