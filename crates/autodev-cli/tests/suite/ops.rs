@@ -304,3 +304,98 @@ async fn migrate_check_says_what_is_missing_and_changes_nothing() {
     let (code, out, _) = output(autodev(&home).args(["migrate", "--check"]));
     assert_eq!(code, 0, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_hands_runs_in_flight_back_within_seconds_and_another_process_finishes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let slow_script = script();
+    // Every model call takes a minute: a stop finds each run waiting on one.
+    let slow = slow_script.serve(Duration::from_secs(60)).await;
+    let fast_script = script();
+    let fast = fast_script.serve(Duration::ZERO).await;
+    let repo = make_repo(dir.path());
+    let (_, stdout, _) = output(autodev(&home).args(["keys", "create", "--name", "ops", "--role", "admin"]));
+    let key = stdout.lines().last().unwrap().to_string();
+    let mut cmd = autodev(&home);
+    cmd.env("OPENAI_BASE_URL", slow.uri());
+    let mut server =
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "8"]).stderr(Stdio::piped()).spawn().unwrap();
+    let reaper = Reaper(server.id());
+    let mut lines = std::io::BufReader::new(server.stderr.take().unwrap()).lines();
+    let base = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
+    std::thread::spawn(move || for _ in lines {});
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/api/v1/projects"))
+        .bearer_auth(&key)
+        .json(&json!({"name": "proj", "repository": repo, "test_command": "sh check.sh"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let r = http
+            .post(format!("{base}/api/v1/runs"))
+            .bearer_auth(&key)
+            .json(&json!({"project": "proj", "spec": format!("# Greet {i}")}))
+            .send()
+            .await
+            .unwrap();
+        let run: Value = r.json().await.unwrap();
+        ids.push(run["id"].as_str().unwrap().to_string());
+    }
+    // Wait until every run is planning (its planner call in flight).
+    let mut planning = 0;
+    for _ in 0..300 {
+        let (_, body) = get(&base, &key, "/api/v1/runs?project=proj").await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        planning = v["runs"].as_array().unwrap().iter().filter(|r| r["state"] == "planning").count();
+        if planning == ids.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(planning, ids.len(), "every run waits on its model call");
+    let started = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap().success());
+    let status = server.wait().unwrap();
+    let took = started.elapsed();
+    drop(reaper);
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+
+    // Another process takes every run over at once (the leases were released, not left to
+    // expire) and finishes them.
+    let (server, base) = serve_with_workers(&home, &fast.uri());
+    let _reaper = Reaper(server.id());
+    let resumed = std::time::Instant::now();
+    for id in &ids {
+        let mut state = Value::Null;
+        for _ in 0..600 {
+            let (_, body) = get(&base, &key, &format!("/api/v1/runs/{id}")).await;
+            state = serde_json::from_str::<Value>(&body).unwrap()["state"].clone();
+            if state == "succeeded" || state == "failed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(state, "succeeded", "run {id}");
+    }
+    // Well within a lease's 30 s: nothing waited for an expiry.
+    assert!(resumed.elapsed() < Duration::from_secs(25), "resumed in {:?}", resumed.elapsed());
+}
+
+fn serve_with_workers(home: &Path, model: &str) -> (Child, String) {
+    let mut child = autodev(home)
+        .env("OPENAI_BASE_URL", model)
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "8"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
+    std::thread::spawn(move || for _ in lines {});
+    (child, base)
+}
