@@ -18,7 +18,10 @@ pub struct Engine {
     pub(crate) model: Arc<dyn ModelClient>,
     pub(crate) prices: Arc<PriceTable>,
     pub(crate) home: PathBuf,
-    pub(crate) events: broadcast::Sender<Event>,
+    /// The live event feed, made by the first `subscribe` (a process with no listener, a
+    /// worker, makes none: its buffer of 4,096 slots is ~1 MB, which a thousand runs in
+    /// flight paid for nothing). Shared by the engine's clones.
+    pub(crate) events: Arc<std::sync::OnceLock<broadcast::Sender<Event>>>,
     pub(crate) lease: crate::lease::LeaseTiming,
     pub(crate) step_overheads: Option<Arc<Mutex<Vec<Duration>>>>,
     pub(crate) sandbox: SandboxConfig,
@@ -87,7 +90,6 @@ impl Engine {
     /// An engine with the default sandbox and budgets. `prices`: a table, or one shared
     /// (`Arc`) by the engines of a process.
     pub fn new(store: Store, model: Arc<dyn ModelClient>, prices: impl Into<Arc<PriceTable>>, home: &Path) -> Self {
-        let (events, _) = broadcast::channel(4096);
         Self {
             store,
             model,
@@ -95,7 +97,7 @@ impl Engine {
             // Worktree paths are handed to `git -C <repo>`, which would resolve a relative
             // path against the repository, not against our working directory.
             home: std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf()),
-            events,
+            events: Arc::default(),
             lease: crate::lease::LeaseTiming::default(),
             step_overheads: None,
             sandbox: SandboxConfig::default(),
@@ -169,11 +171,13 @@ impl Engine {
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+        self.events.get_or_init(|| broadcast::channel(4096).0).subscribe()
     }
 
     pub(crate) fn publish(&self, e: Event) {
-        let _ = self.events.send(e);
+        if let Some(events) = self.events.get() {
+            let _ = events.send(e);
+        }
     }
 
     /// The folder of a run: worktrees, temp files, report and patch.
