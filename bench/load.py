@@ -14,7 +14,7 @@ time, the throughput, the server's peak RSS, how runs ended (with the reason of 
 that did not succeed), and the lease counters from /metrics (renewals that came late, drivers
 that lost their run). Exit code 1 when a run did not succeed.
 
-With `--stop-at N`, the server gets SIGTERM as soon as N runs are in flight; the script
+With `--stop-at N`, the server gets SIGTERM as soon as N runs are in flight (claimed by it and not ended); the script
 prints how long it took to exit (`stop_s`) and how many runs it had handed back, then starts a
 second server on the same data directory, which must finish every run.
 
@@ -172,6 +172,24 @@ def rss(pid):
         return 0, 0
 
 
+def claimed(env, dbname, postgres):
+    """Runs a process holds (leased) that have not ended: in flight, whatever their state."""
+    sql = ("SELECT COUNT(*) FROM runs WHERE lease_owner IS NOT NULL "
+           "AND state NOT IN ('succeeded', 'failed', 'cancelled')")
+    try:
+        if postgres:
+            url = postgres.rsplit("/", 1)[0] + "/" + dbname
+            return int(subprocess.run(["psql", url, "-Atc", sql], capture_output=True, text=True).stdout.strip() or 0)
+        import sqlite3
+        db = sqlite3.connect(f"file:{os.path.join(env['AUTODEV_HOME'], 'autodev.db')}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute(sql).fetchone()[0]
+        finally:
+            db.close()
+    except Exception:  # the count is informative only
+        return 0
+
+
 def metric(text, name):
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(name) and not line.startswith("#"))
@@ -237,6 +255,7 @@ def main():
         peak_in_flight, states = 0, Counter()
         stop = None
         peak_first = 0
+        peak_claimed = 0
         while time.monotonic() - started < args.timeout:
             states = Counter()
             cursor = ""
@@ -253,14 +272,16 @@ def main():
             if ended >= len(ids):
                 break
             in_flight = sum(v for k, v in states.items() if k not in ("queued", "succeeded", "failed", "cancelled"))
-            if args.stop_at and stop is None and in_flight >= args.stop_at:
+            held = claimed(env, dbname, args.postgres)
+            peak_claimed = max(peak_claimed, held)
+            if args.stop_at and stop is None and held >= args.stop_at:
                 _, peak_first = rss(server.pid)
                 t0 = time.monotonic()
                 server.send_signal(15)
                 server.wait(timeout=120)
-                stop = {"in_flight_at_stop": in_flight, "stop_s": round(time.monotonic() - t0, 2),
+                stop = {"claimed_at_stop": held, "in_flight_at_stop": in_flight, "stop_s": round(time.monotonic() - t0, 2),
                         "exit_code": server.returncode}
-                print(f"stopped with {in_flight} in flight in {stop['stop_s']} s", flush=True)
+                print(f"stopped with {held} runs claimed ({in_flight} past queued) in {stop['stop_s']} s", flush=True)
                 server = start()
                 for _ in range(200):
                     try:
@@ -283,7 +304,7 @@ def main():
             "backend": "postgres" if args.postgres else "sqlite",
             "runs": len(ids), "workers": args.workers, "model_delay_s": args.delay,
             "wall_s": round(wall, 1), "runs_per_min": round(len(ids) / wall * 60, 1),
-            "peak_in_flight": peak_in_flight, "peak_rss_mb": peak, "idle_rss_mb": idle_rss,
+            "peak_in_flight": peak_in_flight, "peak_claimed": peak_claimed, "peak_rss_mb": peak, "idle_rss_mb": idle_rss,
             "states": dict(states),
             "stop": stop,
             "lease_renewals_late": metric(metrics, "autodev_lease_renewals_late_total"),

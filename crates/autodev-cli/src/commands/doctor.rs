@@ -181,12 +181,18 @@ async fn sandbox(home: &Path, cfg: &FileConfig) -> bool {
         // Inside a container, bubblewrap's user namespaces are what the runtime's seccomp and
         // AppArmor profiles allow (README "Deploy and operate").
         if support.user_namespaces {
-            failed |= report(Level::Ok, "container", &format!("{kind}: user namespaces allowed, agents can be isolated with bubblewrap"));
+            failed |= report(
+                Level::Ok,
+                "container",
+                &format!("{kind}: user namespaces allowed, agents can be isolated with bubblewrap"),
+            );
         } else {
             failed |= report(
                 Level::Warn,
                 "container",
-                &format!("{kind}: user namespaces refused by the container runtime; relax seccomp and AppArmor for this container (docker: --security-opt seccomp=unconfined --security-opt apparmor=unconfined; Kubernetes: seccompProfile and appArmorProfile Unconfined), or choose sandbox.mode = \"landlock\" (AUTODEV_SANDBOX_MODE) knowing agents are then unisolated"),
+                &format!(
+                    "{kind}: user namespaces refused by the container runtime; relax seccomp and AppArmor for this container (docker: --security-opt seccomp=unconfined --security-opt apparmor=unconfined; Kubernetes: seccompProfile and appArmorProfile Unconfined), or choose sandbox.mode = \"landlock\" (AUTODEV_SANDBOX_MODE) knowing agents are then unisolated"
+                ),
             );
         }
     }
