@@ -119,7 +119,10 @@ def model_server(delay):
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(out)))
             self.end_headers()
-            self.wfile.write(out)
+            try:
+                self.wfile.write(out)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # a stopping server abandoned the call
 
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.request_queue_size = 1024
