@@ -173,25 +173,13 @@ pub(crate) async fn prepare(
     let repos = home.join("repos");
     std::fs::create_dir_all(&repos)?;
     let dir = repos.join(&project_id);
-    // Workers sharing a home share the clone; one fetches at a time. A run that has never
-    // been driven (no base commit yet, so no checkpoint refs of its own to bring back) is
-    // served by any fetch that began after it started waiting: when a thousand runs of one
-    // project are claimed at once, one fetch serves all that queued behind it.
+    // Workers sharing a home share the clone; one fetches at a time. (Serving every queued
+    // run with one fetch was tried: it let a thousand runs of one clone into their worktrees at
+    // once, and git's worktree commands, which read every worktree, then crawled. The
+    // serialised fetch paces them.)
     let lock_path = repos.join(format!("{project_id}.lock"));
-    let gate = crate::filelock::gate(&lock_path);
-    let seen = gate.begun();
-    let held = crate::filelock::lock(&gate, &lock_path).await?;
-    let fresh_run = run.base_commit.is_empty();
-    let result = if fresh_run && dir.join(".git").exists() && gate.done_since(seen) {
-        Ok(())
-    } else {
-        let number = gate.start();
-        let result = fetch(&run.repo, &dir, &run.id, credentials).await;
-        if result.is_ok() {
-            gate.finish(number);
-        }
-        result
-    };
+    let held = crate::filelock::lock(&crate::filelock::gate(&lock_path), &lock_path).await?;
+    let result = fetch(&run.repo, &dir, &run.id, credentials).await;
     drop(held);
     result?;
     let git = Git::new(&dir).with_credentials(credentials);

@@ -7,41 +7,12 @@
 //! own stack and allocator heap: most of the process's memory).
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
-/// The in-process side of one lock file, and the generations of the work done under it
-/// (see [`Gate::begun`]).
+/// The in-process side of one lock file: its waiters' queue.
 #[derive(Default)]
 pub(crate) struct Gate {
     queue: Arc<tokio::sync::Mutex<()>>,
-    begun: AtomicU64,
-    done: AtomicU64,
-}
-
-impl Gate {
-    /// The number of the last piece of work begun under the lock. A waiter that reads it
-    /// before queueing, and finds [`Gate::done_since`] true once it holds the lock, knows that
-    /// work begun after it started waiting has completed.
-    pub(crate) fn begun(&self) -> u64 {
-        self.begun.load(Ordering::SeqCst)
-    }
-
-    /// Whether work that began after `seen` (a value of [`Gate::begun`]) completed.
-    pub(crate) fn done_since(&self, seen: u64) -> bool {
-        self.done.load(Ordering::SeqCst) > seen
-    }
-
-    /// Marks the start of a piece of work under the lock; returns its number for
-    /// [`Gate::finish`].
-    pub(crate) fn start(&self) -> u64 {
-        self.begun.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
-    /// Marks a piece of work as completed.
-    pub(crate) fn finish(&self, number: u64) {
-        self.done.fetch_max(number, Ordering::SeqCst);
-    }
 }
 
 /// The gate of a lock file (one per path in the process).

@@ -15,6 +15,23 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "the user's repository's .git/info/exclude, which Autodev appends to",
     ),
     ("crates/autodev-engine/src/lease.rs", "/proc/sys/kernel/hostname", "the host's name, for lease tokens"),
+    (
+        "crates/autodev-store/src/store/artifacts.rs",
+        "fs::read(home.join(\"runs\")",
+        "a run's report or patch in its run folder, written by Autodev",
+    ),
+    ("crates/autodev-engine/src/gc.rs", "read_dir(&runs_dir)", "gc: the run folders in AUTODEV_HOME"),
+    (
+        "crates/autodev-engine/src/gc.rs",
+        "read_dir(dir.join(\"worktrees\"))",
+        "gc: a run folder's worktree list (names only)",
+    ),
+    (
+        "crates/autodev-engine/src/gc.rs",
+        "read_to_string(wt.join(\".git\"))",
+        "gc: the .git file git wrote in Autodev's own worktree",
+    ),
+    ("crates/autodev-engine/src/gc.rs", "read_dir(&dir)", "gc: sizes of the files in AUTODEV_HOME (metadata only)"),
     ("crates/autodev-server/src/auth.rs", "read_to_string(&path)", "the key pepper in AUTODEV_HOME"),
     ("crates/autodev-delivery/src/github.rs", "report.md", "the run's report, written by Autodev in its run folder"),
     ("crates/autodev-delivery/src/gitlab.rs", "report.md", "the run's report, written by Autodev in its run folder"),
