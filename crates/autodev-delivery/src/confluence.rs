@@ -96,7 +96,7 @@ impl Target for Confluence {
         let title = format!("Autodev run {}: {}", m.run.short_id, m.run.title);
         let report = m
             .report
-            .clone()
+            .map(str::to_string)
             .unwrap_or_else(|| format!("# {}\n\nThe run is {} and wrote no report.\n", m.run.title, m.run.state));
         let mut markdown = format!("{}\n\nRun: {}\n\n", m.headline(), m.run_url());
         if let Some(pr) = m.links.get("github.pull_request").or_else(|| m.links.get("gitlab.merge_request")) {

@@ -214,6 +214,8 @@ impl Dispatcher {
         };
         let mut results: BTreeMap<String, Value> = serde_json::from_str(&row.results).unwrap_or_default();
         let mut failing: Vec<(String, CallError)> = Vec::new();
+        // The report is the same for every target of this milestone: read once.
+        let report = self.store.artifact(&self.home, &run.id, "report.md").await?;
         for (target, limiter) in &self.targets {
             let name = target.name();
             if results.get(&name).is_some_and(|r| r["ok"] == true) {
@@ -221,7 +223,6 @@ impl Dispatcher {
             }
             // Links are read per target: the pull request one target opened is the next's link.
             let links: BTreeMap<String, String> = self.store.run_links(&run.id).await?.into_iter().collect();
-            let report = self.store.artifact(&self.home, &run.id, "report.md").await?;
             let milestone = Milestone {
                 topic: &row.topic,
                 id: &row.id,
@@ -229,7 +230,7 @@ impl Dispatcher {
                 project: project.as_ref(),
                 links: &links,
                 public_url: self.public_url.as_deref(),
-                report,
+                report: report.as_deref(),
             };
             if !target.wants(&milestone) {
                 continue;

@@ -378,7 +378,7 @@ fn pull_request_body(m: &Milestone<'_>, repo: &str) -> String {
             body.push_str(&format!("Closes {issue_repo}#{number}\n\n"));
         }
     }
-    let report = crate::text::forge(m.report.as_deref().unwrap_or_default());
+    let report = crate::text::forge(m.report.unwrap_or_default());
     let room = MAX_BODY_CHARS.saturating_sub(body.len() + 400);
     if report.chars().count() > room {
         body.extend(report.chars().take(room));

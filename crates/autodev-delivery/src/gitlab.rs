@@ -226,7 +226,7 @@ fn description(m: &Milestone<'_>, project: &str) -> String {
             body.push_str(&format!("Closes {issue_project}#{number}\n\n"));
         }
     }
-    let report = crate::text::forge(m.report.as_deref().unwrap_or_default());
+    let report = crate::text::forge(m.report.unwrap_or_default());
     body.extend(report.chars().take(MAX_BODY_CHARS));
     body.push_str(&format!("\n\n---\nRun {} · {}\n{}\n", m.run.short_id, m.run_url(), marker(&m.run.id)));
     body

@@ -17,7 +17,7 @@ pub struct Milestone<'a> {
     pub public_url: Option<&'a str>,
     /// The run's `report.md` (from the database, whichever process drove the run), if it
     /// wrote one.
-    pub report: Option<String>,
+    pub report: Option<&'a str>,
 }
 
 impl Milestone<'_> {
