@@ -178,7 +178,7 @@ pub(crate) async fn prepare(
     // once, and git's worktree commands, which read every worktree, then crawled. The
     // serialised fetch paces them.)
     let lock_path = repos.join(format!("{project_id}.lock"));
-    let held = crate::filelock::lock(&crate::filelock::gate(&lock_path), &lock_path).await?;
+    let held = autodev_workspace::locks::lock_file(&lock_path).await?;
     let result = fetch(&run.repo, &dir, &run.id, credentials).await;
     drop(held);
     result?;

@@ -241,7 +241,7 @@ impl CodeSearch {
         std::fs::create_dir_all(&root)?;
         let dir = root.join(&project.id);
         let lock_path = root.join(format!("{}.lock", project.id));
-        let lock = crate::filelock::lock(&crate::filelock::gate(&lock_path), &lock_path).await?;
+        let lock = autodev_workspace::locks::lock_file(&lock_path).await?;
         let result = match self.checkout(project, &root, &dir).await {
             Ok(()) => self.open(&dir, true).await,
             Err(e) => Err(e),

@@ -41,7 +41,6 @@ pub mod detect;
 mod engine;
 mod error;
 mod evidence;
-mod filelock;
 mod gates;
 pub mod gc;
 mod isolation;

@@ -88,16 +88,7 @@ const ARTIFACT_EXCLUDES: &[&str] = &[
 /// One lock per repository (by its path), for git operations on the repository's shared
 /// worktree metadata.
 fn repo_lock(dir: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-    static LOCKS: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>,
-    > = std::sync::OnceLock::new();
-    let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let map = LOCKS.get_or_init(Default::default);
-    match map.lock() {
-        Ok(mut m) => m.entry(key).or_default().clone(),
-        // A panic elsewhere poisoned the map: fall back to no sharing rather than failing.
-        Err(_) => std::sync::Arc::new(tokio::sync::Mutex::new(())),
-    }
+    crate::locks::path_mutex(dir)
 }
 
 /// The outcome of merging a branch.

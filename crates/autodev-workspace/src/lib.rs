@@ -17,6 +17,7 @@
 
 pub mod fsops;
 pub mod git;
+pub mod locks;
 pub mod paths;
 pub mod protect;
 pub mod sandbox;

@@ -36,20 +36,25 @@ impl Store {
         if !tx.run_state_locked(run_id).await?.is_terminal() {
             return Ok(None);
         }
-        let count = Collected {
-            events: tx.int("SELECT COUNT(*) FROM events WHERE run_id = $1", &[run_id.into()]).await?,
-            tool_calls: tx.int("SELECT COUNT(*) FROM tool_calls WHERE run_id = $1", &[run_id.into()]).await?,
-            model_responses: tx
-                .int("SELECT COUNT(*) FROM model_calls WHERE run_id = $1 AND response <> ''", &[run_id.into()])
-                .await?,
-        };
+        let id = [run_id.into()];
         if dry_run {
-            return Ok(Some(count));
+            return Ok(Some(Collected {
+                events: tx.int("SELECT COUNT(*) FROM events WHERE run_id = $1", &id).await?,
+                tool_calls: tx.int("SELECT COUNT(*) FROM tool_calls WHERE run_id = $1", &id).await?,
+                model_responses: tx
+                    .int("SELECT COUNT(*) FROM model_calls WHERE run_id = $1 AND response <> ''", &id)
+                    .await?,
+            }));
         }
-        tx.exec("DELETE FROM events WHERE run_id = $1", &[run_id.into()]).await?;
-        tx.exec("DELETE FROM tool_calls WHERE run_id = $1", &[run_id.into()]).await?;
-        tx.exec("DELETE FROM conversations WHERE run_id = $1", &[run_id.into()]).await?;
-        tx.exec("UPDATE model_calls SET response = '' WHERE run_id = $1", &[run_id.into()]).await?;
+        // The counts are what the statements removed (no separate count first).
+        let count = Collected {
+            events: tx.exec("DELETE FROM events WHERE run_id = $1", &id).await? as i64,
+            tool_calls: tx.exec("DELETE FROM tool_calls WHERE run_id = $1", &id).await? as i64,
+            model_responses: tx
+                .exec("UPDATE model_calls SET response = '' WHERE run_id = $1 AND response <> ''", &id)
+                .await? as i64,
+        };
+        tx.exec("DELETE FROM conversations WHERE run_id = $1", &id).await?;
         tx.exec("UPDATE runs SET collected_at = $1 WHERE id = $2", &[now_ms().into(), run_id.into()]).await?;
         tx.commit().await?;
         Ok(Some(count))
