@@ -69,7 +69,7 @@ async fn backup_inner(home: &Path, args: &BackupArgs) -> Result<(), Exit> {
         _ => {
             let path = staging.path().join("database.pgdump");
             let url = database_url()?;
-            pg_tool("pg_dump", &url, &["--format=custom", "--no-owner", "--no-privileges", "--file"], Some(&path))?;
+            pg_tool("pg_dump", &url, &["--format=custom", "--no-owner", "--no-privileges", "--file"], &path)?;
             path
         }
     };
@@ -206,17 +206,15 @@ fn database_url() -> Result<String, Exit> {
         .ok_or_else(|| Exit::Usage("DATABASE_URL is not set".into()))
 }
 
-/// Runs `pg_dump` or `pg_restore` on the database the URL names. The password goes through
-/// the environment (PGPASSWORD), not the command line, where other users could read it.
-fn pg_tool(tool: &str, url: &str, args: &[&str], file: Option<&Path>) -> Result<(), Exit> {
+/// Runs `pg_dump` or `pg_restore` on the database the URL names, with `args` then `file` (the
+/// dump written or read). The password goes through the environment (PGPASSWORD), not the
+/// command line, where other users could read it.
+fn pg_tool(tool: &str, url: &str, args: &[&str], file: &Path) -> Result<(), Exit> {
     let mut parsed = reqwest::Url::parse(url).map_err(|e| Exit::Usage(format!("DATABASE_URL is not a URL: {e}")))?;
     let password = parsed.password().map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
     let _ = parsed.set_password(None);
     let mut cmd = std::process::Command::new(tool);
-    cmd.args(args);
-    if let Some(file) = file {
-        cmd.arg(file);
-    }
+    cmd.args(args).arg(file);
     cmd.arg(format!("--dbname={parsed}"));
     if let Some(p) = password {
         cmd.env("PGPASSWORD", p);
@@ -368,9 +366,7 @@ fn pg_restore(url: &str, dump: &Path, force: bool) -> Result<(), Exit> {
     if force {
         flags.extend(["--clean", "--if-exists"]);
     }
-    let dump = dump.to_string_lossy().to_string();
-    flags.push(&dump);
-    pg_tool("pg_restore", url, &flags, None)
+    pg_tool("pg_restore", url, &flags, dump)
 }
 
 pub async fn gc(home: &Path, args: GcArgs) -> Exit {
