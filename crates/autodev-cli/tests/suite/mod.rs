@@ -6,8 +6,9 @@ mod processes;
 mod resume;
 mod service;
 
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The binary with a clean environment: only what a test passes in.
 pub fn autodev(home: &Path) -> Command {
@@ -35,4 +36,33 @@ pub fn output(cmd: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&stdout).into_owned(),
         String::from_utf8_lossy(&stderr).into_owned(),
     )
+}
+
+/// Kills a spawned process when a test ends, even by panicking, so no child outlives it.
+pub struct Reaper(pub u32);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+    }
+}
+
+/// Starts `autodev serve` on a loopback port with `workers` and returns the process and its
+/// base URL (the address ends the first line of stderr; the rest is drained).
+pub fn start_serve(cmd: &mut Command, workers: u32) -> (Child, String) {
+    let mut child = cmd
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", &workers.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
+    std::thread::spawn(move || for _ in lines {});
+    (child, base)
+}
+
+/// `POST base+path` with a JSON body and a key: the status and the JSON answer.
+pub async fn post_json(base: &str, key: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new().post(format!("{base}{path}")).bearer_auth(key).json(&body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or_default())
 }

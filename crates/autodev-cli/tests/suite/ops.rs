@@ -3,23 +3,14 @@
 //! the same projects, runs, events and reports are served; `gc` on a data directory with an
 //! old run and a run that has not ended; `migrate --check`; rolling upgrades (this build's
 //! queries on a schema a newer build expanded).
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use autodev_testkit::{Script, call, finish, make_repo, write};
 use serde_json::{Value, json};
 
-use super::{autodev, output};
-
-struct Reaper(u32);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
-    }
-}
+use super::{Reaper, autodev, output, post_json, start_serve};
 
 fn script() -> Script {
     let s = Script::default();
@@ -43,16 +34,9 @@ fn with_env<'c>(cmd: &'c mut Command, db: Option<&str>, model: &str) -> &'c mut 
     cmd.env("OPENAI_BASE_URL", model)
 }
 
-/// `autodev serve` on `home`; its base URL.
-fn serve(home: &Path, db: Option<&str>, model: &str) -> (Child, String) {
-    let mut cmd = autodev(home);
-    with_env(&mut cmd, db, model);
-    let mut child =
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "0"]).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
-    std::thread::spawn(move || for _ in lines {});
-    (child, base)
+/// `autodev serve` on `home` with `workers`; its base URL.
+fn serve(home: &Path, db: Option<&str>, model: &str, workers: u32) -> (Child, String) {
+    start_serve(with_env(&mut autodev(home), db, model), workers)
 }
 
 async fn get(base: &str, key: &str, path: &str) -> (u16, String) {
@@ -81,16 +65,10 @@ async fn round_trip(db_from: Option<&str>, db_to: Option<&str>) {
             .args(["keys", "create", "--name", "ops", "--role", "admin"]),
     );
     let key = stdout.lines().last().unwrap().to_string();
-    let (mut server, base) = serve(&home, db_from, &model.uri());
+    let (mut server, base) = serve(&home, db_from, &model.uri(), 0);
     let _reaper = Reaper(server.id());
-    let r = reqwest::Client::new()
-        .post(format!("{base}/api/v1/projects"))
-        .bearer_auth(&key)
-        .json(&json!({"name": "proj", "repository": repo}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    let (status, _) = post_json(&base, &key, "/api/v1/projects", json!({"name": "proj", "repository": repo})).await;
+    assert_eq!(status, 201);
     let (_, before_run) = get(&base, &key, &format!("/api/v1/runs/{run_id}")).await;
     let (status, before_report) = get(&base, &key, &format!("/api/v1/runs/{run_id}/artifacts/report")).await;
     assert_eq!(status, 200, "{before_report}");
@@ -115,7 +93,7 @@ async fn round_trip(db_from: Option<&str>, db_to: Option<&str>) {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--force"), "{err}");
 
-    let (server, base) = serve(&fresh, db_to, &model.uri());
+    let (server, base) = serve(&fresh, db_to, &model.uri(), 0);
     let _reaper2 = Reaper(server.id());
     // The same key authenticates (the pepper came back with the data).
     let (status, projects) = get(&base, &key, "/api/v1/projects").await;
@@ -204,26 +182,12 @@ async fn gc_removes_what_old_runs_left_and_keeps_runs_that_have_not_ended() {
     // worker that started it would have.
     let (_, stdout, _) = output(autodev(&home).args(["keys", "create", "--name", "ops", "--role", "admin"]));
     let key = stdout.lines().last().unwrap().to_string();
-    let (mut server, base) = serve(&home, None, &model.uri());
+    let (mut server, base) = serve(&home, None, &model.uri(), 0);
     let reaper = Reaper(server.id());
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{base}/api/v1/projects"))
-        .bearer_auth(&key)
-        .json(&json!({"name": "proj", "repository": repo}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let r = http
-        .post(format!("{base}/api/v1/runs"))
-        .bearer_auth(&key)
-        .json(&json!({"project": "proj", "spec": "# Later"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let waiting: Value = r.json().await.unwrap();
+    let (status, _) = post_json(&base, &key, "/api/v1/projects", json!({"name": "proj", "repository": repo})).await;
+    assert_eq!(status, 201);
+    let (status, waiting) = post_json(&base, &key, "/api/v1/runs", json!({"project": "proj", "spec": "# Later"})).await;
+    assert_eq!(status, 201);
     let waiting_id = waiting["id"].as_str().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap().success());
     server.wait().unwrap();
@@ -317,33 +281,15 @@ async fn a_stop_hands_runs_in_flight_back_within_seconds_and_another_process_fin
     let repo = make_repo(dir.path());
     let (_, stdout, _) = output(autodev(&home).args(["keys", "create", "--name", "ops", "--role", "admin"]));
     let key = stdout.lines().last().unwrap().to_string();
-    let mut cmd = autodev(&home);
-    cmd.env("OPENAI_BASE_URL", slow.uri());
-    let mut server =
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "8"]).stderr(Stdio::piped()).spawn().unwrap();
+    let (mut server, base) = serve(&home, None, &slow.uri(), 8);
     let reaper = Reaper(server.id());
-    let mut lines = std::io::BufReader::new(server.stderr.take().unwrap()).lines();
-    let base = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
-    std::thread::spawn(move || for _ in lines {});
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{base}/api/v1/projects"))
-        .bearer_auth(&key)
-        .json(&json!({"name": "proj", "repository": repo, "test_command": "sh check.sh"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    let project = json!({"name": "proj", "repository": repo, "test_command": "sh check.sh"});
+    let (status, _) = post_json(&base, &key, "/api/v1/projects", project).await;
+    assert_eq!(status, 201);
     let mut ids = Vec::new();
     for i in 0..6 {
-        let r = http
-            .post(format!("{base}/api/v1/runs"))
-            .bearer_auth(&key)
-            .json(&json!({"project": "proj", "spec": format!("# Greet {i}")}))
-            .send()
-            .await
-            .unwrap();
-        let run: Value = r.json().await.unwrap();
+        let (_, run) =
+            post_json(&base, &key, "/api/v1/runs", json!({"project": "proj", "spec": format!("# Greet {i}")})).await;
         ids.push(run["id"].as_str().unwrap().to_string());
     }
     // Wait until every run is planning (its planner call in flight).
@@ -368,7 +314,7 @@ async fn a_stop_hands_runs_in_flight_back_within_seconds_and_another_process_fin
 
     // Another process takes every run over at once (the leases were released, not left to
     // expire) and finishes them.
-    let (server, base) = serve_with_workers(&home, &fast.uri());
+    let (server, base) = serve(&home, None, &fast.uri(), 8);
     let _reaper = Reaper(server.id());
     let resumed = std::time::Instant::now();
     for id in &ids {
@@ -385,17 +331,4 @@ async fn a_stop_hands_runs_in_flight_back_within_seconds_and_another_process_fin
     }
     // Well within a lease's 30 s: nothing waited for an expiry.
     assert!(resumed.elapsed() < Duration::from_secs(25), "resumed in {:?}", resumed.elapsed());
-}
-
-fn serve_with_workers(home: &Path, model: &str) -> (Child, String) {
-    let mut child = autodev(home)
-        .env("OPENAI_BASE_URL", model)
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "8"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
-    std::thread::spawn(move || for _ in lines {});
-    (child, base)
 }

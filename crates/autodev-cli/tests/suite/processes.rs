@@ -9,16 +9,7 @@ use autodev_testkit::{Script, call, finish, git, make_repo, write};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 
-use super::{autodev, output};
-
-/// Kills a spawned server when a test ends, even by panicking, so no child outlives it.
-struct Reaper(u32);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
-    }
-}
+use super::{Reaper, autodev, output};
 
 fn script() -> Script {
     let s = Script::default();

@@ -297,8 +297,7 @@ async fn detail(state: &AppState, session: &Session, id: &str) -> Result<Detail,
     let finished = state_enum.is_terminal() || state_enum == RunState::AwaitingApproval;
     let gate = (state_enum == RunState::AwaitingApproval).then(|| autodev_engine::Gate::of(&run));
     let patch = store.artifact(&state.home, &run.id, "changes.patch").await.map_err(fail)?.map(shown_patch);
-    let has_report =
-        store.artifact_names(&state.home, &run.id).await.map_err(fail)?.iter().any(|n| n == "report.md");
+    let has_report = store.artifact_names(&state.home, &run.id).await.map_err(fail)?.iter().any(|n| n == "report.md");
     // Cost per conversation, for the tasks' column.
     let cost: std::collections::HashMap<String, i64> =
         store.cost_by_conversation(&run.id).await.map_err(fail)?.into_iter().collect();

@@ -49,9 +49,8 @@ impl Store {
 
     /// Which artifacts the run has (in the database or its run folder), without reading them.
     pub async fn artifact_names(&self, home: &Path, run_id: &str) -> Result<Vec<String>> {
-        let rows: Vec<TextRow> = self
-            .fetch("SELECT name AS value FROM run_artifacts WHERE run_id = $1", &[Arg::Text(run_id)])
-            .await?;
+        let rows: Vec<TextRow> =
+            self.fetch("SELECT name AS value FROM run_artifacts WHERE run_id = $1", &[Arg::Text(run_id)]).await?;
         let mut names: Vec<String> = rows.into_iter().map(|r| r.value).collect();
         let dir = home.join("runs").join(run_id);
         for name in ARTIFACTS {
