@@ -236,17 +236,20 @@ def main():
                              check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         port = free_port()
         log = open(os.path.join(work, "serve.log"), "w")
-        def start():
-            return subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--workers", str(args.workers)],
-                                    env=env, stdout=log, stderr=log)
-        server = start()
         base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(base + "/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+
+        def start():
+            """A server on the port, once it answers /health."""
+            proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--workers", str(args.workers)],
+                                    env=env, stdout=log, stderr=log)
+            for _ in range(200):
+                try:
+                    urllib.request.urlopen(base + "/health", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            return proc
+        server = start()
         idle_rss, _ = rss(server.pid)
         api(base, key, "POST", "/api/v1/projects",
             {"name": "textkit", "repository": repo, "test_command": "python3 -m unittest -q"})
@@ -286,12 +289,6 @@ def main():
                         "exit_code": server.returncode}
                 print(f"stopped with {held} runs claimed ({in_flight} past queued) in {stop['stop_s']} s", flush=True)
                 server = start()
-                for _ in range(200):
-                    try:
-                        urllib.request.urlopen(base + "/health", timeout=1)
-                        break
-                    except OSError:
-                        time.sleep(0.1)
                 continue
             time.sleep(2)
         wall = time.monotonic() - started
