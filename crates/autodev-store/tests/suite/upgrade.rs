@@ -79,33 +79,29 @@ impl Db {
     /// What a newer release's migration does: a defaulted column, a table, and its
     /// bookkeeping row.
     async fn expand_as_a_newer_release(&self) {
+        // Only the checksum's literal differs between the two SQL dialects.
+        let checksum = if matches!(self, Db::Lite(_)) { "X'00'" } else { "'\\x00'" };
         let statements = [
-            "ALTER TABLE runs ADD COLUMN future_priority INTEGER NOT NULL DEFAULT 0",
-            "CREATE TABLE future_notes (id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+            "ALTER TABLE runs ADD COLUMN future_priority INTEGER NOT NULL DEFAULT 0".to_string(),
+            "CREATE TABLE future_notes (id TEXT PRIMARY KEY, body TEXT NOT NULL)".to_string(),
+            format!(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'future', TRUE, {checksum}, 1)"
+            ),
         ];
+        // The same statements through whichever pool the backend has.
+        macro_rules! run_all {
+            ($pool:expr) => {{
+                let pool = $pool.await.unwrap();
+                for s in &statements {
+                    sqlx::query(sqlx::AssertSqlSafe(s.as_str())).execute(&pool).await.unwrap();
+                }
+            }};
+        }
         match self {
             Db::Lite(dir) => {
-                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("autodev.db").display()))
-                    .await
-                    .unwrap();
-                for s in statements {
-                    sqlx::query(s).execute(&pool).await.unwrap();
-                }
-                sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'future', TRUE, X'00', 1)")
-                    .execute(&pool)
-                    .await
-                    .unwrap();
+                run_all!(sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("autodev.db").display())))
             }
-            Db::Pg(db) => {
-                let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-                for s in statements {
-                    sqlx::query(s).execute(&pool).await.unwrap();
-                }
-                sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'future', TRUE, '\\x00', 1)")
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-            }
+            Db::Pg(db) => run_all!(sqlx::PgPool::connect(&db.url)),
         }
     }
 }
