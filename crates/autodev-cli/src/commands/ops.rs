@@ -242,16 +242,12 @@ pub async fn restore(home: &Path, args: RestoreArgs) -> Exit {
 }
 
 fn open_archive(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, Exit> {
-    let mut file = std::fs::File::open(path).map_err(|e| Exit::Usage(format!("--from {}: {e}", path.display())))?;
-    let mut magic = [0u8; 4];
-    let n = file.read(&mut magic).map_err(fail)?;
-    drop(file);
-    let file = std::fs::File::open(path).map_err(fail)?;
-    let reader: Box<dyn Read> = if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(zstd::Decoder::new(file).map_err(fail)?)
-    } else {
-        Box::new(file)
-    };
+    let file = std::fs::File::open(path).map_err(|e| Exit::Usage(format!("--from {}: {e}", path.display())))?;
+    let mut file = std::io::BufReader::new(file);
+    // Compressed or not by its content (zstd's magic number), whatever the file's name.
+    let zstd = std::io::BufRead::fill_buf(&mut file).map_err(fail)?.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    let reader: Box<dyn Read> =
+        if zstd { Box::new(zstd::Decoder::with_buffer(file).map_err(fail)?) } else { Box::new(file) };
     Ok(tar::Archive::new(reader))
 }
 

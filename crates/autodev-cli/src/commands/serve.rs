@@ -205,16 +205,14 @@ pub async fn worker(home: &Path, config: Option<&Path>, args: crate::cli::Worker
         },
         None => None,
     };
-    match &ops {
-        // The address comes last on the line, as `serve`'s does.
-        Some(l) => eprintln!(
-            "autodev worker: {} workers on the {} database; /health /ready /metrics on http://{}",
-            args.workers,
-            state.store.backend(),
-            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
-        ),
-        None => eprintln!("autodev worker: {} workers on the {} database", args.workers, state.store.backend()),
-    }
+    // The address, when there is one, comes last on the line, as `serve`'s does.
+    let listening = match &ops {
+        Some(l) => {
+            format!("; /health /ready /metrics on http://{}", l.local_addr().map(|a| a.to_string()).unwrap_or_default())
+        }
+        None => String::new(),
+    };
+    eprintln!("autodev worker: {} workers on the {} database{listening}", args.workers, state.store.backend());
     if let Some(listener) = ops {
         tokio::spawn(autodev_server::serve_ops(listener, state.clone(), shutdown.clone()));
     }
