@@ -4,10 +4,12 @@
 //! - in the database (once, by whichever process gets there first): its events, tool results,
 //!   conversation headers and model responses (`Store::collect_run`); the run, its tasks,
 //!   costs, links, deliveries, report and patch stay;
+//! - in a repository on this machine that the run worked in (`autodev run`'s, or a local-path
+//!   project's): its task branches and checkpoint refs (`refs/autodev/<id>/…`);
 //! - in this process's data directory: the run folder (`runs/<id>`) with its worktrees (removed
-//!   through git, so the repository forgets them), the run's task branches and checkpoint refs
-//!   (`refs/autodev/<id>/…`) in the repositories those worktrees belong to, and in this
-//!   process's clones (`repos/`) the run branch too, which was pushed when the run delivered.
+//!   through git, so the repository forgets them), and in this process's clone of the project
+//!   (`repos/`) the run's task branches, checkpoint refs and run branch (pushed when it
+//!   delivered).
 //!
 //! Never touched: a run that has not ended (queued, running, waiting at a gate, stopped on a
 //! budget: all resumable), and the run branch in the project's own repository, where the pull
@@ -92,36 +94,39 @@ pub async fn collect(store: &Store, home: &Path, older_than: Duration, dry_run: 
             continue;
         }
         let size = dir_size(&dir);
-        let mut repos = Vec::new();
+        // The repository the run's worktrees belong to: this process's clone of its project,
+        // or (`autodev run`) the repository it ran on. Known from the run, not from the
+        // worktrees' `.git` files, which agents could have rewritten.
+        let repo = run
+            .as_ref()
+            .map(|run| match &run.project_id {
+                Some(project) => home.join("repos").join(project),
+                None => PathBuf::from(&run.repo),
+            })
+            .filter(|repo| repo.is_dir());
         for wt in worktrees(&dir) {
-            if let Some(repo) = worktree_repo(&wt) {
-                if !dry_run {
-                    let git = Git::new(&repo);
-                    if let Err(e) = git.worktree_remove(&wt).await {
-                        tracing::warn!(worktree = %wt.display(), error = %e, "gc: git could not remove a worktree; removing its folder");
-                        let _ = std::fs::remove_dir_all(&wt);
-                        let _ = git.run(&["worktree", "prune"]).await;
+            if !dry_run {
+                let removed = match &repo {
+                    Some(repo) => Git::new(repo).worktree_remove(&wt).await.map_err(|e| e.to_string()),
+                    None => Err("its repository is unknown".to_string()),
+                };
+                if let Err(e) = removed {
+                    tracing::warn!(worktree = %wt.display(), error = %e, "gc: git did not remove a worktree; removing its folder");
+                    let _ = std::fs::remove_dir_all(&wt);
+                    if let Some(repo) = &repo {
+                        let _ = Git::new(repo).run(&["worktree", "prune"]).await;
                     }
-                }
-                if !repos.contains(&repo) {
-                    repos.push(repo);
                 }
             }
             report.worktrees += 1;
         }
-        if let Some(run) = &run {
-            // This process's clone of the run's project, where its worktrees were.
-            if let Some(project) = &run.project_id {
-                let clone = home.join("repos").join(project);
-                if clone.is_dir() && !repos.contains(&clone) {
-                    repos.push(clone);
-                }
-            }
-            for repo in &repos {
-                let clone = repo.starts_with(home.join("repos"));
-                let run_branch = clone.then_some(run.branch.as_str());
-                report.refs += delete_run_refs(repo, &run.id, &run.short_id, run_branch, dry_run).await;
-            }
+        // In a clone of this process's: the task branches, checkpoint refs and the run branch
+        // (pushed when the run delivered). A repository of the user's was handled with the
+        // run's records above.
+        if let (Some(run), Some(repo)) = (&run, &repo)
+            && run.project_id.is_some()
+        {
+            report.refs += delete_run_refs(repo, &run.id, &run.short_id, Some(&run.branch), dry_run).await;
         }
         if !dry_run && let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "gc: could not remove a run folder");
@@ -162,19 +167,6 @@ fn worktrees(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir.join("worktrees"))
         .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.join(".git").is_file()).collect())
         .unwrap_or_default()
-}
-
-/// The repository a worktree belongs to, from its `.git` file (`gitdir: REPO/.git/worktrees/NAME`).
-fn worktree_repo(wt: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(wt.join(".git")).ok()?;
-    let gitdir = PathBuf::from(text.trim().strip_prefix("gitdir:")?.trim());
-    let common = gitdir.parent()?.parent()?;
-    // A non-bare repository's git directory is `.git` inside its working tree.
-    Some(if common.file_name().is_some_and(|n| n == ".git") {
-        common.parent()?.to_path_buf()
-    } else {
-        common.to_path_buf()
-    })
 }
 
 fn modified_ms(path: &Path) -> Option<i64> {
