@@ -108,7 +108,7 @@ pub const KEYS: &[Key] = &[
         Some("AUTODEV_TOOL_CALLS"),
         "`auto`",
         Operator,
-        "`auto`: native tool calls, and a reply's `{\"name\", \"arguments\"}` JSON (bare or fenced) naming a tool when the model made no native call, as small local models often answer; `native`: native calls only; `text`: for servers without tool calls, the tools are described in the prompt.",
+        "`auto`: native tool calls, and a reply's `{\"name\", \"arguments\"}` JSON (bare or fenced) naming a tool when the model made no native call, as small local models often answer; `native`: native calls only; `text`: for servers without tool calls, the tools are described in the prompt; `schema`: as `text`, with each reply constrained by the server's structured output (`response_format` json_schema: llama.cpp, Ollama, vLLM, LM Studio) to one call of an offered tool. `auto` turns to `schema` for a model that answers in text before it ever called a tool.",
     ),
     k(
         "monthly_budget_usd",

@@ -88,6 +88,11 @@ pub struct ModelRequest {
     pub tools: Vec<ToolSpec>,
     pub max_output_tokens: u32,
     pub meta: CallMeta,
+    /// A JSON schema the reply's text must follow (structured output: OpenAI-compatible
+    /// servers' `response_format`), for models that call tools only when constrained. Adapters
+    /// without structured output ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_schema: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -96,5 +96,11 @@ pub trait ModelClient: Send + Sync {
         vec![(self.provider().to_string(), model.to_string())]
     }
 
+    /// Whether the adapter sends [`ModelRequest::response_schema`] to the server (structured
+    /// output); the `schema` tool-call mode needs it.
+    fn structured_output(&self) -> bool {
+        false
+    }
+
     async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError>;
 }

@@ -127,6 +127,11 @@ pub enum ToolCallMode {
     /// The tools are described in the prompt; a reply that is one JSON object
     /// `{"name": ..., "arguments": {...}}` is the call, and its result comes back as text.
     Text,
+    /// As `text`, with every reply constrained by the server to one such object whose `name`
+    /// is one of the offered tools and whose `arguments` follow that tool's schema (structured
+    /// output: `response_format` json_schema on llama.cpp, Ollama, vLLM, LM Studio). `auto`
+    /// turns to it for a model that answered in text without ever calling a tool.
+    Schema,
 }
 
 /// A project's settings: the keys Autodev knows, each checked (an unknown key is refused by

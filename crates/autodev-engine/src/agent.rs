@@ -173,8 +173,11 @@ fn calls_of(
     if !response.message.tool_calls.is_empty() || mode == ToolCallMode::Native {
         return response.message.tool_calls.clone();
     }
+    // In the text and schema modes every JSON call is taken (an unknown name gets its error
+    // back, which teaches more than silence).
+    let any_name = matches!(mode, ToolCallMode::Text | ToolCallMode::Schema);
     match tool_call_in_text(&response.message.content) {
-        Some((name, arguments)) if mode == ToolCallMode::Text || tools.iter().any(|t| t.name == name) => {
+        Some((name, arguments)) if any_name || tools.iter().any(|t| t.name == name) => {
             vec![autodev_domain::ToolCall { id: format!("text_{turn}"), name, arguments, signature: None }]
         }
         _ => Vec::new(),
@@ -203,7 +206,8 @@ fn no_tool_calls(conv: &str, n: u32, detail: &str) -> EngineError {
     EngineError::Failed(format!(
         "{conv}: the model answered {n} times without calling a tool{detail}; it may not support tool calls on \
          this server (for llama.cpp: start it with `--jinja` and use a tool-capable model; for Ollama: a model \
-         with tool support), or set `tool_calls = \"text\"`, or choose another model"
+         with tool support), or set `tool_calls = \"schema\"` (replies constrained to tool calls; `autodev doctor` \
+         says whether the server honours it) or `\"text\"`, or choose another model"
     ))
 }
 
@@ -231,7 +235,11 @@ pub(crate) async fn run_agent(ctx: &RunCtx, spec: AgentSpec<'_>) -> Result<Agent
 struct AgentLoop<'a, 's> {
     ctx: &'a RunCtx,
     spec: AgentSpec<'s>,
+    /// The configured mode; `auto` becomes `schema` for a model that answers in text
+    /// without ever calling a tool (recomputed the same way when a run resumes).
     mode: ToolCallMode,
+    /// The reply schema, made once when the mode is `schema`.
+    reply_schema: Option<serde_json::Value>,
     header_len: usize,
     /// Replies stored by an earlier driver, by turn (taken as they are replayed).
     recorded: HashMap<u32, ModelResponse>,
@@ -273,7 +281,7 @@ impl<'a, 's> AgentLoop<'a, 's> {
         let conv = spec.conversation.as_str();
         let mode = ctx.settings.tool_calls;
         let mut opening = spec.header.clone();
-        if mode == ToolCallMode::Text
+        if matches!(mode, ToolCallMode::Text | ToolCallMode::Schema)
             && let Some(first) = opening.first_mut()
         {
             first.content.push_str(&prompts::text_tools(&tool_specs(spec.kind, spec.toolbox)));
@@ -304,10 +312,12 @@ impl<'a, 's> AgentLoop<'a, 's> {
             .saturating_sub(tools_tokens)
             .saturating_mul(95)
             / 100;
+        let reply_schema = (mode == ToolCallMode::Schema).then(|| prompts::reply_schema(&tools));
         Ok(Self {
             ctx,
             spec,
             mode,
+            reply_schema,
             header_len: header.len(),
             recorded,
             finished_tools,
@@ -433,9 +443,11 @@ impl<'a, 's> AgentLoop<'a, 's> {
                 Some((fitted, _)) => fitted,
                 None => std::mem::take(&mut self.messages),
             },
-            tools: std::mem::take(&mut self.tools),
+            // Constrained replies carry their calls in text: the tools are in the prompt.
+            tools: if self.reply_schema.is_some() { Vec::new() } else { std::mem::take(&mut self.tools) },
             max_output_tokens: ctx.settings.max_output_tokens,
             meta: CallMeta { conversation: self.spec.conversation.clone(), turn },
+            response_schema: self.reply_schema.clone(),
         };
         let reserved = reserve(ctx, &request, &mut self.counters).await?;
         let started = Instant::now();
@@ -446,7 +458,9 @@ impl<'a, 's> AgentLoop<'a, 's> {
         if !matches!(result, Some(Ok(_))) && reserved > 0 {
             ctx.engine.store.release_cost(&ctx.run.id, reserved).await?;
         }
-        self.tools = std::mem::take(&mut request.tools);
+        if self.reply_schema.is_none() {
+            self.tools = std::mem::take(&mut request.tools);
+        }
         if !compacted {
             self.messages = std::mem::take(&mut request.messages);
         }
@@ -575,6 +589,30 @@ impl<'a, 's> AgentLoop<'a, 's> {
     async fn text_reply(&mut self, text: String, fresh: bool) -> Result<Option<AgentEnd>> {
         self.quiet_turns += 1;
         let in_text = tool_call_in_text(&text);
+        // `auto`, a model that has not called a tool yet, a server with structured output:
+        // the next replies are constrained to tool calls (a plan written as text is still
+        // taken first, below).
+        let switch = self.mode == ToolCallMode::Auto
+            && !self.ever_called
+            && self.quiet_turns < MAX_TEXT_REPLIES
+            && self.ctx.engine.model.structured_output()
+            && !(self.spec.kind == AgentKind::Planner && matches!(plan_in_text(&text), Some(Ok(_))));
+        if switch {
+            self.mode = ToolCallMode::Schema;
+            self.reply_schema = Some(prompts::reply_schema(&self.tools));
+            if fresh {
+                self.ctx
+                    .event(EventKind::Warning {
+                        message: format!(
+                            "{}: the model answered without calling a tool; its replies are now constrained to tool calls (tool_calls = \"schema\")",
+                            self.conv()
+                        ),
+                    })
+                    .await?;
+            }
+            self.messages.push(Message::user(prompts::schema_switch(&self.tools)));
+            return Ok(None);
+        }
         let nudge = match self.spec.kind {
             AgentKind::Planner => {
                 // Some models write the plan as JSON in their reply instead of calling the

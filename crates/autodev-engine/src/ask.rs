@@ -105,6 +105,7 @@ pub async fn ask(
         tools: Vec::new(),
         max_output_tokens: MAX_ANSWER_TOKENS,
         meta: CallMeta { conversation: "ask".into(), turn: 0 },
+        response_schema: None,
     };
     let response = client.complete(&request).await?;
     let text = response.message.content.trim().to_string();

@@ -158,6 +158,31 @@ pub fn merge(task: &PlannedTask, files: &[String], test_command: &str) -> Vec<Me
     ]
 }
 
+/// The schema a constrained reply follows (`tool_calls = "schema"`): one object naming one of
+/// `tools`, with that tool's arguments. Every agent here ends through a tool (`finish`,
+/// `submit_plan`), so no plain-text branch is offered.
+pub fn reply_schema(tools: &[ToolSpec]) -> serde_json::Value {
+    let one = |t: &ToolSpec| {
+        json!({
+            "type": "object",
+            "properties": {"name": {"const": t.name}, "arguments": t.parameters},
+            "required": ["name", "arguments"],
+            "additionalProperties": false
+        })
+    };
+    json!({"oneOf": tools.iter().map(one).collect::<Vec<_>>()})
+}
+
+/// What an agent is told when `auto` turns to constrained replies after a reply without a
+/// tool call: the tools in text, and that each reply is now one call.
+pub fn schema_switch(tools: &[ToolSpec]) -> String {
+    format!(
+        "Your reply did not call a tool. From now on answer with exactly one JSON object, a tool call, and \
+         nothing else.{}",
+        text_tools(tools)
+    )
+}
+
 /// For models without native tool calls (`tool_calls = "text"`): the tools and how to call
 /// them in text, appended to the system prompt.
 pub fn text_tools(tools: &[ToolSpec]) -> String {

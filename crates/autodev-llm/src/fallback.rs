@@ -31,6 +31,10 @@ impl ModelClient for FallbackClient {
         self.primary.provider()
     }
 
+    fn structured_output(&self) -> bool {
+        self.primary.structured_output()
+    }
+
     fn candidates(&self, model: &str) -> Vec<(String, String)> {
         let mut all = self.primary.candidates(model);
         all.extend(self.fallbacks.iter().map(|c| (c.provider.clone(), c.model.clone())));

@@ -181,6 +181,10 @@ impl ModelClient for GuardedClient {
         self.inner.provider()
     }
 
+    fn structured_output(&self) -> bool {
+        self.inner.structured_output()
+    }
+
     async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
         self.guard.admit(req).await?;
         let result = self.inner.complete(req).await;

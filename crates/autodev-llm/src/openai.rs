@@ -57,6 +57,12 @@ impl OpenAiClient {
         // refuse the old name); compatible servers mostly know only max_tokens.
         let key = if self.base_url.contains("api.openai.com") { "max_completion_tokens" } else { "max_tokens" };
         body[key] = json!(req.max_output_tokens);
+        if let Some(schema) = &req.response_schema {
+            // The OpenAI form, which llama.cpp, Ollama (0.5+), vLLM and LM Studio read too.
+            // Not strict: OpenAI's strict mode refuses a `oneOf` at the root.
+            body["response_format"] =
+                json!({"type": "json_schema", "json_schema": {"name": "reply", "strict": false, "schema": schema}});
+        }
         if stream {
             body["stream"] = json!(true);
             body["stream_options"] = json!({"include_usage": true});
@@ -229,6 +235,10 @@ fn stop_reason(finish: Option<&str>, has_calls: bool) -> StopReason {
 impl ModelClient for OpenAiClient {
     fn provider(&self) -> &str {
         &self.name
+    }
+
+    fn structured_output(&self) -> bool {
+        true
     }
 
     async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {

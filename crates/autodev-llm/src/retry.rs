@@ -36,6 +36,10 @@ impl ModelClient for RetryingClient {
         self.inner.provider()
     }
 
+    fn structured_output(&self) -> bool {
+        self.inner.structured_output()
+    }
+
     fn candidates(&self, model: &str) -> Vec<(String, String)> {
         self.inner.candidates(model)
     }

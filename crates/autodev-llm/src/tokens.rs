@@ -92,6 +92,7 @@ mod tests {
             tools: vec![],
             max_output_tokens: 10,
             meta: CallMeta { conversation: "c".into(), turn: 0 },
+            response_schema: None,
         }
     }
 

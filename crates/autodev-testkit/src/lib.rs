@@ -69,8 +69,8 @@ pub fn call(name: &str, args: Value) -> Value {
     json!({"name": name, "arguments": args.to_string()})
 }
 
-/// Scripted answers: (conversation, turn) → tool calls.
-type Turns = HashMap<(String, u32), Vec<Value>>;
+/// Scripted answers: (conversation, turn, asked with `response_format`) → tool calls.
+type Turns = HashMap<(String, u32, bool), Vec<Value>>;
 
 /// A model answering from a script: (conversation, turn) → tool calls.
 #[derive(Clone, Default)]
@@ -81,7 +81,17 @@ pub struct Script {
 
 impl Script {
     pub fn on(&self, conv: &str, turn: u32, calls: Vec<Value>) -> &Self {
-        self.turns.lock().unwrap().insert((conv.to_string(), turn), calls);
+        self.turns.lock().unwrap().insert((conv.to_string(), turn, false), calls);
+        self
+    }
+
+    /// The reply's text when the request asks for structured output (`response_format`
+    /// json_schema), as a server that honours it would constrain it. The server checks that
+    /// the text is a call of a tool the schema offers (else it answers 400, failing the test);
+    /// a request without `response_format` gets the `on` answer, as from a server that
+    /// ignores the parameter.
+    pub fn on_constrained(&self, conv: &str, turn: u32, reply: &str) -> &Self {
+        self.turns.lock().unwrap().insert((conv.to_string(), turn, true), vec![text(reply)]);
         self
     }
 
@@ -100,7 +110,25 @@ impl Respond for Script {
         let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
         self.requests.lock().unwrap().push(body.clone());
         let (conv, turn) = conversation_of(&body);
-        let Some(calls) = self.turns.lock().unwrap().get(&(conv.clone(), turn)).cloned() else {
+        let schema = &body["response_format"]["json_schema"]["schema"];
+        let constrained =
+            if schema.is_null() { None } else { self.turns.lock().unwrap().get(&(conv.clone(), turn, true)).cloned() };
+        if let Some(reply) = &constrained {
+            let said: Value = serde_json::from_str(reply[0]["text"].as_str().unwrap_or("")).unwrap_or_default();
+            let offered = schema["oneOf"].as_array().cloned().unwrap_or_default();
+            let fits = offered.iter().any(|o| {
+                o["properties"]["name"]["const"] == said["name"]
+                    && o["properties"]["arguments"]["type"] == "object"
+                    && said["arguments"].is_object()
+            });
+            if !fits {
+                return ResponseTemplate::new(400).set_body_json(
+                    json!({"error": {"message": format!("the scripted reply {said} does not fit the schema {schema}")}}),
+                );
+            }
+        }
+        let Some(calls) = constrained.or_else(|| self.turns.lock().unwrap().get(&(conv.clone(), turn, false)).cloned())
+        else {
             return ResponseTemplate::new(400)
                 .set_body_json(json!({"error": {"message": format!("no script for {conv} turn {turn}")}}));
         };

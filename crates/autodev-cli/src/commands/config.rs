@@ -93,6 +93,7 @@ pub fn config_check(home: &Path, config: Option<&Path>, repo: Option<&Path>) -> 
                 autodev_engine::ToolCallMode::Auto => "auto",
                 autodev_engine::ToolCallMode::Native => "native",
                 autodev_engine::ToolCallMode::Text => "text",
+                autodev_engine::ToolCallMode::Schema => "schema",
             }
         );
     }

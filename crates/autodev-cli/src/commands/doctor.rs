@@ -250,12 +250,18 @@ async fn sandbox(home: &Path, cfg: &FileConfig) -> bool {
 }
 
 /// Sends one tiny request with one tool to the model runs would use, and says whether a
-/// native tool call came back.
+/// native tool call came back; when none did, asks again with the reply constrained by the
+/// server's structured output (`tool_calls = "schema"`) and says which mode the server needs.
 async fn probe_tool_calls(provider: &str, cfg: &FileConfig, base: &str) -> Result<String, String> {
     use autodev_domain::{CallMeta, Message, ModelRequest, ToolSpec};
     let model = cfg.model.clone().unwrap_or_else(|| provider::default_model(provider).to_string());
     let client = provider::build(provider, cfg, None, None)?;
-    let request = ModelRequest {
+    let ping = ToolSpec {
+        name: "ping".into(),
+        description: "Answers pong.".into(),
+        parameters: serde_json::json!({"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": false}),
+    };
+    let mut request = ModelRequest {
         model: model.clone(),
         messages: vec![
             Message::system(
@@ -263,24 +269,50 @@ async fn probe_tool_calls(provider: &str, cfg: &FileConfig, base: &str) -> Resul
             ),
             Message::user("ping"),
         ],
-        tools: vec![ToolSpec {
-            name: "ping".into(),
-            description: "Answers pong.".into(),
-            parameters: serde_json::json!({"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": false}),
-        }],
+        tools: vec![ping.clone()],
         max_output_tokens: 64,
         meta: CallMeta { conversation: "doctor".into(), turn: 0 },
+        response_schema: None,
     };
-    match tokio::time::timeout(Duration::from_secs(60), client.complete(&request)).await {
-        Err(_) => Err(format!("`{model}` at {base} did not answer a tool-call request within 60 s")),
-        Ok(Err(e)) => Err(format!("`{model}` at {base}: a tool-call request failed: {e}")),
-        Ok(Ok(resp)) if resp.message.tool_calls.iter().any(|c| c.name == "ping") => {
-            Ok(format!("`{model}` at {base} answered a tool-call request with a native tool call"))
+    let ask = |request: ModelRequest| {
+        let client = client.clone();
+        async move {
+            match tokio::time::timeout(Duration::from_secs(60), client.complete(&request)).await {
+                Err(_) => Err(format!("`{}` at {base} did not answer a tool-call request within 60 s", request.model)),
+                Ok(Err(e)) => Err(format!("`{}` at {base}: a tool-call request failed: {e}", request.model)),
+                Ok(Ok(resp)) => Ok(resp),
+            }
         }
-        Ok(Ok(resp)) => Err(format!(
-            "`{model}` at {base} answered in text, without a native tool call ({:?}): agents need tool calls; it may not support them on this server (for llama.cpp: start it with `--jinja` and use a tool-capable model; for Ollama: a model with tool support)",
-            resp.message.content.chars().take(60).collect::<String>()
+    };
+    let native = ask(request.clone()).await?;
+    if native.message.tool_calls.iter().any(|c| c.name == "ping") {
+        return Ok(format!("`{model}` at {base} answered a tool-call request with a native tool call"));
+    }
+    let said = native.message.content.chars().take(60).collect::<String>();
+    let unconstrained = format!("`{model}` at {base} answered in text, without a native tool call ({said:?})");
+    if !client.structured_output() {
+        return Err(format!(
+            "{unconstrained}: agents need tool calls; it may not support them on this server (for llama.cpp: start it with `--jinja` and use a tool-capable model; for Ollama: a model with tool support)"
+        ));
+    }
+    // The same question, the tool described in the prompt and the reply constrained to a call.
+    request.messages[0].content.push_str(&autodev_engine::prompts::text_tools(std::slice::from_ref(&ping)));
+    request.response_schema = Some(autodev_engine::prompts::reply_schema(std::slice::from_ref(&ping)));
+    request.tools.clear();
+    let constrained = ask(request).await;
+    let valid = constrained.as_ref().ok().and_then(|r| {
+        let v: serde_json::Value = serde_json::from_str(r.message.content.trim()).ok()?;
+        (v["name"] == "ping" && v["arguments"]["echo"].is_string()).then_some(())
+    });
+    match (valid, constrained) {
+        (Some(()), _) => Ok(format!(
+            "{unconstrained}; constrained by structured output (response_format) it made a valid tool call: runs use tool_calls = \"schema\" (`auto` turns to it after the first text reply; set it to skip that turn)"
         )),
+        (None, Ok(r)) => Err(format!(
+            "{unconstrained}, and constrained by structured output it still did not ({:?}): this server ignores `response_format`; for llama.cpp start it with `--jinja`, for Ollama use 0.5 or later, or use a tool-capable model",
+            r.message.content.chars().take(60).collect::<String>()
+        )),
+        (None, Err(e)) => Err(format!("{unconstrained}; a request with structured output failed too: {e}")),
     }
 }
 

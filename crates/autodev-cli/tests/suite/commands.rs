@@ -611,18 +611,36 @@ async fn without_a_terminal_each_model_call_gets_a_line_and_runs_show_keeps_even
 }
 
 /// Regression: doctor said a provider was fine because `GET /v1/models` answered, while the
-/// model never made a tool call.
+/// model never made a tool call. A model that answers in text is asked again with structured
+/// output (issue 27), and doctor says which mode the server needs.
 #[tokio::test(flavor = "multi_thread")]
 async fn doctor_asks_the_model_for_a_tool_call() {
     let dir = tempfile::tempdir().unwrap();
     let repo = make_repo(dir.path());
     let home = dir.path().join("home");
-    for (answer, want) in [
-        (call("ping", json!({"echo": "pong"})), "[ok  ] provider openai    `gpt-4.1-mini` at "),
-        (autodev_testkit::text("pong"), "[warn] provider openai    `gpt-4.1-mini` at "),
+    let pong = r#"{"name": "ping", "arguments": {"echo": "pong"}}"#;
+    for (answer, constrained, want, said, asked) in [
+        (call("ping", json!({"echo": "pong"})), None, "[ok  ] provider openai", "with a native tool call", 1),
+        (
+            autodev_testkit::text("pong"),
+            Some(pong),
+            "[ok  ] provider openai",
+            "constrained by structured output (response_format) it made a valid tool call: runs use tool_calls = \"schema\"",
+            2,
+        ),
+        (
+            autodev_testkit::text("pong"),
+            None,
+            "[warn] provider openai",
+            "and constrained by structured output it still did not (\"pong\"): this server ignores `response_format`",
+            2,
+        ),
     ] {
         let script = Script::default();
         script.on("doctor", 0, vec![answer]);
+        if let Some(reply) = constrained {
+            script.on_constrained("doctor", 0, reply);
+        }
         let server = script.serve(std::time::Duration::ZERO).await;
         let (_, stdout, stderr) = output(
             autodev(&home)
@@ -631,14 +649,10 @@ async fn doctor_asks_the_model_for_a_tool_call() {
                 .env("AUTODEV_MODEL", "gpt-4.1-mini")
                 .env("OPENAI_BASE_URL", format!("{}/v1", server.uri())),
         );
-        assert!(stdout.contains(want), "want `{want}` in:\n{stdout}{stderr}");
-        let said = if want.starts_with("[ok") {
-            "with a native tool call"
-        } else {
-            "answered in text, without a native tool call"
-        };
-        assert!(stdout.contains(said), "{stdout}");
-        assert_eq!(script.requests_for("doctor").len(), 1);
+        let line = stdout.lines().find(|l| l.contains("provider openai")).unwrap_or_default();
+        assert!(line.starts_with(want) && line.contains("`gpt-4.1-mini` at "), "want `{want}` in:\n{stdout}{stderr}");
+        assert!(line.contains(said), "want `{said}` in:\n{line}");
+        assert_eq!(script.requests_for("doctor").len(), asked);
     }
 }
 

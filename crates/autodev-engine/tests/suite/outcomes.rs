@@ -328,3 +328,103 @@ async fn in_the_text_mode_tool_calls_written_as_text_are_run_and_answered_in_tex
     let tasks = app.engine.store().tasks(&id).await.unwrap();
     assert_eq!(tasks[0].summary.as_deref(), Some("wrote it"));
 }
+
+/// The calls a request's reply schema offers (`response_format`), by name.
+fn offered_names(request: &serde_json::Value) -> Vec<String> {
+    let schema = &request["response_format"]["json_schema"]["schema"];
+    schema["oneOf"]
+        .as_array()
+        .map(|o| o.iter().filter_map(|b| b["properties"]["name"]["const"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// Issue 27: `tool_calls = "schema"` asks for every reply as one JSON call constrained by the
+/// server (`response_format` json_schema built from the tools), with the tools in the prompt
+/// instead of the API's tool list; the results go back as text.
+#[tokio::test]
+async fn in_the_schema_mode_each_reply_is_constrained_to_a_call_of_an_offered_tool() {
+    let app = TestApp::new().await;
+    app.script
+        .plan(plan_json()["tasks"].clone())
+        .on_constrained(
+            "task:t1",
+            0,
+            r#"{"name": "write_file", "arguments": {"path": "greeting.txt", "content": "hello\n"}}"#,
+        )
+        .on_constrained("task:t1", 1, r#"{"name": "finish", "arguments": {"summary": "wrote it"}}"#);
+    let mut s = settings();
+    s.tool_calls = autodev_engine::ToolCallMode::Schema;
+    let (id, outcome) = app.run(s, "# Greet").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    let requests = app.script.requests_for("task:t1");
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert!(r.get("tools").is_none(), "the tools are in the prompt, not the API's list: {r}");
+        let names = offered_names(r);
+        for tool in ["read_file", "write_file", "edit_file", "run", "finish"] {
+            assert!(names.iter().any(|n| n == tool), "{tool} offered: {names:?}");
+        }
+        let write = r["response_format"]["json_schema"]["schema"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["properties"]["name"]["const"] == "write_file")
+            .unwrap()
+            .clone();
+        assert_eq!(write["properties"]["arguments"]["required"], json!(["path", "content"]), "{write}");
+        assert_eq!(write["required"], json!(["name", "arguments"]));
+    }
+    let system = requests[0]["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("# Calling tools") && system.contains("`write_file`"), "{system}");
+    let last = requests[1]["messages"].as_array().unwrap().last().unwrap().clone();
+    assert!(last["content"].as_str().unwrap().starts_with("Result of `write_file`:\ncreated `greeting.txt`"), "{last}");
+    // The planner, in the same mode, was constrained to its own tools.
+    let planner = &app.script.requests_for("planner")[0];
+    assert!(offered_names(planner).contains(&"submit_plan".to_string()), "{planner}");
+}
+
+/// Issue 27: in `auto`, a model that answers in text before it ever called a tool (the 1.5B
+/// model called a tool named after its task) is asked again with constrained replies, and the
+/// run goes on; a server that ignores `response_format` ends as before, with the advice.
+#[tokio::test]
+async fn auto_turns_to_constrained_replies_after_a_text_reply_and_says_so_when_ignored() {
+    for honoured in [true, false] {
+        let app = TestApp::new().await;
+        app.script
+            .plan(plan_json()["tasks"].clone())
+            .on("task:t1", 0, vec![text(r#"{"name": "t1", "arguments": {}}"#)])
+            .on("task:t1", 1, vec![text("I will now write the greeting.")]);
+        if honoured {
+            app.script
+                .on_constrained(
+                    "task:t1",
+                    1,
+                    r#"{"name": "write_file", "arguments": {"path": "greeting.txt", "content": "hello\n"}}"#,
+                )
+                .on_constrained("task:t1", 2, r#"{"name": "finish", "arguments": {"summary": "wrote it"}}"#);
+        }
+        let (id, outcome) = app.run(settings(), "# Greet").await;
+        let requests = app.script.requests_for("task:t1");
+        assert!(requests[0].get("response_format").is_none() && requests[0].get("tools").is_some());
+        assert!(offered_names(&requests[1]).contains(&"write_file".to_string()), "{}", requests[1]);
+        let switch =
+            requests[1]["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_string();
+        assert!(switch.starts_with("Your reply did not call a tool.") && switch.contains("`finish`"), "{switch}");
+        let warned = app.events(&id).await.iter().any(|e| {
+            matches!(&e.kind, autodev_domain::EventKind::Warning { message } if message.contains("constrained to tool calls"))
+        });
+        assert!(warned);
+        if honoured {
+            assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+            assert_eq!(requests.len(), 3);
+        } else {
+            assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+            let reason = app.reason(&id).await;
+            assert!(
+                reason.contains("answered 2 times without calling a tool")
+                    && reason.contains("tool_calls = \"schema\""),
+                "{reason}"
+            );
+        }
+    }
+}

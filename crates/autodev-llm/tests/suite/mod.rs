@@ -35,5 +35,6 @@ pub fn request(model: &str) -> ModelRequest {
         }],
         max_output_tokens: 1024,
         meta: CallMeta { conversation: "task:t1".into(), turn: 1 },
+        response_schema: None,
     }
 }
