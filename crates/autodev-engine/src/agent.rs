@@ -280,11 +280,15 @@ impl<'a, 's> AgentLoop<'a, 's> {
         let run_id = ctx.run.id.as_str();
         let conv = spec.conversation.as_str();
         let mode = ctx.settings.tool_calls;
+        let mut tools = tool_specs(spec.kind, spec.toolbox);
+        if ctx.compact() {
+            tools = prompts::compact_tools(tools);
+        }
         let mut opening = spec.header.clone();
         if matches!(mode, ToolCallMode::Text | ToolCallMode::Schema)
             && let Some(first) = opening.first_mut()
         {
-            first.content.push_str(&prompts::text_tools(&tool_specs(spec.kind, spec.toolbox)));
+            first.content.push_str(&prompts::text_tools(&tools));
         }
         let header_json = serde_json::to_string(&opening).map_err(autodev_store::StoreError::from)?;
         let header: Vec<Message> = serde_json::from_str(&store.put_conversation(run_id, conv, &header_json).await?)
@@ -302,16 +306,11 @@ impl<'a, 's> AgentLoop<'a, 's> {
                 finished_tools.insert((t.turn as u32, t.idx as u32), (t.result.unwrap_or_default(), t.is_error));
             }
         }
-        let tools = tool_specs(spec.kind, spec.toolbox);
         let tools_tokens: u64 =
             tools.iter().map(|t| (t.description.len() + t.parameters.to_string().len()) as u64 / 4 + 8).sum();
-        let window =
-            ctx.settings.context_window.unwrap_or_else(|| ctx.engine.prices.context_window(&ctx.settings.model));
-        let budget = window
-            .saturating_sub(ctx.settings.max_output_tokens as u64)
-            .saturating_sub(tools_tokens)
-            .saturating_mul(95)
-            / 100;
+        let window = ctx.window();
+        let budget =
+            window.saturating_sub(ctx.max_output_tokens() as u64).saturating_sub(tools_tokens).saturating_mul(95) / 100;
         let reply_schema = (mode == ToolCallMode::Schema).then(|| prompts::reply_schema(&tools));
         Ok(Self {
             ctx,
@@ -445,7 +444,7 @@ impl<'a, 's> AgentLoop<'a, 's> {
             },
             // Constrained replies carry their calls in text: the tools are in the prompt.
             tools: if self.reply_schema.is_some() { Vec::new() } else { std::mem::take(&mut self.tools) },
-            max_output_tokens: ctx.settings.max_output_tokens,
+            max_output_tokens: ctx.max_output_tokens(),
             meta: CallMeta { conversation: self.spec.conversation.clone(), turn },
             response_schema: self.reply_schema.clone(),
         };

@@ -31,7 +31,35 @@ pub(crate) struct RunCtx {
     pub code: Arc<tokio::sync::OnceCell<Option<Arc<crate::code::Searcher>>>>,
 }
 
+/// A context window this small (in tokens) or smaller gets the compact prompts and tool
+/// descriptions, and tool outputs and the planner's view sized to it.
+pub(crate) const COMPACT_WINDOW: u64 = 16_384;
+
 impl RunCtx {
+    /// The model's context window in tokens: `context_window` from the configuration, else
+    /// the price table's (128k for a model it does not know).
+    pub fn window(&self) -> u64 {
+        self.settings.context_window.unwrap_or_else(|| self.engine.prices.context_window(&self.settings.model))
+    }
+
+    /// The output a call asks for: `max_output_tokens`, but at most a quarter of the window,
+    /// so a small window (8k, with the default 8,192) still has room for the conversation.
+    pub fn max_output_tokens(&self) -> u32 {
+        let quarter = u32::try_from(self.window() / 4).unwrap_or(u32::MAX).max(256);
+        self.settings.max_output_tokens.min(quarter)
+    }
+
+    /// Whether the prompts take their compact form (a window of at most [`COMPACT_WINDOW`]).
+    pub fn compact(&self) -> bool {
+        self.window() <= COMPACT_WINDOW
+    }
+
+    /// Characters one tool output or the planner's repository view may fill: about a quarter
+    /// of the window (at four characters a token).
+    pub fn output_budget(&self) -> usize {
+        usize::try_from(self.window()).unwrap_or(usize::MAX)
+    }
+
     pub fn worktree(&self, name: &str) -> PathBuf {
         self.dir.join("worktrees").join(name)
     }

@@ -68,23 +68,35 @@ const SPEC_QUERY_CHARS: usize = 2_000;
 /// chunks of the code index most relevant to the spec as well.
 /// `git` is the worktree's (checked) git; key files are read through a handle on the
 /// worktree, so a committed symlink to a file outside it is not followed into the prompt.
+///
+/// The view fills at most about `budget` characters (a share of the model's window): the
+/// file list stops at half of it, each key file's head at an eighth.
 pub async fn repo_view(
     git: &autodev_workspace::Git,
     worktree: &Path,
     relevant: Option<(&crate::code::Searcher, &str)>,
+    budget: usize,
 ) -> String {
     let root = autodev_workspace::fsops::Root::open(worktree).ok();
     let files = git.run(&["ls-files"]).await.unwrap_or_default();
     let all: Vec<&str> = files.lines().collect();
     let mut out = String::from("## Files\n");
+    let mut listed = 0;
     for f in all.iter().take(LISTED_FILES) {
+        if out.len() + f.len() > budget / 2 {
+            break;
+        }
         out.push_str(f);
         out.push('\n');
+        listed += 1;
+    }
+    if all.len() > listed {
+        out.push_str(&format!("... and {} more files (list_files shows them)\n", all.len() - listed));
     }
     if all.len() > LISTED_FILES {
-        out.push_str(&format!("... and {} more files\n", all.len() - LISTED_FILES));
         if let Some((searcher, spec)) = relevant {
-            out.push_str(&relevant_view(searcher, spec).await);
+            let view = relevant_view(searcher, spec).await;
+            out.extend(view.chars().take(budget / 4));
         }
     }
     for name in KEY_FILES {
@@ -92,7 +104,7 @@ pub async fn repo_view(
             continue;
         };
         let text = String::from_utf8_lossy(&bytes);
-        let cut: String = text.chars().take(3_000).collect();
+        let cut: String = text.chars().take((budget / 8).min(3_000)).collect();
         out.push_str(&format!("\n## {name}\n```\n{cut}\n```\n"));
     }
     out

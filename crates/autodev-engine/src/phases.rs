@@ -59,6 +59,7 @@ fn toolbox(ctx: &RunCtx, dir: &std::path::Path) -> Result<ToolBox> {
     };
     Ok(tb
         .with_default_timeout(Duration::from_secs(ctx.settings.command_timeout_secs))
+        .with_read_budget(ctx.output_budget())
         .with_protected(protected(ctx)?)
         .with_code_search(Arc::new(index)))
 }
@@ -148,8 +149,10 @@ async fn plan(ctx: &Arc<RunCtx>) -> Result<()> {
             // used.
             let tracked = git.run(&["ls-files"]).await.unwrap_or_default().lines().count();
             let index = if tracked > detect::LISTED_FILES { ctx.code_index(&wt).await } else { None };
-            let view = detect::repo_view(&git, &wt, index.as_deref().map(|s| (s, run.spec.as_str()))).await;
-            let mut header = prompts::planner(&run.spec, &view, &ctx.settings.test_command);
+            let view =
+                detect::repo_view(&git, &wt, index.as_deref().map(|s| (s, run.spec.as_str())), ctx.output_budget())
+                    .await;
+            let mut header = prompts::planner(&run.spec, &view, &ctx.settings.test_command, ctx.compact());
             if let Some((round, comment, rejected)) = &revision {
                 header.push(autodev_domain::Message::user(prompts::plan_revision(*round, rejected, comment)));
             }
@@ -355,7 +358,7 @@ async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<TaskEnd
         ctx,
         AgentSpec {
             conversation: format!("task:{key}"),
-            header: prompts::task(&ctx.run.spec, plan, &planned, &ctx.settings.test_command),
+            header: prompts::task(&ctx.run.spec, plan, &planned, &ctx.settings.test_command, ctx.compact()),
             kind: AgentKind::Coder,
             toolbox: &tb,
             max_steps: ctx.settings.max_steps,
@@ -476,7 +479,7 @@ async fn merge_task_into(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_
         ctx,
         AgentSpec {
             conversation: format!("merge:{}", task.id),
-            header: prompts::merge(task, &conflicted, &ctx.settings.test_command),
+            header: prompts::merge(task, &conflicted, &ctx.settings.test_command, ctx.compact()),
             kind: AgentKind::Coder,
             toolbox: &tb,
             max_steps: ctx.settings.max_steps,
@@ -569,11 +572,11 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
                         }
                     }
                 };
-                let (spec, test_command) = (&ctx.run.spec, &ctx.settings.test_command);
+                let (spec, test_command, compact) = (&ctx.run.spec, &ctx.settings.test_command, ctx.compact());
                 match why {
-                    Repair::Tests(text) => prompts::repair(spec, plan.as_ref(), round, test_command, &text),
+                    Repair::Tests(text) => prompts::repair(spec, plan.as_ref(), round, test_command, &text, compact),
                     Repair::Evidence(finding) => {
-                        prompts::evidence_repair(spec, plan.as_ref(), round, test_command, &finding)
+                        prompts::evidence_repair(spec, plan.as_ref(), round, test_command, &finding, compact)
                     }
                 }
             };

@@ -37,10 +37,25 @@ pub fn submit_plan_spec() -> ToolSpec {
     }
 }
 
-pub fn planner(spec: &str, repo_view: &str, test_command: &str) -> Vec<Message> {
-    vec![
-        Message::system(format!(
-            "You are the planner of Autodev, which turns a spec into a tested change on a git branch.\n\
+/// The planner's opening; `compact` for a small context window (the same instructions in
+/// about a third of the words).
+pub fn planner(spec: &str, repo_view: &str, test_command: &str, compact: bool) -> Vec<Message> {
+    let system = if compact {
+        format!(
+            "You plan code changes for Autodev. Split the spec into one to five tasks (a DAG through \
+             depends_on); coding agents do them in parallel. Each task: an id, an imperative title, what to \
+             change and where, acceptance criteria, and the test to add that fails without it. Explore with \
+             list_files, read_file and search, then call submit_plan. Tests run with: `{test_command}`."
+        )
+    } else {
+        planner_system(test_command)
+    };
+    vec![Message::system(system), Message::user(format!("# Spec\n\n{spec}\n\n# Repository\n\n{repo_view}"))]
+}
+
+fn planner_system(test_command: &str) -> String {
+    format!(
+        "You are the planner of Autodev, which turns a spec into a tested change on a git branch.\n\
              Break the spec into a small DAG of tasks that coding agents will carry out, each in its own \
              worktree, in parallel where dependencies allow. Prefer few, coherent tasks (one to five); \
              make a task depend on another only when it needs that task's changes. Tasks that edit the \
@@ -49,9 +64,7 @@ pub fn planner(spec: &str, repo_view: &str, test_command: &str) -> Vec<Message> 
              it: say in the task's description which test to add.\n\
              You may explore the repository with list_files, read_file and search. Then call submit_plan.\n\
              The project's tests run with: `{test_command}`."
-        )),
-        Message::user(format!("# Spec\n\n{spec}\n\n# Repository\n\n{repo_view}")),
-    ]
+    )
 }
 
 /// What the planner is told when a reviewer rejected its plan with a comment.
@@ -73,7 +86,15 @@ fn plan_overview(plan: &Plan) -> String {
     out
 }
 
-fn coder_system(test_command: &str) -> String {
+fn coder_system(test_command: &str, compact: bool) -> String {
+    if compact {
+        return format!(
+            "You are a software engineer working with tools in a git worktree. Read before you write; make \
+             the smallest change that meets the criteria. edit_file changes a file, write_file creates one. \
+             Each run command is a fresh sandboxed shell (no network). Run `{test_command}` before you \
+             finish and fix what fails. Do not commit. End with finish and a short summary."
+        );
+    }
     format!(
         "You are a careful software engineer working through tools in a git worktree of the project.\n\
          Read before you write; make the smallest change that meets the acceptance criteria; keep the \
@@ -84,14 +105,14 @@ fn coder_system(test_command: &str) -> String {
     )
 }
 
-pub fn task(spec: &str, plan: &Plan, task: &PlannedTask, test_command: &str) -> Vec<Message> {
+pub fn task(spec: &str, plan: &Plan, task: &PlannedTask, test_command: &str, compact: bool) -> Vec<Message> {
     let acceptance = if task.acceptance.is_empty() {
         "- (none given: the spec and the tests decide)".to_string()
     } else {
         task.acceptance.iter().map(|a| format!("- {a}")).collect::<Vec<_>>().join("\n")
     };
     vec![
-        Message::system(coder_system(test_command)),
+        Message::system(coder_system(test_command, compact)),
         Message::user(format!(
             "# Spec\n\n{spec}\n\n# Plan\n\n{}\n# Your task: {} — {}\n\n{}\n\nAcceptance criteria:\n{acceptance}\n\n\
              Other tasks of the plan are done by other agents; stay within yours.",
@@ -103,11 +124,19 @@ pub fn task(spec: &str, plan: &Plan, task: &PlannedTask, test_command: &str) -> 
     ]
 }
 
-pub fn repair(spec: &str, plan: Option<&Plan>, round: u32, test_command: &str, failure: &str) -> Vec<Message> {
+pub fn repair(
+    spec: &str,
+    plan: Option<&Plan>,
+    round: u32,
+    test_command: &str,
+    failure: &str,
+    compact: bool,
+) -> Vec<Message> {
     repair_round(
         spec,
         plan,
         test_command,
+        compact,
         format!(
             "Failing tests (repair round {round})\n\n\
              The change for this spec is in the worktree, but `{test_command}` fails:\n\n```\n{failure}\n```\n\n\
@@ -119,11 +148,19 @@ pub fn repair(spec: &str, plan: Option<&Plan>, round: u32, test_command: &str, f
 
 /// A repair round for tests that pass but prove nothing: a test that fails without the change
 /// is wanted.
-pub fn evidence_repair(spec: &str, plan: Option<&Plan>, round: u32, test_command: &str, finding: &str) -> Vec<Message> {
+pub fn evidence_repair(
+    spec: &str,
+    plan: Option<&Plan>,
+    round: u32,
+    test_command: &str,
+    finding: &str,
+    compact: bool,
+) -> Vec<Message> {
     repair_round(
         spec,
         plan,
         test_command,
+        compact,
         format!(
             "Missing evidence (repair round {round})\n\n\
              The change for this spec is in the worktree and `{test_command}` passes, but nothing shows that \
@@ -136,17 +173,17 @@ pub fn evidence_repair(spec: &str, plan: Option<&Plan>, round: u32, test_command
 }
 
 /// The opening of a repair round: the spec, the plan done, and what the round is for.
-fn repair_round(spec: &str, plan: Option<&Plan>, test_command: &str, section: String) -> Vec<Message> {
+fn repair_round(spec: &str, plan: Option<&Plan>, test_command: &str, compact: bool, section: String) -> Vec<Message> {
     let plan = plan.map(plan_overview).unwrap_or_default();
     vec![
-        Message::system(coder_system(test_command)),
+        Message::system(coder_system(test_command, compact)),
         Message::user(format!("# Spec\n\n{spec}\n\n# Plan (done)\n\n{plan}\n# {section}")),
     ]
 }
 
-pub fn merge(task: &PlannedTask, files: &[String], test_command: &str) -> Vec<Message> {
+pub fn merge(task: &PlannedTask, files: &[String], test_command: &str, compact: bool) -> Vec<Message> {
     vec![
-        Message::system(coder_system(test_command)),
+        Message::system(coder_system(test_command, compact)),
         Message::user(format!(
             "# Merge conflict\n\nMerging task {} — {} into the run branch left conflict markers \
              (<<<<<<<, =======, >>>>>>>) in:\n{}\n\nResolve every conflict so both sides' intent is kept, \
@@ -156,6 +193,33 @@ pub fn merge(task: &PlannedTask, files: &[String], test_command: &str) -> Vec<Me
             files.iter().map(|f| format!("- {f}")).collect::<Vec<_>>().join("\n")
         )),
     ]
+}
+
+/// Tool definitions for a small window: each description cut to its first sentence, and the
+/// parameters' own descriptions dropped (their names and types stay).
+pub fn compact_tools(tools: Vec<ToolSpec>) -> Vec<ToolSpec> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.get("type").and_then(|t| t.as_str()).is_some() {
+                    map.remove("description");
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    tools
+        .into_iter()
+        .map(|mut t| {
+            if let Some(end) = t.description.find(". ") {
+                t.description.truncate(end + 1);
+            }
+            strip(&mut t.parameters);
+            t
+        })
+        .collect()
 }
 
 /// The schema a constrained reply follows (`tool_calls = "schema"`): one object naming one of

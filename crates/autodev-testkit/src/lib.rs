@@ -47,7 +47,7 @@ pub fn conversation_of(body: &Value) -> (String, u32) {
     let turn = messages.iter().filter(|m| m["role"] == "assistant").count() as u32;
     let conv = if text.contains("Autodev doctor is checking") {
         "doctor".to_string()
-    } else if text.contains("You are the planner") {
+    } else if text.contains("You are the planner") || text.contains("You plan code changes for Autodev") {
         // A revision (a rejected plan sent back with a comment) is a conversation of its own.
         match text.split("revision ").nth(1).and_then(|r| r.split(' ').next()) {
             Some(round) if text.contains("# A reviewer rejected the previous plan") => format!("planner:r{round}"),

@@ -55,6 +55,8 @@ pub struct ToolBox {
     max_timeout: Duration,
     protected: Option<Arc<crate::protect::Protected>>,
     code_search: Option<Arc<dyn CodeSearch>>,
+    /// Bytes one `read_file` returns at most (sized to the model's window by the engine).
+    read_budget: usize,
 }
 
 /// The version of the agent tool interface: v1 plus `search_code` (additive).
@@ -158,6 +160,7 @@ impl ToolBox {
             max_timeout: Duration::from_secs(1800),
             protected: None,
             code_search: None,
+            read_budget: MAX_READ_BYTES,
         })
     }
 
@@ -241,6 +244,13 @@ impl ToolBox {
                 ))
             }),
         }
+    }
+
+    /// Caps what one `read_file` returns (at most the default 100 KiB), so a small model's
+    /// window is not filled by one read; the rest is read on with `offset`.
+    pub fn with_read_budget(mut self, bytes: usize) -> Self {
+        self.read_budget = bytes.clamp(1024, MAX_READ_BYTES);
+        self
     }
 
     pub fn with_default_timeout(mut self, timeout: Duration) -> Self {
@@ -404,7 +414,7 @@ impl ToolBox {
         let mut out = String::new();
         let mut last = offset - 1;
         for (i, line) in text.lines().enumerate().skip(offset - 1).take(limit) {
-            if out.len() > MAX_READ_BYTES {
+            if out.len() > self.read_budget {
                 break;
             }
             let _ = writeln!(out, "{:>6}\t{}", i + 1, line);

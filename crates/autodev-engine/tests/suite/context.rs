@@ -18,7 +18,7 @@ async fn a_long_task_is_kept_inside_a_small_context_window() {
         app.script.on(
             "task:t1",
             turn,
-            vec![call("read_file", json!({"path": "big.txt", "offset": turn * 400 + 1, "limit": 400}))],
+            vec![call("read_file", json!({"path": "big.txt", "offset": turn * 250 + 1, "limit": 250}))],
         );
     }
     app.script.on("task:t1", 6, vec![write("greeting.txt", "hello\n"), finish("ok")]);
@@ -56,5 +56,60 @@ async fn a_long_task_is_kept_inside_a_small_context_window() {
     // The latest tool result is always whole.
     let last = requests.last().unwrap()["messages"].as_array().unwrap().last().unwrap().clone();
     let last = last["content"].as_str().unwrap();
-    assert!(last.starts_with("  2001\t") && last.contains("line 2399 of a big"), "{}", &last[..100]);
+    assert!(last.starts_with("  1251\t") && last.contains("line 1499 of a big"), "{}", &last[..100]);
+}
+
+/// Issue 27: with an 8k window (a small local model), the prompts and tool definitions take
+/// their compact form, the planner's view of a repository with many files and one read of a
+/// big file are sized to the window, and the opening requests leave most of it for the work.
+#[tokio::test]
+async fn an_8k_window_gets_compact_prompts_and_outputs_sized_to_it() {
+    let mut sizes = Vec::new();
+    for window in [None, Some(8_192)] {
+        let app = TestApp::new().await;
+        let big: String = (0..1_500).map(|i| format!("line {i} of a big generated file\n")).collect();
+        std::fs::write(app.repo.join("big.txt"), &big).unwrap();
+        for i in 0..300 {
+            let dir = app.repo.join(format!("pkg/module_{:03}", i / 10));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("file_number_{i:03}.py")), "x = 1\n").unwrap();
+        }
+        git(&app.repo, &["add", "-A"]);
+        git(&app.repo, &["commit", "--quiet", "-m", "many files"]);
+        app.script
+            .plan(json!([{"id": "t1", "title": "Greet", "description": "", "depends_on": [], "acceptance": []}]))
+            .on("task:t1", 0, vec![call("read_file", json!({"path": "big.txt"}))])
+            .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+        let mut s = settings();
+        s.context_window = window;
+        let (id, outcome) = app.run(s, "# Greet").await;
+        let said = app.script.requests_for("task:t1").iter().map(|r| tool_results(r).join(" | ")).collect::<Vec<_>>();
+        assert_eq!(outcome, succeeded(), "{window:?} {}: {said:?}", app.reason(&id).await);
+        let planner = app.script.requests_for("planner")[0].clone();
+        let task = app.script.requests_for("task:t1");
+        let read = tool_results(&task[1]).last().cloned().unwrap();
+        let tools = task[0]["tools"].to_string();
+        let (planner_chars, task_chars) = (planner.to_string().len(), task[0].to_string().len());
+        sizes.push((planner_chars, task_chars, read.len()));
+        if window.is_none() {
+            assert!(read.contains("line 1499 of a big"), "a default read is whole");
+            assert!(tools.contains("First line to read (1-based)."), "{tools}");
+            continue;
+        }
+        // The compact opening: the system prompts are short, the tools carry no parameter
+        // descriptions, and each opening request is well under a quarter of the window.
+        let system = planner["messages"][0]["content"].as_str().unwrap();
+        assert!(system.starts_with("You plan code changes for Autodev.") && system.len() < 600, "{system}");
+        let coder = task[0]["messages"][0]["content"].as_str().unwrap();
+        assert!(coder.starts_with("You are a software engineer") && coder.len() < 500, "{coder}");
+        assert!(!tools.contains("First line to read") && tools.contains("\"offset\""), "{tools}");
+        assert!(planner_chars / 4 < 8_192 / 2 && task_chars / 4 < 8_192 / 4, "{planner_chars} {task_chars}");
+        let view = planner["messages"][1]["content"].as_str().unwrap();
+        assert!(view.contains("more files (list_files shows them)"), "{view}");
+        // One read fills about a quarter of the window, and says how to read on.
+        assert!(read.len() <= 8_192 + 200 && read.contains("read on with offset"), "{} chars", read.len());
+    }
+    let (full, compact) = (sizes[0], sizes[1]);
+    eprintln!("request characters (planner opening, coder opening, one read): default {full:?}, 8k window {compact:?}");
+    assert!(compact.0 < full.0 && compact.1 < full.1 && compact.2 < full.2, "{full:?} -> {compact:?}");
 }
