@@ -56,6 +56,50 @@ pub async fn list(home: &Path, limit: i64, json: bool) -> Exit {
     }
 }
 
+/// Each conversation's prompts, from its model calls: how many, the first and the largest
+/// prompt in tokens (as the server counted them), and the window they had to fit.
+struct Prompts {
+    conversation: String,
+    calls: u32,
+    first: u64,
+    last: u64,
+    largest: u64,
+}
+
+fn prompts_of(events: &[autodev_domain::Event]) -> Vec<Prompts> {
+    let mut out: Vec<Prompts> = Vec::new();
+    for e in events {
+        let autodev_domain::EventKind::ModelCall { conversation, input_tokens, .. } = &e.kind else { continue };
+        match out.iter_mut().find(|p| &p.conversation == conversation) {
+            Some(p) => {
+                p.calls += 1;
+                p.last = *input_tokens;
+                p.largest = p.largest.max(*input_tokens);
+            }
+            None => out.push(Prompts {
+                conversation: conversation.clone(),
+                calls: 1,
+                first: *input_tokens,
+                last: *input_tokens,
+                largest: *input_tokens,
+            }),
+        }
+    }
+    out
+}
+
+/// The window the run's model had: the run's `context_window`, else the price table's
+/// (with the configuration's overrides when it loads).
+fn window_of(home: &Path, r: &RunRow) -> u64 {
+    let settings = r.settings().ok();
+    if let Some(w) = settings.as_ref().and_then(|s| s.context_window) {
+        return w;
+    }
+    let overrides = crate::config::FileConfig::load(home, None, None).map(|c| c.prices).unwrap_or_default();
+    let model = settings.map(|s| s.model).unwrap_or_default();
+    autodev_llm::PriceTable::with_overrides(&overrides).context_window(&model)
+}
+
 pub async fn show(home: &Path, key: &str, json: bool) -> Exit {
     let inner = async {
         let store = open_store(home).await?;
@@ -76,6 +120,11 @@ pub async fn show(home: &Path, key: &str, json: bool) -> Exit {
             v["tasks"] = tasks
                 .iter()
                 .map(|t| serde_json::json!({"id": t.task_key, "title": t.title, "state": t.state, "depends_on": t.deps(), "summary": t.summary, "reason": t.reason, "commit": t.commit_sha}))
+                .collect();
+            let window = window_of(home, &r);
+            v["prompts"] = prompts_of(&events)
+                .iter()
+                .map(|p| serde_json::json!({"conversation": p.conversation, "calls": p.calls, "first_tokens": p.first, "last_tokens": p.last, "largest_tokens": p.largest, "window": window}))
                 .collect();
             v["events"] = serde_json::to_value(&events).unwrap_or_default();
             println!("{v}");
@@ -100,6 +149,22 @@ pub async fn show(home: &Path, key: &str, json: bool) -> Exit {
         }
         for (name, value) in &links {
             println!("link     {name}: {value}");
+        }
+        let prompts = prompts_of(&events);
+        if !prompts.is_empty() {
+            let window = window_of(home, &r);
+            println!("prompts  (input tokens per model call; window {window})");
+            for p in &prompts {
+                println!(
+                    "  {:<12} {:>3} calls, first {}, last {}, largest {} ({}% of the window)",
+                    p.conversation,
+                    p.calls,
+                    p.first,
+                    p.last,
+                    p.largest,
+                    p.largest * 100 / window.max(1)
+                );
+            }
         }
         if !deliveries.is_empty() {
             println!("delivery");

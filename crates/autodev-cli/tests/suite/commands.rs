@@ -608,6 +608,16 @@ async fn without_a_terminal_each_model_call_gets_a_line_and_runs_show_keeps_even
         .filter_map(|l| l.trim_start().split_once("s  ").and_then(|(t, _)| t.trim().parse::<f64>().ok()))
         .collect();
     assert!(times.len() > 5 && times.last().copied().unwrap_or(0.0) >= 0.6, "{times:?}\n{shown}");
+    // Each conversation's prompt sizes against the model's window (issue 27).
+    assert!(shown.contains("prompts  (input tokens per model call; window 1047576)"), "{shown}");
+    assert!(
+        shown.contains("  task:t1        2 calls, first 1000, last 1000, largest 1000 (0% of the window)"),
+        "{shown}"
+    );
+    let (_, json, _) = output(autodev(&home).args(["runs", "show", &short, "--json"]));
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["prompts"][0]["conversation"], "planner");
+    assert_eq!(v["prompts"][1]["calls"], 2);
 }
 
 /// Regression: doctor said a provider was fine because `GET /v1/models` answered, while the
