@@ -10,7 +10,7 @@ use tantivy::query::QueryParser;
 use tantivy::schema::{
     Field, IndexRecordOption, STORED, STRING, Schema, TantivyDocument, TextFieldIndexing, TextOptions, Value,
 };
-use tantivy::tokenizer::{Language, LowerCaser, Stemmer, TextAnalyzer};
+use tantivy::tokenizer::{Language, LowerCaser, Stemmer, TextAnalyzer, TokenStream};
 use tantivy::{Index, IndexReader, ReloadPolicy, Term, doc};
 
 use crate::chunk::chunk_file;
@@ -35,17 +35,57 @@ pub enum IndexError {
 pub type Result<T> = std::result::Result<T, IndexError>;
 
 /// Bumped when the schema changes: an index of another version is rebuilt.
-const SCHEMA_VERSION: &str = "3";
+const SCHEMA_VERSION: &str = "4";
 
 /// Lines of a definition that make its head (doc and signature), and what the head weighs.
 const HEAD_LINES: usize = 8;
 const HEAD_BOOST: f32 = 3.0;
 
-/// A definition's doc comment or docstring and signature: its first lines, up to the end of
-/// a docstring that starts within them.
+/// A definition's doc comment or docstring and signature: its first lines, and, when a
+/// docstring starts further down (a Python signature spread over many lines, overloads), the
+/// signature's first line and the docstring's first paragraph, so what the doc says is in the
+/// head however long the signature is.
 fn head_of(text: &str) -> String {
-    text.lines().take(HEAD_LINES).collect::<Vec<_>>().join("\n")
+    let lines: Vec<&str> = text.lines().collect();
+    let mut head: Vec<&str> = lines.iter().take(HEAD_LINES).copied().collect();
+    let is_quote = |l: &str| {
+        let t = l.trim_start().trim_start_matches(['r', 'b', 'u', 'R', 'B', 'U']);
+        t.starts_with("\"\"\"") || t.starts_with("\'\'\'")
+    };
+    if let Some(at) = lines.iter().take(DOCSTRING_WITHIN).position(|l| is_quote(l))
+        && at >= HEAD_LINES.saturating_sub(2)
+    {
+        head.truncate(2);
+        for (i, l) in lines[at..].iter().enumerate() {
+            if i > 0 && (l.trim().is_empty() || i >= HEAD_LINES) {
+                break;
+            }
+            head.push(l);
+            let t = l.trim();
+            if i > 0 && (t.ends_with("\"\"\"") || t.ends_with("\'\'\'")) {
+                break;
+            }
+        }
+    }
+    head.join("\n")
 }
+
+/// How far down a definition its docstring is looked for.
+const DOCSTRING_WITHIN: usize = 40;
+
+/// What a chunk's score keeps when it has none of the question's words besides those that
+/// matched (its score is multiplied by this plus the share of the question's words it has).
+const COVERAGE_FLOOR: f32 = 0.5;
+
+/// What a fragment (a constant, a window of lines) scores relative to a whole definition.
+const FRAGMENT_WEIGHT: f32 = 0.75;
+
+/// Words of a question that say nothing about code (after stemming), left out of coverage.
+const STOP_WORDS: &[&str] = &[
+    "a", "about", "an", "and", "are", "as", "at", "be", "by", "can", "do", "doe", "for", "from", "how", "i",
+    "in", "is", "it", "it'", "its", "my", "of", "on", "or", "should", "that", "the", "their", "them", "thi",
+    "this", "to", "what", "when", "where", "which", "whi", "who", "with", "doe", "does",
+];
 
 /// What a test file's chunk scores, relative to code, for a question not about tests.
 const TEST_WEIGHT: f32 = 0.5;
@@ -59,6 +99,15 @@ fn is_test_path(path: &str) -> bool {
         || file.ends_with("_test.py")
         || file.contains(".test.")
         || file.contains(".spec.")
+}
+
+/// Whether a definition is a test by its name: inside a Rust `mod tests`, a Python
+/// `test_` function or `Test` class.
+fn is_test_name(name: &str) -> bool {
+    name.starts_with("tests::")
+        || name.contains("::tests::")
+        || name.rsplit(['.', ':']).next().is_some_and(|n| n.starts_with("test_"))
+        || name.split('.').next().is_some_and(|n| n.starts_with("Test"))
 }
 
 /// A chunk's key in the index and in a vector store.
@@ -383,6 +432,8 @@ impl CodeIndex {
         let wanted = limit.max(1);
         let top = searcher.search(&q, &TopDocs::with_limit(wanted * 4 + 10).order_by_score())?;
         let about_tests = words.split_whitespace().any(|w| w.to_lowercase().starts_with("test"));
+        let mut query_terms = self.terms(&words);
+        query_terms.retain(|t| !STOP_WORDS.contains(&t.as_str()));
         let mut seen = std::collections::HashSet::new();
         let mut hits = Vec::new();
         for (score, addr) in top {
@@ -391,12 +442,38 @@ impl CodeIndex {
             if !seen.insert(hit.text.clone()) {
                 continue;
             }
-            let weight = if !about_tests && is_test_path(&hit.path) { TEST_WEIGHT } else { 1.0 };
-            hits.push(Hit { score: hit.score * weight, ..hit });
+            // Whole definitions (functions, methods, types) above fragments: a constant or a
+            // static, or a window of lines cut from a file no grammar reads.
+            let kind = d.get_first(self.f.kind).and_then(|v| v.as_str()).unwrap_or_default();
+            let whole = !hit.name.is_empty() && !matches!(kind, "const" | "static");
+            let is_test = is_test_path(&hit.path) || is_test_name(&hit.name);
+            let weight = if !about_tests && is_test { TEST_WEIGHT } else { 1.0 };
+            // Coverage (Lucene's classic coordination factor): a chunk that has more of the
+            // question's words ranks above one that repeats a few of them.
+            let coverage = if query_terms.is_empty() {
+                1.0
+            } else {
+                let have = self.terms(&format!("{} {} {}", hit.name, hit.path, head_of(&hit.text)));
+                query_terms.iter().filter(|t| have.contains(*t)).count() as f32 / query_terms.len() as f32
+            };
+            let shape = if whole { 1.0 } else { FRAGMENT_WEIGHT };
+            hits.push(Hit { score: hit.score * weight * shape * (COVERAGE_FLOOR + coverage), ..hit });
         }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         hits.truncate(wanted);
         Ok(hits)
+    }
+
+    /// The distinct terms of `text` as the index sees them (split, lower-cased, stemmed).
+    fn terms(&self, text: &str) -> std::collections::HashSet<String> {
+        let mut out = std::collections::HashSet::new();
+        if let Some(mut analyzer) = self.index.tokenizers().get("code") {
+            let mut stream = analyzer.token_stream(text);
+            while stream.advance() {
+                out.insert(stream.token().text.clone());
+            }
+        }
+        out
     }
 
     fn hit(&self, d: &TantivyDocument, score: f32) -> Hit {

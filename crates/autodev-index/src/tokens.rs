@@ -110,6 +110,8 @@ const ABBREVIATIONS: &[(&str, &str)] = &[
     ("msg", "message"),
     ("num", "number"),
     ("obj", "object"),
+    ("opt", "option"),
+    ("opts", "options"),
     ("param", "parameter"),
     ("params", "parameters"),
     ("pkg", "package"),
