@@ -77,14 +77,18 @@ const DOCSTRING_WITHIN: usize = 40;
 /// matched (its score is multiplied by this plus the share of the question's words it has).
 const COVERAGE_FLOOR: f32 = 0.5;
 
+/// Candidates re-ranked, at least (the same for every `limit` up to 22, so the first five do
+/// not depend on how many were asked for).
+const CANDIDATES: usize = 100;
+
 /// What a fragment (a constant, a window of lines) scores relative to a whole definition.
 const FRAGMENT_WEIGHT: f32 = 0.75;
 
 /// Words of a question that say nothing about code (after stemming), left out of coverage.
 const STOP_WORDS: &[&str] = &[
-    "a", "about", "an", "and", "are", "as", "at", "be", "by", "can", "do", "doe", "for", "from", "how", "i",
-    "in", "is", "it", "it'", "its", "my", "of", "on", "or", "should", "that", "the", "their", "them", "thi",
-    "this", "to", "what", "when", "where", "which", "whi", "who", "with", "doe", "does",
+    "a", "about", "an", "and", "are", "as", "at", "be", "by", "can", "do", "doe", "for", "from", "how", "i", "in",
+    "is", "it", "it'", "its", "my", "of", "on", "or", "should", "that", "the", "their", "them", "thi", "this", "to",
+    "what", "when", "where", "which", "whi", "who", "with", "doe", "does",
 ];
 
 /// What a test file's chunk scores, relative to code, for a question not about tests.
@@ -430,7 +434,7 @@ impl CodeIndex {
         // has (the same migration for two databases, a vendored copy) is dropped, and tests
         // weigh less than the code they test unless the question is about tests.
         let wanted = limit.max(1);
-        let top = searcher.search(&q, &TopDocs::with_limit(wanted * 4 + 10).order_by_score())?;
+        let top = searcher.search(&q, &TopDocs::with_limit((wanted * 4 + 10).max(CANDIDATES)).order_by_score())?;
         let about_tests = words.split_whitespace().any(|w| w.to_lowercase().starts_with("test"));
         let mut query_terms = self.terms(&words);
         query_terms.retain(|t| !STOP_WORDS.contains(&t.as_str()));

@@ -101,33 +101,10 @@ fn recall_at_5_on_this_repository() {
     }
     git(&repo, &["add", "-A"]);
     git(&repo, &["-c", "user.email=q@q", "-c", "user.name=q", "commit", "-qm", "snapshot"]);
-    let mut idx = CodeIndex::open(&tmp.path().join("index"), &repo).unwrap();
-    idx.refresh().unwrap();
-    let mut found = 0;
-    let mut misses = Vec::new();
-    for (q, path, name) in QUESTIONS {
-        // The answer's file must hold the definition (the questions were located by hand; a
-        // rename would make this test lie, so it fails instead).
-        assert!(
-            std::fs::read_to_string(repo.join(path)).unwrap().contains(name.rsplit("::").next().unwrap()),
-            "{path} has no {name}"
-        );
-        let hits = idx.search(q, 5).unwrap();
-        if hits.iter().any(|h| h.path == *path && (h.name == *name || h.name.ends_with(&format!("::{name}")))) {
-            found += 1;
-        } else {
-            misses.push(format!(
-                "{q} → want {path} {name}; got {:?}",
-                hits.iter().map(|h| format!("{}:{}", h.path, h.name)).collect::<Vec<_>>()
-            ));
-        }
-    }
-    let recall = found as f64 / QUESTIONS.len() as f64;
-    println!("recall@5 = {recall:.2} ({found}/{})", QUESTIONS.len());
-    for m in &misses {
-        println!("  miss: {m}");
-    }
-    assert!(recall >= 0.7, "recall@5 {recall:.2} is below 0.70:\n{}", misses.join("\n"));
+    let recall = recall_at_5("this repository", &repo, tmp.path(), QUESTIONS);
+    // 0.80 before issue 27's ranking changes and after (other misses: the docstring heads and
+    // coverage found two, lost two); issue 27 asks for 0.85, not reached yet.
+    assert!(recall >= 0.8, "recall@5 {recall:.2} is below 0.80");
 }
 
 /// A real Python codebase: modules of the interpreter's own standard library (found with
@@ -202,34 +179,8 @@ fn recall_at_5_on_the_python_standard_library() {
     }
     git(&repo, &["add", "-A"]);
     git(&repo, &["-c", "user.email=q@q", "-c", "user.name=q", "commit", "-qm", "stdlib"]);
-    let mut idx = CodeIndex::open(&tmp.path().join("index"), &repo).unwrap();
-    idx.refresh().unwrap();
-    let mut found = 0;
-    let mut misses = Vec::new();
-    for (q, path, name) in PYTHON_QUESTIONS {
-        let short = name.rsplit('.').next().unwrap();
-        assert!(std::fs::read_to_string(repo.join(path)).unwrap().contains(short), "{path} has no {name}");
-        let hits = idx.search(q, 5).unwrap();
-        // The definition, or a part of it (a method of the class asked for).
-        let answers = |n: &str| n == *name || n.ends_with(&format!(".{name}")) || n.starts_with(&format!("{name}."));
-        if hits.iter().any(|h| h.path == *path && answers(&h.name)) {
-            found += 1;
-        } else {
-            misses.push(format!(
-                "{q} → want {path} {name}; got {:?}",
-                hits.iter().map(|h| format!("{}:{}", h.path, h.name)).collect::<Vec<_>>()
-            ));
-        }
-    }
-    let recall = found as f64 / PYTHON_QUESTIONS.len() as f64;
-    println!("python stdlib ({lines} lines): recall@5 = {recall:.2} ({found}/{})", PYTHON_QUESTIONS.len());
-    for m in &misses {
-        println!("  miss: {m}");
-    }
-    // Measured 0.67 lexical only: the misses are vocabulary the code does not use ("delete"
-    // for `rmtree`, "percent-encode" for `quote`), which embeddings are for. This guards
-    // against regressions.
-    assert!(recall >= 0.6, "recall@5 {recall:.2} is below 0.60:\n{}", misses.join("\n"));
+    let recall = recall_at_5(&format!("python stdlib ({lines} lines)"), &repo, tmp.path(), PYTHON_QUESTIONS);
+    assert!(recall >= 0.85, "recall@5 {recall:.2} is below 0.85");
 }
 
 /// A project nobody here wrote: pallets/click (the copy the deploy checkers' venv carries,
@@ -255,7 +206,11 @@ const CLICK_QUESTIONS: &[(&str, &str, &str)] = &[
     ("wrap long help text to the terminal width", "formatting.py", "wrap_text"),
     ("pass the context object to a callback as its first argument", "decorators.py", "pass_context"),
     ("the error for a required parameter that was not given", "exceptions.py", "MissingParameter"),
-    ("read an option's value from an environment variable", "core.py", "Parameter.resolve_envvar_value|Option.resolve_envvar_value"),
+    (
+        "read an option's value from an environment variable",
+        "core.py",
+        "Parameter.resolve_envvar_value|Option.resolve_envvar_value",
+    ),
     ("show long output through a pager like less", "termui.py", "echo_via_pager"),
 ];
 
@@ -264,7 +219,10 @@ fn recall_at_5_on_click() {
     let venv = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/deploy-venv")).output().unwrap();
     assert!(venv.status.success(), ".ci/deploy-venv failed: run scripts/test --setup");
     let python = std::path::PathBuf::from(String::from_utf8_lossy(&venv.stdout).trim()).join("python");
-    let out = Command::new(&python).args(["-c", "import click, os; print(os.path.dirname(click.__file__))"]).output().unwrap();
+    let out = Command::new(&python)
+        .args(["-c", "import click, os; print(os.path.dirname(click.__file__))"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "click is not in the deploy venv: run scripts/test --setup");
     let click = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let tmp = tempfile::tempdir().unwrap();
@@ -291,21 +249,31 @@ fn recall_at_5(label: &str, repo: &Path, scratch: &Path, questions: &[(&str, &st
     for (q, path, names) in questions {
         let text = std::fs::read_to_string(repo.join(path)).unwrap();
         let names: Vec<&str> = names.split('|').collect();
+        // The answer's file must hold the definition (the questions were located by hand; a
+        // rename would make this test lie, so it fails instead).
         for name in &names {
-            let short = name.rsplit('.').next().unwrap();
+            let short = name.rsplit(['.', ':']).next().unwrap();
             assert!(text.contains(short), "{path} has no {name}");
         }
-        let hits = idx.search(q, 5).unwrap();
+        // The definition, or a part of it (a method of the class asked for).
         let answers = |n: &str| {
-            names.iter().any(|name| n == *name || n.ends_with(&format!(".{name}")) || n.starts_with(&format!("{name}.")))
+            names.iter().any(|name| {
+                n == *name
+                    || n.ends_with(&format!(".{name}"))
+                    || n.ends_with(&format!("::{name}"))
+                    || n.starts_with(&format!("{name}."))
+            })
         };
-        if hits.iter().any(|h| h.path == *path && answers(&h.name)) {
+        let hits = idx.search(q, 20).unwrap();
+        let rank = hits.iter().position(|h| h.path == *path && answers(&h.name));
+        if rank.is_some_and(|r| r < 5) {
             found += 1;
         } else {
             misses.push(format!(
-                "{q} → want {path} {}; got {:?}",
+                "{q} → want {path} {} (rank {}); got {:?}",
                 names.join("|"),
-                hits.iter().map(|h| format!("{}:{}", h.path, h.name)).collect::<Vec<_>>()
+                rank.map_or("> 20".to_string(), |r| (r + 1).to_string()),
+                hits.iter().take(5).map(|h| format!("{}:{}", h.path, h.name)).collect::<Vec<_>>()
             ));
         }
     }

@@ -333,15 +333,16 @@ pub async fn artifact(state: &AppState, caller: &Caller, id: &str, name: &str) -
     caller.require(AccessRole::Viewer)?;
     let run = caller.run(state, id).await?;
     let (file, content_type) = match name {
-        "report" => ("report.md", "text/markdown; charset=utf-8"),
-        "patch" => ("changes.patch", "text/x-diff; charset=utf-8"),
+        // The files' own names too: the run page links `changes.patch`.
+        "report" | "report.md" => ("report.md", "text/markdown; charset=utf-8"),
+        "patch" | "changes.patch" => ("changes.patch", "text/x-diff; charset=utf-8"),
         other => return Err(ApiError::not_found(format!("no artifact `{other}`: the artifacts are report and patch"))),
     };
     let Some(text) = state.store.artifact(&state.home, &run.id, file).await? else {
         return Err(ApiError::not_found(format!("run {} has no {name} yet (it is {})", run.short_id, run.state)));
     };
     let mut bytes = text.into_bytes();
-    if name == "report" {
+    if file == "report.md" {
         // Deliveries happen after the report is written: how they stand now.
         bytes.extend_from_slice(
             crate::delivery::report_section(

@@ -226,6 +226,10 @@ async fn a_run_created_over_http_is_executed_by_a_worker_after_approval(app) {
     assert!(report.text().await.unwrap().starts_with("# Autodev report: Greet"));
     let patch = app.get(&format!("/api/v1/runs/{id}/artifacts/patch"), Some(&app.viewer)).send().await.unwrap();
     assert!(patch.text().await.unwrap().contains("+hello"));
+    // The run page's "whole patch" link names the file.
+    let whole = app.get(&format!("/api/v1/runs/{id}/artifacts/changes.patch"), Some(&app.viewer)).send().await.unwrap();
+    assert_eq!(whole.status().as_u16(), 200);
+    assert!(whole.text().await.unwrap().contains("+hello"));
     let (status, _) =
         json(app.get(&format!("/api/v1/runs/{id}/artifacts/secrets"), Some(&app.viewer)).send().await.unwrap()).await;
     assert_eq!(status, 404);
