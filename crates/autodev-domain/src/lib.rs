@@ -37,7 +37,7 @@ pub use message::{
 };
 pub use money::{MicroUsd, month_of};
 pub use plan::{Plan, PlanError, PlannedTask};
-pub use ports::{ModelClient, ModelError};
+pub use ports::{ModelClient, ModelError, TextSink};
 pub use redact::mask_url_credentials;
 pub use settings::{Permission, ProjectSettings, RunSettings, ToolCallMode};
 pub use spec::{Spec, SpecError};

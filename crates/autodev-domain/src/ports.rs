@@ -103,4 +103,17 @@ pub trait ModelClient: Send + Sync {
     }
 
     async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError>;
+
+    /// As [`complete`](Self::complete), handing the reply's text to `on_text` piece by piece
+    /// as it arrives (streamed answers). An adapter that cannot stream hands it over whole.
+    async fn complete_with(&self, request: &ModelRequest, on_text: &TextSink<'_>) -> Result<ModelResponse, ModelError> {
+        let response = self.complete(request).await?;
+        if !response.message.content.is_empty() {
+            on_text(&response.message.content);
+        }
+        Ok(response)
+    }
 }
+
+/// Where streamed text goes, piece by piece.
+pub type TextSink<'a> = dyn Fn(&str) + Send + Sync + 'a;

@@ -73,6 +73,57 @@ pub fn citations_in(text: &str) -> Vec<(String, u64, u64)> {
     out
 }
 
+/// An earlier turn of a conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Turn {
+    pub question: String,
+    pub answer: String,
+}
+
+/// Characters of earlier turns a prompt carries at most; the oldest are shortened, then
+/// dropped, to stay within it.
+const EARLIER_CHARS: usize = 6_000;
+/// An earlier answer kept whole in the prompt is cut to this many characters.
+const EARLIER_ANSWER_CHARS: usize = 2_000;
+
+/// The earlier turns as the prompt carries them: the last two whole (answers cut at
+/// [`EARLIER_ANSWER_CHARS`]), older ones as their question and the first line of their
+/// answer, the oldest dropped first when they pass [`EARLIER_CHARS`].
+fn earlier_section(earlier: &[Turn]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut used = 0;
+    for (i, t) in earlier.iter().enumerate().rev() {
+        let recent = earlier.len() - i <= 2;
+        let answer: String = if recent {
+            t.answer.chars().take(EARLIER_ANSWER_CHARS).collect()
+        } else {
+            t.answer.lines().next().unwrap_or("").chars().take(300).collect()
+        };
+        let part = format!("Q: {}\nA: {answer}\n", t.question.trim());
+        if used + part.len() > EARLIER_CHARS {
+            break;
+        }
+        used += part.len();
+        parts.push(part);
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    parts.reverse();
+    let dropped = earlier.len() - parts.len();
+    let note = if dropped > 0 { format!("({dropped} earlier turns left out)\n") } else { String::new() };
+    format!("# Earlier in this conversation\n\n{note}{}\n", parts.join("\n"))
+}
+
+/// What the index is searched with for a follow-up: the question, the previous question,
+/// and the names the previous answer put in backticks ("and where is that called from?"
+/// finds nothing on its own).
+fn retrieval_query(question: &str, earlier: &[Turn]) -> String {
+    let Some(last) = earlier.last() else { return question.to_string() };
+    let names: Vec<&str> = last.answer.split('`').skip(1).step_by(2).filter(|n| n.len() <= 80).take(8).collect();
+    format!("{question} {} {}", last.question, names.join(" "))
+}
+
 fn prompt(question: &str, hits: &[Hit]) -> Vec<Message> {
     let mut excerpts = String::new();
     for h in hits {
@@ -98,16 +149,38 @@ pub async fn ask(
     model_name: &str,
     question: &str,
 ) -> Result<Answer, AskError> {
-    let sources = index.search(question, CONTEXT_CHUNKS).await?;
+    ask_in(index, client, prices, model_name, question, &[], None).await
+}
+
+/// Answers `question` as the next turn of a conversation whose `earlier` turns it is given
+/// (summarised to fit), handing the answer's text to `on_text` as it is written.
+pub async fn ask_in(
+    index: &Searcher,
+    client: &dyn ModelClient,
+    prices: &PriceTable,
+    model_name: &str,
+    question: &str,
+    earlier: &[Turn],
+    on_text: Option<&autodev_domain::TextSink<'_>>,
+) -> Result<Answer, AskError> {
+    let sources = index.search(&retrieval_query(question, earlier), CONTEXT_CHUNKS).await?;
+    let mut messages = prompt(question, &sources);
+    let before = earlier_section(earlier);
+    if let Some(user) = messages.last_mut().filter(|_| !before.is_empty()) {
+        user.content = format!("{before}{}", user.content);
+    }
     let request = ModelRequest {
         model: model_name.to_string(),
-        messages: prompt(question, &sources),
+        messages,
         tools: Vec::new(),
         max_output_tokens: MAX_ANSWER_TOKENS,
         meta: CallMeta { conversation: "ask".into(), turn: 0 },
         response_schema: None,
     };
-    let response = client.complete(&request).await?;
+    let response = match on_text {
+        Some(sink) => client.complete_with(&request, sink).await?,
+        None => client.complete(&request).await?,
+    };
     let text = response.message.content.trim().to_string();
     let not_found = text.to_lowercase().contains(&NOT_FOUND.to_lowercase());
     let mut citations = Vec::new();
@@ -173,6 +246,32 @@ pub async fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn earlier_turns_are_summarised_to_fit_and_feed_the_search() {
+        let turn = |i: usize| Turn {
+            question: format!("question {i}"),
+            answer: format!("answer {i} `name_{i}`\n{}", "x".repeat(1_900)),
+        };
+        let earlier: Vec<Turn> = (1..=6).map(turn).collect();
+        let text = earlier_section(&earlier);
+        assert!(text.len() <= EARLIER_CHARS + 200, "{}", text.len());
+        // The last two whole, older ones shortened; the oldest dropped when they do not fit.
+        assert!(text.contains("Q: question 6\nA: answer 6") && text.contains(&"x".repeat(1_800)));
+        assert!(text.contains("Q: question 3\nA: answer 3 `name_3`\n\nQ: question 4"));
+        assert!(text.contains("Q: question 1\n") && !text.contains("left out"), "all six fit");
+        // Long questions: the oldest turns are left out, and the prompt says so.
+        let long: Vec<Turn> =
+            (1..=9).map(|i| Turn { question: format!("q{i} {}", "y".repeat(1_000)), answer: "a".into() }).collect();
+        let text = earlier_section(&long);
+        assert!(text.len() <= EARLIER_CHARS + 200 && text.contains("(4 earlier turns left out)"), "{}", text.len());
+        assert!(text.contains("Q: q9 ") && !text.contains("Q: q4 "));
+        assert_eq!(
+            retrieval_query("and where is that called?", &earlier),
+            "and where is that called? question 6 name_6"
+        );
+        assert_eq!(earlier_section(&[]), "");
+    }
 
     #[test]
     fn citations_are_read_in_the_forms_models_write_them() {

@@ -59,6 +59,22 @@ impl ModelClient for Recorder {
 
     async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
         let resp = self.inner.complete(req).await?;
+        self.write(req, resp)
+    }
+
+    async fn complete_with(
+        &self,
+        req: &ModelRequest,
+        on_text: &autodev_domain::TextSink<'_>,
+    ) -> Result<ModelResponse, ModelError> {
+        let resp = self.inner.complete_with(req, on_text).await?;
+        self.write(req, resp)
+    }
+}
+
+impl Recorder {
+    /// Appends the interaction to the cassette.
+    fn write(&self, req: &ModelRequest, resp: ModelResponse) -> Result<ModelResponse, ModelError> {
         let line = Interaction {
             conversation: req.meta.conversation.clone(),
             turn: req.meta.turn,

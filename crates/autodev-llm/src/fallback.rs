@@ -42,13 +42,51 @@ impl ModelClient for FallbackClient {
     }
 
     async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
-        let mut switches: Vec<Fallback> = Vec::new();
-        let (mut from_provider, mut from_model) = (self.primary.provider().to_string(), req.model.clone());
-        let mut error = match self.primary.complete(req).await {
+        let error = match self.primary.complete(req).await {
             Ok(r) => return Ok(r),
             Err(e) if !e.may_fall_back() || self.fallbacks.is_empty() => return Err(e),
             Err(e) => e,
         };
+        self.fall_back(req, error, None).await
+    }
+
+    async fn complete_with(
+        &self,
+        req: &ModelRequest,
+        on_text: &autodev_domain::TextSink<'_>,
+    ) -> Result<ModelResponse, ModelError> {
+        // A primary that failed after part of its answer was shown is not replaced: the
+        // fallback's answer would follow the shown part.
+        let emitted = std::sync::atomic::AtomicBool::new(false);
+        let sink = |text: &str| {
+            emitted.store(true, std::sync::atomic::Ordering::Relaxed);
+            on_text(text);
+        };
+        let error = match self.primary.complete_with(req, &sink).await {
+            Ok(r) => return Ok(r),
+            Err(e)
+                if !e.may_fall_back()
+                    || self.fallbacks.is_empty()
+                    || emitted.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                return Err(e);
+            }
+            Err(e) => e,
+        };
+        self.fall_back(req, error, Some(on_text)).await
+    }
+}
+
+impl FallbackClient {
+    /// The fallbacks in order, after the primary failed with `error`.
+    async fn fall_back(
+        &self,
+        req: &ModelRequest,
+        mut error: ModelError,
+        on_text: Option<&autodev_domain::TextSink<'_>>,
+    ) -> Result<ModelResponse, ModelError> {
+        let mut switches: Vec<Fallback> = Vec::new();
+        let (mut from_provider, mut from_model) = (self.primary.provider().to_string(), req.model.clone());
         for c in &self.fallbacks {
             tracing::warn!(from = %format!("{from_provider}:{from_model}"), to = %format!("{}:{}", c.provider, c.model), error = %error, "falling back to the next provider");
             metrics::counter!("autodev_model_fallbacks_total", "from" => from_provider.clone(), "to" => c.provider.clone())
@@ -62,7 +100,11 @@ impl ModelClient for FallbackClient {
             });
             let mut attempt = req.clone();
             attempt.model = c.model.clone();
-            match c.client.complete(&attempt).await {
+            let result = match on_text {
+                Some(sink) => c.client.complete_with(&attempt, sink).await,
+                None => c.client.complete(&attempt).await,
+            };
+            match result {
                 Ok(mut r) => {
                     r.fallbacks = switches;
                     return Ok(r);

@@ -191,4 +191,15 @@ impl ModelClient for GuardedClient {
         self.guard.record(&result);
         result
     }
+
+    async fn complete_with(
+        &self,
+        req: &ModelRequest,
+        on_text: &autodev_domain::TextSink<'_>,
+    ) -> Result<ModelResponse, ModelError> {
+        self.guard.admit(req).await?;
+        let result = self.inner.complete_with(req, on_text).await;
+        self.guard.record(&result);
+        result
+    }
 }

@@ -112,11 +112,19 @@ impl OpenAiClient {
         })
     }
 
-    async fn complete_streaming(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
+    async fn complete_streaming(
+        &self,
+        req: &ModelRequest,
+        on_text: Option<&autodev_domain::TextSink<'_>>,
+    ) -> Result<ModelResponse, ModelError> {
         let resp = self.send(&self.body(req, true)).await?;
         if !is_event_stream(&resp) {
             // Some compatible servers ignore `stream` and answer with one JSON body.
-            return self.parse_body(resp).await;
+            let response = self.parse_body(resp).await?;
+            if let Some(sink) = on_text.filter(|_| !response.message.content.is_empty()) {
+                sink(&response.message.content);
+            }
+            return Ok(response);
         }
         let mut events = resp.bytes_stream().eventsource();
         let mut content = String::new();
@@ -156,6 +164,9 @@ impl OpenAiClient {
             let Some(delta) = choice.get("delta") else { continue };
             if let Some(text) = delta.get("content").and_then(Value::as_str) {
                 content.push_str(text);
+                if let Some(sink) = on_text.filter(|_| !text.is_empty()) {
+                    sink(text);
+                }
             }
             for piece in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
                 let index = piece.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -243,10 +254,18 @@ impl ModelClient for OpenAiClient {
 
     async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
         if self.stream {
-            return self.complete_streaming(req).await;
+            return self.complete_streaming(req, None).await;
         }
         let resp = self.send(&self.body(req, false)).await?;
         self.parse_body(resp).await
+    }
+
+    async fn complete_with(
+        &self,
+        req: &ModelRequest,
+        on_text: &autodev_domain::TextSink<'_>,
+    ) -> Result<ModelResponse, ModelError> {
+        self.complete_streaming(req, Some(on_text)).await
     }
 }
 

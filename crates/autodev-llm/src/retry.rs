@@ -45,26 +45,55 @@ impl ModelClient for RetryingClient {
     }
 
     async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
+        self.attempts(req, None).await
+    }
+
+    async fn complete_with(
+        &self,
+        req: &ModelRequest,
+        on_text: &autodev_domain::TextSink<'_>,
+    ) -> Result<ModelResponse, ModelError> {
+        self.attempts(req, Some(on_text)).await
+    }
+}
+
+impl RetryingClient {
+    /// The call, retried; a streamed one only until its first text arrived (the caller has
+    /// shown it, and a retry would show it twice).
+    async fn attempts(
+        &self,
+        req: &ModelRequest,
+        on_text: Option<&autodev_domain::TextSink<'_>>,
+    ) -> Result<ModelResponse, ModelError> {
+        let emitted = std::sync::atomic::AtomicBool::new(false);
+        let sink = |text: &str| {
+            emitted.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(f) = on_text {
+                f(text);
+            }
+        };
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.policy.min_delay)
             .with_max_delay(self.policy.max_delay)
             .with_max_times(self.policy.max_retries)
             .with_jitter();
         let max_delay = self.policy.max_delay.max(Duration::from_secs(300));
-        (|| self.inner.complete(req))
-            .retry(backoff)
-            .when(ModelError::is_retryable)
-            .adjust(move |err: &ModelError, planned| match (err.retry_after(), planned) {
-                // The vendor said how long; wait that long (bounded) instead of our guess,
-                // but only while retries remain.
-                (Some(wait), Some(_)) => Some(wait.min(max_delay)),
-                (_, planned) => planned,
-            })
-            .notify(|err: &ModelError, wait: Duration| {
-                tracing::warn!(error = %err, wait_ms = wait.as_millis() as u64, "model call failed; retrying");
-                metrics::counter!("autodev_model_retries_total", "provider" => self.inner.provider().to_string())
-                    .increment(1);
-            })
-            .await
+        (|| async {
+            if on_text.is_some() { self.inner.complete_with(req, &sink).await } else { self.inner.complete(req).await }
+        })
+        .retry(backoff)
+        .when(|e: &ModelError| e.is_retryable() && !emitted.load(std::sync::atomic::Ordering::Relaxed))
+        .adjust(move |err: &ModelError, planned| match (err.retry_after(), planned) {
+            // The vendor said how long; wait that long (bounded) instead of our guess,
+            // but only while retries remain.
+            (Some(wait), Some(_)) => Some(wait.min(max_delay)),
+            (_, planned) => planned,
+        })
+        .notify(|err: &ModelError, wait: Duration| {
+            tracing::warn!(error = %err, wait_ms = wait.as_millis() as u64, "model call failed; retrying");
+            metrics::counter!("autodev_model_retries_total", "provider" => self.inner.provider().to_string())
+                .increment(1);
+        })
+        .await
     }
 }

@@ -30,6 +30,8 @@ pub fn router(state: AppState) -> Router {
             get(api::projects::get).patch(api::projects::update).delete(api::projects::delete),
         )
         .route("/api/v1/projects/{key}/ask", post(api::runs::ask))
+        .route("/api/v1/ask/conversations", get(api::runs::conversations))
+        .route("/api/v1/ask/conversations/{id}", get(api::runs::conversation).delete(api::runs::delete_conversation))
         .route("/api/v1/runs", get(api::runs::list).post(api::runs::create))
         .route("/api/v1/runs/{id}", get(api::runs::get))
         .route("/api/v1/runs/{id}/cancel", post(api::runs::cancel))

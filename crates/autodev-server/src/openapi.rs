@@ -16,7 +16,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::service::ask::{AskAnswer, AskBody};
+use crate::service::ask::{AskAnswer, AskBody, ConversationView, TurnView};
 use crate::service::runs::{CreateRun, Decision, Redelivery, RunDetail};
 use crate::service::usage::UsageReport;
 use crate::views::{ProjectList, ProjectView};
@@ -208,12 +208,29 @@ fn delete_project() {}
 
 #[utoipa::path(post, path = "/api/v1/projects/{project}/ask", tag = "projects", security(("bearer" = [])), request_body = AskBody,
     params(("project" = String, Path, description = "Id or name")),
-    responses((status = 200, description = "The answer, with its citations checked against the project's code index; recorded with its cost under the key and the project", body = AskAnswer),
+    responses((status = 200, description = "The answer, with its citations checked against the project's code index; recorded with its cost under the key and the project, as the next turn of its `conversation`. With `stream: true` (or `Accept: text/event-stream`) the answer comes as server-sent events: `delta` (`{\"text\"}`, the answer as it is written), then `answer` (this object) or `error` (`{\"error\": {\"code\", \"message\"}}`)", body = AskAnswer),
+        (status = 404, description = "No such project, or no such conversation of this key about it", body = ErrorBody),
         (status = 409, description = "The project's or the deployment's monthly budget is spent (`budget_exceeded`), or the project's repository cannot be fetched (`repository_unavailable`)", body = ErrorBody),
         (status = 429, description = "The key already has four questions being answered (`too_many_asks`), or is over its rate limit", body = ErrorBody),
         (status = 502, description = "The index could not be built, or the model failed (`index_unavailable`, `model_failed`)", body = ErrorBody),
         (status = 503, description = "No model provider is configured (`no_model`)", body = ErrorBody)))]
 fn ask_project() {}
+
+#[utoipa::path(get, path = "/api/v1/ask/conversations", tag = "projects", security(("bearer" = [])),
+    responses((status = 200, description = "This key's conversations with `ask`, the most recent first (at most 200)", body = Vec<ConversationView>)))]
+fn list_conversations() {}
+
+#[utoipa::path(get, path = "/api/v1/ask/conversations/{id}", tag = "projects", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The `conversation` of an answer")),
+    responses((status = 200, description = "Its turns, in order", body = Vec<TurnView>),
+        (status = 404, description = "No such conversation of this key", body = ErrorBody)))]
+fn get_conversation() {}
+
+#[utoipa::path(delete, path = "/api/v1/ask/conversations/{id}", tag = "projects", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The `conversation` of an answer")),
+    responses((status = 204, description = "Deleted; what its questions cost stays in the usage"),
+        (status = 404, description = "No such conversation of this key", body = ErrorBody)))]
+fn delete_conversation() {}
 
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", security(("bearer" = [])),
     params(("project" = Option<String>, Query, description = "Project id or name (404 when there is none)"),
@@ -317,9 +334,10 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "Autodev API", description = "Specs and tickets in, tested code changes out. JSON under /api/v1; errors are `{\"error\": {\"code\", \"message\", \"field\"?}}`."),
     paths(health, ready, metrics, openapi_json, list_projects, create_project, get_project, update_project, delete_project, ask_project,
+        list_conversations, get_conversation, delete_conversation,
         list_runs, create_run, get_run, cancel_run, approve_run, reject_run, deliver_run, run_events, artifact, usage,
         github_webhook, gitlab_webhook, jira_webhook),
-    components(schemas(SseEvent, autodev_delivery::DeliveryView, Redelivery, ErrorBody, RunView, RunDetail, RunPage, CreateRun, Decision, Rejection, ProjectView, ProjectCreate, ProjectUpdate, ProjectSettings, ProjectList, UsageReport, AskBody, AskAnswer, Ready, WebhookAnswer, ArtifactName)),
+    components(schemas(SseEvent, autodev_delivery::DeliveryView, Redelivery, ErrorBody, RunView, RunDetail, RunPage, CreateRun, Decision, Rejection, ProjectView, ProjectCreate, ProjectUpdate, ProjectSettings, ProjectList, UsageReport, AskBody, AskAnswer, ConversationView, TurnView, Ready, WebhookAnswer, ArtifactName)),
     modifiers(&BearerAuth),
     tags((name = "runs"), (name = "projects"), (name = "usage"), (name = "webhooks"), (name = "operations")),
 )]

@@ -41,6 +41,7 @@ pub use rows::{
 };
 pub use store::artifacts::ARTIFACTS;
 pub use store::budget::{BUDGET_EXCEEDED, LimitKind, Limits, Reservation};
+pub use store::conversations::{AskConversationRow, AskTurnRow};
 pub use store::outbox::OutboxRow;
 pub use store::retention::Collected;
 pub use store::usage::{KeyUsageRow, NewAsk, UsageRow};

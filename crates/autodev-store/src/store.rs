@@ -486,6 +486,7 @@ impl Store {
 
 pub(crate) mod artifacts;
 pub(crate) mod budget;
+pub(crate) mod conversations;
 pub(crate) mod fence;
 pub(crate) mod gates;
 pub(crate) mod keys;

@@ -148,7 +148,12 @@ impl Respond for Script {
                 let c = json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "model": body["model"], "choices": if delta.is_null() { json!([]) } else { json!([{"index": 0, "delta": delta, "finish_reason": finish}]) }, "usage": usage});
                 sse.push_str(&format!("data: {c}\n\n"));
             };
-            chunk(json!({"role": "assistant", "content": content}), Value::Null, Value::Null);
+            // The text in pieces (of about a third each), as a model writes it.
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null);
+            let chars: Vec<char> = content.chars().collect();
+            for piece in chars.chunks(chars.len().div_ceil(3).max(1)) {
+                chunk(json!({"content": piece.iter().collect::<String>()}), Value::Null, Value::Null);
+            }
             for (i, call) in tool_calls.iter().enumerate() {
                 let args = call["function"]["arguments"].as_str().unwrap_or("").to_string();
                 let (a, b) = args.split_at(args.char_indices().nth(args.chars().count() / 2).map_or(0, |(i, _)| i));

@@ -161,14 +161,70 @@ pub async fn usage(
     Ok(Json(service::usage::usage(&state, &caller, q.days).await?))
 }
 
-/// `POST /api/v1/projects/{key}/ask` with `{"question"}`.
+/// `POST /api/v1/projects/{key}/ask` with `{"question", "conversation"?, "stream"?}`: the
+/// answer as JSON, or streamed as server-sent events (`delta` … `answer`, or `error`) when
+/// `stream` is true or the client accepts `text/event-stream`. Everything that can be refused
+/// is checked before the stream starts, so a refusal is a plain HTTP error.
 pub async fn ask(
     caller: Caller,
     State(state): State<AppState>,
     Path(key): Path<String>,
+    headers: HeaderMap,
     body: JsonBody,
-) -> Result<Json<service::ask::AskAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(autodev_domain::AccessRole::Viewer)?;
     let body: service::ask::AskBody = body.parse()?;
-    Ok(Json(service::ask::ask(&state, &caller, &key, &body.question).await?))
+    let prepared = service::ask::prepare(&state, &caller, &key, &body.question, body.conversation.as_deref()).await?;
+    let accepts_stream = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if !body.stream && !accepts_stream {
+        return Ok(Json(prepared.answer(&state, &caller, None).await?).into_response());
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SseEvent>();
+    tokio::spawn(async move {
+        let deltas = tx.clone();
+        let sink = move |text: &str| {
+            let _ =
+                deltas.send(SseEvent::default().event("delta").data(serde_json::json!({ "text": text }).to_string()));
+        };
+        let last = match prepared.answer(&state, &caller, Some(&sink)).await {
+            Ok(answer) => SseEvent::default().event("answer").data(serde_json::to_string(&answer).unwrap_or_default()),
+            Err(e) => {
+                let body = serde_json::json!({"error": {"code": e.code, "message": e.message}});
+                SseEvent::default().event("error").data(body.to_string())
+            }
+        };
+        let _ = tx.send(last);
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok::<_, std::convert::Infallible>);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// `GET /api/v1/ask/conversations`: the caller's conversations, the most recent first.
+pub async fn conversations(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<service::ask::ConversationView>>, ApiError> {
+    Ok(Json(service::ask::conversations(&state, &caller).await?))
+}
+
+/// `GET /api/v1/ask/conversations/{id}`: its turns.
+pub async fn conversation(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<service::ask::TurnView>>, ApiError> {
+    Ok(Json(service::ask::conversation(&state, &caller, &id).await?))
+}
+
+/// `DELETE /api/v1/ask/conversations/{id}`: 204.
+pub async fn delete_conversation(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    service::ask::delete_conversation(&state, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

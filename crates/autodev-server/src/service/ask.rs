@@ -21,6 +21,31 @@ pub const QUESTION_MAX_CHARS: usize = 4_000;
 pub struct AskBody {
     /// 1 to 4,000 characters.
     pub question: String,
+    /// The conversation this question follows up (its id, from an earlier answer); omitted,
+    /// the question starts a new one.
+    #[serde(default)]
+    #[schema(pattern = "^[0-9a-f-]{36}$")]
+    pub conversation: Option<String>,
+    /// Stream the answer as server-sent events (`delta` events with the text as it is
+    /// written, then one `answer` event with the whole answer, citations and usage; `error`
+    /// if it failed); also chosen by `Accept: text/event-stream`.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// Checks a conversation id: the UUID an earlier answer gave.
+pub fn valid_conversation(id: &str) -> Result<&str, ApiError> {
+    let ok = id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    if ok {
+        Ok(id)
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "conversation: give the `conversation` id of an earlier answer (a UUID), or leave it out to start one"
+                .to_string(),
+        ))
+    }
 }
 
 /// The most a question can cost: its prompt (the instructions, the question, the excerpts the
@@ -75,6 +100,10 @@ async fn reserve(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct AskAnswer {
     pub id: String,
+    /// The conversation this answer belongs to: send it back as `conversation` to follow up.
+    pub conversation: String,
+    /// Which turn of the conversation this is (1 for its first question).
+    pub turn: i64,
     /// The project's name.
     pub project: String,
     pub question: String,
@@ -119,6 +148,8 @@ impl AskAnswer {
     pub fn new(id: String, project: &ProjectRow, question: &str, a: autodev_engine::ask::Answer) -> Self {
         AskAnswer {
             id,
+            conversation: String::new(),
+            turn: 1,
             project: project.name.clone(),
             question: question.to_string(),
             answer: a.answer,
@@ -156,6 +187,19 @@ pub async fn answer(
     project: &ProjectRow,
     question: &str,
 ) -> Result<(String, autodev_engine::ask::Answer), ApiError> {
+    answer_in(state, caller, project, question, &[], None).await
+}
+
+/// [`answer`] as a turn of a conversation with `earlier` turns, its text handed to `on_text`
+/// as it is written.
+pub async fn answer_in(
+    state: &AppState,
+    caller: &Caller,
+    project: &ProjectRow,
+    question: &str,
+    earlier: &[autodev_engine::ask::Turn],
+    on_text: Option<&autodev_domain::TextSink<'_>>,
+) -> Result<(String, autodev_engine::ask::Answer), ApiError> {
     // Held until the answer is recorded: a key cannot fan out model calls without bound.
     let _in_flight = state.guard.start_ask(&caller.key.id).map_err(|n| {
         ApiError::new(
@@ -169,7 +213,7 @@ pub async fn answer(
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_model", format!("no model to answer with: {e}"))
     })?;
     let reservation = reserve(state, project, &settings.model, question).await?;
-    let result = answer_reserved(state, caller, project, question, client, &settings.model).await;
+    let result = answer_reserved(state, caller, project, question, client, &settings.model, earlier, on_text).await;
     // The cost is recorded (or the question failed): the reservation is given back.
     if let Some(id) = reservation
         && let Err(e) = state.store.release_ask(&id).await
@@ -186,6 +230,8 @@ async fn answer_reserved(
     question: &str,
     client: std::sync::Arc<dyn autodev_domain::ModelClient>,
     model: &str,
+    earlier: &[autodev_engine::ask::Turn],
+    on_text: Option<&autodev_domain::TextSink<'_>>,
 ) -> Result<(String, autodev_engine::ask::Answer), ApiError> {
     let searcher = state.engine.code.open_project(project).await.map_err(|e| match e {
         // The repository is the project's to fix (moved, private, unreachable from here): a
@@ -202,7 +248,8 @@ async fn answer_reserved(
             )
         }
     })?;
-    let answer = autodev_engine::ask::ask(&searcher, client.as_ref(), &state.engine.prices, model, question)
+    let prices = &state.engine.prices;
+    let answer = autodev_engine::ask::ask_in(&searcher, client.as_ref(), prices, model, question, earlier, on_text)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "model_failed", e.to_string()))?;
     let asker =
@@ -221,9 +268,147 @@ pub fn valid_question(question: &str) -> Result<&str, ApiError> {
 /// Answers a question about a project the caller sees (`POST /api/v1/projects/{key}/ask`, the
 /// UI's page, MCP's `ask`), as the API shows the answer.
 pub async fn ask(state: &AppState, caller: &Caller, key: &str, question: &str) -> Result<AskAnswer, ApiError> {
+    let prepared = prepare(state, caller, key, question, None).await?;
+    prepared.answer(state, caller, None).await
+}
+
+/// A question checked and ready to answer: its project and the conversation it continues.
+pub struct Prepared {
+    project: ProjectRow,
+    question: String,
+    conversation: String,
+    earlier: Vec<autodev_engine::ask::Turn>,
+}
+
+/// Checks everything a question needs before anything is spent or streamed: the role, the
+/// question, the project, and the conversation (the caller's own, about that project).
+pub async fn prepare(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+    question: &str,
+    conversation: Option<&str>,
+) -> Result<Prepared, ApiError> {
     caller.require(AccessRole::Viewer)?;
-    let question = valid_question(question)?;
+    let question = valid_question(question)?.to_string();
     let project = caller.project(state, key).await?;
-    let (id, answer) = answer(state, caller, &project, question).await?;
-    Ok(AskAnswer::new(id, &project, question, answer))
+    let (conversation, earlier) = match conversation {
+        None => (uuid::Uuid::now_v7().to_string(), Vec::new()),
+        Some(id) => {
+            let id = valid_conversation(id)?;
+            let turns = state.store.ask_turns(id, Some(&caller.key.id), Some(&project.id)).await?.ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no conversation {id} about project {} for this key: leave `conversation` out to start one",
+                    project.name
+                ))
+            })?;
+            let earlier = turns
+                .into_iter()
+                .map(|t| autodev_engine::ask::Turn { question: t.question, answer: t.answer })
+                .collect();
+            (id.to_string(), earlier)
+        }
+    };
+    Ok(Prepared { project, question, conversation, earlier })
+}
+
+impl Prepared {
+    /// Answers the question, records it as the conversation's next turn and returns the
+    /// answer as the API shows it.
+    pub async fn answer(
+        self,
+        state: &AppState,
+        caller: &Caller,
+        on_text: Option<&autodev_domain::TextSink<'_>>,
+    ) -> Result<AskAnswer, ApiError> {
+        let (id, answer) = answer_in(state, caller, &self.project, &self.question, &self.earlier, on_text).await?;
+        let text = answer.answer.clone();
+        let turn = state
+            .store
+            .add_ask_turn(
+                &self.conversation,
+                Some(&caller.key.id),
+                Some(&self.project.id),
+                &self.question,
+                &text,
+                Some(&id),
+            )
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no conversation {} for this key", self.conversation)))?;
+        let mut view = AskAnswer::new(id, &self.project, &self.question, answer);
+        view.conversation = self.conversation;
+        view.turn = turn;
+        Ok(view)
+    }
+}
+
+/// A conversation as listed (`GET /api/v1/ask/conversations`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ConversationView {
+    pub id: String,
+    /// The project's id.
+    pub project_id: Option<String>,
+    /// Its first question.
+    pub title: String,
+    pub turns: i64,
+    pub updated_at_ms: i64,
+}
+
+/// One turn of a conversation (`GET /api/v1/ask/conversations/{id}`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TurnView {
+    pub turn: i64,
+    pub question: String,
+    pub answer: String,
+    /// The recorded question (its usage).
+    pub ask_id: Option<String>,
+    pub at_ms: i64,
+}
+
+/// The caller's conversations, the most recent first.
+pub async fn conversations(state: &AppState, caller: &Caller) -> Result<Vec<ConversationView>, ApiError> {
+    caller.require(AccessRole::Viewer)?;
+    let rows = state.store.ask_conversations(Some(&caller.key.id), 200).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ConversationView {
+            id: r.id,
+            project_id: r.project_id,
+            title: r.title,
+            turns: r.turns,
+            updated_at_ms: r.updated_at,
+        })
+        .collect())
+}
+
+/// The turns of one of the caller's conversations.
+pub async fn conversation(state: &AppState, caller: &Caller, id: &str) -> Result<Vec<TurnView>, ApiError> {
+    caller.require(AccessRole::Viewer)?;
+    let id = valid_conversation(id).map_err(|_| ApiError::not_found(format!("no conversation {id}")))?;
+    let turns = state
+        .store
+        .ask_turns(id, Some(&caller.key.id), None)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no conversation {id} for this key")))?;
+    Ok(turns
+        .into_iter()
+        .map(|t| TurnView {
+            turn: t.seq,
+            question: t.question,
+            answer: t.answer,
+            ask_id: t.ask_id,
+            at_ms: t.created_at,
+        })
+        .collect())
+}
+
+/// Deletes one of the caller's conversations (its usage stays counted).
+pub async fn delete_conversation(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    caller.require(AccessRole::Viewer)?;
+    let id = valid_conversation(id).map_err(|_| ApiError::not_found(format!("no conversation {id}")))?;
+    if state.store.delete_ask_conversation(id, Some(&caller.key.id)).await? {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("no conversation {id} for this key")))
+    }
 }

@@ -121,4 +121,105 @@ async fn a_question_about_a_project_is_answered_from_its_index_and_recorded(app)
     assert!(matches!(again, autodev_store::Reservation::Granted { .. }), "{again:?}");
     app.store.release_ask(&id.unwrap()).await.unwrap();
 }
+
+// Issue 27: ask is a conversation. A follow-up that only makes sense with the first turn
+// ("and where is that called from?") is searched and answered with it; the answer streams
+// over SSE in more than one piece, then a final event with citations, usage and the
+// conversation; conversations are the key's own, listed and deletable.
+async fn a_follow_up_is_answered_from_the_first_turn_and_streams(app) {
+    let repo = make_repo(app._dir.path());
+    std::fs::create_dir_all(repo.join("src")).unwrap();
+    std::fs::write(
+        repo.join("src/auth.rs"),
+        "/// Checks an API key against its stored hash.\npub fn verify_api_key(key: &str, hash: &str) -> bool {\n    key.len() == hash.len()\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("src/server.rs"),
+        "/// Serves one HTTP request.\npub fn handle(request: &str) -> u16 {\n    if verify_api_key(request, \"h\") { 200 } else { 401 }\n}\n",
+    )
+    .unwrap();
+    // Code that matches the follow-up's own words better than the answer does.
+    for i in 0..12 {
+        std::fs::write(repo.join(format!("src/job_{i}.rs")), format!("/// Called from the scheduler, where jobs run.\npub fn job_{i}() {{}}\n")).unwrap();
+    }
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "auth"]);
+    let project = json!({"name": "keys", "repository": repo, "test_command": "true"});
+    assert_eq!(app.post("/api/v1/projects", Some(&app.admin)).json(&project).send().await.unwrap().status(), 201);
+    let ask = |key: &str, body: Value| app.post("/api/v1/projects/keys/ask", Some(key)).json(&body).send();
+
+    app.script.on("unknown", 0, vec![text("API keys are checked by `verify_api_key` (src/auth.rs:2-4).")]);
+    let (status, first) = json(ask(&app.viewer, json!({"question": "Where are API keys checked?"})).await.unwrap()).await;
+    assert_eq!(status, 200, "{first}");
+    let conversation = first["conversation"].as_str().unwrap().to_string();
+    assert_eq!((conversation.len(), first["turn"].as_i64()), (36, Some(1)));
+
+    // The follow-up, streamed.
+    app.script.on("unknown", 0, vec![text("It is called from `handle` (src/server.rs:2-4).")]);
+    let follow = json!({"question": "and where is that called from?", "conversation": conversation, "stream": true});
+    let r = ask(&app.viewer, follow).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let body = r.text().await.unwrap();
+    let events: Vec<(String, Value)> = body
+        .split("\n\n")
+        .filter_map(|block| {
+            let event = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().filter_map(|l| l.strip_prefix("data: ")).collect::<Vec<_>>().join("\n");
+            Some((event.to_string(), serde_json::from_str(&data).unwrap_or(Value::Null)))
+        })
+        .collect();
+    let deltas: Vec<&str> = events.iter().filter(|(e, _)| e == "delta").filter_map(|(_, d)| d["text"].as_str()).collect();
+    assert!(deltas.len() > 1, "the answer arrives in pieces: {body}");
+    assert_eq!(deltas.concat(), "It is called from `handle` (src/server.rs:2-4).");
+    let (last, answer) = events.last().unwrap();
+    assert_eq!(last, "answer", "{body}");
+    assert_eq!((answer["conversation"].as_str(), answer["turn"].as_i64()), (Some(conversation.as_str()), Some(2)));
+    assert_eq!(answer["citations"], json!([{"path": "src/server.rs", "start_line": 2, "end_line": 4, "valid": true}]));
+    assert!(answer["input_tokens"].as_u64().unwrap() > 0, "{answer}");
+    // It was searched and asked with the first turn: the caller is among the excerpts (the
+    // question alone names nothing), and the first question and answer are in the prompt.
+    assert!(answer["sources"].as_array().unwrap().iter().any(|s| s["path"] == "src/server.rs"), "{answer}");
+    let prompt = app.script.requests.lock().unwrap().last().unwrap()["messages"][1]["content"].as_str().unwrap().to_string();
+    // Asked alone, the same words find the scheduler's jobs, not the caller.
+    let (_, alone) = json(ask(&app.viewer, json!({"question": "and where is that called from?"})).await.unwrap()).await;
+    assert!(!alone["sources"].as_array().unwrap().iter().any(|s| s["path"] == "src/server.rs"), "{alone}");
+    assert_eq!(alone["turn"], 1);
+    assert!(
+        prompt.starts_with("# Earlier in this conversation") && prompt.contains("Q: Where are API keys checked?")
+            && prompt.contains("A: API keys are checked by `verify_api_key`"),
+        "{prompt}"
+    );
+
+    // The key's conversations: listed with their turns, readable, not another key's.
+    let (_, list) = json(app.get("/api/v1/ask/conversations", Some(&app.viewer)).send().await.unwrap()).await;
+    let list: Vec<Value> = list.as_array().unwrap().iter().filter(|c| c["turns"] == 2).cloned().collect();
+    assert_eq!(list[0]["id"], conversation.as_str(), "{list:?}");
+    assert_eq!((list[0]["turns"].as_i64(), list[0]["title"].as_str()), (Some(2), Some("Where are API keys checked?")));
+    let path = format!("/api/v1/ask/conversations/{conversation}");
+    let (_, turns) = json(app.get(&path, Some(&app.viewer)).send().await.unwrap()).await;
+    assert_eq!(turns.as_array().unwrap().len(), 2);
+    assert_eq!(turns[1]["question"], "and where is that called from?");
+    let (_, theirs) = json(app.get("/api/v1/ask/conversations", Some(&app.operator)).send().await.unwrap()).await;
+    assert_eq!(theirs, json!([]));
+    assert_eq!(app.get("/api/v1/ask/conversations", None).send().await.unwrap().status(), 401);
+    assert_eq!(app.get(&path, Some(&app.operator)).send().await.unwrap().status(), 404);
+    let (status, v) = json(
+        ask(&app.operator, json!({"question": "more?", "conversation": conversation})).await.unwrap(),
+    )
+    .await;
+    assert_eq!((status, v["error"]["code"].as_str()), (404, Some("not_found")), "another key cannot follow up: {v}");
+    let (status, v) = json(ask(&app.viewer, json!({"question": "more?", "conversation": "x"})).await.unwrap()).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("conversation"), "{v}");
+    // Usage counts each turn like a single question.
+    let (_, usage) = json(app.get("/api/v1/usage", Some(&app.viewer)).send().await.unwrap()).await;
+    let asks: i64 = usage["usage"].as_array().unwrap().iter().filter(|r| r["kind"] == "ask").map(|r| r["calls"].as_i64().unwrap()).sum();
+    assert_eq!(asks, 3, "{usage}");
+    // Deleted: gone for its key (another key's delete is 404), its usage kept.
+    assert_eq!(app.http.delete(format!("{}{path}", app.base)).bearer_auth(&app.operator).send().await.unwrap().status(), 404);
+    assert_eq!(app.http.delete(format!("{}{path}", app.base)).bearer_auth(&app.viewer).send().await.unwrap().status(), 204);
+    assert_eq!(app.get(&path, Some(&app.viewer)).send().await.unwrap().status(), 404);
+}
 }
