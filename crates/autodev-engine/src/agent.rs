@@ -144,7 +144,12 @@ fn tool_call_in_text(text: &str) -> Option<(String, String)> {
         #[serde(borrow, alias = "parameters")]
         arguments: &'a serde_json::value::RawValue,
     }
-    let call: TextCall = serde_json::from_str(json_in_text(text)?).ok()?;
+    let json = json_in_text(text)?;
+    // Some models (Qwen2.5-Coder 1.5B under llama.cpp, seen) double the braces of the format
+    // their template shows: `{{"name": …}}`.
+    let call: TextCall = serde_json::from_str(json)
+        .ok()
+        .or_else(|| json.strip_prefix('{')?.strip_suffix('}').and_then(|inner| serde_json::from_str(inner).ok()))?;
     let raw = call.arguments.get();
     let args = serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string());
     Some((call.name, args))
@@ -861,5 +866,19 @@ async fn reserve(
                 usd(worst.0)
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tool_call_in_text;
+
+    #[test]
+    fn calls_written_as_text_are_read_with_doubled_braces_too() {
+        let want = Some(("ping".to_string(), r#"{"echo": "pong"}"#.to_string()));
+        assert_eq!(tool_call_in_text(r#"{"name": "ping", "arguments": {"echo": "pong"}}"#), want);
+        // As Qwen2.5-Coder 1.5B wrote it under llama.cpp.
+        assert_eq!(tool_call_in_text(r#"{{"name": "ping", "arguments": {"echo": "pong"}}}"#), want);
+        assert_eq!(tool_call_in_text("no call here"), None);
     }
 }
