@@ -127,6 +127,9 @@ pub struct AskArgs {
     /// The answer, its citations (each checked) and usage as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Follow up the conversation an earlier answer named (`conversation …` under it).
+    #[arg(long, value_name = "ID")]
+    pub conversation: Option<String>,
     #[command(flatten)]
     pub model: ModelArgs,
 }

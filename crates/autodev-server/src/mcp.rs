@@ -61,6 +61,10 @@ pub struct AskArgs {
     /// The project (id or name); over stdio, omit it to ask about the `--repo` repository.
     #[serde(default)]
     pub project: Option<String>,
+    /// The `conversation` of an earlier answer, to follow it up ("and where is that called
+    /// from?"); omit it to start a conversation.
+    #[serde(default)]
+    pub conversation: Option<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -333,23 +337,54 @@ impl McpServer {
         let caller = self.caller(ctx)?;
         let question = ask::valid_question(&args.question).map_err(|e| api_error(&e))?.to_string();
         if let Some(project) = &args.project {
-            let answer = ask::ask(&self.state, &caller, project, &question).await.map_err(|e| api_error(&e))?;
+            let prepared = ask::prepare(&self.state, &caller, project, &question, args.conversation.as_deref())
+                .await
+                .map_err(|e| api_error(&e))?;
+            let answer = prepared.answer(&self.state, &caller, None).await.map_err(|e| api_error(&e))?;
             return serde_json::to_value(answer).map_err(|e| api_error(&ApiError::internal(&e)));
         }
+        // The local repository's conversations have no project.
+        let conversation = match &args.conversation {
+            Some(id) => ask::valid_conversation(id).map_err(|e| api_error(&e))?.to_string(),
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let earlier: Vec<autodev_engine::ask::Turn> = match &args.conversation {
+            None => Vec::new(),
+            Some(_) => self
+                .state
+                .store
+                .ask_turns(&conversation, Some(&caller.key.id), None)
+                .await
+                .map_err(|e| api_error(&e.into()))?
+                .ok_or_else(|| tool_error(format!("not_found: no conversation {conversation} for this key")))?
+                .into_iter()
+                .map(|t| autodev_engine::ask::Turn { question: t.question, answer: t.answer })
+                .collect(),
+        };
         // The local repository: answered and recorded without a project.
         let (_, searcher) = self.searcher(&caller, None).await?;
         let settings = self.state.models.run_settings();
         let client = self.state.models.build(&settings).map_err(|e| tool_error(format!("no_model: {e}")))?;
+        let prices = &self.state.engine.prices;
         let answer =
-            autodev_engine::ask::ask(&searcher, client.as_ref(), &self.state.engine.prices, &settings.model, &question)
+            autodev_engine::ask::ask_in(&searcher, client.as_ref(), prices, &settings.model, &question, &earlier, None)
                 .await
                 .map_err(|e| tool_error(format!("model_failed: {e}")))?;
         let asker = autodev_engine::ask::Asker { key: Some((&caller.key.id, &caller.key.name)), project_id: None };
         let id = autodev_engine::ask::record(&self.state.store, asker, &question, &answer)
             .await
             .map_err(|e| api_error(&e.into()))?;
+        let turn = self
+            .state
+            .store
+            .add_ask_turn(&conversation, Some(&caller.key.id), None, &question, &answer.answer, Some(&id))
+            .await
+            .map_err(|e| api_error(&e.into()))?
+            .ok_or_else(|| tool_error(format!("not_found: no conversation {conversation} for this key")))?;
         let mut v = serde_json::to_value(&answer).unwrap_or_default();
         v["id"] = json!(id);
+        v["conversation"] = json!(conversation);
+        v["turn"] = json!(turn);
         Ok(v)
     }
 }

@@ -131,20 +131,50 @@ pub async fn ask(home: &Path, config: Option<&Path>, args: crate::cli::AskArgs) 
         let code = crate::config::code_search(home, &cfg).map_err(Exit::Usage)?;
         let idx = open(&code, &args.repo, false).await?;
         let prices = autodev_llm::PriceTable::with_overrides(&cfg.prices);
-        let answer = autodev_engine::ask::ask(&idx, client.as_ref(), &prices, &model_name, &args.question)
+        let store = crate::context::open_store(home).await?;
+        // The CLI's conversations are its own (no key), in this data directory.
+        let (conversation, earlier) = match &args.conversation {
+            None => (autodev_domain::RunId::new().to_string(), Vec::new()),
+            Some(id) => {
+                let turns =
+                    store.ask_turns(id, None, None).await.map_err(crate::context::store_error)?.ok_or_else(|| {
+                        Exit::Usage(format!("no conversation {id} here: leave --conversation out to start one"))
+                    })?;
+                let earlier =
+                    turns.into_iter().map(|t| autodev_engine::ask::Turn { question: t.question, answer: t.answer });
+                (id.clone(), earlier.collect())
+            }
+        };
+        // The answer is printed as it is written (not with --json, which prints it whole).
+        let print = |text: &str| {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        };
+        let sink: Option<&autodev_domain::TextSink<'_>> = if args.json { None } else { Some(&print) };
+        let question = args.question.trim();
+        let answer = autodev_engine::ask::ask_in(&idx, client.as_ref(), &prices, &model_name, question, &earlier, sink)
             .await
             .map_err(failed)?;
         // Recorded like the API's questions (no key, no project), so `autodev costs --by kind`
         // shows what questions cost.
-        let store = crate::context::open_store(home).await?;
-        autodev_engine::ask::record(&store, autodev_engine::ask::Asker::default(), args.question.trim(), &answer)
+        let id = autodev_engine::ask::record(&store, autodev_engine::ask::Asker::default(), question, &answer)
             .await
             .map_err(crate::context::store_error)?;
+        let turn = store
+            .add_ask_turn(&conversation, None, None, question, &answer.answer, Some(&id))
+            .await
+            .map_err(crate::context::store_error)?
+            .unwrap_or(1);
         if args.json {
-            println!("{}", serde_json::to_value(&answer).unwrap_or_default());
+            let mut v = serde_json::to_value(&answer).unwrap_or_default();
+            v["conversation"] = serde_json::json!(conversation);
+            v["turn"] = serde_json::json!(turn);
+            println!("{v}");
             return Ok(Exit::Ok);
         }
-        println!("{}\n", answer.answer);
+        println!("\n");
         for c in &answer.citations {
             let mark = if c.valid { "✓" } else { "✗ not in the index" };
             println!("  {}:{}-{}  {mark}", c.path, c.start_line, c.end_line);
@@ -152,6 +182,7 @@ pub async fn ask(home: &Path, config: Option<&Path>, args: crate::cli::AskArgs) 
         if !answer.citations_ok {
             println!("\n! the answer's citations do not check out: read it with care");
         }
+        println!("\nconversation {conversation} (turn {turn}; follow up with --conversation {conversation})");
         println!(
             "\n{} · {} in + {} out tokens · ${:.4}",
             answer.model,

@@ -341,6 +341,40 @@ async fn ask_answers_with_citations_checked_against_the_index() {
     let (code, stdout, _) = output(autodev(&home).args(["costs", "--by", "key"]));
     assert_eq!(code, 0);
     assert!(stdout.contains("(CLI or webhook) (ask)"), "{stdout}");
+
+    // A conversation (issue 27): the plain output says how to follow up; the follow-up is
+    // asked with the first turn in its prompt; an unknown conversation is a usage error.
+    script.on("unknown", 0, vec![autodev_testkit::text("`greet_person` greets (src/lib.rs:2-4).")]);
+    let plain = |args: &[&str]| {
+        let mut cmd = autodev(&home);
+        cmd.arg("ask")
+            .args(args)
+            .arg("--repo")
+            .arg(&repo)
+            .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
+            .env("OPENAI_API_KEY", "sk-test")
+            .env("AUTODEV_MODEL", "gpt-4.1-mini");
+        output(&mut cmd)
+    };
+    let (code, stdout, stderr) = plain(&["How is a person greeted?"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("`greet_person` greets (src/lib.rs:2-4)."), "{stdout}");
+    let conversation = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("conversation "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_string();
+    script.on("unknown", 0, vec![autodev_testkit::text("With `format!` (src/lib.rs:3).")]);
+    let (code, stdout, stderr) = plain(&["and how is it built?", "--conversation", &conversation, "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let a: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((a["conversation"].as_str(), a["turn"].as_i64()), (Some(conversation.as_str()), Some(2)));
+    let asked = script.requests.lock().unwrap().last().unwrap()["messages"][1]["content"].as_str().unwrap().to_string();
+    assert!(asked.contains("Q: How is a person greeted?\nA: `greet_person` greets"), "{asked}");
+    let (code, _, stderr) = plain(&["more?", "--conversation", "0190aaaa-0000-7000-8000-000000000000"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no conversation 0190aaaa-0000-7000-8000-000000000000 here"), "{stderr}");
 }
 
 /// `[embeddings]` configured: `autodev index` embeds the chunks (OpenAI's wire format on a
