@@ -1,6 +1,6 @@
 //! `/ask`: a question about a project's code, answered from its code index through the
 //! API's own handler (so the same roles, validation, budgets and usage records).
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use maud::html;
@@ -15,23 +15,87 @@ pub struct AskForm {
     project: String,
     #[serde(default)]
     question: String,
+    /// The conversation the question follows up (empty: a new one).
+    #[serde(default)]
+    conversation: String,
 }
 
-pub async fn page_get(State(state): State<AppState>, session: Session) -> Response {
-    render(&state, &session, &AskForm::default(), None, None, StatusCode::OK).await
+impl AskForm {
+    fn conversation(&self) -> Option<&str> {
+        Some(self.conversation.trim()).filter(|c| !c.is_empty())
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct AskQuery {
+    /// A conversation of the signed-in key to show and continue.
+    #[serde(default)]
+    conversation: Option<String>,
+    #[serde(default)]
+    project: Option<String>,
+}
+
+/// `/ask`, or `/ask?conversation=ID&project=NAME`: a conversation so far, ready to go on.
+pub async fn page_get(State(state): State<AppState>, session: Session, Query(q): Query<AskQuery>) -> Response {
+    let form = AskForm {
+        project: q.project.unwrap_or_default(),
+        question: String::new(),
+        conversation: q.conversation.unwrap_or_default(),
+    };
+    render(&state, &session, &form, None, None, StatusCode::OK).await
+}
+
+fn shown(e: &crate::error::ApiError) -> String {
+    match &e.field {
+        Some(f) => format!("{f}: {}", e.message),
+        None => e.message.clone(),
+    }
 }
 
 pub async fn submit(State(state): State<AppState>, SignedForm { session, form }: SignedForm<AskForm>) -> Response {
-    match crate::service::ask::ask(&state, &session.caller(), &form.project, &form.question).await {
-        Ok(answer) => render(&state, &session, &form, Some(&answer), None, StatusCode::OK).await,
-        Err(e) => {
-            let message = match &e.field {
-                Some(f) => format!("{f}: {}", e.message),
-                None => e.message.clone(),
-            };
-            render(&state, &session, &form, None, Some(&message), e.status).await
-        }
+    let caller = session.caller();
+    let prepared =
+        crate::service::ask::prepare(&state, &caller, &form.project, &form.question, form.conversation()).await;
+    match prepared {
+        Ok(p) => match p.answer(&state, &caller, None).await {
+            Ok(answer) => {
+                let form = AskForm { conversation: answer.conversation.clone(), question: String::new(), ..form };
+                render(&state, &session, &form, Some(&answer), None, StatusCode::OK).await
+            }
+            Err(e) => render(&state, &session, &form, None, Some(&shown(&e)), e.status).await,
+        },
+        Err(e) => render(&state, &session, &form, None, Some(&shown(&e)), e.status).await,
     }
+}
+
+/// `POST /ask/stream` (the page's script): the answer as server-sent events, as the API
+/// streams it (`delta` … `answer` | `error`); a refusal before the answer starts is a plain
+/// error status with the message as text.
+pub async fn stream(State(state): State<AppState>, SignedForm { session, form }: SignedForm<AskForm>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    let caller = session.caller();
+    let prepared =
+        match crate::service::ask::prepare(&state, &caller, &form.project, &form.question, form.conversation()).await {
+            Ok(p) => p,
+            Err(e) => return (e.status, shown(&e)).into_response(),
+        };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    tokio::spawn(async move {
+        let deltas = tx.clone();
+        let sink = move |text: &str| {
+            let _ = deltas.send(Event::default().event("delta").data(serde_json::json!({ "text": text }).to_string()));
+        };
+        let last = match prepared.answer(&state, &caller, Some(&sink)).await {
+            Ok(a) => Event::default().event("answer").data(serde_json::to_string(&a).unwrap_or_default()),
+            Err(e) => {
+                Event::default().event("error").data(serde_json::json!({"error": {"message": shown(&e)}}).to_string())
+            }
+        };
+        let _ = tx.send(last);
+    });
+    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok::<_, std::convert::Infallible>);
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 async fn render(
@@ -43,14 +107,37 @@ async fn render(
     status: StatusCode,
 ) -> Response {
     let projects = super::page::visible_projects(state, session).await.unwrap_or_default();
+    // The conversation so far (without the answer just given, shown below on its own).
+    let mut earlier = match form.conversation() {
+        Some(id) => state.store.ask_turns(id, Some(&session.key.id), None).await.ok().flatten().unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if answer.is_some() {
+        earlier.pop();
+    }
     let body = html! {
         h1 { "Ask the code" }
         @if let Some(e) = error { p.error role="alert" { (e) } }
+        @if !earlier.is_empty() || answer.is_some() {
+            p { "A conversation: each question is answered with the earlier ones. " a href=(state.url("/ask")) { "New conversation" } }
+        }
+        @if !earlier.is_empty() {
+            section.earlier aria-labelledby="earlier-h" {
+                h2 #earlier-h { "Earlier in this conversation" }
+                @for t in &earlier {
+                    div.turn {
+                        p.question { strong { "Q: " } (t.question) }
+                        pre.answer { (t.answer) }
+                    }
+                }
+            }
+        }
         @if projects.is_empty() {
             p { "There is no project yet. " a href=(state.url("/projects")) { "Create one" } " first." }
         } @else {
-            form.card method="post" action=(state.url("/ask")) {
+            form.card #ask-form method="post" action=(state.url("/ask")) data-stream=(state.url("/ask/stream")) {
                 input type="hidden" name="csrf" value=(session.csrf);
+                input type="hidden" name="conversation" value=(form.conversation);
                 label for="project" { "Project" }
                 select #project name="project" required {
                     @for p in &projects { option value=(p.name) selected[form.project == p.name] { (p.name) } }
@@ -60,6 +147,8 @@ async fn render(
                 p.help #question-help { "Answered by the model from the project's code index, with each place it cites checked." }
                 button type="submit" { "Ask" }
             }
+            // Filled as the answer is written (by the page's script).
+            pre.answer #live-answer hidden aria-live="polite" {}
         }
         @if let Some(a) = answer {
             section aria-live="polite" aria-labelledby="answer-h" {

@@ -52,6 +52,7 @@ pub fn router() -> Router<AppState> {
         .route("/projects/{id}", post(admin::update_project))
         .route("/usage", get(admin::usage))
         .route("/ask", get(ask::page_get).post(ask::submit))
+        .route("/ask/stream", post(ask::stream))
         .route("/keys", get(admin::keys).post(admin::create_key))
         .route("/keys/{id}/revoke", post(admin::revoke_key))
         .route("/ui/ui.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))

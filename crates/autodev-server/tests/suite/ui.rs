@@ -70,6 +70,42 @@ async fn the_ask_page_answers_with_checked_citations(app) {
     assert!(html.contains("<code>check.sh:1-4</code> <span class=\"badge ok\">checked</span>"), "{html}");
     assert!(html.contains("<code>nowhere.rs:1-2</code> <span class=\"badge bad\">not in the index</span>"), "{html}");
     assert!(html.contains("Some citations do not check out"), "{html}");
+    // The form now carries the conversation; a follow-up is shown under the earlier turn
+    // (issue 27), and the page's script can stream it (POST /ask/stream).
+    let at = html.find("name=\"conversation\" value=\"").unwrap() + 27;
+    let conversation = html[at..at + 36].to_string();
+    app.script.on("unknown", 0, vec![autodev_testkit::text("It greps greeting.txt (check.sh:3).")]);
+    let r = no_redirects()
+        .post(format!("{}/ask", app.base))
+        .header("cookie", &cookie)
+        .form_pairs(&[("csrf", csrf.as_str()), ("project", "greeter"), ("question", "And which file?"), ("conversation", conversation.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Earlier in this conversation") && html.contains("What does the check do?"), "{html}");
+    assert!(html.contains("It greps greeting.txt"), "{html}");
+    let r = no_redirects()
+        .post(format!("{}/ask/stream", app.base))
+        .header("cookie", &cookie)
+        .header("origin", &app.base)
+        .form_pairs(&[("csrf", csrf.as_str()), ("project", "greeter"), ("question", "And then?"), ("conversation", conversation.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let events = r.text().await.unwrap();
+    assert!(events.matches("event: delta").count() > 1 && events.contains("event: answer"), "{events}");
+    assert!(events.contains("\"turn\":3"), "{events}");
+    // Without the token, refused like every form.
+    let r = no_redirects()
+        .post(format!("{}/ask/stream", app.base))
+        .header("cookie", &cookie)
+        .form_pairs(&[("project", "greeter"), ("question", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
     // A blank question: the form again, with the API's message for the field.
     let r = ask("   ").await.unwrap();
     assert_eq!(r.status().as_u16(), 422);
@@ -420,6 +456,15 @@ mod browser {
         c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
         wait_text(&c, "ul.citations", "check.sh:1-4").await;
         wait_text(&c, "ul.citations", "checked").await;
+        // A follow-up in the same conversation: streamed into the page (more than one
+        // piece), then shown under the first turn.
+        app.script.on("unknown", 0, vec![autodev_testkit::text("They grep for hello (check.sh:3).")]);
+        c.find(Locator::Css("textarea[name=question]")).await.unwrap().send_keys("Which word?").await.unwrap();
+        c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+        wait_text(&c, "section.earlier", "What do the tests check?").await;
+        wait_text(&c, "section.earlier", "They grep for hello").await;
+        let streamed = c.execute("return document.body.dataset.streamed || '0'", vec![]).await.unwrap();
+        assert!(streamed.as_str().unwrap().parse::<u32>().unwrap() > 1, "streamed in {streamed} pieces");
         shot(&c, "ask").await;
 
         // Sign out: back at the sign-in page, and the pages ask again.

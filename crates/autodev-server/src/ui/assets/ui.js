@@ -2,6 +2,8 @@
 // - A run's page follows the run's events (EventSource on /runs/{id}/stream) and, after each
 //   burst of events, fetches the page's content again (/runs/{id}/live) and swaps it in.
 // - The runs list fetches its rows again every few seconds (new runs appear, states change).
+// - The ask page streams its answer (POST /ask/stream, server-sent events) into the page as it
+//   is written, then shows the conversation with the answer's checked citations.
 // Forms work without this script; it only keeps pages current.
 "use strict";
 (function () {
@@ -44,7 +46,73 @@
     }, 2000);
   }
 
+  function streamAsk(form) {
+    const url = form.dataset.stream, out = document.getElementById("live-answer");
+    if (!url || !out || !window.fetch || !window.TextDecoder) return;
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      out.hidden = false;
+      out.textContent = "";
+      let pieces = 0, buffer = "";
+      const fail = (message) => { out.textContent = message; out.classList.add("error"); button.disabled = false; };
+      const handle = (block) => {
+        const event = (block.match(/^event: (.*)$/m) || [])[1];
+        const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+        if (!event || !data) return;
+        const v = JSON.parse(data);
+        if (event === "delta") {
+          pieces += 1;
+          document.body.dataset.streamed = String(pieces);
+          out.textContent += v.text;
+        } else if (event === "answer") {
+          const next = form.action + "?conversation=" + encodeURIComponent(v.conversation) + "&project=" + encodeURIComponent(v.project);
+          fetch(next, { credentials: "same-origin" }).then((r) => r.text()).then((html) => {
+            const doc = new DOMParser().parseFromString(html, "text/html");
+            document.querySelector("main").innerHTML = doc.querySelector("main").innerHTML;
+            history.replaceState(null, "", next);
+            const again = document.getElementById("ask-form");
+            if (again) streamAsk(again);
+            // The answer just given is the conversation's last turn; its citations, checked.
+            const list = document.createElement("ul");
+            list.className = "citations";
+            (v.citations || []).forEach((c) => {
+              const li = document.createElement("li"), code = document.createElement("code"), badge = document.createElement("span");
+              code.textContent = c.path + ":" + c.start_line + "-" + c.end_line;
+              badge.className = "badge " + (c.valid ? "ok" : "bad");
+              badge.textContent = c.valid ? "checked" : "not in the index";
+              li.append(code, " ", badge);
+              list.append(li);
+            });
+            const heading = document.createElement("h3");
+            heading.textContent = v.citations_ok ? "Citations of the last answer" : "Citations of the last answer (some do not check out: read it with care)";
+            document.querySelector("main").append(heading, list);
+          }).catch(() => fail("The answer was given, but the page could not be refreshed: reload it."));
+        } else if (event === "error") {
+          fail(v.error && v.error.message ? v.error.message : "The question could not be answered.");
+        }
+      };
+      fetch(url, { method: "POST", credentials: "same-origin", body: new URLSearchParams(new FormData(form)) })
+        .then((r) => {
+          if (!r.ok) return r.text().then(fail);
+          const reader = r.body.getReader(), decoder = new TextDecoder();
+          const pump = () => reader.read().then(({ done, value }) => {
+            if (done) return;
+            buffer += decoder.decode(value, { stream: true });
+            let at;
+            while ((at = buffer.indexOf("\n\n")) >= 0) { handle(buffer.slice(0, at)); buffer = buffer.slice(at + 2); }
+            return pump();
+          });
+          return pump();
+        })
+        .catch(() => fail("The question could not be sent; check the connection and try again."));
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    const ask = document.getElementById("ask-form");
+    if (ask) streamAsk(ask);
     const run = document.getElementById("live");
     if (run) followRun(run);
     const runs = document.getElementById("runs");
