@@ -753,6 +753,13 @@ impl<'a, 's> AgentLoop<'a, 's> {
                     ctx.event(EventKind::PlanRejected { reason: content.clone() }).await?;
                 }
             }
+            // The same reply as the previous turn (small models repeat a call whose result they
+            // already have): said with the result, before the loop check stops the agent.
+            let content = if self.same_replies == MAX_SAME_REPLIES - 1 {
+                format!("{content}\n\n{}", prompts::REPEATED_CALL)
+            } else {
+                content
+            };
             if self.mode != ToolCallMode::Native && response_is_text(&self.messages) {
                 let status = if is_error { " (error)" } else { "" };
                 self.messages.push(Message::user(format!("Result of `{}`{status}:\n{content}", call.name)));

@@ -6,6 +6,9 @@ use serde_json::json;
 pub const NUDGE: &str =
     "Continue by calling a tool. When the work is complete and checked, call `finish` with a short summary.";
 pub const PLANNER_NUDGE: &str = "Answer by calling `submit_plan` with the plan.";
+/// Added to a result when the model repeated its previous call exactly.
+pub const REPEATED_CALL: &str = "(You made exactly this call in your previous turn and have its result above; \
+     calling it again gives the same. Do not repeat it: take the next step of your task with another tool.)";
 
 /// The planner's only tool besides the read-only workspace tools.
 pub fn submit_plan_spec() -> ToolSpec {

@@ -171,7 +171,12 @@ async fn the_same_reply_again_and_again_is_a_loop_that_stops_the_agent() {
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
     let reason = app.reason(&id).await;
     assert!(reason.contains("task:t1: the model gave the same reply 3 times in a row (a loop): read_file"), "{reason}");
-    assert_eq!(app.script.requests_for("task:t1").len(), 3);
+    let requests = app.script.requests_for("task:t1");
+    assert_eq!(requests.len(), 3);
+    // Before the third, the model was told it repeated itself (with the result).
+    let told = tool_results(&requests[2]).last().cloned().unwrap();
+    assert!(told.contains("# Project") && told.contains("You made exactly this call in your previous turn"), "{told}");
+    assert!(!tool_results(&requests[1]).last().unwrap().contains("You made exactly"));
 }
 
 /// A repository whose test command runs every `tests/*.sh`.
