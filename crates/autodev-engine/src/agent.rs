@@ -366,14 +366,37 @@ impl<'a, 's> AgentLoop<'a, 's> {
         let previous = self.messages.iter().rev().find(|m| m.role == autodev_domain::Role::Assistant);
         self.same_replies =
             if previous.is_some_and(|p| same_reply(p, &response.message)) { self.same_replies + 1 } else { 1 };
-        let looped = (self.same_replies >= MAX_SAME_REPLIES).then(|| {
-            EngineError::Failed(format!(
+        // Two replies in turn (A, B, A, B), as the 1.5B model did with list_files and read_file
+        // of the same missing path: a loop too.
+        let mut earlier = self.messages.iter().rev().filter(|m| m.role == autodev_domain::Role::Assistant);
+        let (b, a, b0) = (earlier.next(), earlier.next(), earlier.next());
+        let alternating = matches!((a, b, b0), (Some(a), Some(b), Some(b0))
+            if same_reply(a, &response.message) && same_reply(b0, b) && !same_reply(b, &response.message));
+        let describe = |m: &Message| {
+            short(
+                &m.tool_calls
+                    .first()
+                    .map(|c| format!("{} {}", c.name, c.arguments))
+                    .unwrap_or_else(|| m.content.clone()),
+            )
+        };
+        let looped = if self.same_replies >= MAX_SAME_REPLIES {
+            Some(EngineError::Failed(format!(
                 "{}: the model gave the same reply {} times in a row (a loop): {}",
                 self.conv(),
                 self.same_replies,
                 short(&calls.first().map(|c| format!("{} {}", c.name, c.arguments)).unwrap_or_else(|| text.clone()))
-            ))
-        });
+            )))
+        } else if alternating {
+            Some(EngineError::Failed(format!(
+                "{}: the model alternated between the same two replies twice (a loop): {} / {}",
+                self.conv(),
+                describe(&response.message),
+                b.map(describe).unwrap_or_default()
+            )))
+        } else {
+            None
+        };
         self.messages.push(response.message);
         if calls.is_empty() {
             return self.text_reply(text, fresh).await;

@@ -179,6 +179,30 @@ async fn the_same_reply_again_and_again_is_a_loop_that_stops_the_agent() {
     assert!(!tool_results(&requests[1]).last().unwrap().contains("You made exactly"));
 }
 
+/// Two replies in turn (issue 27: the 1.5B model listed and read the same missing path by
+/// turns until its step limit) are a loop too, found at the fourth reply.
+#[tokio::test]
+async fn two_replies_in_turn_are_a_loop_that_stops_the_agent() {
+    let app = TestApp::new().await;
+    app.script.plan(plan_json()["tasks"].clone());
+    for turn in 0..10 {
+        let c = if turn % 2 == 0 {
+            call("list_files", json!({"path": "nope"}))
+        } else {
+            call("read_file", json!({"path": "nope"}))
+        };
+        app.script.on("task:t1", turn, vec![c]);
+    }
+    let (id, outcome) = app.run(settings(), "# Greet").await;
+    assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    let reason = app.reason(&id).await;
+    assert!(
+        reason.contains("task:t1: the model alternated between the same two replies twice (a loop): read_file"),
+        "{reason}"
+    );
+    assert_eq!(app.script.requests_for("task:t1").len(), 4);
+}
+
 /// A repository whose test command runs every `tests/*.sh`.
 fn with_test_runner(app: &TestApp) -> autodev_engine::RunSettings {
     std::fs::write(
