@@ -93,11 +93,11 @@ pub async fn repo_view(
     if all.len() > listed {
         out.push_str(&format!("... and {} more files (list_files shows them)\n", all.len() - listed));
     }
-    if all.len() > LISTED_FILES {
-        if let Some((searcher, spec)) = relevant {
-            let view = relevant_view(searcher, spec).await;
-            out.extend(view.chars().take(budget / 4));
-        }
+    if all.len() > LISTED_FILES
+        && let Some((searcher, spec)) = relevant
+    {
+        let view = relevant_view(searcher, spec).await;
+        out.extend(view.chars().take(budget / 4));
     }
     for name in KEY_FILES {
         let Some(bytes) = root.as_ref().and_then(|r| r.check(name).ok().and_then(|p| r.read(&p).ok())) else {

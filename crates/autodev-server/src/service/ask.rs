@@ -213,7 +213,8 @@ pub async fn answer_in(
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_model", format!("no model to answer with: {e}"))
     })?;
     let reservation = reserve(state, project, &settings.model, question).await?;
-    let result = answer_reserved(state, caller, project, question, client, &settings.model, earlier, on_text).await;
+    let asked = Asked { question, earlier, on_text };
+    let result = answer_reserved(state, caller, project, &asked, client, &settings.model).await;
     // The cost is recorded (or the question failed): the reservation is given back.
     if let Some(id) = reservation
         && let Err(e) = state.store.release_ask(&id).await
@@ -223,16 +224,23 @@ pub async fn answer_in(
     result
 }
 
+/// A question as asked: its text, the conversation's earlier turns, where its text streams.
+#[derive(Clone, Copy)]
+struct Asked<'a> {
+    question: &'a str,
+    earlier: &'a [autodev_engine::ask::Turn],
+    on_text: Option<&'a autodev_domain::TextSink<'a>>,
+}
+
 async fn answer_reserved(
     state: &AppState,
     caller: &Caller,
     project: &ProjectRow,
-    question: &str,
+    asked: &Asked<'_>,
     client: std::sync::Arc<dyn autodev_domain::ModelClient>,
     model: &str,
-    earlier: &[autodev_engine::ask::Turn],
-    on_text: Option<&autodev_domain::TextSink<'_>>,
 ) -> Result<(String, autodev_engine::ask::Answer), ApiError> {
+    let Asked { question, earlier, on_text } = *asked;
     let searcher = state.engine.code.open_project(project).await.map_err(|e| match e {
         // The repository is the project's to fix (moved, private, unreachable from here): a
         // conflict with the project's state, not a server fault.
