@@ -30,7 +30,8 @@ const QUESTIONS: &[(&str, &str, &str)] = &[
     (
         "how does the client switch to a fallback provider when the primary fails",
         "crates/autodev-llm/src/fallback.rs",
-        "FallbackClient::complete",
+        // The switching moved into `fall_back` (issue 27's streaming), called by `complete`.
+        "FallbackClient::fall_back|FallbackClient::complete",
     ),
     (
         "parse a tool call that a model wrote as JSON in its text",

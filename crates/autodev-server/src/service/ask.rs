@@ -39,11 +39,9 @@ pub fn valid_conversation(id: &str) -> Result<&str, ApiError> {
     if ok {
         Ok(id)
     } else {
-        Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "conversation: give the `conversation` id of an earlier answer (a UUID), or leave it out to start one"
-                .to_string(),
+        Err(ApiError::invalid(
+            "conversation",
+            "give the `conversation` id of an earlier answer (a UUID), or leave it out to start one",
         ))
     }
 }
