@@ -137,3 +137,29 @@ async fn a_project_scoped_key_sees_its_projects_alone_over_mcp(app) {
     assert_eq!(app.store.get_run(&runs[1]).await.unwrap().state, "queued");
 }
 }
+
+both! {
+// Issue 27: MCP's `ask` continues a conversation as the API does: the follow-up is asked with
+// the first turn, and another key cannot continue it.
+async fn ask_over_mcp_follows_up_a_conversation(app) {
+    let repo = make_repo(app._dir.path());
+    let project = json!({"name": "greeter", "repository": repo, "test_command": "true"});
+    app.post("/api/v1/projects", Some(&app.admin)).json(&project).send().await.unwrap();
+    app.script.on("unknown", 0, vec![autodev_testkit::text("The tests grep greeting.txt (check.sh:1-4).")]);
+    let first = sdk(&app, "call", &app.viewer, "ask", Some(json!({"project": "greeter", "question": "What do the tests check?"}))).await;
+    assert_eq!(first["is_error"], false, "{first}");
+    let first: Value = serde_json::from_str(first["text"].as_str().unwrap()).unwrap();
+    let conversation = first["conversation"].as_str().unwrap().to_string();
+    assert_eq!(first["turn"], 1);
+    app.script.on("unknown", 0, vec![autodev_testkit::text("For the word hello (check.sh:3).")]);
+    let args = json!({"project": "greeter", "question": "For which word?", "conversation": conversation});
+    let second = sdk(&app, "call", &app.viewer, "ask", Some(args.clone())).await;
+    let second: Value = serde_json::from_str(second["text"].as_str().unwrap()).unwrap();
+    assert_eq!((second["conversation"].as_str(), second["turn"].as_i64()), (Some(conversation.as_str()), Some(2)));
+    let prompt = app.script.requests.lock().unwrap().last().unwrap()["messages"][1]["content"].as_str().unwrap().to_string();
+    assert!(prompt.contains("Q: What do the tests check?\nA: The tests grep greeting.txt"), "{prompt}");
+    let theirs = sdk(&app, "call", &app.operator, "ask", Some(args)).await;
+    assert_eq!(theirs["is_error"], true, "{theirs}");
+    assert!(theirs["text"].as_str().unwrap().contains("no conversation"), "{theirs}");
+}
+}
