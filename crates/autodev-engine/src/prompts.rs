@@ -10,6 +10,11 @@ pub const PLANNER_NUDGE: &str = "Answer by calling `submit_plan` with the plan."
 pub const REPEATED_CALL: &str = "(You made exactly this call in your previous turn and have its result above; \
      calling it again gives the same. Do not repeat it: take the next step of your task with another tool.)";
 
+/// A task id as the plan's validation accepts it, in the schema too: a server that constrains
+/// replies (`tool_calls = "schema"`) then cannot produce another (the 1.5B model wrote
+/// `textkit/slugify` three times).
+pub const TASK_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
+
 /// The planner's only tool besides the read-only workspace tools.
 pub fn submit_plan_spec() -> ToolSpec {
     ToolSpec {
@@ -24,7 +29,7 @@ pub fn submit_plan_spec() -> ToolSpec {
                     "items": {
                         "type": "object",
                         "properties": {
-                            "id": {"type": "string", "description": "Short unique id such as t1."},
+                            "id": {"type": "string", "pattern": TASK_ID_PATTERN, "description": "Short unique id such as t1."},
                             "title": {"type": "string", "description": "Imperative one-line title; becomes the commit message."},
                             "description": {"type": "string", "description": "What to change and where."},
                             "depends_on": {"type": "array", "items": {"type": "string"}, "description": "Ids of tasks that must be done first."},
@@ -262,4 +267,21 @@ pub fn text_tools(tools: &[ToolSpec]) -> String {
         out.push_str(&format!("\n- `{}`: {} Arguments (JSON schema): {}", t.name, t.description, t.parameters));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_task_id_pattern_in_the_schema_is_the_rule_plans_are_checked_by() {
+        let pattern = regex::Regex::new(TASK_ID_PATTERN).unwrap_or_else(|e| panic!("{e}"));
+        for id in ["t1", "slugify", "a.b-c_d", "textkit/slugify", "", "with space", &"x".repeat(65), "é"] {
+            let plan = serde_json::json!({"summary": "s", "tasks": [{"id": id, "title": "T", "description": "", "depends_on": [], "acceptance": []}]});
+            let accepted = Plan::from_arguments(&plan.to_string()).is_ok();
+            assert_eq!(pattern.is_match(id), accepted, "{id:?}");
+        }
+        let spec = submit_plan_spec();
+        assert_eq!(spec.parameters["properties"]["tasks"]["items"]["properties"]["id"]["pattern"], TASK_ID_PATTERN);
+    }
 }
