@@ -363,13 +363,13 @@ impl<'a, 's> AgentLoop<'a, 's> {
         let text = response.message.content.clone();
         // A loop: the same reply (text and calls) again and again. Compared with the previous
         // reply still in the conversation: nothing is copied or serialised per step.
-        let previous = self.messages.iter().rev().find(|m| m.role == autodev_domain::Role::Assistant);
-        self.same_replies =
-            if previous.is_some_and(|p| same_reply(p, &response.message)) { self.same_replies + 1 } else { 1 };
-        // Two replies in turn (A, B, A, B), as the 1.5B model did with list_files and read_file
-        // of the same missing path: a loop too.
+        // The last three replies, found in one walk back (the previous one for repeats, all
+        // three for two replies in turn).
         let mut earlier = self.messages.iter().rev().filter(|m| m.role == autodev_domain::Role::Assistant);
         let (b, a, b0) = (earlier.next(), earlier.next(), earlier.next());
+        self.same_replies = if b.is_some_and(|p| same_reply(p, &response.message)) { self.same_replies + 1 } else { 1 };
+        // Two replies in turn (A, B, A, B), as the 1.5B model did with list_files and read_file
+        // of the same missing path: a loop too.
         let alternating = matches!((a, b, b0), (Some(a), Some(b), Some(b0))
             if same_reply(a, &response.message) && same_reply(b0, b) && !same_reply(b, &response.message));
         let describe = |m: &Message| {

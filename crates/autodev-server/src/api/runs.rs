@@ -182,24 +182,7 @@ pub async fn ask(
     if !body.stream && !accepts_stream {
         return Ok(Json(prepared.answer(&state, &caller, None).await?).into_response());
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SseEvent>();
-    tokio::spawn(async move {
-        let deltas = tx.clone();
-        let sink = move |text: &str| {
-            let _ =
-                deltas.send(SseEvent::default().event("delta").data(serde_json::json!({ "text": text }).to_string()));
-        };
-        let last = match prepared.answer(&state, &caller, Some(&sink)).await {
-            Ok(answer) => SseEvent::default().event("answer").data(serde_json::to_string(&answer).unwrap_or_default()),
-            Err(e) => {
-                let body = serde_json::json!({"error": {"code": e.code, "message": e.message}});
-                SseEvent::default().event("error").data(body.to_string())
-            }
-        };
-        let _ = tx.send(last);
-    });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok::<_, std::convert::Infallible>);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    Ok(prepared.stream(state, caller))
 }
 
 /// `GET /api/v1/ask/conversations`: the caller's conversations, the most recent first.

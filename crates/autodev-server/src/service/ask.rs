@@ -348,6 +348,39 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// The answer as server-sent events, as the model writes it: `delta` (`{"text"}`), then
+    /// `answer` (the [`AskAnswer`]) or `error` (`{"error": {"code", "message"}}`, the field
+    /// folded into the message). The API's streamed answers and the UI's `/ask/stream`.
+    pub fn stream(self, state: AppState, caller: Caller) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        use axum::response::sse::{Event, KeepAlive, Sse};
+        use futures::StreamExt;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+        tokio::spawn(async move {
+            let deltas = tx.clone();
+            let sink = move |text: &str| {
+                let _ =
+                    deltas.send(Event::default().event("delta").data(serde_json::json!({ "text": text }).to_string()));
+            };
+            let last = match self.answer(&state, &caller, Some(&sink)).await {
+                Ok(a) => Event::default().event("answer").data(serde_json::to_string(&a).unwrap_or_default()),
+                Err(e) => {
+                    let message = match &e.field {
+                        Some(f) => format!("{f}: {}", e.message),
+                        None => e.message.clone(),
+                    };
+                    let body = serde_json::json!({"error": {"code": e.code, "message": message}});
+                    Event::default().event("error").data(body.to_string())
+                }
+            };
+            let _ = tx.send(last);
+        });
+        let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok::<_, std::convert::Infallible>);
+        Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+    }
+}
+
 /// A conversation as listed (`GET /api/v1/ask/conversations`).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ConversationView {

@@ -72,30 +72,13 @@ pub async fn submit(State(state): State<AppState>, SignedForm { session, form }:
 /// streams it (`delta` … `answer` | `error`); a refusal before the answer starts is a plain
 /// error status with the message as text.
 pub async fn stream(State(state): State<AppState>, SignedForm { session, form }: SignedForm<AskForm>) -> Response {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    use futures::StreamExt;
     let caller = session.caller();
     let prepared =
         match crate::service::ask::prepare(&state, &caller, &form.project, &form.question, form.conversation()).await {
             Ok(p) => p,
             Err(e) => return (e.status, shown(&e)).into_response(),
         };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
-    tokio::spawn(async move {
-        let deltas = tx.clone();
-        let sink = move |text: &str| {
-            let _ = deltas.send(Event::default().event("delta").data(serde_json::json!({ "text": text }).to_string()));
-        };
-        let last = match prepared.answer(&state, &caller, Some(&sink)).await {
-            Ok(a) => Event::default().event("answer").data(serde_json::to_string(&a).unwrap_or_default()),
-            Err(e) => {
-                Event::default().event("error").data(serde_json::json!({"error": {"message": shown(&e)}}).to_string())
-            }
-        };
-        let _ = tx.send(last);
-    });
-    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok::<_, std::convert::Infallible>);
-    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+    prepared.stream(state, caller)
 }
 
 async fn render(
