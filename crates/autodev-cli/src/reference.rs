@@ -58,7 +58,13 @@ pub const KEYS: &[Key] = &[
         RepositoryTighten,
         "Repair rounds after failing tests (or missing evidence).",
     ),
-    k("max_steps", Some("AUTODEV_MAX_STEPS"), "40", RepositoryTighten, "Model turns per agent."),
+    k(
+        "max_steps",
+        Some("AUTODEV_MAX_STEPS"),
+        "100",
+        RepositoryTighten,
+        "Model turns per coding agent (told to it; at the limit its change is kept and tested, the task marked `incomplete`).",
+    ),
     k(
         "max_task_tokens",
         Some("AUTODEV_MAX_TASK_TOKENS"),

@@ -88,7 +88,7 @@ impl Default for RunSettings {
             model: "gpt-4.1".into(),
             max_parallel: 2,
             max_repair_rounds: 2,
-            max_steps: 40,
+            max_steps: 100,
             max_task_tokens: 2_000_000,
             max_cost_usd: None,
             max_output_tokens: 8_192,

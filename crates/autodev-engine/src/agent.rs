@@ -41,6 +41,9 @@ pub(crate) struct AgentSpec<'a> {
 pub(crate) enum AgentEnd {
     Finished(String),
     Plan(Plan),
+    /// A coder used all its steps without calling `finish`: its work so far is kept, and
+    /// the engine's tests decide (SWE-agent submits at its limit too).
+    StepLimit(u32),
 }
 
 const PLANNER_TOOLS: &[&str] = &["list_files", "read_file", "search", "search_code"];
@@ -349,6 +352,9 @@ impl<'a, 's> AgentLoop<'a, 's> {
     async fn step(&mut self, turn: u32) -> Result<Option<AgentEnd>> {
         self.ctx.check_cancel()?;
         if turn >= self.spec.max_steps {
+            if self.spec.kind == AgentKind::Coder {
+                return Ok(Some(AgentEnd::StepLimit(self.spec.max_steps)));
+            }
             return Err(EngineError::Failed(format!(
                 "{} reached its step limit ({} model turns) without finishing",
                 self.conv(),
@@ -782,6 +788,14 @@ impl<'a, 's> AgentLoop<'a, 's> {
                 format!("{content}\n\n{}", prompts::REPEATED_CALL)
             } else {
                 content
+            };
+            // The steps left, with the last result of the turn when a fifth and a twentieth
+            // of them remain (worked out from the turn, so a resumed run says the same).
+            let content = match prompts::steps_left(turn, self.spec.max_steps)
+                .filter(|_| self.spec.kind == AgentKind::Coder && idx as usize + 1 == calls.len())
+            {
+                Some(note) => format!("{content}\n\n{note}"),
+                None => content,
             };
             if self.mode != ToolCallMode::Native && response_is_text(&self.messages) {
                 let status = if is_error { " (error)" } else { "" };

@@ -1,8 +1,9 @@
 //! Keeping a conversation inside the model's context window. Long tasks are the place where
 //! today's agents die; here, before a request would overflow, older tool results are
 //! replaced by one-line summaries, then older long assistant texts are cut, then whole old
-//! turns are dropped — while the opening messages (system prompt, spec, plan, task) and the
-//! latest two turns stay whole.
+//! turns are dropped — while the opening messages (system prompt, spec, plan, task) stay
+//! whole, and the latest two turns too unless one of their tool results alone overflows (it
+//! then keeps its head and tail).
 use std::collections::HashMap;
 
 use autodev_domain::{Message, Role};
@@ -98,6 +99,32 @@ pub fn fit(messages: &[Message], header_len: usize, budget: u64) -> Option<(Vec<
             out.splice(start..end, [note(dropped_turns)]);
         }
     }
+    // Stage 4: the latest turns are still too big (one command printed a book): their
+    // largest tool results keep their head and tail, the middle cut.
+    if current > budget {
+        let mut tail: Vec<usize> =
+            (tail_start.min(out.len())..out.len()).filter(|&i| out[i].role == Role::Tool).collect();
+        tail.sort_by_key(|&i| std::cmp::Reverse(out[i].content.len()));
+        for i in tail {
+            if current <= budget {
+                break;
+            }
+            let old = out[i].estimated_tokens();
+            let excess = current - budget;
+            // Four characters a token, less room for the line saying what was cut; never below
+            // a useful 2,000 characters.
+            let keep = (old.saturating_sub(excess) as usize * 4).saturating_sub(400).max(2_000);
+            if keep >= out[i].content.len() {
+                continue;
+            }
+            let (cut, _) =
+                autodev_workspace::sandbox::clip_stream("", &out[i].content, out[i].content.len() as u64, keep);
+            out[i].content =
+                cut.replace("run the command again piped through", "if you need them, run it again through");
+            current = current - old + out[i].estimated_tokens();
+            elided += 1;
+        }
+    }
     let after = total(&out);
     Some((out, Compaction { elided_messages: elided, tokens_before: before, tokens_after: after }))
 }
@@ -163,5 +190,29 @@ mod tests {
         assert!(out[2].content.contains("earlier steps were removed"), "{}", out[2].content);
         assert_eq!(out[3].role, Role::Assistant);
         assert_eq!(out[out.len() - 4..], msgs[msgs.len() - 4..]);
+    }
+
+    #[test]
+    fn one_oversized_latest_result_keeps_its_head_and_tail() {
+        let mut msgs = vec![Message::system("system"), Message::user("the task")];
+        msgs.extend(turn(0, 10));
+        let id = "big".to_string();
+        msgs.push(Message::assistant(
+            "",
+            vec![ToolCall {
+                id: id.clone(),
+                name: "run".into(),
+                arguments: r#"{"command": "make"}"#.into(),
+                signature: None,
+            }],
+        ));
+        let output = format!("error: the first cause\n{}last line\n", "noise\n".repeat(100_000));
+        msgs.push(Message::tool(id, output, true));
+        let (out, c) = fit(&msgs, 2, 8_000).unwrap();
+        assert!(c.tokens_after <= 8_000, "{c:?}");
+        let last = &out.last().unwrap().content;
+        assert!(last.starts_with("error: the first cause\n"), "{}", &last[..50]);
+        assert!(last.trim_end().ends_with("last line"), "{}", &last[last.len() - 50..]);
+        assert!(last.contains("left out here"), "the cut is said");
     }
 }

@@ -49,6 +49,11 @@ impl RunCtx {
         self.settings.max_output_tokens.min(quarter)
     }
 
+    /// How coders' prompts are written: compact or not, and their step budget.
+    pub(crate) fn style(&self) -> crate::prompts::Style {
+        crate::prompts::Style { compact: self.compact(), steps: self.settings.max_steps }
+    }
+
     /// Whether the prompts take their compact form (a window of at most [`COMPACT_WINDOW`]).
     pub fn compact(&self) -> bool {
         self.window() <= COMPACT_WINDOW

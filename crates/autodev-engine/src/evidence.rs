@@ -291,7 +291,7 @@ async fn run_on_base(ctx: &RunCtx, wt: &Path, grafts: &[(String, String)]) -> Re
         root.write(&rel, content.as_bytes()).map_err(|e| EngineError::Failed(format!("evidence: {path}: {e}")))?;
     }
     let outcome = ctx.test_command_in(&wt.canonicalize()?).await?;
-    Ok((outcome.exit_code, outcome.success(), outcome.render(30)))
+    Ok((outcome.exit_code, outcome.success(), outcome.render(3 * 1024)))
 }
 
 /// Records the evidence on the run and in its events.

@@ -18,8 +18,11 @@ use crate::{detect, prompts, report};
 
 /// Model turns the planner may take.
 const PLANNER_STEPS: u32 = 30;
-/// Lines of failing test output handed to the repair agent.
-const FAILURE_LINES: usize = 200;
+/// Bytes of failing test output handed to the repair agent (its head and tail; less in a
+/// small window).
+const FAILURE_BYTES: usize = 24 * 1024;
+/// Bytes of a test run's output kept in its event (the run page shows it).
+const EVENT_OUTPUT_BYTES: usize = 4 * 1024;
 
 pub(crate) async fn drive(ctx: &Arc<RunCtx>) -> Result<Outcome> {
     loop {
@@ -295,14 +298,15 @@ async fn execute(ctx: &Arc<RunCtx>) -> Result<()> {
         let (key, result) = joined.map_err(|e| EngineError::Failed(format!("a task crashed: {e}")))?;
         in_flight.remove(&key);
         match result {
-            Ok(TaskEnd { summary, changed }) => {
+            Ok(TaskEnd { summary, changed, incomplete }) => {
                 let task = plan
                     .task(&key)
                     .cloned()
                     .ok_or_else(|| EngineError::Failed(format!("task {key} is not in the plan")))?;
                 // A task that changed nothing is done (the agent may be right that nothing was
-                // needed) but says so: in its reason, the events and the report.
-                let reason = (!changed).then_some(NO_CHANGE_TASK);
+                // needed) but says so: in its reason, the events and the report. So is one
+                // stopped at its step limit (`incomplete`).
+                let reason = incomplete.as_deref().or((!changed).then_some(NO_CHANGE_TASK));
                 match merge_task(ctx, &run_wt, &task).await {
                     Ok(()) => set_task(ctx, &key, TaskState::Done, reason, Some(&summary)).await?,
                     Err(EngineError::Cancelled) => return Err(EngineError::Cancelled),
@@ -334,11 +338,17 @@ async fn execute(ctx: &Arc<RunCtx>) -> Result<()> {
 /// The reason a task that finished without changing anything carries.
 pub(crate) const NO_CHANGE_TASK: &str = "no_change: the agent finished without changing any file";
 
+/// The reason code of a task stopped at its step limit with a change (it is `done`, and the
+/// engine's tests and repair rounds decide).
+pub(crate) const INCOMPLETE_TASK: &str = "incomplete";
+
 /// How a task's agent ended.
 struct TaskEnd {
     summary: String,
     /// Whether the task branch has commits the run branch does not.
     changed: bool,
+    /// Set (the task's reason) when the agent stopped at its step limit.
+    incomplete: Option<String>,
 }
 
 /// One task: an agent in its own worktree on a task branch from the run branch; its work is
@@ -351,14 +361,12 @@ async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<TaskEnd
     let fresh = !wt.join(".git").exists();
     ctx.repo().worktree_add(&wt, &task_branch(ctx, key), &ctx.run.branch).await?;
     let tb = toolbox(ctx, &wt)?;
-    if fresh {
-        restore_recorded_writes(ctx, &tb, &format!("task:{key}")).await?;
-    }
+    restore_recorded_writes(ctx, &tb, &format!("task:{key}"), fresh).await?;
     let end = run_agent(
         ctx,
         AgentSpec {
             conversation: format!("task:{key}"),
-            header: prompts::task(&ctx.run.spec, plan, &planned, &ctx.settings.test_command, ctx.compact()),
+            header: prompts::task(&ctx.run.spec, plan, &planned, &ctx.settings.test_command, ctx.style()),
             kind: AgentKind::Coder,
             toolbox: &tb,
             max_steps: ctx.settings.max_steps,
@@ -366,8 +374,17 @@ async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<TaskEnd
         },
     )
     .await?;
-    let AgentEnd::Finished(summary) = end else {
-        return Err(EngineError::Failed(format!("task {key} ended without finishing")));
+    let (summary, incomplete) = match end {
+        AgentEnd::Finished(summary) => (summary, None),
+        AgentEnd::StepLimit(steps) => {
+            let why = format!(
+                "{INCOMPLETE_TASK}: reached its step limit ({steps} model turns) before calling finish; its change so \
+                 far was committed, and the tests decide"
+            );
+            ctx.event(EventKind::Warning { message: format!("task {key}: {why}") }).await?;
+            (format!("(stopped at the step limit of {steps} model turns before calling finish)"), Some(why))
+        }
+        AgentEnd::Plan(_) => return Err(EngineError::Failed(format!("task {key} ended without finishing"))),
     };
     let git = ctx.repo().worktree(&wt).await?;
     git.clear_stale_locks()?;
@@ -382,7 +399,14 @@ async fn task_agent(ctx: &RunCtx, task: &TaskRow, plan: &Plan) -> Result<TaskEnd
     // Counted from the branches, not from this commit: a task resumed after its commit has
     // nothing left to commit but did change something.
     let changed = !ctx.repo().log(&format!("{}..{}", ctx.run.branch, task_branch(ctx, key))).await?.is_empty();
-    Ok(TaskEnd { summary, changed })
+    if incomplete.is_some() && !changed {
+        // Nothing to verify: the step limit with an empty change fails the task as before.
+        return Err(EngineError::Failed(format!(
+            "task {key} reached its step limit ({} model turns) without changing any file",
+            ctx.settings.max_steps
+        )));
+    }
+    Ok(TaskEnd { summary, changed, incomplete })
 }
 
 /// A run whose branch has no diff against its base does not succeed: it fails `no_change`
@@ -403,29 +427,40 @@ async fn ensure_changed(ctx: &RunCtx) -> Result<()> {
 
 /// A task resumed in a new worktree (its first worker died, and this worker, maybe on another
 /// machine, has none of its files) gets back what the agent wrote: the recorded, successful
-/// `write_file` and `edit_file` calls are applied again, in order, through the same tools.
-/// No model call is repeated; `run` commands are not re-run (their side effects on files are
-/// the one thing not restored). A task that never ran has no recorded calls: nothing happens.
-async fn restore_recorded_writes(ctx: &RunCtx, tb: &ToolBox, conversation: &str) -> Result<()> {
+/// `write_file`, `edit_file`, `insert_lines` and `undo_edit` calls are applied again, in
+/// order, through the same tools. No model call is repeated; `run` commands are not re-run
+/// (their side effects on files are the one thing not restored). Either way (a new worktree
+/// or the same one) the toolbox learns which files the task had read, so `write_file` may
+/// replace them as it could before. A task that never ran has no recorded calls.
+async fn restore_recorded_writes(ctx: &RunCtx, tb: &ToolBox, conversation: &str, fresh: bool) -> Result<()> {
+    const WRITES: &[&str] = &["write_file", "edit_file", "insert_lines", "undo_edit"];
     let calls = ctx.engine.store.tool_calls(&ctx.run.id, conversation).await?;
-    let writes: Vec<_> = calls
-        .iter()
-        .filter(|c| c.status == "finished" && !c.is_error && matches!(c.name.as_str(), "write_file" | "edit_file"))
-        .collect();
-    if writes.is_empty() {
-        return Ok(());
-    }
-    for call in &writes {
+    let done: Vec<_> = calls.iter().filter(|c| c.status == "finished" && !c.is_error).collect();
+    let mut applied = 0;
+    for call in &done {
+        if call.name == "read_file" || (!fresh && WRITES.contains(&call.name.as_str())) {
+            if let Some(path) = serde_json::from_str::<serde_json::Value>(&call.arguments)
+                .ok()
+                .and_then(|v| v.get("path").and_then(|p| p.as_str()).map(str::to_string))
+            {
+                tb.note_read(&path);
+            }
+            continue;
+        }
+        if !fresh || !WRITES.contains(&call.name.as_str()) {
+            continue;
+        }
+        applied += 1;
         let outcome = tb.execute(&call.name, &call.arguments).await;
         if outcome.is_error {
             tracing::warn!(run = %ctx.run.id, conversation, tool = %call.name, "a recorded write could not be applied again");
         }
     }
+    if applied == 0 {
+        return Ok(());
+    }
     ctx.event(EventKind::Warning {
-        message: format!(
-            "{conversation} resumed in a new worktree: {} recorded file write(s) applied again",
-            writes.len()
-        ),
+        message: format!("{conversation} resumed in a new worktree: {applied} recorded file write(s) applied again"),
     })
     .await
 }
@@ -475,11 +510,12 @@ async fn merge_task_into(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_
         .map(str::to_string)
         .collect();
     let tb = toolbox(ctx, run_wt)?;
+    restore_recorded_writes(ctx, &tb, &format!("merge:{}", task.id), false).await?;
     run_agent(
         ctx,
         AgentSpec {
             conversation: format!("merge:{}", task.id),
-            header: prompts::merge(task, &conflicted, &ctx.settings.test_command, ctx.compact()),
+            header: prompts::merge(task, &conflicted, &ctx.settings.test_command, ctx.style()),
             kind: AgentKind::Coder,
             toolbox: &tb,
             max_steps: ctx.settings.max_steps,
@@ -521,7 +557,7 @@ async fn merge_task_into(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_
 async fn run_tests(ctx: &RunCtx, wt: &std::path::Path, round: u32) -> Result<(bool, String, Option<i32>)> {
     let outcome = ctx.test_command_in(wt).await?;
     let passed = outcome.success();
-    let tail = outcome.render(40);
+    let tail = outcome.render(EVENT_OUTPUT_BYTES);
     let e = ctx
         .engine
         .store
@@ -538,7 +574,7 @@ async fn run_tests(ctx: &RunCtx, wt: &std::path::Path, round: u32) -> Result<(bo
         )
         .await?;
     ctx.emit(e).await;
-    Ok((passed, outcome.render(FAILURE_LINES), outcome.exit_code))
+    Ok((passed, outcome.render(FAILURE_BYTES.min(ctx.output_budget())), outcome.exit_code))
 }
 
 async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
@@ -572,15 +608,16 @@ async fn verify(ctx: &Arc<RunCtx>) -> Result<()> {
                         }
                     }
                 };
-                let (spec, test_command, compact) = (&ctx.run.spec, &ctx.settings.test_command, ctx.compact());
+                let (spec, test_command, style) = (&ctx.run.spec, &ctx.settings.test_command, ctx.style());
                 match why {
-                    Repair::Tests(text) => prompts::repair(spec, plan.as_ref(), round, test_command, &text, compact),
+                    Repair::Tests(text) => prompts::repair(spec, plan.as_ref(), round, test_command, &text, style),
                     Repair::Evidence(finding) => {
-                        prompts::evidence_repair(spec, plan.as_ref(), round, test_command, &finding, compact)
+                        prompts::evidence_repair(spec, plan.as_ref(), round, test_command, &finding, style)
                     }
                 }
             };
             let tb = toolbox(ctx, &wt)?;
+            restore_recorded_writes(ctx, &tb, &conv, false).await?;
             run_agent(
                 ctx,
                 AgentSpec {

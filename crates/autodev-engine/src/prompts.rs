@@ -94,33 +94,73 @@ fn plan_overview(plan: &Plan) -> String {
     out
 }
 
-fn coder_system(test_command: &str, compact: bool) -> String {
-    if compact {
+/// How a coder's prompt is written: compact for a small window, and the steps it has.
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    pub compact: bool,
+    /// Model turns the agent may take (its step budget, said in the prompt).
+    pub steps: u32,
+}
+
+/// The coder's system prompt: a workflow (locate, reproduce, fix, test, review, finish), the
+/// step budget, and the sandbox's rules once. The compact form says the same in fewer words.
+fn coder_system(test_command: &str, style: Style) -> String {
+    let steps = style.steps;
+    if style.compact {
         return format!(
-            "You are a software engineer working with tools in a git worktree. Read before you write; make \
-             the smallest change that meets the criteria. edit_file changes a file, write_file creates one. \
-             Each run command is a fresh sandboxed shell (no network). Run `{test_command}` before you \
-             finish and fix what fails. Do not commit. End with finish and a short summary."
+            "You are a software engineer working with tools in a git worktree. Work in steps: 1. find the code \
+             (search_code, search, read_file); 2. reproduce: add or run a test that fails without the change; \
+             3. make the smallest fix (edit_file; write_file only for new files); 4. run the related tests, then \
+             `{test_command}`, and fix what fails; 5. call finish with a short summary. You have {steps} steps. \
+             Each run command is a fresh sandboxed shell: no network, no git; do not commit."
         );
     }
     format!(
-        "You are a careful software engineer working through tools in a git worktree of the project.\n\
-         Read before you write; make the smallest change that meets the acceptance criteria; keep the \
-         project's style. Use edit_file for changes to existing files and write_file for new files. \
-         Run the tests (`{test_command}`) with the run tool before you finish, and fix what fails. \
-         Commands run sandboxed: no network, writes only inside the worktree (and /tmp), nothing they \
-         start survives them, and git metadata is not available. Do not commit: Autodev commits your work. When done, call finish with a short summary of what changed."
+        "You are a careful software engineer working through tools in a git worktree of the project.\n\n\
+         Work in this order:\n\
+         1. Locate: find the code the task concerns (search_code for ideas, search for exact text, read_file).\n\
+         2. Reproduce: write or run a test that shows the problem or the missing feature, and see it fail. \
+            The engine checks that the change comes with a test that fails without it.\n\
+         3. Fix: make the smallest change that meets the acceptance criteria, in the project's style. Use \
+            edit_file or insert_lines to change existing files (read them first; undo_edit takes back a bad \
+            edit) and write_file for new files.\n\
+         4. Test: run the tests closest to the change, then the project's tests (`{test_command}`); read the \
+            first error, fix it, and run them again until they pass.\n\
+         5. Review: read over what you changed; remove debugging output and stray files.\n\
+         6. Finish: call finish with a short summary of what changed and how it was tested.\n\n\
+         You have {steps} steps (model turns); keep going until the task is done, and do not stop to ask: \
+         nobody answers. When few steps are left you will be told; finish with what you have rather than \
+         run out.\n\
+         Each `run` is a fresh shell in the worktree: cd and variables do not carry over; no network; \
+         writes only inside the worktree and /tmp; nothing it starts survives it; git is not available. \
+         Do not commit: Autodev commits your work."
     )
 }
 
-pub fn task(spec: &str, plan: &Plan, task: &PlannedTask, test_command: &str, compact: bool) -> Vec<Message> {
+/// The note added to a tool result when a fifth and a twentieth of a coder's steps are left
+/// (`turn` is the one just taken, 0-based).
+pub fn steps_left(turn: u32, steps: u32) -> Option<String> {
+    let left = steps.saturating_sub(turn + 1);
+    if steps >= 10 && left == steps / 5 {
+        return Some(format!("[{left} of your {steps} steps are left: get the tests passing, then call finish.]"));
+    }
+    if steps >= 20 && left == steps / 20 {
+        let noun = if left == 1 { "step is" } else { "steps are" };
+        return Some(format!(
+            "[Only {left} {noun} left: call finish now with what you have; the engine runs the tests on it.]"
+        ));
+    }
+    None
+}
+
+pub fn task(spec: &str, plan: &Plan, task: &PlannedTask, test_command: &str, style: Style) -> Vec<Message> {
     let acceptance = if task.acceptance.is_empty() {
         "- (none given: the spec and the tests decide)".to_string()
     } else {
         task.acceptance.iter().map(|a| format!("- {a}")).collect::<Vec<_>>().join("\n")
     };
     vec![
-        Message::system(coder_system(test_command, compact)),
+        Message::system(coder_system(test_command, style)),
         Message::user(format!(
             "# Spec\n\n{spec}\n\n# Plan\n\n{}\n# Your task: {} — {}\n\n{}\n\nAcceptance criteria:\n{acceptance}\n\n\
              Other tasks of the plan are done by other agents; stay within yours.",
@@ -138,13 +178,13 @@ pub fn repair(
     round: u32,
     test_command: &str,
     failure: &str,
-    compact: bool,
+    style: Style,
 ) -> Vec<Message> {
     repair_round(
         spec,
         plan,
         test_command,
-        compact,
+        style,
         format!(
             "Failing tests (repair round {round})\n\n\
              The change for this spec is in the worktree, but `{test_command}` fails:\n\n```\n{failure}\n```\n\n\
@@ -162,13 +202,13 @@ pub fn evidence_repair(
     round: u32,
     test_command: &str,
     finding: &str,
-    compact: bool,
+    style: Style,
 ) -> Vec<Message> {
     repair_round(
         spec,
         plan,
         test_command,
-        compact,
+        style,
         format!(
             "Missing evidence (repair round {round})\n\n\
              The change for this spec is in the worktree and `{test_command}` passes, but nothing shows that \
@@ -181,17 +221,17 @@ pub fn evidence_repair(
 }
 
 /// The opening of a repair round: the spec, the plan done, and what the round is for.
-fn repair_round(spec: &str, plan: Option<&Plan>, test_command: &str, compact: bool, section: String) -> Vec<Message> {
+fn repair_round(spec: &str, plan: Option<&Plan>, test_command: &str, style: Style, section: String) -> Vec<Message> {
     let plan = plan.map(plan_overview).unwrap_or_default();
     vec![
-        Message::system(coder_system(test_command, compact)),
+        Message::system(coder_system(test_command, style)),
         Message::user(format!("# Spec\n\n{spec}\n\n# Plan (done)\n\n{plan}\n# {section}")),
     ]
 }
 
-pub fn merge(task: &PlannedTask, files: &[String], test_command: &str, compact: bool) -> Vec<Message> {
+pub fn merge(task: &PlannedTask, files: &[String], test_command: &str, style: Style) -> Vec<Message> {
     vec![
-        Message::system(coder_system(test_command, compact)),
+        Message::system(coder_system(test_command, style)),
         Message::user(format!(
             "# Merge conflict\n\nMerging task {} — {} into the run branch left conflict markers \
              (<<<<<<<, =======, >>>>>>>) in:\n{}\n\nResolve every conflict so both sides' intent is kept, \

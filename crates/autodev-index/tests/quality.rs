@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use autodev_index::CodeIndex;
+use autodev_index::{CodeIndex, Embedder, FileStore, vectors};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
@@ -241,10 +241,48 @@ fn recall_at_5_on_click() {
     assert!(recall >= 0.85, "recall@5 {recall:.2} is below 0.85");
 }
 
-/// Recall@5 of `questions` on `repo` (printed with the misses).
+/// The embeddings endpoint to fuse with, when one is given: `AUTODEV_QUALITY_EMBEDDINGS`
+/// (`http://127.0.0.1:PORT/v1`, model `AUTODEV_QUALITY_EMBEDDINGS_MODEL`, default
+/// all-MiniLM-L6-v2). `scripts/search-quality --fused` starts a real local model
+/// (`scripts/embeddings-server`) and sets it; the suite runs lexical only.
+fn embeddings() -> Option<Embedder> {
+    let url = std::env::var("AUTODEV_QUALITY_EMBEDDINGS").ok().filter(|u| !u.is_empty())?;
+    let model = std::env::var("AUTODEV_QUALITY_EMBEDDINGS_MODEL").unwrap_or_else(|_| "all-MiniLM-L6-v2".to_string());
+    Some(Embedder::new(&url, &model, None).unwrap())
+}
+
+/// Recall@5 of `questions` on `repo` (printed with the misses): lexical, and fused with the
+/// embeddings when an endpoint is given (`embeddings`), which must then reach `floor` too.
 fn recall_at_5(label: &str, repo: &Path, scratch: &Path, questions: &[(&str, &str, &str)]) -> f64 {
     let mut idx = CodeIndex::open(&scratch.join("index"), repo).unwrap();
     idx.refresh().unwrap();
+    let lexical = recall_with(&format!("{label}, lexical"), repo, questions, |q| idx.search(q, 20).unwrap());
+    if let Some(embedder) = embeddings() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let store = FileStore::open(&scratch.join("index")).unwrap();
+        let started = std::time::Instant::now();
+        let synced = rt.block_on(vectors::sync(&idx, &embedder, &store)).unwrap();
+        println!(
+            "{label}: embedded {} chunks of {} files with {} in {:.0} s",
+            synced.chunks_embedded,
+            synced.files_embedded,
+            embedder.model(),
+            started.elapsed().as_secs_f64()
+        );
+        let fused = recall_with(&format!("{label}, fused with {}", embedder.model()), repo, questions, |q| {
+            rt.block_on(vectors::search(&idx, Some((&embedder, &store)), q, 20)).unwrap()
+        });
+        println!("{label}: recall@5 lexical {lexical:.2}, fused {fused:.2}");
+    }
+    lexical
+}
+
+fn recall_with(
+    label: &str,
+    repo: &Path,
+    questions: &[(&str, &str, &str)],
+    search: impl Fn(&str) -> Vec<autodev_index::Hit>,
+) -> f64 {
     let mut found = 0;
     let mut misses = Vec::new();
     for (q, path, names) in questions {
@@ -265,7 +303,7 @@ fn recall_at_5(label: &str, repo: &Path, scratch: &Path, questions: &[(&str, &st
                     || n.starts_with(&format!("{name}."))
             })
         };
-        let hits = idx.search(q, 20).unwrap();
+        let hits = search(q);
         let rank = hits.iter().position(|h| h.path == *path && answers(&h.name));
         if rank.is_some_and(|r| r < 5) {
             found += 1;

@@ -217,6 +217,11 @@ pub fn write(path: &str, content: &str) -> Value {
     call("write_file", json!({"path": path, "content": content}))
 }
 
+/// `read_file` of `path` (after which `write` may replace it).
+pub fn read(path: &str) -> Value {
+    call("read_file", json!({"path": path}))
+}
+
 /// A reply with text and no tool call.
 pub fn text(content: &str) -> Value {
     json!({"text": content})

@@ -97,6 +97,15 @@ impl Root {
         file.write_all(content)?;
         Ok(existed)
     }
+
+    /// Removes a regular file (undoing the creation of one).
+    pub fn remove(&self, rel: &Path) -> Result<(), FsError> {
+        match self.dir.symlink_metadata(rel) {
+            Ok(m) if m.is_file() => Ok(self.dir.remove_file(rel).map_err(escape_message)?),
+            Ok(_) => Err(FsError::Io(std::io::Error::other("not a regular file"))),
+            Err(e) => Err(escape_message(e)),
+        }
+    }
 }
 
 /// cap-std's refusal ("a path led outside of the filesystem") in words the model can use.

@@ -1,10 +1,12 @@
-//! The v1 agent tool interface (a public contract, documented in the README): `list_files`, `read_file`,
-//! `write_file`, `edit_file`, `search`, `run`, `finish`. Every failure — bad arguments, a
-//! path outside the workspace, a missing file, an ambiguous edit — is a tool result the
-//! model can read and act on, never a crash.
+//! The v2 agent tool interface (a public contract, `../shared/DESIGN.md` and the README):
+//! `list_files`, `read_file`, `write_file`, `edit_file`, `insert_lines`, `undo_edit`, `search`,
+//! `search_code`, `run`, `finish`. Every failure — bad arguments, a path outside the workspace,
+//! a missing file, an ambiguous edit — is a tool result the model can read and act on, never
+//! a crash.
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use autodev_domain::ToolSpec;
@@ -22,7 +24,15 @@ const MAX_READ_BYTES: usize = 100 * 1024;
 const MAX_SEARCH_MATCHES: usize = 200;
 const MAX_LINE_CHARS: usize = 300;
 const MAX_WRITE_BYTES: usize = 4 * 1024 * 1024;
-const RUN_OUTPUT_LINES: usize = 200;
+/// Characters of one line `read_file` shows (a minified file is one line of megabytes).
+const MAX_READ_LINE_CHARS: usize = 2_000;
+/// Earlier versions `undo_edit` keeps per file.
+const UNDO_DEPTH: usize = 20;
+/// Lines of context shown around an edit's changed region, and lines shown at most.
+const EDIT_CONTEXT: usize = 3;
+const EDIT_SHOWN_LINES: usize = 40;
+/// Bytes of a command's output `run` answers with (both streams, heads and tails).
+const RUN_OUTPUT_BYTES: usize = 20 * 1024;
 
 /// The result of one tool call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,10 +67,23 @@ pub struct ToolBox {
     code_search: Option<Arc<dyn CodeSearch>>,
     /// Bytes one `read_file` returns at most (sized to the model's window by the engine).
     read_budget: usize,
+    /// What this task's tools did to its files: which it read (write_file may replace those)
+    /// and their earlier versions (undo_edit). Shared by the toolbox's clones.
+    files: Arc<Mutex<TaskFiles>>,
 }
 
-/// The version of the agent tool interface: v1 plus `search_code` (additive).
-pub const TOOL_INTERFACE_VERSION: &str = "1.1";
+/// The files one task's agent knows and has changed.
+#[derive(Debug, Default)]
+struct TaskFiles {
+    /// Files read or written by this task (relative to the root).
+    known: HashSet<PathBuf>,
+    /// Each changed file's earlier versions, the latest last (`None`: it did not exist).
+    history: HashMap<PathBuf, Vec<Option<Vec<u8>>>>,
+}
+
+/// The version of the agent tool interface: v2 (`insert_lines`, `undo_edit`, `write_file`'s
+/// `overwrite`, tolerant `edit_file`, head and tail of `run`), with `search_code`.
+pub const TOOL_INTERFACE_VERSION: &str = "2.0";
 
 /// What the `search_code` tool searches: the run's code index (`autodev-engine` provides it;
 /// this crate knows only the tool's contract).
@@ -113,6 +136,20 @@ struct ReadArgs {
 struct WriteArgs {
     path: String,
     content: String,
+    #[serde(default)]
+    overwrite: bool,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InsertArgs {
+    path: String,
+    line: usize,
+    text: String,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UndoArgs {
+    path: String,
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,7 +198,38 @@ impl ToolBox {
             protected: None,
             code_search: None,
             read_budget: MAX_READ_BYTES,
+            files: Arc::new(Mutex::new(TaskFiles::default())),
         })
+    }
+
+    /// Records that this task has read `path` (a task resumed from the store gets back
+    /// what its recorded calls read, so `write_file` may replace those files).
+    pub fn note_read(&self, path: &str) {
+        if let Ok(rel) = self.fs.check(path)
+            && let Ok(mut files) = self.files.lock()
+        {
+            files.known.insert(rel);
+        }
+    }
+
+    fn knows(&self, rel: &Path) -> bool {
+        self.files.lock().is_ok_and(|f| f.known.contains(rel))
+    }
+
+    /// Writes `bytes` at `rel`, keeping what was there for `undo_edit`.
+    fn write_keeping(&self, shown: &str, rel: &Path, bytes: &[u8]) -> Result<bool, ToolOutcome> {
+        let before = if self.fs.exists(rel) { self.fs.read(rel).ok() } else { None };
+        let existed =
+            self.fs.write(rel, bytes).map_err(|e| ToolOutcome::err(format!("cannot write `{shown}`: {e}")))?;
+        if let Ok(mut files) = self.files.lock() {
+            files.known.insert(rel.to_path_buf());
+            let versions = files.history.entry(rel.to_path_buf()).or_default();
+            if versions.len() == UNDO_DEPTH {
+                versions.remove(0);
+            }
+            versions.push(before);
+        }
+        Ok(existed)
     }
 
     /// Adds the `search_code` tool over `search`.
@@ -287,18 +355,28 @@ impl ToolBox {
             ),
             spec(
                 "read_file",
-                "Read a text file, with line numbers. Use offset and limit (in lines) for large files.",
+                "Read a text file, with line numbers. Use offset and limit (in lines) for large files; long lines are cut with a marker.",
                 json!({"type": "object", "properties": {"path": {"type": "string"}, "offset": {"type": "integer", "minimum": 1, "description": "First line to read (1-based)."}, "limit": {"type": "integer", "minimum": 1, "description": "Number of lines."}}, "required": ["path"], "additionalProperties": false}),
             ),
             spec(
                 "write_file",
-                "Create or replace a file with the given content (parent directories are created).",
-                json!({"type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}}, "required": ["path", "content"], "additionalProperties": false}),
+                "Create a file with the given content (parent directories are created). An existing file is replaced only if you read it in this task, or with overwrite: true; to change part of a file use edit_file. Write the whole content: placeholders such as `# ... rest unchanged` are refused.",
+                json!({"type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}, "overwrite": {"type": "boolean", "description": "Replace an existing file you have not read."}}, "required": ["path", "content"], "additionalProperties": false}),
             ),
             spec(
                 "edit_file",
-                "Replace the one exact occurrence of old_text with new_text. Zero or several occurrences is an error: include enough context to make old_text unique.",
+                "Replace the one occurrence of old_text with new_text. Copy old_text from read_file's output without the line numbers, with enough lines to be unique; differences in trailing whitespace and indentation are tolerated, line endings are kept. Answers with the changed lines and any syntax error the edit introduced.",
                 json!({"type": "object", "properties": {"path": {"type": "string"}, "old_text": {"type": "string"}, "new_text": {"type": "string"}}, "required": ["path", "old_text", "new_text"], "additionalProperties": false}),
+            ),
+            spec(
+                "insert_lines",
+                "Insert text after a line of a file (line 0: at the top). Answers with the changed lines.",
+                json!({"type": "object", "properties": {"path": {"type": "string"}, "line": {"type": "integer", "minimum": 0, "description": "The line to insert after (0: before the first)."}, "text": {"type": "string"}}, "required": ["path", "line", "text"], "additionalProperties": false}),
+            ),
+            spec(
+                "undo_edit",
+                "Put a file back as it was before your last change to it in this task (write_file, edit_file, insert_lines); a file you created is removed.",
+                json!({"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"], "additionalProperties": false}),
             ),
             spec(
                 "search",
@@ -307,7 +385,7 @@ impl ToolBox {
             ),
             spec(
                 "run",
-                "Run a shell command in the workspace (sandboxed: no network, writes only inside the workspace and /tmp; background processes end with the command). Returns the exit code and the tail of stdout/stderr.",
+                "Run a shell command in the workspace: a fresh shell each time (cd and variables do not carry over), sandboxed (no network, no git; writes only inside the workspace and /tmp; background processes end with the command). Returns the exit code and the head and tail of stdout/stderr; pipe through grep, head or sed to see the rest.",
                 json!({"type": "object", "properties": {"command": {"type": "string"}, "timeout_secs": {"type": "integer", "minimum": 1, "maximum": 1800, "description": "Default 120."}}, "required": ["command"], "additionalProperties": false}),
             ),
             spec(
@@ -340,6 +418,8 @@ impl ToolBox {
             "read_file" => self.read_file(arguments),
             "write_file" => self.write_file(arguments),
             "edit_file" => self.edit_file(arguments),
+            "insert_lines" => self.insert_lines(arguments),
+            "undo_edit" => self.undo_edit(arguments),
             "search" => self.search(arguments),
             "search_code" => self.search_code(arguments).await,
             "run" => self.run(arguments).await,
@@ -350,7 +430,7 @@ impl ToolBox {
                 protected: None,
             }),
             other => Err(ToolOutcome::err(format!(
-                "unknown tool `{other}`; the tools are list_files, read_file, write_file, edit_file, search, search_code, run, finish"
+                "unknown tool `{other}`; the tools are list_files, read_file, write_file, edit_file, insert_lines, undo_edit, search, search_code, run, finish"
             ))),
         };
         result.unwrap_or_else(|e| e)
@@ -414,14 +494,19 @@ impl ToolBox {
         let mut out = String::new();
         let mut last = offset - 1;
         for (i, line) in text.lines().enumerate().skip(offset - 1).take(limit) {
-            if out.len() > self.read_budget {
+            // At least one line, then only what fits the budget.
+            if i + 1 > offset && out.len() + line.len().min(MAX_READ_LINE_CHARS * 4) > self.read_budget {
                 break;
             }
-            let _ = writeln!(out, "{:>6}\t{}", i + 1, line);
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            let _ = writeln!(out, "{:>6}\t{}", i + 1, crate::edit::clip_line(line, MAX_READ_LINE_CHARS));
             last = i + 1;
         }
         if last < total {
             let _ = write!(out, "... ({total} lines in all; read on with offset {})", last + 1);
+        }
+        if let Ok(mut files) = self.files.lock() {
+            files.known.insert(path);
         }
         Ok(ToolOutcome::ok(out))
     }
@@ -436,42 +521,137 @@ impl ToolBox {
         if path.as_os_str().is_empty() || self.fs.is_dir(&path) {
             return Err(ToolOutcome::err(format!("`{}` is a directory", args.path)));
         }
-        let existed = self
-            .fs
-            .write(&path, args.content.as_bytes())
-            .map_err(|e| ToolOutcome::err(format!("cannot write `{}`: {e}", args.path)))?;
+        if let Some((line, text)) = crate::edit::elided(&args.content) {
+            return Err(ToolOutcome::err(format!(
+                "write_file refused: line {line} of the content, `{text}`, stands for code left out, and would \
+                 replace that code in the file. Write the file's whole content, or change part of it with \
+                 edit_file. Nothing was written."
+            )));
+        }
+        if self.fs.exists(&path) && !args.overwrite && !self.knows(&path) {
+            return Err(ToolOutcome::err(format!(
+                "`{}` already exists and this task has not read it: read it first (read_file) and change it \
+                 with edit_file, or pass \"overwrite\": true to replace it whole. Nothing was written.",
+                args.path
+            )));
+        }
+        let existed = self.write_keeping(&args.path, &path, args.content.as_bytes())?;
         let lines = args.content.lines().count();
         Ok(ToolOutcome::ok(format!("{} `{}` ({lines} lines)", if existed { "replaced" } else { "created" }, args.path)))
     }
 
+    /// A file's text for an edit: its bytes as UTF-8, line endings made `\n`.
+    fn text_of(&self, shown: &str, rel: &Path) -> Result<(String, crate::edit::Text), ToolOutcome> {
+        let bytes = self.fs.read(rel).map_err(|e| ToolOutcome::err(format!("cannot read `{shown}`: {e}")))?;
+        let raw = String::from_utf8(bytes)
+            .map_err(|_| ToolOutcome::err(format!("`{shown}` is not UTF-8 text; rewrite it with write_file")))?;
+        let text = crate::edit::Text::new(&raw);
+        Ok((raw, text))
+    }
+
+    /// Writes an edit and answers with the changed region and any syntax error it introduced.
+    fn apply(
+        &self,
+        shown: &str,
+        rel: &Path,
+        before: &crate::edit::Text,
+        edited: &crate::edit::Edited,
+        verb: &str,
+    ) -> Result<ToolOutcome, ToolOutcome> {
+        self.write_keeping(shown, rel, before.encode(&edited.text).as_bytes())?;
+        let (a, b) = (edited.first_line, edited.last_line);
+        let lines = if a == b { format!("line {a}") } else { format!("lines {a}-{b}") };
+        let mut out = format!("{verb} `{shown}` at {lines}{}:\n", edited.tier.note());
+        out.push_str(&crate::edit::region(&edited.text, a, b, EDIT_CONTEXT, EDIT_SHOWN_LINES));
+        if let Some(warning) = crate::syntax::introduced(shown, &before.lf, &edited.text) {
+            out.push_str(&warning);
+        }
+        Ok(ToolOutcome::ok(out.trim_end().to_string()))
+    }
+
     fn edit_file(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
+        use crate::edit::{EditError, Tier};
         let args: EditArgs = parse("edit_file", arguments)?;
         if args.old_text.is_empty() {
-            return Err(ToolOutcome::err("old_text is empty; to create a file use write_file"));
+            return Err(ToolOutcome::err(
+                "old_text is empty; to create a file use write_file, to add lines insert_lines",
+            ));
         }
         let path = self.path(&args.path)?;
         self.guard(&args.path, &path)?;
-        let bytes = self.fs.read(&path).map_err(|e| ToolOutcome::err(format!("cannot read `{}`: {e}", args.path)))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| ToolOutcome::err(format!("`{}` is not UTF-8 text; rewrite it with write_file", args.path)))?;
-        let count = text.matches(&args.old_text).count();
-        match count {
-            0 => Err(ToolOutcome::err(format!(
-                "old_text was not found in `{}`; read the file and copy the text exactly (whitespace included)",
+        let (_, text) = self.text_of(&args.path, &path)?;
+        let old = args.old_text.replace("\r\n", "\n");
+        let new = args.new_text.replace("\r\n", "\n");
+        if let Some((line, elision)) = crate::edit::elided(&new).filter(|(_, l)| !old.contains(l.as_str())) {
+            return Err(ToolOutcome::err(format!(
+                "edit_file refused: line {line} of new_text, `{elision}`, stands for code left out, and would \
+                 replace it. Put the code itself in new_text. Nothing was changed."
+            )));
+        }
+        match crate::edit::replace(&text.lf, &old, &new) {
+            Ok(edited) => self.apply(&args.path, &path, &text, &edited, "edited"),
+            Err(EditError::NotFound) => Err(ToolOutcome::err(format!(
+                "old_text was not found in `{}` (not even ignoring whitespace and indentation). Read the part of the \
+                 file you mean to change again and copy old_text from it, without the line numbers. Nothing was changed.",
                 args.path
             ))),
-            1 => {
-                let updated = text.replacen(&args.old_text, &args.new_text, 1);
-                self.fs
-                    .write(&path, updated.as_bytes())
-                    .map_err(|e| ToolOutcome::err(format!("cannot write `{}`: {e}", args.path)))?;
-                let line = text[..text.find(&args.old_text).unwrap_or(0)].matches('\n').count() + 1;
-                Ok(ToolOutcome::ok(format!("edited `{}` at line {line}", args.path)))
+            Err(EditError::Ambiguous(tier, lines)) => {
+                let how = match tier {
+                    Tier::Exact => "",
+                    _ => " (ignoring whitespace)",
+                };
+                let at: Vec<String> = lines.iter().take(20).map(|l| l.to_string()).collect();
+                Err(ToolOutcome::err(format!(
+                    "old_text occurs {} times in `{}`{how}, starting at lines {}: include more surrounding lines so it \
+                     occurs once. Nothing was changed.",
+                    lines.len(),
+                    args.path,
+                    at.join(", ")
+                )))
             }
-            n => Err(ToolOutcome::err(format!(
-                "old_text occurs {n} times in `{}`; include more surrounding lines so it occurs once",
-                args.path
+        }
+    }
+
+    fn insert_lines(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
+        let args: InsertArgs = parse("insert_lines", arguments)?;
+        let path = self.path(&args.path)?;
+        self.guard(&args.path, &path)?;
+        let (_, text) = self.text_of(&args.path, &path)?;
+        let insert = args.text.replace("\r\n", "\n");
+        match crate::edit::insert_after(&text.lf, args.line, &insert) {
+            Ok(edited) => self.apply(&args.path, &path, &text, &edited, "inserted into"),
+            Err(total) => Err(ToolOutcome::err(format!(
+                "line {} is past the end of `{}` ({total} lines); use a line from 0 to {total}",
+                args.line, args.path
             ))),
+        }
+    }
+
+    fn undo_edit(&self, arguments: &str) -> Result<ToolOutcome, ToolOutcome> {
+        let args: UndoArgs = parse("undo_edit", arguments)?;
+        let path = self.path(&args.path)?;
+        self.guard(&args.path, &path)?;
+        let previous = self.files.lock().ok().and_then(|mut f| f.history.get_mut(&path).and_then(Vec::pop));
+        let Some(previous) = previous else {
+            return Err(ToolOutcome::err(format!(
+                "there is no change of `{}` by this task to undo (changes made by commands are not tracked)",
+                args.path
+            )));
+        };
+        let fail = |e: crate::fsops::FsError| ToolOutcome::err(format!("cannot restore `{}`: {e}", args.path));
+        match previous {
+            Some(bytes) => {
+                self.fs.write(&path, &bytes).map_err(fail)?;
+                let lines = String::from_utf8_lossy(&bytes).lines().count();
+                Ok(ToolOutcome::ok(format!(
+                    "restored `{}` as it was before your last change ({lines} lines)",
+                    args.path
+                )))
+            }
+            None => {
+                self.fs.remove(&path).map_err(fail)?;
+                Ok(ToolOutcome::ok(format!("removed `{}`, which this task had created", args.path)))
+            }
         }
     }
 
@@ -521,7 +701,7 @@ impl ToolBox {
         }
         let timeout = args.timeout_secs.map(Duration::from_secs).unwrap_or(self.default_timeout).min(self.max_timeout);
         let outcome = self.sandbox.run(&args.command, timeout).await.map_err(|e| ToolOutcome::err(e.to_string()))?;
-        let text = outcome.render(RUN_OUTPUT_LINES);
+        let text = outcome.render(RUN_OUTPUT_BYTES.min(self.read_budget));
         Ok(if outcome.success() { ToolOutcome::ok(text) } else { ToolOutcome::err(text) })
     }
 }
@@ -567,9 +747,97 @@ mod tests {
         let e = tb
             .execute("edit_file", r#"{"path": "src/lib.rs", "old_text": "fn b() {}", "new_text": "fn c() {}"}"#)
             .await;
-        assert_eq!(e.content, "edited `src/lib.rs` at line 2");
+        assert_eq!(
+            e.content,
+            "edited `src/lib.rs` at line 2:\n     1\tfn a() {}\n     2\tfn c() {}\n     3\tfn a2() {}"
+        );
         let s = tb.execute("search", r#"{"pattern": "fn (c|x)"}"#).await;
         assert_eq!(s.content, "src/lib.rs:2:fn c() {}\nsrc/new/mod.rs:1:pub fn x() {}\n");
+    }
+
+    fn args(v: serde_json::Value) -> String {
+        v.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_two_line_edit_of_a_crlf_file_succeeds_and_keeps_crlf() {
+        let (d, tb) = toolbox();
+        let file = d.path().join("ws/win.py");
+        std::fs::write(&file, "def f():\r\n    return 1\r\n\r\nprint(f())\r\n").unwrap();
+        // What the model saw: read_file shows no \r, so old_text has none.
+        let read = tb.execute("read_file", &args(json!({"path": "win.py"}))).await;
+        assert!(!read.content.contains('\r'), "{:?}", read.content);
+        let e = tb
+            .execute(
+                "edit_file",
+                &args(json!({"path": "win.py", "old_text": "def f():\n    return 1", "new_text": "def f():\n    return 2"})),
+            )
+            .await;
+        assert!(!e.is_error, "{}", e.content);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "def f():\r\n    return 2\r\n\r\nprint(f())\r\n");
+        // An edit that breaks the syntax is made, and says so with the line.
+        let e = tb
+            .execute("edit_file", &args(json!({"path": "win.py", "old_text": "return 2", "new_text": "return (2"})))
+            .await;
+        assert!(!e.is_error && e.content.contains("syntax error at line"), "{}", e.content);
+        // undo_edit puts it back, twice over; then there is nothing left to undo.
+        assert!(!tb.execute("undo_edit", &args(json!({"path": "win.py"}))).await.is_error);
+        assert!(std::fs::read_to_string(&file).unwrap().contains("return 2\r\n"));
+        assert!(!tb.execute("undo_edit", &args(json!({"path": "win.py"}))).await.is_error);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "def f():\r\n    return 1\r\n\r\nprint(f())\r\n");
+        let none = tb.execute("undo_edit", &args(json!({"path": "win.py"}))).await;
+        assert!(none.is_error && none.content.contains("no change"), "{}", none.content);
+    }
+
+    #[tokio::test]
+    async fn write_file_replaces_only_what_the_task_read_and_refuses_elisions() {
+        let (d, tb) = toolbox();
+        let file = d.path().join("ws/src/lib.rs");
+        let before = std::fs::read_to_string(&file).unwrap();
+        let w = tb.execute("write_file", &args(json!({"path": "src/lib.rs", "content": "fn z() {}\n"}))).await;
+        assert!(w.is_error && w.content.contains("has not read it"), "{}", w.content);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+        let lazy = json!({"path": "src/lib.rs", "content": "fn a() {}\n// ... rest unchanged\n", "overwrite": true});
+        let w = tb.execute("write_file", &args(lazy)).await;
+        assert!(w.is_error && w.content.contains("stands for code left out"), "{}", w.content);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+        // Read first, then it may be replaced; or with overwrite.
+        tb.execute("read_file", &args(json!({"path": "src/lib.rs"}))).await;
+        let w = tb.execute("write_file", &args(json!({"path": "src/lib.rs", "content": "fn z() {}\n"}))).await;
+        assert_eq!(w.content, "replaced `src/lib.rs` (1 lines)");
+        std::fs::write(d.path().join("ws/other.rs"), "old\n").unwrap();
+        let w =
+            tb.execute("write_file", &args(json!({"path": "other.rs", "content": "new\n", "overwrite": true}))).await;
+        assert!(!w.is_error, "{}", w.content);
+        // A file the task created is removed by undo.
+        tb.execute("write_file", &args(json!({"path": "made.txt", "content": "x\n"}))).await;
+        let u = tb.execute("undo_edit", &args(json!({"path": "made.txt"}))).await;
+        assert!(!u.is_error && !d.path().join("ws/made.txt").exists(), "{}", u.content);
+    }
+
+    #[tokio::test]
+    async fn edits_say_where_several_matches_are_and_insert_lines_inserts() {
+        let (d, tb) = toolbox();
+        let e =
+            tb.execute("edit_file", &args(json!({"path": "src/lib.rs", "old_text": "fn a", "new_text": "x"}))).await;
+        assert!(e.is_error && e.content.contains("starting at lines 1, 3"), "{}", e.content);
+        let i = tb.execute("insert_lines", &args(json!({"path": "src/lib.rs", "line": 1, "text": "// one"}))).await;
+        assert!(i.content.starts_with("inserted into `src/lib.rs` at line 2:"), "{}", i.content);
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("ws/src/lib.rs")).unwrap(),
+            "fn a() {}\n// one\nfn b() {}\nfn a2() {}\n"
+        );
+        let far = tb.execute("insert_lines", &args(json!({"path": "src/lib.rs", "line": 9, "text": "x"}))).await;
+        assert!(far.is_error && far.content.contains("4 lines"), "{}", far.content);
+    }
+
+    #[tokio::test]
+    async fn a_300_kb_one_line_file_is_clipped() {
+        let (d, tb) = toolbox();
+        std::fs::write(d.path().join("ws/min.js"), "x".repeat(300_000)).unwrap();
+        let r = tb.execute("read_file", &args(json!({"path": "min.js"}))).await;
+        assert!(r.content.len() < 3_000, "{} bytes", r.content.len());
+        assert!(r.content.contains("more characters on this line"), "{}", &r.content[..100]);
     }
 
     #[tokio::test]
@@ -577,6 +845,8 @@ mod tests {
         let (_d, tb) = toolbox();
         let cases = [
             ("edit_file", r#"{"path": "src/lib.rs", "old_text": "fn a", "new_text": "x"}"#, "occurs 2 times"),
+            ("undo_edit", r#"{"path": "src/lib.rs"}"#, "no change"),
+            ("insert_lines", r#"{"path": "src/lib.rs", "line": -1, "text": "x"}"#, "invalid arguments"),
             ("edit_file", r#"{"path": "src/lib.rs", "old_text": "nope", "new_text": "x"}"#, "was not found"),
             ("read_file", r#"{"path": "../../etc/passwd"}"#, "leaves the workspace"),
             ("write_file", r#"{"path": "/tmp/x", "content": ""}"#, "is absolute"),

@@ -527,7 +527,7 @@ async fn a_repositorys_autodev_toml_cannot_widen_access() {
     let (code, stdout, stderr) = output(autodev(&home).args(["config", "check", "--repo"]).arg(&repo));
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("may not set openai, sandbox: not applied"), "{stdout}");
-    assert!(stdout.contains("max_steps = 1000 (the limit is 40)"), "{stdout}");
+    assert!(stdout.contains("max_steps = 1000 (the limit is 100)"), "{stdout}");
     assert!(stdout.contains("sandbox          bwrap (agents isolated)"), "{stdout}");
 
     let spec = spec(dir.path(), "# Greet\n");

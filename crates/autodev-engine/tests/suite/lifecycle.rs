@@ -110,7 +110,7 @@ async fn a_failing_test_goes_to_a_repair_agent_which_fixes_it() {
     app.script
         .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
         .on("task:t1", 0, vec![write("greeting.txt", "goodbye\n"), finish("done (wrongly)")])
-        .on("repair:1", 0, vec![write("greeting.txt", "hello\n"), finish("fixed the greeting")]);
+        .on("repair:1", 0, vec![read("greeting.txt"), write("greeting.txt", "hello\n"), finish("fixed the greeting")]);
     let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     let tests: Vec<(u32, bool)> = app
@@ -201,8 +201,8 @@ async fn a_merge_conflict_is_handed_to_an_agent_and_resolved() {
         .on("task:x", 0, vec![write("greeting.txt", "hello\n"), finish("x")])
         .on("task:y", 0, vec![write("greeting.txt", "hi\n"), finish("y")])
         // Whichever task finishes second meets the conflict.
-        .on("merge:x", 0, vec![write("greeting.txt", "hello and hi\n"), finish("kept both")])
-        .on("merge:y", 0, vec![write("greeting.txt", "hello and hi\n"), finish("kept both")]);
+        .on("merge:x", 0, vec![read("greeting.txt"), write("greeting.txt", "hello and hi\n"), finish("kept both")])
+        .on("merge:y", 0, vec![read("greeting.txt"), write("greeting.txt", "hello and hi\n"), finish("kept both")]);
     let (id, outcome) = app.run(settings(), "# Greet").await;
     assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
     let conflicts: Vec<Vec<String>> = app

@@ -1,4 +1,4 @@
-use autodev_domain::{EventKind, RunState};
+use autodev_domain::{EventKind, RunState, TaskState};
 use autodev_engine::Outcome;
 use pretty_assertions::assert_eq;
 use serde_json::json;
@@ -114,11 +114,43 @@ async fn an_agent_that_never_finishes_hits_the_step_limit() {
     s.max_steps = 3;
     let (id, outcome) = app.run(s, "# Loop").await;
     assert_eq!(outcome, Outcome::Finished(RunState::Failed));
+    // Nothing changed: nothing to verify, the task fails as before.
     assert_eq!(
         app.reason(&id).await,
-        "task t1 failed: task:t1 reached its step limit (3 model turns) without finishing"
+        "task t1 failed: task t1 reached its step limit (3 model turns) without changing any file"
     );
     assert_eq!(app.script.requests_for("task:t1").len(), 3);
+}
+
+/// At its step limit, a task keeps its work: the change is committed, the task is `done` with
+/// the reason `incomplete: …`, and the engine's tests decide (here they pass). The model was
+/// told its budget, and warned when a fifth and a twentieth of it were left.
+#[tokio::test]
+async fn a_task_at_its_step_limit_with_a_change_is_verified_by_the_tests() {
+    let app = TestApp::new().await;
+    app.script.plan(json!([{"id": "t1", "title": "Greet", "description": "", "depends_on": [], "acceptance": []}]));
+    app.script.on("task:t1", 0, vec![write("greeting.txt", "hello\n")]);
+    for turn in 1..20 {
+        app.script.on("task:t1", turn, vec![call("search", json!({"pattern": format!("x{turn}")}))]);
+    }
+    let mut s = settings();
+    s.max_steps = 20;
+    let (id, outcome) = app.run(s, "# Greet").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    let tasks = app.engine.store().tasks(&id).await.unwrap();
+    assert_eq!(tasks[0].task_state(), TaskState::Done);
+    let reason = tasks[0].reason.clone().unwrap_or_default();
+    assert!(reason.starts_with("incomplete: reached its step limit (20 model turns)"), "{reason}");
+    assert!(tasks[0].commit_sha.is_some(), "the change was committed");
+    assert!(app.events(&id).await.iter().any(|e| matches!(&e.kind, EventKind::TestRun { passed: true, .. })));
+    let requests = app.script.requests_for("task:t1");
+    assert_eq!(requests.len(), 20);
+    assert!(requests[0].to_string().contains("You have 20 steps"), "the budget is in the prompt");
+    // After turn 15 (4 left) and turn 18 (1 left).
+    let said = |i: usize| tool_results(&requests[i]).last().cloned().unwrap_or_default();
+    assert!(said(16).contains("4 of your 20 steps are left"), "{}", said(16));
+    assert!(said(19).contains("Only 1 step is left"), "{}", said(19));
+    assert!(!said(15).contains("steps are left"), "{}", said(15));
 }
 
 #[tokio::test]

@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use super::policy::{CACHE_VARS, CommandOutcome, SandboxError, SandboxMode, SandboxPolicy, host_cargo_home};
+use super::policy::{
+    CACHE_VARS, CommandOutcome, OUTPUT_HEAD, SandboxError, SandboxMode, SandboxPolicy, host_cargo_home,
+};
 
 /// Where the shared I/O directory appears inside the sandbox.
 const IO_DIR: &str = "/run/autodev";
@@ -419,11 +421,13 @@ impl Session {
                 (None, true)
             }
         };
-        let (stdout_tail, stdout_bytes) = read_tail_file(&self.dirs.io().join("out"), self.output_cap);
-        let (stderr_tail, stderr_bytes) = read_tail_file(&self.dirs.io().join("err"), self.output_cap);
+        let (stdout_head, stdout_tail, stdout_bytes) = read_tail_file(&self.dirs.io().join("out"), self.output_cap);
+        let (stderr_head, stderr_tail, stderr_bytes) = read_tail_file(&self.dirs.io().join("err"), self.output_cap);
         Ok(CommandOutcome {
             exit_code,
             timed_out,
+            stdout_head,
+            stderr_head,
             stdout_tail,
             stderr_tail,
             stdout_bytes,
@@ -462,8 +466,8 @@ impl Session {
 const TRIM_EVERY: Duration = Duration::from_millis(50);
 
 /// Keeps a command's output file from filling the disk: once it is past a few times the tail
-/// we keep, everything before the tail is turned into a hole (the size, and so the byte count
-/// and the writer's offset, stay; the blocks are freed).
+/// we keep, everything between the head ([`OUTPUT_HEAD`], kept) and the tail is turned into a
+/// hole (the size, and so the byte count and the writer's offset, stay; the blocks are freed).
 fn trim_file(path: &Path, cap: usize) {
     let keep = (cap as u64).max(64 * 1024) * 4;
     let Ok(file) = std::fs::OpenOptions::new()
@@ -476,20 +480,24 @@ fn trim_file(path: &Path, cap: usize) {
     let Ok(meta) = file.metadata() else { return };
     // Blocks actually allocated: a file already trimmed is mostly a hole.
     use std::os::unix::fs::MetadataExt;
-    if !meta.is_file() || meta.blocks() * 512 <= keep * 2 {
+    let head = OUTPUT_HEAD as u64;
+    if !meta.is_file() || meta.blocks() * 512 <= keep * 2 + head {
         return;
     }
     let end = meta.len().saturating_sub(keep);
+    if end <= head {
+        return;
+    }
     use std::os::fd::AsRawFd;
-    // SAFETY: fallocate on a descriptor we own, punching a hole in [0, end) while keeping the
-    // size; it does not touch our memory. An error (file system without hole punching) leaves
-    // the file as it is.
+    // SAFETY: fallocate on a descriptor we own, punching a hole in [head, end) while keeping
+    // the size; it does not touch our memory. An error (file system without hole punching)
+    // leaves the file as it is.
     unsafe {
         libc::fallocate(
             file.as_raw_fd(),
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            0,
-            end as libc::off_t,
+            head as libc::off_t,
+            (end - head) as libc::off_t,
         );
     }
 }
@@ -512,30 +520,36 @@ fn escape_into(out: &mut String, command: &str) {
     }
 }
 
-/// The last `cap` bytes of a file the command wrote (cut at a line start when possible) and
-/// its size. The file is opened without following a link and must be a regular file: the
-/// directory is writable from inside the sandbox.
-fn read_tail_file(path: &Path, cap: usize) -> (String, u64) {
+/// The first [`OUTPUT_HEAD`] bytes (those before the tail) and the last `cap` bytes of a
+/// file the command wrote (the tail cut at a line start when possible), and its size; the
+/// head is empty when the tail holds it all. The file is opened without following a link and
+/// must be a regular file: the directory is writable from inside the sandbox.
+fn read_tail_file(path: &Path, cap: usize) -> (String, String, u64) {
+    let none = || (String::new(), String::new(), 0);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path);
-    let Ok(mut file) = file else { return (String::new(), 0) };
-    let Ok(meta) = file.metadata() else { return (String::new(), 0) };
+    let Ok(mut file) = file else { return none() };
+    let Ok(meta) = file.metadata() else { return none() };
     if !meta.is_file() {
-        return (String::new(), 0);
+        return none();
     }
     let size = meta.len();
     let start = size.saturating_sub(cap as u64);
+    let mut head = Vec::new();
+    if start > 0 {
+        let _ = (&mut file).take(start.min(OUTPUT_HEAD as u64)).read_to_end(&mut head);
+    }
     if file.seek(SeekFrom::Start(start)).is_err() {
-        return (String::new(), size);
+        return (String::from_utf8_lossy(&head).into_owned(), String::new(), size);
     }
     let mut kept = Vec::with_capacity((size - start) as usize);
     let _ = file.take(cap as u64).read_to_end(&mut kept);
     if let Some(nl) = kept.iter().position(|b| *b == b'\n').filter(|_| start > 0) {
         kept.drain(..=nl);
     }
-    (String::from_utf8_lossy(&kept).into_owned(), size)
+    (String::from_utf8_lossy(&head).into_owned(), String::from_utf8_lossy(&kept).into_owned(), size)
 }
 
 #[cfg(test)]

@@ -35,7 +35,10 @@ pub mod spawn;
 
 pub use spawn::{SandboxSupport, run_command};
 
-pub use policy::{CommandOutcome, SandboxError, SandboxMode, SandboxPolicy, default_readonly, is_secret_name};
+pub use policy::{
+    CommandOutcome, OUTPUT_HEAD, SandboxError, SandboxMode, SandboxPolicy, clip_stream, default_readonly,
+    is_secret_name,
+};
 
 impl SandboxMode {
     /// Whether this host can run sandboxes in this mode; the error names the fix.
@@ -153,6 +156,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_first_error_survives_thousands_of_lines_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = sandbox(&dir);
+        let cmd = "echo 'error[E0425]: cannot find value `x` in this scope' >&2; \
+                   for i in $(seq 1 3000); do echo \"warning: line $i of noise that follows the cause\" >&2; done; \
+                   exit 101";
+        let out = sb.run(cmd, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(out.exit_code, Some(101));
+        let shown = out.render(10 * 1024);
+        assert!(
+            shown.starts_with("exit code 101\n--- stderr (head and tail) ---\nerror[E0425]: cannot find value"),
+            "{}",
+            &shown[..200]
+        );
+        assert!(shown.contains("line 3000 of noise"), "the tail is kept too");
+        assert!(shown.len() < 11 * 1024, "{} bytes", shown.len());
+        let note = shown.lines().find(|l| l.starts_with("[... ")).unwrap();
+        assert!(note.contains("bytes") && note.contains("grep -n"), "{note}");
+    }
+
+    #[tokio::test]
     async fn huge_output_keeps_its_tail_and_count_without_filling_the_disk() {
         let dir = tempfile::tempdir().unwrap();
         let sb = sandbox(&dir);
@@ -164,6 +188,8 @@ mod tests {
         assert_eq!(out.exit_code, Some(0), "{}", out.stderr_tail);
         assert_eq!(out.stdout_tail, "last line\n");
         assert_eq!(out.stdout_bytes, 400_000_000 + "\nlast line\n".len() as u64);
+        // The start survived the trimming (the hole is punched after it).
+        assert_eq!(out.stdout_head, "x".repeat(OUTPUT_HEAD));
         let peak_kib = out.stderr_tail.lines().filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok()).max();
         assert!(peak_kib.unwrap_or(0) < 150_000, "on disk at most {peak_kib:?} KiB");
     }

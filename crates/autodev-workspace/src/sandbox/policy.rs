@@ -228,12 +228,20 @@ pub fn default_readonly() -> Vec<PathBuf> {
     dirs
 }
 
+/// Bytes kept of the start of each stream, beside its tail: the first error (a compiler's,
+/// a type checker's) is usually the cause, and comes first.
+pub const OUTPUT_HEAD: usize = 16 * 1024;
+
 /// The result of a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandOutcome {
     /// `None` when killed by a signal (including our timeout).
     pub exit_code: Option<i32>,
     pub timed_out: bool,
+    /// The start of each stream ([`OUTPUT_HEAD`] bytes at most), when it was longer than its
+    /// tail: the bytes before the tail. Empty when the tail holds the whole stream.
+    pub stdout_head: String,
+    pub stderr_head: String,
     pub stdout_tail: String,
     pub stderr_tail: String,
     pub stdout_bytes: u64,
@@ -250,9 +258,11 @@ impl CommandOutcome {
         self.exit_code == Some(0) && !self.timed_out
     }
 
-    /// The text a model or a person reads: the status, then the tails of both streams,
-    /// each cut to its last `max_lines` lines.
-    pub fn render(&self, max_lines: usize) -> String {
+    /// The text a model or a person reads: the status, then each stream within `budget`
+    /// bytes in all (shared by the streams that have output). A stream over its share keeps
+    /// its head (two fifths) and its tail, with a line between them saying how much was left
+    /// out and how to see it.
+    pub fn render(&self, budget: usize) -> String {
         let status = if self.timed_out {
             format!("timed out after {:.1}s (every process of the command killed)", self.duration.as_secs_f64())
         } else {
@@ -261,20 +271,88 @@ impl CommandOutcome {
                 None => "killed by a signal".to_string(),
             }
         };
+        let streams = [
+            ("stdout", &self.stdout_head, &self.stdout_tail, self.stdout_bytes),
+            ("stderr", &self.stderr_head, &self.stderr_tail, self.stderr_bytes),
+        ];
+        let shown = streams.iter().filter(|s| !s.1.is_empty() || !s.2.is_empty()).count().max(1);
         let mut out = status;
-        for (name, tail, total) in
-            [("stdout", &self.stdout_tail, self.stdout_bytes), ("stderr", &self.stderr_tail, self.stderr_bytes)]
-        {
-            if tail.is_empty() {
+        for (name, head, tail, total) in streams {
+            if head.is_empty() && tail.is_empty() {
                 continue;
             }
-            let lines: Vec<&str> = tail.lines().collect();
-            let start = lines.len().saturating_sub(max_lines);
-            let cut = start > 0 || total as usize > tail.len();
-            out.push_str(&format!("\n--- {name}{} ---\n", if cut { " (tail)" } else { "" }));
-            out.push_str(&lines[start..].join("\n"));
+            let (text, cut) = clip_stream(head, tail, total, budget / shown);
+            out.push_str(&format!("\n--- {name}{} ---\n", if cut { " (head and tail)" } else { "" }));
+            out.push_str(text.trim_end_matches('\n'));
         }
         out
+    }
+}
+
+/// One stream within `share` bytes: whole when it fits, else its first two fifths and its
+/// last three, each cut at a line boundary where there is one, with a line saying what was
+/// left out between them. `head` is empty when `tail` holds the whole stream. Returns the
+/// text and whether anything was left out.
+pub fn clip_stream(head: &str, tail: &str, total: u64, share: usize) -> (String, bool) {
+    let whole = head.is_empty() && tail.len() as u64 >= total;
+    if whole && tail.len() <= share {
+        return (tail.to_string(), false);
+    }
+    let share = share.max(256);
+    let head_src = if head.is_empty() { tail } else { head };
+    let head_part = prefix_at_line(head_src, share * 2 / 5);
+    // The tail part never reaches back into what the head part shows.
+    let room = share.saturating_sub(head_part.len());
+    let tail_floor = if head.is_empty() { head_part.len() } else { 0 };
+    let tail_part = suffix_at_line(&tail[tail_floor.min(tail.len())..], room);
+    let left_out = total.saturating_sub((head_part.len() + tail_part.len()) as u64);
+    let lines = if whole {
+        let middle = &tail[head_part.len()..tail.len() - tail_part.len()];
+        format!(", {} lines", middle.matches('\n').count())
+    } else {
+        String::new()
+    };
+    let mut text = head_part.to_string();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "[... {left_out} bytes{lines} left out here; to see them, run the command again piped through \
+         `grep -n PATTERN`, `head -n N`, `tail -n N` or `sed -n 'FROM,TOp'`]\n"
+    ));
+    text.push_str(tail_part);
+    (text, true)
+}
+
+/// The longest start of `text` within `max` bytes that ends at a line end (or, for a line
+/// longer than that, at a character boundary).
+fn prefix_at_line(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    match text[..end].rfind('\n') {
+        Some(nl) if nl > 0 => &text[..=nl],
+        _ => &text[..end],
+    }
+}
+
+/// The longest end of `text` within `max` bytes that starts at a line start (or, for a line
+/// longer than that, at a character boundary).
+fn suffix_at_line(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    match text[start..].find('\n') {
+        Some(nl) if start + nl + 1 < text.len() => &text[start + nl + 1..],
+        _ => &text[start..],
     }
 }
 

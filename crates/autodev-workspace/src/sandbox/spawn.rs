@@ -13,7 +13,7 @@ use landlock::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::policy::{CommandOutcome, SandboxError, SandboxMode, SandboxPolicy};
+use super::policy::{CommandOutcome, OUTPUT_HEAD, SandboxError, SandboxMode, SandboxPolicy};
 
 /// What this host offers for sandboxing, for `autodev doctor` and for warnings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,13 +158,15 @@ pub async fn run_command(
     }
     let _ = child.wait().await;
     let grace = Duration::from_secs(2);
-    let (stdout_tail, stdout_bytes) =
+    let (stdout_head, stdout_tail, stdout_bytes) =
         tokio::time::timeout(grace, out_task).await.ok().and_then(Result::ok).unwrap_or_default();
-    let (stderr_tail, stderr_bytes) =
+    let (stderr_head, stderr_tail, stderr_bytes) =
         tokio::time::timeout(grace, err_task).await.ok().and_then(Result::ok).unwrap_or_default();
     Ok(CommandOutcome {
         exit_code,
         timed_out,
+        stdout_head,
+        stderr_head,
         stdout_tail,
         stderr_tail,
         stdout_bytes,
@@ -175,10 +177,12 @@ pub async fn run_command(
     })
 }
 
-/// Reads a stream to its end, keeping only the last `cap` bytes (cut at a line start when
-/// possible) and counting the total.
-async fn read_tail<R: AsyncRead + Unpin>(stream: Option<R>, cap: usize) -> (String, u64) {
-    let Some(mut stream) = stream else { return (String::new(), 0) };
+/// Reads a stream to its end, keeping its first [`OUTPUT_HEAD`] bytes and its last `cap`
+/// (cut at a line start when possible), and counting the total: (head, tail, total), the
+/// head empty when the tail holds it all.
+async fn read_tail<R: AsyncRead + Unpin>(stream: Option<R>, cap: usize) -> (String, String, u64) {
+    let Some(mut stream) = stream else { return (String::new(), String::new(), 0) };
+    let mut head: Vec<u8> = Vec::new();
     let mut kept: Vec<u8> = Vec::new();
     let mut total = 0u64;
     let mut buf = vec![0u8; 16 * 1024];
@@ -187,6 +191,8 @@ async fn read_tail<R: AsyncRead + Unpin>(stream: Option<R>, cap: usize) -> (Stri
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 total += n as u64;
+                let room = OUTPUT_HEAD.saturating_sub(head.len()).min(n);
+                head.extend_from_slice(&buf[..room]);
                 kept.extend_from_slice(&buf[..n]);
                 if kept.len() > cap * 2 {
                     let cut = kept.len() - cap;
@@ -202,7 +208,10 @@ async fn read_tail<R: AsyncRead + Unpin>(stream: Option<R>, cap: usize) -> (Stri
         }
         kept.drain(..cut);
     }
-    (String::from_utf8_lossy(&kept).into_owned(), total)
+    // The head is what comes before the tail, no more.
+    let before_tail = (total - kept.len() as u64).min(OUTPUT_HEAD as u64) as usize;
+    head.truncate(before_tail);
+    (String::from_utf8_lossy(&head).into_owned(), String::from_utf8_lossy(&kept).into_owned(), total)
 }
 
 #[cfg(test)]
@@ -226,7 +235,7 @@ mod tests {
         assert!(out.timed_out);
         assert_eq!(out.exit_code, None);
         assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-        assert!(out.render(10).contains("timed out"));
+        assert!(out.render(1024).contains("timed out"));
     }
 
     #[tokio::test]
@@ -240,6 +249,13 @@ mod tests {
         assert!(out.stdout_tail.len() <= 1000);
         assert!(out.stdout_tail.ends_with("100000\n"));
         assert!(out.stdout_bytes > 500_000);
+        // The head is kept too: the first lines, which usually hold the first error.
+        assert!(out.stdout_head.starts_with("1\n2\n3\n"), "{}", &out.stdout_head[..20]);
+        assert_eq!(out.stdout_head.len(), OUTPUT_HEAD);
+        let shown = out.render(2000);
+        assert!(shown.starts_with("exit code 3\n--- stdout (head and tail) ---\n1\n2\n"), "{shown}");
+        assert!(shown.contains("bytes left out here"), "{shown}");
+        assert!(shown.ends_with("99999\n100000\n--- stderr ---\ndone"), "{shown}");
         assert_eq!(out.stderr_tail, "done\n");
     }
 
