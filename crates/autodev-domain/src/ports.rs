@@ -53,6 +53,30 @@ impl ModelError {
         self.is_retryable()
     }
 
+    /// Whether the provider refused the request for being longer than the model's context
+    /// window (OpenAI and vLLM `context_length_exceeded`, llama.cpp `exceed_context_size_error`,
+    /// Anthropic "prompt is too long", Gemini "exceeds the maximum number of tokens"). The
+    /// same request fails again; a shorter one may not.
+    pub fn is_context_overflow(&self) -> bool {
+        let (ModelError::Request { message, .. } | ModelError::Server { message, .. }) = self else { return false };
+        let m = message.to_lowercase();
+        [
+            "context_length_exceeded",
+            "maximum context length",
+            "context length",
+            "exceed_context_size",
+            "exceeds the available context size",
+            "context size",
+            "context window",
+            "prompt is too long",
+            "exceeds the maximum number of tokens",
+            "too many tokens",
+            "input is too long",
+        ]
+        .iter()
+        .any(|p| m.contains(p))
+    }
+
     /// Whether the same request may succeed if sent again later.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -100,6 +124,12 @@ pub trait ModelClient: Send + Sync {
     /// output); the `schema` tool-call mode needs it.
     fn structured_output(&self) -> bool {
         false
+    }
+
+    /// The context window the server gives `model`, when it says (llama.cpp's `/props`,
+    /// Ollama's `/api/show`); `None` when it does not or cannot be asked. Asked once per run.
+    async fn context_window(&self, _model: &str) -> Option<u64> {
+        None
     }
 
     async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError>;

@@ -447,9 +447,35 @@ impl<'a, 's> AgentLoop<'a, 's> {
         Ok(Reply { response, fresh: true, first_started })
     }
 
+    /// Calls the model for `turn`; when the provider says the request is longer than the
+    /// model's window (the window was guessed too large, or the server runs with less), the
+    /// conversation is compacted to two thirds of what was sent and the call made once more.
+    async fn call(&mut self, turn: u32) -> Result<(ModelResponse, bool)> {
+        match self.call_once(turn).await {
+            Err(EngineError::Model(e)) if e.is_context_overflow() => {
+                let sent: u64 = self.messages.iter().map(Message::estimated_tokens).sum();
+                let before = self.budget;
+                self.budget = (sent.min(self.budget) * 2 / 3).max(1_000);
+                self.ctx
+                    .event(EventKind::Warning {
+                        message: format!(
+                            "{}: the provider refused turn {turn} as longer than the model's context ({e}); compacting \
+                             to {} tokens (from {before}) and trying once more. Set `context_window` for this model \
+                             to avoid it.",
+                            self.conv(),
+                            self.budget
+                        ),
+                    })
+                    .await?;
+                self.call_once(turn).await
+            }
+            other => other,
+        }
+    }
+
     /// Calls the model for `turn` (the conversation compacted to fit, the worst case reserved
     /// against the budgets) and records the reply before anything acts on it.
-    async fn call(&mut self, turn: u32) -> Result<(ModelResponse, bool)> {
+    async fn call_once(&mut self, turn: u32) -> Result<(ModelResponse, bool)> {
         let ctx = self.ctx;
         // The request borrows the conversation by moving it in and out, so a step does not
         // copy the whole history; a compacted copy is made only when needed.

@@ -31,7 +31,11 @@ pub fn fit(messages: &[Message], header_len: usize, budget: u64) -> Option<(Vec<
     let header_len = header_len.min(out.len());
     let assistants: Vec<usize> =
         out.iter().enumerate().filter(|(_, m)| m.role == Role::Assistant).map(|(i, _)| i).collect();
-    let tail_start = if assistants.len() >= 2 { assistants[assistants.len() - 2] } else { out.len() };
+    // The latest two turns (or the only one) are the tail, kept whole while anything else can go.
+    let tail_start = match assistants.len() {
+        0 => out.len(),
+        n => assistants[n.saturating_sub(2)],
+    };
     let tail_start = tail_start.max(header_len);
     // What each tool call was, to summarise its result in one line.
     let mut calls: HashMap<String, String> = HashMap::new();

@@ -37,7 +37,8 @@ pub(crate) const COMPACT_WINDOW: u64 = 16_384;
 
 impl RunCtx {
     /// The model's context window in tokens: `context_window` from the configuration, else
-    /// the price table's (128k for a model it does not know).
+    /// the price table's, else what the model's server said at the run's start (filled into
+    /// the settings then), else 32k (`DEFAULT_CONTEXT_WINDOW`).
     pub fn window(&self) -> u64 {
         self.settings.context_window.unwrap_or_else(|| self.engine.prices.context_window(&self.settings.model))
     }

@@ -29,6 +29,8 @@ pub struct Engine {
     pub(crate) code: crate::code::CodeSearch,
     /// Forge credentials for this engine's clones, fetches and pushes of projects.
     pub(crate) credentials: Arc<Credentials>,
+    /// The context windows model servers said they give (asked once per model and process).
+    pub(crate) server_windows: Arc<Mutex<std::collections::HashMap<String, Option<u64>>>>,
 }
 
 /// The operator's budgets beyond each run's own (`monthly_budget_usd` in `autodev.toml`,
@@ -104,7 +106,24 @@ impl Engine {
             budgets: Budgets::default(),
             code: crate::code::CodeSearch::new(home, None),
             credentials: Arc::default(),
+            server_windows: Arc::default(),
         }
+    }
+
+    /// The context window for `model` when neither the configuration nor the price table
+    /// gives one: what its server says (llama.cpp, Ollama), asked once per process.
+    pub(crate) async fn server_window(&self, model: &str) -> Option<u64> {
+        if let Some(known) = self.server_windows.lock().ok().and_then(|w| w.get(model).copied()) {
+            return known;
+        }
+        let window = self.model.context_window(model).await;
+        if let Some(w) = window {
+            tracing::info!(model, window = w, "the model server gives this context window");
+        }
+        if let Ok(mut w) = self.server_windows.lock() {
+            w.insert(model.to_string(), window);
+        }
+        window
     }
 
     /// Clones, fetches and pushes projects with these forge credentials.

@@ -249,6 +249,11 @@ impl Engine {
         }
         let dir = self.run_dir(run_id);
         std::fs::create_dir_all(dir.join("tmp"))?;
+        // The window: configured, else the price table's, else the server's, else a
+        // conservative default (RunCtx::window).
+        if settings.context_window.is_none() && self.prices.known_context_window(&settings.model).is_none() {
+            settings.context_window = self.server_window(&settings.model).await;
+        }
         let ctx = Arc::new(RunCtx {
             engine: self.clone(),
             cost_micros: AtomicI64::new(run.cost_micros),

@@ -53,6 +53,10 @@ impl ModelClient for Recorder {
         self.inner.structured_output()
     }
 
+    async fn context_window(&self, model: &str) -> Option<u64> {
+        self.inner.context_window(model).await
+    }
+
     fn candidates(&self, model: &str) -> Vec<(String, String)> {
         self.inner.candidates(model)
     }

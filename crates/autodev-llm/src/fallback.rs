@@ -35,6 +35,10 @@ impl ModelClient for FallbackClient {
         self.primary.structured_output()
     }
 
+    async fn context_window(&self, model: &str) -> Option<u64> {
+        self.primary.context_window(model).await
+    }
+
     fn candidates(&self, model: &str) -> Vec<(String, String)> {
         let mut all = self.primary.candidates(model);
         all.extend(self.fallbacks.iter().map(|c| (c.provider.clone(), c.model.clone())));

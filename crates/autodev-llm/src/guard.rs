@@ -185,6 +185,10 @@ impl ModelClient for GuardedClient {
         self.inner.structured_output()
     }
 
+    async fn context_window(&self, model: &str) -> Option<u64> {
+        self.inner.context_window(model).await
+    }
+
     async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {
         self.guard.admit(req).await?;
         let result = self.inner.complete(req).await;

@@ -39,6 +39,6 @@ pub use fallback::{Candidate, FallbackClient};
 pub use gemini::GeminiClient;
 pub use guard::{Guard, GuardSettings, GuardedClient};
 pub use openai::OpenAiClient;
-pub use pricing::{ModelInfo, PriceTable};
+pub use pricing::{DEFAULT_CONTEXT_WINDOW, ModelInfo, PriceTable};
 pub use retry::{RetryPolicy, RetryingClient};
 pub use tokens::TokenCounter;

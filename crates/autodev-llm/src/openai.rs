@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use crate::http::transport_error;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// The window Ollama gives a model whose parameters do not set `num_ctx`.
+const OLLAMA_DEFAULT_NUM_CTX: u64 = 4_096;
 
 #[derive(Clone)]
 pub struct OpenAiClient {
@@ -250,6 +252,46 @@ impl ModelClient for OpenAiClient {
 
     fn structured_output(&self) -> bool {
         true
+    }
+
+    /// llama.cpp answers `GET /props` with the server's `n_ctx`; Ollama answers
+    /// `POST /api/show` with the model's parameters (`num_ctx`, which its OpenAI endpoint
+    /// uses; 4,096 when unset, Ollama's default) and its trained `context_length`. Both at
+    /// the server's root (the base URL without `/v1`). Other servers answer neither: `None`.
+    async fn context_window(&self, model: &str) -> Option<u64> {
+        let root = self.base_url.strip_suffix("/v1").unwrap_or(&self.base_url);
+        let timeout = std::time::Duration::from_secs(5);
+        let get = |rb: reqwest::RequestBuilder| async move {
+            let resp = rb.timeout(timeout).send().await.ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            resp.json::<serde_json::Value>().await.ok()
+        };
+        if let Some(props) = get(self.http.get(format!("{root}/props"))).await {
+            let n = props
+                .pointer("/default_generation_settings/n_ctx")
+                .or_else(|| props.get("n_ctx"))
+                .and_then(serde_json::Value::as_u64);
+            if let Some(n) = n.filter(|n| *n > 0) {
+                // One slot's share: llama-server splits n_ctx between its parallel slots.
+                let slots = props.get("total_slots").and_then(serde_json::Value::as_u64).unwrap_or(1).max(1);
+                return Some(n / slots);
+            }
+        }
+        let show = get(self.http.post(format!("{root}/api/show")).json(&serde_json::json!({"model": model}))).await?;
+        let trained = show
+            .get("model_info")
+            .and_then(|i| i.as_object())
+            .and_then(|i| i.iter().find(|(k, _)| k.ends_with(".context_length")).and_then(|(_, v)| v.as_u64()));
+        let num_ctx = show.get("parameters").and_then(|p| p.as_str()).and_then(|p| {
+            p.lines().find_map(|l| {
+                let mut words = l.split_whitespace();
+                (words.next() == Some("num_ctx")).then(|| words.next()?.parse::<u64>().ok()).flatten()
+            })
+        });
+        let window = num_ctx.unwrap_or(OLLAMA_DEFAULT_NUM_CTX);
+        Some(trained.map_or(window, |t| window.min(t)))
     }
 
     async fn complete(&self, req: &ModelRequest) -> Result<ModelResponse, ModelError> {

@@ -18,8 +18,10 @@ pub struct ModelInfo {
     pub context_window: u64,
 }
 
-/// The window assumed for a model the table does not know.
-pub const DEFAULT_CONTEXT_WINDOW: u64 = 128_000;
+/// The window assumed for a model the table does not know and whose server does not say:
+/// conservative, since a local server often runs with far less than the model was trained
+/// for (Ollama 4k by default), and too large a guess is cut silently or refused.
+pub const DEFAULT_CONTEXT_WINDOW: u64 = 32_768;
 
 /// (model id or prefix, input $/M, output $/M, context window). Longest prefix wins, so
 /// dated snapshots (`claude-sonnet-4-5-20250929`, `gpt-4o-2024-08-06`) find their family.
@@ -120,7 +122,12 @@ impl PriceTable {
     }
 
     pub fn context_window(&self, model: &str) -> u64 {
-        self.lookup(model).map_or(DEFAULT_CONTEXT_WINDOW, |i| i.context_window)
+        self.known_context_window(model).unwrap_or(DEFAULT_CONTEXT_WINDOW)
+    }
+
+    /// The window of a model the table (or an override) knows.
+    pub fn known_context_window(&self, model: &str) -> Option<u64> {
+        self.lookup(model).map(|i| i.context_window)
     }
 
     /// The cost of a call, or `None` when the model is unknown.

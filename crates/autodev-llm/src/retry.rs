@@ -40,6 +40,10 @@ impl ModelClient for RetryingClient {
         self.inner.structured_output()
     }
 
+    async fn context_window(&self, model: &str) -> Option<u64> {
+        self.inner.context_window(model).await
+    }
+
     fn candidates(&self, model: &str) -> Vec<(String, String)> {
         self.inner.candidates(model)
     }

@@ -235,7 +235,13 @@ impl Script {
     /// Serves this script on a new mock server, each answer after `delay`.
     pub async fn serve(&self, delay: Duration) -> MockServer {
         let server = MockServer::start().await;
-        Mock::given(method("POST")).respond_with(DelayedScript(self.clone(), delay)).mount(&server).await;
+        // Chat completions only: what else a client asks (llama.cpp's `/props`, Ollama's
+        // `/api/show`) gets a 404, as from a server that does not have them.
+        Mock::given(method("POST"))
+            .and(wiremock::matchers::path_regex("/chat/completions$"))
+            .respond_with(DelayedScript(self.clone(), delay))
+            .mount(&server)
+            .await;
         server
     }
 }

@@ -101,6 +101,8 @@ pub async fn doctor(home: &Path, config: Option<&Path>, args: DoctorArgs) -> Exi
                 Ok(said) => failed |= report(Level::Ok, &format!("provider {name}"), &said),
                 Err(said) => failed |= report(Level::Warn, &format!("provider {name}"), &said),
             }
+            let (level, said) = context_window(name, &cfg).await;
+            failed |= report(level, "context window", &said);
             continue;
         }
         match reach(&base).await {
@@ -313,6 +315,34 @@ async fn probe_tool_calls(provider: &str, cfg: &FileConfig, base: &str) -> Resul
             r.message.content.chars().take(60).collect::<String>()
         )),
         (None, Err(e)) => Err(format!("{unconstrained}; a request with structured output failed too: {e}")),
+    }
+}
+
+/// The window runs will size their prompts and outputs to, and where it comes from: the
+/// `context_window` setting, the price table (with the configuration's overrides), what the
+/// server says (llama.cpp `/props`, Ollama `/api/show`), or the conservative default.
+async fn context_window(provider: &str, cfg: &FileConfig) -> (Level, String) {
+    let model = cfg.model.clone().unwrap_or_else(|| provider::default_model(provider).to_string());
+    if let Some(w) = cfg.context_window {
+        return (Level::Ok, format!("{w} tokens for `{model}` (the context_window setting)"));
+    }
+    if let Some(w) = autodev_llm::PriceTable::with_overrides(&cfg.prices).known_context_window(&model) {
+        return (Level::Ok, format!("{w} tokens for `{model}` (the price table)"));
+    }
+    let served = match provider::build(provider, cfg, None, None) {
+        Ok(client) => tokio::time::timeout(Duration::from_secs(15), client.context_window(&model)).await.ok().flatten(),
+        Err(_) => None,
+    };
+    match served {
+        Some(w) => (Level::Ok, format!("{w} tokens for `{model}` (reported by the server)")),
+        None => (
+            Level::Warn,
+            format!(
+                "{} tokens assumed for `{model}`: neither the price table nor the server says; set context_window \
+                 (the server's real window: too large a guess is cut or refused)",
+                autodev_llm::DEFAULT_CONTEXT_WINDOW
+            ),
+        ),
     }
 }
 

@@ -663,6 +663,55 @@ async fn doctor_asks_the_model_for_a_tool_call() {
         assert!(line.starts_with(want) && line.contains("`gpt-4.1-mini` at "), "want `{want}` in:\n{stdout}{stderr}");
         assert!(line.contains(said), "want `{said}` in:\n{line}");
         assert_eq!(script.requests_for("doctor").len(), asked);
+        assert!(
+            stdout.contains("context window") && stdout.contains("1047576 tokens for `gpt-4.1-mini` (the price table)"),
+            "{stdout}"
+        );
+    }
+}
+
+/// The window of a model the price table does not know comes from its server: llama.cpp's
+/// `/props` (one slot's share of `n_ctx`) and Ollama's `/api/show` (`num_ctx`, else its 4k
+/// default, never more than the model's trained length); else a conservative default, with a
+/// warning.
+#[tokio::test]
+async fn doctor_shows_the_context_window_the_server_gives() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    let home = dir.path().join("home");
+    let llama = json!({"default_generation_settings": {"n_ctx": 16384, "params": {}}, "total_slots": 2, "model_path": "qwen.gguf"});
+    // Ollama's /api/show (docs/api.md), trimmed.
+    let ollama = json!({
+        "modelfile": "FROM qwen2.5-coder:1.5b", "parameters": "num_ctx                        8192\nstop                           \"<|im_end|>\"",
+        "template": "{{ .Prompt }}", "details": {"family": "qwen2", "parameter_size": "1.5B"},
+        "model_info": {"general.architecture": "qwen2", "qwen2.context_length": 32768}
+    });
+    for (route, verb, body, want) in [
+        ("/props", "GET", llama, "8192 tokens for `my-local-model` (reported by the server)"),
+        ("/api/show", "POST", ollama, "8192 tokens for `my-local-model` (reported by the server)"),
+        ("/nothing", "GET", json!({}), "32768 tokens assumed for `my-local-model`"),
+    ] {
+        let script = Script::default();
+        script.on("doctor", 0, vec![call("ping", json!({"echo": "pong"}))]);
+        let server = script.serve(std::time::Duration::ZERO).await;
+        Mock::given(method(verb))
+            .and(path(route))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .mount(&server)
+            .await;
+        let (_, stdout, stderr) = output(
+            autodev(&home)
+                .args(["doctor", "--repo"])
+                .arg(&repo)
+                .env("AUTODEV_MODEL", "my-local-model")
+                .env("OPENAI_BASE_URL", format!("{}/v1", server.uri())),
+        );
+        let line = stdout.lines().find(|l| l.contains("context window")).unwrap_or_default();
+        assert!(line.contains(want), "want `{want}` in:\n{stdout}{stderr}");
+        let level = if route == "/nothing" { "[warn]" } else { "[ok  ]" };
+        assert!(line.starts_with(level), "{line}");
     }
 }
 

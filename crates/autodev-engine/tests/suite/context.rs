@@ -113,3 +113,59 @@ async fn an_8k_window_gets_compact_prompts_and_outputs_sized_to_it() {
     eprintln!("request characters (planner opening, coder opening, one read): default {full:?}, 8k window {compact:?}");
     assert!(compact.0 < full.0 && compact.1 < full.1 && compact.2 < full.2, "{full:?} -> {compact:?}");
 }
+
+/// A server whose real window is smaller than the one assumed: a request whose messages hold
+/// more than `max_chars` characters is refused as OpenAI refuses it (HTTP 400,
+/// `context_length_exceeded`); others are answered by the script.
+struct SmallWindow {
+    script: Script,
+    max_chars: usize,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl wiremock::Respond for SmallWindow {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let chars: usize = body["messages"]
+            .as_array()
+            .map(|m| m.iter().map(|m| m["content"].as_str().map_or(0, str::len)).sum())
+            .unwrap_or(0);
+        if chars > self.max_chars {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return wiremock::ResponseTemplate::new(400).set_body_json(json!({"error": {
+                "message": format!("This model's maximum context length is 4096 tokens. However, your messages resulted in {} tokens. Please reduce the length of the messages.", chars / 4),
+                "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"
+            }}));
+        }
+        self.script.respond(request)
+    }
+}
+
+/// A provider's context-length error is recovered: the conversation is compacted (the
+/// oversized latest result keeps its head and tail) and the call made once more, instead of
+/// failing the task.
+#[tokio::test]
+async fn a_context_length_error_from_the_provider_compacts_and_retries() {
+    let app = TestApp::new().await;
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path_regex("/chat/completions$"))
+        .respond_with(SmallWindow { script: app.script.clone(), max_chars: 17_000, refused: refused.clone() })
+        .with_priority(1)
+        .mount(&app.server)
+        .await;
+    app.script
+        .plan(json!([{"id": "t1", "title": "Greet", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![call("run", json!({"command": "echo 'the first line'; seq 1 8000"}))])
+        .on("task:t1", 1, vec![write("greeting.txt", "hello\n"), finish("ok")]);
+    let (id, outcome) = app.run(settings(), "# Greet").await;
+    assert_eq!(outcome, succeeded(), "{}", app.reason(&id).await);
+    assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1, "one refusal, then a call that fits");
+    let warned = app.events(&id).await.iter().any(
+        |e| matches!(&e.kind, EventKind::Warning { message } if message.contains("longer than the model's context")),
+    );
+    assert!(warned, "the retry is said");
+    let requests = app.script.requests_for("task:t1");
+    let last = requests[1]["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_string();
+    assert!(last.contains("the first line") && last.contains("8000") && last.contains("left out"), "{last}");
+}
