@@ -41,6 +41,10 @@ pub enum Command {
     /// Ask a question about a repository: the model answers from the code index, citing
     /// `path:start-end`, and every citation is checked against the index.
     Ask(AskArgs),
+    /// Measure how often runs succeed: a suite of tasks in SWE-bench's instance format (a
+    /// JSONL file; `eval/suite.jsonl` is Autodev's own), each run on its repository with the
+    /// configured model and scored by its hidden tests.
+    Eval(EvalArgs),
     /// Serve the Model Context Protocol over stdin/stdout for an editor or chat client: tools
     /// search_code, ask, create_run, get_run, list_runs, approve_run, cancel_run; runs' reports
     /// as resources. (`autodev serve` offers the same at /mcp, behind API keys.)
@@ -190,6 +194,53 @@ pub struct ModelArgs {
     /// Answer model calls from this cassette, with no network.
     #[arg(long, value_name = "FILE", conflicts_with = "record")]
     pub replay: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The suite: a JSONL file of instances (SWE-bench Lite/Verified exports work), or a
+    /// directory holding `suite.jsonl`.
+    pub suite: PathBuf,
+    /// Model id (e.g. gpt-4.1, qwen2.5-coder-1.5b-instruct).
+    #[arg(long, env = "AUTODEV_MODEL")]
+    pub model: Option<String>,
+    /// Provider: openai (any OpenAI-compatible server), anthropic, gemini, groq, ollama.
+    #[arg(long, env = "AUTODEV_PROVIDER")]
+    pub provider: Option<String>,
+    /// Instances evaluated at once.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// Only these instances (ids; comma-separated or repeated).
+    #[arg(long = "instance", value_delimiter = ',')]
+    pub instances: Vec<String>,
+    /// Apply each instance's reference solution (`patch`) instead of running an agent: checks
+    /// that the suite is sound (its FAIL_TO_PASS tests fail on the base and pass with the
+    /// solution). No model is needed.
+    #[arg(long)]
+    pub gold: bool,
+    /// Where the repositories and the report (report.json, report.md) go; default
+    /// `AUTODEV_HOME/eval/<time>`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Local clones of SWE-bench's repositories, as `DIR/owner__name` (else they are cloned
+    /// from github.com).
+    #[arg(long, value_name = "DIR")]
+    pub repos: Option<PathBuf>,
+    /// Model turns per coding agent (default: the configuration's `max_steps`).
+    #[arg(long)]
+    pub max_steps: Option<u32>,
+    /// Repair rounds per run (default: the configuration's).
+    #[arg(long)]
+    pub max_repair_rounds: Option<u32>,
+    /// Seconds an instance's hidden tests may run.
+    #[arg(long, default_value_t = 900)]
+    pub test_timeout: u64,
+    /// Exit 1 when fewer than this share of instances (0 to 1) is resolved.
+    #[arg(long, value_name = "SHARE")]
+    pub min_resolved: Option<f64>,
+    /// Print the report as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

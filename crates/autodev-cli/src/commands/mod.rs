@@ -11,6 +11,7 @@ pub(crate) mod costs;
 pub(crate) mod deliver;
 pub(crate) mod demo;
 pub(crate) mod doctor;
+pub(crate) mod eval;
 pub(crate) mod gates;
 pub(crate) mod keys;
 pub(crate) mod ops;
@@ -31,6 +32,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Index(a) => code::index(&home, cli.config.as_deref(), &a.repo, a.json).await,
         Command::Search(a) => code::search(&home, cli.config.as_deref(), &a.repo, &a.query, a.limit, a.json).await,
         Command::Ask(a) => code::ask(&home, cli.config.as_deref(), a).await,
+        Command::Eval(a) => eval::eval(&home, cli.config.as_deref(), a).await,
         Command::Approve(a) => {
             gates::decide(&home, &a.decision.run, true, a.decision.comment.as_deref(), a.allow_paths).await
         }
