@@ -104,7 +104,9 @@ fn load(suite: &Path, only: &[String]) -> Result<Vec<Instance>, Exit> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        match serde_json::from_str::<Instance>(line) {
+        let parsed: Result<Instance, _> =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(line));
+        match parsed {
             Ok(inst) if inst.fail_to_pass.is_empty() => {
                 problems.push(format!("line {}: {}: FAIL_TO_PASS is empty", i + 1, inst.instance_id))
             }
@@ -114,7 +116,7 @@ fn load(suite: &Path, only: &[String]) -> Result<Vec<Instance>, Exit> {
                 inst.instance_id
             )),
             Ok(inst) => out.push(inst),
-            Err(e) => problems.push(format!("line {}: {e}", i + 1)),
+            Err(e) => problems.push(format!("line {}: {}: {}", i + 1, e.path(), e.inner())),
         }
     }
     if !problems.is_empty() {
@@ -361,9 +363,8 @@ impl Harness {
         r.cost_usd = MicroUsd(row.cost_micros).as_usd();
         let events = engine.store().events(&run.id, 0).await.unwrap_or_default();
         r.model_calls = events.iter().filter(|e| matches!(e.kind, EventKind::ModelCall { .. })).count() as u64;
-        let exists = git(repo, &["rev-parse", "--verify", "--quiet", &format!("{}^{{commit}}", row.branch)], None)
-            .await
-            .is_ok();
+        let exists =
+            git(repo, &["rev-parse", "--verify", "--quiet", &format!("{}^{{commit}}", row.branch)], None).await.is_ok();
         Ok(if exists { row.branch } else { "HEAD".into() })
     }
 
@@ -575,7 +576,10 @@ mod tests {
     #[test]
     fn test_ids_fill_the_template() {
         let ids = vec!["tests.test_a.T.test_x".to_string(), "it's".to_string()];
-        assert_eq!(test_command("python3 -m unittest {tests}", &ids), "python3 -m unittest tests.test_a.T.test_x 'it'\\''s'");
+        assert_eq!(
+            test_command("python3 -m unittest {tests}", &ids),
+            "python3 -m unittest tests.test_a.T.test_x 'it'\\''s'"
+        );
         assert_eq!(
             test_command("go test -run '{tests_regex}' ./...", &["TestA".into(), "TestB".into()]),
             "go test -run '^(TestA|TestB)$' ./..."
@@ -587,7 +591,10 @@ mod tests {
         // A SWE-bench Lite row (fields trimmed): the test ids are JSON inside a string.
         let row = r#"{"repo": "astropy/astropy", "instance_id": "astropy__astropy-12907", "base_commit": "d16bfe05a744909de4b27f5875fe0d4ed41ce607", "patch": "diff --git a/x b/x\n", "test_patch": "diff --git a/y b/y\n", "problem_statement": "Modeling's `separability_matrix` does not compute separability correctly for nested CompoundModels", "hints_text": "", "created_at": "2022-03-03T15:14:54Z", "version": "4.3", "FAIL_TO_PASS": "[\"astropy/modeling/tests/test_separable.py::test_separable[compound_model6-result6]\"]", "PASS_TO_PASS": "[\"astropy/modeling/tests/test_separable.py::test_coord_matrix\"]", "environment_setup_commit": "298ccb478e6bf092953bca67a3d29dc6c35f6752"}"#;
         let i: Instance = serde_json::from_str(row).unwrap();
-        assert_eq!(i.fail_to_pass, vec!["astropy/modeling/tests/test_separable.py::test_separable[compound_model6-result6]"]);
+        assert_eq!(
+            i.fail_to_pass,
+            vec!["astropy/modeling/tests/test_separable.py::test_separable[compound_model6-result6]"]
+        );
         assert_eq!(i.pass_to_pass.len(), 1);
         assert_eq!(i.repo, "astropy/astropy");
     }

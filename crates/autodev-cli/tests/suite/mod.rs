@@ -1,5 +1,6 @@
 mod commands;
 mod deploy;
+mod eval;
 mod mcp;
 mod ops;
 mod processes;
