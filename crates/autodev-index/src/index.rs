@@ -35,7 +35,7 @@ pub enum IndexError {
 pub type Result<T> = std::result::Result<T, IndexError>;
 
 /// Bumped when the schema changes: an index of another version is rebuilt.
-const SCHEMA_VERSION: &str = "4";
+const SCHEMA_VERSION: &str = "5";
 
 /// Lines of a definition that make its head (doc and signature), and what the head weighs.
 const HEAD_LINES: usize = 8;
@@ -68,6 +68,49 @@ fn head_of(text: &str) -> String {
         }
     }
     head.join("\n")
+}
+
+/// What the module doc weighs (it is shared by every chunk of the file: less than a
+/// definition's own words).
+const MODULE_BOOST: f32 = 1.0;
+/// Characters of a module doc that are indexed.
+const MODULE_DOC_CHARS: usize = 600;
+
+/// The first paragraph of a file's own doc: Rust's leading `//!` lines, or a Python module's
+/// docstring; empty for other files.
+fn module_doc(path: &str, text: &str) -> String {
+    let mut lines = text.lines().skip_while(|l| l.trim().is_empty() || l.trim_start().starts_with("#!"));
+    let mut out = String::new();
+    if path.ends_with(".rs") {
+        for l in lines.take_while(|l| l.trim_start().starts_with("//!")) {
+            let l = l.trim_start().trim_start_matches("//!").trim();
+            if l.is_empty() && !out.is_empty() {
+                break;
+            }
+            out.push_str(l);
+            out.push(' ');
+        }
+    } else if path.ends_with(".py") || path.ends_with(".pyi") {
+        let Some(first) = lines.find(|l| !l.trim_start().starts_with('#')) else { return out };
+        let t = first.trim_start().trim_start_matches(['r', 'u', 'R', 'U']);
+        let Some(quote) = ["\"\"\"", "'''"].into_iter().find(|q| t.starts_with(q)) else { return out };
+        let body = &t[3..];
+        if let Some(end) = body.find(quote) {
+            return body[..end].chars().take(MODULE_DOC_CHARS).collect();
+        }
+        out.push_str(body);
+        out.push(' ');
+        for l in lines {
+            let l = l.trim();
+            if l.is_empty() || l.contains(quote) {
+                out.push_str(l.split(quote).next().unwrap_or(""));
+                break;
+            }
+            out.push_str(l);
+            out.push(' ');
+        }
+    }
+    out.chars().take(MODULE_DOC_CHARS).collect()
 }
 
 /// How far down a definition its docstring is looked for.
@@ -156,6 +199,10 @@ struct Fields {
     /// their own so a long function is not outranked by short ones for what its doc says
     /// (BM25 normalises by length).
     head: Field,
+    /// The first paragraph of the file's own doc (Rust `//!`, a Python module docstring),
+    /// for each of its chunks: what the module is about, which a function's own words may
+    /// not say (`fit` in the module about keeping a conversation inside the window).
+    module: Field,
     kind: Field,
     text: Field,
     start: Field,
@@ -186,6 +233,7 @@ fn schema() -> (Schema, Fields) {
         file: b.add_text_field("file", STRING | STORED),
         name: b.add_text_field("name", code(true)),
         head: b.add_text_field("head", code(false)),
+        module: b.add_text_field("module", code(true)),
         kind: b.add_text_field("kind", STRING | STORED),
         text: b.add_text_field("text", code(true)),
         start: b.add_u64_field("start_line", STORED),
@@ -390,10 +438,12 @@ impl CodeIndex {
             let text = read_source(&source, path);
             // Binary files (a NUL byte) and unreadable ones are recorded, not indexed.
             if let Some(text) = text.filter(|t| !t.contains(&0)).map(|t| String::from_utf8_lossy(&t).into_owned()) {
+                let module = module_doc(path, &text);
                 for c in chunk_file(path, &text) {
                     let head = if c.name.is_empty() { String::new() } else { head_of(&c.text) };
                     writer.add_document(doc!(
                         self.f.head => head,
+                        self.f.module => module.as_str(),
                         self.f.id => chunk_id(path, c.start_line as u64, c.end_line as u64),
                         self.f.path => c.path,
                         self.f.file => path.as_str(),
@@ -422,9 +472,13 @@ impl CodeIndex {
     /// paths, then the text.
     pub fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>> {
         let searcher = self.reader.searcher();
-        let mut qp = QueryParser::for_index(&self.index, vec![self.f.name, self.f.head, self.f.path, self.f.text]);
+        let mut qp = QueryParser::for_index(
+            &self.index,
+            vec![self.f.name, self.f.head, self.f.path, self.f.text, self.f.module],
+        );
         qp.set_field_boost(self.f.name, 3.0);
         qp.set_field_boost(self.f.head, HEAD_BOOST);
+        qp.set_field_boost(self.f.module, MODULE_BOOST);
         qp.set_field_boost(self.f.path, 1.5);
         // Plain words, not query syntax: a question's `?` or `:` is not an operator.
         let words: String =
@@ -457,7 +511,8 @@ impl CodeIndex {
             let coverage = if query_terms.is_empty() {
                 1.0
             } else {
-                let have = self.terms(&format!("{} {} {}", hit.name, hit.path, head_of(&hit.text)));
+                let module = d.get_first(self.f.module).and_then(|v| v.as_str()).unwrap_or_default();
+                let have = self.terms(&format!("{} {} {} {module}", hit.name, hit.path, head_of(&hit.text)));
                 query_terms.iter().filter(|t| have.contains(*t)).count() as f32 / query_terms.len() as f32
             };
             let shape = if whole { 1.0 } else { FRAGMENT_WEIGHT };
@@ -535,6 +590,17 @@ impl CodeIndex {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_module_doc_is_its_first_paragraph() {
+        let rs = "//! Keeping a conversation inside the window.\n//! More here.\n//!\n//! Second paragraph.\nuse x;\n";
+        assert_eq!(module_doc("a.rs", rs).trim(), "Keeping a conversation inside the window. More here.");
+        let py = "#!/usr/bin/env python3\n# comment\n\"\"\"Utility functions for copying\nand archiving files.\n\nXXX\"\"\"\nimport os\n";
+        assert_eq!(module_doc("shutil.py", py).trim(), "Utility functions for copying and archiving files.");
+        assert_eq!(module_doc("one.py", "\"\"\"One line.\"\"\"\n"), "One line.");
+        assert_eq!(module_doc("a.go", "// Package a.\n"), "");
+        assert_eq!(module_doc("b.rs", "fn main() {}\n"), "");
+    }
 
     fn run(dir: &Path, args: &[&str]) {
         let ok = Command::new("git").arg("-C").arg(dir).args(args).status().unwrap().success();

@@ -103,9 +103,9 @@ fn recall_at_5_on_this_repository() {
     git(&repo, &["add", "-A"]);
     git(&repo, &["-c", "user.email=q@q", "-c", "user.name=q", "commit", "-qm", "snapshot"]);
     let recall = recall_at_5("this repository", &repo, tmp.path(), QUESTIONS);
-    // 0.80 before issue 27's ranking changes and after (other misses: the docstring heads and
-    // coverage found two, lost two); issue 27 asks for 0.85, not reached yet.
-    assert!(recall >= 0.8, "recall@5 {recall:.2} is below 0.80");
+    // 0.80 before issue 27's ranking changes, 0.75 once this session's code had grown around
+    // the same questions, 0.90 with the module doc as a field (and in coverage).
+    assert!(recall >= 0.85, "recall@5 {recall:.2} is below 0.85");
 }
 
 /// A real Python codebase: modules of the interpreter's own standard library (found with
