@@ -71,7 +71,9 @@ struct EmbeddingItem {
 impl Embedder {
     pub fn new(base_url: &str, model: &str, api_key: Option<String>) -> Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
+            // A local embedding model on a CPU takes ~0.5 s a chunk: a batch of 64 under load
+            // took over two minutes here (all-MiniLM-L6-v2 on 2 busy cores).
+            .timeout(Duration::from_secs(600))
             .build()
             .map_err(|e| VectorError::Embeddings { url: base_url.to_string(), message: e.to_string() })?;
         Ok(Self {
