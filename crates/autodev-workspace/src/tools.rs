@@ -433,7 +433,23 @@ impl ToolBox {
                 "unknown tool `{other}`; the tools are list_files, read_file, write_file, edit_file, insert_lines, undo_edit, search, search_code, run, finish"
             ))),
         };
-        result.unwrap_or_else(|e| e)
+        let mut outcome = result.unwrap_or_else(|e| e);
+        // Every tool's answer fits its share of the window (`run` and `read_file` already cut
+        // theirs with more care): a listing or a search over a large tree keeps its start.
+        let limit = self.read_budget + self.read_budget / 8;
+        if outcome.content.len() > limit && !matches!(name, "run" | "read_file") {
+            let mut end = self.read_budget;
+            while !outcome.content.is_char_boundary(end) {
+                end -= 1;
+            }
+            let cut = outcome.content[..end].rfind('\n').map_or(end, |nl| nl + 1);
+            let left = outcome.content.len() - cut;
+            outcome.content.truncate(cut);
+            outcome.content.push_str(&format!(
+                "[... {left} more characters left out to fit the context window; narrow the path or pattern]"
+            ));
+        }
+        outcome
     }
 
     /// A model's path, checked and with its symlinks resolved, relative to the root.
@@ -829,6 +845,20 @@ mod tests {
         );
         let far = tb.execute("insert_lines", &args(json!({"path": "src/lib.rs", "line": 9, "text": "x"}))).await;
         assert!(far.is_error && far.content.contains("4 lines"), "{}", far.content);
+    }
+
+    #[tokio::test]
+    async fn every_tool_answer_fits_the_budget() {
+        let (d, tb) = toolbox();
+        let tb = tb.with_read_budget(4_096);
+        for i in 0..400 {
+            std::fs::write(d.path().join(format!("ws/file_with_a_long_name_{i:04}.txt")), "needle\n").unwrap();
+        }
+        for (tool, args) in [("list_files", json!({})), ("search", json!({"pattern": "needle"}))] {
+            let out = tb.execute(tool, &args.to_string()).await;
+            assert!(out.content.len() < 4_096 + 200, "{tool}: {} bytes", out.content.len());
+            assert!(out.content.ends_with("narrow the path or pattern]"), "{tool}");
+        }
     }
 
     #[tokio::test]
