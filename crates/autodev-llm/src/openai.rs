@@ -13,6 +13,17 @@ use serde_json::{Value, json};
 use crate::http::transport_error;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// Hosts of hosted OpenAI-compatible APIs, which have neither `/props` nor `/api/show`.
+const HOSTED_APIS: &[&str] = &[
+    "api.openai.com",
+    "api.groq.com",
+    "openrouter.ai",
+    "api.together.xyz",
+    "api.mistral.ai",
+    "api.deepseek.com",
+    "api.fireworks.ai",
+    "generativelanguage.googleapis.com",
+];
 /// The window Ollama gives a model whose parameters do not set `num_ctx`.
 const OLLAMA_DEFAULT_NUM_CTX: u64 = 4_096;
 
@@ -259,6 +270,10 @@ impl ModelClient for OpenAiClient {
     /// uses; 4,096 when unset, Ollama's default) and its trained `context_length`. Both at
     /// the server's root (the base URL without `/v1`). Other servers answer neither: `None`.
     async fn context_window(&self, model: &str) -> Option<u64> {
+        // Hosted APIs answer neither; asking them is a wasted round trip (and a 404 in their logs).
+        if HOSTED_APIS.iter().any(|h| self.base_url.contains(h)) {
+            return None;
+        }
         let root = self.base_url.strip_suffix("/v1").unwrap_or(&self.base_url);
         let timeout = std::time::Duration::from_secs(5);
         let get = |rb: reqwest::RequestBuilder| async move {

@@ -64,7 +64,10 @@ async fn a_dirty_working_tree_is_left_untouched() {
 async fn a_model_the_vendor_does_not_know_fails_the_run_with_its_message() {
     let app = TestApp::new().await;
     let server = MockServer::start().await;
+    // Chat completions only: the engine also asks the server for the unknown model's window
+    // (llama.cpp's /props, Ollama's /api/show), which this server does not have.
     Mock::given(method("POST"))
+        .and(wiremock::matchers::path("/chat/completions"))
         .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {"message": "The model `gpt-9` does not exist or you do not have access to it.", "type": "invalid_request_error", "code": "model_not_found"}})))
         .expect(1)
         .mount(&server)
