@@ -344,8 +344,9 @@ impl Harness {
             .or_else(|| autodev_engine::detect::detect_test_command(repo))
             .ok_or("no test_command in the instance and none detected in its repository")?;
         let settings = RunSettings { test_command, ..base.clone() };
-        let spec = Spec::from_text(&format!("# {}\n\n{}", inst.instance_id, inst.problem_statement))
-            .map_err(|e| format!("problem_statement: {e}"))?;
+        // The problem statement alone, as SWE-bench gives it: a heading made of the instance id
+        // (`go-reverse-runes`) was taken by the 1.5B model for a directory to list.
+        let spec = Spec::from_text(&inst.problem_statement).map_err(|e| format!("problem_statement: {e}"))?;
         let run = engine
             .create_run(RunRequest { repo: repo.to_path_buf(), spec, base: None, settings })
             .await
