@@ -121,10 +121,15 @@ pub fn fit(messages: &[Message], header_len: usize, budget: u64) -> Option<(Vec<
             if keep >= out[i].content.len() {
                 continue;
             }
-            let (cut, _) =
-                autodev_workspace::sandbox::clip_stream("", &out[i].content, out[i].content.len() as u64, keep);
-            out[i].content =
-                cut.replace("run the command again piped through", "if you need them, run it again through");
+            let content = &out[i].content;
+            let (cut, _) = autodev_workspace::sandbox::clip_stream(
+                "",
+                content,
+                content.len() as u64,
+                keep,
+                "if you need them, run the tool again with a narrower request",
+            );
+            out[i].content = cut;
             current = current - old + out[i].estimated_tokens();
             elided += 1;
         }

@@ -493,6 +493,8 @@ impl CodeIndex {
         let mut query_terms = self.terms(&words);
         query_terms.retain(|t| !STOP_WORDS.contains(&t.as_str()));
         let mut seen = std::collections::HashSet::new();
+        let mut module_terms: std::collections::HashMap<String, std::collections::HashSet<String>> =
+            std::collections::HashMap::new();
         let mut hits = Vec::new();
         for (score, addr) in top {
             let d: TantivyDocument = searcher.doc(addr)?;
@@ -511,9 +513,13 @@ impl CodeIndex {
             let coverage = if query_terms.is_empty() {
                 1.0
             } else {
-                let module = d.get_first(self.f.module).and_then(|v| v.as_str()).unwrap_or_default();
-                let have = self.terms(&format!("{} {} {} {module}", hit.name, hit.path, head_of(&hit.text)));
-                query_terms.iter().filter(|t| have.contains(*t)).count() as f32 / query_terms.len() as f32
+                let have = self.terms(&format!("{} {} {}", hit.name, hit.path, head_of(&hit.text)));
+                // The module doc is the same for every chunk of a file: tokenised once a query.
+                let module = module_terms.entry(hit.path.clone()).or_insert_with(|| {
+                    self.terms(d.get_first(self.f.module).and_then(|v| v.as_str()).unwrap_or_default())
+                });
+                let found = query_terms.iter().filter(|t| have.contains(*t) || module.contains(*t)).count();
+                found as f32 / query_terms.len() as f32
             };
             let shape = if whole { 1.0 } else { FRAGMENT_WEIGHT };
             hits.push(Hit { score: hit.score * weight * shape * (COVERAGE_FLOOR + coverage), ..hit });

@@ -78,7 +78,7 @@ struct TaskFiles {
     /// Files read or written by this task (relative to the root).
     known: HashSet<PathBuf>,
     /// Each changed file's earlier versions, the latest last (`None`: it did not exist).
-    history: HashMap<PathBuf, Vec<Option<Vec<u8>>>>,
+    history: HashMap<PathBuf, std::collections::VecDeque<Option<Vec<u8>>>>,
 }
 
 /// The version of the agent tool interface: v2 (`insert_lines`, `undo_edit`, `write_file`'s
@@ -216,18 +216,24 @@ impl ToolBox {
         self.files.lock().is_ok_and(|f| f.known.contains(rel))
     }
 
-    /// Writes `bytes` at `rel`, keeping what was there for `undo_edit`.
-    fn write_keeping(&self, shown: &str, rel: &Path, bytes: &[u8]) -> Result<bool, ToolOutcome> {
-        let before = if self.fs.exists(rel) { self.fs.read(rel).ok() } else { None };
+    /// Writes `bytes` at `rel`, keeping `before` (what the caller read there; `None`: nothing)
+    /// for `undo_edit`.
+    fn write_keeping(
+        &self,
+        shown: &str,
+        rel: &Path,
+        bytes: &[u8],
+        before: Option<Vec<u8>>,
+    ) -> Result<bool, ToolOutcome> {
         let existed =
             self.fs.write(rel, bytes).map_err(|e| ToolOutcome::err(format!("cannot write `{shown}`: {e}")))?;
         if let Ok(mut files) = self.files.lock() {
             files.known.insert(rel.to_path_buf());
             let versions = files.history.entry(rel.to_path_buf()).or_default();
             if versions.len() == UNDO_DEPTH {
-                versions.remove(0);
+                versions.pop_front();
             }
-            versions.push(before);
+            versions.push_back(before);
         }
         Ok(existed)
     }
@@ -438,11 +444,7 @@ impl ToolBox {
         // theirs with more care): a listing or a search over a large tree keeps its start.
         let limit = self.read_budget + self.read_budget / 8;
         if outcome.content.len() > limit && !matches!(name, "run" | "read_file") {
-            let mut end = self.read_budget;
-            while !outcome.content.is_char_boundary(end) {
-                end -= 1;
-            }
-            let cut = outcome.content[..end].rfind('\n').map_or(end, |nl| nl + 1);
+            let cut = crate::sandbox::prefix_at_line(&outcome.content, self.read_budget).len();
             let left = outcome.content.len() - cut;
             outcome.content.truncate(cut);
             outcome.content.push_str(&format!(
@@ -551,7 +553,8 @@ impl ToolBox {
                 args.path
             )));
         }
-        let existed = self.write_keeping(&args.path, &path, args.content.as_bytes())?;
+        let before = if self.fs.exists(&path) { self.fs.read(&path).ok() } else { None };
+        let existed = self.write_keeping(&args.path, &path, args.content.as_bytes(), before)?;
         let lines = args.content.lines().count();
         Ok(ToolOutcome::ok(format!("{} `{}` ({lines} lines)", if existed { "replaced" } else { "created" }, args.path)))
     }
@@ -570,11 +573,12 @@ impl ToolBox {
         &self,
         shown: &str,
         rel: &Path,
-        before: &crate::edit::Text,
+        (raw, before): (String, crate::edit::Text),
         edited: &crate::edit::Edited,
         verb: &str,
     ) -> Result<ToolOutcome, ToolOutcome> {
-        self.write_keeping(shown, rel, before.encode(&edited.text).as_bytes())?;
+        // The file as read for the edit is what undo restores: no second read.
+        self.write_keeping(shown, rel, before.encode(&edited.text).as_bytes(), Some(raw.into_bytes()))?;
         let (a, b) = (edited.first_line, edited.last_line);
         let lines = if a == b { format!("line {a}") } else { format!("lines {a}-{b}") };
         let mut out = format!("{verb} `{shown}` at {lines}{}:\n", edited.tier.note());
@@ -595,7 +599,8 @@ impl ToolBox {
         }
         let path = self.path(&args.path)?;
         self.guard(&args.path, &path)?;
-        let (_, text) = self.text_of(&args.path, &path)?;
+        let read = self.text_of(&args.path, &path)?;
+        let text = &read.1;
         let old = args.old_text.replace("\r\n", "\n");
         let new = args.new_text.replace("\r\n", "\n");
         if let Some((line, elision)) = crate::edit::elided(&new).filter(|(_, l)| !old.contains(l.as_str())) {
@@ -605,7 +610,7 @@ impl ToolBox {
             )));
         }
         match crate::edit::replace(&text.lf, &old, &new) {
-            Ok(edited) => self.apply(&args.path, &path, &text, &edited, "edited"),
+            Ok(edited) => self.apply(&args.path, &path, read, &edited, "edited"),
             Err(EditError::NotFound) => Err(ToolOutcome::err(format!(
                 "old_text was not found in `{}` (not even ignoring whitespace and indentation). Read the part of the \
                  file you mean to change again and copy old_text from it, without the line numbers. Nothing was changed.",
@@ -632,10 +637,11 @@ impl ToolBox {
         let args: InsertArgs = parse("insert_lines", arguments)?;
         let path = self.path(&args.path)?;
         self.guard(&args.path, &path)?;
-        let (_, text) = self.text_of(&args.path, &path)?;
+        let read = self.text_of(&args.path, &path)?;
+        let text = &read.1;
         let insert = args.text.replace("\r\n", "\n");
         match crate::edit::insert_after(&text.lf, args.line, &insert) {
-            Ok(edited) => self.apply(&args.path, &path, &text, &edited, "inserted into"),
+            Ok(edited) => self.apply(&args.path, &path, read, &edited, "inserted into"),
             Err(total) => Err(ToolOutcome::err(format!(
                 "line {} is past the end of `{}` ({total} lines); use a line from 0 to {total}",
                 args.line, args.path
@@ -647,7 +653,11 @@ impl ToolBox {
         let args: UndoArgs = parse("undo_edit", arguments)?;
         let path = self.path(&args.path)?;
         self.guard(&args.path, &path)?;
-        let previous = self.files.lock().ok().and_then(|mut f| f.history.get_mut(&path).and_then(Vec::pop));
+        let previous = self
+            .files
+            .lock()
+            .ok()
+            .and_then(|mut f| f.history.get_mut(&path).and_then(std::collections::VecDeque::pop_back));
         let Some(previous) = previous else {
             return Err(ToolOutcome::err(format!(
                 "there is no change of `{}` by this task to undo (changes made by commands are not tracked)",

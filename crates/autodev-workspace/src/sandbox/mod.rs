@@ -30,6 +30,7 @@ use std::time::Duration;
 pub mod bwrap;
 pub mod init;
 mod policy;
+pub(crate) use policy::prefix_at_line;
 pub mod selftest;
 pub mod spawn;
 

@@ -281,7 +281,7 @@ impl CommandOutcome {
             if head.is_empty() && tail.is_empty() {
                 continue;
             }
-            let (text, cut) = clip_stream(head, tail, total, budget / shown);
+            let (text, cut) = clip_stream(head, tail, total, budget / shown, RERUN_HINT);
             out.push_str(&format!("\n--- {name}{} ---\n", if cut { " (head and tail)" } else { "" }));
             out.push_str(text.trim_end_matches('\n'));
         }
@@ -289,11 +289,15 @@ impl CommandOutcome {
     }
 }
 
+/// How to see what was left out of a command's output.
+const RERUN_HINT: &str = "to see them, run the command again piped through `grep -n PATTERN`, `head -n N`, \
+                          `tail -n N` or `sed -n 'FROM,TOp'`";
+
 /// One stream within `share` bytes: whole when it fits, else its first two fifths and its
 /// last three, each cut at a line boundary where there is one, with a line saying what was
-/// left out between them. `head` is empty when `tail` holds the whole stream. Returns the
-/// text and whether anything was left out.
-pub fn clip_stream(head: &str, tail: &str, total: u64, share: usize) -> (String, bool) {
+/// left out between them and `hint` (how to see it). `head` is empty when `tail` holds the
+/// whole stream. Returns the text and whether anything was left out.
+pub fn clip_stream(head: &str, tail: &str, total: u64, share: usize, hint: &str) -> (String, bool) {
     let whole = head.is_empty() && tail.len() as u64 >= total;
     if whole && tail.len() <= share {
         return (tail.to_string(), false);
@@ -316,17 +320,14 @@ pub fn clip_stream(head: &str, tail: &str, total: u64, share: usize) -> (String,
     if !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str(&format!(
-        "[... {left_out} bytes{lines} left out here; to see them, run the command again piped through \
-         `grep -n PATTERN`, `head -n N`, `tail -n N` or `sed -n 'FROM,TOp'`]\n"
-    ));
+    text.push_str(&format!("[... {left_out} bytes{lines} left out here; {hint}]\n"));
     text.push_str(tail_part);
     (text, true)
 }
 
 /// The longest start of `text` within `max` bytes that ends at a line end (or, for a line
 /// longer than that, at a character boundary).
-fn prefix_at_line(text: &str, max: usize) -> &str {
+pub(crate) fn prefix_at_line(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
