@@ -652,13 +652,7 @@ async fn doctor_asks_the_model_for_a_tool_call() {
             script.on_constrained("doctor", 0, reply);
         }
         let server = script.serve(std::time::Duration::ZERO).await;
-        let (_, stdout, stderr) = output(
-            autodev(&home)
-                .args(["doctor", "--repo"])
-                .arg(&repo)
-                .env("AUTODEV_MODEL", "gpt-4.1-mini")
-                .env("OPENAI_BASE_URL", format!("{}/v1", server.uri())),
-        );
+        let (stdout, stderr) = doctor_against(&home, &repo, "gpt-4.1-mini", &server.uri());
         let line = stdout.lines().find(|l| l.contains("provider openai")).unwrap_or_default();
         assert!(line.starts_with(want) && line.contains("`gpt-4.1-mini` at "), "want `{want}` in:\n{stdout}{stderr}");
         assert!(line.contains(said), "want `{said}` in:\n{line}");
@@ -668,6 +662,19 @@ async fn doctor_asks_the_model_for_a_tool_call() {
             "{stdout}"
         );
     }
+}
+
+/// `autodev doctor` on `repo` with `model` served at `server` (OpenAI-compatible): its stdout
+/// and stderr.
+fn doctor_against(home: &std::path::Path, repo: &std::path::Path, model: &str, server: &str) -> (String, String) {
+    let (_, stdout, stderr) = output(
+        autodev(home)
+            .args(["doctor", "--repo"])
+            .arg(repo)
+            .env("AUTODEV_MODEL", model)
+            .env("OPENAI_BASE_URL", format!("{server}/v1")),
+    );
+    (stdout, stderr)
 }
 
 /// The window of a model the price table does not know comes from its server: llama.cpp's
@@ -701,13 +708,7 @@ async fn doctor_shows_the_context_window_the_server_gives() {
             .respond_with(ResponseTemplate::new(200).set_body_json(body))
             .mount(&server)
             .await;
-        let (_, stdout, stderr) = output(
-            autodev(&home)
-                .args(["doctor", "--repo"])
-                .arg(&repo)
-                .env("AUTODEV_MODEL", "my-local-model")
-                .env("OPENAI_BASE_URL", format!("{}/v1", server.uri())),
-        );
+        let (stdout, stderr) = doctor_against(&home, &repo, "my-local-model", &server.uri());
         let line = stdout.lines().find(|l| l.contains("context window")).unwrap_or_default();
         assert!(line.contains(want), "want `{want}` in:\n{stdout}{stderr}");
         let level = if route == "/nothing" { "[warn]" } else { "[ok  ]" };
