@@ -594,6 +594,7 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_delivery::DeliveryCon
     // Not a secret, but read like the key so both can come from the same mounted files.
     let app_id = get("AUTODEV_GITHUB_APP_ID").map(|id| secrecy::ExposeSecret::expose_secret(&id).to_string());
     let gitlab_token = get("AUTODEV_GITLAB_TOKEN");
+    let gitlab_trigger_token = get("AUTODEV_GITLAB_TRIGGER_TOKEN");
     let slack = get("AUTODEV_SLACK_WEBHOOK_URL");
     let slack_token = get("AUTODEV_SLACK_BOT_TOKEN");
     let notify_url = get("AUTODEV_NOTIFY_WEBHOOK_URL");
@@ -649,6 +650,7 @@ pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_delivery::DeliveryCon
         url: gitlab_url,
         token,
         labels: cfg.gitlab.labels.clone(),
+        trigger_token: gitlab_trigger_token,
     });
     let slack_channel = std::env::var("AUTODEV_SLACK_CHANNEL").ok().filter(|v| !v.trim().is_empty());
     let slack_bot = match (slack_token, slack_channel) {
@@ -828,5 +830,6 @@ pub fn configured_settings(cfg: &FileConfig, provider: &str, model: String) -> R
         protected_paths: cfg.protected_paths.clone(),
         allowed_paths: Vec::new(),
         approve_delivery: false,
+        revert: None,
     }
 }

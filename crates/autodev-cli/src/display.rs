@@ -209,6 +209,10 @@ impl Display {
                 let mark = if *ok { "✓" } else { "✗" };
                 self.line(format!("  [{target}] {mark} {topic}: {}", first_line(message)))
             }
+            EventKind::DeliveryChecks(s)
+            | EventKind::DeliveryMerged(s)
+            | EventKind::DeliveryDeployed(s)
+            | EventKind::DeliveryFollowUp(s) => self.line(format!("◆ {}", step_line(s))),
             EventKind::DeliveryFailed { target, topic, message, .. } => {
                 self.line(format!("! [{target}] gave up on {topic}: {} (retry: autodev deliver)", first_line(message)))
             }
@@ -249,4 +253,22 @@ impl Display {
 fn first_line(s: &str) -> String {
     let l = s.lines().next().unwrap_or("");
     l.chars().take(160).collect()
+}
+
+/// A delivery timeline step on one line: `merged · merged by octocat · abc123def456`.
+pub fn step_line(s: &autodev_domain::DeliveryStep) -> String {
+    let mut line = s.step.replace('_', " ");
+    if let Some(env) = &s.environment {
+        line.push_str(&format!(" ({env})"));
+    }
+    if !s.detail.is_empty() {
+        line.push_str(&format!(" · {}", first_line(&s.detail)));
+    }
+    if let Some(sha) = &s.sha {
+        line.push_str(&format!(" · {}", &sha[..sha.len().min(12)]));
+    }
+    if let Some(url) = &s.url {
+        line.push_str(&format!(" · {url}"));
+    }
+    line
 }

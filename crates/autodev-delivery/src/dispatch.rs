@@ -103,6 +103,7 @@ impl Dispatcher {
             }
         }
         secrets.extend(config.gitlab.iter().map(|g| g.token.clone()));
+        secrets.extend(config.gitlab.iter().filter_map(|g| g.trigger_token.clone()));
         if let Some(j) = &config.jira {
             secrets.push(match &j.auth {
                 jira::JiraAuth::Cloud { token, .. } => token.clone(),
@@ -214,8 +215,11 @@ impl Dispatcher {
         };
         let mut results: BTreeMap<String, Value> = serde_json::from_str(&row.results).unwrap_or_default();
         let mut failing: Vec<(String, CallError)> = Vec::new();
-        // The report is the same for every target of this milestone: read once.
+        // The report and the timeline are the same for every target of this milestone: read once.
         let report = self.store.artifact(&self.home, &run.id, "report.md").await?;
+        let timeline = self.store.timeline(&run.id).await?;
+        let key = row.id.strip_prefix(&format!("{}:{}:", run.id, row.topic));
+        let step = key.and_then(|k| timeline.iter().find(|s| s.key == k));
         for (target, limiter) in &self.targets {
             let name = target.name();
             if results.get(&name).is_some_and(|r| r["ok"] == true) {
@@ -231,6 +235,8 @@ impl Dispatcher {
                 links: &links,
                 public_url: self.public_url.as_deref(),
                 report: report.as_deref(),
+                timeline: &timeline,
+                step,
             };
             if !target.wants(&milestone) {
                 continue;

@@ -320,8 +320,21 @@ impl Target for Github {
     }
 
     fn wants(&self, m: &Milestone<'_>) -> bool {
-        let on_github = m.project_settings().github_repo.is_some();
+        let settings = m.project_settings();
+        let on_github = settings.github_repo.is_some();
         let from_issue = origin_issue(m.run.origin.as_deref()).is_some();
+        if m.is_timeline() {
+            // The ticket hears of the merge and the deploys; the pull request of CI follow-ups
+            // used up; the team's workflow of a merge, when it deploys from GitHub.
+            let deploys = settings.deploy.as_ref().is_some_and(|d| d.github_workflow.is_some());
+            return on_github
+                && match m.topic {
+                    "delivery.merged" => from_issue || deploys,
+                    "delivery.closed" | "delivery.deployed" | "delivery.deploy_failed" => from_issue,
+                    "delivery.ci_exhausted" => true,
+                    _ => false,
+                };
+        }
         on_github && (m.opens_review() || (from_issue && m.topic != "run.pr_opened"))
     }
 
@@ -346,9 +359,21 @@ impl Target for Github {
     }
 
     async fn deliver(&self, store: &Store, m: &Milestone<'_>) -> Result<String, CallError> {
-        let Some(repo) = m.project_settings().github_repo else { return Ok("not a GitHub project".into()) };
+        let settings = m.project_settings();
+        let Some(repo) = settings.github_repo.clone() else { return Ok("not a GitHub project".into()) };
         let mut done = Vec::new();
         let mut pull_request = m.links.get("github.pull_request").cloned();
+        if m.topic == "delivery.ci_exhausted"
+            && let Some(number) = pull_request.as_deref().and_then(pull_number)
+        {
+            let id = self.post_once(m, &repo, number, &ci_exhausted_text(m)).await?;
+            done.push(format!("comment {id} on pull request #{number}"));
+        }
+        if m.topic == "delivery.merged"
+            && let Some(deploy) = settings.deploy.as_ref().filter(|d| d.github_workflow.is_some())
+        {
+            done.push(self.dispatch_deploy(store, m, &repo, deploy).await?);
+        }
         if m.opens_review() {
             let (url, opened) = self.upsert_pull_request(m, &repo).await?;
             let record = |e: autodev_store::StoreError| CallError::permanent(None, format!("could not record: {e}"));
@@ -359,11 +384,276 @@ impl Target for Github {
             done.push(format!("pull request {} {url}", if opened { "opened" } else { "updated" }));
             pull_request = Some(url);
         }
-        if let Some((issue_repo, number)) = origin_issue(m.run.origin.as_deref()) {
+        let tells_ticket = !m.is_timeline() || m.topic != "delivery.ci_exhausted";
+        if tells_ticket && let Some((issue_repo, number)) = origin_issue(m.run.origin.as_deref()) {
             let id = self.upsert_comment(store, m, &issue_repo, number, pull_request.as_deref()).await?;
             done.push(format!("comment {id} on {issue_repo}#{number}"));
         }
         Ok(done.join("; "))
+    }
+}
+
+/// The number of a pull request from its page (`…/pull/12`).
+pub fn pull_number(url: &str) -> Option<u64> {
+    url.trim_end_matches('/').rsplit_once("/pull/")?.1.parse().ok()
+}
+
+/// The comment on a pull request whose CI follow-ups are used up.
+fn ci_exhausted_text(m: &Milestone<'_>) -> String {
+    let rounds = m.project_settings().ci_repair_rounds();
+    let detail = m.step.map(|s| s.detail.as_str()).unwrap_or_default();
+    format!(
+        "{}\n**Autodev** will not follow up CI on this pull request again: it already tried {rounds} time(s), and CI still fails{}. A person needs to look at it; `/autodev <instruction>` in a comment still starts a follow-up.\n\n- Run: {}\n",
+        ci_marker(&m.run.id),
+        if detail.is_empty() { String::new() } else { format!(" ({})", crate::text::forge(detail)) },
+        m.run_url()
+    )
+}
+
+fn ci_marker(run_id: &str) -> String {
+    format!("<!-- autodev-ci-exhausted:{run_id} -->")
+}
+
+/// The first `budget` bytes' worth of a log's last lines, ANSI colours removed.
+pub(crate) fn log_tail(log: &str, budget: usize) -> String {
+    let clean = strip_ansi(log);
+    let lines: Vec<&str> = clean.lines().collect();
+    let mut kept: Vec<&str> = Vec::new();
+    let mut used = 0;
+    for line in lines.iter().rev() {
+        let line = if line.len() > 500 { &line[..line.floor_char_boundary(500)] } else { line };
+        if used + line.len() + 1 > budget {
+            break;
+        }
+        used += line.len() + 1;
+        kept.push(line);
+    }
+    kept.reverse();
+    let cut = lines.len() - kept.len();
+    let mut out = String::new();
+    if cut > 0 {
+        out.push_str(&format!("… ({cut} earlier lines left out)\n"));
+    }
+    out.push_str(&kept.join("\n"));
+    out
+}
+
+/// `text` without ANSI escape sequences (CI logs are coloured) or GitLab's section markers.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // CSI: parameters and intermediates, then one final byte in @..~.
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if c == '\r' {
+            continue;
+        }
+        out.push(c);
+    }
+    // GitLab: `section_start:1700000000:name` … markers.
+    out.lines()
+        .map(|l| {
+            let l = l.trim_start_matches(|c: char| c == '\u{1b}');
+            match l.find("section_") {
+                Some(0) => l.split_once(']').map(|x| x.1).unwrap_or(""),
+                _ => l,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[derive(Deserialize)]
+struct CheckRuns {
+    #[serde(default)]
+    check_runs: Vec<CheckRun>,
+}
+
+#[derive(Deserialize)]
+struct CheckRun {
+    id: u64,
+    name: String,
+    #[serde(default)]
+    conclusion: Option<String>,
+    #[serde(default)]
+    html_url: Option<String>,
+    #[serde(default)]
+    output: CheckOutput,
+    #[serde(default)]
+    app: Option<CheckApp>,
+}
+
+#[derive(Deserialize, Default)]
+struct CheckOutput {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    summary: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    annotations_count: u64,
+}
+
+#[derive(Deserialize)]
+struct CheckApp {
+    #[serde(default)]
+    slug: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Annotation {
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    start_line: u64,
+    #[serde(default)]
+    annotation_level: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    message: String,
+}
+
+/// What failed in CI, for a follow-up's spec: a summary line and the details.
+#[derive(Debug, Clone, Default)]
+pub struct CiFailure {
+    /// `CI / test, lint` — the failing checks' names.
+    pub summary: String,
+    /// Each failing check's output, annotations and log tail, size-capped.
+    pub details: String,
+}
+
+impl Github {
+    /// What failed on commit `sha` of `repo`: every failing check run's output and
+    /// annotations, and for GitHub Actions the tail of its job's log; at most `budget` bytes
+    /// of details (each check gets its share).
+    pub async fn failing_checks(&self, repo: &str, sha: &str, budget: usize) -> Result<CiFailure, CallError> {
+        let list = self
+            .request(repo, reqwest::Method::GET, &format!("/repos/{repo}/commits/{sha}/check-runs?filter=latest&per_page=100"))
+            .await?;
+        let (_, text) = send(list).await?;
+        let runs: CheckRuns = parse(&text)?;
+        let failing: Vec<&CheckRun> = runs
+            .check_runs
+            .iter()
+            .filter(|r| matches!(r.conclusion.as_deref(), Some("failure" | "timed_out" | "startup_failure")))
+            .take(6)
+            .collect();
+        let summary = failing.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ");
+        let share = budget / failing.len().max(1);
+        let mut details = String::new();
+        for run in &failing {
+            let mut part = format!("### {} ({})\n", run.name, run.conclusion.as_deref().unwrap_or("failure"));
+            if let Some(url) = &run.html_url {
+                part.push_str(&format!("{url}\n"));
+            }
+            for text in [&run.output.title, &run.output.summary, &run.output.text].into_iter().flatten() {
+                if !text.trim().is_empty() {
+                    part.push_str(&format!("\n{}\n", text.trim()));
+                }
+            }
+            if run.output.annotations_count > 0 {
+                let req = self
+                    .request(repo, reqwest::Method::GET, &format!("/repos/{repo}/check-runs/{}/annotations?per_page=30", run.id))
+                    .await?;
+                if let Ok((_, text)) = send(req).await {
+                    let notes: Vec<Annotation> = serde_json::from_str(&text).unwrap_or_default();
+                    part.push_str("\nAnnotations:\n");
+                    for a in notes {
+                        let title = a.title.map(|t| format!("{t}: ")).unwrap_or_default();
+                        part.push_str(&format!(
+                            "- {}:{} [{}] {title}{}\n",
+                            a.path,
+                            a.start_line,
+                            a.annotation_level,
+                            a.message.trim()
+                        ));
+                    }
+                }
+            }
+            if run.app.as_ref().and_then(|a| a.slug.as_deref()) == Some("github-actions") {
+                // The job's log (a redirect to a short-lived download URL, followed).
+                let req = self.request(repo, reqwest::Method::GET, &format!("/repos/{repo}/actions/jobs/{}/logs", run.id)).await?;
+                if let Ok((_, log)) = send(req).await {
+                    let room = share.saturating_sub(part.len()).max(1024);
+                    part.push_str(&format!("\nEnd of the job's log:\n```\n{}\n```\n", log_tail(&log, room)));
+                }
+            }
+            details.push_str(&crate::text::clip(&part, share));
+            details.push('\n');
+        }
+        Ok(CiFailure { summary, details })
+    }
+
+    /// Dispatches the project's deploy workflow on the merged change, once per run (the
+    /// timeline's `deploy_requested` step is its record).
+    async fn dispatch_deploy(
+        &self,
+        store: &Store,
+        m: &Milestone<'_>,
+        repo: &str,
+        deploy: &autodev_domain::DeploySettings,
+    ) -> Result<String, CallError> {
+        let workflow = deploy.github_workflow.clone().unwrap_or_default();
+        let environment = deploy.environment().to_string();
+        if m.timeline.iter().any(|s| s.step == "deploy_requested") {
+            return Ok(format!("deploy to {environment} already requested"));
+        }
+        let git_ref = deploy.git_ref.clone().unwrap_or_else(|| {
+            if m.run.base_branch.is_empty() { "main".into() } else { m.run.base_branch.clone() }
+        });
+        let mut inputs: serde_json::Map<String, serde_json::Value> =
+            deploy.inputs.iter().flatten().map(|(k, v)| (k.clone(), json!(v))).collect();
+        inputs.insert("environment".into(), json!(environment));
+        let workflow_path: String = form_urlencoded::byte_serialize(workflow.as_bytes()).collect();
+        let req = self
+            .request(repo, reqwest::Method::POST, &format!("/repos/{repo}/actions/workflows/{workflow_path}/dispatches"))
+            .await?
+            .json(&json!({"ref": git_ref, "inputs": inputs}));
+        send(req).await?;
+        let step = autodev_domain::DeliveryStep {
+            step: "deploy_requested".into(),
+            detail: format!("workflow {workflow} dispatched on {git_ref}"),
+            url: None,
+            sha: m.step.and_then(|s| s.sha.clone()),
+            environment: Some(environment.clone()),
+        };
+        store
+            .record_step(&m.run.id, "deploy_requested", step, Some("delivery.deploy_requested"))
+            .await
+            .map_err(|e| CallError::permanent(None, format!("could not record the deploy: {e}")))?;
+        metrics::counter!("autodev_deploys_requested_total", "how" => "github_workflow").increment(1);
+        Ok(format!("workflow {workflow} dispatched on {git_ref} for {environment}"))
+    }
+
+    /// Posts `body` on pull request `number` unless a comment with its marker is there.
+    async fn post_once(&self, m: &Milestone<'_>, repo: &str, number: u64, body: &str) -> Result<u64, CallError> {
+        let list = self
+            .request(repo, reqwest::Method::GET, &format!("/repos/{repo}/issues/{number}/comments?per_page=100"))
+            .await?;
+        let (_, text) = send(list).await?;
+        let comments: Vec<Comment> = parse(&text)?;
+        let mark = ci_marker(&m.run.id);
+        if let Some(c) = comments.iter().find(|c| c.body.as_deref().is_some_and(|b| b.contains(&mark))) {
+            return Ok(c.id);
+        }
+        let post = self
+            .request(repo, reqwest::Method::POST, &format!("/repos/{repo}/issues/{number}/comments"))
+            .await?
+            .json(&json!({"body": body}));
+        let (_, text) = send(post).await?;
+        Ok(parse::<Comment>(&text)?.id)
     }
 }
 
@@ -440,13 +730,18 @@ pub(crate) fn comment_text(m: &Milestone<'_>, pull_request: Option<&str>, noun: 
         }
         other => other.to_string(),
     };
-    format!(
+    let mut text = format!(
         "{}\n**Autodev** run `{}` {status}.\n\n- Run: {}\n- Branch: `{}`\n",
         marker(&m.run.id),
         m.run.short_id,
         m.run_url(),
         m.head_branch()
-    )
+    );
+    text.push_str(&m.timeline_lines());
+    if let Some(failure) = m.links.get("ci.failure") {
+        text.push_str(&format!("\nThis follow-up answers: {}\n", crate::text::forge(failure)));
+    }
+    text
 }
 
 #[cfg(test)]

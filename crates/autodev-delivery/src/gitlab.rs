@@ -19,6 +19,9 @@ pub struct GitlabConfig {
     pub url: String,
     pub token: SecretString,
     pub labels: Vec<String>,
+    /// A pipeline trigger token (`AUTODEV_GITLAB_TRIGGER_TOKEN`) for the `deploy` setting's
+    /// `gitlab_trigger`; without one the pipeline is created with `token`.
+    pub trigger_token: Option<SecretString>,
 }
 
 pub struct Gitlab {
@@ -182,16 +185,40 @@ impl Target for Gitlab {
     }
 
     fn wants(&self, m: &Milestone<'_>) -> bool {
-        let on_gitlab = m.project_settings().gitlab_project.is_some();
+        let settings = m.project_settings();
+        let on_gitlab = settings.gitlab_project.is_some();
         let from_issue =
             origin_issue(m.run.origin.as_deref()).is_some() || origin_merge_request(m.run.origin.as_deref()).is_some();
+        if m.is_timeline() {
+            let deploys = settings.deploy.as_ref().is_some_and(|d| d.gitlab_trigger == Some(true));
+            return on_gitlab
+                && match m.topic {
+                    "delivery.merged" => from_issue || deploys,
+                    "delivery.closed" | "delivery.deployed" | "delivery.deploy_failed" => from_issue,
+                    "delivery.ci_exhausted" => true,
+                    _ => false,
+                };
+        }
         on_gitlab && (m.opens_review() || (from_issue && m.topic != "run.pr_opened"))
     }
 
     async fn deliver(&self, store: &Store, m: &Milestone<'_>) -> Result<String, CallError> {
-        let Some(project) = m.project_settings().gitlab_project else { return Ok("not a GitLab project".into()) };
+        let settings = m.project_settings();
+        let Some(project) = settings.gitlab_project.clone() else { return Ok("not a GitLab project".into()) };
         let mut done = Vec::new();
         let mut merge_request = m.links.get("gitlab.merge_request").cloned();
+        if m.topic == "delivery.ci_exhausted"
+            && let Some(iid) = merge_request.as_deref().and_then(merge_request_iid)
+        {
+            let id = self.note_once(m, &project, iid).await?;
+            done.push(format!("note {id} on !{iid}"));
+            return Ok(done.join("; "));
+        }
+        if m.topic == "delivery.merged"
+            && let Some(deploy) = settings.deploy.as_ref().filter(|d| d.gitlab_trigger == Some(true))
+        {
+            done.push(self.trigger_deploy(store, m, &project, deploy).await?);
+        }
         if m.opens_review() {
             let (url, opened) = self.upsert_merge_request(m, &project).await?;
             let record = |e: autodev_store::StoreError| CallError::permanent(None, format!("could not record: {e}"));
@@ -213,6 +240,166 @@ impl Target for Gitlab {
             done.push(format!("note {id} on {mr_project}!{number}"));
         }
         Ok(done.join("; "))
+    }
+}
+
+/// The iid of a merge request from its page (`…/merge_requests/12`).
+pub fn merge_request_iid(url: &str) -> Option<u64> {
+    url.trim_end_matches('/').rsplit_once("/merge_requests/")?.1.parse().ok()
+}
+
+#[derive(Deserialize)]
+struct Job {
+    id: u64,
+    name: String,
+    #[serde(default)]
+    stage: String,
+    #[serde(default)]
+    failure_reason: Option<String>,
+    #[serde(default)]
+    web_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Pipeline {
+    id: u64,
+    #[serde(default)]
+    web_url: Option<String>,
+}
+
+impl Gitlab {
+    /// What failed in pipeline `pipeline` of `project`: each failed job (those the webhook
+    /// named, else the pipeline's failed jobs as the API lists them) with the tail of its log;
+    /// at most `budget` bytes of details.
+    pub async fn failed_jobs(
+        &self,
+        project: &str,
+        pipeline: u64,
+        named: &[(u64, String, String)],
+        budget: usize,
+    ) -> Result<crate::github::CiFailure, CallError> {
+        let id = project_id(project);
+        let jobs: Vec<Job> = if named.is_empty() {
+            let req = self.request(reqwest::Method::GET, &format!("/projects/{id}/pipelines/{pipeline}/jobs?scope[]=failed&per_page=50"));
+            let (_, text) = send(req).await?;
+            parse(&text)?
+        } else {
+            named
+                .iter()
+                .map(|(id, name, stage)| Job {
+                    id: *id,
+                    name: name.clone(),
+                    stage: stage.clone(),
+                    failure_reason: None,
+                    web_url: None,
+                })
+                .collect()
+        };
+        let jobs: Vec<Job> = jobs.into_iter().take(6).collect();
+        let summary = jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ");
+        let share = budget / jobs.len().max(1);
+        let mut details = String::new();
+        for job in &jobs {
+            let mut part = format!("### {} (stage {}", job.name, job.stage);
+            if let Some(reason) = &job.failure_reason {
+                part.push_str(&format!(", {reason}"));
+            }
+            part.push_str(")\n");
+            if let Some(url) = &job.web_url {
+                part.push_str(&format!("{url}\n"));
+            }
+            let trace = self.request(reqwest::Method::GET, &format!("/projects/{id}/jobs/{}/trace", job.id));
+            if let Ok((_, log)) = send(trace).await {
+                let room = share.saturating_sub(part.len()).max(1024);
+                part.push_str(&format!("\nEnd of the job's log:\n```\n{}\n```\n", crate::github::log_tail(&log, room)));
+            }
+            details.push_str(&crate::text::clip(&part, share));
+            details.push('\n');
+        }
+        Ok(crate::github::CiFailure { summary, details })
+    }
+
+    /// Runs the project's deploy pipeline on the merged change, once per run: GitLab's
+    /// pipeline trigger with the trigger token when one is configured, else a pipeline made
+    /// with the integration's token; `AUTODEV_ENVIRONMENT` (and the setting's `inputs`) as
+    /// variables.
+    async fn trigger_deploy(
+        &self,
+        store: &Store,
+        m: &Milestone<'_>,
+        project: &str,
+        deploy: &autodev_domain::DeploySettings,
+    ) -> Result<String, CallError> {
+        let environment = deploy.environment().to_string();
+        if m.timeline.iter().any(|s| s.step == "deploy_requested") {
+            return Ok(format!("deploy to {environment} already requested"));
+        }
+        let git_ref = deploy.git_ref.clone().unwrap_or_else(|| {
+            if m.run.base_branch.is_empty() { "main".into() } else { m.run.base_branch.clone() }
+        });
+        let mut variables: Vec<(String, String)> = vec![
+            ("AUTODEV_ENVIRONMENT".into(), environment.clone()),
+            ("AUTODEV_RUN".into(), m.run.id.clone()),
+        ];
+        variables.extend(deploy.inputs.iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
+        let id = project_id(project);
+        let request = match &self.config.trigger_token {
+            Some(token) => {
+                // The trigger API takes a form (`token`, `ref`, `variables[KEY]`).
+                let mut form = form_urlencoded::Serializer::new(String::new());
+                form.append_pair("token", token.expose_secret()).append_pair("ref", &git_ref);
+                for (k, v) in &variables {
+                    form.append_pair(&format!("variables[{k}]"), v);
+                }
+                self.http
+                    .post(format!("{}/api/v4/projects/{id}/trigger/pipeline", self.config.url.trim_end_matches('/')))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(form.finish())
+            }
+            None => {
+                let vars: Vec<serde_json::Value> =
+                    variables.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+                self.request(reqwest::Method::POST, &format!("/projects/{id}/pipeline"))
+                    .json(&json!({"ref": git_ref, "variables": vars}))
+            }
+        };
+        let (_, text) = send(request).await?;
+        let pipeline: Pipeline = parse(&text)?;
+        let step = autodev_domain::DeliveryStep {
+            step: "deploy_requested".into(),
+            detail: format!("pipeline {} on {git_ref}", pipeline.id),
+            url: pipeline.web_url.clone(),
+            sha: m.step.and_then(|s| s.sha.clone()),
+            environment: Some(environment.clone()),
+        };
+        store
+            .record_step(&m.run.id, "deploy_requested", step, Some("delivery.deploy_requested"))
+            .await
+            .map_err(|e| CallError::permanent(None, format!("could not record the deploy: {e}")))?;
+        metrics::counter!("autodev_deploys_requested_total", "how" => "gitlab_trigger").increment(1);
+        Ok(format!("pipeline {} triggered on {git_ref} for {environment}", pipeline.id))
+    }
+
+    /// Posts the CI-exhausted note on merge request `iid` unless it is there.
+    async fn note_once(&self, m: &Milestone<'_>, project: &str, iid: u64) -> Result<u64, CallError> {
+        let id = project_id(project);
+        let mark = format!("<!-- autodev-ci-exhausted:{} -->", m.run.id);
+        let list = self.request(reqwest::Method::GET, &format!("/projects/{id}/merge_requests/{iid}/notes?per_page=100"));
+        let (_, text) = send(list).await?;
+        let notes: Vec<Note> = parse(&text)?;
+        if let Some(n) = notes.iter().find(|n| n.body.as_deref().is_some_and(|b| b.contains(&mark))) {
+            return Ok(n.id);
+        }
+        let rounds = m.project_settings().ci_repair_rounds();
+        let body = format!(
+            "{mark}\n**Autodev** will not follow up CI on this merge request again: it already tried {rounds} time(s), and the pipeline still fails. A person needs to look at it; `/autodev <instruction>` in a comment still starts a follow-up.\n\n- Run: {}\n",
+            m.run_url()
+        );
+        let post = self
+            .request(reqwest::Method::POST, &format!("/projects/{id}/merge_requests/{iid}/notes"))
+            .json(&json!({"body": body}));
+        let (_, text) = send(post).await?;
+        Ok(parse::<Note>(&text)?.id)
     }
 }
 

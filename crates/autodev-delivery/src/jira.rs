@@ -107,11 +107,13 @@ impl Jira {
     }
 
     async fn comment(&self, store: &Store, m: &Milestone<'_>, key: &str) -> Result<String, CallError> {
-        let link_name = format!("jira.comment.{}", m.topic);
+        // Once per milestone: a timeline milestone's id carries its step's key after the topic.
+        let which = m.id.strip_prefix(&format!("{}:", m.run.id)).unwrap_or(m.topic);
+        let link_name = format!("jira.comment.{which}");
         if m.links.contains_key(&link_name) {
             return Ok("comment already posted".into());
         }
-        let tag = format!("[autodev {} {}]", m.run.short_id, m.topic);
+        let tag = format!("[autodev {} {which}]", m.run.short_id);
         let list = self.request(reqwest::Method::GET, &format!("/issue/{key}/comment?maxResults=100&orderBy=-created"));
         let (_, text) = send(list).await?;
         let comments: Comments = serde_json::from_str(&text).unwrap_or(Comments { comments: Vec::new() });
@@ -124,8 +126,11 @@ impl Jira {
             Some(id) => id,
             None => {
                 let mut text = m.headline();
-                if let Some(pr) = m.links.get("github.pull_request") {
+                if let Some(pr) = m.links.get("github.pull_request").or_else(|| m.links.get("gitlab.merge_request")) {
                     text.push_str(&format!(" Pull request: {pr}"));
+                }
+                if let Some(url) = m.step.and_then(|s| s.url.as_deref()) {
+                    text.push_str(&format!(" ({url})"));
                 }
                 let post = self
                     .request(reqwest::Method::POST, &format!("/issue/{key}/comment"))
@@ -145,7 +150,9 @@ impl Jira {
     /// Moves the ticket by the transition named for this milestone, when it is available from
     /// the ticket's status (a ticket already past it is left alone).
     async fn transition(&self, m: &Milestone<'_>, key: &str) -> Result<Option<String>, CallError> {
-        let Some(name) = self.config.transitions.get(m.topic) else { return Ok(None) };
+        // The project's `jira_done_transition` on merge, else the operator's per milestone.
+        let done = (m.topic == "delivery.merged").then(|| m.project_settings().jira_done_transition).flatten();
+        let Some(name) = done.as_ref().or_else(|| self.config.transitions.get(m.topic)) else { return Ok(None) };
         let (_, text) = send(self.request(reqwest::Method::GET, &format!("/issue/{key}/transitions"))).await?;
         let available: Transitions = serde_json::from_str(&text)
             .map_err(|e| CallError::permanent(None, format!("unexpected answer from Jira: {e}")))?;
@@ -174,7 +181,14 @@ impl Target for Jira {
         origin_ticket(m.run.origin.as_deref()).is_some()
             && (matches!(
                 m.topic,
-                "run.succeeded" | "run.failed" | "run.cancelled" | "run.pr_opened" | "run.awaiting_approval"
+                "run.succeeded"
+                    | "run.failed"
+                    | "run.cancelled"
+                    | "run.pr_opened"
+                    | "run.awaiting_approval"
+                    | "delivery.merged"
+                    | "delivery.deployed"
+                    | "delivery.deploy_failed"
             ) || self.config.transitions.contains_key(m.topic))
     }
 

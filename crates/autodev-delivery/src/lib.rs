@@ -38,4 +38,4 @@ pub mod webhook;
 pub use dispatch::{
     DeliveryConfig, DeliveryView, Dispatcher, MAX_ATTEMPTS, deliveries, deliveries_json, report_section,
 };
-pub use target::{CallError, Milestone, Target};
+pub use target::{CallError, Milestone, TIMELINE_TOPICS, Target};

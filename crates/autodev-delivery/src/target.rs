@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use autodev_store::{ProjectRow, RunRow, Store};
+use autodev_store::{ProjectRow, RunRow, StepRow, Store};
 
 /// What a target is told: the run as it stands and what it is about.
 pub struct Milestone<'a> {
@@ -18,7 +18,25 @@ pub struct Milestone<'a> {
     /// The run's `report.md` (from the database, whichever process drove the run), if it
     /// wrote one.
     pub report: Option<&'a str>,
+    /// The run's delivery timeline after its pull request opened (merged, deployed…).
+    pub timeline: &'a [StepRow],
+    /// For a timeline milestone (`delivery.merged`, `delivery.deployed`…): its step.
+    pub step: Option<&'a StepRow>,
 }
+
+/// The milestones of a run's timeline (what the forge said happened after its pull request):
+/// `delivery.checks`, `delivery.merged` (merged), `delivery.closed` (closed unmerged),
+/// `delivery.deploy_requested`, `delivery.deployed`, `delivery.deploy_failed`,
+/// `delivery.ci_exhausted` (CI still failed after the project's CI follow-ups).
+pub const TIMELINE_TOPICS: [&str; 7] = [
+    "delivery.checks",
+    "delivery.merged",
+    "delivery.closed",
+    "delivery.deploy_requested",
+    "delivery.deployed",
+    "delivery.deploy_failed",
+    "delivery.ci_exhausted",
+];
 
 impl Milestone<'_> {
     /// The run's page for people: the UI when there is a public URL, else the API.
@@ -50,6 +68,46 @@ impl Milestone<'_> {
         self.project.map(autodev_store::ProjectRow::settings).unwrap_or_default()
     }
 
+    /// The step's environment (`production` when none was named).
+    pub fn environment(&self) -> &str {
+        self.step.and_then(|s| s.environment.as_deref()).unwrap_or("production")
+    }
+
+    /// ` (detail)` of the step, or nothing.
+    fn step_detail(&self) -> String {
+        self.step.filter(|s| !s.detail.is_empty()).map(|s| format!(" ({})", s.detail)).unwrap_or_default()
+    }
+
+    /// Whether this milestone is one of the timeline's (after the pull request).
+    pub fn is_timeline(&self) -> bool {
+        TIMELINE_TOPICS.contains(&self.topic)
+    }
+
+    /// The timeline as lines for a ticket comment (`- Merged as abc123 …`), empty when the
+    /// pull request has no news.
+    pub fn timeline_lines(&self) -> String {
+        let mut out = String::new();
+        for s in self.timeline {
+            let sha = s.sha.as_deref().map(|h| format!(" `{}`", &h[..h.len().min(12)])).unwrap_or_default();
+            let env = s.environment.as_deref().unwrap_or("production");
+            let url = s.url.as_deref().map(|u| format!(": {u}")).unwrap_or_default();
+            let line = match s.step.as_str() {
+                "checks_failed" => format!("Checks failed on{sha}"),
+                "ci_repair_started" => format!("CI follow-up started for{sha}"),
+                "ci_repair_refused" => "CI follow-ups used up".to_string(),
+                "merged" => format!("Merged as{sha}"),
+                "closed" => "Closed without merging".to_string(),
+                "deploy_requested" => format!("Deploy to {env} requested"),
+                "deployed" => format!("Deployed to {env}{url}"),
+                "deploy_failed" => format!("Deploy to {env} failed{url}"),
+                "revert_requested" => "Revert requested".to_string(),
+                _ => continue,
+            };
+            out.push_str(&format!("- {}\n", crate::text::forge(&line)));
+        }
+        out
+    }
+
     /// One line for people: what happened.
     pub fn headline(&self) -> String {
         let title = &self.run.title;
@@ -73,6 +131,24 @@ impl Milestone<'_> {
                     .or_else(|| self.links.get("gitlab.merge_request"))
                     .map(String::as_str)
                     .unwrap_or(title)
+            ),
+            "delivery.checks" => format!(
+                "Checks {} on the pull request of Autodev run {short}: {title}{}",
+                if self.step.is_some_and(|s| s.step == "checks_failed") { "failed" } else { "passed" },
+                self.step_detail()
+            ),
+            "delivery.merged" => format!("The pull request of Autodev run {short} was merged: {title}{}", self.step_detail()),
+            "delivery.closed" => format!("The pull request of Autodev run {short} was closed without merging: {title}"),
+            "delivery.deploy_requested" => {
+                format!("Autodev run {short}'s change goes to {}: {title}", self.environment())
+            }
+            "delivery.deployed" => format!("Autodev run {short}'s change was deployed to {}: {title}", self.environment()),
+            "delivery.deploy_failed" => {
+                format!("Deploying Autodev run {short}'s change to {} failed: {title}", self.environment())
+            }
+            "delivery.ci_exhausted" => format!(
+                "CI still fails on the pull request of Autodev run {short} after its CI follow-ups{}",
+                self.step_detail()
             ),
             other => format!("Autodev run {short}: {other}"),
         }

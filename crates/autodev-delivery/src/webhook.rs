@@ -79,6 +79,11 @@ impl Target for WebhookTarget {
             "at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             "run": crate::view::run_json(m.run),
         });
+        let mut body = body;
+        if let Some(step) = m.step {
+            // A timeline milestone: what the forge said, and where.
+            body["step"] = serde_json::to_value(step).unwrap_or_default();
+        }
         let bytes = serde_json::to_vec(&body).map_err(|e| CallError::permanent(None, e.to_string()))?;
         let mut request = self
             .http
@@ -113,7 +118,17 @@ impl Target for Slack {
     }
 
     fn wants(&self, m: &Milestone<'_>) -> bool {
-        matches!(m.topic, "run.plan_ready" | "run.awaiting_approval" | "run.succeeded" | "run.failed" | "run.pr_opened")
+        matches!(
+            m.topic,
+            "run.plan_ready"
+                | "run.awaiting_approval"
+                | "run.succeeded"
+                | "run.failed"
+                | "run.pr_opened"
+                | "delivery.merged"
+                | "delivery.deployed"
+                | "delivery.deploy_failed"
+        )
     }
 
     fn per_second(&self) -> u32 {
@@ -183,6 +198,9 @@ impl Target for SlackBot {
                 | "run.failed"
                 | "run.cancelled"
                 | "run.pr_opened"
+                | "delivery.merged"
+                | "delivery.deployed"
+                | "delivery.deploy_failed"
         )
     }
 

@@ -100,6 +100,23 @@ pub enum EventKind {
     Warning {
         message: String,
     },
+    /// The pull request's checks finished on a commit (`step` `checks_passed` or
+    /// `checks_failed`).
+    #[serde(rename = "delivery.checks")]
+    DeliveryChecks(DeliveryStep),
+    /// The pull request was merged (`merged`, `sha` the merge commit) or closed unmerged
+    /// (`closed`).
+    #[serde(rename = "delivery.merged")]
+    DeliveryMerged(DeliveryStep),
+    /// A deploy was asked of the team's CD (`deploy_requested`), or a deployment of the
+    /// merged change finished (`deployed`, `deploy_failed`; `environment` says where).
+    #[serde(rename = "delivery.deployed")]
+    DeliveryDeployed(DeliveryStep),
+    /// What Autodev did about its pull request after it opened: a CI follow-up started
+    /// (`ci_repair_started`) or refused (`ci_repair_refused`), a revert asked for
+    /// (`revert_requested`).
+    #[serde(rename = "delivery.follow_up")]
+    DeliveryFollowUp(DeliveryStep),
     /// An integration was told about a milestone (`topic`), or tried to be: `target` is
     /// `github`, `slack`, `webhook:<name>`…; `status` the vendor's HTTP status when there was
     /// one; `message` what happened (secrets redacted).
@@ -206,6 +223,26 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// One step of a run's delivery timeline after its pull request opened, as its event carries
+/// it (the API's `timeline` lists the same).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryStep {
+    /// `pr_opened`, `checks_passed`, `checks_failed`, `ci_repair_started`,
+    /// `ci_repair_refused`, `merged`, `closed`, `deploy_requested`, `deployed`,
+    /// `deploy_failed`, `revert_requested`.
+    pub step: String,
+    /// For people: what failed, who merged, the follow-up run…
+    #[serde(default)]
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The commit it is about (the checked head, the merge commit, the deployed commit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+}
+
 impl EventKind {
     /// The milestone this event announces to integrations (`run.succeeded`…), if any: the
     /// store writes a notification for it in the event's own transaction.
@@ -245,6 +282,10 @@ impl EventKind {
             EventKind::TestRun { .. } => "test_run",
             EventKind::Delivered { .. } => "delivered",
             EventKind::Warning { .. } => "warning",
+            EventKind::DeliveryChecks(_) => "delivery.checks",
+            EventKind::DeliveryMerged(_) => "delivery.merged",
+            EventKind::DeliveryDeployed(_) => "delivery.deployed",
+            EventKind::DeliveryFollowUp(_) => "delivery.follow_up",
             EventKind::DeliveryAttempted { .. } => "delivery_attempted",
             EventKind::DeliveryFailed { .. } => "delivery_failed",
             EventKind::Evidence { .. } => "evidence",

@@ -30,7 +30,7 @@ pub mod spec;
 pub mod state;
 
 pub use access::AccessRole;
-pub use event::{Event, EventKind, Evidence};
+pub use event::{DeliveryStep, Event, EventKind, Evidence};
 pub use ids::RunId;
 pub use message::{
     CallMeta, Fallback, Message, ModelRequest, ModelResponse, Role, StopReason, ToolCall, ToolSpec, Usage,
@@ -39,7 +39,9 @@ pub use money::{MicroUsd, month_of};
 pub use plan::{Plan, PlanError, PlannedTask};
 pub use ports::{ModelClient, ModelError, TextSink};
 pub use redact::mask_url_credentials;
-pub use settings::{Permission, ProjectSettings, RunSettings, ToolCallMode};
+pub use settings::{
+    DEFAULT_CI_REPAIR_ROUNDS, DeploySettings, Permission, ProjectSettings, RevertOf, RunSettings, ToolCallMode,
+};
 pub use spec::{Spec, SpecError};
 pub use state::{RunState, TaskState};
 

@@ -78,6 +78,23 @@ pub struct RunSettings {
     /// approves the delivery (the project's `approve_delivery`).
     #[serde(default)]
     pub approve_delivery: bool,
+    /// A run that reverts another's merged change instead of planning one: no model is
+    /// called; the revert is tested and delivered like any change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<RevertOf>,
+}
+
+/// What a revert run undoes: another run's change as merged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RevertOf {
+    /// The run whose change it reverts.
+    pub run_id: String,
+    /// The commit the change was merged as (a merge commit is reverted against its first
+    /// parent; a squash or a single commit against its parent).
+    pub sha: String,
+    /// Its pull request, for the description.
+    #[serde(default)]
+    pub pull_request: Option<String>,
 }
 
 impl Default for RunSettings {
@@ -109,6 +126,7 @@ impl Default for RunSettings {
             protected_paths: Vec::new(),
             allowed_paths: Vec::new(),
             approve_delivery: false,
+            revert: None,
         }
     }
 }
@@ -157,6 +175,79 @@ pub struct ProjectSettings {
     pub trigger_min_permission: Option<Permission>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trigger_bots: Option<Vec<String>>,
+    /// Follow-up runs started by failing CI on a pull request Autodev opened, per pull
+    /// request (default [`DEFAULT_CI_REPAIR_ROUNDS`]; 0 turns CI follow-ups off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ci_repair_rounds: Option<u32>,
+    /// The Jira transition (by name, e.g. `Done`) a run's ticket takes when its pull request
+    /// is merged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jira_done_transition: Option<String>,
+    /// What happens when a run's pull request is merged: the team's own CD is asked to deploy
+    /// (off when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeploySettings>,
+}
+
+/// CI follow-ups per pull request unless the project says otherwise.
+pub const DEFAULT_CI_REPAIR_ROUNDS: u32 = 2;
+
+impl ProjectSettings {
+    /// CI follow-ups allowed per pull request (0: off).
+    pub fn ci_repair_rounds(&self) -> u32 {
+        self.ci_repair_rounds.unwrap_or(DEFAULT_CI_REPAIR_ROUNDS)
+    }
+}
+
+/// How a merged change is handed to the team's own CD (exactly one way): GitHub's
+/// `workflow_dispatch` of a named workflow, GitLab's pipeline trigger, or the outgoing
+/// webhook (`delivery.deploy_requested`). Autodev never deploys by itself.
+#[derive(serde::Deserialize, serde::Serialize, Clone, Default, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySettings {
+    /// A workflow file name (`deploy.yml`) or id, dispatched with `environment` as an input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_workflow: Option<String>,
+    /// Run a GitLab pipeline on `ref` with `AUTODEV_ENVIRONMENT` set (the trigger token
+    /// `AUTODEV_GITLAB_TRIGGER_TOKEN` when configured, else the integration's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitlab_trigger: Option<bool>,
+    /// Send `delivery.deploy_requested` to the outgoing webhooks (n8n, an in-house deployer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<bool>,
+    /// The branch or tag the deploy runs on (default: the run's base branch).
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// The environment to deploy to (default `production`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// More inputs for the workflow (GitHub) or variables for the pipeline (GitLab).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl DeploySettings {
+    /// The way chosen: `github_workflow`, `gitlab_trigger` or `webhook`; an error naming the
+    /// problem when none or several are.
+    pub fn way(&self) -> Result<&'static str, String> {
+        let ways: Vec<&'static str> = [
+            ("github_workflow", self.github_workflow.as_deref().is_some_and(|w| !w.trim().is_empty())),
+            ("gitlab_trigger", self.gitlab_trigger == Some(true)),
+            ("webhook", self.webhook == Some(true)),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        match ways.as_slice() {
+            [one] => Ok(one),
+            [] => Err("give one of `github_workflow` (a workflow file), `gitlab_trigger: true` or `webhook: true`".into()),
+            several => Err(format!("give only one of {}", several.join(", "))),
+        }
+    }
+
+    pub fn environment(&self) -> &str {
+        self.environment.as_deref().filter(|e| !e.trim().is_empty()).unwrap_or("production")
+    }
 }
 
 /// What a person may do in a repository, in GitHub's words (GitLab's levels map onto them).

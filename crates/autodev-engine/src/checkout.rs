@@ -170,19 +170,7 @@ pub(crate) async fn prepare(
     settings: &mut RunSettings,
 ) -> Result<RunRow> {
     let Some(project_id) = run.project_id.clone() else { return Ok(run) };
-    let repos = home.join("repos");
-    std::fs::create_dir_all(&repos)?;
-    let dir = repos.join(&project_id);
-    // Workers sharing a home share the clone; one fetches at a time. (Serving every queued
-    // run with one fetch was tried: it let a thousand runs of one clone into their worktrees at
-    // once, and git's worktree commands, which read every worktree, then crawled. The
-    // serialised fetch paces them.)
-    let lock_path = repos.join(format!("{project_id}.lock"));
-    let held = autodev_workspace::locks::lock_file(&lock_path).await?;
-    let result = fetch(&run.repo, &dir, &run.id, credentials).await;
-    drop(held);
-    result?;
-    let git = Git::new(&dir).with_credentials(credentials);
+    let (git, dir) = fetched_clone(home, credentials, &project_id, &run.repo, &run.id).await?;
     let base =
         if run.base_branch.is_empty() { default_branch(&git, &run.repo).await? } else { run.base_branch.clone() };
     let base_commit = if run.base_commit.is_empty() {
@@ -206,6 +194,40 @@ pub(crate) async fn prepare(
         })?;
     }
     Ok(RunRow { repo: dir.display().to_string(), base_branch: base, base_commit, ..run })
+}
+
+/// The clone of a project's repository in this home (`AUTODEV_HOME/repos/<project>`), cloned
+/// or fetched now; `run_id`'s checkpoint refs come along.
+async fn fetched_clone(
+    home: &Path,
+    credentials: &Credentials,
+    project_id: &str,
+    repository: &str,
+    run_id: &str,
+) -> Result<(Git, PathBuf)> {
+    let repos = home.join("repos");
+    std::fs::create_dir_all(&repos)?;
+    let dir = repos.join(project_id);
+    // Workers sharing a home share the clone; one fetches at a time. (Serving every queued
+    // run with one fetch was tried: it let a thousand runs of one clone into their worktrees at
+    // once, and git's worktree commands, which read every worktree, then crawled. The
+    // serialised fetch paces them.)
+    let lock_path = repos.join(format!("{project_id}.lock"));
+    let held = autodev_workspace::locks::lock_file(&lock_path).await?;
+    let result = fetch(repository, &dir, run_id, credentials).await;
+    drop(held);
+    result?;
+    Ok((Git::new(&dir).with_credentials(credentials), dir))
+}
+
+/// The project's clone in this home, fetched now (what a revert is checked against).
+pub(crate) async fn fetch_project(
+    home: &Path,
+    credentials: &Credentials,
+    project: &ProjectRow,
+    run_id: &str,
+) -> Result<Git> {
+    Ok(fetched_clone(home, credentials, &project.id, &project.repository, run_id).await?.0)
 }
 
 async fn fetch(repository: &str, dir: &Path, run_id: &str, credentials: &Credentials) -> Result<()> {

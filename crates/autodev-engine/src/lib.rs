@@ -13,6 +13,8 @@
 //!   plan and delivery gates, approving, rejecting and cancelling; `error.rs`: [`EngineError`].
 //! - [`checkout`]: runs made for a project (API, webhooks): enqueued without git; a worker's
 //!   clone, checkpoints in the project's repository, delivery by push.
+//! - [`after`]: after the pull request: whose timeline a pull request's steps are on, and
+//!   reverting a merged change (checked, then a revert run that calls no model).
 //! - [`lease`]: one driver per run: claim tokens, the lease keeper, a dead holder told.
 //! - `agent.rs`: one agent conversation as an `AgentLoop` (open, step, reply, call, record,
 //!   tools), persisted turn by turn, resumable.
@@ -31,6 +33,7 @@
 //!   its test command in the sandbox.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod after;
 mod agent;
 pub mod ask;
 pub mod checkout;

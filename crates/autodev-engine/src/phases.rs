@@ -132,6 +132,9 @@ async fn load_plan(ctx: &RunCtx) -> Result<Plan> {
 }
 
 async fn plan(ctx: &Arc<RunCtx>) -> Result<()> {
+    if let Some(of) = &ctx.settings.revert {
+        return crate::after::revert_change(ctx, of).await;
+    }
     let run = ctx.engine.store.get_run(&ctx.run.id).await?;
     if run.plan.is_none() {
         let wt = run_worktree(ctx).await?;
@@ -235,6 +238,10 @@ async fn set_task(
 }
 
 async fn execute(ctx: &Arc<RunCtx>) -> Result<()> {
+    if ctx.settings.revert.is_some() {
+        // A revert run has its one commit already (resumed here after a crash).
+        return transition(ctx, RunState::Verifying, None).await;
+    }
     let plan = Arc::new(load_plan(ctx).await?);
     let run_wt = run_worktree(ctx).await?;
     let mut running: JoinSet<(String, Result<TaskEnd>)> = JoinSet::new();
@@ -681,7 +688,10 @@ async fn push_for_review(ctx: &RunCtx) {
     let target = ctx.settings.deliver_branch.as_deref().unwrap_or(&ctx.run.branch);
     let pushed = crate::checkout::push(&ctx.repo(), &ctx.run, target).await;
     let recorded = match pushed {
-        Ok(()) => ctx.engine.store.set_run_link(&ctx.run.id, "git.branch", target).await.map_err(EngineError::from),
+        Ok(()) => match ctx.engine.store.set_run_link(&ctx.run.id, "git.branch", target).await {
+            Ok(()) => record_head(ctx).await,
+            Err(e) => Err(e.into()),
+        },
         Err(e) => Err(e),
     };
     if let Err(e) = recorded {
@@ -689,6 +699,14 @@ async fn push_for_review(ctx: &RunCtx) {
             .event(EventKind::Warning { message: format!("the failing branch was not pushed for review: {e}") })
             .await;
     }
+}
+
+/// Records the commit the run pushed (`git.head`): CI results on it are for Autodev to
+/// follow up; a commit someone else pushed onto the branch is not.
+async fn record_head(ctx: &RunCtx) -> Result<()> {
+    let head = ctx.repo().rev_parse(&format!("refs/heads/{}", ctx.run.branch)).await?.unwrap_or_default();
+    ctx.engine.store.set_run_link(&ctx.run.id, "git.head", &head).await?;
+    Ok(())
 }
 
 /// What a repair round is for.
@@ -702,6 +720,10 @@ enum Repair {
 /// Finds and records the run's evidence. `Some(finding)` when the run requires evidence and
 /// has none: what a repair round should fix.
 async fn check_evidence(ctx: &RunCtx) -> Result<Option<String>> {
+    if ctx.settings.revert.is_some() {
+        // A revert adds no test: it takes a change out.
+        return Ok(None);
+    }
     let found = crate::evidence::find(ctx).await?;
     crate::evidence::record(ctx, &found).await?;
     if !ctx.settings.require_evidence || found.verdict == autodev_domain::Evidence::Proven {
@@ -750,6 +772,7 @@ async fn deliver(ctx: &Arc<RunCtx>) -> Result<()> {
     if ctx.run.project_id.is_some() {
         let target = ctx.settings.deliver_branch.as_deref().unwrap_or(&ctx.run.branch);
         crate::checkout::push(&repo, &ctx.run, target).await?;
+        record_head(ctx).await?;
     }
     if !ctx.settings.keep_worktrees {
         let tasks = ctx.engine.store.tasks(&ctx.run.id).await?;

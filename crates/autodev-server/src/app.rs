@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/approve", post(api::runs::approve))
         .route("/api/v1/runs/{id}/reject", post(api::runs::reject))
         .route("/api/v1/runs/{id}/deliver", post(api::runs::deliver))
+        .route("/api/v1/runs/{id}/revert", post(api::runs::revert))
         .route("/api/v1/runs/{id}/artifacts/{name}", get(api::runs::artifact))
         .route("/api/v1/usage", get(api::runs::usage))
         .route("/api/v1/runs/{id}/events", get(api::runs::events))

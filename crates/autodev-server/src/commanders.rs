@@ -43,6 +43,18 @@ impl Forges {
     }
 }
 
+impl Forges {
+    /// The GitHub client, when GitHub is configured.
+    pub fn github(&self) -> Option<&crate::delivery::github::Github> {
+        self.github.as_ref()
+    }
+
+    /// The GitLab client, when GitLab is configured.
+    pub fn gitlab(&self) -> Option<&crate::delivery::gitlab::Gitlab> {
+        self.gitlab.as_ref()
+    }
+}
+
 /// Answers of the forges, kept a minute.
 #[derive(Default)]
 struct PermissionCache(std::sync::Mutex<HashMap<CacheKey, (Permission, Instant)>>);

@@ -31,6 +31,11 @@ pub const CODES: &[&str] = &[
     "model_failed",
     "too_many_streams",
     "too_many_asks",
+    "not_merged",
+    "already_reverted",
+    "revert_conflict",
+    "nothing_to_revert",
+    "not_a_project_run",
 ];
 
 #[derive(Debug)]

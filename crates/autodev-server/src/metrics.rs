@@ -21,12 +21,23 @@ use crate::state::AppState;
 const BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
+/// Buckets (seconds) for the time from a ticket to its merge or deploy: a minute to a month.
+const LEAD_TIME_BUCKETS: &[f64] =
+    &[60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 259200.0, 604800.0, 2592000.0];
+
 /// The process-wide recorder, installed on first use.
 pub fn handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new().set_buckets(BUCKETS).ok()?;
+            let builder = PrometheusBuilder::new()
+                .set_buckets(BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Prefix("autodev_ticket_to_".into()),
+                    LEAD_TIME_BUCKETS,
+                )
+                .ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
             Some(handle)
@@ -104,6 +115,29 @@ fn describe() {
         Unit::Seconds,
         "How long model calls waited for the provider's rate limit."
     );
+    describe_counter!(
+        "autodev_ci_checks_total",
+        "Finished checks (check suites, check runs, workflow runs, pipelines) on Autodev's pull requests, by conclusion."
+    );
+    describe_counter!("autodev_ci_follow_ups_started_total", "Follow-up runs started by failing CI on Autodev's pull requests.");
+    describe_counter!(
+        "autodev_ci_follow_ups_refused_total",
+        "Failing CI on Autodev's pull requests that started no follow-up, by reason (off, rounds, active, not_autodev_commit)."
+    );
+    describe_counter!("autodev_merges_total", "Autodev's pull requests merged (merged=true) or closed unmerged (merged=false).");
+    describe_counter!("autodev_deploys_requested_total", "Deploys of merged changes asked of the team's CD, by how.");
+    describe_counter!("autodev_deploys_total", "Deployments of merged changes seen, by result (deployed, deploy_failed).");
+    describe_histogram!(
+        "autodev_ticket_to_merge_seconds",
+        Unit::Seconds,
+        "From a run's creation (its ticket) to the merge of its pull request."
+    );
+    describe_histogram!(
+        "autodev_ticket_to_deploy_seconds",
+        Unit::Seconds,
+        "From a run's creation (its ticket) to the first successful deployment of its change."
+    );
+    describe_counter!("autodev_reverts_total", "Reverts of merged changes asked for (each opens a revert run).");
     describe_counter!("autodev_protected_path_refusals_total", "Agent writes refused at a protected path.");
     describe_counter!(
         "autodev_protected_path_reverts_total",

@@ -270,6 +270,14 @@ fn reject_run() {}
     responses((status = 202, description = "The run's undelivered milestones are being tried again", body = Redelivery), (status = 403, description = "Needs the operator role", body = ErrorBody)))]
 fn deliver_run() {}
 
+#[utoipa::path(post, path = "/api/v1/runs/{id}/revert", tag = "runs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Id, short id or a unique prefix of the run whose merged change to revert (or of one of its follow-ups)")),
+    responses((status = 201, description = "A revert run was queued: it reverts the merge commit on the base branch as it is now, runs the project's tests, waits at the project's delivery gate when set, and opens a pull request linking the run and its ticket", body = RunView),
+        (status = 403, description = "Needs the operator role", body = ErrorBody),
+        (status = 409, description = "Refused: `not_merged` (the run's pull request was never merged), `already_reverted`, `revert_conflict` (the revert does not apply cleanly; the message names the paths), `nothing_to_revert`, `not_a_project_run`", body = ErrorBody),
+        (status = 502, description = "The project's repository could not be fetched to check the revert", body = ErrorBody)))]
+fn revert_run() {}
+
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Id, short id or a unique prefix"),
         ("after" = Option<i64>, Query, description = "Replay events after this sequence number (as `Last-Event-ID`, which wins when both are given)"),
@@ -335,9 +343,9 @@ impl Modify for BearerAuth {
     info(title = "Autodev API", description = "Specs and tickets in, tested code changes out. JSON under /api/v1; errors are `{\"error\": {\"code\", \"message\", \"field\"?}}`."),
     paths(health, ready, metrics, openapi_json, list_projects, create_project, get_project, update_project, delete_project, ask_project,
         list_conversations, get_conversation, delete_conversation,
-        list_runs, create_run, get_run, cancel_run, approve_run, reject_run, deliver_run, run_events, artifact, usage,
+        list_runs, create_run, get_run, cancel_run, approve_run, reject_run, deliver_run, revert_run, run_events, artifact, usage,
         github_webhook, gitlab_webhook, jira_webhook),
-    components(schemas(SseEvent, autodev_delivery::DeliveryView, Redelivery, ErrorBody, RunView, RunDetail, RunPage, CreateRun, Decision, Rejection, ProjectView, ProjectCreate, ProjectUpdate, ProjectSettings, ProjectList, UsageReport, AskBody, AskAnswer, ConversationView, TurnView, Ready, WebhookAnswer, ArtifactName)),
+    components(schemas(SseEvent, autodev_delivery::DeliveryView, crate::service::runs::TimelineStep, Redelivery, ErrorBody, RunView, RunDetail, RunPage, CreateRun, Decision, Rejection, ProjectView, ProjectCreate, ProjectUpdate, ProjectSettings, ProjectList, UsageReport, AskBody, AskAnswer, ConversationView, TurnView, Ready, WebhookAnswer, ArtifactName)),
     modifiers(&BearerAuth),
     tags((name = "runs"), (name = "projects"), (name = "usage"), (name = "webhooks"), (name = "operations")),
 )]

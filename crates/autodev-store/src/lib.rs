@@ -44,6 +44,7 @@ pub use store::budget::{BUDGET_EXCEEDED, LimitKind, Limits, Reservation};
 pub use store::conversations::{AskConversationRow, AskTurnRow};
 pub use store::outbox::OutboxRow;
 pub use store::retention::Collected;
+pub use store::timeline::{StepRow, step_event};
 pub use store::usage::{KeyUsageRow, NewAsk, UsageRow};
 pub use store::{MigrationStatus, Migrations, Stats, Store};
 

@@ -494,6 +494,7 @@ pub(crate) mod lease;
 pub(crate) mod outbox;
 pub(crate) mod projects;
 pub(crate) mod receipts;
+pub(crate) mod timeline;
 pub(crate) mod retention;
 pub(crate) mod runs;
 pub(crate) mod sessions;

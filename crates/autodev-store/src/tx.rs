@@ -316,11 +316,16 @@ impl<'s> Tx<'s> {
     /// Writes a milestone to the outbox in this transaction (once per run and topic).
     /// `seq` is the causing event's sequence number (milestones are delivered in its order).
     pub(crate) async fn notify(&mut self, run_id: &str, topic: &str, at_ms: i64, seq: i64) -> Result<()> {
-        let id = format!("{run_id}:{topic}");
+        self.notify_as(&format!("{run_id}:{topic}"), run_id, topic, at_ms, seq).await
+    }
+
+    /// [`Tx::notify`] under an id of the caller's (a step that may happen once per key, not
+    /// once per run: `<run id>:<topic>:<key>`).
+    pub(crate) async fn notify_as(&mut self, id: &str, run_id: &str, topic: &str, at_ms: i64, seq: i64) -> Result<()> {
         self.exec(
             "INSERT INTO outbox (id, run_id, topic, seq, next_at, created_at) VALUES ($1, $2, $3, $4, $5, $5)
              ON CONFLICT (id) DO NOTHING",
-            &[(&id).into(), run_id.into(), topic.into(), seq.into(), at_ms.into()],
+            &[id.into(), run_id.into(), topic.into(), seq.into(), at_ms.into()],
         )
         .await?;
         Ok(())

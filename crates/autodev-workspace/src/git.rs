@@ -52,6 +52,31 @@ impl GitError {
 /// Directories searched for git, in order. Fixed: the user's PATH may hold a planted `git`.
 const GIT_DIRS: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
 
+/// Why a change cannot be reverted onto a branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevertRefusal {
+    /// The revert conflicts with what changed since, in these paths.
+    Conflict(Vec<String>),
+    /// The branch already lacks the change (reverted before?).
+    NothingToRevert,
+    /// A root commit has no parent to go back to.
+    NoParent,
+}
+
+impl std::fmt::Display for RevertRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RevertRefusal::Conflict(paths) => {
+                write!(f, "the revert does not apply cleanly: it conflicts with later changes in {}", paths.join(", "))
+            }
+            RevertRefusal::NothingToRevert => {
+                f.write_str("the change is no longer on the branch (was it reverted already?): nothing to revert")
+            }
+            RevertRefusal::NoParent => f.write_str("the commit is a root commit: there is nothing before it"),
+        }
+    }
+}
+
 /// The git binary, resolved once per process.
 pub fn git_binary() -> std::io::Result<&'static Path> {
     static GIT: OnceLock<Option<PathBuf>> = OnceLock::new();
@@ -480,6 +505,50 @@ impl Git {
     /// Files changed between two commits, with counts, for reports.
     pub async fn diff_stat(&self, base: &str, head: &str) -> Result<String> {
         self.run(&["diff", "--stat", &format!("{base}...{head}")]).await
+    }
+
+    /// A commit on top of `onto` that undoes `change` (a merge commit against its first
+    /// parent, any other commit against its parent), made without a worktree: the revert is
+    /// the three-way merge of `onto` and `change^1` over `change` (`git merge-tree`).
+    /// `Err(Refusal)` when it does not apply cleanly (the conflicting paths) or would change
+    /// nothing (the change is no longer there).
+    pub async fn revert_commit(
+        &self,
+        change: &str,
+        onto: &str,
+        message: &str,
+    ) -> Result<std::result::Result<String, RevertRefusal>> {
+        let Some(parent) = self.rev_parse(&format!("{change}^1")).await? else {
+            return Ok(Err(RevertRefusal::NoParent));
+        };
+        let out = self
+            .output(&["merge-tree", "--write-tree", "--name-only", "--no-messages", "--merge-base", change, onto, &parent])
+            .await?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = stdout.lines();
+        let tree = lines.next().unwrap_or_default().trim().to_string();
+        match out.status.code() {
+            Some(0) => {}
+            Some(1) => {
+                let mut paths: Vec<String> =
+                    lines.take_while(|l| !l.is_empty()).map(str::to_string).collect::<Vec<_>>();
+                paths.dedup();
+                return Ok(Err(RevertRefusal::Conflict(paths)));
+            }
+            _ => {
+                return Err(GitError::Failed {
+                    args: "merge-tree".into(),
+                    dir: self.dir.display().to_string(),
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+        }
+        let onto_tree = self.run(&["rev-parse", &format!("{onto}^{{tree}}")]).await?;
+        if onto_tree.trim() == tree {
+            return Ok(Err(RevertRefusal::NothingToRevert));
+        }
+        let commit = self.run(&["commit-tree", &tree, "-p", onto, "-m", message]).await?;
+        Ok(Ok(commit.trim().to_string()))
     }
 
     /// `git --version`, for `autodev doctor`.

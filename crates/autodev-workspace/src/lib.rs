@@ -27,6 +27,6 @@ pub mod sandbox;
 pub mod syntax;
 pub mod tools;
 
-pub use git::{Git, GitError, MergeOutcome};
+pub use git::{Git, GitError, MergeOutcome, RevertRefusal};
 pub use sandbox::{CommandOutcome, Sandbox, SandboxMode, SandboxPolicy, SandboxSupport};
 pub use tools::{CodeHit, CodeSearch, TOOL_INTERFACE_VERSION, ToolBox, ToolOutcome};

@@ -95,6 +95,15 @@ pub async fn deliver(
     Ok((StatusCode::ACCEPTED, Json(service::runs::deliver(&state, &caller, &id).await?)))
 }
 
+/// `POST /api/v1/runs/{id}/revert`: 201 with the revert run, or 409 with why not.
+pub async fn revert(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    Ok((StatusCode::CREATED, Json(run_json(&service::runs::revert(&state, &caller, &id).await?))))
+}
+
 /// `GET /api/v1/runs/{id}/artifacts/{report|patch}`.
 pub async fn artifact(
     caller: Caller,

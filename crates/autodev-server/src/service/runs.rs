@@ -196,8 +196,69 @@ pub struct RunExtras {
     pub pull_request: Option<String>,
     /// The run's milestones and their delivery.
     pub deliveries: Vec<autodev_delivery::DeliveryView>,
+    /// What happened after its pull request opened, oldest first (for a follow-up, the
+    /// timeline of the pull request it delivered onto).
+    pub timeline: Vec<TimelineStep>,
     pub plan: Option<Value>,
     pub tasks: Vec<TaskView>,
+}
+
+/// A step of a run's delivery timeline.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TimelineStep {
+    /// `pr_opened`, `checks_passed`, `checks_failed`, `ci_repair_started`,
+    /// `ci_repair_refused`, `merged`, `closed`, `deploy_requested`, `deployed`,
+    /// `deploy_failed` or `revert_requested`.
+    pub step: String,
+    pub detail: String,
+    pub url: Option<String>,
+    /// The commit it is about: the checked head, the merge commit, the deployed commit.
+    pub sha: Option<String>,
+    pub environment: Option<String>,
+    pub at_ms: i64,
+}
+
+/// The timeline of `run_id`'s pull request, as the API shows it.
+pub async fn timeline(state: &AppState, run_id: &str) -> Result<Vec<TimelineStep>, ApiError> {
+    let owner = autodev_engine::after::timeline_owner(&state.store, run_id).await?;
+    Ok(state
+        .store
+        .timeline(&owner)
+        .await?
+        .into_iter()
+        .map(|s| TimelineStep {
+            step: s.step,
+            detail: s.detail,
+            url: s.url,
+            sha: s.sha,
+            environment: s.environment,
+            at_ms: s.at_ms,
+        })
+        .collect())
+}
+
+/// Asks for a revert of the run's merged change: a revert run is queued (201), or the request
+/// is refused (409 `not_merged`, `already_reverted`, `revert_conflict`, `nothing_to_revert`,
+/// `not_a_project_run`). Audited either way.
+pub async fn revert(state: &AppState, caller: &Caller, id: &str) -> Result<RunRow, ApiError> {
+    caller.require(AccessRole::Operator)?;
+    let run = caller.run(state, id).await?;
+    let path = caller.audit_path(&format!("/api/v1/runs/{}/revert", run.id));
+    let audit = AuditEntry::new(Some(&*caller.key), "POST", &path, 201, None);
+    match autodev_engine::after::request_revert(&state.store, &state.engine, &run.id, &caller.key.name, Some(audit)).await {
+        Ok(Ok(revert)) => Ok(revert),
+        Ok(Err(refused)) => {
+            caller.audit(state, "POST", &format!("/api/v1/runs/{}/revert", run.id), 409, Some(refused.code)).await?;
+            Err(ApiError::new(StatusCode::CONFLICT, refused.code, refused.message))
+        }
+        Err(e) => {
+            tracing::warn!(run = %run.id, error = %e, "a revert could not be checked");
+            Err(match e {
+                EngineError::Failed(msg) => ApiError::new(StatusCode::BAD_GATEWAY, "repository_unavailable", msg),
+                other => other.into(),
+            })
+        }
+    }
 }
 
 /// A task of a run as the API shows it.
@@ -221,8 +282,9 @@ pub async fn get(state: &AppState, caller: &Caller, id: &str) -> Result<Detail, 
     let tasks = state.store.tasks(&run.id).await?;
     let links: std::collections::BTreeMap<String, String> = state.store.run_links(&run.id).await?.into_iter().collect();
     let extras = RunExtras {
-        pull_request: links.get("github.pull_request").cloned(),
+        pull_request: links.get("github.pull_request").or_else(|| links.get("gitlab.merge_request")).cloned(),
         deliveries: crate::delivery::deliveries(&state.store.outbox_for_run(&run.id).await?),
+        timeline: timeline(state, &run.id).await?,
         plan: run.plan.as_deref().and_then(|p| serde_json::from_str(p).ok()),
         tasks: tasks
             .iter()

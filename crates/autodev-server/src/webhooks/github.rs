@@ -1,4 +1,5 @@
-//! `POST /webhooks/github`: issues, comments, reviews and pull requests from GitHub.
+//! `POST /webhooks/github`: issues, comments, reviews and pull requests from GitHub; checks,
+//! merges and deployments of Autodev's pull requests.
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -112,6 +113,17 @@ pub(super) fn github_intent(event: &str, v: &Value, label: &str) -> Intent {
                 Intent::Ignore("a review that does not request changes".into())
             }
         }
+        "check_suite" | "check_run" | "workflow_run" if action == "completed" => {
+            match super::after::github_checks(event, v, repo) {
+                Ok(news) => Intent::After(news),
+                Err(why) => Intent::Ignore(why),
+            }
+        }
+        "pull_request" if action == "closed" => Intent::After(super::after::github_closed(v, repo)),
+        "deployment_status" => match super::after::github_deployment(v, repo) {
+            Ok(news) => Intent::After(news),
+            Err(why) => Intent::Ignore(why),
+        },
         other => Intent::Ignore(format!(
             "event {other}{} is not a trigger",
             if action.is_empty() { String::new() } else { format!(".{action}") }

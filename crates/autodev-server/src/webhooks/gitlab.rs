@@ -1,4 +1,5 @@
-//! `POST /webhooks/gitlab`: issues, notes and merge requests from GitLab.
+//! `POST /webhooks/gitlab`: issues, notes and merge requests from GitLab; pipelines, merges
+//! and deployments of Autodev's merge requests.
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -96,6 +97,17 @@ pub(super) fn gitlab_intent(v: &Value, label: &str) -> Intent {
                 extra: Some(extra),
                 by: Some(gitlab_author(v)),
             })
+        }
+        kind @ ("pipeline" | "merge_request" | "deployment") => {
+            let read = match kind {
+                "pipeline" => super::after::gitlab_pipeline(v, project),
+                "merge_request" => super::after::gitlab_merge_request(v, project),
+                _ => super::after::gitlab_deployment(v, project),
+            };
+            match read {
+                Ok(news) => Intent::After(news),
+                Err(why) => Intent::Ignore(why),
+            }
         }
         other => Intent::Ignore(format!("object_kind {other} is not a trigger")),
     }

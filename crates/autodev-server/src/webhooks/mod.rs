@@ -20,6 +20,9 @@
 //! - `github`, `gitlab`, `jira`: each vendor's endpoint and how its payloads are read;
 //! - `receipt`: a receipt stored before anything acts on it, then acted on once (a run
 //!   created, a follow-up run, or the reason nothing happened).
+//! - `after`: news of Autodev's own pull requests (checks, CI follow-ups, merges,
+//!   deployments) onto the run's delivery timeline.
+mod after;
 pub mod github;
 pub mod gitlab;
 pub mod jira;
@@ -111,6 +114,8 @@ pub(super) enum Intent {
     Start(Ticket),
     /// Review feedback on a pull request: a follow-up run on its branch.
     FollowUp(Feedback),
+    /// News of a pull request Autodev opened: checks, a merge, a deployment.
+    After(after::News),
 }
 
 /// Feedback on a pull request Autodev may have opened.

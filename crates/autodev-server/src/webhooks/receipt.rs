@@ -43,6 +43,7 @@ async fn act(
             return Ok((StatusCode::OK, json!({"status": "ignored", "reason": why}), format!("ignored: {why}"), None));
         }
         Intent::FollowUp(feedback) => return follow_up(state, feedback).await,
+        Intent::After(news) => return super::after::act(state, news).await,
         Intent::Start(t) => t,
     };
     let ignored = |why: String| {

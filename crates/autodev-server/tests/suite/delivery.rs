@@ -530,6 +530,7 @@ async fn a_gitlab_run_opens_one_merge_request_and_keeps_one_issue_note(app) {
             url: gitlab.uri(),
             token: SecretString::from("glpat-test"),
             labels: vec!["autodev".into()],
+            trigger_token: None,
         }),
         ..DeliveryConfig::default()
     };

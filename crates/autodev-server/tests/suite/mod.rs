@@ -151,6 +151,7 @@ pub async fn spawn_app_on(backend: &str) -> TestApp {
             url: forge.uri(),
             token: SecretString::from("glpat-test"),
             labels: vec![],
+            trigger_token: None,
         }),
         ..Default::default()
     };
