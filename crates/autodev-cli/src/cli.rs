@@ -46,7 +46,7 @@ pub enum Command {
     /// configured model and scored by its hidden tests.
     Eval(EvalArgs),
     /// Serve the Model Context Protocol over stdin/stdout for an editor or chat client: tools
-    /// search_code, ask, create_run, get_run, list_runs, approve_run, cancel_run; runs' reports
+    /// search_code, ask, create_run, get_run, list_runs, approve_run, cancel_run, revert_run; runs' reports
     /// as resources. (`autodev serve` offers the same at /mcp, behind API keys.)
     Mcp(McpArgs),
     /// Approve a run waiting at its gate: its plan, or (projects with approve_delivery) its
@@ -59,6 +59,10 @@ pub enum Command {
     /// Tell the configured integrations (GitHub, Slack, webhooks) about a run's milestones
     /// that were not delivered, now.
     Deliver(DeliverArgs),
+    /// Revert a run's merged change: checks it was merged and that the revert applies to the
+    /// base branch now, then queues a revert run (tested, through the delivery gate, opened as
+    /// a pull request). Refused (exit 1) with the reason otherwise.
+    Revert(DeliverArgs),
     /// List and inspect runs.
     #[command(subcommand)]
     Runs(RunsCommand),

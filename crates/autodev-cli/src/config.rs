@@ -578,6 +578,26 @@ pub fn code_search(home: &Path, cfg: &FileConfig) -> Result<autodev_engine::code
     Ok(autodev_engine::code::CodeSearch::new(home, Some(embeddings)))
 }
 
+/// The process's forge credentials for git from the integrations' tokens: GitHub's token for
+/// its host, GitLab's for its URL (a GitHub App's installation tokens are added per owner as
+/// they are minted).
+pub fn git_credentials(
+    delivery: &autodev_delivery::DeliveryConfig,
+) -> std::sync::Arc<autodev_workspace::git::credentials::Credentials> {
+    let credentials = delivery.git_credentials.clone();
+    if let Some(gh) = &delivery.github
+        && let autodev_delivery::github::GithubAuth::Token(token) = &gh.auth
+        && let Some(prefix) = autodev_delivery::github::git_prefix(&gh.api_url)
+    {
+        credentials.add_basic(&prefix, "x-access-token", token);
+    }
+    if let Some(gl) = &delivery.gitlab {
+        // GitLab takes any user name with a personal, project or group access token.
+        credentials.add_basic(&format!("{}/", gl.url.trim_end_matches('/')), "oauth2", &gl.token);
+    }
+    credentials
+}
+
 /// The integrations runs are delivered to: `[github]`, `[[notify.webhooks]]` and the
 /// `AUTODEV_*` variables (tokens and URLs that hold tokens only from variables or `_FILE`s).
 pub fn delivery_config(cfg: &FileConfig) -> Result<autodev_delivery::DeliveryConfig, Vec<String>> {

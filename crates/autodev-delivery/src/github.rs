@@ -380,6 +380,14 @@ impl Target for Github {
             store.set_run_link(&m.run.id, "github.pull_request", &url).await.map_err(record)?;
             if opened {
                 store.notify(&m.run.id, "run.pr_opened").await.map_err(record)?;
+                let step = autodev_domain::DeliveryStep {
+                    step: "pr_opened".into(),
+                    detail: format!("pull request opened"),
+                    url: Some(url.clone()),
+                    sha: m.links.get("git.head").cloned(),
+                    environment: None,
+                };
+                store.record_step(&m.run.id, "pr_opened", step, None).await.map_err(record)?;
             }
             done.push(format!("pull request {} {url}", if opened { "opened" } else { "updated" }));
             pull_request = Some(url);

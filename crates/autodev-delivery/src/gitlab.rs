@@ -225,6 +225,14 @@ impl Target for Gitlab {
             store.set_run_link(&m.run.id, "gitlab.merge_request", &url).await.map_err(record)?;
             if opened {
                 store.notify(&m.run.id, "run.pr_opened").await.map_err(record)?;
+                let step = autodev_domain::DeliveryStep {
+                    step: "pr_opened".into(),
+                    detail: format!("merge request opened"),
+                    url: Some(url.clone()),
+                    sha: m.links.get("git.head").cloned(),
+                    environment: None,
+                };
+                store.record_step(&m.run.id, "pr_opened", step, None).await.map_err(record)?;
             }
             done.push(format!("merge request {} {url}", if opened { "opened" } else { "updated" }));
             merge_request = Some(url);

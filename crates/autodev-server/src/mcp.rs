@@ -9,7 +9,7 @@
 //! calls the API's own handler with the caller).
 //!
 //! Tools (each with a JSON schema from its argument type): `search_code`, `ask`,
-//! `create_run`, `get_run`, `list_runs`, `approve_run`, `cancel_run`. A tool's failure (bad
+//! `create_run`, `get_run`, `list_runs`, `approve_run`, `cancel_run`, `revert_run`. A tool's failure (bad
 //! input, a role that does not allow it, an unknown run) is a tool result with `isError` and
 //! the API's message, which a model can read and act on; protocol errors are for protocol
 //! faults only.
@@ -307,6 +307,22 @@ impl McpServer {
         };
         Ok(outcome(run.await))
     }
+
+    #[tool(
+        description = "Revert a run's merged change: opens a revert run (tested, through the project's delivery gate, delivered as a pull request that links the run and its ticket). Refused with the reason when the run was never merged, was reverted already, or the revert does not apply cleanly. Needs the operator role."
+    )]
+    async fn revert_run(
+        &self,
+        Parameters(args): Parameters<RunArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let run = async {
+            let caller = self.caller(&ctx)?;
+            let reverted = runs::revert(&self.state, &caller, &args.id).await;
+            reverted.map(|r| run_json(&r)).map_err(|e| api_error(&e))
+        };
+        Ok(outcome(run.await))
+    }
 }
 
 impl McpServer {
@@ -409,7 +425,7 @@ impl ServerHandler for McpServer {
             .with_instructions(
                 "Autodev turns specs into tested code changes. Use search_code and ask to understand a project's \
                  code; create_run to have agents implement a spec (then get_run to follow it, approve_run at a \
-                 gate, cancel_run to stop it). Runs' reports are resources autodev://runs/{id}/report.",
+                 gate, cancel_run to stop it, revert_run to undo a merged one). Runs' reports are resources autodev://runs/{id}/report.",
             )
     }
 

@@ -15,6 +15,7 @@ pub(crate) mod eval;
 pub(crate) mod gates;
 pub(crate) mod keys;
 pub(crate) mod ops;
+pub(crate) mod revert;
 pub(crate) mod run;
 pub(crate) mod runs;
 pub(crate) mod serve;
@@ -38,6 +39,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         }
         Command::Reject(a) => gates::decide(&home, &a.run, false, a.comment.as_deref(), Vec::new()).await,
         Command::Deliver(args) => deliver::deliver(&home, cli.config.as_deref(), &args.run, args.json).await,
+        Command::Revert(args) => revert::revert(&home, cli.config.as_deref(), &args.run, args.json).await,
         Command::Runs(RunsCommand::List { limit, json }) => runs::list(&home, limit, json).await,
         Command::Runs(RunsCommand::Show { run, json }) => runs::show(&home, &run, json).await,
         Command::Doctor(args) => doctor::doctor(&home, cli.config.as_deref(), args).await,

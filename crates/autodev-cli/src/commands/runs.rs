@@ -108,9 +108,12 @@ pub async fn show(home: &Path, key: &str, json: bool) -> Exit {
         let events = store.events(&r.id, 0).await.map_err(store_error)?;
         let deliveries = store.outbox_for_run(&r.id).await.map_err(store_error)?;
         let links = store.run_links(&r.id).await.map_err(store_error)?;
+        let owner = autodev_engine::after::timeline_owner(&store, &r.id).await.map_err(|e| Exit::Usage(e.to_string()))?;
+        let timeline = store.timeline(&owner).await.map_err(store_error)?;
         if json {
             let mut v = run_json(&r);
             v["deliveries"] = autodev_delivery::deliveries_json(&deliveries);
+            v["timeline"] = serde_json::to_value(&timeline).unwrap_or_default();
             v["links"] = links
                 .iter()
                 .map(|(k, val)| (k.clone(), serde_json::json!(val)))
@@ -164,6 +167,15 @@ pub async fn show(home: &Path, key: &str, json: bool) -> Exit {
                     p.largest,
                     p.largest * 100 / window.max(1)
                 );
+            }
+        }
+        if !timeline.is_empty() {
+            println!("timeline (after the pull request)");
+            for s in &timeline {
+                let at = humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(s.at_ms.max(0) as u64),
+                );
+                println!("  {at}  {}", crate::display::step_line(&s.as_step()));
             }
         }
         if !deliveries.is_empty() {

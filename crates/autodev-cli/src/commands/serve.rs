@@ -33,19 +33,7 @@ pub(crate) async fn service_state(
         .map_err(|p| Exit::Usage(format!("invalid configuration:\n  - {}", p.join("\n  - "))))?;
     // The process's forge credentials for git, handed to whoever clones, fetches or pushes
     // (the workers' engines, the code index) and to the GitHub clients that mint tokens.
-    let credentials = delivery.git_credentials.clone();
-    if let Some(gh) = &delivery.github
-        && let autodev_delivery::github::GithubAuth::Token(token) = &gh.auth
-        && let Some(prefix) = autodev_delivery::github::git_prefix(&gh.api_url)
-    {
-        // The worker's clones of GitHub projects fetch and push with the token. (A GitHub
-        // App's installation tokens are added per owner as they are minted.)
-        credentials.add_basic(&prefix, "x-access-token", token);
-    }
-    if let Some(gl) = &delivery.gitlab {
-        // GitLab takes any user name with a personal, project or group access token.
-        credentials.add_basic(&format!("{}/", gl.url.trim_end_matches('/')), "oauth2", &gl.token);
-    }
+    let credentials = crate::config::git_credentials(&delivery);
     let forges = std::sync::Arc::new(autodev_server::commanders::Forges::new(&delivery));
     let delivery = std::sync::Arc::new(autodev_delivery::Dispatcher::new(store.clone(), home, &delivery));
     let code = crate::config::code_search(home, &cfg).map_err(Exit::Usage)?;

@@ -293,6 +293,8 @@ async fn detail(state: &AppState, session: &Session, id: &str) -> Result<Detail,
     let test_runs = store.events_of_kind(&run.id, "test_run").await.map_err(fail)?;
     let links = store.run_links(&run.id).await.map_err(fail)?;
     let outbox = store.outbox_for_run(&run.id).await.map_err(fail)?;
+    let timeline = runs::timeline(state, &run.id).await.map_err(|e| api_error(state, session, e))?;
+    let revertible = timeline.iter().any(|s| s.step == "merged") && !timeline.iter().any(|s| s.step == "revert_requested");
     let state_enum = run.run_state();
     let finished = state_enum.is_terminal() || state_enum == RunState::AwaitingApproval;
     let gate = (state_enum == RunState::AwaitingApproval).then(|| autodev_engine::Gate::of(&run));
@@ -335,6 +337,25 @@ async fn detail(state: &AppState, session: &Session, id: &str) -> Result<Detail,
                 }
                 @if !state_enum.is_terminal() { (form("cancel", "Cancel the run", false, "danger")) }
                 @if state_enum.is_terminal() && !outbox.is_empty() { (form("deliver", "Retry delivery", false, "")) }
+                @if revertible { (form("revert", "Revert the merged change", false, "danger")) }
+            }
+        }
+        @if !timeline.is_empty() {
+            section aria-labelledby="h-timeline" {
+                h2 #h-timeline { "After the pull request" }
+                ol.timeline {
+                    @for s in &timeline {
+                        li {
+                            time { (age(s.at_ms)) } " "
+                            @let bad = matches!(s.step.as_str(), "checks_failed" | "deploy_failed" | "ci_repair_refused" | "closed");
+                            @if bad { span.bad { (s.step.replace('_', " ")) } } @else { span.ok { (s.step.replace('_', " ")) } }
+                            @if let Some(env) = &s.environment { " (" (env) ")" }
+                            @if !s.detail.is_empty() { " · " (s.detail) }
+                            @if let Some(sha) = &s.sha { " · " code { (&sha[..sha.len().min(12)]) } }
+                            @if let Some(url) = &s.url { " · " a href=(url) rel="noreferrer" { "link" } }
+                        }
+                    }
+                }
             }
         }
         p.links {
@@ -427,6 +448,12 @@ fn step_line(kind: &EventKind) -> Option<Markup> {
         EventKind::Warning { message } => html! { span.warn { "! " (message) } },
         EventKind::Delivered { branch, .. } => html! { "delivered " code { (branch) } },
         EventKind::DeliveryFailed { target, message, .. } => html! { span.bad { (target) ": " (message) } },
+        EventKind::DeliveryChecks(s)
+        | EventKind::DeliveryMerged(s)
+        | EventKind::DeliveryDeployed(s)
+        | EventKind::DeliveryFollowUp(s) => {
+            html! { "◆ " strong { (s.step.replace('_', " ")) } @if !s.detail.is_empty() { " · " (s.detail) } }
+        }
         _ => return None,
     })
 }
@@ -437,7 +464,7 @@ pub struct Action {
     comment: String,
 }
 
-/// `POST /runs/{id}/approve|reject|cancel|deliver` from the page's buttons.
+/// `POST /runs/{id}/approve|reject|cancel|deliver|revert` from the page's buttons.
 pub async fn act(
     State(state): State<AppState>,
     Path((id, action)): Path<(String, String)>,
@@ -451,6 +478,8 @@ pub async fn act(
         "reject" => runs::decide(&state, &caller, &id, false, decision()).await.map(|r| r.id),
         "cancel" => runs::cancel(&state, &caller, &id).await.map(|r| r.id),
         "deliver" => runs::deliver(&state, &caller, &id).await.map(|r| r.run),
+        // The revert run's page, where its progress shows.
+        "revert" => runs::revert(&state, &caller, &id).await.map(|r| r.id),
         other => return error_page(&state, Some(&session), StatusCode::NOT_FOUND, &format!("no action `{other}`")),
     };
     match done {

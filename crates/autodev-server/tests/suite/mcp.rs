@@ -33,7 +33,7 @@ async fn the_official_python_sdk_drives_the_mcp_endpoint_with_an_api_key(app) {
         })
     };
     let seen = run_client(app.operator.clone()).await.unwrap();
-    assert_eq!(seen["tools"].as_array().unwrap().len(), 7, "{seen}");
+    assert_eq!(seen["tools"].as_array().unwrap().len(), 8, "{seen}");
     assert_eq!(seen["search"][0]["path"], "greet.py", "{seen}");
     assert_eq!(seen["search"][0]["name"], "build_greeting");
     assert_eq!(seen["create_error"], false, "{seen}");
