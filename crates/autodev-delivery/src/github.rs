@@ -446,39 +446,40 @@ pub(crate) fn log_tail(log: &str, budget: usize) -> String {
     out
 }
 
-/// `text` without ANSI escape sequences (CI logs are coloured) or GitLab's section markers.
+/// `text` without ANSI escape sequences (CI logs are coloured), carriage returns, or GitLab's
+/// collapsible-section markers (`section_start:1700000000:step_script\r`).
 fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                // CSI: parameters and intermediates, then one final byte in @..~.
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
+    for line in text.split('\n') {
+        let mut line = line.to_string();
+        for marker in ["section_start:", "section_end:"] {
+            while let Some(at) = line.find(marker) {
+                let end = line[at..].find('\r').map_or(line.len(), |i| at + i + 1);
+                line.replace_range(at..end, "");
+            }
+        }
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\u{1b}' => {
+                    if chars.peek() == Some(&'[') {
+                        chars.next();
+                        // CSI: parameters and intermediates, then one final byte in @..~.
+                        for c in chars.by_ref() {
+                            if ('@'..='~').contains(&c) {
+                                break;
+                            }
+                        }
                     }
                 }
+                '\r' => {}
+                c => out.push(c),
             }
-            continue;
         }
-        if c == '\r' {
-            continue;
-        }
-        out.push(c);
+        out.push('\n');
     }
-    // GitLab: `section_start:1700000000:name` … markers.
-    out.lines()
-        .map(|l| {
-            let l = l.trim_start_matches(|c: char| c == '\u{1b}');
-            match l.find("section_") {
-                Some(0) => l.split_once(']').map(|x| x.1).unwrap_or(""),
-                _ => l,
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    out.pop();
+    out
 }
 
 #[derive(Deserialize)]
@@ -594,7 +595,8 @@ impl Github {
                 // The job's log (a redirect to a short-lived download URL, followed).
                 let req = self.request(repo, reqwest::Method::GET, &format!("/repos/{repo}/actions/jobs/{}/logs", run.id)).await?;
                 if let Ok((_, log)) = send(req).await {
-                    let room = share.saturating_sub(part.len()).max(1024);
+                    // The log's end is what matters: room is left so the cap below cuts nothing.
+                    let room = share.saturating_sub(part.len() + 200).max(1024);
                     part.push_str(&format!("\nEnd of the job's log:\n```\n{}\n```\n", log_tail(&log, room)));
                 }
             }
@@ -676,6 +678,7 @@ fn pull_request_body(m: &Milestone<'_>, repo: &str) -> String {
             body.push_str(&format!("Closes {issue_repo}#{number}\n\n"));
         }
     }
+    body.push_str(&reverts_line(m));
     let report = crate::text::forge(m.report.unwrap_or_default());
     let room = MAX_BODY_CHARS.saturating_sub(body.len() + 400);
     if report.chars().count() > room {
@@ -692,6 +695,22 @@ fn pull_request_body(m: &Milestone<'_>, repo: &str) -> String {
         marker(&m.run.id)
     ));
     body
+}
+
+/// For a revert run: what it reverts (the pull request, the merge commit, the run, its
+/// ticket), as a paragraph; nothing for other runs.
+pub(crate) fn reverts_line(m: &Milestone<'_>) -> String {
+    let Some(of) = m.run.settings().ok().and_then(|s| s.revert) else { return String::new() };
+    let mut line = format!("This reverts the change of Autodev run `{}`", &of.run_id[..of.run_id.len().min(8)]);
+    if let Some(pr) = &of.pull_request {
+        line.push_str(&format!(" ({pr})"));
+    }
+    line.push_str(&format!(", merged as `{}`", of.sha));
+    if let Some(origin) = &m.run.origin {
+        line.push_str(&format!("; its ticket: `{origin}`"));
+    }
+    line.push_str(".\n\n");
+    line
 }
 
 /// The ticket comment for where the run stands now: the run as read when the comment is
@@ -758,6 +777,16 @@ mod tests {
     fn git_prefixes() {
         assert_eq!(super::git_prefix("https://api.github.com").as_deref(), Some("https://github.com/"));
         assert_eq!(super::git_prefix("https://ghe.corp:8443/api/v3").as_deref(), Some("https://ghe.corp:8443/"));
+    }
+
+    #[test]
+    fn ci_logs_lose_colours_and_section_markers_and_keep_their_end() {
+        let log = "\u{1b}[0Ksection_start:1560896352:step_script\r\u{1b}[0K$ cargo test\n\u{1b}[31merror\u{1b}[0m: failed\r\nsection_end:1560896353:step_script\r\u{1b}[0K\n";
+        assert_eq!(super::strip_ansi(log), "$ cargo test\nerror: failed\n\n");
+        let long: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let tail = super::log_tail(&long, 40);
+        assert!(tail.starts_with("… (") && tail.ends_with("line 99"), "{tail}");
+        assert_eq!(super::pull_number("https://github.com/o/n/pull/12"), Some(12));
     }
 
     #[test]

@@ -318,7 +318,7 @@ impl Gitlab {
             }
             let trace = self.request(reqwest::Method::GET, &format!("/projects/{id}/jobs/{}/trace", job.id));
             if let Ok((_, log)) = send(trace).await {
-                let room = share.saturating_sub(part.len()).max(1024);
+                let room = share.saturating_sub(part.len() + 200).max(1024);
                 part.push_str(&format!("\nEnd of the job's log:\n```\n{}\n```\n", crate::github::log_tail(&log, room)));
             }
             details.push_str(&crate::text::clip(&part, share));
@@ -421,6 +421,7 @@ fn description(m: &Milestone<'_>, project: &str) -> String {
             body.push_str(&format!("Closes {issue_project}#{number}\n\n"));
         }
     }
+    body.push_str(&crate::github::reverts_line(m));
     let report = crate::text::forge(m.report.unwrap_or_default());
     body.extend(report.chars().take(MAX_BODY_CHARS));
     body.push_str(&format!("\n\n---\nRun {} · {}\n{}\n", m.run.short_id, m.run_url(), marker(&m.run.id)));

@@ -105,6 +105,38 @@ pub struct ProjectSettings {
     /// Forge logins (bots such as `renovate[bot]`) whose comments are commands whatever
     /// their permission.
     trigger_bots: Option<Vec<String>>,
+    /// Follow-up runs that failing CI on one of Autodev's pull requests may start, per pull
+    /// request (0 to 10, default 2; 0 turns CI follow-ups off). After the last, a comment on
+    /// the pull request says so.
+    ci_repair_rounds: Option<u32>,
+    /// The Jira transition (by name, e.g. `Done`) a run's ticket takes when its pull request
+    /// is merged.
+    jira_done_transition: Option<String>,
+    /// Deploy on merge: hand the merged change to the team's own CD, one way of three.
+    deploy: Option<DeploySetting>,
+}
+
+/// How a merged change is handed to the team's CD (exactly one of `github_workflow`,
+/// `gitlab_trigger`, `webhook`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"github_workflow": "deploy.yml", "ref": "main", "environment": "staging"}))]
+pub struct DeploySetting {
+    /// GitHub: `workflow_dispatch` of this workflow (file name or id) with `environment` as an
+    /// input.
+    github_workflow: Option<String>,
+    /// GitLab: a pipeline on `ref` with `AUTODEV_ENVIRONMENT` and `AUTODEV_RUN` as variables
+    /// (the pipeline trigger with `AUTODEV_GITLAB_TRIGGER_TOKEN` when set).
+    gitlab_trigger: Option<bool>,
+    /// The outgoing webhooks get `delivery.deploy_requested`.
+    webhook: Option<bool>,
+    /// The branch or tag to deploy from (default: the run's base branch).
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    /// Default `production`.
+    environment: Option<String>,
+    /// More workflow inputs or pipeline variables (at most 10).
+    inputs: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Serialize, ToSchema)]

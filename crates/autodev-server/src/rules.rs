@@ -166,6 +166,8 @@ pub fn free_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 /// Forge logins: letters, digits, `-`, `_`, `.` and a `[bot]` suffix.
 pub const FORGE_LOGIN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(\[bot\])?$";
 const MAX_TRIGGER_BOTS: usize = 50;
+/// The most CI follow-ups a project may allow per pull request.
+const MAX_CI_REPAIR_ROUNDS: u32 = 10;
 
 /// The checks of a project's settings beyond their types (patterns, ranges, globs), for the API's
 /// edge: the settings a project is stored with passed them.
@@ -204,6 +206,46 @@ impl CheckSettings for ProjectSettings {
                 "settings.trigger_min_permission",
                 "`none` would let anyone command Autodev; give read, triage, write, maintain or admin",
             ));
+        }
+        if let Some(n) = self.ci_repair_rounds
+            && n > MAX_CI_REPAIR_ROUNDS
+        {
+            return Err(ApiError::invalid(
+                "settings.ci_repair_rounds",
+                format!("give 0 (CI follow-ups off) to {MAX_CI_REPAIR_ROUNDS}, not {n}"),
+            ));
+        }
+        if let Some(t) = &self.jira_done_transition {
+            one_line("settings.jira_done_transition", t, 100)?;
+        }
+        if let Some(deploy) = &self.deploy {
+            deploy.way().map_err(|why| ApiError::invalid("settings.deploy", why))?;
+            let name = regex::Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$").map_err(|e| ApiError::internal(&e))?;
+            let checks = [
+                ("settings.deploy.github_workflow", &deploy.github_workflow, "a workflow file name such as `deploy.yml`, or its id"),
+                ("settings.deploy.ref", &deploy.git_ref, "a branch or tag name"),
+                ("settings.deploy.environment", &deploy.environment, "an environment name such as `staging`"),
+            ];
+            for (field, value, what) in checks {
+                if let Some(v) = value
+                    && (!name.is_match(v) || v.contains(".."))
+                {
+                    return Err(ApiError::invalid(field, format!("`{v}` is not {what}")));
+                }
+            }
+            let input = regex::Regex::new(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$").map_err(|e| ApiError::internal(&e))?;
+            for (k, v) in deploy.inputs.iter().flatten() {
+                if !input.is_match(k) {
+                    return Err(ApiError::invalid(
+                        &format!("settings.deploy.inputs.{k}"),
+                        "an input name is a letter or `_`, then letters, digits, `_` or `-`",
+                    ));
+                }
+                one_line(&format!("settings.deploy.inputs.{k}"), v, 1000)?;
+            }
+            if deploy.inputs.as_ref().is_some_and(|i| i.len() > 10) {
+                return Err(ApiError::invalid("settings.deploy.inputs", "at most 10 inputs (GitHub takes 10)"));
+            }
         }
         if let Some(bots) = &self.trigger_bots {
             if bots.len() > MAX_TRIGGER_BOTS {
@@ -302,6 +344,23 @@ mod tests {
         )
         .unwrap();
         assert!(s.check().is_ok());
+        let s: ProjectSettings = serde_json::from_str(
+            r#"{"ci_repair_rounds": 0, "jira_done_transition": "Done", "deploy": {"github_workflow": "deploy.yml", "ref": "main", "environment": "staging", "inputs": {"version": "1"}}}"#,
+        )
+        .unwrap();
+        assert!(s.check().is_ok());
+        for (bad, field) in [
+            (r#"{"deploy": {}}"#, "settings.deploy"),
+            (r#"{"deploy": {"webhook": true, "gitlab_trigger": true}}"#, "settings.deploy"),
+            (r#"{"deploy": {"github_workflow": "../x.yml"}}"#, "settings.deploy.github_workflow"),
+            (r#"{"deploy": {"webhook": true, "environment": "a b"}}"#, "settings.deploy.environment"),
+            (r#"{"ci_repair_rounds": 11}"#, "settings.ci_repair_rounds"),
+            (r#"{"jira_done_transition": "Done\nnow"}"#, "settings.jira_done_transition"),
+        ] {
+            let s: ProjectSettings = serde_json::from_str(bad).unwrap();
+            assert_eq!(s.check().unwrap_err().field.as_deref(), Some(field), "{bad}");
+        }
+        assert!(serde_json::from_str::<ProjectSettings>(r#"{"deploy": {"workflow": "x"}}"#).is_err());
         let s: ProjectSettings = serde_json::from_str(r#"{"monthly_budget_usd": 0}"#).unwrap();
         assert_eq!(s.check().unwrap_err().field.as_deref(), Some("settings.monthly_budget_usd"));
         let s: ProjectSettings = serde_json::from_str(r#"{"protected_paths": ["ok/**", "a**"]}"#).unwrap();

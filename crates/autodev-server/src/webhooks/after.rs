@@ -459,10 +459,13 @@ fn github_conclusion(conclusion: Option<&str>) -> Option<bool> {
 
 /// GitHub `check_suite`, `check_run` and `workflow_run`, completed.
 pub(super) fn github_checks(event: &str, v: &Value, repo: &str) -> Result<News, String> {
+    let named = |item: &Value, path: &[&str], fallback: &'static str| -> String {
+        str_at(item, path).map(str::trim).filter(|n| !n.is_empty()).unwrap_or(fallback).to_string()
+    };
     let (item, name) = match event {
-        "check_suite" => (&v["check_suite"], str_at(&v["check_suite"], &["app", "name"]).unwrap_or("checks")),
-        "check_run" => (&v["check_run"], str_at(&v["check_run"], &["name"]).unwrap_or("check")),
-        _ => (&v["workflow_run"], str_at(&v["workflow_run"], &["name"]).unwrap_or("workflow")),
+        "check_suite" => (&v["check_suite"], named(&v["check_suite"], &["app", "name"], "checks")),
+        "check_run" => (&v["check_run"], named(&v["check_run"], &["name"], "check")),
+        _ => (&v["workflow_run"], named(&v["workflow_run"], &["name"], "workflow")),
     };
     let Some(passed) = github_conclusion(str_at(item, &["conclusion"])) else {
         return Err(format!(
@@ -489,7 +492,7 @@ pub(super) fn github_checks(event: &str, v: &Value, repo: &str) -> Result<News, 
         pulls,
         sha,
         passed,
-        name: name.to_string(),
+        name,
         url: str_at(item, &["html_url"]).map(str::to_string),
         pipeline: None,
     }))

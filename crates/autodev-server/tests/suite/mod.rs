@@ -1,3 +1,4 @@
+mod after;
 mod api;
 mod ask;
 mod contract;

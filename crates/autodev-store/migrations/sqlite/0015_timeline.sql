@@ -10,6 +10,8 @@ CREATE TABLE timeline (
     sha         TEXT,
     environment TEXT,
     at_ms       BIGINT NOT NULL,
+    -- The sequence number of the event that announced it: the timeline's order.
+    seq         BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, key)
 );
 CREATE INDEX timeline_by_sha ON timeline (sha) WHERE sha IS NOT NULL;

@@ -78,6 +78,11 @@ impl Store {
             return Ok(None);
         }
         let event = tx.event(run_id, step_event(step)).await?;
+        tx.exec(
+            "UPDATE timeline SET seq = $1 WHERE run_id = $2 AND key = $3",
+            &[event.seq.into(), run_id.into(), key.into()],
+        )
+        .await?;
         if let Some(topic) = topic {
             tx.notify_as(&format!("{run_id}:{topic}:{key}"), run_id, topic, event.at_ms, event.seq).await?;
         }
@@ -97,7 +102,7 @@ impl Store {
         Ok(read!(self, |pool| {
             sqlx::query_as(
                 "SELECT key, step, detail, url, sha, environment, at_ms FROM timeline WHERE run_id = $1
-                 ORDER BY at_ms, key",
+                 ORDER BY seq, at_ms",
             )
             .bind(run_id)
             .fetch_all(pool)
