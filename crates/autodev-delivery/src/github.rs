@@ -382,7 +382,7 @@ impl Target for Github {
                 store.notify(&m.run.id, "run.pr_opened").await.map_err(record)?;
                 let step = autodev_domain::DeliveryStep {
                     step: "pr_opened".into(),
-                    detail: format!("pull request opened"),
+                    detail: "pull request opened".to_string(),
                     url: Some(url.clone()),
                     sha: m.links.get("git.head").cloned(),
                     environment: None,
@@ -549,7 +549,11 @@ impl Github {
     /// of details (each check gets its share).
     pub async fn failing_checks(&self, repo: &str, sha: &str, budget: usize) -> Result<CiFailure, CallError> {
         let list = self
-            .request(repo, reqwest::Method::GET, &format!("/repos/{repo}/commits/{sha}/check-runs?filter=latest&per_page=100"))
+            .request(
+                repo,
+                reqwest::Method::GET,
+                &format!("/repos/{repo}/commits/{sha}/check-runs?filter=latest&per_page=100"),
+            )
             .await?;
         let (_, text) = send(list).await?;
         let runs: CheckRuns = parse(&text)?;
@@ -574,7 +578,11 @@ impl Github {
             }
             if run.output.annotations_count > 0 {
                 let req = self
-                    .request(repo, reqwest::Method::GET, &format!("/repos/{repo}/check-runs/{}/annotations?per_page=30", run.id))
+                    .request(
+                        repo,
+                        reqwest::Method::GET,
+                        &format!("/repos/{repo}/check-runs/{}/annotations?per_page=30", run.id),
+                    )
                     .await?;
                 if let Ok((_, text)) = send(req).await {
                     let notes: Vec<Annotation> = serde_json::from_str(&text).unwrap_or_default();
@@ -593,7 +601,9 @@ impl Github {
             }
             if run.app.as_ref().and_then(|a| a.slug.as_deref()) == Some("github-actions") {
                 // The job's log (a redirect to a short-lived download URL, followed).
-                let req = self.request(repo, reqwest::Method::GET, &format!("/repos/{repo}/actions/jobs/{}/logs", run.id)).await?;
+                let req = self
+                    .request(repo, reqwest::Method::GET, &format!("/repos/{repo}/actions/jobs/{}/logs", run.id))
+                    .await?;
                 if let Ok((_, log)) = send(req).await {
                     // The log's end is what matters: room is left so the cap below cuts nothing.
                     let room = share.saturating_sub(part.len() + 200).max(1024);
@@ -620,15 +630,20 @@ impl Github {
         if m.timeline.iter().any(|s| s.step == "deploy_requested") {
             return Ok(format!("deploy to {environment} already requested"));
         }
-        let git_ref = deploy.git_ref.clone().unwrap_or_else(|| {
-            if m.run.base_branch.is_empty() { "main".into() } else { m.run.base_branch.clone() }
-        });
+        let git_ref = deploy
+            .git_ref
+            .clone()
+            .unwrap_or_else(|| if m.run.base_branch.is_empty() { "main".into() } else { m.run.base_branch.clone() });
         let mut inputs: serde_json::Map<String, serde_json::Value> =
             deploy.inputs.iter().flatten().map(|(k, v)| (k.clone(), json!(v))).collect();
         inputs.insert("environment".into(), json!(environment));
         let workflow_path: String = form_urlencoded::byte_serialize(workflow.as_bytes()).collect();
         let req = self
-            .request(repo, reqwest::Method::POST, &format!("/repos/{repo}/actions/workflows/{workflow_path}/dispatches"))
+            .request(
+                repo,
+                reqwest::Method::POST,
+                &format!("/repos/{repo}/actions/workflows/{workflow_path}/dispatches"),
+            )
             .await?
             .json(&json!({"ref": git_ref, "inputs": inputs}));
         send(req).await?;

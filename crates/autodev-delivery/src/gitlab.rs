@@ -227,7 +227,7 @@ impl Target for Gitlab {
                 store.notify(&m.run.id, "run.pr_opened").await.map_err(record)?;
                 let step = autodev_domain::DeliveryStep {
                     step: "pr_opened".into(),
-                    detail: format!("merge request opened"),
+                    detail: "merge request opened".to_string(),
                     url: Some(url.clone()),
                     sha: m.links.get("git.head").cloned(),
                     environment: None,
@@ -288,7 +288,10 @@ impl Gitlab {
     ) -> Result<crate::github::CiFailure, CallError> {
         let id = project_id(project);
         let jobs: Vec<Job> = if named.is_empty() {
-            let req = self.request(reqwest::Method::GET, &format!("/projects/{id}/pipelines/{pipeline}/jobs?scope[]=failed&per_page=50"));
+            let req = self.request(
+                reqwest::Method::GET,
+                &format!("/projects/{id}/pipelines/{pipeline}/jobs?scope[]=failed&per_page=50"),
+            );
             let (_, text) = send(req).await?;
             parse(&text)?
         } else {
@@ -342,13 +345,12 @@ impl Gitlab {
         if m.timeline.iter().any(|s| s.step == "deploy_requested") {
             return Ok(format!("deploy to {environment} already requested"));
         }
-        let git_ref = deploy.git_ref.clone().unwrap_or_else(|| {
-            if m.run.base_branch.is_empty() { "main".into() } else { m.run.base_branch.clone() }
-        });
-        let mut variables: Vec<(String, String)> = vec![
-            ("AUTODEV_ENVIRONMENT".into(), environment.clone()),
-            ("AUTODEV_RUN".into(), m.run.id.clone()),
-        ];
+        let git_ref = deploy
+            .git_ref
+            .clone()
+            .unwrap_or_else(|| if m.run.base_branch.is_empty() { "main".into() } else { m.run.base_branch.clone() });
+        let mut variables: Vec<(String, String)> =
+            vec![("AUTODEV_ENVIRONMENT".into(), environment.clone()), ("AUTODEV_RUN".into(), m.run.id.clone())];
         variables.extend(deploy.inputs.iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
         let id = project_id(project);
         let request = match &self.config.trigger_token {
@@ -392,7 +394,8 @@ impl Gitlab {
     async fn note_once(&self, m: &Milestone<'_>, project: &str, iid: u64) -> Result<u64, CallError> {
         let id = project_id(project);
         let mark = format!("<!-- autodev-ci-exhausted:{} -->", m.run.id);
-        let list = self.request(reqwest::Method::GET, &format!("/projects/{id}/merge_requests/{iid}/notes?per_page=100"));
+        let list =
+            self.request(reqwest::Method::GET, &format!("/projects/{id}/merge_requests/{iid}/notes?per_page=100"));
         let (_, text) = send(list).await?;
         let notes: Vec<Note> = parse(&text)?;
         if let Some(n) = notes.iter().find(|n| n.body.as_deref().is_some_and(|b| b.contains(&mark))) {

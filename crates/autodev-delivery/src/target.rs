@@ -137,12 +137,16 @@ impl Milestone<'_> {
                 if self.step.is_some_and(|s| s.step == "checks_failed") { "failed" } else { "passed" },
                 self.step_detail()
             ),
-            "delivery.merged" => format!("The pull request of Autodev run {short} was merged: {title}{}", self.step_detail()),
+            "delivery.merged" => {
+                format!("The pull request of Autodev run {short} was merged: {title}{}", self.step_detail())
+            }
             "delivery.closed" => format!("The pull request of Autodev run {short} was closed without merging: {title}"),
             "delivery.deploy_requested" => {
                 format!("Autodev run {short}'s change goes to {}: {title}", self.environment())
             }
-            "delivery.deployed" => format!("Autodev run {short}'s change was deployed to {}: {title}", self.environment()),
+            "delivery.deployed" => {
+                format!("Autodev run {short}'s change was deployed to {}: {title}", self.environment())
+            }
             "delivery.deploy_failed" => {
                 format!("Deploying Autodev run {short}'s change to {} failed: {title}", self.environment())
             }

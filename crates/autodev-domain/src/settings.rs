@@ -240,7 +240,9 @@ impl DeploySettings {
         .collect();
         match ways.as_slice() {
             [one] => Ok(one),
-            [] => Err("give one of `github_workflow` (a workflow file), `gitlab_trigger: true` or `webhook: true`".into()),
+            [] => {
+                Err("give one of `github_workflow` (a workflow file), `gitlab_trigger: true` or `webhook: true`".into())
+            }
             several => Err(format!("give only one of {}", several.join(", "))),
         }
     }

@@ -119,14 +119,23 @@ fn describe() {
         "autodev_ci_checks_total",
         "Finished checks (check suites, check runs, workflow runs, pipelines) on Autodev's pull requests, by conclusion."
     );
-    describe_counter!("autodev_ci_follow_ups_started_total", "Follow-up runs started by failing CI on Autodev's pull requests.");
+    describe_counter!(
+        "autodev_ci_follow_ups_started_total",
+        "Follow-up runs started by failing CI on Autodev's pull requests."
+    );
     describe_counter!(
         "autodev_ci_follow_ups_refused_total",
         "Failing CI on Autodev's pull requests that started no follow-up, by reason (off, rounds, active, not_autodev_commit)."
     );
-    describe_counter!("autodev_merges_total", "Autodev's pull requests merged (merged=true) or closed unmerged (merged=false).");
+    describe_counter!(
+        "autodev_merges_total",
+        "Autodev's pull requests merged (merged=true) or closed unmerged (merged=false)."
+    );
     describe_counter!("autodev_deploys_requested_total", "Deploys of merged changes asked of the team's CD, by how.");
-    describe_counter!("autodev_deploys_total", "Deployments of merged changes seen, by result (deployed, deploy_failed).");
+    describe_counter!(
+        "autodev_deploys_total",
+        "Deployments of merged changes seen, by result (deployed, deploy_failed)."
+    );
     describe_histogram!(
         "autodev_ticket_to_merge_seconds",
         Unit::Seconds,

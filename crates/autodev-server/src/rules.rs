@@ -222,7 +222,11 @@ impl CheckSettings for ProjectSettings {
             deploy.way().map_err(|why| ApiError::invalid("settings.deploy", why))?;
             let name = regex::Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$").map_err(|e| ApiError::internal(&e))?;
             let checks = [
-                ("settings.deploy.github_workflow", &deploy.github_workflow, "a workflow file name such as `deploy.yml`, or its id"),
+                (
+                    "settings.deploy.github_workflow",
+                    &deploy.github_workflow,
+                    "a workflow file name such as `deploy.yml`, or its id",
+                ),
                 ("settings.deploy.ref", &deploy.git_ref, "a branch or tag name"),
                 ("settings.deploy.environment", &deploy.environment, "an environment name such as `staging`"),
             ];

@@ -522,7 +522,16 @@ impl Git {
             return Ok(Err(RevertRefusal::NoParent));
         };
         let out = self
-            .output(&["merge-tree", "--write-tree", "--name-only", "--no-messages", "--merge-base", change, onto, &parent])
+            .output(&[
+                "merge-tree",
+                "--write-tree",
+                "--name-only",
+                "--no-messages",
+                "--merge-base",
+                change,
+                onto,
+                &parent,
+            ])
             .await?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut lines = stdout.lines();

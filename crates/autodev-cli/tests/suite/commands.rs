@@ -787,6 +787,16 @@ async fn a_run_is_delivered_to_a_webhook_and_deliver_retries_what_failed() {
     let last = requests.last().unwrap();
     assert!(last.headers.get("x-autodev-signature-256").unwrap().to_str().unwrap().starts_with("sha256="));
 
+    // `autodev revert`: a run that was never merged (a local run, no pull request) is refused
+    // with the reason, exit 1; `--json` says the same as the API's error.
+    let (code, _, stderr) = output(autodev(&home).args(["revert", &short]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("refused (not_merged)") && stderr.contains("it has no pull request"), "{stderr}");
+    let (code, stdout, _) = output(autodev(&home).args(["revert", &short, "--json"]));
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["error"]["code"], "not_merged", "{v}");
+
     // `autodev costs`: by run and by model, as text and JSON.
     let (code, stdout, _) = output(autodev(&home).args(["costs", "--by", "run", "--json"]));
     assert_eq!(code, 0);

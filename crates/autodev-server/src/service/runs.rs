@@ -245,7 +245,9 @@ pub async fn revert(state: &AppState, caller: &Caller, id: &str) -> Result<RunRo
     let run = caller.run(state, id).await?;
     let path = caller.audit_path(&format!("/api/v1/runs/{}/revert", run.id));
     let audit = AuditEntry::new(Some(&*caller.key), "POST", &path, 201, None);
-    match autodev_engine::after::request_revert(&state.store, &state.engine, &run.id, &caller.key.name, Some(audit)).await {
+    match autodev_engine::after::request_revert(&state.store, &state.engine, &run.id, &caller.key.name, Some(audit))
+        .await
+    {
         Ok(Ok(revert)) => Ok(revert),
         Ok(Err(refused)) => {
             caller.audit(state, "POST", &format!("/api/v1/runs/{}/revert", run.id), 409, Some(refused.code)).await?;

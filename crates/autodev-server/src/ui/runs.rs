@@ -294,7 +294,8 @@ async fn detail(state: &AppState, session: &Session, id: &str) -> Result<Detail,
     let links = store.run_links(&run.id).await.map_err(fail)?;
     let outbox = store.outbox_for_run(&run.id).await.map_err(fail)?;
     let timeline = runs::timeline(state, &run.id).await.map_err(|e| api_error(state, session, e))?;
-    let revertible = timeline.iter().any(|s| s.step == "merged") && !timeline.iter().any(|s| s.step == "revert_requested");
+    let revertible =
+        timeline.iter().any(|s| s.step == "merged") && !timeline.iter().any(|s| s.step == "revert_requested");
     let state_enum = run.run_state();
     let finished = state_enum.is_terminal() || state_enum == RunState::AwaitingApproval;
     let gate = (state_enum == RunState::AwaitingApproval).then(|| autodev_engine::Gate::of(&run));

@@ -56,8 +56,11 @@ pub(crate) struct Checks {
     pub name: String,
     pub url: Option<String>,
     /// GitLab: the pipeline and its failed jobs (id, name, stage) as the event named them.
-    pub pipeline: Option<(u64, Vec<(u64, String, String)>)>,
+    pub pipeline: Option<(u64, Vec<FailedJob>)>,
 }
+
+/// A failed GitLab job as a pipeline event names it: id, name, stage.
+pub(crate) type FailedJob = (u64, String, String);
 
 /// A pull request closed, merged or not.
 pub(crate) struct Closed {
@@ -417,7 +420,8 @@ async fn deployment(state: &AppState, d: Deployment) -> Result<Acted, ApiError> 
     if project_of(state, &owner).await.filter(|p| same_place(p, d.source, &d.place)).is_none() {
         return ignored(format!("commit {} belongs to no project for {} `{}`", short(&d.sha), d.source, d.place));
     }
-    let (step_name, topic) = if d.ok { ("deployed", "delivery.deployed") } else { ("deploy_failed", "delivery.deploy_failed") };
+    let (step_name, topic) =
+        if d.ok { ("deployed", "delivery.deployed") } else { ("deploy_failed", "delivery.deploy_failed") };
     let step = DeliveryStep {
         step: step_name.into(),
         detail: format!("{} to {}", if d.ok { "deployed" } else { "deploy failed" }, d.environment),
@@ -509,7 +513,10 @@ pub(super) fn github_closed(v: &Value, repo: &str) -> News {
         url: str_at(pr, &["html_url"]).unwrap_or_default().to_string(),
         merged,
         sha: if merged { str_at(pr, &["merge_commit_sha"]).map(str::to_string) } else { None },
-        by: str_at(pr, &["merged_by", "login"]).or_else(|| str_at(v, &["sender", "login"])).unwrap_or_default().to_string(),
+        by: str_at(pr, &["merged_by", "login"])
+            .or_else(|| str_at(v, &["sender", "login"]))
+            .unwrap_or_default()
+            .to_string(),
     })
 }
 
@@ -560,7 +567,11 @@ pub(super) fn gitlab_pipeline(v: &Value, project: &str) -> Result<News, String> 
         .flatten()
         .filter(|b| b["status"] == "failed" && b["allow_failure"] != true)
         .filter_map(|b| {
-            Some((b["id"].as_u64()?, str_at(b, &["name"])?.to_string(), str_at(b, &["stage"]).unwrap_or("").to_string()))
+            Some((
+                b["id"].as_u64()?,
+                str_at(b, &["name"])?.to_string(),
+                str_at(b, &["stage"]).unwrap_or("").to_string(),
+            ))
         })
         .collect();
     let web = str_at(v, &["project", "web_url"]).unwrap_or_default().trim_end_matches('/').to_string();

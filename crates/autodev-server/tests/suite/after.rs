@@ -45,7 +45,10 @@ async fn wait_for_end(app: &TestApp, id: &str) -> Value {
 async fn project_on_bare(app: &TestApp, settings: Value) -> std::path::PathBuf {
     let work = autodev_testkit::make_repo(app._dir.path());
     let bare = app._dir.path().join("origin.git");
-    autodev_testkit::git(app._dir.path(), &["clone", "--quiet", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()]);
+    autodev_testkit::git(
+        app._dir.path(),
+        &["clone", "--quiet", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()],
+    );
     let project = json!({"name": "hello", "repository": format!("file://{}", bare.display()),
         "test_command": "test -f README.md", "settings": settings});
     let r = app.post("/api/v1/projects", Some(&app.admin)).json(&project).send().await.unwrap();
@@ -99,8 +102,14 @@ async fn github_checks_api(forge: &MockServer) {
     for i in 0..3000 {
         log.push_str(&format!("2026-12-06T01:00:00.0000000Z compiling crate {i}\n"));
     }
-    log.push_str("2026-12-06T01:00:09.0000000Z \u{1b}[31merror: test greet_says_hello failed\u{1b}[0m at src/greet.rs:3\n");
-    Mock::given(method("GET")).and(path("/job-logs/4.txt")).respond_with(ResponseTemplate::new(200).set_body_string(log)).mount(forge).await;
+    log.push_str(
+        "2026-12-06T01:00:09.0000000Z \u{1b}[31merror: test greet_says_hello failed\u{1b}[0m at src/greet.rs:3\n",
+    );
+    Mock::given(method("GET"))
+        .and(path("/job-logs/4.txt"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(log))
+        .mount(forge)
+        .await;
 }
 
 /// The pull request, comment, workflow and Jira calls delivery makes.
@@ -162,9 +171,12 @@ async fn jira_api(jira: &MockServer) {
         .await;
     Mock::given(method("GET"))
         .and(path("/rest/api/3/issue/JRA-20002/transitions"))
-        .respond_with(json_response(200, json!({"expand": "transitions", "transitions": [
+        .respond_with(json_response(
+            200,
+            json!({"expand": "transitions", "transitions": [
             {"id": "21", "name": "In Review", "to": {"name": "In Review"}},
-            {"id": "31", "name": "Done", "to": {"name": "Done"}}]})))
+            {"id": "31", "name": "Done", "to": {"name": "Done"}}]}),
+        ))
         .mount(jira)
         .await;
     Mock::given(method("POST"))

@@ -690,7 +690,10 @@ async fn review_feedback_adds_commits_to_the_same_branch_and_pull_request(app) {
     };
     let dispatcher = Dispatcher::new(app.store.clone(), app._dir.path(), &config);
     dispatcher.deliver_run(&first_id).await.unwrap();
-    assert_eq!(app.store.run_links(&first_id).await.unwrap()[0].1, pr_url);
+    let links = app.store.run_links(&first_id).await.unwrap();
+    assert!(links.contains(&("github.pull_request".to_string(), pr_url.to_string())), "{links:?}");
+    // The commit it pushed, by which CI results are known to be Autodev's.
+    assert!(links.contains(&("git.head".to_string(), first_tip.clone())), "{links:?}");
 
     // A review comment on that pull request (octokit's example, its body made a command).
     let mut payload: Value = serde_json::from_str(&std::fs::read_to_string(
