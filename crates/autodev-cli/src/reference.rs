@@ -272,10 +272,6 @@ pub const KEYS: &[Key] = &[
         "GitLab (self-managed too). The token is `AUTODEV_GITLAB_TOKEN` (or `_FILE`).",
     ),
     k("gitlab.labels", None, "[]", Operator, "Labels on every merge request Autodev opens."),
-        "none",
-        Operator,
-        "A pipeline trigger token for projects whose `deploy` sets `gitlab_trigger` (variable or `_FILE` only); without it the pipeline is created with `AUTODEV_GITLAB_TOKEN`.",
-    ),
     k(
         "jira.url",
         Some("AUTODEV_JIRA_URL"),

@@ -108,7 +108,8 @@ pub async fn show(home: &Path, key: &str, json: bool) -> Exit {
         let events = store.events(&r.id, 0).await.map_err(store_error)?;
         let deliveries = store.outbox_for_run(&r.id).await.map_err(store_error)?;
         let links = store.run_links(&r.id).await.map_err(store_error)?;
-        let owner = autodev_engine::after::timeline_owner(&store, &r.id).await.map_err(|e| Exit::Usage(e.to_string()))?;
+        let owner =
+            autodev_engine::after::timeline_owner(&store, &r.id).await.map_err(|e| Exit::Usage(e.to_string()))?;
         let timeline = store.timeline(&owner).await.map_err(store_error)?;
         if json {
             let mut v = run_json(&r);
