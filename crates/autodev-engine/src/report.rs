@@ -24,6 +24,14 @@ pub async fn render(
         None => run.state.clone(),
     };
     let _ = writeln!(out, "| outcome | {outcome} |");
+    // A CI follow-up says which failure it answered; a revert what it reverts.
+    let links = store.run_links(run_id).await?;
+    if let Some((_, failure)) = links.iter().find(|(n, _)| n == "ci.failure") {
+        let _ = writeln!(out, "| answers | {} |", failure.replace('|', "\\|").replace('\n', " "));
+    }
+    if let Some(of) = run.settings().ok().and_then(|s| s.revert) {
+        let _ = writeln!(out, "| reverts | run `{}`, merged as `{}` |", of.run_id, of.sha);
+    }
     let _ = writeln!(out, "| repository | `{}` |", autodev_domain::mask_url_credentials(&run.repo));
     let _ = writeln!(
         out,

@@ -445,6 +445,40 @@ fn refine(doc: &mut Value) -> Vec<String> {
         json!({"maxItems": 50, "items": {"type": "string", "pattern": crate::rules::FORGE_LOGIN}}),
     );
     set(doc, &schema("Decision", "allow_paths"), globs);
+    set(doc, &schema("ProjectSettings", "ci_repair_rounds"), json!({"minimum": 0, "maximum": 10}));
+    set(doc, &schema("ProjectSettings", "jira_done_transition"), json!({"maxLength": 100, "pattern": ONE_LINE}));
+    // Exactly one way to deploy: the chosen key set, the other two absent or null.
+    let name = || json!({"type": ["string", "null"], "pattern": DEPLOY_NAME});
+    let common = json!({
+        "ref": name(),
+        "environment": name(),
+        "inputs": {"type": ["object", "null"], "maxProperties": DEPLOY_INPUTS_MAX,
+            "propertyNames": {"pattern": DEPLOY_INPUT},
+            "additionalProperties": {"type": "string", "maxLength": 1000, "pattern": ONE_LINE}},
+    });
+    let way = |key: &str, chosen: Value| {
+        let mut properties = common.clone();
+        for other in ["github_workflow", "gitlab_trigger", "webhook"] {
+            properties[other] = if other == key { chosen.clone() } else { json!({"type": "null"}) };
+        }
+        json!({"type": "object", "additionalProperties": false, "required": [key], "properties": properties})
+    };
+    if let Some(deploy) = doc.pointer_mut("/components/schemas/DeploySetting") {
+        let description = deploy["description"].clone();
+        let example = deploy["example"].clone();
+        *deploy = json!({
+            "description": description,
+            "example": example,
+            "oneOf": [
+                way("github_workflow", json!({"type": "string", "pattern": DEPLOY_NAME})),
+                way("gitlab_trigger", json!({"type": "boolean", "enum": [true]})),
+                way("webhook", json!({"type": "boolean", "enum": [true]})),
+            ],
+        });
+    } else {
+        // Not there: `set` records it as missing.
+        set(doc, "/components/schemas/DeploySetting", json!({}));
+    }
     let param = |path: &str, method: &str, index: usize| {
         format!("/paths/{}/{method}/parameters/{index}/schema", path.replace('/', "~1"))
     };

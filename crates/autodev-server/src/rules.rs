@@ -141,6 +141,76 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A deploy workflow, ref or environment name (the document's `DeploySetting`).
+pub const DEPLOY_NAME: &str = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$";
+/// A deploy input's name.
+pub const DEPLOY_INPUT: &str = r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$";
+/// The most inputs a deploy takes (GitHub's limit for `workflow_dispatch`).
+pub const DEPLOY_INPUTS_MAX: usize = 10;
+
+/// A project's `deploy`: exactly one way (`github_workflow`, `gitlab_trigger: true` or
+/// `webhook: true`; the other two absent or null), names that are names, at most ten inputs.
+fn check_deploy(deploy: &autodev_domain::DeploySettings) -> Result<(), ApiError> {
+    for (field, value) in [("gitlab_trigger", deploy.gitlab_trigger), ("webhook", deploy.webhook)] {
+        if value == Some(false) {
+            return Err(ApiError::invalid(
+                &format!("settings.deploy.{field}"),
+                "`false` chooses nothing: leave it out, or give `true` to deploy this way",
+            ));
+        }
+    }
+    let chosen = [deploy.github_workflow.is_some(), deploy.gitlab_trigger.is_some(), deploy.webhook.is_some()];
+    match chosen.iter().filter(|c| **c).count() {
+        1 => {}
+        0 => {
+            return Err(ApiError::invalid(
+                "settings.deploy",
+                "give one of `github_workflow` (a workflow file), `gitlab_trigger: true` or `webhook: true`",
+            ));
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "settings.deploy",
+                "give only one of `github_workflow`, `gitlab_trigger` and `webhook`",
+            ));
+        }
+    }
+    let name = regex::Regex::new(DEPLOY_NAME).map_err(|e| ApiError::internal(&e))?;
+    let checks = [
+        (
+            "settings.deploy.github_workflow",
+            &deploy.github_workflow,
+            "a workflow file name such as `deploy.yml`, or its id",
+        ),
+        ("settings.deploy.ref", &deploy.git_ref, "a branch or tag name"),
+        ("settings.deploy.environment", &deploy.environment, "an environment name such as `staging`"),
+    ];
+    for (field, value, what) in checks {
+        if let Some(v) = value
+            && !name.is_match(v)
+        {
+            return Err(ApiError::invalid(field, format!("`{v}` is not {what}")));
+        }
+    }
+    if deploy.inputs.as_ref().is_some_and(|i| i.len() > DEPLOY_INPUTS_MAX) {
+        return Err(ApiError::invalid(
+            "settings.deploy.inputs",
+            format!("at most {DEPLOY_INPUTS_MAX} inputs (GitHub takes {DEPLOY_INPUTS_MAX})"),
+        ));
+    }
+    let input = regex::Regex::new(DEPLOY_INPUT).map_err(|e| ApiError::internal(&e))?;
+    for (k, v) in deploy.inputs.iter().flatten() {
+        if !input.is_match(k) {
+            return Err(ApiError::invalid(
+                &format!("settings.deploy.inputs.{k}"),
+                "an input name is a letter or `_`, then letters, digits, `_` or `-`",
+            ));
+        }
+        one_line(&format!("settings.deploy.inputs.{k}"), v, 1000)?;
+    }
+    Ok(())
+}
+
 /// One line of at most `max` characters ([`ONE_LINE`]).
 pub fn one_line(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.chars().any(|c| c.is_ascii_control()) {
@@ -219,37 +289,7 @@ impl CheckSettings for ProjectSettings {
             one_line("settings.jira_done_transition", t, 100)?;
         }
         if let Some(deploy) = &self.deploy {
-            deploy.way().map_err(|why| ApiError::invalid("settings.deploy", why))?;
-            let name = regex::Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$").map_err(|e| ApiError::internal(&e))?;
-            let checks = [
-                (
-                    "settings.deploy.github_workflow",
-                    &deploy.github_workflow,
-                    "a workflow file name such as `deploy.yml`, or its id",
-                ),
-                ("settings.deploy.ref", &deploy.git_ref, "a branch or tag name"),
-                ("settings.deploy.environment", &deploy.environment, "an environment name such as `staging`"),
-            ];
-            for (field, value, what) in checks {
-                if let Some(v) = value
-                    && (!name.is_match(v) || v.contains(".."))
-                {
-                    return Err(ApiError::invalid(field, format!("`{v}` is not {what}")));
-                }
-            }
-            let input = regex::Regex::new(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$").map_err(|e| ApiError::internal(&e))?;
-            for (k, v) in deploy.inputs.iter().flatten() {
-                if !input.is_match(k) {
-                    return Err(ApiError::invalid(
-                        &format!("settings.deploy.inputs.{k}"),
-                        "an input name is a letter or `_`, then letters, digits, `_` or `-`",
-                    ));
-                }
-                one_line(&format!("settings.deploy.inputs.{k}"), v, 1000)?;
-            }
-            if deploy.inputs.as_ref().is_some_and(|i| i.len() > 10) {
-                return Err(ApiError::invalid("settings.deploy.inputs", "at most 10 inputs (GitHub takes 10)"));
-            }
+            check_deploy(deploy)?;
         }
         if let Some(bots) = &self.trigger_bots {
             if bots.len() > MAX_TRIGGER_BOTS {
@@ -357,6 +397,7 @@ mod tests {
             (r#"{"deploy": {}}"#, "settings.deploy"),
             (r#"{"deploy": {"webhook": true, "gitlab_trigger": true}}"#, "settings.deploy"),
             (r#"{"deploy": {"github_workflow": "../x.yml"}}"#, "settings.deploy.github_workflow"),
+            (r#"{"deploy": {"github_workflow": "d.yml", "webhook": false}}"#, "settings.deploy.webhook"),
             (r#"{"deploy": {"webhook": true, "environment": "a b"}}"#, "settings.deploy.environment"),
             (r#"{"ci_repair_rounds": 11}"#, "settings.ci_repair_rounds"),
             (r#"{"jira_done_transition": "Done\nnow"}"#, "settings.jira_done_transition"),

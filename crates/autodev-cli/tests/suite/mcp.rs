@@ -59,7 +59,16 @@ async fn the_official_python_sdk_drives_autodev_mcp_over_stdio() {
     assert_eq!(seen["server"], "autodev");
     assert_eq!(
         seen["tools"],
-        serde_json::json!(["approve_run", "ask", "cancel_run", "create_run", "get_run", "list_runs", "search_code"])
+        serde_json::json!([
+            "approve_run",
+            "ask",
+            "cancel_run",
+            "create_run",
+            "get_run",
+            "list_runs",
+            "revert_run",
+            "search_code"
+        ])
     );
     assert_eq!(seen["schemas_ok"], true);
     assert_eq!(seen["search_code_required"], serde_json::json!(["query"]));

@@ -302,6 +302,8 @@ async fn a_pull_request_is_followed_from_red_ci_to_merge_deploy_and_revert(app) 
     let replies = bodies(&requests, "PATCH", "/repos/Codertocat/Hello-World/issues/comments/77");
     let reply = replies.last().unwrap()["body"].as_str().unwrap().to_string();
     assert!(reply.contains("This follow-up answers: CI failed on") && reply.contains("test (ubuntu-latest)"), "{reply}");
+    let report = app.store.artifact(app._dir.path(), &ci1, "report.md").await.unwrap().unwrap();
+    assert!(report.contains("| answers | CI failed on ") && report.contains("test (ubuntu-latest)"), "{report}");
 
     // The second failure (on the follow-up's commit): the second and last round.
     let mut again = suite.clone();
