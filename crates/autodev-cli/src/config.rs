@@ -851,5 +851,6 @@ pub fn configured_settings(cfg: &FileConfig, provider: &str, model: String) -> R
         allowed_paths: Vec::new(),
         approve_delivery: false,
         revert: None,
+        trace_parent: None,
     }
 }

@@ -18,6 +18,7 @@ mod context;
 mod display;
 mod provider;
 mod reference;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -44,10 +45,33 @@ impl Exit {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if cli.log_format == "json" { logs.json().flatten_event(true).try_init() } else { logs.try_init() };
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = if cli.log_format == "json" { logs.json().flatten_event(true).boxed() } else { logs.boxed() };
+    // Traces, when the OTEL_* variables ask (telemetry.rs): Autodev's own spans, at info and
+    // above, whatever the log level.
+    let provider = match telemetry::provider() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let traces = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer().with_tracer(telemetry::tracer(p)).with_filter(
+            tracing_subscriber::filter::filter_fn(|m| {
+                m.target().starts_with("autodev") && *m.level() <= tracing::Level::INFO
+            }),
+        )
+    });
+    if traces.is_some() {
+        autodev_engine::telemetry::enable();
+    }
+    let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).with(traces).try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -56,6 +80,10 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     let exit = runtime.block_on(commands::dispatch(cli));
+    drop(runtime);
+    if let Some(p) = provider {
+        telemetry::shutdown(p);
+    }
     match &exit {
         Exit::Usage(msg) => eprintln!("error: {msg}"),
         Exit::Ok | Exit::Failed | Exit::Interrupted => {}

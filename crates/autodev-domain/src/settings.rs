@@ -82,6 +82,10 @@ pub struct RunSettings {
     /// called; the revert is tested and delivered like any change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert: Option<RevertOf>,
+    /// The W3C `traceparent` of the run's creation span: every process that drives the run
+    /// continues this trace (none when tracing was off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
 }
 
 /// What a revert run undoes: another run's change as merged.
@@ -127,6 +131,7 @@ impl Default for RunSettings {
             allowed_paths: Vec::new(),
             approve_delivery: false,
             revert: None,
+            trace_parent: None,
         }
     }
 }

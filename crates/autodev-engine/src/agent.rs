@@ -509,11 +509,38 @@ impl<'a, 's> AgentLoop<'a, 's> {
             response_schema: self.reply_schema.clone(),
         };
         let reserved = reserve(ctx, &request, &mut self.counters).await?;
+        // The model call as the GenAI semantic conventions name it.
+        let span = tracing::info_span!(
+            "autodev.model_call",
+            otel.name = %format!("chat {}", ctx.settings.model),
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = %ctx.settings.provider,
+            gen_ai.request.model = %ctx.settings.model,
+            gen_ai.request.max_tokens = request.max_output_tokens,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            autodev.cost_usd = tracing::field::Empty,
+            autodev.run.id = %ctx.run.id,
+            autodev.conversation = %self.spec.conversation,
+            autodev.turn = turn,
+        );
         let started = Instant::now();
         let result = tokio::select! {
-            r = ctx.engine.model.complete(&request) => Some(r),
+            r = tracing::Instrument::instrument(ctx.engine.model.complete(&request), span.clone()) => Some(r),
             _ = ctx.cancel.cancelled() => None,
         };
+        if let Some(Ok(r)) = &result {
+            span.record("gen_ai.usage.input_tokens", r.usage.input_tokens);
+            span.record("gen_ai.usage.output_tokens", r.usage.output_tokens);
+            span.record("gen_ai.response.model", ctx.settings.model.as_str());
+            let cost = ctx.engine.prices.cost(&ctx.settings.model, r.usage.input_tokens, r.usage.output_tokens);
+            if let Some(c) = cost {
+                span.record("autodev.cost_usd", c.as_usd());
+            }
+        }
+        drop(span);
         if !matches!(result, Some(Ok(_))) && reserved > 0 {
             ctx.engine.store.release_cost(&ctx.run.id, reserved).await?;
         }
@@ -767,7 +794,23 @@ impl<'a, 's> AgentLoop<'a, 's> {
                         ctx.emit(e).await;
                     }
                     let tool_started = Instant::now();
-                    let result = execute(self.spec.kind, self.spec.toolbox, &call.name, &call.arguments).await;
+                    let span = tracing::info_span!(
+                        "autodev.tool_call",
+                        otel.name = %format!("execute_tool {}", call.name),
+                        gen_ai.operation.name = "execute_tool",
+                        gen_ai.tool.name = %call.name,
+                        gen_ai.tool.call.id = %call.id,
+                        autodev.conversation = %conv,
+                        autodev.turn = turn,
+                        autodev.tool.error = tracing::field::Empty,
+                    );
+                    let result = tracing::Instrument::instrument(
+                        execute(self.spec.kind, self.spec.toolbox, &call.name, &call.arguments),
+                        span.clone(),
+                    )
+                    .await;
+                    span.record("autodev.tool.error", result.is_error);
+                    drop(span);
                     self.excluded += tool_started.elapsed();
                     let outcome = if result.is_error { "error" } else { "ok" };
                     // The name comes from the model: only known names become label values.

@@ -92,7 +92,22 @@ pub(crate) async fn insert_draft(
     audit: Option<AuditEntry>,
 ) -> Result<(NewRun, autodev_domain::Event)> {
     let title = draft.spec.title();
-    let settings = serde_json::to_string(draft.settings).map_err(autodev_store::StoreError::from)?;
+    // The run's trace starts here, under the caller's span (an API request, a webhook) when
+    // there is one; a follow-up links to the trace of the run it follows.
+    let span = tracing::info_span!(
+        "autodev.run.create",
+        otel.name = "run created",
+        autodev.run.title = %title,
+        autodev.run.id = tracing::field::Empty
+    );
+    let mut settings = draft.settings.clone();
+    if crate::telemetry::enabled() {
+        if let Some(followed) = &settings.trace_parent {
+            crate::telemetry::link(&span, followed);
+        }
+        settings.trace_parent = crate::telemetry::traceparent(&span);
+    }
+    let settings = serde_json::to_string(&settings).map_err(autodev_store::StoreError::from)?;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -119,7 +134,10 @@ pub(crate) async fn insert_draft(
         };
         let audit = audit.clone().map(|a| AuditEntry { detail: a.detail.or_else(|| Some(run.id.clone())), ..a });
         match store.insert_run_audited(run.clone(), created, audit).await {
-            Ok(event) => return Ok((run, event)),
+            Ok(event) => {
+                span.record("autodev.run.id", run.id.as_str());
+                return Ok((run, event));
+            }
             Err(e) if e.is_unique_violation() && attempt < 4 => continue,
             Err(e) => return Err(e.into()),
         }

@@ -27,6 +27,7 @@
 //! - [`prompts`]: the opening messages of each kind of conversation.
 //! - [`detect`]: test-command detection and the planner's view of the repository.
 //! - [`settings`]: the per-run settings stored with the run (typed in `autodev_domain`).
+//! - [`telemetry`]: a run as one OpenTelemetry trace (its stored `traceparent`, parents, links).
 //! - `evidence.rs`: whether the run's tests fail on the base commit (FAIL_TO_PASS).
 //! - `isolation.rs`: the sandbox check at the start of a run, the unisolated-mode and
 //!   refused-configuration warnings, the per-project cache key, a run's sandbox policy and
@@ -54,6 +55,7 @@ pub mod prompts;
 pub mod report;
 mod run;
 pub mod settings;
+pub mod telemetry;
 
 pub use engine::{Budgets, Engine, EngineConfig, SandboxConfig};
 pub use error::EngineError;

@@ -25,19 +25,24 @@ const FAILURE_BYTES: usize = 24 * 1024;
 const EVENT_OUTPUT_BYTES: usize = 4 * 1024;
 
 pub(crate) async fn drive(ctx: &Arc<RunCtx>) -> Result<Outcome> {
+    use tracing::Instrument;
     loop {
         ctx.check_cancel()?;
         let state = ctx.engine.store.run_state(&ctx.run.id).await?;
+        // Each phase is a span of the run's trace.
+        let phase = |name: &'static str| {
+            tracing::info_span!("autodev.phase", otel.name = name, autodev.phase = name, autodev.run.id = %ctx.run.id)
+        };
         match state {
             RunState::Queued => {
                 crate::isolation::announce(ctx).await?;
                 transition(ctx, RunState::Planning, None).await?
             }
-            RunState::Planning => plan(ctx).await?,
+            RunState::Planning => plan(ctx).instrument(phase("plan")).await?,
             RunState::AwaitingApproval => return Ok(Outcome::AwaitingApproval),
-            RunState::Executing => execute(ctx).await?,
-            RunState::Verifying => verify(ctx).await?,
-            RunState::Delivering => deliver(ctx).await?,
+            RunState::Executing => execute(ctx).instrument(phase("execute")).await?,
+            RunState::Verifying => verify(ctx).instrument(phase("verify")).await?,
+            RunState::Delivering => deliver(ctx).instrument(phase("deliver")).await?,
             RunState::Succeeded | RunState::Failed | RunState::Cancelled => return Ok(Outcome::Finished(state)),
         }
     }
@@ -285,10 +290,20 @@ async fn execute(ctx: &Arc<RunCtx>) -> Result<()> {
             }
             in_flight.insert(t.task_key.clone());
             let (ctx2, task, plan) = (ctx.clone(), t.clone(), plan.clone());
-            running.spawn(async move {
-                let key = task.task_key.clone();
-                (key, task_agent(&ctx2, &task, &plan).await)
-            });
+            let span = tracing::info_span!(
+                "autodev.task",
+                otel.name = %format!("task {}", t.task_key),
+                autodev.task.id = %t.task_key,
+                autodev.task.title = %t.title,
+                autodev.run.id = %ctx.run.id
+            );
+            running.spawn(tracing::Instrument::instrument(
+                async move {
+                    let key = task.task_key.clone();
+                    (key, task_agent(&ctx2, &task, &plan).await)
+                },
+                span,
+            ));
         }
         if in_flight.is_empty() {
             let tasks = ctx.engine.store.tasks(&ctx.run.id).await?;
@@ -562,8 +577,21 @@ async fn merge_task_into(ctx: &RunCtx, run_wt: &std::path::Path, task: &autodev_
 }
 
 async fn run_tests(ctx: &RunCtx, wt: &std::path::Path, round: u32) -> Result<(bool, String, Option<i32>)> {
-    let outcome = ctx.test_command_in(wt).await?;
+    let span = tracing::info_span!(
+        "autodev.tests",
+        otel.name = %format!("tests round {round}"),
+        autodev.tests.round = round,
+        autodev.tests.command = %ctx.settings.test_command,
+        autodev.tests.passed = tracing::field::Empty,
+        autodev.tests.exit_code = tracing::field::Empty,
+    );
+    let outcome = tracing::Instrument::instrument(ctx.test_command_in(wt), span.clone()).await?;
     let passed = outcome.success();
+    span.record("autodev.tests.passed", passed);
+    if let Some(code) = outcome.exit_code {
+        span.record("autodev.tests.exit_code", code);
+    }
+    drop(span);
     let tail = outcome.render(EVENT_OUTPUT_BYTES);
     let e = ctx
         .engine

@@ -267,7 +267,23 @@ impl Engine {
             warned_global_month: Default::default(),
             code: Default::default(),
         });
-        let result = crate::phases::drive(&ctx).await;
+        // This process's part of the run's trace: the phases it drives, under the run's
+        // creation span (the wait at a gate, or a crash, ends it; a resume starts another).
+        // At warn level so that log lines (warn and above by default) carry the run and its
+        // trace id whatever the filter; cheap either way (one span per drive).
+        let span = tracing::warn_span!(
+            "autodev.run",
+            otel.name = %format!("run {}", ctx.run.short_id),
+            autodev.run.id = %ctx.run.id,
+            autodev.run.title = %ctx.run.title,
+            autodev.process = %crate::lease::process_owner(),
+            trace_id = tracing::field::Empty,
+        );
+        crate::telemetry::set_parent(&span, ctx.settings.trace_parent.as_deref());
+        if let Some(id) = crate::telemetry::trace_id(&span) {
+            span.record("trace_id", id.as_str());
+        }
+        let result = tracing::Instrument::instrument(crate::phases::drive(&ctx), span).await;
         if lost() {
             return Ok(Outcome::LeaseLost);
         }
