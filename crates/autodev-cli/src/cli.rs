@@ -272,7 +272,8 @@ pub struct RunArgs {
     /// Model turns one agent may take.
     #[arg(long)]
     pub max_steps: Option<u32>,
-    /// Stop after planning and ask on the terminal before executing.
+    /// Stop after planning and ask on the terminal before executing (no answer, stdin closed,
+    /// leaves the run at its gate for `autodev approve` or `reject`).
     #[arg(long)]
     pub approve: bool,
     /// Print events and the summary as JSON lines instead of the live display.

@@ -77,9 +77,8 @@ pub fn provider() -> Result<Option<SdkTracerProvider>, String> {
     if var("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name("autodev");
     }
-    let resource = resource
-        .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-        .build();
+    let resource =
+        resource.with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build();
     Ok(Some(SdkTracerProvider::builder().with_batch_exporter(Counted(exporter)).with_resource(resource).build()))
 }
 

@@ -517,14 +517,14 @@ impl<'a, 's> AgentLoop<'a, 's> {
             gen_ai.operation.name = "chat",
             gen_ai.provider.name = %ctx.settings.provider,
             gen_ai.request.model = %ctx.settings.model,
-            gen_ai.request.max_tokens = request.max_output_tokens,
+            gen_ai.request.max_tokens = i64::from(request.max_output_tokens),
             gen_ai.response.model = tracing::field::Empty,
             gen_ai.usage.input_tokens = tracing::field::Empty,
             gen_ai.usage.output_tokens = tracing::field::Empty,
             autodev.cost_usd = tracing::field::Empty,
             autodev.run.id = %ctx.run.id,
             autodev.conversation = %self.spec.conversation,
-            autodev.turn = turn,
+            autodev.turn = i64::from(turn),
         );
         let started = Instant::now();
         let result = tokio::select! {
@@ -532,8 +532,9 @@ impl<'a, 's> AgentLoop<'a, 's> {
             _ = ctx.cancel.cancelled() => None,
         };
         if let Some(Ok(r)) = &result {
-            span.record("gen_ai.usage.input_tokens", r.usage.input_tokens);
-            span.record("gen_ai.usage.output_tokens", r.usage.output_tokens);
+            // Integers as OTLP ints (a u64 would be exported as a string).
+            span.record("gen_ai.usage.input_tokens", r.usage.input_tokens.min(i64::MAX as u64) as i64);
+            span.record("gen_ai.usage.output_tokens", r.usage.output_tokens.min(i64::MAX as u64) as i64);
             span.record("gen_ai.response.model", ctx.settings.model.as_str());
             let cost = ctx.engine.prices.cost(&ctx.settings.model, r.usage.input_tokens, r.usage.output_tokens);
             if let Some(c) = cost {
@@ -801,7 +802,7 @@ impl<'a, 's> AgentLoop<'a, 's> {
                         gen_ai.tool.name = %call.name,
                         gen_ai.tool.call.id = %call.id,
                         autodev.conversation = %conv,
-                        autodev.turn = turn,
+                        autodev.turn = i64::from(turn),
                         autodev.tool.error = tracing::field::Empty,
                     );
                     let result = tracing::Instrument::instrument(

@@ -30,9 +30,7 @@ pub(crate) async fn drive(ctx: &Arc<RunCtx>) -> Result<Outcome> {
         ctx.check_cancel()?;
         let state = ctx.engine.store.run_state(&ctx.run.id).await?;
         // Each phase is a span of the run's trace.
-        let phase = |name: &'static str| {
-            tracing::info_span!("autodev.phase", otel.name = name, autodev.phase = name, autodev.run.id = %ctx.run.id)
-        };
+        let phase = |name: &'static str| tracing::info_span!("autodev.phase", otel.name = name, autodev.phase = name, autodev.run.id = %ctx.run.id);
         match state {
             RunState::Queued => {
                 crate::isolation::announce(ctx).await?;
@@ -580,7 +578,7 @@ async fn run_tests(ctx: &RunCtx, wt: &std::path::Path, round: u32) -> Result<(bo
     let span = tracing::info_span!(
         "autodev.tests",
         otel.name = %format!("tests round {round}"),
-        autodev.tests.round = round,
+        autodev.tests.round = i64::from(round),
         autodev.tests.command = %ctx.settings.test_command,
         autodev.tests.passed = tracing::field::Empty,
         autodev.tests.exit_code = tracing::field::Empty,

@@ -86,7 +86,12 @@ pub async fn drive_and_report(
         }
         match outcome {
             Ok(Outcome::AwaitingApproval) if approve_on_terminal => {
-                let approved = ask_approval(&display);
+                // No answer at all (stdin closed: a script, a pipe) leaves the run at its gate
+                // for `autodev approve` / `reject`; only an answer decides.
+                let Some(approved) = ask_approval(&display) else {
+                    eprintln!();
+                    break Ok(Outcome::AwaitingApproval);
+                };
                 engine.approve(&run.id, approved, &whoami(), "").await.map_err(|e| Exit::Usage(e.to_string()))?;
                 if !approved {
                     while let Ok(e) = events.try_recv() {
@@ -129,15 +134,15 @@ pub async fn drive_and_report(
     })
 }
 
-pub(crate) fn ask_approval(display: &Display) -> bool {
+pub(crate) fn ask_approval(display: &Display) -> Option<bool> {
     // The question goes to stderr so it shows in --json mode too; the plan is above it.
     display.finish();
     eprint!("\nApprove this plan and start the agents? [y/N] ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     match std::io::stdin().lock().read_line(&mut line) {
-        Ok(0) | Err(_) => false,
-        Ok(_) => matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")),
     }
 }
 

@@ -6,6 +6,7 @@ mod ops;
 mod processes;
 mod resume;
 mod service;
+mod traces;
 
 use std::io::BufRead;
 use std::path::Path;
