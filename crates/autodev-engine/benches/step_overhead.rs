@@ -208,8 +208,26 @@ async fn memory_in_flight(runs: usize) {
     println!("  RSS before {:.1} MiB, peak (VmHWM) {:.1} MiB", before as f64 / 1024.0, peak_sampled as f64 / 1024.0);
 }
 
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the run's spans are exported as `autodev` exports
+/// them (an OTLP/HTTP batch exporter under tracing-opentelemetry): the overhead with tracing
+/// on. Unset, no layer is installed: the overhead as shipped.
+fn traces() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok()?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build().unwrap();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_batch_exporter(exporter).build();
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("autodev"));
+    tracing_subscriber::registry().with(layer).init();
+    autodev_engine::telemetry::enable();
+    println!("tracing on: spans exported over OTLP/HTTP");
+    Some(provider)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
+    let provider = traces();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         step_overhead(400, None, None).await;
@@ -221,4 +239,7 @@ fn main() {
         step_overhead(400, Some(1_000.0), Some(100_000.0)).await;
         memory_in_flight(50).await;
     });
+    if let Some(p) = provider {
+        let _ = p.shutdown();
+    }
 }

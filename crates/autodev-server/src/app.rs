@@ -51,7 +51,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(crate::extract::MAX_BODY_BYTES))
         .layer(crate::error::JsonErrorsLayer)
-        .layer(axum::middleware::from_fn(crate::metrics::track));
+        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn(crate::metrics::trace));
     // MCP over streamable HTTP, behind the API's keys (see `mcp`).
     let mcp = Router::new()
         .nest_service("/mcp", crate::mcp::http_service(state.clone(), tokio_util::sync::CancellationToken::new()))

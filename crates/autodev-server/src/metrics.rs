@@ -146,12 +146,52 @@ fn describe() {
         Unit::Seconds,
         "From a run's creation (its ticket) to the first successful deployment of its change."
     );
+    describe_counter!(
+        "autodev_trace_spans_dropped_total",
+        "Spans the trace exporter could not send (a receiver that is down or refuses them): dropped, nothing else."
+    );
+    describe_counter!("autodev_trace_spans_exported_total", "Spans the trace exporter sent.");
     describe_counter!("autodev_reverts_total", "Reverts of merged changes asked for (each opens a revert run).");
     describe_counter!("autodev_protected_path_refusals_total", "Agent writes refused at a protected path.");
     describe_counter!(
         "autodev_protected_path_reverts_total",
         "Changes at a protected path made by an agent's command and put back before the commit."
     );
+}
+
+/// A span per API and webhook request when the process exports traces (nothing otherwise):
+/// a child of the caller's W3C `traceparent` when it sent one, so a run made by the request
+/// continues the caller's trace (the ticket system's, a CI job's); the answer carries the
+/// request span's own `traceparent`.
+pub async fn trace(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    if !autodev_engine::telemetry::enabled() {
+        return next.run(req).await;
+    }
+    let route = matched.map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let span = tracing::info_span!(
+        "autodev.http",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let parent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
+    autodev_engine::telemetry::set_parent(&span, parent.as_deref());
+    if let Some(id) = autodev_engine::telemetry::trace_id(&span) {
+        span.record("trace_id", id.as_str());
+    }
+    let own = autodev_engine::telemetry::traceparent(&span);
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", i64::from(response.status().as_u16()));
+    if let Some(value) = own.and_then(|tp| axum::http::HeaderValue::from_str(&tp).ok()) {
+        response.headers_mut().insert("traceparent", value);
+    }
+    response
 }
 
 /// Records every request's count and latency by its route template (not the raw path, so

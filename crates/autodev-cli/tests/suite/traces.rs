@@ -212,3 +212,93 @@ async fn a_receiver_that_is_down_changes_nothing_for_the_run() {
     assert_eq!(code, 2);
     assert!(stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported"), "{stderr}");
 }
+
+/// A run made over the API continues the caller's trace: the request honours `traceparent`
+/// and answers with its own, and the run's spans (made by the server's worker) are in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_request_carries_the_callers_trace_into_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("spans.jsonl");
+    let (_receiver, endpoint) = receiver(&out);
+    let home = dir.path().join("home");
+    let script = Script::default();
+    script
+        .plan(json!([{"id": "t1", "title": "Add greeting", "description": "", "depends_on": [], "acceptance": []}]))
+        .on("task:t1", 0, vec![write("greeting.txt", "hello\n")])
+        .on("task:t1", 1, vec![finish("greeted")]);
+    let server = script.serve(Duration::ZERO).await;
+    let repo = make_repo(dir.path());
+    let (_, stdout, _) = output(autodev(&home).args(["keys", "create", "--name", "boss", "--role", "admin"]));
+    let key = stdout.lines().last().unwrap().to_string();
+    let mut child = autodev(&home)
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
+        .env("OPENAI_API_KEY", "sk-test")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_SERVICE_NAME", "autodev-test")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _reaper = Reaper(child.id());
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/api/v1/projects"))
+        .bearer_auth(&key)
+        .json(&json!({"name": "proj", "repository": repo, "test_command": "sh check.sh"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let r = http
+        .post(format!("{base}/api/v1/runs"))
+        .bearer_auth(&key)
+        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+        .json(&json!({"project": "proj", "spec": "# Greet\n\nSay hello."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let answered = r.headers().get("traceparent").unwrap().to_str().unwrap().to_string();
+    assert!(answered.starts_with(&format!("00-{caller_trace}-")) && !answered.contains(caller_span), "{answered}");
+    let run: Value = r.json().await.unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+    let mut state = Value::Null;
+    for _ in 0..300 {
+        let v: Value =
+            http.get(format!("{base}/api/v1/runs/{id}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        state = v["state"].clone();
+        if state == "succeeded" || state == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "succeeded");
+    // SIGTERM: the server stops and sends what it still holds.
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let all = spans(&out);
+    let request =
+        all.iter().find(|s| s["name"] == "POST /api/v1/runs").unwrap_or_else(|| panic!("no request span in {all:#?}"));
+    assert_eq!((request["trace_id"].as_str(), request["parent"].as_str()), (Some(caller_trace), Some(caller_span)));
+    assert_eq!(request["kind"], 2, "a server span");
+    assert_eq!(request["service"], "autodev-test");
+    let created = all.iter().find(|s| s["name"] == "run created").unwrap();
+    assert_eq!(created["parent"], request["span_id"]);
+    let drive = all
+        .iter()
+        .find(|s| {
+            s["attributes"]["autodev.run.id"] == json!(id)
+                && s["name"] != "run created"
+                && s["name"].as_str().unwrap().starts_with("run ")
+        })
+        .unwrap();
+    assert_eq!(
+        (drive["trace_id"].as_str(), drive["parent"].as_str()),
+        (Some(caller_trace), created["span_id"].as_str())
+    );
+    assert!(all.iter().any(|s| s["trace_id"] == caller_trace && s["name"] == "deliver"));
+}
