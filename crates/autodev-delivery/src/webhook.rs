@@ -27,7 +27,7 @@ pub(crate) fn client() -> reqwest::Client {
 
 /// Sends a request and reads the answer: the body on success, a [`CallError`] otherwise.
 pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<(u16, String), CallError> {
-    let response = request.send().await.map_err(CallError::transport)?;
+    let response = autodev_engine::telemetry::propagate(request).send().await.map_err(CallError::transport)?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.text().await.map_err(CallError::transport)?;

@@ -89,7 +89,7 @@ pub fn status_error(provider: &str, status: u16, headers: &HeaderMap, body: &str
 /// Sends a request to a vendor and returns the response if its status is a success, else the
 /// classified error (the body read for the vendor's message). Every adapter sends through here.
 pub async fn send(provider: &str, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ModelError> {
-    let resp = rb.send().await.map_err(|e| transport_error(provider, &e))?;
+    let resp = crate::telemetry::propagate(rb).send().await.map_err(|e| transport_error(provider, &e))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);

@@ -22,6 +22,7 @@
 //! - [`cassette`]: record every exchange to a JSON-lines file; replay it with no network.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod telemetry;
 pub mod anthropic;
 pub mod cassette;
 pub mod fallback;

@@ -167,6 +167,18 @@ async fn a_run_across_a_gate_and_two_processes_is_one_trace() {
     assert_eq!(parent_of(repair[0]).unwrap()["name"], "verify");
     let task_call = chats.iter().find(|c| c["attributes"]["autodev.conversation"] == "task:t1").unwrap();
     assert_eq!(parent_of(task_call).unwrap()["name"], "task t1");
+    // Each request to the model carried the trace on: its `traceparent` names the call's span.
+    let asked = server.received_requests().await.unwrap();
+    let carried: Vec<String> = asked
+        .iter()
+        .filter_map(|r| r.headers.get("traceparent").map(|v| v.to_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(carried.len(), asked.len(), "every model request carries a traceparent");
+    for tp in &carried {
+        let span_id = tp.split('-').nth(2).unwrap();
+        assert!(tp.starts_with(&format!("00-{trace}-")), "{tp}");
+        assert!(chats.iter().any(|c| c["span_id"] == span_id), "{tp} names no model-call span");
+    }
     // Tool calls under their agent too.
     let writes = named("execute_tool write_file");
     assert!(writes.len() >= 3);
