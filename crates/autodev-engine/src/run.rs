@@ -278,11 +278,10 @@ impl Engine {
             autodev.run.title = %ctx.run.title,
             autodev.process = %crate::lease::process_owner(),
             trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
         crate::telemetry::set_parent(&span, ctx.settings.trace_parent.as_deref());
-        if let Some(id) = crate::telemetry::trace_id(&span) {
-            span.record("trace_id", id.as_str());
-        }
+        crate::telemetry::record_ids(&span);
         let result = tracing::Instrument::instrument(crate::phases::drive(&ctx), span).await;
         if lost() {
             return Ok(Outcome::LeaseLost);

@@ -89,6 +89,24 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
     sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
+/// The span id of `span` in hex, for logs.
+pub fn span_id(span: &tracing::Span) -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    let sc = span.context().span().span_context().clone();
+    sc.is_valid().then(|| sc.span_id().to_string())
+}
+
+/// Records `trace_id` and `span_id` on `span` (declared as empty fields), so every log line
+/// written inside it leads to its trace.
+pub fn record_ids(span: &tracing::Span) {
+    if let (Some(t), Some(s)) = (trace_id(span), span_id(span)) {
+        span.record("trace_id", t.as_str());
+        span.record("span_id", s.as_str());
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

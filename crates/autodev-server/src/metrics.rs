@@ -179,12 +179,11 @@ pub async fn trace(matched: Option<MatchedPath>, req: Request, next: Next) -> Re
         url.path = %req.uri().path(),
         http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
     let parent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
     autodev_engine::telemetry::set_parent(&span, parent.as_deref());
-    if let Some(id) = autodev_engine::telemetry::trace_id(&span) {
-        span.record("trace_id", id.as_str());
-    }
+    autodev_engine::telemetry::record_ids(&span);
     let own = autodev_engine::telemetry::traceparent(&span);
     let mut response = next.run(req).instrument(span.clone()).await;
     span.record("http.response.status_code", i64::from(response.status().as_u16()));
