@@ -22,7 +22,6 @@
 //! - [`cassette`]: record every exchange to a JSON-lines file; replay it with no network.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod telemetry;
 pub mod anthropic;
 pub mod cassette;
 pub mod fallback;
@@ -32,6 +31,7 @@ pub mod http;
 pub mod openai;
 pub mod pricing;
 pub mod retry;
+pub mod telemetry;
 pub mod tokens;
 
 pub use anthropic::AnthropicClient;

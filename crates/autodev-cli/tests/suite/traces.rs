@@ -12,16 +12,26 @@ use serde_json::{Value, json};
 
 use super::{Reaper, autodev, output};
 
+/// The receiver (killed and reaped when dropped).
+struct Receiver(std::process::Child);
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The receiver, listening; its spans land in `out`.
-fn receiver(out: &std::path::Path) -> (Reaper, String) {
+fn receiver(out: &std::path::Path) -> (Receiver, String) {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/otlp-receiver");
-    let mut child =
-        std::process::Command::new(script).arg(out).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
-    let reaper = Reaper(child.id());
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = Receiver(
+        std::process::Command::new(script).arg(out).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_string();
-    (reaper, url)
+    (child, url)
 }
 
 fn spans(out: &std::path::Path) -> Vec<Value> {
@@ -169,10 +179,8 @@ async fn a_run_across_a_gate_and_two_processes_is_one_trace() {
     assert_eq!(parent_of(task_call).unwrap()["name"], "task t1");
     // Each request to the model carried the trace on: its `traceparent` names the call's span.
     let asked = server.received_requests().await.unwrap();
-    let carried: Vec<String> = asked
-        .iter()
-        .filter_map(|r| r.headers.get("traceparent").map(|v| v.to_str().unwrap().to_string()))
-        .collect();
+    let carried: Vec<String> =
+        asked.iter().filter_map(|r| r.headers.get("traceparent").map(|v| v.to_str().unwrap().to_string())).collect();
     assert_eq!(carried.len(), asked.len(), "every model request carries a traceparent");
     for tp in &carried {
         let span_id = tp.split('-').nth(2).unwrap();
