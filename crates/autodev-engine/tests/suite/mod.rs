@@ -8,3 +8,4 @@ mod lifecycle;
 mod once;
 mod outcomes;
 mod tools;
+mod traces;
