@@ -215,6 +215,15 @@ impl Dispatcher {
         };
         let mut results: BTreeMap<String, Value> = serde_json::from_str(&row.results).unwrap_or_default();
         let mut failing: Vec<(String, CallError)> = Vec::new();
+        // The milestone's delivery is a span of the run's trace, so the calls to forges, Jira,
+        // Slack and webhooks carry the run's `traceparent`.
+        let span = tracing::info_span!(
+            "autodev.delivery",
+            otel.name = %format!("deliver {}", row.topic),
+            autodev.run.id = %run.id,
+            autodev.milestone = %row.topic,
+        );
+        autodev_engine::telemetry::set_parent(&span, run.settings().ok().and_then(|s| s.trace_parent).as_deref());
         // The report and the timeline are the same for every target of this milestone: read once.
         let report = self.store.artifact(&self.home, &run.id, "report.md").await?;
         let timeline = self.store.timeline(&run.id).await?;
@@ -241,7 +250,12 @@ impl Dispatcher {
             if !target.wants(&milestone) {
                 continue;
             }
-            let outcome = call_with_retries(limiter, || target.deliver(&self.store, &milestone)).await;
+            let call = call_with_retries(limiter, || target.deliver(&self.store, &milestone));
+            let outcome = tracing::Instrument::instrument(
+                call,
+                tracing::info_span!(parent: &span, "autodev.delivery.target", otel.name = %format!("deliver to {name}")),
+            )
+            .await;
             let now = autodev_store::now_ms();
             let (ok, status, message) = match &outcome {
                 Ok(what) => (true, None, self.redact(what)),
