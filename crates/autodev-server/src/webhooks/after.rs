@@ -24,7 +24,7 @@ use autodev_store::ProjectRow;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::str_at;
+use super::{Checks, Closed, Deployment, News, str_at};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::views::run_json;
@@ -33,56 +33,6 @@ use crate::views::run_json;
 const CI_DETAIL_BYTES: usize = 12 * 1024;
 /// How long fetching what failed may take before the follow-up starts without it.
 const CI_FETCH_DEADLINE: Duration = Duration::from_secs(8);
-
-/// What the forge said happened.
-pub(crate) enum News {
-    Checks(Checks),
-    Closed(Closed),
-    Deployment(Deployment),
-}
-
-/// Finished checks on a commit.
-pub(crate) struct Checks {
-    pub source: &'static str,
-    /// `owner/name` or `group/name`.
-    pub place: String,
-    /// The run link a pull request is recorded under (`github.pull_request`…).
-    pub link: &'static str,
-    /// The pull requests the commit heads: their pages and origins (`github:o/n#2`).
-    pub pulls: Vec<(String, String)>,
-    pub sha: String,
-    pub passed: bool,
-    /// The check suite's app, the check run's or workflow's name, `pipeline #31`.
-    pub name: String,
-    pub url: Option<String>,
-    /// GitLab: the pipeline and its failed jobs (id, name, stage) as the event named them.
-    pub pipeline: Option<(u64, Vec<FailedJob>)>,
-}
-
-/// A failed GitLab job as a pipeline event names it: id, name, stage.
-pub(crate) type FailedJob = (u64, String, String);
-
-/// A pull request closed, merged or not.
-pub(crate) struct Closed {
-    pub source: &'static str,
-    pub place: String,
-    pub link: &'static str,
-    pub url: String,
-    pub merged: bool,
-    pub sha: Option<String>,
-    pub by: String,
-}
-
-/// A deployment finished.
-pub(crate) struct Deployment {
-    pub source: &'static str,
-    pub place: String,
-    /// The deployed commit (a full id, or GitLab's short one).
-    pub sha: String,
-    pub environment: String,
-    pub ok: bool,
-    pub url: Option<String>,
-}
 
 type Acted = (StatusCode, Value, String, Option<String>);
 

@@ -115,7 +115,7 @@ pub(super) enum Intent {
     /// Review feedback on a pull request: a follow-up run on its branch.
     FollowUp(Feedback),
     /// News of a pull request Autodev opened: checks, a merge, a deployment.
-    After(after::News),
+    After(News),
 }
 
 /// Feedback on a pull request Autodev may have opened.
@@ -134,6 +134,56 @@ pub(super) struct Feedback {
     place: String,
     /// Who wrote it (checked with the forge before anything runs).
     by: Commander,
+}
+
+/// What the forge said happened.
+pub(crate) enum News {
+    Checks(Checks),
+    Closed(Closed),
+    Deployment(Deployment),
+}
+
+/// Finished checks on a commit.
+pub(crate) struct Checks {
+    pub source: &'static str,
+    /// `owner/name` or `group/name`.
+    pub place: String,
+    /// The run link a pull request is recorded under (`github.pull_request`…).
+    pub link: &'static str,
+    /// The pull requests the commit heads: their pages and origins (`github:o/n#2`).
+    pub pulls: Vec<(String, String)>,
+    pub sha: String,
+    pub passed: bool,
+    /// The check suite's app, the check run's or workflow's name, `pipeline #31`.
+    pub name: String,
+    pub url: Option<String>,
+    /// GitLab: the pipeline and its failed jobs (id, name, stage) as the event named them.
+    pub pipeline: Option<(u64, Vec<FailedJob>)>,
+}
+
+/// A failed GitLab job as a pipeline event names it: id, name, stage.
+pub(crate) type FailedJob = (u64, String, String);
+
+/// A pull request closed, merged or not.
+pub(crate) struct Closed {
+    pub source: &'static str,
+    pub place: String,
+    pub link: &'static str,
+    pub url: String,
+    pub merged: bool,
+    pub sha: Option<String>,
+    pub by: String,
+}
+
+/// A deployment finished.
+pub(crate) struct Deployment {
+    pub source: &'static str,
+    pub place: String,
+    /// The deployed commit (a full id, or GitLab's short one).
+    pub sha: String,
+    pub environment: String,
+    pub ok: bool,
+    pub url: Option<String>,
 }
 
 pub(super) struct Ticket {
