@@ -581,6 +581,35 @@ async fn gitlab_pipelines_merges_and_deployments_follow_a_merge_request(app) {
     let deployed = v["timeline"].as_array().unwrap().iter().find(|s| s["step"] == "deployed").unwrap();
     assert_eq!(deployed["environment"], "staging");
     assert_eq!(deployed["url"], "https://staging.example.com");
+
+    // The run page shows the timeline and offers the revert; asked from there, a merge commit
+    // the repository does not have is refused with the reason, on the page.
+    let web = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = web
+        .post(format!("{}/login", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("key={}", app.operator))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let html = web.get(format!("{}/runs/{first_id}", app.base)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("After the pull request") && html.contains("deploy failed") && html.contains("(staging)"), "{html}");
+    assert!(html.contains(&format!("/runs/{first_id}/revert")) && html.contains("Revert the merged change"), "{html}");
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = &html[at..at + html[at..].find('"').unwrap()];
+    let r = web
+        .post(format!("{}/runs/{first_id}/revert", app.base))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("is not in the project&#39;s repository") || text.contains("is not in the project's repository"), "{text}");
     app.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), workers).await.unwrap().unwrap();
 }
