@@ -322,3 +322,45 @@ async fn an_api_request_carries_the_callers_trace_into_the_run() {
     );
     assert!(all.iter().any(|s| s["trace_id"] == caller_trace && s["name"] == "deliver"));
 }
+
+/// `serve` with the receiver down: requests are answered as ever, and the spans it could not
+/// send are counted in `/metrics`.
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_a_server_cannot_send_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (_, stdout, _) = output(autodev(&home).args(["keys", "create", "--name", "reader", "--role", "viewer"]));
+    let key = stdout.lines().last().unwrap().to_string();
+    let mut child = autodev(&home)
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "0"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _reaper = Reaper(child.id());
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        let r = http.get(format!("{base}/api/v1/runs")).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert!(r.headers().contains_key("traceparent"));
+    }
+    let mut dropped = None;
+    for _ in 0..100 {
+        let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        dropped = metrics
+            .lines()
+            .find(|l| l.starts_with("autodev_trace_spans_dropped_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        if dropped.is_some_and(|n| n >= 5.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dropped.is_some_and(|n| n >= 5.0), "{dropped:?}");
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
