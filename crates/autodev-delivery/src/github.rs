@@ -367,7 +367,8 @@ impl Target for Github {
             && let Some(number) = pull_request.as_deref().and_then(pull_number)
         {
             let id = self.post_once(m, &repo, number, &ci_exhausted_text(m)).await?;
-            done.push(format!("comment {id} on pull request #{number}"));
+            // For the pull request alone: the ticket hears of the merge, not of CI.
+            return Ok(format!("comment {id} on pull request #{number}"));
         }
         if m.topic == "delivery.merged"
             && let Some(deploy) = settings.deploy.as_ref().filter(|d| d.github_workflow.is_some())
@@ -379,21 +380,12 @@ impl Target for Github {
             let record = |e: autodev_store::StoreError| CallError::permanent(None, format!("could not record: {e}"));
             store.set_run_link(&m.run.id, "github.pull_request", &url).await.map_err(record)?;
             if opened {
-                store.notify(&m.run.id, "run.pr_opened").await.map_err(record)?;
-                let step = autodev_domain::DeliveryStep {
-                    step: "pr_opened".into(),
-                    detail: "pull request opened".to_string(),
-                    url: Some(url.clone()),
-                    sha: m.links.get("git.head").cloned(),
-                    environment: None,
-                };
-                store.record_step(&m.run.id, "pr_opened", step, None).await.map_err(record)?;
+                m.review_opened(store, &url, "pull request").await?;
             }
             done.push(format!("pull request {} {url}", if opened { "opened" } else { "updated" }));
             pull_request = Some(url);
         }
-        let tells_ticket = !m.is_timeline() || m.topic != "delivery.ci_exhausted";
-        if tells_ticket && let Some((issue_repo, number)) = origin_issue(m.run.origin.as_deref()) {
+        if let Some((issue_repo, number)) = origin_issue(m.run.origin.as_deref()) {
             let id = self.upsert_comment(store, m, &issue_repo, number, pull_request.as_deref()).await?;
             done.push(format!("comment {id} on {issue_repo}#{number}"));
         }
@@ -422,32 +414,23 @@ fn ci_marker(run_id: &str) -> String {
     format!("<!-- autodev-ci-exhausted:{run_id} -->")
 }
 
-/// The first `budget` bytes' worth of a log's last lines, ANSI colours removed.
-pub(crate) fn log_tail(log: &str, budget: usize) -> String {
+/// A CI log within `budget` bytes, colour codes removed: whole when it fits, else its head
+/// (where the first error of a build usually is) and its tail, cut at lines, with a line saying
+/// what was left out (the sandbox's own clipping of command output).
+pub(crate) fn log_excerpt(log: &str, budget: usize) -> String {
     let clean = strip_ansi(log);
-    let lines: Vec<&str> = clean.lines().collect();
-    let mut kept: Vec<&str> = Vec::new();
-    let mut used = 0;
-    for line in lines.iter().rev() {
-        let line = if line.len() > 500 { &line[..line.floor_char_boundary(500)] } else { line };
-        if used + line.len() + 1 > budget {
-            break;
-        }
-        used += line.len() + 1;
-        kept.push(line);
-    }
-    kept.reverse();
-    let cut = lines.len() - kept.len();
-    let mut out = String::new();
-    if cut > 0 {
-        out.push_str(&format!("… ({cut} earlier lines left out)\n"));
-    }
-    out.push_str(&kept.join("\n"));
-    out
+    let total = clean.len() as u64;
+    autodev_workspace::sandbox::clip_stream("", &clean, total, budget, "the whole log is at the check's page").0
+}
+
+/// Cuts a failing check's part to its share of the details, keeping its start and end.
+pub(crate) fn clip_part(part: &str, share: usize) -> String {
+    autodev_workspace::sandbox::clip_stream("", part, part.len() as u64, share, "see the check's page").0
 }
 
 /// `text` without ANSI escape sequences (CI logs are coloured), carriage returns, or GitLab's
-/// collapsible-section markers (`section_start:1700000000:step_script\r`).
+/// collapsible-section markers (`section_start:1700000000:step_script\r`). Written here: no
+/// crate in the tree does it, and GitLab's markers are GitLab's own.
 fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.split('\n') {
@@ -607,10 +590,10 @@ impl Github {
                 if let Ok((_, log)) = send(req).await {
                     // The log's end is what matters: room is left so the cap below cuts nothing.
                     let room = share.saturating_sub(part.len() + 200).max(1024);
-                    part.push_str(&format!("\nEnd of the job's log:\n```\n{}\n```\n", log_tail(&log, room)));
+                    part.push_str(&format!("\nThe job's log:\n```\n{}\n```\n", log_excerpt(&log, room)));
                 }
             }
-            details.push_str(&crate::text::clip(&part, share));
+            details.push_str(&clip_part(&part, share));
             details.push('\n');
         }
         Ok(CiFailure { summary, details })
@@ -626,14 +609,9 @@ impl Github {
         deploy: &autodev_domain::DeploySettings,
     ) -> Result<String, CallError> {
         let workflow = deploy.github_workflow.clone().unwrap_or_default();
-        let environment = deploy.environment().to_string();
-        if m.timeline.iter().any(|s| s.step == "deploy_requested") {
-            return Ok(format!("deploy to {environment} already requested"));
-        }
-        let git_ref = deploy
-            .git_ref
-            .clone()
-            .unwrap_or_else(|| if m.run.base_branch.is_empty() { "main".into() } else { m.run.base_branch.clone() });
+        let Some((git_ref, environment)) = m.deploy_target(deploy) else {
+            return Ok("deploy already requested".into());
+        };
         let mut inputs: serde_json::Map<String, serde_json::Value> =
             deploy.inputs.iter().flatten().map(|(k, v)| (k.clone(), json!(v))).collect();
         inputs.insert("environment".into(), json!(environment));
@@ -647,18 +625,8 @@ impl Github {
             .await?
             .json(&json!({"ref": git_ref, "inputs": inputs}));
         send(req).await?;
-        let step = autodev_domain::DeliveryStep {
-            step: "deploy_requested".into(),
-            detail: format!("workflow {workflow} dispatched on {git_ref}"),
-            url: None,
-            sha: m.step.and_then(|s| s.sha.clone()),
-            environment: Some(environment.clone()),
-        };
-        store
-            .record_step(&m.run.id, "deploy_requested", step, Some("delivery.deploy_requested"))
-            .await
-            .map_err(|e| CallError::permanent(None, format!("could not record the deploy: {e}")))?;
-        metrics::counter!("autodev_deploys_requested_total", "how" => "github_workflow").increment(1);
+        let detail = format!("workflow {workflow} dispatched on {git_ref}");
+        m.deploy_requested(store, "github_workflow", detail, None, &environment).await?;
         Ok(format!("workflow {workflow} dispatched on {git_ref} for {environment}"))
     }
 
@@ -795,12 +763,13 @@ mod tests {
     }
 
     #[test]
-    fn ci_logs_lose_colours_and_section_markers_and_keep_their_end() {
+    fn ci_logs_lose_colours_and_section_markers_and_keep_their_ends() {
         let log = "\u{1b}[0Ksection_start:1560896352:step_script\r\u{1b}[0K$ cargo test\n\u{1b}[31merror\u{1b}[0m: failed\r\nsection_end:1560896353:step_script\r\u{1b}[0K\n";
         assert_eq!(super::strip_ansi(log), "$ cargo test\nerror: failed\n\n");
         let long: String = (0..100).map(|i| format!("line {i}\n")).collect();
-        let tail = super::log_tail(&long, 40);
-        assert!(tail.starts_with("… (") && tail.ends_with("line 99"), "{tail}");
+        let excerpt = super::log_excerpt(&long, 300);
+        assert!(excerpt.starts_with("line 0\n") && excerpt.trim_end().ends_with("line 99"), "{excerpt}");
+        assert!(excerpt.contains("left out here") && excerpt.len() < 400, "{excerpt}");
         assert_eq!(super::pull_number("https://github.com/o/n/pull/12"), Some(12));
     }
 

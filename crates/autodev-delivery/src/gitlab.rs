@@ -211,8 +211,8 @@ impl Target for Gitlab {
             && let Some(iid) = merge_request.as_deref().and_then(merge_request_iid)
         {
             let id = self.note_once(m, &project, iid).await?;
-            done.push(format!("note {id} on !{iid}"));
-            return Ok(done.join("; "));
+            // For the merge request alone: the ticket hears of the merge, not of CI.
+            return Ok(format!("note {id} on !{iid}"));
         }
         if m.topic == "delivery.merged"
             && let Some(deploy) = settings.deploy.as_ref().filter(|d| d.gitlab_trigger == Some(true))
@@ -224,15 +224,7 @@ impl Target for Gitlab {
             let record = |e: autodev_store::StoreError| CallError::permanent(None, format!("could not record: {e}"));
             store.set_run_link(&m.run.id, "gitlab.merge_request", &url).await.map_err(record)?;
             if opened {
-                store.notify(&m.run.id, "run.pr_opened").await.map_err(record)?;
-                let step = autodev_domain::DeliveryStep {
-                    step: "pr_opened".into(),
-                    detail: "merge request opened".to_string(),
-                    url: Some(url.clone()),
-                    sha: m.links.get("git.head").cloned(),
-                    environment: None,
-                };
-                store.record_step(&m.run.id, "pr_opened", step, None).await.map_err(record)?;
+                m.review_opened(store, &url, "merge request").await?;
             }
             done.push(format!("merge request {} {url}", if opened { "opened" } else { "updated" }));
             merge_request = Some(url);
@@ -322,9 +314,9 @@ impl Gitlab {
             let trace = self.request(reqwest::Method::GET, &format!("/projects/{id}/jobs/{}/trace", job.id));
             if let Ok((_, log)) = send(trace).await {
                 let room = share.saturating_sub(part.len() + 200).max(1024);
-                part.push_str(&format!("\nEnd of the job's log:\n```\n{}\n```\n", crate::github::log_tail(&log, room)));
+                part.push_str(&format!("\nThe job's log:\n```\n{}\n```\n", crate::github::log_excerpt(&log, room)));
             }
-            details.push_str(&crate::text::clip(&part, share));
+            details.push_str(&crate::github::clip_part(&part, share));
             details.push('\n');
         }
         Ok(crate::github::CiFailure { summary, details })
@@ -341,14 +333,9 @@ impl Gitlab {
         project: &str,
         deploy: &autodev_domain::DeploySettings,
     ) -> Result<String, CallError> {
-        let environment = deploy.environment().to_string();
-        if m.timeline.iter().any(|s| s.step == "deploy_requested") {
-            return Ok(format!("deploy to {environment} already requested"));
-        }
-        let git_ref = deploy
-            .git_ref
-            .clone()
-            .unwrap_or_else(|| if m.run.base_branch.is_empty() { "main".into() } else { m.run.base_branch.clone() });
+        let Some((git_ref, environment)) = m.deploy_target(deploy) else {
+            return Ok("deploy already requested".into());
+        };
         let mut variables: Vec<(String, String)> =
             vec![("AUTODEV_ENVIRONMENT".into(), environment.clone()), ("AUTODEV_RUN".into(), m.run.id.clone())];
         variables.extend(deploy.inputs.iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
@@ -375,18 +362,8 @@ impl Gitlab {
         };
         let (_, text) = send(request).await?;
         let pipeline: Pipeline = parse(&text)?;
-        let step = autodev_domain::DeliveryStep {
-            step: "deploy_requested".into(),
-            detail: format!("pipeline {} on {git_ref}", pipeline.id),
-            url: pipeline.web_url.clone(),
-            sha: m.step.and_then(|s| s.sha.clone()),
-            environment: Some(environment.clone()),
-        };
-        store
-            .record_step(&m.run.id, "deploy_requested", step, Some("delivery.deploy_requested"))
-            .await
-            .map_err(|e| CallError::permanent(None, format!("could not record the deploy: {e}")))?;
-        metrics::counter!("autodev_deploys_requested_total", "how" => "gitlab_trigger").increment(1);
+        let detail = format!("pipeline {} on {git_ref}", pipeline.id);
+        m.deploy_requested(store, "gitlab_trigger", detail, pipeline.web_url.clone(), &environment).await?;
         Ok(format!("pipeline {} triggered on {git_ref} for {environment}", pipeline.id))
     }
 

@@ -68,6 +68,56 @@ impl Milestone<'_> {
         self.project.map(autodev_store::ProjectRow::settings).unwrap_or_default()
     }
 
+    /// A pull request (merge request) this milestone opened: `run.pr_opened` for the
+    /// integrations, and the timeline's first step.
+    pub async fn review_opened(&self, store: &Store, url: &str, noun: &str) -> Result<(), CallError> {
+        let record = |e: autodev_store::StoreError| CallError::permanent(None, format!("could not record: {e}"));
+        store.notify(&self.run.id, "run.pr_opened").await.map_err(record)?;
+        let step = autodev_domain::DeliveryStep {
+            step: "pr_opened".into(),
+            detail: format!("{noun} opened"),
+            url: Some(url.to_string()),
+            sha: self.links.get("git.head").cloned(),
+            environment: None,
+        };
+        store.record_step(&self.run.id, "pr_opened", step, None).await.map_err(record)?;
+        Ok(())
+    }
+
+    /// Where a merged change is deployed from and to (`deploy`'s `ref`, else the run's base
+    /// branch; its environment), or `None` when the deploy was asked for already.
+    pub fn deploy_target(&self, deploy: &autodev_domain::DeploySettings) -> Option<(String, String)> {
+        if self.timeline.iter().any(|s| s.step == "deploy_requested") {
+            return None;
+        }
+        let base = if self.run.base_branch.is_empty() { "main" } else { self.run.base_branch.as_str() };
+        Some((deploy.git_ref.clone().unwrap_or_else(|| base.to_string()), deploy.environment().to_string()))
+    }
+
+    /// Records a deploy asked of the team's CD (`how`: `github_workflow`, `gitlab_trigger`).
+    pub async fn deploy_requested(
+        &self,
+        store: &Store,
+        how: &'static str,
+        detail: String,
+        url: Option<String>,
+        environment: &str,
+    ) -> Result<(), CallError> {
+        let step = autodev_domain::DeliveryStep {
+            step: "deploy_requested".into(),
+            detail,
+            url,
+            sha: self.step.and_then(|s| s.sha.clone()),
+            environment: Some(environment.to_string()),
+        };
+        store
+            .record_step(&self.run.id, "deploy_requested", step, Some("delivery.deploy_requested"))
+            .await
+            .map_err(|e| CallError::permanent(None, format!("could not record the deploy: {e}")))?;
+        metrics::counter!("autodev_deploys_requested_total", "how" => how).increment(1);
+        Ok(())
+    }
+
     /// The step's environment (`production` when none was named).
     pub fn environment(&self) -> &str {
         self.step.and_then(|s| s.environment.as_deref()).unwrap_or("production")

@@ -7,15 +7,6 @@
 //! own markup is neutralised here for the untrusted parts; Autodev's own lines (its links,
 //! the `Closes #N` of the run's own ticket) are added after, as markup.
 
-/// `text` cut to at most `max` bytes (on a character boundary), with a marker when cut.
-pub fn clip(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let end = text.floor_char_boundary(max.saturating_sub(40));
-    format!("{}\n… ({} bytes left out)\n", &text[..end], text.len() - end)
-}
-
 /// Slack `mrkdwn` text: `&`, `<` and `>` escaped as Slack documents it, so no mention
 /// (`<!channel>`, `<@U…>`), no link and no formatting control reaches the channel.
 pub fn slack(text: &str) -> String {

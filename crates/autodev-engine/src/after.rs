@@ -113,7 +113,7 @@ pub async fn request_revert(
                 format!("the merge commit {sha} of run {} is not on {base}", owner.short_id),
             )));
         }
-        if let Err(refusal) = clone.revert_commit(&sha, &onto, "check").await? {
+        if let Err(refusal) = clone.revert_tree(&sha, &onto).await? {
             let code = match refusal {
                 autodev_workspace::RevertRefusal::Conflict(_) => "revert_conflict",
                 _ => "nothing_to_revert",

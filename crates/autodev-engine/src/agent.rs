@@ -531,17 +531,6 @@ impl<'a, 's> AgentLoop<'a, 's> {
             r = tracing::Instrument::instrument(ctx.engine.model.complete(&request), span.clone()) => Some(r),
             _ = ctx.cancel.cancelled() => None,
         };
-        if let Some(Ok(r)) = &result {
-            // Integers as OTLP ints (a u64 would be exported as a string).
-            span.record("gen_ai.usage.input_tokens", r.usage.input_tokens.min(i64::MAX as u64) as i64);
-            span.record("gen_ai.usage.output_tokens", r.usage.output_tokens.min(i64::MAX as u64) as i64);
-            span.record("gen_ai.response.model", ctx.settings.model.as_str());
-            let cost = ctx.engine.prices.cost(&ctx.settings.model, r.usage.input_tokens, r.usage.output_tokens);
-            if let Some(c) = cost {
-                span.record("autodev.cost_usd", c.as_usd());
-            }
-        }
-        drop(span);
         if !matches!(result, Some(Ok(_))) && reserved > 0 {
             ctx.engine.store.release_cost(&ctx.run.id, reserved).await?;
         }
@@ -557,7 +546,8 @@ impl<'a, 's> AgentLoop<'a, 's> {
         };
         let latency = started.elapsed();
         self.excluded += latency;
-        self.record(turn, response, latency, reserved).await
+        // Recorded under the call's span, which takes its usage and cost from the record.
+        tracing::Instrument::instrument(self.record(turn, response, latency, reserved), span).await
     }
 
     /// Prices the reply, warns about spending, and stores it with the start of its first tool
@@ -603,6 +593,14 @@ impl<'a, 's> AgentLoop<'a, 's> {
                 0
             }
         };
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            // Integers as OTLP ints (a u64 would be exported as a string).
+            span.record("gen_ai.response.model", model.as_str());
+            span.record("gen_ai.usage.input_tokens", response.usage.input_tokens.min(i64::MAX as u64) as i64);
+            span.record("gen_ai.usage.output_tokens", response.usage.output_tokens.min(i64::MAX as u64) as i64);
+            span.record("autodev.cost_usd", autodev_domain::MicroUsd(cost).as_usd());
+        }
         let spent = ctx.cost_micros.fetch_add(cost, Ordering::Relaxed) + cost;
         if let Some(max) = ctx.settings.max_cost_usd
             && spent as f64 >= max * 0.8e6

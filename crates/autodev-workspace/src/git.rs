@@ -507,17 +507,12 @@ impl Git {
         self.run(&["diff", "--stat", &format!("{base}...{head}")]).await
     }
 
-    /// A commit on top of `onto` that undoes `change` (a merge commit against its first
-    /// parent, any other commit against its parent), made without a worktree: the revert is
-    /// the three-way merge of `onto` and `change^1` over `change` (`git merge-tree`).
-    /// `Err(Refusal)` when it does not apply cleanly (the conflicting paths) or would change
-    /// nothing (the change is no longer there).
-    pub async fn revert_commit(
-        &self,
-        change: &str,
-        onto: &str,
-        message: &str,
-    ) -> Result<std::result::Result<String, RevertRefusal>> {
+    /// The tree of `onto` with `change` undone (a merge commit against its first parent, any
+    /// other commit against its parent), made without a worktree: the three-way merge of
+    /// `onto` and `change^1` over `change` (`git merge-tree`). `Err(Refusal)` when it does not
+    /// apply cleanly (the conflicting paths) or would change nothing (the change is no longer
+    /// there). Only objects are written, no ref: a check costs nothing else.
+    pub async fn revert_tree(&self, change: &str, onto: &str) -> Result<std::result::Result<String, RevertRefusal>> {
         let Some(parent) = self.rev_parse(&format!("{change}^1")).await? else {
             return Ok(Err(RevertRefusal::NoParent));
         };
@@ -539,8 +534,7 @@ impl Git {
         match out.status.code() {
             Some(0) => {}
             Some(1) => {
-                let mut paths: Vec<String> =
-                    lines.take_while(|l| !l.is_empty()).map(str::to_string).collect::<Vec<_>>();
+                let mut paths: Vec<String> = lines.take_while(|l| !l.is_empty()).map(str::to_string).collect();
                 paths.dedup();
                 return Ok(Err(RevertRefusal::Conflict(paths)));
             }
@@ -556,6 +550,20 @@ impl Git {
         if onto_tree.trim() == tree {
             return Ok(Err(RevertRefusal::NothingToRevert));
         }
+        Ok(Ok(tree))
+    }
+
+    /// A commit on top of `onto` that undoes `change` ([`Git::revert_tree`]), with `message`.
+    pub async fn revert_commit(
+        &self,
+        change: &str,
+        onto: &str,
+        message: &str,
+    ) -> Result<std::result::Result<String, RevertRefusal>> {
+        let tree = match self.revert_tree(change, onto).await? {
+            Ok(tree) => tree,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         let commit = self.run(&["commit-tree", &tree, "-p", onto, "-m", message]).await?;
         Ok(Ok(commit.trim().to_string()))
     }

@@ -107,17 +107,28 @@ async fn pull_request_of(state: &AppState, c: &Checks) -> Result<Option<(Vec<Str
     Ok(None)
 }
 
+/// One of Autodev's pull requests, as a check's news finds it.
+struct Pull {
+    /// Its runs, oldest first: the one that opened it, then its follow-ups.
+    runs: Vec<String>,
+    url: String,
+    /// `github:o/n#2`, `gitlab:g/n!1`: one active run per pull request.
+    origin: String,
+    project: ProjectRow,
+}
+
 async fn checks(state: &AppState, c: Checks) -> Result<Acted, ApiError> {
-    let Some((runs, pr_url, origin)) = pull_request_of(state, &c).await? else {
+    let Some((runs, url, origin)) = pull_request_of(state, &c).await? else {
         return ignored(format!("commit {} is not on a pull request Autodev opened", short(&c.sha)));
     };
     let owner = state.store.get_run(&runs[0]).await?;
     let Some(project) = project_of(state, &owner).await.filter(|p| same_place(p, c.source, &c.place)) else {
-        return ignored(format!("{pr_url} belongs to no project for {} `{}`", c.source, c.place));
+        return ignored(format!("{url} belongs to no project for {} `{}`", c.source, c.place));
     };
+    let pull = Pull { runs, url, origin, project };
     // Only a commit Autodev pushed: a person's commit on the branch is theirs to fix.
     let mut pushed = false;
-    for id in &runs {
+    for id in &pull.runs {
         if state.store.run_links(id).await?.iter().any(|(n, v)| n == "git.head" && v.eq_ignore_ascii_case(&c.sha)) {
             pushed = true;
             break;
@@ -127,7 +138,7 @@ async fn checks(state: &AppState, c: Checks) -> Result<Acted, ApiError> {
         if !c.passed {
             metrics::counter!("autodev_ci_follow_ups_refused_total", "reason" => "not_autodev_commit").increment(1);
         }
-        return ignored(format!("commit {} on {pr_url} was not pushed by Autodev", short(&c.sha)));
+        return ignored(format!("commit {} on {} was not pushed by Autodev", short(&c.sha), pull.url));
     }
     let (step_name, conclusion) = if c.passed { ("checks_passed", "passed") } else { ("checks_failed", "failed") };
     metrics::counter!("autodev_ci_checks_total", "conclusion" => conclusion).increment(1);
@@ -144,22 +155,16 @@ async fn checks(state: &AppState, c: Checks) -> Result<Acted, ApiError> {
     if c.passed {
         return recorded(step_name, &owner.id, new.is_some());
     }
-    ci_follow_up(state, &c, &project, &runs, &pr_url, &origin).await
+    ci_follow_up(state, &c, &pull).await
 }
 
 /// Failing CI on Autodev's commit: a follow-up run, within the project's rounds.
-async fn ci_follow_up(
-    state: &AppState,
-    c: &Checks,
-    project: &ProjectRow,
-    runs: &[String],
-    pr_url: &str,
-    origin: &str,
-) -> Result<Acted, ApiError> {
+async fn ci_follow_up(state: &AppState, c: &Checks, pull: &Pull) -> Result<Acted, ApiError> {
+    let (project, origin) = (&pull.project, pull.origin.as_str());
     let refused = |reason: &'static str| {
         metrics::counter!("autodev_ci_follow_ups_refused_total", "reason" => reason).increment(1);
     };
-    let owner_id = &runs[0];
+    let owner_id = &pull.runs[0];
     let rounds = project.settings().ci_repair_rounds();
     if rounds == 0 {
         refused("off");
@@ -181,7 +186,8 @@ async fn ci_follow_up(
         };
         state.store.record_step(owner_id, "ci_exhausted", step, Some("delivery.ci_exhausted")).await?;
         return ignored(format!(
-            "CI failed on {pr_url} again, and its {rounds} CI follow-up(s) (ci_repair_rounds) are used up"
+            "CI failed on {} again, and its {rounds} CI follow-up(s) (ci_repair_rounds) are used up",
+            pull.url
         ));
     }
     if let Some(active) = state.store.active_run_for_origin(origin).await? {
@@ -200,35 +206,21 @@ async fn ci_follow_up(
     if state.store.record_step(owner_id, &key, step, None).await?.is_none() {
         return ignored(format!("a CI follow-up for commit {} was started already", short(&c.sha)));
     }
-    match start_ci_run(state, c, project, runs, pr_url, origin).await {
-        Ok(acted) => {
-            metrics::counter!("autodev_ci_follow_ups_started_total").increment(1);
-            Ok(acted)
-        }
-        Err(e) => {
-            // Nothing started: the round is not spent.
-            state.store.forget_step(owner_id, &key).await?;
-            e
-        }
+    let acted = start_ci_run(state, c, pull).await;
+    if matches!(acted, Ok((StatusCode::CREATED, ..))) {
+        metrics::counter!("autodev_ci_follow_ups_started_total").increment(1);
+    } else {
+        // Nothing started: the round is not spent.
+        state.store.forget_step(owner_id, &key).await?;
     }
+    acted
 }
 
-/// Creates the CI follow-up run. `Err` holds the answer to give when it could not start.
-async fn start_ci_run(
-    state: &AppState,
-    c: &Checks,
-    project: &ProjectRow,
-    runs: &[String],
-    pr_url: &str,
-    origin: &str,
-) -> Result<Acted, Result<Acted, ApiError>> {
-    let store_err = |e: autodev_store::StoreError| Err(Err(ApiError::from(e)));
+/// Creates the CI follow-up run: 201 with it, or the reason it could not start.
+async fn start_ci_run(state: &AppState, c: &Checks, pull: &Pull) -> Result<Acted, ApiError> {
+    let (project, pr_url) = (&pull.project, pull.url.as_str());
     // The newest run of the pull request carries every earlier instruction in its spec.
-    let parent_id = runs.last().cloned().unwrap_or_default();
-    let parent = match state.store.get_run(&parent_id).await {
-        Ok(p) => p,
-        Err(e) => return store_err(e),
-    };
+    let parent = state.store.get_run(pull.runs.last().map_or("", String::as_str)).await?;
     let failure = what_failed(state, c).await;
     let mut settings: RunSettings = parent.settings().unwrap_or_default();
     let branch = settings.deliver_branch.clone().unwrap_or_else(|| parent.branch.clone());
@@ -238,7 +230,7 @@ async fn start_ci_run(
     settings.config_warnings.clear();
     settings.revert = None;
     if let Err(e) = state.models.check(&settings) {
-        return Err(ignored(format!("no model client: {e}")));
+        return ignored(format!("no model client: {e}"));
     }
     let what = if failure.summary.is_empty() { c.name.clone() } else { failure.summary.clone() };
     let text = format!(
@@ -250,22 +242,20 @@ async fn start_ci_run(
     );
     let spec = match Spec::from_text(&text) {
         Ok(spec) => spec,
-        Err(e) => return Err(ignored(format!("the CI failure is not a usable spec: {e}"))),
+        Err(e) => return ignored(format!("the CI failure is not a usable spec: {e}")),
     };
     let req = checkout::ProjectRun {
         project,
         spec,
         settings,
-        origin: Some(origin.to_string()),
+        origin: Some(pull.origin.clone()),
         audit: None,
         base_branch: Some(branch),
     };
     match checkout::enqueue(&state.store, req).await {
         Ok((run, _)) => {
             let answered = format!("CI failed on {}: {what}", short(&c.sha));
-            if let Err(e) = state.store.set_run_link(&run.id, "ci.failure", &answered).await {
-                return store_err(e);
-            }
+            state.store.set_run_link(&run.id, "ci.failure", &answered).await?;
             tracing::info!(run = %run.id, parent = %parent.id, pr = %pr_url, sha = %c.sha, "CI follow-up run created");
             let id = run.id.clone();
             Ok((
@@ -275,8 +265,8 @@ async fn start_ci_run(
                 Some(id),
             ))
         }
-        Err(EngineError::Store(e)) => store_err(e),
-        Err(e) => Err(ignored(format!("could not create the CI follow-up run: {e}"))),
+        Err(EngineError::Store(e)) => Err(e.into()),
+        Err(e) => ignored(format!("could not create the CI follow-up run: {e}")),
     }
 }
 

@@ -112,7 +112,8 @@ async fn follow_up(
     let ignored = |why: String| {
         Ok((StatusCode::OK, json!({"status": "ignored", "reason": why}), format!("ignored: {why}"), None))
     };
-    let Some(parent_id) = state.store.run_for_link(feedback.link, &feedback.pr_url).await? else {
+    // The newest run of the pull request (its follow-ups come after the run that opened it).
+    let Some(parent_id) = state.store.runs_for_link(feedback.link, &feedback.pr_url).await?.pop() else {
         return ignored(format!("{} was not opened by Autodev", feedback.pr_url));
     };
     let parent = state.store.get_run(&parent_id).await?;

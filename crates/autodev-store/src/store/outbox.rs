@@ -154,16 +154,17 @@ impl Store {
         }))
     }
 
-    /// The newest run an integration made this for (`github.pull_request` → its URL).
-    pub async fn run_for_link(&self, name: &str, value: &str) -> Result<Option<String>> {
+    /// The runs an integration made this for (`github.pull_request` → its URL), oldest first:
+    /// the first opened the pull request, the rest are its follow-ups.
+    pub async fn runs_for_link(&self, name: &str, value: &str) -> Result<Vec<String>> {
         Ok(read!(self, |pool| {
             sqlx::query_scalar(
                 "SELECT l.run_id FROM run_links l JOIN runs r ON r.id = l.run_id
-                 WHERE l.name = $1 AND l.value = $2 ORDER BY r.created_at DESC LIMIT 1",
+                 WHERE l.name = $1 AND l.value = $2 ORDER BY r.created_at, r.id",
             )
             .bind(name)
             .bind(value)
-            .fetch_optional(pool)
+            .fetch_all(pool)
             .await?
         }))
     }

@@ -110,21 +110,6 @@ impl Store {
         }))
     }
 
-    /// The runs an integration made this for (`github.pull_request` → its URL), oldest first:
-    /// the first opened the pull request, the rest are its follow-ups.
-    pub async fn runs_for_link(&self, name: &str, value: &str) -> Result<Vec<String>> {
-        Ok(read!(self, |pool| {
-            sqlx::query_scalar(
-                "SELECT l.run_id FROM run_links l JOIN runs r ON r.id = l.run_id
-                 WHERE l.name = $1 AND l.value = $2 ORDER BY r.created_at, r.id",
-            )
-            .bind(name)
-            .bind(value)
-            .fetch_all(pool)
-            .await?
-        }))
-    }
-
     /// The run whose change was merged as the commit `sha` (a full id, or a prefix of at
     /// least 7 hex digits as GitLab's deployments give): the newest when several match.
     pub async fn run_merged_as(&self, sha: &str) -> Result<Option<String>> {
