@@ -68,3 +68,19 @@ pub async fn post_json(base: &str, key: &str, path: &str, body: serde_json::Valu
     let r = reqwest::Client::new().post(format!("{base}{path}")).bearer_auth(key).json(&body).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or_default())
 }
+
+/// Polls `GET base/api/v1/runs/{id}` until the run ends (or 15 s pass); its last state.
+pub async fn run_end(base: &str, key: &str, id: &str) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    let mut state = serde_json::Value::Null;
+    for _ in 0..300 {
+        let v: serde_json::Value =
+            http.get(format!("{base}/api/v1/runs/{id}")).bearer_auth(key).send().await.unwrap().json().await.unwrap();
+        state = v["state"].clone();
+        if matches!(state.as_str(), Some("succeeded" | "failed" | "cancelled")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    state
+}

@@ -225,16 +225,7 @@ async fn serve_executes_a_run_created_over_http() {
     assert_eq!(r.status().as_u16(), 201);
     let run: Value = r.json().await.unwrap();
     let id = run["id"].as_str().unwrap();
-    let mut state = Value::Null;
-    for _ in 0..200 {
-        let v: Value =
-            http.get(format!("{base}/api/v1/runs/{id}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
-        state = v["state"].clone();
-        if state == "succeeded" || state == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let state = super::run_end(&base, &key, id).await;
     assert_eq!(state, "succeeded");
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert_eq!(child.wait().unwrap().code(), Some(0));

@@ -250,18 +250,15 @@ async fn an_api_request_carries_the_callers_trace_into_the_run() {
     let repo = make_repo(dir.path());
     let (_, stdout, _) = output(autodev(&home).args(["keys", "create", "--name", "boss", "--role", "admin"]));
     let key = stdout.lines().last().unwrap().to_string();
-    let mut child = autodev(&home)
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
-        .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
-        .env("OPENAI_API_KEY", "sk-test")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("OTEL_SERVICE_NAME", "autodev-test")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, base) = super::start_serve(
+        autodev(&home)
+            .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
+            .env("OPENAI_API_KEY", "sk-test")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env("OTEL_SERVICE_NAME", "autodev-test"),
+        1,
+    );
     let _reaper = Reaper(child.id());
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
     let http = reqwest::Client::new();
     let r = http
         .post(format!("{base}/api/v1/projects"))
@@ -286,16 +283,7 @@ async fn an_api_request_carries_the_callers_trace_into_the_run() {
     assert!(answered.starts_with(&format!("00-{caller_trace}-")) && !answered.contains(caller_span), "{answered}");
     let run: Value = r.json().await.unwrap();
     let id = run["id"].as_str().unwrap().to_string();
-    let mut state = Value::Null;
-    for _ in 0..300 {
-        let v: Value =
-            http.get(format!("{base}/api/v1/runs/{id}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
-        state = v["state"].clone();
-        if state == "succeeded" || state == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let state = super::run_end(&base, &key, &id).await;
     assert_eq!(state, "succeeded");
     // SIGTERM: the server stops and sends what it still holds.
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
@@ -331,16 +319,11 @@ async fn spans_a_server_cannot_send_are_dropped_and_counted() {
     let home = dir.path().join("home");
     let (_, stdout, _) = output(autodev(&home).args(["keys", "create", "--name", "reader", "--role", "viewer"]));
     let key = stdout.lines().last().unwrap().to_string();
-    let mut child = autodev(&home)
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "0"])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, base) = super::start_serve(
+        autodev(&home).env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9").env("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        0,
+    );
     let _reaper = Reaper(child.id());
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
     let http = reqwest::Client::new();
     for _ in 0..5 {
         let r = http.get(format!("{base}/api/v1/runs")).bearer_auth(&key).send().await.unwrap();

@@ -9,37 +9,12 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use super::webhooks::signed_github;
+use super::delivery::{json_response, received, wait_for_end};
+use super::webhooks::{fixture, signed_github};
 use super::{GITLAB_TOKEN, JIRA_SECRET, TestApp, both};
 
 const REPO: &str = "Codertocat/Hello-World";
 const PR_URL: &str = "https://github.com/Codertocat/Hello-World/pull/2";
-
-fn fixture(name: &str) -> Value {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
-}
-
-fn json_response(status: u16, body: Value) -> ResponseTemplate {
-    ResponseTemplate::new(status).set_body_json(body).insert_header("content-type", "application/json; charset=utf-8")
-}
-
-fn received<'a>(requests: &'a [Request], verb: &str, p: &str) -> Vec<&'a Request> {
-    requests.iter().filter(|r| r.method.as_str() == verb && r.url.path() == p).collect()
-}
-
-async fn wait_for_end(app: &TestApp, id: &str) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..600 {
-        let r = app.get(&format!("/api/v1/runs/{id}"), Some(&app.viewer)).send().await.unwrap();
-        last = r.json().await.unwrap();
-        if matches!(last["state"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    last
-}
 
 /// A bare "origin" repository cloned from the test repository, and a project on it.
 async fn project_on_bare(app: &TestApp, settings: Value) -> std::path::PathBuf {
@@ -283,7 +258,7 @@ async fn a_pull_request_is_followed_from_red_ci_to_merge_deploy_and_revert(app) 
     // The follow-up's spec: the ticket, and what CI said (output, annotation, the log's end).
     let spec = app.store.get_run(&ci1).await.unwrap().spec;
     for part in ["I feel the need for speed", "## CI failed on https://github.com/Codertocat/Hello-World/pull/2",
-        "1 test failed", "src/greet.rs:3 [failure] greet_says_hello: assertion", "error: test greet_says_hello failed at src/greet.rs:3", "earlier lines left out"] {
+        "1 test failed", "src/greet.rs:3 [failure] greet_says_hello: assertion", "error: test greet_says_hello failed at src/greet.rs:3", "left out here", "compiling crate 0"] {
         assert!(spec.contains(part), "{part} not in the spec:\n{spec}");
     }
     assert!(!spec.contains('\u{1b}'), "colour codes reach the model");

@@ -91,7 +91,7 @@ fn config(github: &MockServer, hook: &MockServer) -> DeliveryConfig {
     }
 }
 
-fn json_response(status: u16, body: Value) -> ResponseTemplate {
+pub fn json_response(status: u16, body: Value) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_json(body).insert_header("content-type", "application/json; charset=utf-8")
 }
 
@@ -129,7 +129,7 @@ async fn github_without_pull_request(github: &MockServer, branch: &str) {
         .await;
 }
 
-fn received<'a>(requests: &'a [Request], verb: &str, p: &str) -> Vec<&'a Request> {
+pub fn received<'a>(requests: &'a [Request], verb: &str, p: &str) -> Vec<&'a Request> {
     requests.iter().filter(|r| r.method.as_str() == verb && r.url.path() == p).collect()
 }
 
@@ -610,7 +610,7 @@ async fn a_run_gets_one_confluence_page_updated_on_redelivery(app) {
 }
 
 /// Waits for a run to end; its state.
-async fn wait_for_end(app: &TestApp, id: &str) -> Value {
+pub async fn wait_for_end(app: &TestApp, id: &str) -> Value {
     let mut last = Value::Null;
     for _ in 0..400 {
         let r = app.get(&format!("/api/v1/runs/{id}"), Some(&app.viewer)).send().await.unwrap();

@@ -2,7 +2,7 @@ mod after;
 mod api;
 mod ask;
 mod contract;
-mod delivery;
+pub mod delivery;
 mod flow;
 mod mcp;
 mod ui;

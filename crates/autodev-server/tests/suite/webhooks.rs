@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::{GITHUB_SECRET, GITLAB_TOKEN, JIRA_SECRET, TestApp, both};
 
-fn fixture(path: &str) -> Value {
+pub fn fixture(path: &str) -> Value {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     serde_json::from_str(&std::fs::read_to_string(dir.join(path)).unwrap()).unwrap()
 }
